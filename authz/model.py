@@ -1,0 +1,162 @@
+"""The plain values that flow through the service, left to right.
+
+Envoy's CheckRequest becomes a `Request` (in `authz.wire.inbound`), the identity layer turns it
+into an `Identity`, the policy evaluator returns a `Decision`, and the engine wraps that into a
+`Verdict` that `authz.wire.outbound` turns back into protobuf. Nothing here knows protobuf, YAML
+or the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request as Envoy saw it, already normalized.
+
+    `path` is the normalized path (see `authz.paths.normalize_path`); `raw_path` is Envoy's
+    `:path` as received. `host` is lower-case without port. Header names are lower-case.
+    """
+
+    method: str
+    path: str
+    host: str
+    raw_path: str = ""
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    source_ip: str | None = None
+    destination_port: int | None = None
+    # What Envoy says about the TLS peer: `attributes.source.principal` and the URL-encoded PEM
+    # of `attributes.source.certificate` (only with include_peer_certificate: true).
+    peer_principal: str = ""
+    peer_certificate: str = ""
+    # Claims that Envoy's own jwt_authn filter verified, from `metadata_context`, keyed by the
+    # filter's payload_in_metadata name. Only used when the operator enables it.
+    jwt_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The mTLS workload identity. SPIFFE parts are set only for a SPIFFE principal."""
+
+    principal: str
+    trust_domain: str | None = None
+    namespace: str | None = None
+    service_account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndUser:
+    """A verified JWT. `claims` is the whole verified payload."""
+
+    issuer: str
+    subject: str
+    claims: Mapping[str, Any]
+    # Which provider verified the token and where it was found: the engine needs them for
+    # claims_to_headers and forward: false. Not part of equality.
+    provider: JwtProvider | None = field(default=None, compare=False)
+    found_at: TokenLocation | None = field(default=None, compare=False)
+
+    @property
+    def principal(self) -> str:
+        """Istio's request principal: `<iss>/<sub>`."""
+        return f"{self.issuer}/{self.subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    workload: Workload | None = None
+    user: EndUser | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.workload is not None or self.user is not None
+
+
+ANONYMOUS = Identity()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLocation:
+    """Where a JWT is looked for: exactly one of header, query or cookie is set."""
+
+    header: str | None = None
+    prefix: str = ""
+    query: str | None = None
+    cookie: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProvider:
+    """One `authentication.jwt` entry of a policy file, validated.
+
+    Exactly one key source is set: `jwks_uri`, `jwks_file` (absolute path), `jwks_json` (the
+    inline JWKS, serialized) or `discovery`. `algorithms` is empty for "the asymmetric default".
+    """
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks_uri: str | None = None
+    jwks_file: str | None = None
+    jwks_json: str | None = None
+    discovery: bool = False
+    locations: tuple[TokenLocation, ...] = (TokenLocation(header="authorization", prefix="Bearer "),)
+    forward: bool = True
+    claims_to_headers: tuple[tuple[str, str], ...] = ()
+    algorithms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """The authentication in force for one host: the union of its applying files.
+
+    `trust_domains` is None when no applying file restricts them.
+    """
+
+    trust_domains: frozenset[str] | None = None
+    jwt_providers: tuple[JwtProvider, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowMatch:
+    """A matching rule that does not change the decision: `audit`, or `dry_run` ("would allow")."""
+
+    rule: str
+    action: str
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the policy says. `reason` is a stable code or the deciding rule's name."""
+
+    allowed: bool
+    status: int
+    reason: str
+    rule: str | None = None
+    shadow: tuple[ShadowMatch, ...] = ()
+    # The RFC 6750 WWW-Authenticate value for a 401.
+    challenge: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A decision with everything Envoy must be told about it."""
+
+    decision: Decision
+    decision_id: str
+    policy_revision: str = ""
+    principal: str = ""
+    request_principal: str = ""
+    # Headers for the upstream (allow only), always sent with append=false.
+    headers_to_set: tuple[tuple[str, str], ...] = ()
+    # Headers removed on the way upstream (allow only): identity headers we did not set, and a
+    # token whose provider says forward: false.
+    headers_to_remove: tuple[str, ...] = ()
