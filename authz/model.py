@@ -160,3 +160,5 @@ class Verdict:
     # Headers removed on the way upstream (allow only): identity headers we did not set, and a
     # token whose provider says forward: false.
     headers_to_remove: tuple[str, ...] = ()
+    # A token found in a query parameter whose provider says forward: false (allow only).
+    query_parameters_to_remove: tuple[str, ...] = ()
