@@ -1,0 +1,22 @@
+"""Subcommands of `authz`. Each module has NAME, HELP, configure(parser) and run(args) -> int."""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+from typing import Protocol, cast
+
+from authz.commands import serve
+
+
+class Command(Protocol):
+    NAME: str
+    HELP: str
+
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+_MODULES: list[ModuleType] = [serve]
+COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]
