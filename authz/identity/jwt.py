@@ -1,0 +1,303 @@
+"""End-user identity: verifying a JWT with PyJWT, and the verified-token cache.
+
+Order of checks (RFC 7519 section 7.2, RFC 8725): size bound; structure (header and payload
+decoded without trusting them); the provider chosen by the *unverified* `iss`; the algorithm
+against the provider's allow-list; the key by `kid`, and the key's type against the algorithm;
+the signature; then the claims (`exp`, `nbf` with 60 s of skew against the `now` passed in,
+`aud`, `sub`). Nothing about the claims is reported before the signature verified.
+
+Every PyJWT exception is translated here, and only here, into TokenRejected with a stable
+reason code (`jwt_*`), chained with `raise ... from`. Messages are short, fixed texts, safe for
+`WWW-Authenticate: Bearer error="invalid_token", error_description="..."`.
+
+Tokens without `sub` are refused (`jwt_missing_claim`): the request principal is `<iss>/<sub>`,
+and an `iss/` principal would match patterns like `https://id.example.com/*`. Tokens without
+`exp` are accepted, as Envoy's jwt_authn and Istio accept them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from cachetools import TLRUCache
+from jwt.api_jws import PyJWS
+from jwt.exceptions import (
+    DecodeError,
+    InvalidAlgorithmError,
+    InvalidKeyError,
+    InvalidSignatureError,
+    PyJWTError,
+)
+
+from authz.errors import TokenRejected
+from authz.identity.jwks import Jwk, KeySet
+from authz.model import EndUser, JwtProvider, TokenLocation
+
+__all__ = [
+    "CLOCK_SKEW_SECONDS",
+    "DEFAULT_ALGORITHMS",
+    "MAX_TOKEN_BYTES",
+    "JwtVerifier",
+    "KeyLookup",
+    "check_claims",
+]
+
+DEFAULT_ALGORITHMS: frozenset[str] = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
+)
+CLOCK_SKEW_SECONDS = 60.0
+MAX_TOKEN_BYTES = 16 * 1024
+
+# Which key types may verify which algorithm (RFC 7518 sections 3.2-3.5, RFC 8037 section 3.1).
+# Checking this ourselves is what stops key confusion: an RSA public key is never an HMAC secret.
+_KEY_FITS: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None), "RS384": ("RSA", None), "RS512": ("RSA", None),
+    "PS256": ("RSA", None), "PS384": ("RSA", None), "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
+    "HS256": ("oct", None), "HS384": ("oct", None), "HS512": ("oct", None),
+}
+_OKP_CURVES = frozenset({"Ed25519", "Ed448"})
+
+# enforce_minimum_key_length: a too-short RSA or HMAC key fails instead of printing a warning
+# on the request path.
+_JWS = PyJWS(options={"verify_signature": True, "enforce_minimum_key_length": True})
+
+
+class KeyLookup(Protocol):
+    """What the verifier needs from a key registry (`authz.identity.keys.KeyRegistry`)."""
+
+    def key_set(self, provider: JwtProvider) -> KeySet | None:
+        """The provider's current keys; never blocks."""
+
+    def request_refetch(self, provider: JwtProvider) -> None:
+        """Ask for a background refetch (an unknown kid arrived); never blocks."""
+
+
+def _reject(reason: str, message: str) -> TokenRejected:
+    return TokenRejected(message, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    user: EndUser
+    key_set: KeySet
+    exp: float | None
+    nbf: float | None
+
+
+class JwtVerifier:
+    """Verifies tokens for a host's providers and caches the results.
+
+    The cache is keyed by (raw token, provider) and bounded in entries (LRU); an entry lives
+    at most `cache_ttl` seconds and never past the token's `exp` (plus skew). An entry is used
+    only while the provider's key set is the very one it was verified with, and
+    `exp`/`nbf` are re-checked against `now` on every hit. So a key removed from the JWKS stops
+    accepting tokens at the next JWKS refresh; the remaining trade-off is that a token verified
+    once is not re-verified until the key set changes or `cache_ttl` passes.
+    """
+
+    def __init__(
+        self,
+        keys: KeyLookup,
+        *,
+        cache_size: int = 10_000,
+        cache_ttl: float = 300.0,
+    ) -> None:
+        self._keys = keys
+        ttl = cache_ttl
+
+        def time_to_use(_key: object, entry: _Cached, now: float) -> float:
+            # Wall clock on purpose: `exp` is wall-clock time. `now` given to `verify` is
+            # still what decides validity on a hit; this only drops dead entries early.
+            limit = now + ttl
+            return limit if entry.exp is None else min(limit, entry.exp + CLOCK_SKEW_SECONDS)
+
+        self._cache: TLRUCache[tuple[str, JwtProvider], _Cached] = TLRUCache(
+            maxsize=cache_size, ttu=time_to_use, timer=time.time
+        )
+        self._lock = threading.Lock()
+        # Counters for metrics and tests: signatures actually checked, cache hits.
+        self.signature_checks = 0
+        self.cache_hits = 0
+
+    def verify(
+        self,
+        token: str,
+        providers: Sequence[JwtProvider],
+        now: float,
+        *,
+        found_at: TokenLocation | None = None,
+        found_in: frozenset[TokenLocation] | None = None,
+    ) -> EndUser:
+        """Verify `token` with the provider its `iss` names. Raises TokenRejected.
+
+        `found_in`: the locations the token was found in; a provider is only considered when
+        it reads tokens from one of them (as Envoy's per-provider `from_*` settings do).
+        """
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _reject("jwt_malformed", "the token is too large")
+        header, payload = _parse_unverified(token)
+        provider = _choose_provider(payload, providers, found_in)
+
+        cache_key = (token, provider)
+        key_set = self._keys.key_set(provider)
+        with self._lock:
+            cached = self._cache.get(cache_key)
+        if cached is not None and key_set is cached.key_set:
+            # Time claims depend on `now`: checked again on every hit, so an expired token is
+            # refused even while its entry is still in the cache.
+            _check_times(cached.exp, cached.nbf, now)
+            self.cache_hits += 1
+            return cached.user
+
+        alg = header.get("alg")
+        allowed = frozenset(provider.algorithms) - {"none"} if provider.algorithms else DEFAULT_ALGORITHMS
+        if not isinstance(alg, str) or alg not in allowed:
+            # RFC 8725 section 3.1: the algorithm comes from our configuration, never from the
+            # token; `none` is never in the list.
+            raise _reject("jwt_alg_not_allowed", "the token's algorithm is not allowed")
+        if key_set is None:
+            raise _reject("jwt_keys_unavailable", "the issuer's keys are not available")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise _reject("jwt_malformed", "the token's kid is not a string")
+        key = key_set.find(kid)
+        if key is None:
+            # Maybe the IdP rotated keys: refetch in the background (rate-limited there). This
+            # request is refused; the ones after the refetch will find the new key.
+            self._keys.request_refetch(provider)
+            raise _reject("jwt_unknown_kid", "the token's key is unknown")
+        _check_key_fits(key, alg)
+
+        self.signature_checks += 1
+        try:
+            _JWS.decode_complete(token, key=key.key, algorithms=[alg])
+        except InvalidSignatureError as error:
+            raise _reject("jwt_bad_signature", "the token's signature is invalid") from error
+        except InvalidAlgorithmError as error:
+            raise _reject("jwt_alg_not_allowed", "the token's algorithm is not allowed") from error
+        except InvalidKeyError as error:
+            raise _reject("jwt_bad_signature", "the token's key is unusable") from error
+        except DecodeError as error:
+            raise _reject("jwt_malformed", "the token is malformed") from error
+        except (PyJWTError, ValueError, TypeError) as error:
+            raise _reject("jwt_bad_signature", "the token could not be verified") from error
+
+        user = check_claims(payload, provider, now, found_at=found_at)
+        exp, nbf = _number(payload, "exp"), _number(payload, "nbf")
+        with self._lock:
+            self._cache[cache_key] = _Cached(user, key_set, exp, nbf)
+        return user
+
+
+def check_claims(
+    claims: Mapping[str, Any],
+    provider: JwtProvider,
+    now: float,
+    *,
+    found_at: TokenLocation | None = None,
+) -> EndUser:
+    """Check the claims of a token whose signature is verified (by us, or by Envoy's
+    jwt_authn) and build the EndUser. Raises TokenRejected."""
+    iss = claims.get("iss")
+    if iss != provider.issuer:
+        raise _reject("jwt_bad_issuer", "the token's issuer is not accepted")
+    _check_times(_number(claims, "exp"), _number(claims, "nbf"), now)
+    if provider.audiences:
+        aud = claims.get("aud")
+        # RFC 7519 section 4.1.3: aud is a string or an array of strings.
+        values = [aud] if isinstance(aud, str) else aud
+        if not isinstance(values, list) or not any(
+            isinstance(v, str) and v in provider.audiences for v in values
+        ):
+            raise _reject("jwt_bad_audience", "the token's audience is not accepted")
+    sub = claims.get("sub")
+    if sub is None or sub == "":
+        raise _reject("jwt_missing_claim", "the token has no subject")
+    if not isinstance(sub, str):
+        raise _reject("jwt_malformed", "the token's subject is not a string")
+    return EndUser(
+        issuer=provider.issuer,
+        subject=sub,
+        claims=MappingProxyType(dict(claims)),
+        provider=provider,
+        found_at=found_at,
+    )
+
+
+def _parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        decoded = _JWS.decode_complete(token, options={"verify_signature": False})
+        payload = json.loads(decoded["payload"])
+    except (PyJWTError, ValueError, TypeError, RecursionError) as error:
+        raise _reject("jwt_malformed", "the token is malformed") from error
+    header = decoded["header"]
+    if not isinstance(payload, dict) or not isinstance(header, dict):
+        raise _reject("jwt_malformed", "the token is malformed")
+    return header, payload
+
+
+def _choose_provider(
+    payload: Mapping[str, Any],
+    providers: Sequence[JwtProvider],
+    found_in: frozenset[TokenLocation] | None,
+) -> JwtProvider:
+    iss = payload.get("iss")
+    if iss is None:
+        raise _reject("jwt_missing_claim", "the token has no issuer")
+    if not isinstance(iss, str):
+        raise _reject("jwt_malformed", "the token's issuer is not a string")
+    matching = [p for p in providers if p.issuer == iss]
+    if not matching:
+        raise _reject("jwt_unknown_issuer", "the token's issuer is not accepted here")
+    if found_in is not None:
+        matching = [p for p in matching if found_in.intersection(p.locations)]
+        if not matching:
+            raise _reject("jwt_bad_issuer", "the token's issuer does not use this location")
+    return matching[0]
+
+
+def _check_key_fits(key: Jwk, alg: str) -> None:
+    # RFC 7517 section 4.4: a key that names its algorithm is used with that one only.
+    if key.alg is not None and key.alg != alg:
+        raise _reject("jwt_alg_not_allowed", "the token's algorithm does not fit its key")
+    if alg == "EdDSA":
+        fits = key.kty == "OKP" and key.crv in _OKP_CURVES
+    else:
+        kty, crv = _KEY_FITS.get(alg, ("", None))
+        fits = key.kty == kty and (crv is None or key.crv == crv)
+    if not fits:
+        raise _reject("jwt_alg_not_allowed", "the token's algorithm does not fit its key")
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    # RFC 7519 section 2, NumericDate: a JSON number. A bool is not one, nor a string.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _reject("jwt_malformed", f"the token's {name} is not a number")
+    try:
+        number = float(value)
+    except OverflowError as error:
+        raise _reject("jwt_malformed", f"the token's {name} is out of range") from error
+    # Python's json accepts NaN and Infinity; neither is a date (NaN would never expire).
+    if not math.isfinite(number):
+        raise _reject("jwt_malformed", f"the token's {name} is out of range")
+    return number
+
+
+def _check_times(exp: float | None, nbf: float | None, now: float) -> None:
+    # RFC 7519 section 4.1.4: the token must not be accepted "on or after" exp; 4.1.5: not
+    # "before" nbf. Both with the allowed skew.
+    if exp is not None and now >= exp + CLOCK_SKEW_SECONDS:
+        raise _reject("jwt_expired", "the token has expired")
+    if nbf is not None and now + CLOCK_SKEW_SECONDS < nbf:
+        raise _reject("jwt_not_yet_valid", "the token is not valid yet")

@@ -1,0 +1,401 @@
+"""Key sources for JWT providers, kept fresh in the background.
+
+A check never waits on the network: `KeyRegistry.key_set` only reads what the background
+fetchers last stored. Remote key sets (a `jwks_uri`, or OIDC discovery) are fetched at start in a
+background thread, refreshed every `refresh_seconds`, refetched early when a token names an
+unknown `kid` (at most once per `unknown_kid_cooldown` per source, so a flood of made-up kids
+cannot hammer the IdP), and the last good key set is kept while the IdP is down or answers
+garbage (Envoy's jwt_authn does the same with its `async_fetch`). Fetches are bounded in time
+and size.
+
+Plain threads and urllib are used on purpose: the registry works the same under grpc.aio, in
+the CLI and in tests, and never touches the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from authz.identity.jwks import JwksError, KeySet, parse_jwks
+from authz.model import JwtProvider
+
+__all__ = ["FetchResult", "KeyRegistry", "SourceKey", "source_key"]
+
+log = logging.getLogger("authz.keys")
+
+# A source is identified by what it fetches, not by the provider object: the same issuer and
+# key source in two policy files, or across a reload, share one fetcher.
+SourceKey = tuple[str, str | None, str | None, str | None, bool]
+
+
+def source_key(provider: JwtProvider) -> SourceKey:
+    """The identity of the key source a provider uses."""
+    return (
+        provider.issuer,
+        provider.jwks_uri,
+        provider.jwks_file,
+        provider.jwks_json,
+        provider.discovery,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """One attempt to load a key set, for metrics (`on_fetch`) and logs.
+
+    `trigger` is "start", "refresh", "retry" or "unknown_kid"; `error` is None on success.
+    """
+
+    issuer: str
+    trigger: str
+    ok: bool
+    error: str | None
+    keys: int
+    skipped: tuple[str, ...]
+    seconds: float
+
+
+OnFetch = Callable[[str, FetchResult], None]
+
+
+class _Fetcher:
+    """How to load one source's JWKS document (runs only on the background thread)."""
+
+    def __init__(self, provider: JwtProvider, timeout: float, max_bytes: int) -> None:
+        self._provider = provider
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+
+    def load(self) -> KeySet:
+        provider = self._provider
+        if provider.jwks_json is not None:
+            return parse_jwks(provider.jwks_json)
+        if provider.jwks_file is not None:
+            with open(provider.jwks_file, "rb") as handle:
+                data = handle.read(self._max_bytes + 1)
+            if len(data) > self._max_bytes:
+                raise JwksError(f"file larger than {self._max_bytes} bytes")
+            return parse_jwks(data)
+        uri = provider.jwks_uri
+        if uri is None and provider.discovery:
+            uri = self._discover()
+        if uri is None:
+            raise JwksError("provider has no key source")
+        return parse_jwks(self._get(uri))
+
+    def _discover(self) -> str:
+        # OpenID Connect Discovery 1.0 section 4: the configuration lives at the issuer with
+        # "/.well-known/openid-configuration" appended (any trailing "/" removed first), and
+        # section 4.3: its "issuer" MUST be identical to the issuer it was fetched for.
+        issuer = self._provider.issuer
+        document = _json_object(self._get(issuer.rstrip("/") + "/.well-known/openid-configuration"))
+        if document.get("issuer") != issuer:
+            raise JwksError(f"discovery document names issuer {document.get('issuer')!r}")
+        uri = document.get("jwks_uri")
+        if not isinstance(uri, str) or not uri:
+            raise JwksError("discovery document has no jwks_uri")
+        return uri
+
+    def _get(self, uri: str) -> bytes:
+        scheme = urllib.parse.urlsplit(uri).scheme.lower()
+        if scheme not in ("https", "http"):
+            # urllib would happily read file:// or ftp://; a key URI is only ever HTTP(S).
+            raise JwksError(f"unsupported URI scheme {scheme!r}")
+        deadline = time.monotonic() + self._timeout
+        request = urllib.request.Request(uri, headers={"Accept": "application/json"})
+        # `timeout` bounds each socket operation; the deadline below bounds the whole body, so
+        # a server that trickles one byte a second cannot hold the fetcher forever.
+        with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                chunk = response.read(64 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise JwksError(f"response larger than {self._max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise JwksError(f"response took longer than {self._timeout:g} s")
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _json_object(data: bytes) -> dict[str, object]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise JwksError(f"not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise JwksError("not a JSON object")
+    return value
+
+
+class _Source:
+    """One provider's key set and the thread that keeps it fresh."""
+
+    def __init__(
+        self,
+        provider: JwtProvider,
+        *,
+        refresh_seconds: float,
+        fetch_timeout: float,
+        unknown_kid_cooldown: float,
+        max_bytes: int,
+        on_fetch: OnFetch | None,
+        changed: threading.Condition,
+    ) -> None:
+        self.issuer = provider.issuer
+        self._fetcher = _Fetcher(provider, fetch_timeout, max_bytes)
+        self._refresh = refresh_seconds
+        self._cooldown = unknown_kid_cooldown
+        self._on_fetch = on_fetch
+        self._changed = changed
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._kid_trigger = False
+        self._last_kid_refetch: float | None = None
+        self.key_set: KeySet | None = None
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        # Inline keys never change: parse them now, no thread. A file is read once now (this is
+        # start-up or reload, not the request path) and re-read in the background.
+        self._static = provider.jwks_json is not None
+        self._local = self._static or provider.jwks_file is not None
+
+    def start(self, *, load_now: bool) -> None:
+        if self._local and load_now:
+            self._attempt("start")
+        if self._static:
+            if self.key_set is None and not load_now:
+                self._attempt("start")  # pure parsing: safe on any thread
+            return
+        self._thread = threading.Thread(
+            target=self._run, name=f"jwks:{self.issuer}", daemon=True
+        )
+        self._thread.start()
+
+    def request_refetch(self) -> None:
+        """An unknown kid arrived: refetch soon, unless one was triggered within the cooldown.
+        Never blocks and never fetches on the calling thread."""
+        if self._static:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if self._last_kid_refetch is not None and now - self._last_kid_refetch < self._cooldown:
+                return
+            self._last_kid_refetch = now
+            self._kid_trigger = True
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def status(self) -> str:
+        if self.key_set is not None:
+            return "ready" if self.error is None else f"stale: {self.error}"
+        return "pending" if self.error is None else f"unavailable: {self.error}"
+
+    def _run(self) -> None:
+        # A file read synchronously by `start` is not read again at once.
+        ok = self.key_set is not None
+        trigger: str | None = None if ok else "start"
+        failures = 0
+        while not self._stop.is_set():
+            if trigger is not None:
+                ok = self._attempt(trigger)
+                failures = 0 if ok else failures + 1
+            # After a failure retry sooner (1, 2, 4 ... s, never more often than the refresh
+            # period): a key set that is missing or stale is worth more traffic than a fresh one.
+            delay = self._refresh if ok else min(self._refresh, 2.0 ** min(failures - 1, 6))
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                kid = self._kid_trigger
+                self._kid_trigger = False
+            trigger = "unknown_kid" if kid else ("refresh" if ok else "retry")
+
+    def _attempt(self, trigger: str) -> bool:
+        started = time.monotonic()
+        try:
+            key_set = self._fetcher.load()
+        except Exception as error:  # noqa: BLE001 - any failure keeps the last good keys
+            message = _describe(error)
+            with self._changed:
+                self.error = message
+                self._changed.notify_all()
+            log.warning("JWKS for %s: %s (%s)", self.issuer, message, self.status())
+            self._report(FetchResult(self.issuer, trigger, False, message, 0, (), time.monotonic() - started))
+            return False
+        with self._changed:
+            self.key_set = key_set
+            self.error = None
+            self._changed.notify_all()
+        if key_set.skipped:
+            log.warning("JWKS for %s: skipped keys: %s", self.issuer, "; ".join(key_set.skipped))
+        self._report(
+            FetchResult(
+                self.issuer, trigger, True, None, len(key_set.keys), key_set.skipped,
+                time.monotonic() - started,
+            )
+        )
+        return True
+
+    def _report(self, result: FetchResult) -> None:
+        if self._on_fetch is None:
+            return
+        try:
+            self._on_fetch(self.issuer, result)
+        except Exception:  # noqa: BLE001 - a metrics bug must not stop key refreshes
+            log.exception("on_fetch callback failed")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code}"
+    if isinstance(error, urllib.error.URLError):
+        return f"fetch failed: {error.reason}"
+    if isinstance(error, TimeoutError):
+        return "fetch timed out"
+    if isinstance(error, JwksError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class KeyRegistry:
+    """The JWKS of every JWT provider of the current policy set.
+
+    Thread-safe. `key_set` and `request_refetch` are what the request path uses; they only read
+    memory and set a flag. `on_fetch(issuer, result)` is called on the fetcher thread after every
+    load attempt (for metrics); it must be quick and must not raise.
+    """
+
+    def __init__(
+        self,
+        *,
+        refresh_seconds: float = 300,
+        fetch_timeout: float = 5,
+        unknown_kid_cooldown: float = 30,
+        max_jwks_bytes: int = 1024 * 1024,
+        on_fetch: OnFetch | None = None,
+    ) -> None:
+        self._refresh = refresh_seconds
+        self._timeout = fetch_timeout
+        self._cooldown = unknown_kid_cooldown
+        self._max_bytes = max_jwks_bytes
+        self._on_fetch = on_fetch
+        self._changed = threading.Condition()
+        self._sources: dict[SourceKey, _Source] = {}
+        self._closed = False
+
+    def ensure(self, providers: Iterable[JwtProvider]) -> None:
+        """Start sources for new providers and stop those no provider uses any more. Called at
+        start and after each policy reload; inline and file keys are loaded before it returns."""
+        wanted = {source_key(p): p for p in providers}
+        started: list[_Source] = []
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("KeyRegistry is closed")
+            gone = [key for key in self._sources if key not in wanted]
+            stopped = [self._sources.pop(key) for key in gone]
+            for key, provider in wanted.items():
+                if key not in self._sources:
+                    source = self._new_source(provider)
+                    self._sources[key] = source
+                    started.append(source)
+        for source in stopped:
+            source.close()
+        for source in started:
+            source.start(load_now=True)
+
+    def key_set(self, provider: JwtProvider) -> KeySet | None:
+        """The provider's current keys, or None when none have been loaded (yet). Never blocks.
+
+        A provider `ensure` was never told about gets a source now (inline keys are parsed at
+        once; anything else is fetched in the background and is None for this call).
+        """
+        source = self._sources.get(source_key(provider))
+        if source is None:
+            source = self._adopt(provider)
+            if source is None:
+                return None
+        return source.key_set
+
+    def request_refetch(self, provider: JwtProvider) -> None:
+        """A token named a kid the provider's keys do not have: refetch in the background."""
+        source = self._sources.get(source_key(provider))
+        if source is not None:
+            source.request_refetch()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until every source has a key set; True if they all do."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                if all(s.key_set is not None for s in self._sources.values()):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+
+    def status(self) -> dict[str, str]:
+        """issuer -> "ready", "pending", "stale: <error>" (serving the last good keys) or
+        "unavailable: <error>" (no keys at all). Several sources of one issuer are joined."""
+        result: dict[str, str] = {}
+        for source in list(self._sources.values()):
+            text = source.status()
+            result[source.issuer] = f"{result[source.issuer]}; {text}" if source.issuer in result else text
+        return result
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every fetcher thread (waiting up to `timeout` seconds for each to finish)."""
+        with self._changed:
+            self._closed = True
+            sources = list(self._sources.values())
+            self._sources.clear()
+        for source in sources:
+            source.close()
+        for source in sources:
+            source.join(timeout)
+
+    def _adopt(self, provider: JwtProvider) -> _Source | None:
+        key = source_key(provider)
+        with self._changed:
+            if self._closed:
+                return None
+            source = self._sources.get(key)
+            if source is not None:
+                return source
+            source = self._new_source(provider)
+            self._sources[key] = source
+        # load_now=False: on the request path no file is read here; inline keys are parsed.
+        source.start(load_now=False)
+        return source
+
+    def _new_source(self, provider: JwtProvider) -> _Source:
+        return _Source(
+            provider,
+            refresh_seconds=self._refresh,
+            fetch_timeout=self._timeout,
+            unknown_kid_cooldown=self._cooldown,
+            max_bytes=self._max_bytes,
+            on_fetch=self._on_fetch,
+            changed=self._changed,
+        )

@@ -1,0 +1,103 @@
+"""Finding the JWT in a request: header (with prefix), query parameter or cookie.
+
+Follows Envoy jwt_authn's `from_headers` / `from_params` / `from_cookies`: a header counts only
+when its value starts with the configured prefix (compared case-insensitively, since RFC 9110
+section 11.1 makes the auth scheme case-insensitive; `Authorization: Basic ...` is simply not a
+bearer token), a query parameter by exact name, a cookie by exact name.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from authz.errors import TokenRejected
+from authz.model import JwtProvider, Request, TokenLocation
+
+__all__ = ["FoundToken", "find_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class FoundToken:
+    """A token and every location it was found in (the same token may sit in several)."""
+
+    token: str
+    location: TokenLocation
+    locations: frozenset[TokenLocation]
+
+
+def find_token(request: Request, providers: Iterable[JwtProvider]) -> FoundToken | None:
+    """The request's token, looked for in the locations of all `providers`, or None.
+
+    Raises TokenRejected (jwt_malformed) when the request carries two *different* tokens: the
+    identity of such a request would depend on which one we read first. Istio documents
+    requests with more than one JWT as unsupported; refusing them is the fail-closed reading.
+    """
+    token: str | None = None
+    first: TokenLocation | None = None
+    seen: set[TokenLocation] = set()
+    where: set[TokenLocation] = set()
+    query: dict[str, list[str]] | None = None
+    cookies: dict[str, list[str]] | None = None
+    for provider in providers:
+        for location in provider.locations:
+            if location in seen:
+                continue
+            seen.add(location)
+            values: list[str]
+            if location.header is not None:
+                values = _from_header(request, location)
+            elif location.query is not None:
+                if query is None:
+                    query = _parse_query(request.query)
+                values = query.get(location.query, [])
+            elif location.cookie is not None:
+                if cookies is None:
+                    cookies = _parse_cookies(request.headers.get("cookie", ""))
+                values = cookies.get(location.cookie, [])
+            else:
+                continue
+            for value in values:
+                if not value:
+                    raise TokenRejected("the token is empty", reason="jwt_malformed")
+                if token is None:
+                    token, first = value, location
+                elif value != token:
+                    raise TokenRejected("more than one token", reason="jwt_malformed")
+                where.add(location)
+    if token is None or first is None:
+        return None
+    return FoundToken(token, first, frozenset(where))
+
+
+def _from_header(request: Request, location: TokenLocation) -> list[str]:
+    assert location.header is not None
+    value = request.headers.get(location.header.lower())
+    if value is None:
+        return []
+    prefix = location.prefix
+    if prefix:
+        if value[: len(prefix)].lower() != prefix.lower():
+            return []
+        value = value[len(prefix) :]
+    return [value.strip()]
+
+
+def _parse_query(query: str) -> dict[str, list[str]]:
+    # keep_blank_values: `?access_token=` is an empty token (rejected), not "no token".
+    return urllib.parse.parse_qs(query.lstrip("?"), keep_blank_values=True)
+
+
+def _parse_cookies(header: str) -> dict[str, list[str]]:
+    # RFC 6265 section 4.2.1: cookie-pairs separated by "; ", values optionally in DQUOTEs.
+    cookies: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        name, eq, value = part.strip().partition("=")
+        if not eq or not name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        cookies.setdefault(name.strip(), []).append(value)
+    return cookies

@@ -1,0 +1,81 @@
+"""Request -> Identity: the workload from the peer, the end user from a JWT."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from authz.config import Settings
+from authz.errors import TokenRejected
+from authz.identity.jwt import JwtVerifier, KeyLookup, check_claims
+from authz.identity.lookup import find_token
+from authz.identity.peer import PeerIdentifier
+from authz.model import Authentication, EndUser, Identity, Request
+
+__all__ = ["IdentityResolver"]
+
+
+class IdentityResolver:
+    """Resolves both identities of a request. Thread-safe; never does network I/O.
+
+    With `settings.jwt_authn_metadata` set, claims that Envoy's jwt_authn filter verified
+    (`request.jwt_metadata`) are taken as the verified token when their `iss` is one of the
+    host's providers (audiences, `exp`/`nbf` and `sub` are still checked); no token is then
+    verified here. When the metadata holds no such claims, the request's token (if any) is
+    verified as usual, so a token that Envoy let through unverified (`allow_missing_or_failed`)
+    is still refused, never silently anonymous.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyLookup,
+        *,
+        token_cache_size: int = 10_000,
+        token_cache_ttl: float = 300.0,
+    ) -> None:
+        self._peer = PeerIdentifier(settings)
+        self._metadata = settings.jwt_authn_metadata is not None
+        self.verifier = JwtVerifier(keys, cache_size=token_cache_size, cache_ttl=token_cache_ttl)
+
+    def resolve(self, request: Request, auth: Authentication, now: float) -> Identity:
+        """Workload from the peer, end user from a JWT.
+
+        Raises TokenRejected (401, reason `jwt_*`) when a token is present but fails
+        verification, WorkloadRejected when a given peer certificate (or trusted XFCC) fails.
+        """
+        workload = self._peer.workload(request, auth.trust_domains, now)
+        user = self._end_user(request, auth, now)
+        if workload is None and user is None:
+            return Identity()
+        return Identity(workload=workload, user=user)
+
+    def _end_user(self, request: Request, auth: Authentication, now: float) -> EndUser | None:
+        providers = auth.jwt_providers
+        if not providers:
+            # No provider for this host: a token is not ours to judge, the request is anonymous.
+            return None
+        if self._metadata and request.jwt_metadata:
+            user = _from_metadata(request.jwt_metadata, auth, now)
+            if user is not None:
+                return user
+        found = find_token(request, providers)
+        if found is None:
+            return None
+        return self.verifier.verify(
+            found.token, providers, now, found_at=found.location, found_in=found.locations
+        )
+
+
+def _from_metadata(
+    metadata: Mapping[str, Mapping[str, Any]], auth: Authentication, now: float
+) -> EndUser | None:
+    # Providers in policy order, so the choice does not depend on metadata key order.
+    for provider in auth.jwt_providers:
+        for claims in metadata.values():
+            if isinstance(claims, Mapping) and claims.get("iss") == provider.issuer:
+                return check_claims(claims, provider, now)
+    if any(isinstance(c, Mapping) and "iss" in c for c in metadata.values()):
+        # Envoy verified a token of an issuer this host does not accept.
+        raise TokenRejected("the token's issuer is not accepted here", reason="jwt_unknown_issuer")
+    return None

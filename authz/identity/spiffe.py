@@ -1,0 +1,98 @@
+"""SPIFFE IDs and the workload identity they give.
+
+Parsing follows the SPIFFE ID standard (github.com/spiffe/spiffe, standards/SPIFFE-ID.md) as
+strictly as go-spiffe's `spiffeid.FromString` does:
+
+- the scheme is exactly `spiffe` followed by `://` (section 2);
+- the trust domain is 1..255 characters of `[a-z0-9.-_]` only: no upper case, no port, no
+  user info, no percent-encoding (section 2.1);
+- the path is empty or a sequence of `/segment`, each segment non-empty, of `[a-zA-Z0-9.-_]`,
+  and neither `.` nor `..`; no trailing slash (section 2.2);
+- no query and no fragment, at most 2048 bytes in all (section 2.3).
+
+An ID that breaks any of these is not a SPIFFE ID at all. Such a principal never authenticates:
+prefix patterns like `spiffe://td/ns/a/*` must not be matched by `spiffe://td/ns/a/../b`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from authz.model import Workload
+
+__all__ = ["SpiffeId", "parse_spiffe_id", "workload_for"]
+
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_LENGTH = 2048
+_PREFIX = "spiffe://"
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeId:
+    """A valid SPIFFE ID; `namespace`/`service_account` only for Istio's `/ns/<ns>/sa/<sa>`."""
+
+    id: str
+    trust_domain: str
+    path: str
+    namespace: str | None = None
+    service_account: str | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_spiffe_id(text: str) -> SpiffeId | None:
+    """The SPIFFE ID in `text`, or None when `text` is not a valid SPIFFE ID.
+
+    Cached (bounded): the same few principals arrive on every request.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > _MAX_LENGTH or not text.startswith(_PREFIX):
+        return None
+    rest = text[len(_PREFIX) :]
+    trust_domain, slash, path = rest.partition("/")
+    # `?`, `#`, `:`, `@` and `%` are all outside the allowed character sets, so matching the
+    # sets rejects queries, fragments, ports, user info and percent-encoding at once.
+    if not _TRUST_DOMAIN.fullmatch(trust_domain):
+        return None
+    segments: list[str] = []
+    if slash:
+        segments = path.split("/")
+        for segment in segments:
+            # An empty segment covers both `//` and a trailing `/`.
+            if segment in ("", ".", "..") or not _SEGMENT.fullmatch(segment):
+                return None
+    namespace = service_account = None
+    if len(segments) == 4 and segments[0] == "ns" and segments[2] == "sa":
+        namespace, service_account = segments[1], segments[3]
+    return SpiffeId(text, trust_domain, slash + path, namespace, service_account)
+
+
+def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Workload | None:
+    """The workload a verified peer principal stands for, or None (unauthenticated).
+
+    - A valid SPIFFE ID gives its trust domain, and for `/ns/<ns>/sa/<sa>` namespace and
+      service account. Its trust domain must be in `trust_domains` when that is given.
+    - Something that looks like a SPIFFE ID but is not valid: unauthenticated, always.
+    - Any other principal (a DNS SAN, a subject): a Workload with only `principal` when no
+      trust domains are configured; unauthenticated when they are, because such a peer
+      belongs to no trust domain and so to none of the allowed ones (fail closed).
+    """
+    if not principal:
+        return None
+    spiffe = parse_spiffe_id(principal)
+    if spiffe is None:
+        if trust_domains is not None or principal[:9].lower() == _PREFIX:
+            return None
+        return Workload(principal=principal)
+    if trust_domains is not None and spiffe.trust_domain not in trust_domains:
+        # Trust domain names are case-insensitive (SPIFFE-ID section 2.1) and a valid ID's is
+        # lower case already; the configured names may not be, so compare lower case on a miss.
+        if spiffe.trust_domain not in {td.lower() for td in trust_domains}:
+            return None
+    return Workload(
+        principal=principal,
+        trust_domain=spiffe.trust_domain,
+        namespace=spiffe.namespace,
+        service_account=spiffe.service_account,
+    )
