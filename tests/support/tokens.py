@@ -93,6 +93,11 @@ class SigningKey:
             extra["kid"] = kid
         return jwt.encode(payload, self.private, algorithm=alg or self.alg, headers=extra or None)
 
+    def sign_raw(self, payload: dict[str, Any]) -> str:
+        """Sign a payload as is, without PyJWT's claim checks (for claims of the wrong type)."""
+        headers = {"kid": self.kid} if self.kid is not None else None
+        return jwt.api_jws.encode(json.dumps(payload).encode(), self.private, algorithm=self.alg, headers=headers)
+
 
 def make_key(alg: str, kid: str | None = None) -> SigningKey:
     """A fresh key for `alg` (RSA keys come from a small reused pool, see `_rsa_private`)."""
