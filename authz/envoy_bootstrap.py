@@ -1,0 +1,419 @@
+"""Envoy v3 bootstrap (and Istio config) that puts this service in front of an upstream.
+
+Pure: every function takes options and returns plain dicts/lists ready for YAML. Printing and
+file handling live in `authz.commands.envoy_config`. `render_yaml` adds the comments that explain
+the deliberate choices, keyed by field name, because a dict cannot carry them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+AUTHZ_CLUSTER = "authz"
+UPSTREAM_CLUSTER = "upstream"
+# The gRPC service name the health checker asks about; the server marks it SERVING when ready.
+AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+
+Config = dict[str, Any]
+
+
+class AddressError(ValueError):
+    """An address given on the command line cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """`host:port` (an IP or a DNS name) or a unix socket path."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str | None = None
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    def envoy_address(self) -> Config:
+        if self.unix_path is not None:
+            return {"pipe": {"path": self.unix_path}}
+        return {"socket_address": {"address": self.host, "port_value": self.port}}
+
+
+def parse_endpoint(text: str, *, allow_unix: bool = True) -> Endpoint:
+    """Parse `host:port`, `[v6]:port` or `unix:/path` (the forms `authz serve --listen` takes)."""
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not allow_unix:
+            raise AddressError(f"{text!r}: a unix socket is not allowed here")
+        if not path.startswith("/"):
+            raise AddressError(f"{text!r}: a unix socket path must be absolute")
+        return Endpoint(unix_path=path)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise AddressError(f"{text!r}: expected HOST:PORT" + (" or unix:/path" if allow_unix else ""))
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise AddressError(f"{text!r}: port out of range")
+    return Endpoint(host=host, port=port)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Paths Envoy reads for downstream mTLS."""
+
+    server_cert: str
+    server_key: str
+    client_ca: str
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapOptions:
+    """Everything `authz envoy-config` can vary."""
+
+    authz: Sequence[Endpoint] = field(default_factory=lambda: (Endpoint("127.0.0.1", 9191),))
+    upstream: Endpoint = Endpoint("127.0.0.1", 8000)
+    listen_address: str = "0.0.0.0"
+    listen_port: int = 8080
+    admin_address: str = "127.0.0.1"
+    admin_port: int = 9901
+    tls: TlsFiles | None = None
+    # ext_authz answers in well under a millisecond; the bound is for a stalled service, and
+    # a stalled check fails closed with status_on_error.
+    authz_timeout_ms: int = 500
+    connect_timeout_ms: int = 250
+    # Active gRPC health checks let Envoy route around a dead worker or replica.
+    health_checks: bool = True
+
+
+def _duration(ms: int) -> str:
+    return f"{ms / 1000:g}s"
+
+
+def _cluster_type(endpoints: Sequence[Endpoint]) -> str:
+    """STATIC for IPs and unix sockets; STRICT_DNS (every A record an endpoint) for names."""
+    names = [e for e in endpoints if e.unix_path is None and not e.is_ip]
+    if names and any(e.unix_path is not None for e in endpoints):
+        raise AddressError("one cluster cannot mix DNS names and unix sockets")
+    return "STRICT_DNS" if names else "STATIC"
+
+
+def _load_assignment(name: str, endpoints: Sequence[Endpoint]) -> Config:
+    return {
+        "cluster_name": name,
+        "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": e.envoy_address()}} for e in endpoints]}
+        ],
+    }
+
+
+def authz_cluster(options: BootstrapOptions) -> Config:
+    """The cluster of this service's endpoints: HTTP/2 (gRPC), round robin, health checked."""
+    if not options.authz:
+        raise AddressError("at least one authz endpoint is needed")
+    cluster: Config = {
+        "name": AUTHZ_CLUSTER,
+        "type": _cluster_type(options.authz),
+        "connect_timeout": _duration(options.connect_timeout_ms),
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": _load_assignment(AUTHZ_CLUSTER, options.authz),
+    }
+    if options.health_checks:
+        cluster["health_checks"] = [
+            {
+                "timeout": "1s",
+                "interval": "5s",
+                # Envoy checks an idle cluster only every 60s by default; a replica that comes
+                # back should be noticed sooner.
+                "no_traffic_interval": "5s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": AUTHORIZATION_SERVICE},
+            }
+        ]
+    return cluster
+
+
+def upstream_cluster(options: BootstrapOptions) -> Config:
+    return {
+        "name": UPSTREAM_CLUSTER,
+        "type": _cluster_type([options.upstream]),
+        "connect_timeout": "2s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": _load_assignment(UPSTREAM_CLUSTER, [options.upstream]),
+    }
+
+
+def ext_authz_filter(options: BootstrapOptions) -> Config:
+    """The ext_authz HTTP filter: fail closed, and an outage reads as 503, never as a deny."""
+    typed: Config = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": AUTHZ_CLUSTER},
+            "timeout": _duration(options.authz_timeout_ms),
+        },
+        "failure_mode_allow": False,
+        "status_on_error": {"code": "ServiceUnavailable"},
+    }
+    if options.tls is not None:
+        typed["include_peer_certificate"] = True
+    return {"name": EXT_AUTHZ_FILTER, "typed_config": typed}
+
+
+ACCESS_LOG_FORMAT = (
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% authority=%REQ(:AUTHORITY)% "
+    "decision=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)% "
+    "reason=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)% "
+    "principal=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:principal)% "
+    "peer=%DOWNSTREAM_PEER_URI_SAN% duration=%DURATION%ms\n"
+)
+
+
+def access_log() -> Config:
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+        },
+    }
+
+
+def http_connection_manager(options: BootstrapOptions) -> Config:
+    typed: Config = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress_http",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "common_http_protocol_options": {
+            "idle_timeout": "300s",
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+        "request_headers_timeout": "10s",
+        "stream_idle_timeout": "60s",
+        "access_log": [access_log()],
+        "route_config": {
+            "name": "local_route",
+            "virtual_hosts": [
+                {
+                    "name": "protected",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/"},
+                            "route": {"cluster": UPSTREAM_CLUSTER, "timeout": "30s"},
+                        }
+                    ],
+                }
+            ],
+        },
+        "http_filters": [
+            ext_authz_filter(options),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            },
+        ],
+    }
+    if options.tls is not None:
+        typed["forward_client_cert_details"] = "SANITIZE"
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": typed}
+
+
+def downstream_tls(tls: TlsFiles) -> Config:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": tls.server_cert},
+                        "private_key": {"filename": tls.server_key},
+                    }
+                ],
+                "validation_context": {"trusted_ca": {"filename": tls.client_ca}},
+            },
+        },
+    }
+
+
+def bootstrap(options: BootstrapOptions) -> Config:
+    """A complete Envoy v3 bootstrap: one listener, ext_authz in front of one upstream."""
+    chain: Config = {"filters": [http_connection_manager(options)]}
+    if options.tls is not None:
+        chain["transport_socket"] = downstream_tls(options.tls)
+    return {
+        "admin": {
+            "address": {
+                "socket_address": {
+                    "address": options.admin_address,
+                    "port_value": options.admin_port,
+                }
+            }
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "protected",
+                    "address": {
+                        "socket_address": {
+                            "address": options.listen_address,
+                            "port_value": options.listen_port,
+                        }
+                    },
+                    "filter_chains": [chain],
+                }
+            ],
+            "clusters": [authz_cluster(options), upstream_cluster(options)],
+        },
+    }
+
+
+# Comments placed above the first line that sets each key, by `render_yaml`.
+BOOTSTRAP_NOTES: Mapping[str, str] = {
+    "admin": "Envoy's admin API: keep it on loopback, it can change Envoy's state.",
+    "use_remote_address": (
+        "Envoy is the edge: the client address is the connection's peer, not a client-sent\n"
+        "x-forwarded-for (the service's ip_blocks rules read that address)."
+    ),
+    "normalize_path": (
+        "Path normalization happens in Envoy, before ext_authz, and the normalized path is also\n"
+        "what the upstream receives: the service and the upstream see the same path, so\n"
+        "/public/../admin cannot be checked as one thing and served as another (RFC 3986 5.2.4)."
+    ),
+    "merge_slashes": "For the same reason: //admin is checked and served as /admin.",
+    "path_with_escaped_slashes_action": (
+        "%2F and %5C are ambiguous (one segment or two?) and upstreams disagree; the policy\n"
+        "language rejects them too (invalid_path). Reject here, before anything reads them."
+    ),
+    "headers_with_underscores_action": (
+        "Some upstreams (CGI, nginx) read x_user_id as x-user-id; rejecting underscores keeps a\n"
+        "client from smuggling a header the service strips."
+    ),
+    "failure_mode_allow": "Fail closed: if the service cannot answer, nothing gets through.",
+    "status_on_error": (
+        "An outage answers 503, so it is never mistaken for a policy deny (403) in logs or by clients."
+    ),
+    "include_peer_certificate": (
+        "Send the verified client certificate, so the service can read its SAN itself."
+    ),
+    "forward_client_cert_details": (
+        "Drop any client-sent x-forwarded-client-cert: only Envoy's own TLS view counts."
+    ),
+    "typed_extension_protocol_options": "gRPC needs HTTP/2 to the service.",
+    "health_checks": (
+        "gRPC health: the service reports NOT_SERVING while starting or draining, and Envoy\n"
+        "routes around that endpoint."
+    ),
+    "access_log": (
+        "The decision id links each request to the service's decision log entry; reason is the\n"
+        "rule name or reason code."
+    ),
+}
+
+
+def render_yaml(document: Any, notes: Mapping[str, str] | None = None, header: str = "") -> str:
+    """YAML text for `document`, with `notes[key]` as a comment above the first line setting key."""
+    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=4096)
+    pending = dict(notes or {})
+    out: list[str] = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
+    for line in text.splitlines():
+        stripped = line.lstrip(" -")
+        key = stripped.split(":", 1)[0] if ":" in stripped else ""
+        if key in pending:
+            indent = " " * (len(line) - len(line.lstrip(" ")))
+            for note_line in pending.pop(key).splitlines():
+                out.append(f"{indent}# {note_line}")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# ---- Istio ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IstioOptions:
+    """The mesh-wide provider and the CUSTOM policy that uses it."""
+
+    provider: str = "authz"
+    service: str = "authz.authz.svc.cluster.local"
+    port: int = 9191
+    timeout_ms: int = 500
+    namespace: str = "shop"
+    selector: Mapping[str, str] = field(default_factory=lambda: {"app": "shop"})
+    policy_name: str = "ext-authz"
+
+
+def istio_extension_provider(options: IstioOptions) -> Config:
+    """A MeshConfig `extensionProviders` entry. gRPC ext_authz always sends every request header,
+    so there is no includeRequestHeadersInCheck here (that field exists only for the HTTP
+    provider); the body is not sent because policies never read it."""
+    return {
+        "name": options.provider,
+        "envoyExtAuthzGrpc": {
+            "service": options.service,
+            "port": options.port,
+            "timeout": _duration(options.timeout_ms),
+            "failOpen": False,
+            "statusOnError": "503",
+        },
+    }
+
+
+def istio_mesh_config(options: IstioOptions) -> Config:
+    """The snippet to merge into MeshConfig (the `mesh` key of the istio ConfigMap, or
+    `meshConfig` in IstioOperator / Helm values)."""
+    return {"extensionProviders": [istio_extension_provider(options)]}
+
+
+def istio_authorization_policy(options: IstioOptions) -> Config:
+    """A CUSTOM AuthorizationPolicy: every request to the selected workloads is checked by the
+    provider (one empty rule matches every request)."""
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": options.policy_name, "namespace": options.namespace},
+        "spec": {
+            "selector": {"matchLabels": dict(options.selector)},
+            "action": "CUSTOM",
+            "provider": {"name": options.provider},
+            "rules": [{}],
+        },
+    }
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """`app=shop,tier=web` -> {"app": "shop", "tier": "web"}."""
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not key:
+            raise AddressError(f"{text!r}: expected LABEL=VALUE[,LABEL=VALUE]")
+        labels[key] = value
+    return labels
