@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from authz.commands import serve
+from authz.commands import envoy_config
 
 
 class Command(Protocol):
@@ -18,5 +19,5 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-_MODULES: list[ModuleType] = [serve]
+_MODULES: list[ModuleType] = [serve, envoy_config]
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]
