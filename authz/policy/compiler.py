@@ -1,0 +1,223 @@
+"""Validated files -> one compiled, indexed `PolicySet` (pure; never on the request path).
+
+Whole-set checks live here: rule names are unique across the set, role names too, and every
+role a rule names exists. Then the indexes a check needs:
+
+* files by host: an exact-name dict, a dict of `*.suffix` patterns keyed by the suffix (a host
+  looks up each of its label suffixes: a few dict lookups, whatever the number of files), and
+  the host-less files;
+* within each file, rules by (method, first path segment), so a check looks at the few rules
+  that could match, not at all of them.
+
+`HostPolicy` objects are memoized by the *set of applying files*, not by host name: that set
+is determined by the policy (at most one per exact host, per suffix pattern, plus host-less),
+so the memo stays bounded however many host names clients invent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from authz.errors import PolicyError, Problem
+from authz.model import Authentication, JwtProvider
+from authz.policy.patterns import normalize_host, request_first_segment
+from authz.policy.rules import CompiledRule, compile_rule
+from authz.policy.schema import FileSpec, ToSpec
+
+IndexKey = tuple[str | None, str | None]
+
+
+class RuleIndex:
+    """One file's rules by (method, first path segment); None is the "any" bucket."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self, rules: Iterable[CompiledRule]):
+        buckets: dict[IndexKey, list[CompiledRule]] = defaultdict(list)
+        for rule in rules:
+            for key in rule.index_keys:
+                buckets[key].append(rule)
+        self._buckets: dict[IndexKey, tuple[CompiledRule, ...]] = {
+            k: tuple(v) for k, v in buckets.items()
+        }
+
+    def collect(self, method: str, segment: str, into: dict[int, CompiledRule]) -> None:
+        """Add every rule that could match (method, first segment) to `into`, by index."""
+        get = self._buckets.get
+        for key in ((method, segment), (method, None), (None, segment), (None, None)):
+            for rule in get(key, ()):
+                into[rule.index] = rule
+
+
+class HostPolicy:
+    """The rules and authentication of the files that apply to one host."""
+
+    __slots__ = ("authentication", "files", "_indexes", "_rules")
+
+    def __init__(self, files: Sequence[_CompiledFile]):
+        self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
+        self.authentication = merge_authentication(f.spec for f in files)
+        self._indexes = tuple(f.index for f in files)
+        self._rules = tuple(r for f in files for r in f.rules)
+
+    @property
+    def rules(self) -> tuple[CompiledRule, ...]:
+        """All rules of the applying files, in set order."""
+        return self._rules
+
+    def candidates(self, method: str, path: str) -> list[CompiledRule]:
+        """The rules that could match this method and normalized path, in set order.
+
+        A superset of the matching rules (the index only rules out what cannot match);
+        exposed so tests can check that the index is used.
+        """
+        found: dict[int, CompiledRule] = {}
+        segment = request_first_segment(path)
+        for index in self._indexes:
+            index.collect(method, segment, found)
+        return [found[i] for i in sorted(found)]
+
+
+def merge_authentication(files: Iterable[FileSpec]) -> Authentication:
+    """Trust domains: union of the files' lists (None when none lists any); providers: all,
+    without duplicates, in file order."""
+    domains: set[str] | None = None
+    providers: dict[JwtProvider, None] = {}
+    for f in files:
+        if f.trust_domains is not None:
+            domains = (domains or set()) | set(f.trust_domains)
+        providers.update(dict.fromkeys(f.jwt_providers))
+    return Authentication(
+        trust_domains=frozenset(domains) if domains is not None else None,
+        jwt_providers=tuple(providers),
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _CompiledFile:
+    spec: FileSpec
+    rules: tuple[CompiledRule, ...]
+    index: RuleIndex
+
+
+_MEMO_LIMIT = 100_000  # a safety net only: the number of file sets is bounded by the policy
+
+
+class PolicySet:
+    """A compiled, validated policy set: immutable once built, shared by all threads."""
+
+    def __init__(self, files: Sequence[FileSpec], revision: str):
+        """Compile `files` (validated by the schema); raise PolicyError on set-wide problems."""
+        files = sorted(files, key=lambda f: f.file)
+        roles = _collect_roles(files)  # raises on problems
+        _check_rules(files, roles)
+        compiled: list[_CompiledFile] = []
+        index = 0
+        for f in files:
+            rules = []
+            for spec in f.rules:
+                rules.append(compile_rule(index, spec, roles))
+                index += 1
+            compiled.append(_CompiledFile(f, tuple(rules), RuleIndex(rules)))
+        self.revision = revision
+        self.files: tuple[FileSpec, ...] = tuple(files)
+        self.rules: tuple[CompiledRule, ...] = tuple(r for c in compiled for r in c.rules)
+        self.jwt_providers: tuple[JwtProvider, ...] = merge_authentication(files).jwt_providers
+        self._compiled = tuple(compiled)
+        exact: dict[str, list[int]] = defaultdict(list)
+        suffix: dict[str, list[int]] = defaultdict(list)
+        hostless: list[int] = []
+        for i, f in enumerate(files):
+            if f.hosts is None:
+                hostless.append(i)
+                continue
+            for h in f.hosts:
+                if h.startswith("*."):
+                    suffix[h[2:]].append(i)
+                else:
+                    exact[h].append(i)
+        self._exact = {k: tuple(v) for k, v in exact.items()}
+        self._suffix = {k: tuple(v) for k, v in suffix.items()}
+        self._hostless = tuple(hostless)
+        self._memo: dict[tuple[int, ...], HostPolicy] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def rule_count(self) -> int:
+        return len(self.rules)
+
+    def for_host(self, host: str) -> HostPolicy | None:
+        """The policy for `host` (`:authority`; lower-cased and port removed here too), or
+        None when no file applies: the caller then denies with `no_policy_for_host`."""
+        name = normalize_host(host)
+        ids = set(self._hostless)
+        ids.update(self._exact.get(name, ()))
+        # "*.example.com" matches one or more labels before "example.com": try every suffix
+        # that follows a dot.
+        dot = name.find(".")
+        while dot >= 0:
+            ids.update(self._suffix.get(name[dot + 1 :], ()))
+            dot = name.find(".", dot + 1)
+        if not ids:
+            return None
+        key = tuple(sorted(ids))
+        policy = self._memo.get(key)
+        if policy is None:
+            policy = HostPolicy([self._compiled[i] for i in key])
+            with self._lock:
+                if len(self._memo) < _MEMO_LIMIT:
+                    policy = self._memo.setdefault(key, policy)
+        return policy
+
+
+def compile_policy_set(files: Sequence[FileSpec], revision: str = "") -> PolicySet:
+    """Compile validated files into a `PolicySet`; raise PolicyError on set-wide problems."""
+    return PolicySet(files, revision)
+
+
+def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
+    problems: list[Problem] = []
+    roles: dict[str, tuple[ToSpec, ...]] = {}
+    where: dict[str, tuple[str, int]] = {}
+    for f in files:
+        for role in f.roles:
+            if role.name in where:
+                first_file, first_line = where[role.name]
+                problems.append(
+                    Problem(role.file, role.line, f"role {role.name!r} is also defined at {first_file}:{first_line}")
+                )
+                problems.append(
+                    Problem(first_file, first_line, f"role {role.name!r} is also defined at {role.file}:{role.line}")
+                )
+                continue
+            where[role.name] = (role.file, role.line)
+            roles[role.name] = role.entries
+    if problems:
+        raise PolicyError(problems)
+    return roles
+
+
+def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]) -> None:
+    problems: list[Problem] = []
+    where: dict[str, tuple[str, int]] = {}
+    for f in files:
+        for rule in f.rules:
+            if rule.name in where:
+                first_file, first_line = where[rule.name]
+                problems.append(
+                    Problem(rule.file, rule.line, f"rule name {rule.name!r} is also used at {first_file}:{first_line}")
+                )
+                problems.append(
+                    Problem(first_file, first_line, f"rule name {rule.name!r} is also used at {rule.file}:{rule.line}")
+                )
+            else:
+                where[rule.name] = (rule.file, rule.line)
+            for entry in rule.to or ():
+                for name in (*(entry.role or ()), *(entry.not_role or ())):
+                    if name not in roles:
+                        problems.append(Problem(f.file, entry.line, f"undefined role {name!r}"))
+    if problems:
+        raise PolicyError(problems)

@@ -1,0 +1,75 @@
+"""What a compiled rule looks at: one request and its identity, prepared once per check.
+
+Everything a rule might need more than once (the short principal, the parsed source IP, the
+first path segment) is computed here, so each compiled predicate is a lookup or a comparison.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from authz.model import Authentication, EndUser, Identity, Request, Workload
+from authz.policy.patterns import IPAddress, normalize_host, request_first_segment, short_principal
+
+_UNSET: Any = object()
+
+
+class RequestContext:
+    """A request and identity as the compiled matchers see them (read-only by convention)."""
+
+    __slots__ = (
+        "method", "path", "first_segment", "host", "port", "headers",
+        "workload", "principal", "namespace", "user", "request_principal", "issuer", "claims",
+        "_source_ip", "_ip",
+    )  # fmt: skip
+
+    def __init__(self, request: Request, identity: Identity, authentication: Authentication):
+        self.method = request.method
+        self.path = request.path
+        self.first_segment = request_first_segment(request.path)
+        self.host = normalize_host(request.host)
+        self.port = request.destination_port
+        self.headers: Mapping[str, str] = request.headers
+        workload = identity.workload
+        # Defence in depth: the identity layer should already have dropped a peer from outside
+        # the host's trust domains (POLICY.md, "Identity"); a non-SPIFFE peer has none.
+        tds = authentication.trust_domains
+        if workload is not None and tds is not None:
+            td = workload.trust_domain
+            if td is None or td.lower() not in tds:
+                workload = None
+        self.workload: Workload | None = workload
+        self.principal = short_principal(workload.principal) if workload is not None else None
+        self.namespace = workload.namespace if workload is not None else None
+        self.user: EndUser | None = identity.user
+        self.request_principal = self.user.principal if self.user is not None else None
+        self.issuer = self.user.issuer if self.user is not None else None
+        self.claims: Mapping[str, Any] | None = self.user.claims if self.user is not None else None
+        self._source_ip = request.source_ip
+        self._ip: IPAddress | None = _UNSET
+
+    @property
+    def authenticated(self) -> bool:
+        return self.workload is not None or self.user is not None
+
+    @property
+    def ip(self) -> IPAddress | None:
+        """The source address, parsed on first use; None when absent or unparsable."""
+        if self._ip is _UNSET:
+            self._ip = _parse_ip(self._source_ip)
+        return self._ip
+
+
+def _parse_ip(raw: str | None) -> IPAddress | None:
+    if not raw:
+        return None
+    text = raw.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    text = text.split("%", 1)[0]  # an IPv6 zone id is not part of the address we match
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None

@@ -1,0 +1,60 @@
+"""Compiled host policy + Request + Identity -> Decision (POLICY.md, "Decision").
+
+Pure: no I/O, no logging, no clock. The order is the contract's:
+1. an enforced `deny` rule matches: deny, 403, reason = the rule's name;
+2. an enforced `allow` rule matches: allow, 200, reason = the rule's name;
+3. otherwise deny with `no_matching_rule`: 401 with an RFC 6750 `Bearer` challenge when the
+   request has no verified JWT and an enforced allow rule whose `to` matches needs one, else 403.
+`audit` and `dry_run` rules never change the decision; every one that matches is listed in
+`Decision.shadow`. When several deny (or allow) rules match, the first in set order (files by
+name, then their order in the file) gives the reason.
+"""
+
+from __future__ import annotations
+
+from authz.model import Decision, Identity, Request, ShadowMatch
+from authz.policy.compiler import HostPolicy
+from authz.policy.context import RequestContext
+from authz.policy.rules import CompiledRule
+
+NO_MATCHING_RULE = "no_matching_rule"
+NO_POLICY_FOR_HOST = "no_policy_for_host"
+BEARER_CHALLENGE = "Bearer"
+
+_NO_POLICY = Decision(allowed=False, status=403, reason=NO_POLICY_FOR_HOST)
+
+
+def no_policy_decision() -> Decision:
+    """The decision when no policy file applies to the request's host."""
+    return _NO_POLICY
+
+
+def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identity) -> Decision:
+    """Decide one request. `host_policy` None (no applying file) denies `no_policy_for_host`."""
+    if host_policy is None:
+        return _NO_POLICY
+    ctx = RequestContext(request, identity, host_policy.authentication)
+    deny: CompiledRule | None = None
+    allow: CompiledRule | None = None
+    shadow: list[ShadowMatch] = []
+    wants_jwt = False
+    for rule in host_policy.candidates(ctx.method, ctx.path):
+        if not rule.to_matches(ctx):
+            continue
+        if rule.from_and_when_match(ctx):
+            if not rule.enforced:
+                shadow.append(ShadowMatch(rule.name, rule.action, rule.dry_run))
+            elif rule.action == "deny":
+                deny = deny or rule
+            else:
+                allow = allow or rule
+        elif rule.action == "allow" and rule.enforced and rule.needs_jwt and ctx.user is None:
+            wants_jwt = True
+    shadows = tuple(shadow)
+    if deny is not None:
+        return Decision(False, 403, deny.name, rule=deny.name, shadow=shadows)
+    if allow is not None:
+        return Decision(True, 200, allow.name, rule=allow.name, shadow=shadows)
+    if wants_jwt:
+        return Decision(False, 401, NO_MATCHING_RULE, shadow=shadows, challenge=BEARER_CHALLENGE)
+    return Decision(False, 403, NO_MATCHING_RULE, shadow=shadows)
