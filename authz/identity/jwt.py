@@ -17,6 +17,7 @@ and an `iss/` principal would match patterns like `https://id.example.com/*`. To
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -87,6 +88,7 @@ def _reject(reason: str, message: str) -> TokenRejected:
 @dataclass(frozen=True, slots=True)
 class _Cached:
     user: EndUser
+    provider: JwtProvider
     key_set: KeySet
     exp: float | None
     nbf: float | None
@@ -95,7 +97,9 @@ class _Cached:
 class JwtVerifier:
     """Verifies tokens for a host's providers and caches the results.
 
-    The cache is keyed by (raw token, provider) and bounded in entries (LRU); an entry lives
+    The cache is keyed by the raw token and the host's providers (the provider that verified
+    the token is in the entry), so a hit costs one dict lookup: the token is not even decoded.
+    It is bounded in entries (LRU); an entry lives
     at most `cache_ttl` seconds and never past the token's `exp` (plus skew). An entry is used
     only while the provider's key set is the very one it was verified with, and
     `exp`/`nbf` are re-checked against `now` on every hit. So a key removed from the JWKS stops
@@ -119,7 +123,7 @@ class JwtVerifier:
             limit = now + ttl
             return limit if entry.exp is None else min(limit, entry.exp + CLOCK_SKEW_SECONDS)
 
-        self._cache: TLRUCache[tuple[str, JwtProvider], _Cached] = TLRUCache(
+        self._cache: TLRUCache[tuple[str, tuple[JwtProvider, ...]], _Cached] = TLRUCache(
             maxsize=cache_size, ttu=time_to_use, timer=time.time
         )
         self._lock = threading.Lock()
@@ -143,19 +147,17 @@ class JwtVerifier:
         """
         if len(token) > MAX_TOKEN_BYTES:
             raise _reject("jwt_malformed", "the token is too large")
-        header, payload = _parse_unverified(token)
-        provider = _choose_provider(payload, providers, found_in)
-
-        cache_key = (token, provider)
-        key_set = self._keys.key_set(provider)
+        cache_key = (token, tuple(providers))
         with self._lock:
             cached = self._cache.get(cache_key)
-        if cached is not None and key_set is cached.key_set:
-            # Time claims depend on `now`: checked again on every hit, so an expired token is
-            # refused even while its entry is still in the cache.
-            _check_times(cached.exp, cached.nbf, now)
-            self.cache_hits += 1
-            return cached.user
+        if cached is not None:
+            hit = self._from_cache(cached, now, found_at, found_in)
+            if hit is not None:
+                return hit
+
+        header, payload = _parse_unverified(token)
+        provider = _choose_provider(payload, providers, found_in)
+        key_set = self._keys.key_set(provider)
 
         alg = header.get("alg")
         allowed = frozenset(provider.algorithms) - {"none"} if provider.algorithms else DEFAULT_ALGORITHMS
@@ -193,7 +195,31 @@ class JwtVerifier:
         user = check_claims(payload, provider, now, found_at=found_at)
         exp, nbf = _number(payload, "exp"), _number(payload, "nbf")
         with self._lock:
-            self._cache[cache_key] = _Cached(user, key_set, exp, nbf)
+            self._cache[cache_key] = _Cached(user, provider, key_set, exp, nbf)
+        return user
+
+    def _from_cache(
+        self,
+        cached: _Cached,
+        now: float,
+        found_at: TokenLocation | None,
+        found_in: frozenset[TokenLocation] | None,
+    ) -> EndUser | None:
+        """The cached user, or None when the entry cannot be used (verify in full instead)."""
+        provider = cached.provider
+        if self._keys.key_set(provider) is not cached.key_set:
+            return None  # the keys changed since: a removed key must stop working
+        if found_in is not None and not found_in.intersection(provider.locations):
+            return None  # found somewhere else this time: let the full path judge
+        # Time claims depend on `now`: checked on every hit, so an expired token is refused
+        # even while its entry is still in the cache.
+        _check_times(cached.exp, cached.nbf, now)
+        self.cache_hits += 1
+        user = cached.user
+        if user.found_at != found_at:
+            # Same token, other place (header now, cookie before): forward: false must strip
+            # the place it is in now.
+            user = dataclasses.replace(user, found_at=found_at)
         return user
 
 

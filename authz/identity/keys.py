@@ -359,7 +359,9 @@ class KeyRegistry:
         """issuer -> "ready", "pending", "stale: <error>" (serving the last good keys) or
         "unavailable: <error>" (no keys at all). Several sources of one issuer are joined."""
         result: dict[str, str] = {}
-        for source in list(self._sources.values()):
+        with self._changed:
+            sources = list(self._sources.values())
+        for source in sources:
             text = source.status()
             result[source.issuer] = f"{result[source.issuer]}; {text}" if source.issuer in result else text
         return result

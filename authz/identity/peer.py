@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.x509 import verification
 
 from authz.config import Settings
-from authz.errors import WorkloadRejected
+from authz.errors import ConfigError, WorkloadRejected
 from authz.identity.spiffe import workload_for
 from authz.model import Request, Workload
 
@@ -219,11 +219,13 @@ class PeerIdentifier:
     """Request -> Workload | None, by the rules in this module's docstring."""
 
     def __init__(self, settings: Settings) -> None:
-        self._verifier = (
-            PeerCertificateVerifier.from_setting(settings.ca_bundle)
-            if settings.ca_bundle
-            else None
-        )
+        """Raises ConfigError when `settings.ca_bundle` cannot be read or holds no CA."""
+        self._verifier: PeerCertificateVerifier | None = None
+        if settings.ca_bundle:
+            try:
+                self._verifier = PeerCertificateVerifier.from_setting(settings.ca_bundle)
+            except (OSError, ValueError) as error:
+                raise ConfigError(f"ca_bundle: {error}") from error
         self._trust_xfcc = settings.trust_xfcc
 
     def principal(self, request: Request, now: float) -> str:

@@ -68,6 +68,7 @@ def parse_spiffe_id(text: str) -> SpiffeId | None:
     return SpiffeId(text, trust_domain, slash + path, namespace, service_account)
 
 
+@functools.lru_cache(maxsize=4096)
 def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Workload | None:
     """The workload a verified peer principal stands for, or None (unauthenticated).
 
@@ -77,6 +78,8 @@ def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Worklo
     - Any other principal (a DNS SAN, a subject): a Workload with only `principal` when no
       trust domains are configured; unauthenticated when they are, because such a peer
       belongs to no trust domain and so to none of the allowed ones (fail closed).
+
+    Cached (bounded): Workload is immutable, and a host's trust domains are one frozenset.
     """
     if not principal:
         return None

@@ -492,3 +492,26 @@ def test_claims_are_read_only(registries: Callable[..., KeyRegistry]) -> None:
     with pytest.raises(TypeError):
         user.user.claims["sub"] = "mallory"  # type: ignore[index]
     json.dumps(dict(user.user.claims))
+
+
+def test_cache_hit_reports_where_the_token_is_now(located: tuple[Setup, SigningKey]) -> None:
+    setup, key = located
+    token = key.sign(good_claims())
+    first = setup.resolve(request(headers={"authorization": f"Bearer {token}"})).user
+    again = setup.resolve(request(headers={"cookie": f"session={token}"})).user
+    assert first is not None and again is not None
+    assert setup.resolver.verifier.cache_hits == 1
+    assert again.found_at == TokenLocation(cookie="session")
+
+
+def test_cached_token_not_accepted_by_another_hosts_providers(registries: Callable[..., KeyRegistry]) -> None:
+    key = make_key("ES256")
+    setup = Setup(registries, [key])
+    token = key.sign(good_claims())
+    assert setup.resolve(bearer(token)).user is not None
+    other = Authentication(
+        jwt_providers=(JwtProvider(issuer="https://other.example", jwks_json=jwks_json(make_key("ES256"))),)
+    )
+    with pytest.raises(TokenRejected) as caught:
+        setup.resolver.resolve(bearer(token), other, NOW)
+    assert caught.value.reason == "jwt_unknown_issuer"

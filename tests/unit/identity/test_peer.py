@@ -266,3 +266,11 @@ def test_xfcc_trusted_but_malformed_is_rejected() -> None:
     with pytest.raises(WorkloadRejected) as caught:
         identifier.workload(req, None, NOW)
     assert caught.value.reason == "xfcc_invalid"
+
+
+@pytest.mark.parametrize("bundle", ["/nonexistent/ca.pem", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"])
+def test_unusable_ca_bundle_is_a_config_error(bundle: str) -> None:
+    from authz.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        PeerIdentifier(Settings(ca_bundle=bundle))
