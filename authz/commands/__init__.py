@@ -9,7 +9,6 @@ from typing import Protocol, cast
 from authz.commands import serve
 from authz.commands import envoy_config
 from authz.commands import demo
-from authz.commands import validate, lint, test_cmd, explain, schema
 
 
 class Command(Protocol):
@@ -22,5 +21,4 @@ class Command(Protocol):
 
 
 _MODULES: list[ModuleType] = [serve, envoy_config, demo]
-_MODULES += [validate, lint, test_cmd, explain, schema]  # tools for policy authors
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]
