@@ -114,7 +114,7 @@ def check_path_pattern(pattern: str) -> None:
     """Raise ValueError unless `pattern` is a valid path pattern in normal form."""
     if pattern == "*":
         return
-    check_star_pattern(pattern)
+    check_star_pattern(pattern.replace("{**}", "").replace("{*}", "") or "/")
     if pattern.startswith("*"):
         if "{" in pattern:
             raise ValueError(f"{pattern!r}: '{{*}}' and '{{**}}' cannot be mixed with a '*suffix'")
