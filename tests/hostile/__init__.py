@@ -1,0 +1,1 @@
+"""Hostile input and faults: property tests, attack corpora, wire fuzzing, fault injection."""
