@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from authz.identity.jwks import JwksError, KeySet, parse_jwks
 from authz.model import JwtProvider
@@ -113,7 +114,7 @@ class _Fetcher:
         request = urllib.request.Request(uri, headers={"Accept": "application/json"})
         # `timeout` bounds each socket operation; the deadline below bounds the whole body, so
         # a server that trickles one byte a second cannot hold the fetcher forever.
-        with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+        with _OPENER.open(request, timeout=self._timeout) as response:
             chunks: list[bytes] = []
             size = 0
             while True:
@@ -127,6 +128,26 @@ class _Fetcher:
                     raise JwksError(f"response took longer than {self._timeout:g} s")
                 chunks.append(chunk)
         return b"".join(chunks)
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s): urllib would also follow one to ftp://."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("https", "http"):
+            raise JwksError("redirected to a non-HTTP URI")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def _json_object(data: bytes) -> dict[str, object]:
@@ -299,7 +320,7 @@ class KeyRegistry:
         self._timeout = fetch_timeout
         self._cooldown = unknown_kid_cooldown
         self._max_bytes = max_jwks_bytes
-        self._on_fetch = on_fetch
+        self._listeners: list[OnFetch] = [on_fetch] if on_fetch is not None else []
         self._changed = threading.Condition()
         self._sources: dict[SourceKey, _Source] = {}
         self._closed = False
@@ -377,6 +398,20 @@ class KeyRegistry:
         for source in sources:
             source.join(timeout)
 
+    def add_fetch_listener(self, callback: OnFetch) -> None:
+        """Also call `callback(issuer, result)` after every load attempt from now on (for a
+        metrics module that is built after the registry)."""
+        with self._changed:
+            self._listeners = [*self._listeners, callback]
+
+    def _notify(self, issuer: str, result: FetchResult) -> None:
+        # Copy-on-write list: read without the lock on the fetcher threads.
+        for callback in self._listeners:
+            try:
+                callback(issuer, result)
+            except Exception:  # noqa: BLE001 - a metrics bug must not stop key refreshes
+                log.exception("JWKS fetch listener failed")
+
     def _adopt(self, provider: JwtProvider) -> _Source | None:
         key = source_key(provider)
         with self._changed:
@@ -398,6 +433,6 @@ class KeyRegistry:
             fetch_timeout=self._timeout,
             unknown_kid_cooldown=self._cooldown,
             max_bytes=self._max_bytes,
-            on_fetch=self._on_fetch,
+            on_fetch=self._notify,
             changed=self._changed,
         )

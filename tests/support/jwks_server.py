@@ -6,6 +6,7 @@
         server.fail(503)                # answer errors ("down")
         server.garbage(b"not json")     # answer 200 with junk
         server.hold()                   # fetches block until server.release() (or close)
+        server.redirect_to = url        # answer JWKS requests with a 302 to `url`
         server.wait_for_fetches(3)      # block (bounded) until 3 JWKS fetches were served
         server.fetches                  # JWKS requests seen; server.discovery_fetches likewise
 
@@ -36,6 +37,7 @@ class JwksServer:
         self.fetches = 0
         self.discovery_fetches = 0
         self.discovery_issuer: str | None = None  # override what discovery claims as issuer
+        self.redirect_to: str | None = None  # answer JWKS requests with a 302 to this URL
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,9 +117,12 @@ class JwksServer:
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?", 1)[0]
         with self._lock:
+            location = None
             if path == "/jwks.json":
                 self.fetches += 1
                 body, status = self._body, self._status
+                if self.redirect_to is not None:
+                    location, status = self.redirect_to, 302
             elif path.endswith("/.well-known/openid-configuration"):
                 self.discovery_fetches += 1
                 document = {
@@ -134,6 +139,8 @@ class JwksServer:
             body = b'{"error": "unavailable"}'
         try:
             handler.send_response(status)
+            if location is not None:
+                handler.send_header("Location", location)
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(body)))
             handler.end_headers()

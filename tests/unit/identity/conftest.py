@@ -64,3 +64,13 @@ def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_fetchers() -> Iterator[None]:
+    """Every test leaves no JWKS fetcher thread behind (registries are closed and joined)."""
+    import threading
+
+    yield
+    leftover = [t.name for t in threading.enumerate() if t.name.startswith("jwks:")]
+    assert not leftover, f"fetcher threads left running: {leftover}"

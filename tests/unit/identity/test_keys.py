@@ -360,3 +360,31 @@ def test_close_joins_threads(server: JwksServer) -> None:
     assert f"jwks:{server.issuer}" not in {t.name for t in threading.enumerate()}
     with pytest.raises(RuntimeError):
         registry.ensure([])
+
+
+def test_redirects_only_to_http(registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path) -> None:
+    key = make_key("ES256")
+    with JwksServer([key]) as target:
+        server.redirect_to = target.jwks_uri
+        remote = Remote(registries, server)
+        remote.start()
+        assert remote.registry.wait_ready(10)
+        assert target.fetches == 1 and remote.verify(remote.token(key)) == "ok"
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks(key)))
+    server.redirect_to = path.as_uri()
+    recorder = Recorder()
+    registry = registries(on_fetch=recorder)
+    registry.ensure([JwtProvider(issuer=server.issuer, jwks_uri=server.jwks_uri)])
+    assert eventually(lambda: recorder.count(ok=False) >= 1)
+    assert registry.status()[server.issuer].startswith("unavailable: ")
+
+
+def test_fetch_listener_added_later(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+    server.rotate(make_key("ES256"))
+    registry = registries(refresh_seconds=0.05)
+    recorder = Recorder()
+    registry.add_fetch_listener(recorder)
+    registry.ensure([JwtProvider(issuer=server.issuer, jwks_uri=server.jwks_uri)])
+    assert eventually(lambda: recorder.count(ok=True) >= 2)
+    assert all(r.issuer == server.issuer and r.keys == 1 for r in recorder.results)
