@@ -10,7 +10,7 @@ from authz.errors import TokenRejected
 from authz.identity.jwt import JwtVerifier, KeyLookup, check_claims
 from authz.identity.lookup import find_token
 from authz.identity.peer import PeerIdentifier
-from authz.model import Authentication, EndUser, Identity, Request
+from authz.model import ANONYMOUS, Authentication, EndUser, Identity, Request
 
 __all__ = ["IdentityResolver"]
 
@@ -47,7 +47,7 @@ class IdentityResolver:
         workload = self._peer.workload(request, auth.trust_domains, now)
         user = self._end_user(request, auth, now)
         if workload is None and user is None:
-            return Identity()
+            return ANONYMOUS
         return Identity(workload=workload, user=user)
 
     def _end_user(self, request: Request, auth: Authentication, now: float) -> EndUser | None:
