@@ -1,0 +1,57 @@
+"""Rewrite configmap-policies.yaml from the repository's policies/ directory.
+
+Run from the repository root: `python deploy/kubernetes/sync_policies.py`. The unit tests fail
+when the ConfigMap and policies/ differ. (kustomize's configMapGenerator cannot read files
+outside the kustomization directory, hence a committed copy.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+POLICIES = HERE.parents[1] / "policies"
+TARGET = HERE / "configmap-policies.yaml"
+HEADER = """\
+# Generated from policies/ by deploy/kubernetes/sync_policies.py; edit policies/, then rerun it.
+# Mounted as a directory: `kubectl apply` of a changed ConfigMap reaches the pods within about a
+# minute (kubelet sync) and the service reloads it without a restart; a bad set is rejected and
+# the last good one stays in force.
+"""
+
+
+class _Literal(str):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    """Its own class, so the literal-block representer does not leak into yaml.SafeDumper."""
+
+
+def _literal(dumper: yaml.SafeDumper, value: _Literal) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+
+
+def render(policies: Path = POLICIES) -> str:
+    data = {
+        path.name: _Literal(path.read_text(encoding="utf-8"))
+        for path in sorted(policies.iterdir())
+        if path.is_file() and not path.name.startswith(".")
+    }
+    document = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "authz-policies", "labels": {"app.kubernetes.io/name": "authz"}},
+        "data": data,
+    }
+    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=4096)
+
+
+_Dumper.add_representer(_Literal, _literal)
+
+if __name__ == "__main__":
+    TARGET.write_text(render(), encoding="utf-8")
+    sys.exit(0)
