@@ -93,6 +93,8 @@ class BootstrapOptions:
     # a stalled check fails closed with status_on_error.
     authz_timeout_ms: int = 500
     connect_timeout_ms: int = 250
+    # A bound on open client connections, so a flood exhausts a counter, not file descriptors.
+    max_connections: int = 50000
     # Active gRPC health checks let Envoy route around a dead worker or replica.
     health_checks: bool = True
 
@@ -292,6 +294,18 @@ def bootstrap(options: BootstrapOptions) -> Config:
             ],
             "clusters": [authz_cluster(options), upstream_cluster(options)],
         },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": options.max_connections,
+                    },
+                }
+            ]
+        },
     }
 
 
@@ -327,6 +341,7 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
         "Drop any client-sent x-forwarded-client-cert: only Envoy's own TLS view counts."
     ),
     "typed_extension_protocol_options": "gRPC needs HTTP/2 to the service.",
+    "overload_manager": "Caps open client connections (Envoy warns when there is no cap).",
     "health_checks": (
         "gRPC health: the service reports NOT_SERVING while starting or draining, and Envoy\n"
         "routes around that endpoint."
