@@ -10,6 +10,7 @@ from authz.config import Settings
 from authz.engine import Engine
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.policy import PolicyStore, load_policy_set
+from authz.reload import PolicyReloader
 from authz.server import AuthorizationService, build_server, run_until_signalled, set_serving
 
 log = logging.getLogger("authz")
@@ -22,8 +23,12 @@ class App:
     keys: KeyRegistry
     engine: Engine
     service: AuthorizationService
+    # Hot reload of settings.policies; others may attach listeners (metrics) before serve().
+    reloader: PolicyReloader | None = None
 
     def close(self) -> None:
+        if self.reloader is not None:
+            self.reloader.close()
         self.keys.close()
 
 
@@ -42,14 +47,25 @@ def build_app(settings: Settings) -> App:
         policy_set.rule_count,
         policy_set.revision,
     )
-    return App(settings, store, keys, engine, service)
+    reloader = PolicyReloader(settings.policies, store, keys)
+    return App(settings, store, keys, engine, service, reloader)
 
 
-async def serve(app: App, listen: list[str], *, key_wait_seconds: float = 10.0) -> None:
+async def serve(
+    app: App,
+    listen: list[str],
+    *,
+    key_wait_seconds: float = 10.0,
+    watch: bool = True,
+    poll_policies: bool = False,
+) -> None:
     """Serve until signalled. Readiness (gRPC health SERVING) waits for the first key set of
-    every JWT provider, or `key_wait_seconds`, then serves with what it has and says so."""
+    every JWT provider, or `key_wait_seconds`, then serves with what it has and says so.
+    Policies reload on SIGHUP and, with `watch`, when the policy directory changes."""
     server, health_servicer = build_server(app.service, listen)
     await server.start()
+    if app.reloader is not None:
+        app.reloader.start(watch=watch, polling=poll_policies)
     await set_serving(health_servicer, False)
     log.info("listening on %s", ", ".join(listen))
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
@@ -57,6 +73,10 @@ async def serve(app: App, listen: list[str], *, key_wait_seconds: float = 10.0) 
         log.warning("serving without every JWT key set: %s", app.keys.status())
     await set_serving(health_servicer, True)
     try:
-        await run_until_signalled(server, health_servicer)
+        await run_until_signalled(
+            server,
+            health_servicer,
+            on_reload=app.reloader.request_reload if app.reloader is not None else None,
+        )
     finally:
         app.close()

@@ -9,6 +9,7 @@ from typing import Protocol, cast
 from authz.commands import serve
 from authz.commands import envoy_config
 from authz.commands import demo
+from authz.commands import validate, lint, test_cmd, explain, schema
 
 
 class Command(Protocol):
@@ -21,4 +22,5 @@ class Command(Protocol):
 
 
 _MODULES: list[ModuleType] = [serve, envoy_config, demo]
+_MODULES += [validate, lint, test_cmd, explain, schema]  # tools for policy authors
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]

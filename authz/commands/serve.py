@@ -33,6 +33,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         const="envoy.filters.http.jwt_authn",
         help="accept claims verified by Envoy's jwt_authn filter from this metadata namespace",
     )
+    parser.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not watch the policy directory (reload on SIGHUP only)",
+    )
+    parser.add_argument(
+        "--poll-policies",
+        action="store_true",
+        help="watch the policy directory by polling (for file systems without change events)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -66,7 +76,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"authz: {error}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(serve(app, args.listen or [settings.listen]))
+        asyncio.run(
+            serve(
+                app,
+                args.listen or [settings.listen],
+                watch=not args.no_watch,
+                poll_policies=args.poll_policies,
+            )
+        )
     except OSError as error:
         print(f"authz: {error}", file=sys.stderr)
         return 1

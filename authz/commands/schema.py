@@ -1,0 +1,25 @@
+"""`authz schema`: print the JSON Schema of a policy file, for editors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from authz.authoring.json_schema import schema_text
+
+NAME = "schema"
+HELP = "print the JSON Schema (draft 2020-12) of a policy file"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", help="write to this file instead of standard output")
+
+
+def run(args: argparse.Namespace) -> int:
+    text = schema_text()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,16 @@
+"""`authz test`: being written."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "test"
+HELP = "(not ready yet)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    return 2

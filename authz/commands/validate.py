@@ -1,0 +1,33 @@
+"""`authz validate DIR`: does the policy set compile? Exit 0 if so, 1 with every problem if not."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "validate"
+HELP = "check that a policy directory loads and compiles; print every problem as FILE:LINE"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", nargs="?", default="policies", help="policy directory (default: ./policies)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from authz.errors import PolicyError
+    from authz.policy import load_policy_set
+
+    try:
+        policy_set = load_policy_set(args.directory)
+    except PolicyError as error:
+        for problem in error.problems:
+            print(problem)
+        count = len(error.problems)
+        print(f"{args.directory}: invalid, {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return 1
+    files = len(policy_set.files)
+    print(
+        f"{args.directory}: {files} file{'s' if files != 1 else ''}, "
+        f"{policy_set.rule_count} rules, revision {policy_set.revision}"
+    )
+    return 0

@@ -1,0 +1,251 @@
+"""Hot reload of the policy directory: watch, load and compile off the request path, swap whole.
+
+Three things can ask for a reload: a change in the directory (seen by `watchfiles`, or by a
+polling fallback when it is not available or fails), SIGHUP, and a direct call. All of them only
+*request* one: a single worker thread does the loading, so requests coalesce (a burst of
+editor writes or a Kubernetes ConfigMap update makes one or two loads, not twenty) and a
+signal handler or the event loop never waits on file I/O or compilation.
+
+A new set is swapped in with one `PolicyStore.swap`, so a check in flight keeps the set it
+started with and the next one sees the new set. A set that does not load (a YAML error, a
+half-written file, a rule naming a missing role) is rejected with every problem logged, and the
+last good set stays in force. A half-written file is followed by the rest of the write, which
+is another change, which is another load: the directory is always loaded again once it is
+quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from authz.errors import PolicyError
+from authz.model import JwtProvider
+
+log = logging.getLogger("authz.reload")
+
+# Called after every reload attempt with True (loaded, or unchanged) or False (rejected).
+# Listeners run on the reload thread and must be quick and must not raise (metrics count here).
+ReloadListener = Callable[[bool], None]
+
+
+class _PolicySet(Protocol):
+    @property
+    def revision(self) -> str: ...
+
+    @property
+    def rule_count(self) -> int: ...
+
+    @property
+    def jwt_providers(self) -> Iterable[JwtProvider]: ...
+
+
+class _Store(Protocol):
+    @property
+    def current(self) -> Any: ...
+
+    def swap(self, new: Any) -> Any: ...
+
+
+class _Keys(Protocol):
+    def ensure(self, providers: Iterable[JwtProvider]) -> None: ...
+
+
+def _default_loader(directory: str) -> Any:
+    # Imported late: the reloader is a leaf of the app and must not pull in the policy package
+    # at import time of the CLI.
+    from authz.policy import load_policy_set
+
+    return load_policy_set(directory)
+
+
+class PolicyReloader:
+    """Keeps `store` in step with the policy files in `directory`.
+
+    `reload()` loads synchronously (for tests and tools); `request_reload()` only schedules one
+    on the worker thread and returns at once (safe from a signal handler or the event loop).
+    `start()` starts the worker and the directory watcher; `close()` stops both. A reloader
+    that was never started still reloads on `reload()` (tools and tests use it so).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        store: _Store,
+        keys: _Keys | None = None,
+        *,
+        listeners: Iterable[ReloadListener] = (),
+        loader: Callable[[str], Any] = _default_loader,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.directory = directory
+        self._store = store
+        self._keys = keys
+        self._listeners: list[ReloadListener] = list(listeners)
+        self._load = loader
+        self._poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._pending = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        # How the directory is watched ("watchfiles", "polling" or "off"): shown in the log.
+        self.watch_mode = "off"
+
+    def add_listener(self, listener: ReloadListener) -> None:
+        """Call `listener(ok)` after every reload attempt (e.g. a metrics counter)."""
+        self._listeners.append(listener)
+
+    # -- reloading -------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Load the directory now; swap the new set in if it is valid. True unless rejected."""
+        with self._lock:
+            ok = self._reload_locked()
+        for listener in list(self._listeners):
+            try:
+                listener(ok)
+            except Exception:  # a listener's fault must never stop reloads
+                log.exception("reload listener failed")
+        return ok
+
+    def _reload_locked(self) -> bool:
+        old = self._store.current
+        try:
+            new = self._load(self.directory)
+        except PolicyError as error:
+            log.error(
+                "policy reload rejected, revision %s stays in force: %d problem(s) in %s",
+                old.revision,
+                len(error.problems),
+                self.directory,
+            )
+            for problem in error.problems:
+                log.error("  %s", problem)
+            return False
+        except Exception:
+            # An unexpected failure (a bug, an unreadable directory) is a rejection too: the
+            # last good set is still the safest thing to serve.
+            log.exception(
+                "policy reload failed, revision %s stays in force", old.revision
+            )
+            return False
+        if new.revision == old.revision:
+            log.debug("policy files touched, revision %s unchanged", new.revision)
+            return True
+        if self._keys is not None:
+            # Keys for the union first, so a check in flight under the old set and the first
+            # checks under the new one both find their providers' keys; then drop the old ones.
+            self._keys.ensure([*old.jwt_providers, *new.jwt_providers])
+        self._store.swap(new)
+        if self._keys is not None:
+            self._keys.ensure(new.jwt_providers)
+        log.info(
+            "policies reloaded from %s: %d rules, revision %s (was %s)",
+            self.directory,
+            new.rule_count,
+            new.revision,
+            old.revision,
+        )
+        return True
+
+    def request_reload(self) -> None:
+        """Ask the worker for a reload; returns at once. Safe from a signal handler."""
+        self._pending.set()
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def start(self, *, watch: bool = True, polling: bool = False) -> None:
+        """Start the reload worker and, with `watch`, the directory watcher (`polling`: poll
+        instead of using watchfiles, for file systems without change events)."""
+        self._spawn("authz-reload", self._work)
+        if watch:
+            self._spawn("authz-watch", self._poll if polling else self._watch_directory)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the watcher and the worker (a load in progress finishes first)."""
+        self._stop.set()
+        self._pending.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _work(self) -> None:
+        while True:
+            self._pending.wait()
+            if self._stop.is_set():
+                return
+            # Cleared before loading: a change during the load sets it again and is not lost.
+            self._pending.clear()
+            try:
+                self.reload()
+            except Exception:  # never let the worker die: the next change must still load
+                log.exception("policy reload crashed")
+
+    def _watch_directory(self) -> None:
+        try:
+            import watchfiles
+        except ImportError:
+            self._poll()
+            return
+        self.watch_mode = "watchfiles"
+        log.info("watching %s for policy changes", self.directory)
+        try:
+            # No filter: a ConfigMap update is a rename of the `..data` symlink, which is no
+            # *.yaml; a change that turns out to be irrelevant costs one load with the same
+            # revision, which is a no-op.
+            for _changes in watchfiles.watch(
+                self.directory,
+                watch_filter=None,
+                stop_event=self._stop,
+                raise_interrupt=False,
+                debounce=800,
+                step=50,
+                rust_timeout=1000,
+                yield_on_timeout=False,
+            ):
+                self.request_reload()
+        except Exception:
+            if self._stop.is_set():
+                return
+            log.warning(
+                "watching %s failed; polling it every %.1fs instead",
+                self.directory,
+                self._poll_interval,
+                exc_info=True,
+            )
+            self._poll()
+
+    def _poll(self) -> None:
+        self.watch_mode = "polling"
+        last = directory_fingerprint(self.directory)
+        while not self._stop.wait(self._poll_interval):
+            now = directory_fingerprint(self.directory)
+            if now != last:
+                last = now
+                self.request_reload()
+
+
+def directory_fingerprint(directory: str) -> tuple[tuple[str, int, int, int], ...]:
+    """What changes when a policy file changes: each entry's name, and of what it resolves to
+    (following symlinks, so a ConfigMap `..data` swap shows) the inode, size and mtime."""
+    entries: list[tuple[str, int, int, int]] = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return ()
+    for name in names:
+        try:
+            st = os.stat(os.path.join(directory, name))
+        except OSError:
+            entries.append((name, -1, -1, -1))  # a dangling symlink mid-swap
+            continue
+        entries.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(entries)
