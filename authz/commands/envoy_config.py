@@ -40,6 +40,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--admin", type=int, default=9901, metavar="PORT", help="Envoy admin port")
     parser.add_argument(
+        "--admin-address",
+        default="127.0.0.1",
+        metavar="IP",
+        help="Envoy admin address (127.0.0.1; the admin API can change Envoy's state, so expose "
+        "it only on a private network, e.g. for a Prometheus scrape in docker-compose)",
+    )
+    parser.add_argument(
         "--timeout-ms", type=int, default=500, help="ext_authz check timeout in ms (500)"
     )
     tls = parser.add_argument_group("downstream mTLS")
@@ -111,6 +118,7 @@ def bootstrap_text(args: argparse.Namespace) -> str:
         upstream=parse_endpoint(args.upstream, allow_unix=False),
         listen_address=args.listen_address,
         listen_port=args.listen,
+        admin_address=args.admin_address,
         admin_port=args.admin,
         tls=tls,
         authz_timeout_ms=args.timeout_ms,

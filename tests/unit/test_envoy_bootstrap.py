@@ -214,11 +214,11 @@ def test_istio_custom_policy() -> None:
 def test_cli_prints_a_bootstrap(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["envoy-config", "--authz", "127.0.0.1:1", "--authz", "unix:/tmp/a.sock", "--listen", "1234",
-         "--upstream", "10.0.0.1:80", "--admin", "4321"]
+         "--upstream", "10.0.0.1:80", "--admin", "4321", "--admin-address", "0.0.0.0"]
     )
     assert code == 0
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["admin"]["address"]["socket_address"]["port_value"] == 4321
+    assert config["admin"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 4321}
     listener = config["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["port_value"] == 1234
     assert len(_cluster(config, "authz")["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
