@@ -16,6 +16,7 @@ so the memo stays bounded however many host names clients invent.
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -218,6 +219,8 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
             for entry in rule.to or ():
                 for name in (*(entry.role or ()), *(entry.not_role or ())):
                     if name not in roles:
-                        problems.append(Problem(f.file, entry.line, f"undefined role {name!r}"))
+                        close = difflib.get_close_matches(name, sorted(roles), n=1)
+                        hint = f"; did you mean {close[0]!r}?" if close else ""
+                        problems.append(Problem(f.file, entry.line, f"undefined role {name!r}{hint}"))
     if problems:
         raise PolicyError(problems)

@@ -188,3 +188,8 @@ def test_explain_says_which_field_failed() -> None:
     assert rule.explain(req("/a"), ident("spiffe://cluster.local/ns/shop/sa/x")) == "from: principals"
     assert rule.explain(req("/a"), ident(FRONTEND)) == "when: header x-env equals 'prod'"
     assert rule.explain(req("/a", headers={"x-env": "prod"}), ident(FRONTEND)) is None
+
+
+def test_undefined_role_suggests_a_close_name() -> None:
+    found = problems("roles: {orders-reader: [{paths: [/a]}]}\nrules: [{name: r, action: allow, to: [{role: order-reader}]}]\n")
+    assert "did you mean 'orders-reader'" in found[0].message
