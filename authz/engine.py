@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from authz.config import HeaderNames
@@ -169,7 +169,7 @@ def _claim_text(claims: object, dotted: str) -> str | None:
     in JSON spelling. Objects are not sent (a header is no place for them)."""
     value: object = claims
     for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
+        if not isinstance(value, Mapping) or part not in value:
             return None
         value = value[part]
     if isinstance(value, bool):
