@@ -1,16 +1,118 @@
-"""`authz explain`: being written."""
+"""`authz explain DIR --method M --path P ...`: the decision for one request, and why."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
 
 NAME = "explain"
-HELP = "(not ready yet)"
+HELP = "show the decision for one described request and what every rule of the host did with it"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory")
+    parser.add_argument("directory", nargs="?", default="policies", help="policy directory (default: ./policies)")
+    parser.add_argument("--method", "-X", default="GET", help="HTTP method (default: GET)")
+    parser.add_argument("--path", required=True, help="the request path as sent (:path)")
+    parser.add_argument("--host", default="localhost", help=":authority (default: localhost)")
+    parser.add_argument("--principal", help="the mTLS peer principal, e.g. spiffe://cluster.local/ns/shop/sa/frontend")
+    parser.add_argument(
+        "--claims",
+        help="the claims of a verified JWT as JSON, with iss and sub, e.g. "
+        '\'{"iss": "https://id.shop.example", "sub": "u1", "scope": "cart"}\'',
+    )
+    parser.add_argument(
+        "--header", "-H", action="append", default=[], metavar="NAME=VALUE", help="a request header; may be repeated"
+    )
+    parser.add_argument("--source-ip", help="the client address")
+    parser.add_argument("--port", type=int, help="the destination port")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
-    return 2
+    from authz.authoring.scenario import Scenario, explain_scenario
+    from authz.errors import PolicyError
+    from authz.policy import load_policy_set
+
+    try:
+        scenario = Scenario(
+            method=args.method,
+            path=args.path,
+            host=args.host,
+            principal=args.principal,
+            headers=_headers(args.header),
+            claims=_claims(args.claims),
+            source_ip=args.source_ip,
+            port=args.port,
+        )
+    except ValueError as error:
+        print(f"authz explain: {error}", file=sys.stderr)
+        return 2
+    try:
+        policy_set = load_policy_set(args.directory)
+    except PolicyError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    explanation = explain_scenario(policy_set, scenario)
+    if args.json:
+        print(json.dumps(_jsonable(asdict(explanation)), indent=2))
+    else:
+        print(render(explanation))
+    return 0
+
+
+def _headers(pairs: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--header {pair!r}: write NAME=VALUE")
+        headers[name.strip().lower()] = value
+    return headers
+
+
+def _claims(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        claims = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"--claims is not JSON: {error}") from None
+    if not isinstance(claims, dict) or not isinstance(claims.get("iss"), str):
+        raise ValueError("--claims must be a JSON object with at least an `iss` string")
+    return claims
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def render(explanation: Any) -> str:
+    """The human-readable form: decision first, then identity, then every rule."""
+    d = explanation.decision
+    verdict = "ALLOW" if d.allowed else "DENY"
+    lines = [f"{verdict} {d.status} reason={d.reason}  (policy revision {explanation.revision})"]
+    if d.challenge:
+        lines.append(f"  WWW-Authenticate: {d.challenge}")
+    lines.append(f"host: {explanation.host}  path: {explanation.path if explanation.path is not None else '(refused)'}")
+    if explanation.files:
+        lines.append(f"files: {', '.join(explanation.files)}")
+    lines.append(f"workload: {explanation.principal or '-'}  end user: {explanation.request_principal or '-'}")
+    for note in explanation.notes:
+        lines.append(f"note: {note}")
+    if explanation.rules:
+        lines.append("rules:")
+        width = max(len(r.name) for r in explanation.rules)
+        for r in explanation.rules:
+            mark = "=>" if r.decides else "  "
+            kind = r.action + (" (dry_run)" if r.dry_run else "")
+            outcome = r.effect if r.matched else f"no match: {r.failed}"
+            lines.append(f" {mark} {r.name:<{width}}  {kind:<16} {outcome}  [{r.file}:{r.line}]")
+    return "\n".join(lines)

@@ -1,16 +1,63 @@
-"""`authz test`: being written."""
+"""`authz test DIR`: run the policy tests (`*_test.yaml`) against the policy set in DIR."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "test"
-HELP = "(not ready yet)"
+HELP = "run the request/expectation cases of every *_test.yaml under a policy directory"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory")
+    parser.add_argument("directory", nargs="?", default="policies", help="policy directory (default: ./policies)")
+    parser.add_argument(
+        "--tests",
+        action="append",
+        metavar="PATH",
+        help="a test file or directory to run instead of the *_test.yaml files under DIR; may be repeated",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="also list the cases that passed")
 
 
 def run(args: argparse.Namespace) -> int:
-    return 2
+    import os
+
+    from authz.authoring.cases import find_test_files, load_cases, run_cases
+    from authz.errors import PolicyError
+    from authz.policy import load_policy_set
+
+    paths: list[str] = []
+    for given in args.tests or [args.directory]:
+        paths.extend(find_test_files(given) if os.path.isdir(given) else [given])
+    if not paths:
+        print(f"{args.directory}: no *_test.yaml files", file=sys.stderr)
+        return 1
+    try:
+        policy_set = load_policy_set(args.directory)
+    except PolicyError as error:
+        for problem in error.problems:
+            print(problem)
+        print(f"{args.directory}: the policy set is invalid; no test was run", file=sys.stderr)
+        return 1
+    try:
+        cases = load_cases(paths)
+    except PolicyError as error:
+        for problem in error.problems:
+            print(problem)
+        print("the test files are invalid; no test was run", file=sys.stderr)
+        return 1
+    results = run_cases(policy_set, cases)
+    failed = 0
+    for result in results:
+        case = result.case
+        if result.passed:
+            if args.verbose:
+                print(f"PASS {case.file}:{case.line}: {case.name}")
+            continue
+        failed += 1
+        for failure in result.failures:
+            print(f"FAIL {case.file}:{case.line}: {case.name}: {failure}")
+    passed = len(results) - failed
+    print(f"{passed} passed, {failed} failed (policy revision {policy_set.revision})")
+    return 1 if failed else 0

@@ -1,0 +1,188 @@
+"""A described request ("GET /api/orders as the frontend") -> the policy's decision and a trace.
+
+`authz test` and `authz explain` both start from a `Scenario`: the request as an author writes
+it, with the identity already decided (a workload principal, the claims of a token that passed
+verification). `explain_scenario` builds the `Request` and `Identity` the engine would see and
+asks the real evaluator for the decision, so a tool can never disagree with the service about
+the outcome; the per-rule trace comes from each compiled rule's `mismatch`.
+
+What a scenario cannot show is token verification itself (signatures, `exp`, `aud`): claims
+stand for a token that passed. One consequence is kept, because an author would be surprised
+otherwise: claims whose `iss` no provider of the host accepts are refused with 401, as the
+service refuses such a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from authz.engine import rejection
+from authz.errors import InvalidPath, TokenRejected
+from authz.identity.spiffe import workload_for
+from authz.model import Decision, EndUser, Identity, Request
+from authz.paths import normalize_path
+from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
+from authz.policy.context import RequestContext
+from authz.policy.patterns import normalize_host
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A request as a policy author describes it. `claims` stands for a verified JWT."""
+
+    method: str
+    path: str
+    host: str
+    principal: str | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    claims: Mapping[str, Any] | None = None
+    source_ip: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    """What one rule of the host did with the request.
+
+    `failed` is the first part that did not match (`to: paths`, `from: principals`,
+    `when: claim scope contains 'cart'`), None when the rule matched. `effect` is one of
+    `deny`, `allow`, `would deny`, `would allow` (dry_run), `audit`, or `no match`.
+    """
+
+    name: str
+    file: str
+    line: int
+    action: str
+    dry_run: bool
+    matched: bool
+    failed: str | None
+    effect: str
+    decides: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """The decision for a scenario, and why."""
+
+    decision: Decision
+    revision: str
+    host: str
+    path: str | None  # normalized; None when the path was refused
+    files: tuple[str, ...] = ()
+    principal: str | None = None
+    request_principal: str | None = None
+    rules: tuple[RuleTrace, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
+    """Decide `scenario` against `policy_set` as the service would, with a per-rule trace."""
+    host = normalize_host(scenario.host)
+    revision = policy_set.revision
+    try:
+        path, query = normalize_path(scenario.path)
+    except InvalidPath as error:
+        return Explanation(rejection(error), revision, host, None, notes=(str(error),))
+    host_policy = policy_set.for_host(host)
+    if host_policy is None:
+        note = f"no policy file applies to host {host!r}"
+        return Explanation(no_policy_decision(), revision, host, path, notes=(note,))
+    request = Request(
+        method=scenario.method.upper(),
+        path=path,
+        host=host,
+        raw_path=scenario.path,
+        query=query,
+        headers=MappingProxyType({k.lower(): v for k, v in scenario.headers.items()}),
+        source_ip=scenario.source_ip,
+        destination_port=scenario.port,
+        peer_principal=scenario.principal or "",
+    )
+    notes: list[str] = []
+    identity, refused = _identity(scenario, host_policy, notes)
+    workload = identity.workload.principal if identity.workload is not None else None
+    user = identity.user.principal if identity.user is not None else None
+    base = Explanation(
+        decision=refused or evaluate(host_policy, request, identity),
+        revision=revision,
+        host=host,
+        path=path,
+        files=host_policy.files,
+        principal=workload,
+        request_principal=user,
+    )
+    if refused is not None:
+        return replace(base, notes=tuple(notes))
+    return replace(base, rules=_trace(host_policy, request, identity, base.decision), notes=tuple(notes))
+
+
+def _identity(
+    scenario: Scenario, host_policy: HostPolicy, notes: list[str]
+) -> tuple[Identity, Decision | None]:
+    """The identity the service would resolve; a Decision when it would refuse the request."""
+    auth = host_policy.authentication
+    workload = None
+    if scenario.principal:
+        workload = workload_for(scenario.principal, auth.trust_domains)
+        if workload is None:
+            domains = ", ".join(sorted(auth.trust_domains or ())) or "none"
+            notes.append(
+                f"principal {scenario.principal!r} is not authenticated for this host "
+                f"(trust domains: {domains})"
+            )
+    user = None
+    if scenario.claims is not None:
+        issuer = scenario.claims.get("iss")
+        subject = scenario.claims.get("sub", "")
+        if not auth.jwt_providers:
+            notes.append("the host has no JWT provider: the token is ignored, the request is anonymous")
+        elif not any(p.issuer == issuer for p in auth.jwt_providers):
+            error = TokenRejected("the token's issuer is not accepted here", reason="jwt_unknown_issuer")
+            notes.append(f"no JWT provider of this host has issuer {issuer!r}")
+            return Identity(workload=workload), rejection(error)
+        else:
+            provider = next(p for p in auth.jwt_providers if p.issuer == issuer)
+            user = EndUser(
+                issuer=str(issuer),
+                subject=str(subject),
+                claims=MappingProxyType(dict(scenario.claims)),
+                provider=provider,
+            )
+    return Identity(workload=workload, user=user), None
+
+
+def _trace(
+    host_policy: HostPolicy, request: Request, identity: Identity, decision: Decision
+) -> tuple[RuleTrace, ...]:
+    ctx = RequestContext(request, identity, host_policy.authentication)
+    out: list[RuleTrace] = []
+    for rule in host_policy.rules:
+        failed = rule.mismatch(ctx)
+        matched = failed is None
+        if not matched:
+            effect = "no match"
+        elif rule.action == "audit":
+            effect = "audit"
+        elif rule.dry_run:
+            effect = f"would {rule.action}"
+        else:
+            effect = rule.action
+        out.append(
+            RuleTrace(
+                name=rule.name,
+                file=rule.file,
+                line=rule.line,
+                action=rule.action,
+                dry_run=rule.dry_run,
+                matched=matched,
+                failed=failed,
+                effect=effect,
+                decides=matched and rule.enforced and decision.rule == rule.name,
+            )
+        )
+    return tuple(out)
