@@ -1,0 +1,370 @@
+"""Findings an auditor would flag in a valid policy set (`authz lint`).
+
+Each check is a small function over the compiled set's public objects (`PolicySet.files`, the
+validated specs, `for_host`) and returns `Finding`s. Pure: the command reads the files and
+hands their text in only so findings about hosts and JWT providers can name a line (the specs
+keep lines for rules and roles, not for those).
+
+Shadowing is judged conservatively: a deny is said to cover an allow only when that can be
+seen from the patterns alone (no `from` or the same `from`, no `when` or a subset, and every
+`to` entry of the allow inside one of the deny's). A finding is then certain, never a guess;
+some real shadowing goes unreported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from authz.model import JwtProvider
+from authz.policy import PolicySet
+from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
+
+Roles = Mapping[str, tuple[ToSpec, ...]]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Finding:
+    """`FILE:LINE: [subject] code: why`. `subject` is a rule, role, host or issuer."""
+
+    file: str
+    line: int
+    code: str
+    subject: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: [{self.subject}] {self.code}: {self.message}"
+
+
+CODES = {
+    "open-allow": "an allow rule without `from` on broad paths: anyone, even unauthenticated",
+    "any-principal": "`principals: ['*']` on broad paths: any workload of any trusted mesh",
+    "shadowed-by-deny": "an allow rule that a deny rule always overrides",
+    "unreachable": "a rule that can never match",
+    "unused-role": "a role no rule uses",
+    "dry-run-rule": "a dry_run rule left in place",
+    "audit-rule": "an audit rule left in place",
+    "unauthenticated-host": "a host with allow rules and no authentication configured",
+    "jwt-no-audiences": "a JWT provider that accepts tokens minted for any audience",
+    "jwks-plain-http": "keys fetched over plain http from a non-loopback host",
+}
+
+
+def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> list[Finding]:
+    """Every finding for `policy_set`, sorted by file and line. `sources` maps each file
+    name to its text, for the lines of host and provider findings (line 1 without it)."""
+    lines = _Lines(sources or {})
+    roles: dict[str, tuple[ToSpec, ...]] = {r.name: r.entries for f in policy_set.files for r in f.roles}
+    findings: list[Finding] = []
+    for f in policy_set.files:
+        for rule in f.rules:
+            findings.extend(_rule_findings(rule, roles))
+            findings.extend(_unreachable(rule, policy_set))
+    findings.extend(_shadowed(policy_set.files, roles))
+    findings.extend(_unused_roles(policy_set.files))
+    findings.extend(_unauthenticated_hosts(policy_set, lines))
+    findings.extend(_providers(policy_set.files, lines))
+    return sorted(set(findings))
+
+
+# --- rules one by one -----------------------------------------------------------------------
+
+
+def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
+    def finding(code: str, message: str) -> Finding:
+        return Finding(rule.file, rule.line, code, rule.name, message)
+
+    if rule.dry_run:
+        yield finding("dry-run-rule", f"dry_run {rule.action} is logged, never enforced: enforce it or remove it")
+    if rule.action == "audit":
+        yield finding("audit-rule", "audit rules only log; remove it once the audit is over")
+    if rule.action != "allow" or not _broad(rule.to, roles):
+        return
+    where = "every path" if rule.to is None else "broad paths"
+    claim_gate = any(c.kind == "claim" for c in rule.when)
+    if rule.from_ is None and not claim_gate:
+        yield finding("open-allow", f"allows {where} with no `from`: anyone, even unauthenticated, may call")
+    for entry in rule.from_ or ():
+        if entry.principals is not None and "*" in entry.principals:
+            yield finding("any-principal", f"`principals: ['*']` on {where}: any workload of any trusted mesh")
+            break
+
+
+_BROAD_PATHS = frozenset({"*", "/*", "/{**}"})
+
+
+def _broad(to: tuple[ToSpec, ...] | None, roles: Roles) -> bool:
+    """No `to`, or an entry that allows every path (no `paths`, or `*`, `/*`, `/{**}`)."""
+    if to is None:
+        return True
+    for entry in _expand(to, roles):
+        if entry.paths is None or _BROAD_PATHS.intersection(entry.paths):
+            return True
+    return False
+
+
+def _expand(entries: Iterable[ToSpec], roles: Roles) -> list[ToSpec]:
+    """`to` entries with `role` replaced by the role's entries (narrowed by the entry's own
+    fields: an entry `{role: r, methods: [GET]}` keeps its methods on each role entry)."""
+    out: list[ToSpec] = []
+    for entry in entries:
+        if entry.role is None:
+            out.append(entry)
+            continue
+        own = replace(entry, role=None)
+        for name in entry.role:
+            for r in roles.get(name, ()):
+                merged = r
+                for field in ("methods", "paths", "hosts", "ports"):
+                    if getattr(own, field) is not None and getattr(r, field) is None:
+                        merged = replace(merged, **{field: getattr(own, field)})
+                for field in ("not_methods", "not_paths", "not_hosts", "not_ports", "not_role"):
+                    if getattr(own, field) is not None:
+                        merged = replace(merged, **{field: getattr(own, field)})
+                out.append(merged)
+    return out
+
+
+def _unreachable(rule: RuleSpec, policy_set: PolicySet) -> Iterable[Finding]:
+    issuers = {p.issuer for p in policy_set.jwt_providers}
+    domains = {td for f in policy_set.files for td in f.trust_domains or ()}
+    own_file = next((f for f in policy_set.files if f.file == rule.file), None)
+    restricted = own_file is not None and own_file.trust_domains is not None
+
+    def finding(message: str) -> Finding:
+        return Finding(rule.file, rule.line, "unreachable", rule.name, message)
+
+    if rule.from_ is not None:
+        reasons = [_from_never(e, issuers, domains if restricted else None) for e in rule.from_]
+        if all(r is not None for r in reasons):
+            yield finding(f"never matches: {reasons[0]}")
+            return
+    if not issuers and any(c.kind == "claim" for c in rule.when):
+        yield finding("never matches: it has a claim condition and the set has no JWT provider")
+        return
+    if rule.to is not None:
+        reasons = [_to_never(e) for e in rule.to]
+        if all(r is not None for r in reasons):
+            yield finding(f"never matches: {reasons[0]}")
+
+
+def _from_never(entry: FromSpec, issuers: set[str], domains: set[str] | None) -> str | None:
+    if entry.issuers is not None and not issuers.intersection(entry.issuers):
+        return f"no JWT provider has issuer {', '.join(entry.issuers)}"
+    if entry.request_principals is not None and not issuers:
+        return "it needs a JWT and the set has no JWT provider"
+    if entry.principals is not None and domains is not None:
+        reachable = [p for p in entry.principals if _principal_domain(p) in (None, *domains)]
+        if not reachable:
+            return f"no principal is in the trusted domains ({', '.join(sorted(domains))})"
+    for field in ("principals", "namespaces", "request_principals", "issuers", "ip_blocks"):
+        yes, no = getattr(entry, field), getattr(entry, f"not_{field}")
+        if yes is not None and no is not None and set(yes) <= set(no):
+            return f"`{field}` and `not_{field}` exclude each other"
+    return None
+
+
+def _to_never(entry: ToSpec) -> str | None:
+    for field in ("methods", "paths", "hosts", "ports", "role"):
+        yes, no = getattr(entry, field), getattr(entry, f"not_{field}")
+        if yes is not None and no is not None and set(yes) <= set(no):
+            return f"`{field}` and `not_{field}` exclude each other"
+    return None
+
+
+def _principal_domain(pattern: str) -> str | None:
+    """The trust domain a principal pattern pins, or None when it can vary (`*`, `*suffix`)."""
+    body = pattern[len("spiffe://") :] if pattern.startswith("spiffe://") else pattern
+    if body.startswith("*") or "/" not in body:
+        return None
+    return body.split("/", 1)[0].lower()
+
+
+# --- shadowing ------------------------------------------------------------------------------
+
+
+def _shadowed(files: tuple[FileSpec, ...], roles: Roles) -> Iterable[Finding]:
+    denies = [(f, r) for f in files for r in f.rules if r.action == "deny" and not r.dry_run]
+    for f in files:
+        for allow in f.rules:
+            if allow.action != "allow":
+                continue
+            for deny_file, deny in denies:
+                if _applies_wherever(deny_file, f) and _covers(deny, allow, roles):
+                    yield Finding(
+                        allow.file,
+                        allow.line,
+                        "shadowed-by-deny",
+                        allow.name,
+                        f"deny rule {deny.name!r} ({deny.file}:{deny.line}) matches every request "
+                        "this rule allows: it never allows anything",
+                    )
+                    break
+
+
+def _applies_wherever(deny_file: FileSpec, allow_file: FileSpec) -> bool:
+    """True when every host `allow_file` applies to is also one `deny_file` applies to."""
+    if deny_file.hosts is None or deny_file is allow_file:
+        return True
+    return allow_file.hosts is not None and set(allow_file.hosts) <= set(deny_file.hosts)
+
+
+def _covers(deny: RuleSpec, allow: RuleSpec, roles: Roles) -> bool:
+    if deny.from_ is not None:
+        if allow.from_ is None:
+            return False
+        wanted = {_strip_line(e) for e in deny.from_}
+        if not all(_strip_line(e) in wanted for e in allow.from_):
+            return False
+    if deny.when:
+        have = {(c.kind, c.name, c.op, c.value, c.negated) for c in allow.when}
+        if not all((c.kind, c.name, c.op, c.value, c.negated) in have for c in deny.when):
+            return False
+    if deny.to is None:
+        return True
+    if allow.to is None:
+        return False
+    deny_entries = _expand(deny.to, roles)
+    return all(any(_entry_covers(d, a) for d in deny_entries) for a in _expand(allow.to, roles))
+
+
+def _strip_line(entry: FromSpec) -> FromSpec:
+    return replace(entry, line=0)
+
+
+def _entry_covers(d: ToSpec, a: ToSpec) -> bool:
+    """Every request `a` matches, `d` matches too (judged on patterns; conservative)."""
+    for field in ("hosts", "ports", "not_methods", "not_paths", "not_hosts", "not_ports", "not_role"):
+        if getattr(d, field) is not None and getattr(d, field) != getattr(a, field):
+            return False
+    if d.methods is not None and (a.methods is None or not set(a.methods) <= set(d.methods)):
+        return False
+    if d.paths is not None:
+        if a.paths is None:
+            return False
+        return all(any(_path_covers(dp, ap) for dp in d.paths) for ap in a.paths)
+    return True
+
+
+def _path_covers(d: str, a: str) -> bool:
+    """Every path matching pattern `a` matches pattern `d`."""
+    if d == a or d == "*":
+        return True
+    if a == "*" or a.startswith("*"):
+        return d.startswith("*") and a.endswith(d[1:]) and "{" not in a
+    literal = a.split("{", 1)[0].rstrip("*")  # what every path matching `a` starts with
+    if d.endswith("/{**}") and "{" not in d[:-5]:
+        base = d[:-4]  # "/api/{**}" -> "/api/": matches "/api/" and everything below
+        return literal.startswith(base)
+    if d.endswith("*") and not d.startswith("*") and "{" not in d:
+        return literal.startswith(d[:-1])
+    return False
+
+
+# --- roles, hosts, providers ----------------------------------------------------------------
+
+
+def _unused_roles(files: tuple[FileSpec, ...]) -> Iterable[Finding]:
+    used = {
+        name
+        for f in files
+        for rule in f.rules
+        for entry in rule.to or ()
+        for name in (*(entry.role or ()), *(entry.not_role or ()))
+    }
+    for f in files:
+        for role in f.roles:
+            if role.name not in used:
+                yield Finding(role.file, role.line, "unused-role", role.name, "no rule uses this role; remove it or use it")
+
+
+def _unauthenticated_hosts(policy_set: PolicySet, lines: _Lines) -> Iterable[Finding]:
+    for f in policy_set.files:
+        for host in f.hosts or ():
+            probe = "x" + host[1:] if host.startswith("*.") else host
+            policy = policy_set.for_host(probe)
+            if policy is None:
+                continue
+            auth = policy.authentication
+            serves = any(r.action == "allow" and r.enforced for r in policy.rules)
+            if serves and auth.trust_domains is None and not auth.jwt_providers:
+                yield Finding(
+                    f.file,
+                    lines.host(f.file, host),
+                    "unauthenticated-host",
+                    host,
+                    "allow rules apply and no file for this host sets mtls.trust_domains or jwt: "
+                    "peers of any trust domain count as authenticated",
+                )
+
+
+def _providers(files: tuple[FileSpec, ...], lines: _Lines) -> Iterable[Finding]:
+    for f in files:
+        for p in f.jwt_providers:
+            line = lines.provider(f.file, p.issuer)
+            if not p.audiences:
+                yield Finding(
+                    f.file, line, "jwt-no-audiences", p.issuer,
+                    "no `audiences`: a token this issuer minted for any other service is accepted",
+                )  # fmt: skip
+            if _plain_http(p):
+                yield Finding(
+                    f.file, line, "jwks-plain-http", p.issuer,
+                    f"jwks_uri {p.jwks_uri} is plain http: anyone on the path can swap the keys",
+                )  # fmt: skip
+
+
+def _plain_http(provider: JwtProvider) -> bool:
+    if provider.jwks_uri is None or not provider.jwks_uri.lower().startswith("http://"):
+        return False
+    host = (urlsplit(provider.jwks_uri).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+class _Lines:
+    """Lines of `hosts` entries and `jwt` providers, found by parsing the file's text again."""
+
+    def __init__(self, sources: Mapping[str, str]):
+        self._sources = sources
+        self._roots: dict[str, YNode | None] = {}
+
+    def _root(self, file: str) -> YMap | None:
+        if file not in self._roots:
+            text = self._sources.get(file)
+            try:
+                self._roots[file] = parse_yaml(file, text) if text is not None else None
+            except YamlProblems:
+                self._roots[file] = None
+        root = self._roots[file]
+        return root if isinstance(root, YMap) else None
+
+    def host(self, file: str, host: str) -> int:
+        root = self._root(file)
+        node = root.items.get("hosts") if root is not None else None
+        if isinstance(node, YSeq):
+            for item in node.items:
+                if isinstance(item, YScalar) and isinstance(item.value, str) and item.value.lower() == host:
+                    return item.line
+            return node.line
+        return 1
+
+    def provider(self, file: str, issuer: str) -> int:
+        root = self._root(file)
+        auth = root.items.get("authentication") if root is not None else None
+        jwt = auth.items.get("jwt") if isinstance(auth, YMap) else None
+        if isinstance(jwt, YSeq):
+            for item in jwt.items:
+                if isinstance(item, YMap):
+                    node = item.items.get("issuer")
+                    if isinstance(node, YScalar) and node.value == issuer:
+                        return item.line
+        return 1
