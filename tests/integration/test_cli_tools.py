@@ -1,0 +1,102 @@
+"""The policy-author commands as a user runs them: `python -m authz ...` on real directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def authz(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "authz", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", target)
+    return target
+
+
+def test_validate_ok_and_invalid(examples: Path) -> None:
+    ok = authz("validate", str(examples))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "2 files, 9 rules, revision" in ok.stdout
+    (examples / "broken.yaml").write_text("rules:\n  - name: x\n    action: alow\n")
+    bad = authz("validate", str(examples))
+    assert bad.returncode == 1
+    assert f"{examples}/broken.yaml:3: unknown action 'alow'" in bad.stdout
+
+
+def test_lint_examples_and_strict(examples: Path) -> None:
+    result = authz("lint", str(examples))
+    assert result.returncode == 0
+    assert "platform.yaml:9: [ops-reads-admin] dry-run-rule:" in result.stdout
+    assert "shop.yaml:56: [audit-payment-refunds] audit-rule:" in result.stdout
+    assert authz("lint", str(examples), "--strict").returncode == 1
+    quiet = authz("lint", str(examples), "--strict", "--disable", "dry-run-rule", "--disable", "audit-rule")
+    assert quiet.returncode == 0, quiet.stdout
+    (examples / "broken.yaml").write_text("rules: []\n")
+    assert authz("lint", str(examples)).returncode == 1
+
+
+def test_test_runs_the_shop_cases_and_reports_failures(examples: Path) -> None:
+    ok = authz("test", str(examples))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert " passed, 0 failed" in ok.stdout
+    (examples / "extra_test.yaml").write_text(textwrap.dedent("""\
+        cases:
+          - name: health is open
+            request: {method: GET, path: /healthz, host: localhost}
+            expect: {decision: deny}
+        """))
+    failing = authz("test", str(examples))
+    assert failing.returncode == 1
+    assert "extra_test.yaml:2: health is open: expected deny, got allow 200 health-checks" in failing.stdout
+    assert "1 failed" in failing.stdout
+
+
+def test_test_reports_invalid_test_files_with_lines(examples: Path) -> None:
+    (examples / "bad_test.yaml").write_text("cases:\n  - name: x\n    request: {path: /a}\n    expect: {decision: maybe}\n")
+    result = authz("test", str(examples))
+    assert result.returncode == 1
+    assert "bad_test.yaml:2: missing `request.method`" in result.stdout
+    assert "bad_test.yaml:4: expect.decision must be allow or deny" in result.stdout
+
+
+def test_explain_text_and_json(examples: Path) -> None:
+    text = authz(
+        "explain", str(examples), "--method", "POST", "--path", "/api/cart/items",
+        "--claims", '{"iss": "https://id.shop.example", "sub": "u1", "scope": "profile"}',
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("DENY 403 reason=no_matching_rule")
+    assert "customers-use-cart" in text.stdout and "no match: when: claim scope contains 'cart'" in text.stdout
+    data = json.loads(
+        authz("explain", str(examples), "--path", "/admin/x", "--principal",
+              "spiffe://cluster.local/ns/ops/sa/console", "--json").stdout
+    )  # fmt: skip
+    rules = {r["name"]: r for r in data["rules"]}
+    assert rules["ops-reads-admin"]["effect"] == "would allow"
+    assert rules["no-debug-endpoints"]["failed"] == "from: not_namespaces"
+    assert data["decision"]["reason"] == "no_matching_rule"
+
+
+def test_explain_rejects_bad_arguments(examples: Path) -> None:
+    result = authz("explain", str(examples), "--path", "/x", "--claims", "not json")
+    assert result.returncode == 2 and "--claims is not JSON" in result.stderr
+
+
+def test_schema_prints_json() -> None:
+    result = authz("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["$schema"].endswith("2020-12/schema")

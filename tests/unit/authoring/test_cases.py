@@ -1,0 +1,104 @@
+"""Policy test files: parsing with file:line problems, and running cases via the real evaluator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from authz.authoring.cases import find_test_files, load_cases, parse_cases, run_cases
+from authz.authoring.scenario import Scenario, explain_scenario
+from authz.errors import PolicyError
+from authz.policy import load_policy_set
+
+from .conftest import EXAMPLE_POLICIES, write
+
+
+def test_the_shop_tests_pass() -> None:
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    cases = load_cases(find_test_files(str(EXAMPLE_POLICIES)))
+    assert len(cases) >= 20
+    failed = [(r.case.name, r.failures) for r in run_cases(policy_set, cases) if not r.passed]
+    assert failed == []
+
+
+def test_a_failure_names_what_was_expected_and_what_came() -> None:
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    cases, problems = parse_cases("t_test.yaml", """
+defaults: {host: localhost}
+cases:
+  - name: wrong
+    request: {method: GET, path: /healthz}
+    expect: {decision: deny, status: 403, reason: nope}
+""")
+    assert problems == []
+    [result] = run_cases(policy_set, cases)
+    assert result.failures == ("expected deny 403 nope, got allow 200 health-checks",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cases: []\n", "t_test.yaml:1: `cases` must be a non-empty list"),
+        ("cases:\n  - name: a\n    request: {path: /x, host: h}\n    expect: {decision: allow}\n",
+         "t_test.yaml:2: missing `request.method`"),
+        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, colour: red}\n    expect: {decision: allow}\n",
+         "t_test.yaml:3: unknown field 'colour' in request"),
+        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: yes}\n",
+         "t_test.yaml:4: expect.decision must be allow or deny"),
+        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, claims: {sub: s}}\n    expect: {decision: allow}\n",
+         "t_test.yaml:3: claims stand for a verified JWT: they need an `iss` string"),
+        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n"
+         "  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n",
+         "t_test.yaml:5: duplicate case name 'a' (first on line 2)"),
+        ("cases:\n  - name: [unclosed\n", "t_test.yaml:"),
+    ],
+)
+def test_problems_have_file_and_line(text: str, expected: str) -> None:
+    cases, problems = parse_cases("t_test.yaml", text)
+    assert cases == []
+    assert any(str(p).startswith(expected) for p in problems), problems
+
+
+def test_load_cases_collects_problems_of_every_file(tmp_path: Path) -> None:
+    a = write(tmp_path, "a_test.yaml", "cases: []\n")
+    b = write(tmp_path, "b_test.yaml", "nothing: here\n")
+    assert find_test_files(str(tmp_path)) == [str(a), str(b)]
+    with pytest.raises(PolicyError) as caught:
+        load_cases([str(a), str(b)])
+    assert {Path(p.file).name for p in caught.value.problems} == {"a_test.yaml", "b_test.yaml"}
+
+
+def test_explain_traces_every_rule_of_the_host() -> None:
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    explanation = explain_scenario(
+        policy_set,
+        Scenario("GET", "/api/payments/p/refund", "shop.example.com", principal="spiffe://cluster.local/ns/shop/sa/orders"),
+    )
+    assert not explanation.decision.allowed  # GET is not in payments-processor
+    by_name = {r.name: r for r in explanation.rules}
+    assert by_name["audit-payment-refunds"].effect == "audit"
+    assert by_name["orders-takes-payments"].failed == "to: role"
+    assert len(explanation.rules) == policy_set.rule_count
+
+
+def test_explain_marks_the_deciding_rule_and_dry_runs() -> None:
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    explanation = explain_scenario(
+        policy_set, Scenario("GET", "/admin/x", "localhost", principal="spiffe://cluster.local/ns/shop/sa/frontend")
+    )
+    assert explanation.decision.reason == "no-debug-endpoints"
+    deciding = [r.name for r in explanation.rules if r.decides]
+    assert deciding == ["no-debug-endpoints"]
+    by_name = {r.name: r for r in explanation.rules}
+    assert by_name["ops-reads-admin"].failed == "from: namespaces"
+
+
+def test_explain_unknown_issuer_and_bad_path() -> None:
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    refused = explain_scenario(
+        policy_set, Scenario("GET", "/api/orders", "localhost", claims={"iss": "https://x", "sub": "s"})
+    )
+    assert (refused.decision.status, refused.decision.reason) == (401, "jwt_unknown_issuer")
+    bad = explain_scenario(policy_set, Scenario("GET", "/a%2Fb", "localhost"))
+    assert (bad.decision.status, bad.decision.reason, bad.path) == (400, "invalid_path", None)
