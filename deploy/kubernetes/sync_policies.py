@@ -15,6 +15,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 POLICIES = HERE.parents[1] / "policies"
 TARGET = HERE / "configmap-policies.yaml"
+# Policy tests (`authz test`) stay in the repository: the service never reads them.
+TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 HEADER = """\
 # Generated from policies/ by deploy/kubernetes/sync_policies.py; edit policies/, then rerun it.
 # Mounted as a directory: `kubectl apply` of a changed ConfigMap reaches the pods within about a
@@ -39,7 +41,7 @@ def render(policies: Path = POLICIES) -> str:
     data = {
         path.name: _Literal(path.read_text(encoding="utf-8"))
         for path in sorted(policies.iterdir())
-        if path.is_file() and not path.name.startswith(".")
+        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(TEST_SUFFIXES)
     }
     document = {
         "apiVersion": "v1",
