@@ -220,10 +220,10 @@ def client(service: ServiceProcess, history: PolicyHistory, workload_seed: int, 
                     data = rng.randbytes(rng.randrange(0, 512))
                 else:
                     method, host, raw, headers, token = workload.make(rng.choice(["admin", "bad-token", "anonymous-api"]), public)
-                    data = bytearray(check_request(method, host, raw, headers).SerializeToString())
+                    buffer = bytearray(check_request(method, host, raw, headers).SerializeToString())
                     for _ in range(rng.randrange(1, 6)):
-                        data[rng.randrange(len(data))] = rng.randrange(256)
-                    data = bytes(data)
+                        buffer[rng.randrange(len(buffer))] = rng.randrange(256)
+                    data = bytes(buffer)
             else:
                 method, host, raw, headers, token = workload.make(kind, public)
                 data = check_request(method, host, raw, headers).SerializeToString()

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt as pyjwt
 import pytest
@@ -55,7 +56,7 @@ def policy_text(jwks_uri: str, issuer: str) -> str:
 class World:
     """Engine + registry + JWKS server, closed at the end."""
 
-    def __init__(self, server: JwksServer, **registry_options: float) -> None:
+    def __init__(self, server: JwksServer, **registry_options: Any) -> None:
         self.server = server
         self.issuer = server.issuer
         policy_set = build_policy_set([("p.yaml", policy_text(server.jwks_uri, server.issuer), "/p")])
@@ -68,7 +69,7 @@ class World:
         headers = {"authorization": f"Bearer {token}"} if token is not None else {}
         return self.engine.check(Request(method="GET", path=path, host=HOST, headers=headers))
 
-    def token(self, key: SigningKey, **extra: object) -> str:
+    def token(self, key: SigningKey, **extra: Any) -> str:
         return key.sign(claims(self.issuer, now=time.time(), **extra))
 
     def close(self) -> None:

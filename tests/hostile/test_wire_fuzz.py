@@ -131,7 +131,7 @@ def _structured(rng: random.Random, target: Target) -> bytes:
         name = rng.choice(["authorization", "x-authz-principal", "x-user-id", "cookie", ":path", "Authorization",
                            "", "x-\x00", "a" * 100])
         headers[name] = rng.choice(["Bearer " + rng.choice(sorted(target.valid)), "Bearer x", "", "\x00", "é" * 10])
-    return check_request(method, host, rng.choice(paths), headers).SerializeToString()
+    return bytes(check_request(method, host, rng.choice(paths), headers).SerializeToString())
 
 
 def _oracle_allows(message: Any, target: Target) -> bool:
