@@ -12,6 +12,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -307,3 +308,24 @@ def test_deny_rules_win_over_any_identity(request: Request, identity: Identity) 
                       headers=request.headers, source_ip=request.source_ip)
     decision = _decide(request, identity)
     assert not decision.allowed
+
+
+# -- host spellings cannot skip a host's deny rules ----------------------------------------------
+
+_HOST_SET = compile_yaml(
+    "hosts: [shop.example.com]\nrules: [{name: no-admin, action: deny, to: [{paths: [/admin]}]}]\n",
+    "rules: [{name: everything, action: allow}]\n",
+)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["shop.example.com", "SHOP.EXAMPLE.COM", "shop.example.com:443", "shop.example.com.",
+     "shop.example.com.:443", "Shop.Example.Com.:8080", " shop.example.com", "shop.example.com\t"],
+)
+def test_a_host_spelling_cannot_skip_the_hosts_deny_rules(host: str) -> None:
+    """A file without `hosts` allows everything; the shop file denies /admin. Every spelling
+    Envoy could route to the shop must still get the shop file (case, port, trailing dot)."""
+    request = Request(method="GET", path="/admin", host=host)
+    decision = evaluate(_HOST_SET.for_host(request.host), request, Identity())
+    assert (decision.allowed, decision.reason) == (False, "no-admin")
