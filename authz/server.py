@@ -88,7 +88,7 @@ def build_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
