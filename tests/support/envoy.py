@@ -391,6 +391,9 @@ class Envoy:
             # Hot restart uses shared memory keyed by a base id; with it disabled, several
             # Envoys can run side by side without choosing base ids.
             "--disable-hot-restart",
+            # Access logs are flushed every 10s by default; tests read them right away.
+            "--file-flush-interval-msec",
+            "100",
         ]
         with self.log_path.open("ab") as log:
             log.write(f"\n==== {' '.join(command)}\n".encode())
@@ -494,10 +497,10 @@ class Envoy:
                 values[name] = int(value)
         return values
 
-    def access_log(self, timeout: float = 5.0, at_least: int = 1) -> list[dict[str, Any]]:
+    def access_log(self, timeout: float = 10.0, at_least: int = 1) -> list[dict[str, Any]]:
         """The JSON access-log entries, waiting up to ``timeout`` for ``at_least`` of them.
 
-        Envoy writes its access log asynchronously (flushed about every second), so entries
+        Envoy writes its access log asynchronously (flushed every 100 ms here), so entries
         for a request just answered may not be there yet.
         """
         deadline = time.monotonic() + timeout
