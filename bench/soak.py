@@ -53,6 +53,7 @@ from tests.hostile.service import (  # noqa: E402
     policy_yaml,
     protos,
     response_status,
+    token_state,
 )
 from tests.support.jwks_server import JwksServer  # noqa: E402
 from tests.support.tokens import claims, make_key  # noqa: E402
@@ -188,14 +189,7 @@ def judge(expected: list[Expected], response: Any) -> bool:
 
 def decode_state(message: Any, workload: Workload) -> tuple[str, str, str, str]:
     http = message.attributes.request.http
-    auth = http.headers.get("authorization")
-    if auth is None:
-        state = NONE
-    elif auth.startswith("Bearer ") and auth[7:] in workload.valid:
-        state = VALID
-    else:
-        state = INVALID
-    return http.method, http.host, http.path, state
+    return http.method, http.host, http.path, token_state(http.headers, workload.valid)
 
 
 def client(service: ServiceProcess, history: PolicyHistory, workload_seed: int, shared: Workload,

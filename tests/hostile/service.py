@@ -102,13 +102,27 @@ def oracle(method: str, host: str, raw_path: str, token: str, *, public: str = "
         return Expected(False, 401, "jwt")
     if path == "/admin" or path.startswith("/admin/"):
         return Expected(False, 403, "no-admin")
-    if method == "GET" and path.startswith(f"/{public}/"):
+    # POLICY.md: "the HTTP method, upper case"; the service reads methods case-insensitively.
+    if method.upper() == "GET" and path.startswith(f"/{public}/"):
         return Expected(True, 200, "public")
     if path.startswith("/api/"):
         if token == VALID:
             return Expected(True, 200, "users")
         return Expected(False, 401, "no_matching_rule")
     return Expected(False, 403, "no_matching_rule")
+
+
+def token_state(headers: Any, valid: Any) -> str:
+    """VALID, INVALID or NONE for a decoded header map, as POLICY.md's default token location
+    reads it: `authorization` (any case; repeated names joined with ","), `Bearer ` prefix
+    (any case). A header without the prefix is no token at all; an empty one is invalid."""
+    values = [v for k, v in headers.items() if k.lower() == "authorization"]
+    if not values:
+        return NONE
+    auth = ",".join(values)
+    if auth[:7].lower() != "bearer ":
+        return NONE
+    return VALID if auth[7:].strip() in valid else INVALID
 
 
 # -- requests and responses --------------------------------------------------------------------
