@@ -28,20 +28,20 @@ class DeniedHttpResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_http_status_pb2.HttpStatus, _Mapping]] = ..., headers: _Optional[_Iterable[_Union[_base_pb2.HeaderValueOption, _Mapping]]] = ..., body: _Optional[str] = ...) -> None: ...
 
 class OkHttpResponse(_message.Message):
-    __slots__ = ("headers", "dynamic_metadata", "headers_to_remove", "response_headers_to_add", "query_parameters_to_set", "query_parameters_to_remove")
+    __slots__ = ("headers", "headers_to_remove", "dynamic_metadata", "response_headers_to_add", "query_parameters_to_set", "query_parameters_to_remove")
     HEADERS_FIELD_NUMBER: _ClassVar[int]
-    DYNAMIC_METADATA_FIELD_NUMBER: _ClassVar[int]
     HEADERS_TO_REMOVE_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_METADATA_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_HEADERS_TO_ADD_FIELD_NUMBER: _ClassVar[int]
     QUERY_PARAMETERS_TO_SET_FIELD_NUMBER: _ClassVar[int]
     QUERY_PARAMETERS_TO_REMOVE_FIELD_NUMBER: _ClassVar[int]
     headers: _containers.RepeatedCompositeFieldContainer[_base_pb2.HeaderValueOption]
-    dynamic_metadata: _struct_pb2.Struct
     headers_to_remove: _containers.RepeatedScalarFieldContainer[str]
+    dynamic_metadata: _struct_pb2.Struct
     response_headers_to_add: _containers.RepeatedCompositeFieldContainer[_base_pb2.HeaderValueOption]
     query_parameters_to_set: _containers.RepeatedCompositeFieldContainer[_base_pb2.QueryParameter]
     query_parameters_to_remove: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, headers: _Optional[_Iterable[_Union[_base_pb2.HeaderValueOption, _Mapping]]] = ..., dynamic_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[_Union[_base_pb2.HeaderValueOption, _Mapping]]] = ..., query_parameters_to_set: _Optional[_Iterable[_Union[_base_pb2.QueryParameter, _Mapping]]] = ..., query_parameters_to_remove: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, headers: _Optional[_Iterable[_Union[_base_pb2.HeaderValueOption, _Mapping]]] = ..., headers_to_remove: _Optional[_Iterable[str]] = ..., dynamic_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., response_headers_to_add: _Optional[_Iterable[_Union[_base_pb2.HeaderValueOption, _Mapping]]] = ..., query_parameters_to_set: _Optional[_Iterable[_Union[_base_pb2.QueryParameter, _Mapping]]] = ..., query_parameters_to_remove: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CheckResponse(_message.Message):
     __slots__ = ("status", "denied_response", "ok_response", "error_response", "dynamic_metadata")

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class AuthorizationStub:
-    """Performs an authorization check on the attributes of an incoming request.
+    """A generic interface for performing authorization checks on incoming requests.
     """
 
     def __init__(self, channel):
@@ -43,11 +43,12 @@ class AuthorizationStub:
 
 
 class AuthorizationServicer:
-    """Performs an authorization check on the attributes of an incoming request.
+    """A generic interface for performing authorization checks on incoming requests.
     """
 
     def Check(self, request, context):
-        """Answers status OK to allow; any other status denies.
+        """Performs an authorization check on the attributes of the incoming request; status OK
+        allows it, any other status denies it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,7 +71,7 @@ def add_AuthorizationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Authorization:
-    """Performs an authorization check on the attributes of an incoming request.
+    """A generic interface for performing authorization checks on incoming requests.
     """
 
     @staticmethod
