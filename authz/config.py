@@ -40,3 +40,17 @@ class Settings:
     # Accept claims verified by Envoy's jwt_authn filter from metadata_context; the value is the
     # filter's metadata namespace (normally "envoy.filters.http.jwt_authn"). None: ignore them.
     jwt_authn_metadata: str | None = None
+    # Every address the gRPC server binds (`host:port` or `unix:/path`); `listen` is the first,
+    # kept for code that only knows one. `authz.config_file.load_settings` keeps them in step.
+    listen_all: tuple[str, ...] = ("127.0.0.1:9191",)
+    # The admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) as `host:port`; None: off.
+    admin: str | None = None
+    # Where the decision log goes: a file path, "-" for stdout, None for no decision log.
+    decision_log: str | None = None
+    # Request headers (lower-case) the decision log may show; secrets are never shown anyway.
+    log_headers: tuple[str, ...] = ()
+    workers: int = 1
+    # Watch the policy directory for changes (else reload on SIGHUP only); by polling.
+    watch: bool = True
+    poll_policies: bool = False
+    log_level: str = "info"

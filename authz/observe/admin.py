@@ -1,0 +1,175 @@
+"""The admin HTTP endpoint: `/metrics`, `/healthz` and `/readyz`, for Prometheus and Kubernetes.
+
+It runs on its own thread (stdlib `ThreadingHTTPServer`), apart from the gRPC event loop, so a
+slow scrape can never delay a check, and a stuck event loop still shows in `/healthz` only if
+the process is truly gone (liveness is "the process answers", nothing more). It should listen on
+a private address: it tells which issuers and revisions are in force.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+log = logging.getLogger("authz.admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether the service should get traffic, and if not, what is missing."""
+
+    ready: bool
+    missing: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Policies(Protocol):
+    @property
+    def revision(self) -> str: ...
+
+
+def readiness_check(
+    policy: Callable[[], _Policies | None],
+    key_status: Callable[[], Mapping[str, str]],
+    *,
+    draining: Callable[[], bool] = lambda: False,
+) -> Callable[[], Readiness]:
+    """Ready when a policy set is loaded, every JWT provider has keys (`KeyRegistry.status()`
+    says "ready" or "stale": stale keys still verify) and the service is not draining."""
+
+    def check() -> Readiness:
+        missing: dict[str, Any] = {}
+        if policy() is None:
+            missing["policies"] = "not loaded"
+        keys = {
+            issuer: status
+            for issuer, status in key_status().items()
+            if not all(part.strip().startswith(("ready", "stale")) for part in status.split(";"))
+        }
+        if keys:
+            missing["jwks"] = keys
+        if draining():
+            missing["draining"] = True
+        return Readiness(not missing, missing)
+
+    return check
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port). Raises ValueError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class AdminServer:
+    """`/metrics`, `/healthz`, `/readyz` on `address`. `start()` binds (raising OSError when it
+    cannot) and serves on a daemon thread; `close()` stops it and frees the port."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        metrics: Callable[[], bytes] | None = None,
+        metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8",
+        readiness: Callable[[], Readiness] = lambda: Readiness(True),
+    ) -> None:
+        self.address = address
+        self._metrics = metrics
+        self._content_type = metrics_content_type
+        self._readiness = readiness
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None, "not started"
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        host, port = parse_address(self.address)
+        handler = _handler_class(self)
+        server_class = _V6Server if ":" in host else ThreadingHTTPServer
+        server = server_class((host, port), handler)
+        server.daemon_threads = True  # a hung scraper must not keep the process alive
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="authz-admin",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("admin endpoint on http://%s (/metrics, /healthz, /readyz)", self.address)
+
+    def close(self, timeout: float = 5.0) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def respond(self, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a GET of `path`."""
+        path = path.split("?", 1)[0]
+        if path == "/healthz":
+            return 200, "text/plain; charset=utf-8", b"ok\n"
+        if path == "/readyz":
+            state = self._readiness()
+            body = {"ready": state.ready, **({"missing": dict(state.missing)} if not state.ready else {})}
+            return (200 if state.ready else 503), "application/json", _json(body)
+        if path == "/metrics" and self._metrics is not None:
+            return 200, self._content_type, self._metrics()
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+
+
+class _V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _json(value: object) -> bytes:
+    return (json.dumps(value, sort_keys=True) + "\n").encode()
+
+
+def _handler_class(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "authz-admin"
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+            self._answer(send_body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._answer(send_body=False)
+
+        def _answer(self, *, send_body: bool) -> None:
+            try:
+                status, content_type, body = admin.respond(self.path)
+            except Exception:
+                log.exception("admin request %s failed", self.path)
+                status, content_type, body = 500, "text/plain; charset=utf-8", b"error\n"
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            # Probes every few seconds would flood the log; keep them at debug.
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler

@@ -1,0 +1,247 @@
+"""The decision log: one JSON line per check, written off the request path.
+
+A check only timestamps its result and puts it on a bounded queue (`put_nowait`); a writer
+thread turns it into JSON and writes it. When the writer falls behind (a slow disk, a blocked
+stdout pipe) the queue fills and further records are dropped and counted, never waited for:
+a check must not be slowed or failed by its own log line. `dropped` is exported as a metric.
+
+Secrets never reach the log. Only headers the operator allow-lists are shown, and a fixed deny
+list wins over the allow list: credentials (`authorization`, cookies, API keys) and every header
+a JWT provider of the current policy set reads a token from. The normalized path is logged,
+never the raw path or the query string, because a token may travel as `?access_token=`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from authz.model import JwtProvider, Request, Verdict
+
+log = logging.getLogger("authz.decision_log")
+
+# Headers that carry credentials. Never logged, whatever the operator allow-lists.
+SECRET_HEADERS = frozenset(
+    {"authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"}
+)
+
+DEFAULT_QUEUE_SIZE = 10_000
+
+_STOP = object()  # the writer's sentinel: everything queued before it is written first
+
+
+def token_headers(providers: Iterable[JwtProvider]) -> frozenset[str]:
+    """The (lower-case) header names the given JWT providers read tokens from."""
+    return frozenset(
+        location.header.lower()
+        for provider in providers
+        for location in provider.locations
+        if location.header
+    )
+
+
+def rfc3339(timestamp: float) -> str:
+    """`2024-05-01T12:00:00.123Z`: RFC 3339, UTC, milliseconds."""
+    text = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def decision_record(
+    timestamp: float,
+    request: Request | None,
+    verdict: Verdict,
+    seconds: float,
+    *,
+    log_headers: Iterable[str] = (),
+    secret_headers: frozenset[str] = SECRET_HEADERS,
+) -> dict[str, Any]:
+    """The log record of one check, as a JSON-ready dict. Pure: tested without any thread.
+
+    `request` is None when the request could not be read (then only the verdict is known).
+    """
+    decision = verdict.decision
+    dry_run = [
+        {"rule": match.rule, "would": match.action} for match in decision.shadow if match.dry_run
+    ]
+    audit = [match.rule for match in decision.shadow if not match.dry_run]
+    record: dict[str, Any] = {
+        "time": rfc3339(timestamp),
+        "decision_id": verdict.decision_id,
+        "decision": "allow" if decision.allowed else "deny",
+        "status": decision.status,
+        "reason": decision.reason,
+        "rule": decision.rule,
+        "dry_run": dry_run,
+        "audit": audit,
+        "principal": verdict.principal or None,
+        "request_principal": verdict.request_principal or None,
+        "method": None,
+        "host": None,
+        "path": None,
+        "source": None,
+        "request_id": None,
+        "policy_revision": verdict.policy_revision or None,
+        "duration_ms": round(seconds * 1000.0, 3),
+    }
+    if request is not None:
+        record["method"] = request.method
+        record["host"] = request.host
+        record["path"] = request.path
+        record["source"] = request.source_ip
+        record["request_id"] = request.request_id or None
+        shown = {}
+        for name in log_headers:
+            if name in secret_headers:
+                continue
+            value = request.headers.get(name)
+            if value is not None:
+                shown[name] = value
+        if shown:
+            record["headers"] = shown
+    return record
+
+
+class DecisionLog:
+    """An `authz.server.Observer` that writes one JSON line per check to `path` ("-": stdout).
+
+    `token_headers` is called on the writer thread for the header names the current JWT
+    providers read tokens from (they change on reload); those are never logged either.
+    Call `start()` before the first check and `close()` at shutdown (it writes what is queued).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        log_headers: Iterable[str] = (),
+        token_headers: Callable[[], frozenset[str]] = frozenset,
+        max_queue: int = DEFAULT_QUEUE_SIZE,
+        clock: Callable[[], float] = time.time,
+        stream: IO[str] | None = None,
+    ) -> None:
+        self.path = path
+        self._log_headers = tuple(dict.fromkeys(name.lower() for name in log_headers))
+        self._token_headers = token_headers
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._clock = clock
+        self._stream = stream
+        self._owns_stream = False
+        self._thread: threading.Thread | None = None
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()
+        self._write_errors = 0
+        self._written = 0
+
+    # -- the request path ------------------------------------------------------------------
+
+    def __call__(self, request: Request | None, verdict: Verdict, seconds: float) -> None:
+        """Queue one check's record; never blocks, never raises (a full queue drops it)."""
+        try:
+            self._queue.put_nowait((self._clock(), request, verdict, seconds))
+        except queue.Full:
+            self._count_drop()
+
+    def _count_drop(self) -> None:
+        # `+=` on an int is not atomic across threads; checks run on several threads.
+        with self._dropped_lock:
+            self._dropped += 1
+
+    @property
+    def dropped(self) -> int:
+        """Records not written: the queue was full, or writing them failed."""
+        return self._dropped
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    # -- the writer ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the destination (raising OSError if it cannot be) and start the writer."""
+        if self._thread is not None:
+            return
+        if self._stream is None:
+            if self.path == "-":
+                self._stream = sys.stdout
+            else:
+                # Append, so a restart keeps earlier lines and `logrotate copytruncate` works.
+                self._stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._owns_stream = True
+        self._thread = threading.Thread(target=self._run, name="authz-decision-log", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (for up to `timeout` seconds), stop the writer, close the file."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            try:
+                self._queue.put(_STOP, timeout=timeout)
+            except queue.Full:
+                log.warning("decision log writer is stuck; %d records dropped", self._dropped)
+            thread.join(timeout)
+        if self._owns_stream and self._stream is not None:
+            try:
+                self._stream.close()
+            except OSError:
+                log.exception("closing the decision log failed")
+            self._stream = None
+            self._owns_stream = False
+
+    def _run(self) -> None:
+        stream = self._stream
+        assert stream is not None
+        while True:
+            item = self._queue.get()
+            lines: list[str] = []
+            stop = False
+            # Drain whatever else is queued, so a burst costs one write and one flush.
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                line = self._format(item)
+                if line is not None:
+                    lines.append(line)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if lines:
+                self._write(stream, lines)
+            if stop:
+                return
+
+    def _format(self, item: tuple[float, Request | None, Verdict, float]) -> str | None:
+        try:
+            secrets = SECRET_HEADERS | self._token_headers()
+            record = decision_record(
+                *item, log_headers=self._log_headers, secret_headers=secrets
+            )
+            # default=str: a value we did not foresee must not cost the whole line.
+            return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        except Exception:
+            log.exception("formatting a decision log record failed")
+            self._count_drop()
+            return None
+
+    def _write(self, stream: IO[str], lines: list[str]) -> None:
+        try:
+            stream.write("".join(lines))
+            stream.flush()
+            self._written += len(lines)
+        except (OSError, ValueError):
+            # A full disk or a closed pipe: count, tell once in a while, keep draining so the
+            # queue never blocks checks.
+            with self._dropped_lock:
+                self._dropped += len(lines)
+            self._write_errors += 1
+            if self._write_errors == 1 or self._write_errors % 1000 == 0:
+                log.exception("writing the decision log failed (%d times)", self._write_errors)

@@ -1,0 +1,102 @@
+"""The admin endpoint over real HTTP on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from authz.observe.admin import AdminServer, Readiness, parse_address, readiness_check
+from authz.observe.metrics import CONTENT_TYPE, Metrics
+
+
+def get(port: int, path: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+@pytest.fixture
+def state() -> dict[str, object]:
+    return {"ready": Readiness(True)}
+
+
+@pytest.fixture
+def admin(state: dict[str, object]) -> Iterator[AdminServer]:
+    metrics = Metrics()
+    server = AdminServer(
+        "127.0.0.1:0",
+        metrics=metrics.render,
+        metrics_content_type=CONTENT_TYPE,
+        readiness=lambda: state["ready"],  # type: ignore[return-value,arg-type]
+    )
+    server.start()
+    yield server
+    server.close()
+
+
+def test_healthz_metrics_and_404(admin: AdminServer) -> None:
+    assert get(admin.port, "/healthz")[0] == 200
+    status, content_type, body = get(admin.port, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    assert b"authz_policy_reloads_total" in body
+    assert get(admin.port, "/nope")[0] == 404
+
+
+def test_readyz_follows_readiness(admin: AdminServer, state: dict[str, object]) -> None:
+    status, content_type, body = get(admin.port, "/readyz")
+    assert (status, content_type, json.loads(body)) == (200, "application/json", {"ready": True})
+    state["ready"] = Readiness(False, {"jwks": {"https://id": "pending"}})
+    status, _, body = get(admin.port, "/readyz")
+    assert status == 503
+    assert json.loads(body) == {"ready": False, "missing": {"jwks": {"https://id": "pending"}}}
+
+
+def test_a_failing_readiness_is_a_500_not_a_crash(state: dict[str, object]) -> None:
+    def boom() -> Readiness:
+        raise RuntimeError("bug")
+
+    server = AdminServer("127.0.0.1:0", readiness=boom)
+    server.start()
+    try:
+        assert get(server.port, "/readyz")[0] == 500
+        assert get(server.port, "/healthz")[0] == 200
+    finally:
+        server.close()
+
+
+def test_close_frees_the_port() -> None:
+    server = AdminServer("127.0.0.1:0")
+    server.start()
+    port = server.port
+    server.close()
+    server.close()  # idempotent
+    again = AdminServer(f"127.0.0.1:{port}")
+    again.start()  # would raise "address in use" if the first had not let go
+    again.close()
+
+
+def test_readiness_check() -> None:
+    keys = {"https://a": "ready", "https://b": "stale: timeout"}
+    draining = [False]
+    policy: list[object | None] = [object()]
+    check = readiness_check(lambda: policy[0], lambda: keys, draining=lambda: draining[0])  # type: ignore[arg-type,return-value]
+    assert check() == Readiness(True, {})
+    keys["https://c"] = "pending"
+    keys["https://d"] = "ready; unavailable: HTTP 500"
+    assert check().missing == {"jwks": {"https://c": "pending", "https://d": "ready; unavailable: HTTP 500"}}
+    policy[0] = None
+    draining[0] = True
+    assert set(check().missing) == {"policies", "jwks", "draining"}
+
+
+def test_parse_address() -> None:
+    assert parse_address("0.0.0.0:9092") == ("0.0.0.0", 9092)
+    assert parse_address("[::1]:80") == ("::1", 80)
+    with pytest.raises(ValueError):
+        parse_address("localhost")

@@ -1,0 +1,220 @@
+"""The decision log: record content, secrets never shown, a real writer thread and file."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from authz.model import Decision, JwtProvider, Request, ShadowMatch, TokenLocation, Verdict
+from authz.observe.decision_log import (
+    SECRET_HEADERS,
+    DecisionLog,
+    decision_record,
+    rfc3339,
+    token_headers,
+)
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.c2ln"
+COOKIE = "session=very-secret-cookie"
+
+
+def request(**headers: str) -> Request:
+    return Request(
+        method="GET",
+        path="/api/orders",
+        host="shop.example.com",
+        raw_path="/api/orders?access_token=" + TOKEN,
+        query="access_token=" + TOKEN,
+        headers={
+            "authorization": f"Bearer {TOKEN}",
+            "cookie": COOKIE,
+            "x-api-key": "k-secret",
+            "user-agent": "curl/8",
+            "x-trace": "t-1",
+            **headers,
+        },
+        source_ip="10.1.2.3",
+        request_id="req-1",
+    )
+
+
+def verdict(allowed: bool = True) -> Verdict:
+    return Verdict(
+        decision=Decision(
+            allowed=allowed,
+            status=200 if allowed else 403,
+            reason="frontend-reads" if allowed else "no_matching_rule",
+            rule="frontend-reads" if allowed else None,
+            shadow=(
+                ShadowMatch("try-admin", "allow", dry_run=True),
+                ShadowMatch("watch-orders", "audit", dry_run=False),
+            ),
+        ),
+        decision_id="abc-1",
+        policy_revision="rev42",
+        principal="spiffe://cluster.local/ns/shop/sa/frontend",
+        request_principal="https://id.example.com/alice",
+    )
+
+
+def test_record_has_every_field() -> None:
+    record = decision_record(0.0, request(), verdict(), 0.0012345, log_headers=("user-agent",))
+    assert record == {
+        "time": "1970-01-01T00:00:00.000Z",
+        "decision_id": "abc-1",
+        "decision": "allow",
+        "status": 200,
+        "reason": "frontend-reads",
+        "rule": "frontend-reads",
+        "dry_run": [{"rule": "try-admin", "would": "allow"}],
+        "audit": ["watch-orders"],
+        "principal": "spiffe://cluster.local/ns/shop/sa/frontend",
+        "request_principal": "https://id.example.com/alice",
+        "method": "GET",
+        "host": "shop.example.com",
+        "path": "/api/orders",
+        "source": "10.1.2.3",
+        "request_id": "req-1",
+        "policy_revision": "rev42",
+        "duration_ms": 1.234,
+        "headers": {"user-agent": "curl/8"},
+    }
+
+
+def test_unreadable_request_logs_the_verdict_only() -> None:
+    record = decision_record(1.5, None, verdict(False), 0.0)
+    assert record["decision"] == "deny" and record["status"] == 403
+    assert record["method"] is None and record["path"] is None and "headers" not in record
+    assert record["time"] == "1970-01-01T00:00:01.500Z"
+
+
+def test_secret_headers_are_never_logged_even_when_allow_listed() -> None:
+    allow = ("authorization", "cookie", "x-api-key", "x-token", "x-trace")
+    record = decision_record(
+        0.0,
+        request(**{"x-token": "tok-secret"}),
+        verdict(),
+        0.0,
+        log_headers=allow,
+        secret_headers=SECRET_HEADERS | {"x-token"},
+    )
+    assert record["headers"] == {"x-trace": "t-1"}
+    text = json.dumps(record)
+    for secret in (TOKEN, "very-secret-cookie", "k-secret", "tok-secret"):
+        assert secret not in text
+
+
+def test_token_headers_of_providers() -> None:
+    provider = JwtProvider(
+        issuer="https://id",
+        locations=(
+            TokenLocation(header="X-JWT", prefix=""),
+            TokenLocation(query="access_token"),
+            TokenLocation(cookie="session"),
+        ),
+    )
+    assert token_headers([provider, JwtProvider(issuer="https://other")]) == {"x-jwt", "authorization"}
+
+
+def test_rfc3339_is_utc_with_z() -> None:
+    assert rfc3339(1714564800.25) == "2024-05-01T12:00:00.250Z"
+
+
+def test_writer_thread_writes_json_lines_to_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.log"
+    log = DecisionLog(
+        str(path),
+        log_headers=("X-Trace", "x-jwt", "authorization"),
+        token_headers=lambda: frozenset({"x-jwt"}),
+        clock=lambda: 0.0,
+    )
+    log.start()
+    try:
+        for _ in range(50):
+            log(request(**{"x-jwt": "jwt-secret"}), verdict(), 0.001)
+        log(None, verdict(False), 0.0)
+    finally:
+        log.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 51 and log.written == 51 and log.dropped == 0
+    records = [json.loads(line) for line in lines]
+    assert records[0]["headers"] == {"x-trace": "t-1"}
+    assert records[-1]["decision"] == "deny"
+    text = path.read_text(encoding="utf-8")
+    for secret in (TOKEN, "very-secret-cookie", "k-secret", "jwt-secret"):
+        assert secret not in text
+
+
+def test_appends_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "d.log"
+    for _ in range(2):
+        log = DecisionLog(str(path))
+        log.start()
+        log(request(), verdict(), 0.0)
+        log.close()
+    assert len(path.read_text().splitlines()) == 2
+
+
+class BlockedStream(io.StringIO):
+    """A stream whose writes wait until released: a stuck disk or a full stdout pipe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        assert self.release.wait(10), "never released"
+        return super().write(text)
+
+
+def test_a_blocked_writer_drops_and_counts_instead_of_blocking() -> None:
+    stream = BlockedStream()
+    log = DecisionLog("-", stream=stream, max_queue=10)
+    log.start()
+    try:
+        log(request(), verdict(), 0.0)
+        assert stream.entered.wait(10)  # the writer holds the first record, blocked
+        for _ in range(100):  # would hang here if a full queue blocked the caller
+            log(request(), verdict(), 0.0)
+        assert log.dropped == 90  # 10 fit in the queue
+    finally:
+        stream.release.set()
+        log.close()
+    assert len(stream.getvalue().splitlines()) == 11
+    assert log.written == 11
+
+
+class BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_write_errors_are_counted_not_raised() -> None:
+    log = DecisionLog("-", stream=BrokenStream())
+    log.start()
+    log(request(), verdict(), 0.0)
+    log(request(), verdict(), 0.0)
+    log.close()
+    assert log.dropped == 2 and log.written == 0
+
+
+def test_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    log = DecisionLog("-")
+    log.start()
+    log(request(), verdict(), 0.0)
+    log.close()
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["decision_id"] == "abc-1"
+
+
+def test_unopenable_path_raises_at_start(tmp_path: Path) -> None:
+    log = DecisionLog(str(tmp_path / "missing-dir" / "d.log"))
+    with pytest.raises(OSError):
+        log.start()
+    log.close()
