@@ -66,7 +66,9 @@ def envoy_factory(
     ) -> Envoy:
         target = upstream if upstream is not None else default_upstream
         if mtls:
-            config.setdefault("tls", TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca))
+            config.setdefault(
+                "tls", TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
+            )
         envoy = Envoy(
             EnvoyConfig(
                 authz_address=authz_address,

@@ -50,12 +50,16 @@ def _hcm(envoy_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _http_filter(envoy_config: dict[str, Any], name: str) -> dict[str, Any]:
-    filters = {f["name"]: f["typed_config"] for f in _hcm(envoy_config)["http_filters"]}
+    filters: dict[str, dict[str, Any]] = {
+        f["name"]: f["typed_config"] for f in _hcm(envoy_config)["http_filters"]
+    }
     return filters[name]
 
 
 def _cluster(envoy_config: dict[str, Any], name: str) -> dict[str, Any]:
-    clusters = {c["name"]: c for c in envoy_config["static_resources"]["clusters"]}
+    clusters: dict[str, dict[str, Any]] = {
+        c["name"]: c for c in envoy_config["static_resources"]["clusters"]
+    }
     return clusters[name]
 
 

