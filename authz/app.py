@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from authz.config import Settings
 from authz.engine import Engine
+from authz.errors import ConfigError
 from authz.identity import IdentityResolver, KeyRegistry
+from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
+from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
-from authz.server import AuthorizationService, build_server, run_until_signalled, set_serving
+from authz.server import (
+    AuthorizationService,
+    Observer,
+    build_server,
+    run_until_signalled,
+    set_serving,
+)
 
 log = logging.getLogger("authz")
+
+
+def _grpc_serving(health_servicer: object) -> bool:
+    """Whether gRPC health says SERVING: False while keys load and from the moment shutdown
+    starts, so /readyz and gRPC health agree. The servicer keeps no public getter, so this reads
+    its status table and, should that ever change, says serving (readiness then rests on
+    policies and keys alone)."""
+    from grpc_health.v1 import health_pb2
+
+    table = getattr(health_servicer, "_server_status", None)
+    if not isinstance(table, dict):
+        return True
+    return bool(table.get("") == health_pb2.HealthCheckResponse.SERVING)
 
 
 @dataclass(slots=True)
@@ -25,30 +49,93 @@ class App:
     service: AuthorizationService
     # Hot reload of settings.policies; others may attach listeners (metrics) before serve().
     reloader: PolicyReloader | None = None
+    metrics: Metrics | None = None
+    decision_log: DecisionLog | None = None
+    # Started by serve() (or by the caller) with start_admin(); None without settings.admin.
+    admin: AdminServer | None = None
+
+    def start_admin(self, serving: Callable[[], bool] = lambda: True) -> AdminServer | None:
+        """Bind and start the admin endpoint when settings.admin is set (raises OSError).
+        `serving` False makes /readyz 503 (starting, or draining on shutdown)."""
+        if self.settings.admin is None or self.admin is not None:
+            return self.admin
+        store, keys = self.store, self.keys
+        admin = AdminServer(
+            self.settings.admin,
+            metrics=self.metrics.render if self.metrics is not None else None,
+            metrics_content_type=METRICS_CONTENT_TYPE,
+            readiness=readiness_check(
+                lambda: store.current, keys.status, draining=lambda: not serving()
+            ),
+        )
+        admin.start()
+        self.admin = admin
+        return admin
 
     def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
         if self.reloader is not None:
             self.reloader.close()
         self.keys.close()
+        # Last: the checks answered while draining are still logged.
+        if self.decision_log is not None:
+            self.decision_log.close()
 
 
 def build_app(settings: Settings) -> App:
     """Load and compile the policies (raising PolicyError when they are bad) and wire it all."""
     policy_set = load_policy_set(settings.policies)
     store = PolicyStore(policy_set)
-    keys = KeyRegistry()
+    decision_log = _decision_log(settings, store)
+    metrics = Metrics(
+        policy=lambda: store.current,
+        decision_log_dropped=(lambda: decision_log.dropped) if decision_log is not None else None,
+    )
+    # The metrics listen before the first fetch, so the start-up JWKS loads are counted too.
+    keys = KeyRegistry(on_fetch=metrics.record_fetch)
     keys.ensure(policy_set.jwt_providers)
     resolver = IdentityResolver(settings, keys)
     engine = Engine(store, resolver, settings.headers)
-    service = AuthorizationService(engine, settings)
+    observers: list[Observer] = [metrics]
+    if decision_log is not None:
+        observers.append(decision_log)
+    service = AuthorizationService(engine, settings, observers)
     log.info(
         "policies loaded from %s: %d rules, revision %s",
         settings.policies,
         policy_set.rule_count,
         policy_set.revision,
     )
-    reloader = PolicyReloader(settings.policies, store, keys)
-    return App(settings, store, keys, engine, service, reloader)
+    reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
+    return App(settings, store, keys, engine, service, reloader, metrics, decision_log)
+
+
+def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
+    """The started decision log of settings.decision_log, or None. Raises ConfigError."""
+    if settings.decision_log is None:
+        return None
+    cache: dict[str, Any] = {}
+
+    def secret_token_headers() -> frozenset[str]:
+        # The token headers change only with the policy set: recompute once per set.
+        current = store.current
+        if cache.get("set") is not current:
+            cache["headers"] = token_headers(current.jwt_providers)
+            cache["set"] = current
+        headers: frozenset[str] = cache["headers"]
+        return headers
+
+    decision_log = DecisionLog(
+        settings.decision_log,
+        log_headers=settings.log_headers,
+        token_headers=secret_token_headers,
+    )
+    try:
+        decision_log.start()
+    except OSError as error:
+        raise ConfigError(f"cannot open the decision log {settings.decision_log}: {error}") from error
+    return decision_log
 
 
 async def serve(
@@ -63,6 +150,7 @@ async def serve(
     every JWT provider, or `key_wait_seconds`, then serves with what it has and says so.
     Policies reload on SIGHUP and, with `watch`, when the policy directory changes."""
     server, health_servicer = build_server(app.service, listen)
+    app.start_admin(lambda: _grpc_serving(health_servicer))
     await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=watch, polling=poll_policies)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from authz.config import Settings
@@ -15,16 +16,38 @@ HELP = "run the ext_authz gRPC service"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policies", default="policies", help="policy directory (default: ./policies)")
+    # Flags default to None ("not given") so the config file and AUTHZ_* variables can fill
+    # them: flags > environment > config file > defaults (see authz.config_file).
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config file (default: $AUTHZ_CONFIG, else none)"
+    )
+    parser.add_argument("--policies", help="policy directory (default: ./policies)")
     parser.add_argument(
         "--listen",
         action="append",
         help="HOST:PORT or unix:/path; may be repeated (default: 127.0.0.1:9191)",
     )
+    parser.add_argument(
+        "--admin", metavar="HOST:PORT", help="serve /metrics, /healthz and /readyz here (default: off)"
+    )
+    parser.add_argument(
+        "--decision-log",
+        metavar="PATH",
+        help="write one JSON line per check to PATH ('-' for stdout; default: off)",
+    )
+    parser.add_argument(
+        "--log-header",
+        action="append",
+        metavar="NAME",
+        help="show this request header in the decision log; may be repeated "
+        "(credentials and token headers are never shown)",
+    )
+    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: 1)")
     parser.add_argument("--ca-bundle", help="PEM CAs that issue workload certificates")
     parser.add_argument(
         "--trust-xfcc",
         action="store_true",
+        default=None,
         help="read x-forwarded-client-cert (only behind a proxy that sets it)",
     )
     parser.add_argument(
@@ -36,35 +59,61 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-watch",
         action="store_true",
+        default=None,
         help="do not watch the policy directory (reload on SIGHUP only)",
     )
     parser.add_argument(
         "--poll-policies",
         action="store_true",
+        default=None,
         help="watch the policy directory by polling (for file systems without change events)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings(
-        policies=args.policies,
-        listen=(args.listen or ["127.0.0.1:9191"])[0],
-        ca_bundle=args.ca_bundle,
-        trust_xfcc=args.trust_xfcc,
-        jwt_authn_metadata=args.jwt_authn_metadata,
-    )
+    """Settings from the flags, the environment and the config file. Raises ConfigError."""
+    from authz.config_file import load_settings
+
+    def given(name: str) -> object:
+        return getattr(args, name, None)
+
+    flags: dict[str, tuple[str, object]] = {
+        "policies": ("--policies", given("policies")),
+        "listen": ("--listen", given("listen")),
+        "admin": ("--admin", given("admin")),
+        "decision_log": ("--decision-log", given("decision_log")),
+        "log_headers": ("--log-header", given("log_header")),
+        "workers": ("--workers", given("workers")),
+        "ca_bundle": ("--ca-bundle", given("ca_bundle")),
+        "trust_xfcc": ("--trust-xfcc", given("trust_xfcc")),
+        "jwt_authn_metadata": ("--jwt-authn-metadata", given("jwt_authn_metadata")),
+        "watch": ("--no-watch", None if given("no_watch") is None else not given("no_watch")),
+        "poll_policies": ("--poll-policies", given("poll_policies")),
+        "log_level": ("--log-level", given("log_level")),
+    }
+    config: str | None = given("config")  # type: ignore[assignment]
+    return load_settings(config, environ=os.environ, flags=flags)
 
 
 def run(args: argparse.Namespace) -> int:
     from authz.app import build_app, serve
 
+    try:
+        settings = settings_from(args)
+    except ConfigError as error:
+        print(f"authz: {error}", file=sys.stderr)
+        return 1
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    settings = settings_from(args)
+    if settings.workers != 1:
+        logging.getLogger("authz").warning(
+            "workers=%d: several worker processes are not implemented yet; serving with one",
+            settings.workers,
+        )
     try:
         app = build_app(settings)
     except PolicyError as error:
@@ -79,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(
             serve(
                 app,
-                args.listen or [settings.listen],
-                watch=not args.no_watch,
-                poll_policies=args.poll_policies,
+                list(settings.listen_all),
+                watch=settings.watch,
+                poll_policies=settings.poll_policies,
             )
         )
     except OSError as error:
