@@ -78,7 +78,8 @@ def test_envoy_accepts_the_deploy_config() -> None:
 def test_validate_rejects_a_broken_config(tmp_path: Path) -> None:
     # Proves the check above can fail: an unknown field in the ext_authz filter.
     broken = ENVOY_YAML.read_text().replace(
-        "failure_mode_allow: false", "failure_mode_allow: false\n                      no_such_field: 1"
+        "failure_mode_allow: false",
+        "failure_mode_allow: false\n" + " " * 22 + "no_such_field: 1",
     )
     assert broken != ENVOY_YAML.read_text()
     path = tmp_path / "broken.yaml"
@@ -151,7 +152,9 @@ def test_compose_references_files_that_exist(compose: dict[str, Any]) -> None:
         if build is not None:
             context = ROOT / (build if isinstance(build, str) else build["context"])
             assert context.is_dir(), f"{name}: build context {context} missing"
-            dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            dockerfile = "Dockerfile"
+            if not isinstance(build, str):
+                dockerfile = build.get("dockerfile", dockerfile)
             assert (context / dockerfile).is_file(), f"{name}: {dockerfile} missing in {context}"
         for volume in service.get("volumes", []):
             assert _host_path(volume).exists(), f"{name}: {volume} has no source in the repo"
@@ -214,7 +217,10 @@ def echo_app() -> Iterator[str]:
 
 def test_demo_shop_echoes_the_request(echo_app: str) -> None:
     request = urllib.request.Request(
-        f"{echo_app}/api/orders/7?x=1", headers={"X-Authz-Principal": "p"}, method="POST", data=b"hi"
+        f"{echo_app}/api/orders/7?x=1",
+        headers={"X-Authz-Principal": "p"},
+        method="POST",
+        data=b"hi",
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         body = json.loads(response.read())

@@ -84,10 +84,11 @@ class FakeAuthz:
         with self._lock:
             self._checks.append(request)
         path = request.attributes.request.http.path  # type: ignore[union-attr]
+        reason = "allow-prefix" if path.startswith("/allow") else "deny"
         metadata = Struct(
             fields={
                 "decision_id": Value(string_value=f"d-{len(self._checks)}"),
-                "reason": Value(string_value="allow-prefix" if path.startswith("/allow") else "deny"),
+                "reason": Value(string_value=reason),
             }
         )
         if path.startswith("/allow"):
@@ -224,8 +225,9 @@ def test_fails_closed_when_authz_goes_away(
     after = https.request(envoy.url, "/allow/after")
     assert after.status == 503, envoy.describe()
     assert [r.path for r in upstream.requests] == ["/allow/before"]
-    assert envoy.stats("http.ingress.ext_authz.")["http.ingress.ext_authz.error"] >= 1
-    assert envoy.stats("http.ingress.ext_authz.")["http.ingress.ext_authz.failure_mode_allowed"] == 0
+    stats = envoy.stats("http.ingress.ext_authz.")
+    assert stats["http.ingress.ext_authz.error"] >= 1
+    assert stats["http.ingress.ext_authz.failure_mode_allowed"] == 0
 
 
 def test_fails_closed_when_authz_never_answers(
