@@ -1,0 +1,210 @@
+"""Config file, environment and flags: precedence, conversion and clear errors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from authz.commands import serve
+from authz.config import Settings
+from authz.config_file import env_name, load_settings
+from authz.errors import ConfigError
+
+FULL = """\
+listen: ["0.0.0.0:9191", "unix:/run/authz.sock"]
+admin: 127.0.0.1:9092
+policies: {policies}
+decision_log: "-"
+log_headers: [User-Agent, x-request-id]
+headers:
+  principal: X-Principal
+  request_principal: x-user
+  decision_id: x-decision
+trust_xfcc: true
+ca_bundle: {ca}
+jwt_authn_metadata: envoy.filters.http.jwt_authn
+limits: {{max_headers: 10, max_header_bytes: 2048, max_path_bytes: 512}}
+workers: 2
+watch: false
+poll_policies: true
+log_level: debug
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    return tmp_path
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "authz.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return str(path)
+
+
+def error_of(*args: object, **kwargs: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(*args, **kwargs)  # type: ignore[arg-type]
+    return str(caught.value)
+
+
+def test_defaults_without_any_source() -> None:
+    assert load_settings(check_paths=False) == Settings()
+
+
+def test_every_key_of_the_file(tree: Path) -> None:
+    path = write(tree, FULL.format(policies=tree / "policies", ca=tree / "ca.pem"))
+    s = load_settings(path)
+    assert s.listen_all == ("0.0.0.0:9191", "unix:/run/authz.sock")
+    assert s.listen == "0.0.0.0:9191"
+    assert s.admin == "127.0.0.1:9092"
+    assert s.policies == str(tree / "policies")
+    assert s.decision_log == "-"
+    assert s.log_headers == ("user-agent", "x-request-id")
+    assert (s.headers.principal, s.headers.request_principal, s.headers.decision_id) == (
+        "x-principal", "x-user", "x-decision")
+    assert s.trust_xfcc is True and s.ca_bundle == str(tree / "ca.pem")
+    assert s.jwt_authn_metadata == "envoy.filters.http.jwt_authn"
+    assert (s.limits.max_headers, s.limits.max_header_bytes, s.limits.max_path_bytes) == (10, 2048, 512)
+    assert (s.workers, s.watch, s.poll_policies, s.log_level) == (2, False, True, "debug")
+
+
+def test_precedence_flags_over_env_over_file(tree: Path) -> None:
+    path = write(tree, "listen: 127.0.0.1:1001\nworkers: 2\nadmin: 127.0.0.1:2001\nlog_level: warning\n")
+    env = {"AUTHZ_LISTEN": "127.0.0.1:1002, 127.0.0.1:1003", "AUTHZ_WORKERS": "3"}
+    flags = {"listen": ("--listen", ["127.0.0.1:1004"]), "admin": ("--admin", None)}
+    s = load_settings(path, environ=env, flags=flags, check_paths=False)
+    assert s.listen_all == ("127.0.0.1:1004",)  # flag
+    assert s.workers == 3  # env over file
+    assert s.admin == "127.0.0.1:2001"  # file: the flag was not given
+    assert s.log_level == "warning"
+    assert load_settings(path, environ=env, check_paths=False).listen_all == (
+        "127.0.0.1:1002", "127.0.0.1:1003")
+
+
+def test_environment_conversions_and_config_path(tree: Path) -> None:
+    path = write(tree, "admin: 127.0.0.1:2001\n")
+    env = {
+        "AUTHZ_CONFIG": path,
+        "AUTHZ_TRUST_XFCC": "yes",
+        "AUTHZ_LIMITS_MAX_HEADERS": "7",
+        "AUTHZ_HEADERS_PRINCIPAL": "x-p",
+        "AUTHZ_LOG_HEADERS": "a,b",
+        "AUTHZ_DECISION_LOG": "",  # empty: off
+        # Kubernetes service links for a Service named "authz": ignored, not errors.
+        "AUTHZ_PORT": "tcp://10.0.0.1:9191",
+        "AUTHZ_SERVICE_HOST": "10.0.0.1",
+    }
+    s = load_settings(environ=env, check_paths=False)
+    assert s.admin == "127.0.0.1:2001" and s.trust_xfcc is True
+    assert s.limits.max_headers == 7 and s.headers.principal == "x-p"
+    assert s.log_headers == ("a", "b") and s.decision_log is None
+    assert env_name("limits.max_header_bytes") == "AUTHZ_LIMITS_MAX_HEADER_BYTES"
+
+
+def test_unknown_keys_suggest_the_close_one(tree: Path) -> None:
+    path = write(tree, "polices: x\nlimits:\n  max_header: 3\nfoo: 1\n")
+    message = error_of(path, check_paths=False)
+    assert f"{path}:1: unknown key 'polices'; did you mean 'policies'?" in message
+    assert f"{path}:3: unknown key 'limits.max_header'; did you mean 'max_headers'?" in message
+    assert f"{path}:4: unknown key 'foo'" in message and "foo'; did you mean" not in message
+
+
+def test_wrong_types_name_file_line_and_key(tree: Path) -> None:
+    path = write(tree, "workers: two\ntrust_xfcc: 'yes'\nlimits: 5\nlisten: [1]\nmax: null\nlimits2: {}\n")
+    message = error_of(path, check_paths=False)
+    assert f"{path}:1: workers: expected an integer, got str 'two'" in message
+    assert f"{path}:2: trust_xfcc: expected true or false" in message
+    assert f"{path}:3: limits: expected a mapping" in message
+    assert f"{path}:4: listen: expected a non-empty string, got int 1" in message
+
+
+def test_booleans_are_not_integers(tree: Path) -> None:
+    path = write(tree, "workers: true\n")
+    assert "workers: expected an integer, got a boolean (true)" in error_of(path, check_paths=False)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:70000", "out of range (1-65535)"),
+        ("127.0.0.1:0", "out of range (1-65535)"),
+        ("127.0.0.1", "is not HOST:PORT"),
+        ("127.0.0.1:http", "is not a number"),
+        ("::1:80", "in brackets"),
+        ("[nope]:80", "is not an IPv6 address"),
+        ("bad_host!:80", "is not a host name"),
+        ("unix:/x.sock", "unix socket is not supported here"),
+    ],
+)
+def test_bad_admin_addresses(tree: Path, address: str, expected: str) -> None:
+    path = write(tree, f"admin: '{address}'\n")
+    message = error_of(path, check_paths=False)
+    assert f"{path}:1: admin: " in message and expected in message
+
+
+def test_good_listen_addresses() -> None:
+    flags = {"listen": ("--listen", ["[::]:9191", "unix:/tmp/a.sock", "localhost:1", "0.0.0.0:65535"])}
+    assert len(load_settings(flags=flags, check_paths=False).listen_all) == 4
+
+
+def test_values_from_env_and_flags_are_checked_too() -> None:
+    message = error_of(
+        environ={"AUTHZ_WORKERS": "0", "AUTHZ_TRUST_XFCC": "maybe"},
+        flags={"listen": ("--listen", ["127.0.0.1:99999"])},
+        check_paths=False,
+    )
+    assert "AUTHZ_WORKERS: workers: must be at least 1, got 0" in message
+    assert "environment variable AUTHZ_TRUST_XFCC: expected true or false, got 'maybe'" in message
+    assert "--listen: listen: '127.0.0.1:99999': the port 99999 is out of range" in message
+
+
+def test_missing_files_and_directories(tree: Path) -> None:
+    path = write(tree, f"policies: {tree / 'nope'}\nca_bundle: {tree / 'ca2.pem'}\n"
+                       f"decision_log: {tree / 'no-dir' / 'd.log'}\n")
+    message = error_of(path)
+    assert f"{path}:1: policies: " in message and "does not exist" in message
+    assert f"{path}:2: ca_bundle: " in message
+    assert f"{path}:3: decision_log: " in message and "does not exist" in message
+    # a flag that fixes the policy directory wins over the file's bad one
+    flags = {"policies": ("--policies", str(tree / "policies"))}
+    assert "policies:" not in error_of(path, flags=flags)
+
+
+def test_missing_or_broken_config_file(tree: Path) -> None:
+    missing = str(tree / "absent.yaml")
+    assert missing in error_of(missing)
+    broken = write(tree, "listen: [a\nadmin: b\n")
+    message = error_of(broken)
+    assert broken in message and "not valid YAML" in message
+    listed = write(tree, "- a\n- b\n")
+    assert f"{listed}:1: expected a mapping" in error_of(listed)
+
+
+def test_empty_file_is_all_defaults(tree: Path) -> None:
+    assert load_settings(write(tree, "# nothing\n"), check_paths=False) == Settings()
+
+
+def test_serve_flags_feed_the_settings(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    for name in [n for n in __import__("os").environ if n.startswith("AUTHZ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AUTHZ_ADMIN", "127.0.0.1:2002")
+    parser = argparse.ArgumentParser()
+    serve.configure(parser)
+    args = parser.parse_args([
+        "--policies", str(tree / "policies"), "--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2",
+        "--decision-log", "-", "--log-header", "X-A", "--log-header", "x-b", "--workers", "1",
+        "--no-watch", "--trust-xfcc",
+    ])
+    s = serve.settings_from(args)
+    assert s.listen_all == ("127.0.0.1:1", "127.0.0.1:2") and s.admin == "127.0.0.1:2002"
+    assert s.decision_log == "-" and s.log_headers == ("x-a", "x-b")
+    assert s.watch is False and s.trust_xfcc is True and s.poll_policies is False
+    defaults = serve.settings_from(parser.parse_args(["--policies", str(tree / "policies")]))
+    assert defaults.watch is True and defaults.log_level == "info" and defaults.admin == "127.0.0.1:2002"
