@@ -19,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.HELP)
         command.configure(sub)
         runners[command.NAME] = command.run
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
+    args.argv = raw  # the supervisor of `serve --workers N` starts each worker with these
     return runners[args.command](args)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
 
 from authz.config import Settings
 from authz.errors import ConfigError, PolicyError
+from authz.workers import Supervisor, address_for_worker, addresses_for_worker, worker_index
 
 NAME = "serve"
 HELP = "run the ext_authz gRPC service"
@@ -109,11 +111,11 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if settings.workers != 1:
-        logging.getLogger("authz").warning(
-            "workers=%d: several worker processes are not implemented yet; serving with one",
-            settings.workers,
-        )
+    index = worker_index()
+    if index is None and settings.workers > 1:
+        return Supervisor(settings.workers, getattr(args, "argv", sys.argv[1:])).run()
+    if index is not None:
+        settings = _for_worker(settings, index)
     try:
         app = build_app(settings)
     except PolicyError as error:
@@ -137,3 +139,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"authz: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _for_worker(settings: Settings, index: int) -> Settings:
+    """Worker `index` of `--workers N` listens on its own addresses (see authz.workers)."""
+    listen_all = addresses_for_worker(settings.listen_all, index)
+    admin = address_for_worker(settings.admin, index) if settings.admin else None
+    return dataclasses.replace(
+        settings, listen_all=listen_all, listen=listen_all[0], admin=admin, workers=1
+    )
