@@ -12,6 +12,8 @@ name, then their order in the file) gives the reason.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from authz.model import Decision, Identity, Request, ShadowMatch
 from authz.policy.compiler import HostPolicy
 from authz.policy.context import RequestContext
@@ -50,6 +52,8 @@ def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identit
                 allow = allow or rule
         elif rule.action == "allow" and rule.enforced and rule.needs_jwt and ctx.user is None:
             wants_jwt = True
+    if deny is None and ";" in ctx.path:
+        deny = _deny_without_params(host_policy, request, identity)
     shadows = tuple(shadow)
     if deny is not None:
         return Decision(False, 403, deny.name, rule=deny.name, shadow=shadows)
@@ -58,3 +62,18 @@ def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identit
     if wants_jwt:
         return Decision(False, 401, NO_MATCHING_RULE, shadow=shadows, challenge=BEARER_CHALLENGE)
     return Decision(False, 403, NO_MATCHING_RULE, shadow=shadows)
+
+
+def _deny_without_params(host_policy: HostPolicy, request: Request, identity: Identity) -> CompiledRule | None:
+    """The first enforced deny rule that matches the path with every `;param` cut.
+
+    Tomcat, Jetty and Spring drop `;params` before routing, so `/admin;x=1` reaches their
+    `/admin`. Deny rules therefore see that spelling too; allow rules still need the path as
+    sent, so a parameter can only ever make a request less likely to be allowed.
+    """
+    stripped = "/".join(segment.split(";", 1)[0] for segment in request.path.split("/"))
+    ctx = RequestContext(replace(request, path=stripped), identity, host_policy.authentication)
+    for rule in host_policy.candidates(ctx.method, ctx.path):
+        if rule.action == "deny" and rule.enforced and rule.to_matches(ctx) and rule.from_and_when_match(ctx):
+            return rule
+    return None

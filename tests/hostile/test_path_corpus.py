@@ -68,8 +68,8 @@ CORPUS: list[tuple[str, str, str]] = [
     ("Tomcat ..;param", "/public/..;jsessionid=x/admin", INVALID),
     ("encoded dot-dot with a param", "/public/%2e%2e;/admin", INVALID),
     ("encoded semicolon after dot-dot (RISK: kept as a name)", "/public/..%3b/admin", "/public/..%3B/admin"),
-    ("param on a name (RISK: Tomcat strips ;x)", "/admin;x=1", "/admin;x=1"),
-    ("param hiding a directory (RISK: Spring reads /admin/x)", "/admin;/x", "/admin;/x"),
+    ("param on a name (kept; deny rules also see /admin, tests/unit/policy/test_path_params.py)", "/admin;x=1", "/admin;x=1"),
+    ("param hiding a directory (kept; deny rules also see /admin/x)", "/admin;/x", "/admin;/x"),
     ("jsessionid", "/public;jsessionid=abc/x", "/public;jsessionid=abc/x"),
     # -- NUL and control characters --------------------------------------------------------------------
     ("NUL byte", "/admin\x00.png", INVALID),
