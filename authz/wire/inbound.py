@@ -113,7 +113,8 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
     `encode_raw_headers: true`, `header_map` with `raw_value` bytes and repeated names as separate
     entries, which are joined here as Envoy joins them for the map.
     """
-    if http.HasField("header_map"):
+    raw = http.HasField("header_map")
+    if raw:
         entries = http.header_map.headers
         if len(entries) > limits.max_headers:
             raise _too_many(limits)
@@ -133,8 +134,14 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
         previous = headers.get(key)
         if previous is None:
             headers[key] = value
-        else:
+        elif raw:
+            # header_map keeps wire order, so the join is well defined.
             headers[key] = f"{previous}{'; ' if key == _COOKIE else ','}{value}"
+        else:
+            # Envoy lower-cases the map's keys and merges repeats itself, so two keys that
+            # differ only in case are not from Envoy; and a protobuf map has no order, so
+            # joining them would give different values to different readers. Refuse.
+            raise BadRequest(f"the header {key!r} is sent twice, in different letter cases")
     # Characters first (cheap), bytes only when the characters come close to the limit.
     if size * _MAX_UTF8 > limits.max_header_bytes:
         size = sum(len(n.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))

@@ -254,3 +254,17 @@ def test_protobuf_values_are_not_kept() -> None:
     request = to_request(check_request(headers={"a": "b"}), LIMITS, jwt_metadata_namespace=JWT_NS)
     assert type(request.headers) is dict
     assert all(type(k) is str and type(v) is str for k, v in request.headers.items())
+
+
+def test_map_keys_that_differ_only_in_case_are_refused() -> None:
+    # Envoy never sends them, and a map has no order to join them in: refuse, never guess.
+    message = check_request(headers={"authorization": "\x00", "Authorization": "Bearer x"})
+    with pytest.raises(BadRequest) as raised:
+        to_request(message, LIMITS)
+    assert type(raised.value) is BadRequest
+    assert "'authorization' is sent twice" in str(raised.value)
+
+
+def test_an_upper_case_map_key_alone_is_lower_cased() -> None:
+    request = to_request(check_request(headers={"Authorization": "Bearer x"}), LIMITS)
+    assert request.headers == {"authorization": "Bearer x"}

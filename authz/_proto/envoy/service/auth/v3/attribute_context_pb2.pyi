@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AttributeContext(_message.Message):
-    __slots__ = ("source", "destination", "request", "context_extensions", "metadata_context", "tls_session", "route_metadata_context")
+    __slots__ = ("source", "destination", "request", "context_extensions", "metadata_context", "route_metadata_context", "tls_session")
     class Peer(_message.Message):
         __slots__ = ("address", "service", "labels", "principal", "certificate")
         class LabelsEntry(_message.Message):
@@ -41,7 +41,7 @@ class AttributeContext(_message.Message):
         http: AttributeContext.HttpRequest
         def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., http: _Optional[_Union[AttributeContext.HttpRequest, _Mapping]] = ...) -> None: ...
     class HttpRequest(_message.Message):
-        __slots__ = ("id", "method", "headers", "path", "host", "scheme", "query", "fragment", "size", "protocol", "body", "raw_body", "header_map")
+        __slots__ = ("id", "method", "headers", "header_map", "path", "host", "scheme", "query", "fragment", "size", "protocol", "body", "raw_body")
         class HeadersEntry(_message.Message):
             __slots__ = ("key", "value")
             KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class AttributeContext(_message.Message):
         ID_FIELD_NUMBER: _ClassVar[int]
         METHOD_FIELD_NUMBER: _ClassVar[int]
         HEADERS_FIELD_NUMBER: _ClassVar[int]
+        HEADER_MAP_FIELD_NUMBER: _ClassVar[int]
         PATH_FIELD_NUMBER: _ClassVar[int]
         HOST_FIELD_NUMBER: _ClassVar[int]
         SCHEME_FIELD_NUMBER: _ClassVar[int]
@@ -61,10 +62,10 @@ class AttributeContext(_message.Message):
         PROTOCOL_FIELD_NUMBER: _ClassVar[int]
         BODY_FIELD_NUMBER: _ClassVar[int]
         RAW_BODY_FIELD_NUMBER: _ClassVar[int]
-        HEADER_MAP_FIELD_NUMBER: _ClassVar[int]
         id: str
         method: str
         headers: _containers.ScalarMap[str, str]
+        header_map: _base_pb2.HeaderMap
         path: str
         host: str
         scheme: str
@@ -74,8 +75,7 @@ class AttributeContext(_message.Message):
         protocol: str
         body: str
         raw_body: bytes
-        header_map: _base_pb2.HeaderMap
-        def __init__(self, id: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., path: _Optional[str] = ..., host: _Optional[str] = ..., scheme: _Optional[str] = ..., query: _Optional[str] = ..., fragment: _Optional[str] = ..., size: _Optional[int] = ..., protocol: _Optional[str] = ..., body: _Optional[str] = ..., raw_body: _Optional[bytes] = ..., header_map: _Optional[_Union[_base_pb2.HeaderMap, _Mapping]] = ...) -> None: ...
+        def __init__(self, id: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., header_map: _Optional[_Union[_base_pb2.HeaderMap, _Mapping]] = ..., path: _Optional[str] = ..., host: _Optional[str] = ..., scheme: _Optional[str] = ..., query: _Optional[str] = ..., fragment: _Optional[str] = ..., size: _Optional[int] = ..., protocol: _Optional[str] = ..., body: _Optional[str] = ..., raw_body: _Optional[bytes] = ...) -> None: ...
     class TLSSession(_message.Message):
         __slots__ = ("sni",)
         SNI_FIELD_NUMBER: _ClassVar[int]
@@ -93,13 +93,13 @@ class AttributeContext(_message.Message):
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     METADATA_CONTEXT_FIELD_NUMBER: _ClassVar[int]
-    TLS_SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUTE_METADATA_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TLS_SESSION_FIELD_NUMBER: _ClassVar[int]
     source: AttributeContext.Peer
     destination: AttributeContext.Peer
     request: AttributeContext.Request
     context_extensions: _containers.ScalarMap[str, str]
     metadata_context: _base_pb2.Metadata
-    tls_session: AttributeContext.TLSSession
     route_metadata_context: _base_pb2.Metadata
-    def __init__(self, source: _Optional[_Union[AttributeContext.Peer, _Mapping]] = ..., destination: _Optional[_Union[AttributeContext.Peer, _Mapping]] = ..., request: _Optional[_Union[AttributeContext.Request, _Mapping]] = ..., context_extensions: _Optional[_Mapping[str, str]] = ..., metadata_context: _Optional[_Union[_base_pb2.Metadata, _Mapping]] = ..., tls_session: _Optional[_Union[AttributeContext.TLSSession, _Mapping]] = ..., route_metadata_context: _Optional[_Union[_base_pb2.Metadata, _Mapping]] = ...) -> None: ...
+    tls_session: AttributeContext.TLSSession
+    def __init__(self, source: _Optional[_Union[AttributeContext.Peer, _Mapping]] = ..., destination: _Optional[_Union[AttributeContext.Peer, _Mapping]] = ..., request: _Optional[_Union[AttributeContext.Request, _Mapping]] = ..., context_extensions: _Optional[_Mapping[str, str]] = ..., metadata_context: _Optional[_Union[_base_pb2.Metadata, _Mapping]] = ..., route_metadata_context: _Optional[_Union[_base_pb2.Metadata, _Mapping]] = ..., tls_session: _Optional[_Union[AttributeContext.TLSSession, _Mapping]] = ...) -> None: ...
