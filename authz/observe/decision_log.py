@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -132,7 +133,10 @@ class DecisionLog:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._clock = clock
         self._stream = stream
-        self._owns_stream = False
+        # A file is written through a raw O_APPEND descriptor, one write(2) per batch of whole
+        # lines: with `--workers N` several processes append to the same file, and a buffered
+        # text file could split a batch into several writes that interleave mid-line.
+        self._fd: int | None = None
         self._thread: threading.Thread | None = None
         self._dropped = 0
         self._dropped_lock = threading.Lock()
@@ -168,13 +172,12 @@ class DecisionLog:
         """Open the destination (raising OSError if it cannot be) and start the writer."""
         if self._thread is not None:
             return
-        if self._stream is None:
+        if self._stream is None and self._fd is None:
             if self.path == "-":
                 self._stream = sys.stdout
             else:
                 # Append, so a restart keeps earlier lines and `logrotate copytruncate` works.
-                self._stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-                self._owns_stream = True
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._thread = threading.Thread(target=self._run, name="authz-decision-log", daemon=True)
         self._thread.start()
 
@@ -187,17 +190,14 @@ class DecisionLog:
             except queue.Full:
                 log.warning("decision log writer is stuck; %d records dropped", self._dropped)
             thread.join(timeout)
-        if self._owns_stream and self._stream is not None:
+        if self._fd is not None:
             try:
-                self._stream.close()
+                os.close(self._fd)
             except OSError:
                 log.exception("closing the decision log failed")
-            self._stream = None
-            self._owns_stream = False
+            self._fd = None
 
     def _run(self) -> None:
-        stream = self._stream
-        assert stream is not None
         while True:
             item = self._queue.get()
             lines: list[str] = []
@@ -215,7 +215,7 @@ class DecisionLog:
                 except queue.Empty:
                     break
             if lines:
-                self._write(stream, lines)
+                self._write(lines)
             if stop:
                 return
 
@@ -232,10 +232,16 @@ class DecisionLog:
             self._count_drop()
             return None
 
-    def _write(self, stream: IO[str], lines: list[str]) -> None:
+    def _write(self, lines: list[str]) -> None:
         try:
-            stream.write("".join(lines))
-            stream.flush()
+            if self._fd is not None:
+                data = "".join(lines).encode("utf-8")
+                while data:  # a partial write (a signal, a full pipe) continues where it stopped
+                    data = data[os.write(self._fd, data):]
+            else:
+                assert self._stream is not None
+                self._stream.write("".join(lines))
+                self._stream.flush()
             self._written += len(lines)
         except (OSError, ValueError):
             # A full disk or a closed pipe: count, tell once in a while, keep draining so the

@@ -218,3 +218,22 @@ def test_unopenable_path_raises_at_start(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         log.start()
     log.close()
+
+
+def test_two_writers_on_one_file_never_interleave_mid_line(tmp_path: Path) -> None:
+    """`--workers N`: several processes append to one file; every line stays whole."""
+    path = tmp_path / "shared.log"
+    logs = [DecisionLog(str(path), log_headers=("x-pad",)) for _ in range(2)]
+    padded = request(**{"x-pad": "p" * 3000})  # big lines: batches far over a stdio buffer
+    for log in logs:
+        log.start()
+    try:
+        for _ in range(300):
+            for log in logs:
+                log(padded, verdict(), 0.0)
+    finally:
+        for log in logs:
+            log.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 600
+    assert all(json.loads(line)["headers"]["x-pad"] == "p" * 3000 for line in lines)
