@@ -73,15 +73,21 @@ def find_token(request: Request, providers: Iterable[JwtProvider]) -> FoundToken
 
 def _from_header(request: Request, location: TokenLocation) -> list[str]:
     assert location.header is not None
-    value = request.headers.get(location.header.lower())
-    if value is None:
+    joined = request.headers.get(location.header.lower())
+    if joined is None:
         return []
+    # Envoy joins a repeated header with ","; a JWT never contains one. Every element is
+    # looked at, so `Authorization: junk` sent beside `Authorization: Bearer <bad>` cannot make
+    # the bad token invisible (and the request anonymous): the caller then rejects it.
     prefix = location.prefix
-    if prefix:
-        if value[: len(prefix)].lower() != prefix.lower():
-            return []
-        value = value[len(prefix) :]
-    return [value.strip()]
+    if not prefix:
+        return [joined.strip()]
+    found = []
+    for element in joined.split(","):
+        element = element.lstrip()
+        if element[: len(prefix)].lower() == prefix.lower():
+            found.append(element[len(prefix) :].strip())
+    return found
 
 
 def _parse_query(query: str) -> dict[str, list[str]]:
