@@ -124,13 +124,18 @@ def test_clusters_point_at_compose_services(
     # DNS clusters: compose names resolve at run time, and validate mode does not resolve them.
     assert authz["type"] in ("STRICT_DNS", "LOGICAL_DNS")
     assert shop["type"] in ("STRICT_DNS", "LOGICAL_DNS")
-    assert _endpoint(authz) == ("authz", 9191)
+    endpoints = [
+        (e["endpoint"]["address"]["socket_address"]["address"],
+         e["endpoint"]["address"]["socket_address"]["port_value"])
+        for e in authz["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert endpoints == [("authz-1", 9191), ("authz-2", 9191)]
     assert _endpoint(shop) == ("shop", 8000)
     http2 = authz["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]["explicit_http_config"]
     assert "http2_protocol_options" in http2
-    assert {"envoy", "authz", "shop"} <= set(compose["services"])
+    assert {"envoy", "authz-1", "authz-2", "shop", "prometheus"} <= set(compose["services"])
 
     (listener,) = envoy_config["static_resources"]["listeners"]
     assert listener["address"]["socket_address"]["port_value"] == 8080
@@ -168,7 +173,8 @@ def test_compose_services_are_wired_as_documented(compose: dict[str, Any]) -> No
     assert mounts["/etc/envoy/envoy.yaml"] == ENVOY_YAML
     assert "/etc/envoy/envoy.yaml" in envoy["command"]
 
-    authz = services["authz"]
+    assert services["authz-1"] == services["authz-2"]  # replicas of one definition
+    authz = services["authz-1"]
     assert authz["build"]["context"] == "."
     command = authz["command"]
     assert command[0] == "serve"
