@@ -19,12 +19,7 @@ import json
 from google.protobuf.struct_pb2 import Struct
 
 from authz._proto.envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
-from authz._proto.envoy.service.auth.v3.external_auth_pb2 import (
-    CheckResponse,
-    DeniedHttpResponse,
-    OkHttpResponse,
-)
-from authz._proto.envoy.type.v3.http_status_pb2 import HttpStatus
+from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from authz._proto.google.rpc.status_pb2 import Status
 from authz.model import Verdict
 
@@ -82,20 +77,24 @@ def to_check_response(verdict: Verdict) -> CheckResponse:
     """The CheckResponse for `verdict`: an allow only when `verdict.decision.allowed`."""
     decision = verdict.decision
     if decision.allowed:
-        ok = OkHttpResponse(
-            headers=[_option(name, value) for name, value in verdict.headers_to_set],
-            headers_to_remove=verdict.headers_to_remove,
-            query_parameters_to_remove=verdict.query_parameters_to_remove,
-        )
-        return CheckResponse(
-            status=_STATUS_OK, ok_response=ok, dynamic_metadata=_metadata(verdict)
-        )
+        response = CheckResponse(status=_STATUS_OK, dynamic_metadata=_metadata(verdict))
+        ok = response.ok_response
+        ok.SetInParent()  # an allow with nothing to change is still an ok_response
+        for name, value in verdict.headers_to_set:
+            option = ok.headers.add()
+            option.header.key = name
+            option.header.value = value
+            option.append.value = False  # sets the BoolValue: present and false
+            option.append_action = _OVERWRITE
+        ok.headers_to_remove.extend(verdict.headers_to_remove)
+        ok.query_parameters_to_remove.extend(verdict.query_parameters_to_remove)
+        return response
     status = decision.status if 400 <= decision.status <= 599 else _DEFAULT_DENY_STATUS
-    return CheckResponse(
-        status=Status(code=grpc_code_for(status)),
-        denied_response=_denied(status, verdict.decision_id, decision.challenge),
-        dynamic_metadata=_metadata(verdict, status),
+    response = CheckResponse(
+        status=Status(code=grpc_code_for(status)), dynamic_metadata=_metadata(verdict, status)
     )
+    _denied(response, status, verdict.decision_id, decision.challenge)
+    return response
 
 
 def internal_error_response(decision_id: str) -> CheckResponse:
@@ -111,11 +110,9 @@ def internal_error_response(decision_id: str) -> CheckResponse:
             "status": _DEFAULT_DENY_STATUS,
         }
     )
-    return CheckResponse(
-        status=Status(code=INTERNAL),
-        denied_response=_denied(_DEFAULT_DENY_STATUS, decision_id, None),
-        dynamic_metadata=metadata,
-    )
+    response = CheckResponse(status=Status(code=INTERNAL), dynamic_metadata=metadata)
+    _denied(response, _DEFAULT_DENY_STATUS, decision_id, None)
+    return response
 
 
 def grpc_code_for(http_status: int) -> int:
@@ -126,40 +123,41 @@ def grpc_code_for(http_status: int) -> int:
     return INTERNAL if http_status >= 500 else PERMISSION_DENIED
 
 
-def _denied(status: int, decision_id: str, challenge: str | None) -> DeniedHttpResponse:
-    headers = [_CONTENT_TYPE_JSON]
+def _denied(response: CheckResponse, status: int, decision_id: str, challenge: str | None) -> None:
+    """Fill `response.denied_response` in place (no intermediate messages to copy)."""
+    denied = response.denied_response
+    # The StatusCode enum lists every status Envoy knows; proto3 enums are open, so the int is
+    # sent as is.
+    denied.status.code = status  # type: ignore[assignment]
+    denied.headers.append(_CONTENT_TYPE_JSON)  # copied into the response
     if challenge:
-        headers.append(_option("www-authenticate", challenge))
-    body = json.dumps(
-        {"error": _PUBLIC_ERROR.get(status, "forbidden" if status < 500 else "internal_error"),
-         "decision_id": decision_id},
-        separators=(",", ":"),
-    )
-    # The StatusCode enum lists every status Envoy knows; protobuf enums are open in proto3, so
-    # the int is sent as is.
-    return DeniedHttpResponse(
-        status=HttpStatus(code=status),  # type: ignore[arg-type]
-        headers=headers,
-        body=body,
-    )
+        option = denied.headers.add()
+        option.header.key = "www-authenticate"
+        option.header.value = challenge
+        option.append.value = False
+        option.append_action = _OVERWRITE
+    public = _PUBLIC_ERROR.get(status, "forbidden" if status < 500 else "internal_error")
+    # json.dumps only for the id: the public text is a fixed identifier.
+    denied.body = f'{{"error":"{public}","decision_id":{json.dumps(decision_id)}}}'
 
 
 def _metadata(verdict: Verdict, status: int | None = None) -> Struct:
     decision = verdict.decision
     metadata = Struct()
-    metadata.update(
-        {
-            "decision_id": verdict.decision_id,
-            "decision": "allow" if decision.allowed else "deny",
-            "reason": decision.reason,
-            "status": decision.status if status is None else status,
-            "principal": verdict.principal,
-            "request_principal": verdict.request_principal,
-            "policy_revision": verdict.policy_revision,
-            # "rule:action" for audit rules, "rule:would_action" for dry-run ones.
-            "shadow": [
-                f"{m.rule}:{'would_' if m.dry_run else ''}{m.action}" for m in decision.shadow
-            ],
-        }
-    )
+    # Set field by field: about twice as fast as Struct.update, and this runs on every check.
+    fields = metadata.fields
+    fields["decision_id"].string_value = verdict.decision_id
+    fields["decision"].string_value = "allow" if decision.allowed else "deny"
+    fields["reason"].string_value = decision.reason
+    fields["status"].number_value = decision.status if status is None else status
+    fields["principal"].string_value = verdict.principal
+    fields["request_principal"].string_value = verdict.request_principal
+    fields["policy_revision"].string_value = verdict.policy_revision
+    # "rule:action" for audit rules, "rule:would_action" for dry-run ones; always a list.
+    shadow = fields["shadow"].list_value
+    shadow.SetInParent()
+    for match in decision.shadow:
+        shadow.values.add().string_value = (
+            f"{match.rule}:{'would_' if match.dry_run else ''}{match.action}"
+        )
     return metadata
