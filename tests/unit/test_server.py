@@ -1,0 +1,94 @@
+"""The gRPC server in-process: fail closed on internal errors, health, reflection, unix sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authz.app import App, build_app
+from authz.config import Settings
+from authz.server import AUTHORIZATION_SERVICE, build_server, set_serving
+
+REPO = Path(__file__).resolve().parents[2]
+FRONTEND = "spiffe://cluster.local/ns/shop/sa/frontend"
+
+
+def check_request(path: str, principal: str = FRONTEND) -> external_auth_pb2.CheckRequest:
+    request = external_auth_pb2.CheckRequest()
+    request.attributes.source.principal = principal
+    http = request.attributes.request.http
+    http.method, http.path, http.host = "GET", path, "shop.example.com"
+    return request
+
+
+@pytest.fixture
+def app() -> App:
+    built = build_app(Settings(policies=str(REPO / "policies"), watch=False))
+    yield built
+    built.close()
+
+
+@pytest.fixture
+async def channel(app: App, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+    address = f"unix:{tmp_path / 'authz.sock'}"
+    server, health = build_server(app.service, [address])
+    await server.start()
+    await set_serving(health, True)
+    async with grpc.aio.insecure_channel(address) as open_channel:
+        yield open_channel
+    await server.stop(None)
+
+
+async def test_checks_over_a_unix_socket(channel: grpc.aio.Channel) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    allowed = await stub.Check(check_request("/api/orders"))
+    assert allowed.status.code == 0 and allowed.HasField("ok_response")
+    denied = await stub.Check(check_request("/admin/x"))
+    assert denied.status.code != 0 and denied.denied_response.status.code == 403
+
+
+async def test_health_and_reflection(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", AUTHORIZATION_SERVICE):
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = set()
+    async for response in call:
+        names = {s.name for s in response.list_services_response.service}
+        break
+    assert AUTHORIZATION_SERVICE == "envoy.service.auth.v3.Authorization"
+    assert {AUTHORIZATION_SERVICE, "grpc.health.v1.Health"} <= names
+
+
+class _BrokenEngine:
+    def check(self, request: object) -> object:
+        raise RuntimeError("a bug in the engine")
+
+    def refuse(self, error: object) -> object:
+        raise RuntimeError("a bug in the engine")
+
+
+def test_an_unexpected_error_is_a_deny(app: App) -> None:
+    app.service.engine = _BrokenEngine()  # type: ignore[assignment]
+    answer = app.service.check(check_request("/api/orders"))
+    assert answer.status.code != 0
+    assert answer.denied_response.status.code == 403
+    assert answer.dynamic_metadata.fields["reason"].string_value == "internal_error"
+    assert not answer.HasField("ok_response")
+
+
+def test_an_observer_that_fails_changes_nothing(app: App) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("observer bug")
+
+    app.service.observers = [broken]
+    answer = app.service.check(check_request("/api/orders"))
+    assert answer.status.code == 0
