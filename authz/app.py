@@ -156,6 +156,10 @@ async def serve(
         app.reloader.start(watch=watch, polling=poll_policies)
     await set_serving(health_servicer, False)
     log.info("listening on %s", ", ".join(listen))
+    # The pure-Python protobuf backend is several times slower per check; say which one runs.
+    from google.protobuf.internal import api_implementation
+
+    log.info("protobuf backend: %s", api_implementation.Type())
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
     if not ready:
         log.warning("serving without every JWT key set: %s", app.keys.status())
