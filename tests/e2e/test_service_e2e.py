@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.service import ServiceProcess
 from tests.support import https
 from tests.support.certs import FRONTEND_SPIFFE_ID, Pki
+from tests.support.service import ServiceProcess
 from tests.support.upstream import EchoUpstream
 
 from .conftest import EnvoyFactory

@@ -29,7 +29,6 @@ from tests.hostile.service import (  # noqa: E402
     INVALID,
     NONE,
     VALID,
-    ServiceProcess,
     check_request,
     metadata_reason,
     oracle,
@@ -42,6 +41,7 @@ from tests.hostile.service import (  # noqa: E402
 from tests.hostile.test_path_corpus import CORPUS  # noqa: E402
 from tests.hostile.test_token_corpus import CASES, ISS, Ctx  # noqa: E402
 from tests.support.jwks_server import JwksServer  # noqa: E402
+from tests.support.service import ServiceProcess  # noqa: E402
 from tests.support.tokens import SigningKey, claims, jwks_json, make_key  # noqa: E402
 
 SEED = 20261123

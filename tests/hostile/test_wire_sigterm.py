@@ -18,12 +18,12 @@ pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reas
 from tests.hostile.service import (  # noqa: E402
     HOST,
     NONE,
-    ServiceProcess,
     check_request,
     oracle,
     parse_response,
     policy_yaml,
 )
+from tests.support.service import ServiceProcess  # noqa: E402
 from tests.support.tokens import jwks_json, make_key  # noqa: E402
 
 REQUESTS = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -30,18 +29,13 @@ pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reas
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 from tests.support.tokens import claims, jwks_json, make_key, tamper  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "shop.example.com"
 ISSUER = "https://id.test"
 BOUND = 30.0  # seconds for anything to show: start-up, a log line, a counter
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_policies(directory: Path, jwks_file: Path) -> None:

@@ -24,14 +24,13 @@ pytest.importorskip("authz.wire.inbound", reason="the wire layer is not in the t
 pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="protos not generated")
 
 from tests.hostile.service import (  # noqa: E402 - after the skips
-    CHECK_METHOD,
     HOST,
-    ServiceProcess,
     check_request,
     metadata_reason,
     parse_response,
     response_status,
 )
+from tests.support.service import CHECK_METHOD, ServiceProcess  # noqa: E402
 
 BOUND = 20.0  # seconds: how long a reload may take to show, generously
 

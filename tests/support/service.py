@@ -1,0 +1,156 @@
+"""The real service as a process: `python -m authz serve` on a loopback port.
+
+    with ServiceProcess(policies) as service:                    # ready when gRPC health SERVING
+        raw = service.check_bytes(request.SerializeToString())   # bytes in, CheckResponse bytes out
+    # on exit: SIGTERM, then SIGKILL after a bound
+
+Everything listens on and talks to 127.0.0.1 only. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .ports import LOOPBACK, free_port
+
+CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServiceProcess:
+    """`python -m authz serve --policies DIR --listen 127.0.0.1:PORT`, ready when its gRPC health
+    says SERVING. Stopped with SIGTERM (then SIGKILL after a bound) on exit."""
+
+    def __init__(self, policies: str | os.PathLike[str], *, extra_args: tuple[str, ...] = (),
+                 ready_timeout: float = 30.0) -> None:
+        self.policies = str(policies)
+        self.extra_args = extra_args
+        self.ready_timeout = ready_timeout
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+        self._channel: grpc.Channel | None = None
+        self._check: Any = None
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> ServiceProcess:
+        last = ""
+        for _attempt in range(5):  # free_port is racy: retry on "address in use"
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authz", "serve", "--policies", self.policies,
+                 "--listen", self.address, *self.extra_args],
+                cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                self._wait_ready()
+                return self
+            except RuntimeError as error:
+                last = str(error)
+                self._kill()
+                if "cannot listen" not in last and "address" not in last.lower():
+                    break
+        raise RuntimeError(f"the service did not start: {last}")
+
+    def _wait_ready(self) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        assert self.process is not None
+        deadline = time.monotonic() + self.ready_timeout
+        channel = grpc.insecure_channel(self.address)
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"exited with {self.process.returncode}: {self.log()[-2000:]}")
+                try:
+                    answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        finally:
+            channel.close()
+        raise RuntimeError(f"not SERVING after {self.ready_timeout} s: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(
+            self.address,
+            options=[("grpc.max_send_message_length", 64 * 1024 * 1024),
+                     ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        )
+
+    def raw_check(self, channel: grpc.Channel) -> Any:
+        """A callable sending bytes as they are and returning the response bytes."""
+        return channel.unary_unary(CHECK_METHOD, request_serializer=None, response_deserializer=None)
+
+    def check_bytes(self, data: bytes, timeout: float = 10.0) -> bytes:
+        if self._channel is None:
+            self._channel = self.channel()
+            self._check = self.raw_check(self._channel)
+        return bytes(self._check(data, timeout=timeout))
+
+    def peak_rss_kib(self) -> int:
+        """VmHWM (peak resident set) of the service process, from /proc; 0 once it is gone."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait (bounded); SIGKILL if it does not exit. Returns the exit code."""
+        assert self.process is not None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                raise
+        return int(self.process.returncode)
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self.terminate()
+        finally:
+            self._kill()
+            self._log.close()
