@@ -179,23 +179,28 @@ def compile_policy_set(files: Sequence[FileSpec], revision: str = "") -> PolicyS
     return PolicySet(files, revision)
 
 
+def _first_use(
+    where: dict[str, tuple[str, int]], problems: list[Problem], clash: str, name: str, file: str, line: int
+) -> bool:
+    """Remember where `name` is first used and return True; on a later use, report both places
+    (each message is `clash` followed by the other place) and return False."""
+    if name in where:
+        first_file, first_line = where[name]
+        problems.append(Problem(file, line, f"{clash} {first_file}:{first_line}"))
+        problems.append(Problem(first_file, first_line, f"{clash} {file}:{line}"))
+        return False
+    where[name] = (file, line)
+    return True
+
+
 def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
     problems: list[Problem] = []
     roles: dict[str, tuple[ToSpec, ...]] = {}
     where: dict[str, tuple[str, int]] = {}
     for f in files:
         for role in f.roles:
-            if role.name in where:
-                first_file, first_line = where[role.name]
-                problems.append(
-                    Problem(role.file, role.line, f"role {role.name!r} is also defined at {first_file}:{first_line}")
-                )
-                problems.append(
-                    Problem(first_file, first_line, f"role {role.name!r} is also defined at {role.file}:{role.line}")
-                )
-                continue
-            where[role.name] = (role.file, role.line)
-            roles[role.name] = role.entries
+            if _first_use(where, problems, f"role {role.name!r} is also defined at", role.name, role.file, role.line):
+                roles[role.name] = role.entries
     if problems:
         raise PolicyError(problems)
     return roles
@@ -206,16 +211,7 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
     where: dict[str, tuple[str, int]] = {}
     for f in files:
         for rule in f.rules:
-            if rule.name in where:
-                first_file, first_line = where[rule.name]
-                problems.append(
-                    Problem(rule.file, rule.line, f"rule name {rule.name!r} is also used at {first_file}:{first_line}")
-                )
-                problems.append(
-                    Problem(first_file, first_line, f"rule name {rule.name!r} is also used at {rule.file}:{rule.line}")
-                )
-            else:
-                where[rule.name] = (rule.file, rule.line)
+            _first_use(where, problems, f"rule name {rule.name!r} is also used at", rule.name, rule.file, rule.line)
             for entry in rule.to or ():
                 for name in (*(entry.role or ()), *(entry.not_role or ())):
                     if name not in roles:
