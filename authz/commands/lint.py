@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from authz.authoring.lint import CODES, lint
+    from authz.commands._problems import report_invalid
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
@@ -34,10 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
-        for problem in error.problems:
-            print(problem)
-        print(f"{args.directory}: invalid, nothing linted", file=sys.stderr)
-        return 1
+        return report_invalid(error, f"{args.directory}: invalid, nothing linted")
     sources: dict[str, str] = {}
     for spec in policy_set.files:
         try:

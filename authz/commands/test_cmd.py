@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from authz.authoring.cases import find_test_files, load_cases, run_cases
+    from authz.commands._problems import report_invalid
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
@@ -36,17 +37,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
-        for problem in error.problems:
-            print(problem)
-        print(f"{args.directory}: the policy set is invalid; no test was run", file=sys.stderr)
-        return 1
+        return report_invalid(error, f"{args.directory}: the policy set is invalid; no test was run")
     try:
         cases = load_cases(paths)
     except PolicyError as error:
-        for problem in error.problems:
-            print(problem)
-        print("the test files are invalid; no test was run", file=sys.stderr)
-        return 1
+        return report_invalid(error, "the test files are invalid; no test was run")
     results = run_cases(policy_set, cases)
     failed = 0
     for result in results:

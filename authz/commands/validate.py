@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 NAME = "validate"
 HELP = "check that a policy directory loads and compiles; print every problem as FILE:LINE"
@@ -14,17 +13,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from authz.commands._problems import report_invalid
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
     try:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
-        for problem in error.problems:
-            print(problem)
         count = len(error.problems)
-        print(f"{args.directory}: invalid, {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
-        return 1
+        return report_invalid(error, f"{args.directory}: invalid, {count} problem{'s' if count != 1 else ''}")
     files = len(policy_set.files)
     print(
         f"{args.directory}: {files} file{'s' if files != 1 else ''}, "
