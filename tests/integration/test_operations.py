@@ -80,14 +80,7 @@ class Service:
         last = ""
         for _ in range(3):  # free ports are racy: retry when one was taken meanwhile
             self.grpc_port, self.admin_port = free_port(), free_port()
-            args = [a.format(grpc=self.grpc_port, admin=self.admin_port) for a in self.args]
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "authz", "serve", *args],
-                cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=self.log_path.open("wb"),
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-            )
+            self.process = self.launch()
             try:
                 self.wait_ready()
                 return self
@@ -97,6 +90,17 @@ class Service:
                 if "in use" not in last:
                     break
         raise RuntimeError(f"the service did not become ready: {last}")
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start `authz serve` on the ports just picked (`{grpc}`, `{admin}` in the args)."""
+        args = [a.format(grpc=self.grpc_port, admin=self.admin_port) for a in self.args]
+        return subprocess.Popen(
+            [sys.executable, "-m", "authz", "serve", *args],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_path.open("wb"),
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+        )
 
     def wait_ready(self) -> None:
         assert self.process is not None
@@ -282,26 +286,14 @@ def test_config_file_and_environment_start_the_service(setup: tuple[Path, Path, 
     rendered = tmp_path / "rendered.yaml"
 
     class ConfigService(Service):
-        def start(self) -> Service:
-            last = ""
-            for _ in range(3):
-                self.grpc_port, self.admin_port = free_port(), free_port()
-                rendered.write_text(config.read_text().replace("{grpc}", str(self.grpc_port))
-                                    .replace("{admin}", str(self.admin_port)), encoding="utf-8")
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "authz", "serve", "--config", str(rendered)],
-                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=self.log_path.open("wb"),
-                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **self.env},
-                )
-                try:
-                    self.wait_ready()
-                    return self
-                except RuntimeError as error:
-                    last = str(error)
-                    self.stop()
-                    if "in use" not in last:
-                        break
-            raise RuntimeError(last)
+        def launch(self) -> subprocess.Popen[bytes]:
+            rendered.write_text(config.read_text().replace("{grpc}", str(self.grpc_port))
+                                .replace("{admin}", str(self.admin_port)), encoding="utf-8")
+            return subprocess.Popen(
+                [sys.executable, "-m", "authz", "serve", "--config", str(rendered)],
+                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=self.log_path.open("wb"),
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **self.env},
+            )
 
     service = ConfigService([], tmp_path / "stderr.log", env={"AUTHZ_POLICIES": str(policies)})
     service.start()
