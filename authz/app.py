@@ -21,23 +21,9 @@ from authz.server import (
     Observer,
     build_server,
     run_until_signalled,
-    set_serving,
 )
 
 log = logging.getLogger("authz")
-
-
-def _grpc_serving(health_servicer: object) -> bool:
-    """Whether gRPC health says SERVING: False while keys load and from the moment shutdown
-    starts, so /readyz and gRPC health agree. The servicer keeps no public getter, so this reads
-    its status table and, should that ever change, says serving (readiness then rests on
-    policies and keys alone)."""
-    from grpc_health.v1 import health_pb2
-
-    table = getattr(health_servicer, "_server_status", None)
-    if not isinstance(table, dict):
-        return True
-    return bool(table.get("") == health_pb2.HealthCheckResponse.SERVING)
 
 
 @dataclass(slots=True)
@@ -149,12 +135,12 @@ async def serve(
     """Serve until signalled. Readiness (gRPC health SERVING) waits for the first key set of
     every JWT provider, or `key_wait_seconds`, then serves with what it has and says so.
     Policies reload on SIGHUP and, with `watch`, when the policy directory changes."""
-    server, health_servicer = build_server(app.service, listen)
-    app.start_admin(lambda: _grpc_serving(health_servicer))
+    server, health = build_server(app.service, listen)
+    app.start_admin(lambda: health.serving)
     await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=watch, polling=poll_policies)
-    await set_serving(health_servicer, False)
+    await health.set(False)
     log.info("listening on %s", ", ".join(listen))
     # The pure-Python protobuf backend is several times slower per check; say which one runs.
     from google.protobuf.internal import api_implementation
@@ -163,11 +149,11 @@ async def serve(
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
     if not ready:
         log.warning("serving without every JWT key set: %s", app.keys.status())
-    await set_serving(health_servicer, True)
+    await health.set(True)
     try:
         await run_until_signalled(
             server,
-            health_servicer,
+            health,
             on_reload=app.reloader.request_reload if app.reloader is not None else None,
         )
     finally:

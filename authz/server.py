@@ -77,7 +77,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
 def build_server(
     service: AuthorizationService, listen: Sequence[str]
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, Health]:
     """A grpc.aio server with Check, health and reflection bound to every `listen` address
     (`host:port` or `unix:/path`)."""
     server = grpc.aio.server(
@@ -89,8 +89,8 @@ def build_server(
         ]
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_state = Health()
+    health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
     reflection.enable_server_reflection(
         [AUTHORIZATION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME],
@@ -99,22 +99,32 @@ def build_server(
     for address in listen:
         if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
             raise OSError(f"cannot listen on {address}")
-    return server, health_servicer
+    return server, health_state
 
 
-async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    for name in ("", AUTHORIZATION_SERVICE):
-        await health_servicer.set(name, status)
+class Health:
+    """gRPC health (`grpc.health.v1`) for the whole server and for Authorization, and whether it
+    says SERVING: the admin endpoint's /readyz reads `serving` so both always agree (NOT_SERVING
+    while keys load and from the moment shutdown starts)."""
+
+    def __init__(self) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self.serving = False
+
+    async def set(self, serving: bool) -> None:
+        self.serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", AUTHORIZATION_SERVICE):
+            await self.servicer.set(name, status)
 
 
 async def run_until_signalled(
     server: grpc.aio.Server,
-    health_servicer: health.aio.HealthServicer,
+    health_state: Health,
     *,
     grace_seconds: float = 10.0,
     on_reload: Callable[[], None] | None = None,
@@ -129,6 +139,6 @@ async def run_until_signalled(
     await stop.wait()
     log.info("stopping: letting in-flight checks finish (up to %.0fs)", grace_seconds)
     # Tell health checkers first so Envoy shifts traffic before the listener goes away.
-    await set_serving(health_servicer, False)
+    await health_state.set(False)
     await server.stop(grace_seconds)
     log.info("stopped")

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.app import App, build_app
 from authz.config import Settings
-from authz.server import AUTHORIZATION_SERVICE, build_server, set_serving
+from authz.server import AUTHORIZATION_SERVICE, build_server
 
 REPO = Path(__file__).resolve().parents[2]
 FRONTEND = "spiffe://cluster.local/ns/shop/sa/frontend"
@@ -39,7 +39,7 @@ async def channel(app: App, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     address = f"unix:{tmp_path / 'authz.sock'}"
     server, health = build_server(app.service, [address])
     await server.start()
-    await set_serving(health, True)
+    await health.set(True)
     async with grpc.aio.insecure_channel(address) as open_channel:
         yield open_channel
     await server.stop(None)
@@ -92,3 +92,20 @@ def test_an_observer_that_fails_changes_nothing(app: App) -> None:
     app.service.observers = [broken]
     answer = app.service.check(check_request("/api/orders"))
     assert answer.status.code == 0
+
+
+async def test_health_state_is_what_grpc_health_says(app: App, tmp_path: Path) -> None:
+    """/readyz reads Health.serving; it must always match what gRPC health answers."""
+    address = f"unix:{tmp_path / 'h.sock'}"
+    server, health = build_server(app.service, [address])
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(address) as open_channel:
+            stub = health_pb2_grpc.HealthStub(open_channel)
+            for serving in (False, True, False):
+                await health.set(serving)
+                answer = await stub.Check(health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE))
+                assert health.serving is serving
+                assert (answer.status == health_pb2.HealthCheckResponse.SERVING) is serving
+    finally:
+        await server.stop(None)
