@@ -120,7 +120,9 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
     try:
         decision_log.start()
     except OSError as error:
-        raise ConfigError(f"cannot open the decision log {settings.decision_log}: {error}") from error
+        raise ConfigError(
+            f"cannot open the decision log {settings.decision_log}: {error}"
+        ) from error
     return decision_log
 
 

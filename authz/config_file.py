@@ -52,7 +52,9 @@ CONFIG_ENV = "AUTHZ_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")  # RFC 9110 token, lower case
-_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*$")
+_HOST_NAME = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*$"
+)
 
 
 class _Invalid(Exception):
@@ -188,7 +190,11 @@ def _check_admin(value: object) -> None:
 def _check_directory(value: object) -> None:
     assert isinstance(value, str)
     if not os.path.isdir(value):
-        raise _Invalid(f"{value!r} is not a directory" if os.path.exists(value) else f"{value!r} does not exist")
+        raise _Invalid(
+            f"{value!r} is not a directory"
+            if os.path.exists(value)
+            else f"{value!r} does not exist"
+        )
 
 
 def _check_file(value: object) -> None:
@@ -196,7 +202,9 @@ def _check_file(value: object) -> None:
         return
     assert isinstance(value, str)
     if not os.path.isfile(value):
-        raise _Invalid(f"{value!r} is not a file" if os.path.exists(value) else f"{value!r} does not exist")
+        raise _Invalid(
+            f"{value!r} is not a file" if os.path.exists(value) else f"{value!r} does not exist"
+        )
 
 
 def _check_log_path(value: object) -> None:
@@ -308,7 +316,7 @@ def read_config_file(path: str, problems: list[str]) -> dict[str, _Value]:
 def _read_mapping(
     path: str, node: yaml.MappingNode, prefix: str, values: dict[str, _Value], problems: list[str]
 ) -> None:
-    known = sorted({k[len(prefix):].split(".")[0] for k in KEYS if k.startswith(prefix)})
+    known = sorted({k[len(prefix) :].split(".")[0] for k in KEYS if k.startswith(prefix)})
     for key_node, value_node in node.value:
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
         line = key_node.start_mark.line + 1

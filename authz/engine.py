@@ -17,8 +17,7 @@ from authz.config import HeaderNames
 from authz.errors import AuthzError, TokenRejected
 from authz.identity import IdentityResolver
 from authz.model import ANONYMOUS, Decision, Identity, Request, Verdict
-from authz.policy import HostPolicy, PolicyStore, evaluate
-from authz.policy import no_policy_decision
+from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
 
 
 class DecisionIds:
@@ -157,7 +156,9 @@ class Engine:
         )
 
 
-def _set_or_remove(to_set: list[tuple[str, str]], to_remove: list[str], name: str, value: str) -> None:
+def _set_or_remove(
+    to_set: list[tuple[str, str]], to_remove: list[str], name: str, value: str
+) -> None:
     if value:
         to_set.append((name, value))
     else:

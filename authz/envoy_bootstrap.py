@@ -60,7 +60,9 @@ def parse_endpoint(text: str, *, allow_unix: bool = True) -> Endpoint:
         return Endpoint(unix_path=path)
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit():
-        raise AddressError(f"{text!r}: expected HOST:PORT" + (" or unix:/path" if allow_unix else ""))
+        raise AddressError(
+            f"{text!r}: expected HOST:PORT" + (" or unix:/path" if allow_unix else "")
+        )
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     port = int(port_text)
@@ -181,7 +183,7 @@ def ext_authz_filter(options: BootstrapOptions) -> Config:
 
 
 ACCESS_LOG_FORMAT = (
-    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
     "%RESPONSE_CODE% %RESPONSE_FLAGS% authority=%REQ(:AUTHORITY)% "
     "decision=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)% "
     "reason=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)% "

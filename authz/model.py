@@ -107,7 +107,9 @@ class JwtProvider:
     jwks_file: str | None = None
     jwks_json: str | None = None
     discovery: bool = False
-    locations: tuple[TokenLocation, ...] = (TokenLocation(header="authorization", prefix="Bearer "),)
+    locations: tuple[TokenLocation, ...] = (
+        TokenLocation(header="authorization", prefix="Bearer "),
+    )
     forward: bool = True
     claims_to_headers: tuple[tuple[str, str], ...] = ()
     algorithms: tuple[str, ...] = ()

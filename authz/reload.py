@@ -128,9 +128,7 @@ class PolicyReloader:
         except Exception:
             # An unexpected failure (a bug, an unreadable directory) is a rejection too: the
             # last good set is still the safest thing to serve.
-            log.exception(
-                "policy reload failed, revision %s stays in force", old.revision
-            )
+            log.exception("policy reload failed, revision %s stays in force", old.revision)
             return False
         if new.revision == old.revision:
             log.debug("policy files touched, revision %s unchanged", new.revision)

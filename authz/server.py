@@ -41,7 +41,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     observers: Sequence[Observer] = ()
     _fallback_ids: DecisionIds = field(default_factory=DecisionIds)
 
-    async def Check(  # noqa: N802 - the gRPC method name
+    async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         return self.check(request)
@@ -92,8 +92,11 @@ def build_server(
     health_state = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
     reflection.enable_server_reflection(
-        [AUTHORIZATION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            AUTHORIZATION_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     for address in listen:

@@ -19,9 +19,8 @@ from bench.procs import REPO
 
 
 def machine() -> dict[str, str]:
-    from google.protobuf.internal import api_implementation
-
     import grpc
+    from google.protobuf.internal import api_implementation
 
     return {
         "nproc": str(os.cpu_count()),
@@ -38,11 +37,15 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
     started = time.time()
     if "engine" in parts:
         counts = (10, 100, 1000, 10_000)
-        evaluated, checked = inproc.engine_by_rules(counts, calls=300 if quick else 3000, rounds=rounds)
+        evaluated, checked = inproc.engine_by_rules(
+            counts, calls=300 if quick else 3000, rounds=rounds
+        )
         results["engine"] = {"evaluate": evaluated, "check": checked}
         print("engine done", flush=True)
     if "identity" in parts:
-        results["identity"] = inproc.identity_by_algorithm(calls=50 if quick else 300, rounds=rounds)
+        results["identity"] = inproc.identity_by_algorithm(
+            calls=50 if quick else 300, rounds=rounds
+        )
         results["full_check"] = inproc.full_check(calls=300 if quick else 3000, rounds=rounds)
         print("identity done", flush=True)
     if "grpc" in parts:
@@ -54,8 +57,10 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
     if "e2e" in parts:
         if envoy_load.available():
             results["e2e"] = envoy_load.compare(
-                rounds=2 if quick else 5, seconds=2 if quick else 5,
-                latency_rate=200, latency_seconds=3 if quick else 8,
+                rounds=2 if quick else 5,
+                seconds=2 if quick else 5,
+                latency_rate=200,
+                latency_seconds=3 if quick else 8,
             )
             print("e2e done", flush=True)
         else:

@@ -18,7 +18,7 @@ _OK = external_auth_pb2.CheckResponse(status=Status(code=0))
 
 
 class Empty(external_auth_pb2_grpc.AuthorizationServicer):
-    async def Check(self, request: object, context: object) -> external_auth_pb2.CheckResponse:  # noqa: N802
+    async def Check(self, request: object, context: object) -> external_auth_pb2.CheckResponse:
         return _OK
 
 

@@ -48,11 +48,26 @@ def available() -> bool:
 def _rbac_filters(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def permission(rule: dict[str, Any]) -> dict[str, Any]:
         to = rule["to"][0]
-        methods = {"or_rules": {"rules": [
-            {"header": {"name": ":method", "string_match": {"exact": m}}} for m in to["methods"]]}}
-        paths = {"or_rules": {"rules": [
-            {"url_path": {"path": {"exact": p}} if "{" not in p else
-             {"path": {"prefix": p.split("{", 1)[0]}}} for p in to["paths"]]}}
+        methods = {
+            "or_rules": {
+                "rules": [
+                    {"header": {"name": ":method", "string_match": {"exact": m}}}
+                    for m in to["methods"]
+                ]
+            }
+        }
+        paths = {
+            "or_rules": {
+                "rules": [
+                    {
+                        "url_path": {"path": {"exact": p}}
+                        if "{" not in p
+                        else {"path": {"prefix": p.split("{", 1)[0]}}
+                    }
+                    for p in to["paths"]
+                ]
+            }
+        }
         return {"and_rules": {"rules": [methods, paths]}}
 
     def principal(rule: dict[str, Any]) -> dict[str, Any]:
@@ -65,13 +80,20 @@ def _rbac_filters(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "name": "envoy.filters.http.rbac",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                "rules": {"action": action, "policies": {
-                    r["name"]: {"permissions": [permission(r)], "principals": [principal(r)]} for r in subset}},
+                "rules": {
+                    "action": action,
+                    "policies": {
+                        r["name"]: {"permissions": [permission(r)], "principals": [principal(r)]}
+                        for r in subset
+                    },
+                },
             },
         }
 
-    return [rbac("DENY", [r for r in rules if r["action"] == "deny"]),
-            rbac("ALLOW", [r for r in rules if r["action"] == "allow"])]
+    return [
+        rbac("DENY", [r for r in rules if r["action"] == "deny"]),
+        rbac("ALLOW", [r for r in rules if r["action"] == "allow"]),
+    ]
 
 
 def bootstrap(listener: int, admin: int, layout: str, authz_ports: list[int]) -> dict[str, Any]:
@@ -80,44 +102,101 @@ def bootstrap(listener: int, admin: int, layout: str, authz_ports: list[int]) ->
     if layout == "rbac":
         filters += _rbac_filters(fixtures.generated_rules(1000))
     elif layout == "authz":
-        filters.append({
-            "name": "envoy.filters.http.ext_authz",
+        filters.append(
+            {
+                "name": "envoy.filters.http.ext_authz",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "transport_api_version": "V3",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "ext_authz"}, "timeout": "2s"},
+                    "failure_mode_allow": False,
+                    "status_on_error": {"code": 503},
+                },
+            }
+        )
+        clusters.append(
+            {
+                "name": "ext_authz",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "lb_policy": "ROUND_ROBIN",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": "ext_authz",
+                    "endpoints": [
+                        {
+                            "lb_endpoints": [
+                                {
+                                    "endpoint": {
+                                        "address": {
+                                            "socket_address": {
+                                                "address": "127.0.0.1",
+                                                "port_value": p,
+                                            }
+                                        }
+                                    }
+                                }
+                                for p in authz_ports
+                            ]
+                        }
+                    ],
+                },
+            }
+        )
+    filters.append(
+        {
+            "name": "envoy.filters.http.router",
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "ext_authz"}, "timeout": "2s"},
-                "failure_mode_allow": False,
-                "status_on_error": {"code": 503},
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
             },
-        })
-        clusters.append({
-            "name": "ext_authz", "type": "STATIC", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
-            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": {"cluster_name": "ext_authz", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
-                for p in authz_ports]}]},
-        })
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+        }
+    )
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
-            "listeners": [{
-                "name": "front",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "front", "codec_type": "AUTO",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]}]},
-                        "http_filters": filters,
-                    },
-                }]}],
-            }],
+            "listeners": [
+                {
+                    "name": "front",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "front",
+                                        "codec_type": "AUTO",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "direct_response": {
+                                                                "status": 200,
+                                                                "body": {"inline_string": "ok\n"},
+                                                            },
+                                                        }
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": filters,
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
             "clusters": clusters,
         },
     }
@@ -144,14 +223,27 @@ def envoy(tmp: Path, layout: str, authz_ports: list[int]) -> Iterator[int]:
     binary = envoy_binary()
     assert binary is not None
     log = tmp / f"envoy-{listener}.log"
-    argv = [binary, "-c", str(config), "--concurrency", "1", "--log-level", "warn",
-            "--base-id", str(listener), "--disable-hot-restart"]
+    argv = [
+        binary,
+        "-c",
+        str(config),
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warn",
+        "--base-id",
+        str(listener),
+        "--disable-hot-restart",
+    ]
     with started(argv, log=log) as proc:
         wait_port(listener, proc, log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                if b"LIVE" in urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=2).read():
+                if (
+                    b"LIVE"
+                    in urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=2).read()
+                ):
                     break
             time.sleep(0.1)
         yield listener
@@ -161,7 +253,9 @@ def envoy(tmp: Path, layout: str, authz_ports: list[int]) -> Iterator[int]:
 def authz(tmp: Path, policies: Path, workers: int, message: Any) -> Iterator[list[int]]:
     port = _free_pair()
     log = tmp / f"authz-w{workers}-{port}.log"
-    with started(_authz_argv(policies, f"127.0.0.1:{port}", workers if workers > 1 else None), log=log) as proc:
+    with started(
+        _authz_argv(policies, f"127.0.0.1:{port}", workers if workers > 1 else None), log=log
+    ) as proc:
         ports = [port + i for i in range(workers)]
         for p in ports:
             wait_port(p, proc, log)
@@ -170,10 +264,22 @@ def authz(tmp: Path, policies: Path, workers: int, message: Any) -> Iterator[lis
 
 
 def wrk(port: int, token: str, *, seconds: float, connections: int = 32) -> float:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s",
-            "-H", f"Host: {fixtures.HOST}", "-H", f"authorization: Bearer {token}",
-            "-H", "accept: application/json", f"http://127.0.0.1:{port}{fixtures.PATH}?page=2&size=50"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False).stdout
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "-H",
+        f"Host: {fixtures.HOST}",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-H",
+        "accept: application/json",
+        f"http://127.0.0.1:{port}{fixtures.PATH}?page=2&size=50",
+    ]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 30, check=False
+    ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rps is None:
         raise RuntimeError(f"wrk output not understood:\n{out}")
@@ -186,10 +292,26 @@ def fixed_rate(port: int, token: str, tmp: Path, *, rate: int, seconds: float) -
     """Open-loop-ish: h2load --rps over 4 connections (one stream each); per-request µs."""
     log = tmp / f"h2load-{port}-{time.monotonic_ns()}.tsv"
     clients = 4
-    argv = ["h2load", "-c", str(clients), "-m", "1", "-t", "1", "--rps", str(max(1, rate // clients)),
-            "-D", f"{seconds:g}", "--log-file", str(log),
-            "-H", f"authorization: Bearer {token}", "-H", "accept: application/json",
-            f"http://127.0.0.1:{port}{fixtures.PATH}?page=2&size=50"]
+    argv = [
+        "h2load",
+        "-c",
+        str(clients),
+        "-m",
+        "1",
+        "-t",
+        "1",
+        "--rps",
+        str(max(1, rate // clients)),
+        "-D",
+        f"{seconds:g}",
+        "--log-file",
+        str(log),
+        "-H",
+        f"authorization: Bearer {token}",
+        "-H",
+        "accept: application/json",
+        f"http://127.0.0.1:{port}{fixtures.PATH}?page=2&size=50",
+    ]
     # The policy's host goes in :authority (the URL only says where to connect).
     argv[-1:-1] = ["-H", f":authority: {fixtures.HOST}"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
@@ -203,13 +325,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def compare(*, rounds: int, seconds: float, latency_rate: int, latency_seconds: float,
-            workers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+def compare(
+    *,
+    rounds: int,
+    seconds: float,
+    latency_rate: int,
+    latency_seconds: float,
+    workers: tuple[int, ...] = (1, 2),
+) -> dict[str, Any]:
     """Throughput per layout (alternating rounds) and latency at `latency_rate` req/s."""
     key = fixtures.make_key("RS256")
     token = key.token(lifetime=6 * 3600)
     message = fixtures.check_request(token)
-    with tempfile.TemporaryDirectory(prefix="authz-bench-e2e-") as name, contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="authz-bench-e2e-") as name,
+        contextlib.ExitStack() as stack,
+    ):
         tmp = Path(name)
         policies = fixtures.write_policies(tmp / "policies", 1000, [key])
         listeners: dict[str, int] = {
@@ -224,14 +355,16 @@ def compare(*, rounds: int, seconds: float, latency_rate: int, latency_seconds: 
             wrk(listeners[n], token, seconds=1)
         throughput: dict[str, list[float]] = {n: [] for n in names}
         for r in range(rounds):
-            for n in (names if r % 2 == 0 else names[::-1]):
+            for n in names if r % 2 == 0 else names[::-1]:
                 throughput[n].append(wrk(listeners[n], token, seconds=seconds))
         latency: dict[str, dict[str, float]] = {}
         if h2load.available():
             samples: dict[str, list[float]] = {n: [] for n in ("envoy alone", "envoy + authz w1")}
             for r in range(rounds):
                 for n in samples:
-                    samples[n] += fixed_rate(listeners[n], token, tmp, rate=latency_rate, seconds=latency_seconds)
+                    samples[n] += fixed_rate(
+                        listeners[n], token, tmp, rate=latency_rate, seconds=latency_seconds
+                    )
             for n, values in samples.items():
                 latency[n] = {f"p{int(q * 100)}": percentile(values, q) for q in (0.5, 0.9, 0.99)}
                 latency[n]["count"] = float(len(values))

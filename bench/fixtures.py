@@ -52,8 +52,12 @@ class Key:
     def token(self, *, jti: str = "", lifetime: float = 3600.0) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": ISSUER, "sub": "alice", "aud": AUDIENCE, "scope": "orders.read cart",
-            "iat": now, "exp": int(now + lifetime),
+            "iss": ISSUER,
+            "sub": "alice",
+            "aud": AUDIENCE,
+            "scope": "orders.read cart",
+            "iat": now,
+            "exp": int(now + lifetime),
         }
         if jti:
             claims["jti"] = jti
@@ -80,19 +84,23 @@ def generated_rules(n: int) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     for i in range(n - 1):
         method = ("GET", "POST", "PUT", "DELETE")[i % 4]
-        rules.append({
-            "name": f"rule-{i}",
-            "action": "deny" if i % 10 == 0 else "allow",
-            "from": [{"namespaces": [f"ns{i % 50}"]}],
-            "to": [{"methods": [method], "paths": [f"/svc{i}/{{**}}"]}],
-        })
-    rules.append({
-        "name": "orders-api",
-        "action": "allow",
-        # Either identity will do: the workload (mTLS) or a customer with a token.
-        "from": [{"principals": [PRINCIPAL]}, {"issuers": [ISSUER]}],
-        "to": [{"methods": ["GET", "HEAD"], "paths": ["/api/orders", "/api/orders/{*}"]}],
-    })
+        rules.append(
+            {
+                "name": f"rule-{i}",
+                "action": "deny" if i % 10 == 0 else "allow",
+                "from": [{"namespaces": [f"ns{i % 50}"]}],
+                "to": [{"methods": [method], "paths": [f"/svc{i}/{{**}}"]}],
+            }
+        )
+    rules.append(
+        {
+            "name": "orders-api",
+            "action": "allow",
+            # Either identity will do: the workload (mTLS) or a customer with a token.
+            "from": [{"principals": [PRINCIPAL]}, {"issuers": [ISSUER]}],
+            "to": [{"methods": ["GET", "HEAD"], "paths": ["/api/orders", "/api/orders/{*}"]}],
+        }
+    )
     return rules
 
 
@@ -105,13 +113,15 @@ def write_policies(directory: Path, n_rules: int, keys: list[Key]) -> Path:
         "hosts": [HOST],
         "authentication": {
             "mtls": {"trust_domains": ["cluster.local"]},
-            "jwt": [{
-                "issuer": ISSUER,
-                "audiences": [AUDIENCE],
-                "jwks_file": "jwks.json",
-                "algorithms": list(ALGORITHMS),
-                "claims_to_headers": {"sub": "x-user-id"},
-            }],
+            "jwt": [
+                {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "jwks_file": "jwks.json",
+                    "algorithms": list(ALGORITHMS),
+                    "claims_to_headers": {"sub": "x-user-id"},
+                }
+            ],
         },
         "rules": generated_rules(n_rules),
     }
@@ -140,7 +150,9 @@ def typical_headers(token: str | None) -> dict[str, str]:
     return headers
 
 
-def check_request(token: str | None, *, principal: str = PRINCIPAL) -> external_auth_pb2.CheckRequest:
+def check_request(
+    token: str | None, *, principal: str = PRINCIPAL
+) -> external_auth_pb2.CheckRequest:
     """The CheckRequest Envoy sends for one realistic request."""
     message = external_auth_pb2.CheckRequest()
     attributes = message.attributes

@@ -14,7 +14,6 @@ from pathlib import Path
 import grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-
 from bench import fixtures, h2load
 from bench.procs import CORES, PYTHON, REPO, free_port, pinned, started, wait_port
 
@@ -31,8 +30,17 @@ class Comparison:
 
 
 def _authz_argv(policies: Path, listen: str, workers: int | None = None) -> list[str]:
-    argv = [str(REPO / ".venv/bin/authz") if (REPO / ".venv/bin/authz").exists() else "authz",
-            "serve", "--policies", str(policies), "--listen", listen, "--no-watch", "--log-level", "warning"]
+    argv = [
+        str(REPO / ".venv/bin/authz") if (REPO / ".venv/bin/authz").exists() else "authz",
+        "serve",
+        "--policies",
+        str(policies),
+        "--listen",
+        listen,
+        "--no-watch",
+        "--log-level",
+        "warning",
+    ]
     if workers is not None:
         argv += ["--workers", str(workers)]
     return argv
@@ -49,12 +57,22 @@ def assert_allows(address: str, message: external_auth_pb2.CheckRequest) -> None
 
 
 @contextlib.contextmanager
-def servers(tmp: Path, message: external_auth_pb2.CheckRequest, keys: list[fixtures.Key]) -> Iterator[dict[str, int]]:
+def servers(
+    tmp: Path, message: external_auth_pb2.CheckRequest, keys: list[fixtures.Key]
+) -> Iterator[dict[str, int]]:
     """Both servers up, pinned to SERVER_CORE; yields name -> port."""
     policies = fixtures.write_policies(tmp / "policies", 1000, keys)
     authz_port, empty_port = free_port(), free_port()
-    with started(pinned(_authz_argv(policies, f"127.0.0.1:{authz_port}"), SERVER_CORE), log=tmp / "authz.log") as a, \
-         started(pinned([PYTHON, "-m", "bench.empty_servicer", f"127.0.0.1:{empty_port}"], SERVER_CORE), log=tmp / "empty.log") as e:
+    with (
+        started(
+            pinned(_authz_argv(policies, f"127.0.0.1:{authz_port}"), SERVER_CORE),
+            log=tmp / "authz.log",
+        ) as a,
+        started(
+            pinned([PYTHON, "-m", "bench.empty_servicer", f"127.0.0.1:{empty_port}"], SERVER_CORE),
+            log=tmp / "empty.log",
+        ) as e,
+    ):
         wait_port(authz_port, a, tmp / "authz.log")
         wait_port(empty_port, e, tmp / "empty.log")
         assert_allows(f"127.0.0.1:{authz_port}", message)
@@ -82,8 +100,13 @@ def compare(*, rounds: int, requests: int, clients: int = 4, streams: int = 16) 
 
 def _one(port: int, body: Path, requests: int, clients: int, streams: int) -> float:
     run = h2load.grpc_check(
-        f"http://127.0.0.1:{port}", body, requests=requests, duration_s=60,
-        clients=clients, streams=streams, cores=LOAD_CORE,
+        f"http://127.0.0.1:{port}",
+        body,
+        requests=requests,
+        duration_s=60,
+        clients=clients,
+        streams=streams,
+        cores=LOAD_CORE,
     )
     if run.failed:
         raise RuntimeError(f"{run.failed} h2load requests failed")

@@ -23,7 +23,13 @@ class Run:
 
 
 def grpc_check(
-    url: str, body: Path, *, requests: int, duration_s: float, clients: int, streams: int,
+    url: str,
+    body: Path,
+    *,
+    requests: int,
+    duration_s: float,
+    clients: int,
+    streams: int,
     cores: str | None,
 ) -> Run:
     """Closed-loop gRPC Check load: `clients` connections x `streams` concurrent streams.
@@ -31,18 +37,38 @@ def grpc_check(
     Bounded by both `requests` and a process timeout; h2load stops at the request count."""
     from bench.procs import pinned
 
-    argv = pinned([
-        "h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams), "-t", "1",
-        "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-        f"{url}{CHECK_PATH}",
-    ], cores)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=False).stdout
+    argv = pinned(
+        [
+            "h2load",
+            "-n",
+            str(requests),
+            "-c",
+            str(clients),
+            "-m",
+            str(streams),
+            "-t",
+            "1",
+            "-d",
+            str(body),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            f"{url}{CHECK_PATH}",
+        ],
+        cores,
+    )
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration_s + 30, check=False
+    ).stdout
     return parse(out)
 
 
 def parse(out: str) -> Run:
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    reqs = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    reqs = re.search(
+        r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out
+    )
     if rps is None or reqs is None:
         raise RuntimeError(f"h2load output not understood:\n{out[-2000:]}")
     return Run(float(rps.group(1)), int(reqs.group(1)), int(reqs.group(2)))

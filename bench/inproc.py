@@ -20,11 +20,10 @@ from pathlib import Path
 from authz.config import Settings
 from authz.engine import Engine
 from authz.identity import IdentityResolver, KeyRegistry
-from authz.model import ANONYMOUS, Request
+from authz.model import Request
 from authz.policy import PolicyStore, evaluate, load_policy_set
 from authz.server import AuthorizationService
 from authz.wire.inbound import to_request
-
 from bench import fixtures
 from bench.timing import Result, alternate
 
@@ -58,6 +57,7 @@ def _repeat(fn: Callable[[], object]) -> Callable[[int], None]:
     def run(n: int) -> None:
         for _ in range(n):
             fn()
+
     return run
 
 
@@ -77,11 +77,15 @@ def engine_by_rules(
             evaluate_variants: dict[str, Callable[[int], None]] = {}
             check_variants: dict[str, Callable[[int], None]] = {}
             for n, h in harnesses.items():
-                host_policy = h.engine._store.current.for_host(request.host)  # noqa: SLF001
-                identity = h.engine._resolver.resolve(request, host_policy.authentication, time.time())  # type: ignore[union-attr]  # noqa: SLF001
+                host_policy = h.engine._store.current.for_host(request.host)
+                identity = h.engine._resolver.resolve(
+                    request, host_policy.authentication, time.time()
+                )  # type: ignore[union-attr]
                 assert evaluate(host_policy, request, identity).allowed
                 assert h.engine.check(request).decision.allowed
-                evaluate_variants[f"{n}"] = _repeat(lambda hp=host_policy, i=identity: evaluate(hp, request, i))
+                evaluate_variants[f"{n}"] = _repeat(
+                    lambda hp=host_policy, i=identity: evaluate(hp, request, i)
+                )
                 check_variants[f"{n}"] = _repeat(lambda e=h.engine: e.check(request))
             evaluated = alternate(evaluate_variants, calls=calls, rounds=rounds)
             checked = alternate(check_variants, calls=calls, rounds=rounds)
@@ -99,6 +103,7 @@ def identity_by_algorithm(*, calls: int, rounds: int) -> dict[str, Result]:
     with tempfile.TemporaryDirectory(prefix="authz-bench-") as tmp:
         h = harness(Path(tmp), 1000, keys)
         try:
+
             def request_with(token: str | None) -> Request:
                 return to_request(fixtures.check_request(token), limits)
 
@@ -112,11 +117,14 @@ def identity_by_algorithm(*, calls: int, rounds: int) -> dict[str, Result]:
                 # Cold: every call sees a token never seen before (distinct jti), so the cache
                 # misses and the signature is verified. Tokens are signed ahead of time.
                 needed = calls * (rounds + 1) + calls // 10 + 1
-                cold = iter([request_with(key.token(jti=fixtures.random_jti())) for _ in range(needed)])
+                cold = iter(
+                    [request_with(key.token(jti=fixtures.random_jti())) for _ in range(needed)]
+                )
 
                 def run_cold(n: int, it: itertools.chain[Request] | object = cold) -> None:
                     for _ in range(n):
                         h.engine.check(next(it))  # type: ignore[call-overload]
+
                 variants[f"{key.alg} cold"] = run_cold
             return alternate(variants, calls=calls, rounds=rounds)
         finally:

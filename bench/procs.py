@@ -36,11 +36,17 @@ def pinned(argv: Sequence[str], cores: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def started(argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def started(
+    argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     try:
         yield proc

@@ -55,17 +55,43 @@ def main() -> None:
         body.write_bytes(fixtures.grpc_frame(message.SerializeToString()))
         policies = fixtures.write_policies(tmp / "policies", 1000, [key])
         port = free_port()
-        with started(pinned(_authz_argv(policies, f"127.0.0.1:{port}"), SERVER_CORE), log=tmp / "authz.log") as proc:
+        with started(
+            pinned(_authz_argv(policies, f"127.0.0.1:{port}"), SERVER_CORE), log=tmp / "authz.log"
+        ) as proc:
             wait_port(port, proc, tmp / "authz.log")
             assert_allows(f"127.0.0.1:{port}", message)
-            load = threading.Thread(target=h2load.grpc_check, kwargs=dict(
-                url=f"http://127.0.0.1:{port}", body=body, requests=4000 * (args.seconds + 4),
-                duration_s=args.seconds + 10, clients=4, streams=16, cores=LOAD_CORE))
+            load = threading.Thread(
+                target=h2load.grpc_check,
+                kwargs=dict(
+                    url=f"http://127.0.0.1:{port}",
+                    body=body,
+                    requests=4000 * (args.seconds + 4),
+                    duration_s=args.seconds + 10,
+                    clients=4,
+                    streams=16,
+                    cores=LOAD_CORE,
+                ),
+            )
             load.start()
             out = tmp / "profile.txt"
-            subprocess.run([spy, "record", "--pid", str(proc.pid), "--duration", str(args.seconds),
-                            "--format", "raw", "--output", str(out), *(["--native"] if args.native else ["--nonblocking"])],
-                           capture_output=True, timeout=args.seconds + 30, check=True)
+            subprocess.run(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--duration",
+                    str(args.seconds),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                    *(["--native"] if args.native else ["--nonblocking"]),
+                ],
+                capture_output=True,
+                timeout=args.seconds + 30,
+                check=True,
+            )
             load.join(args.seconds + 60)
             print(collapsed_top(out.read_text()))
 

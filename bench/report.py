@@ -24,36 +24,57 @@ def _target(ok: bool | None) -> str:
 
 
 def write(results: dict[str, Any], out: Path, *, command: str) -> None:
-    lines: list[str] = ["# Benchmarks", "", f"Made by `{command}` (from the repository root, "
-                        f"{'quick' if results['quick'] else 'full'} run, {results['seconds']:.0f} s).", ""]
+    lines: list[str] = [
+        "# Benchmarks",
+        "",
+        f"Made by `{command}` (from the repository root, "
+        f"{'quick' if results['quick'] else 'full'} run, {results['seconds']:.0f} s).",
+        "",
+    ]
     lines += ["Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()) + ".", ""]
-    lines += ["Every comparison ran side by side in that one invocation, alternating, several rounds; "
-              "numbers are medians of rounds. The machine is shared (2 cores, other work running), so "
-              "absolute numbers move between runs; ratios are what to read.", ""]
+    lines += [
+        "Every comparison ran side by side in that one invocation, alternating, several rounds; "
+        "numbers are medians of rounds. The machine is shared (2 cores, other work running), so "
+        "absolute numbers move between runs; ratios are what to read.",
+        "",
+    ]
     lines += ["![benchmarks](benchmarks.png)", ""]
     targets: list[str] = []
 
     if "engine" in results:
         ev, ch = results["engine"]["evaluate"], results["engine"]["check"]
-        lines += ["## Policy engine alone (no gRPC)", "",
-                  "The realistic request as a `Request` (mTLS principal, no token), generated sets.", "",
-                  "| rules | evaluate µs | evaluate/s | Engine.check µs | Engine.check/s | check vs 10 rules |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## Policy engine alone (no gRPC)",
+            "",
+            "The realistic request as a `Request` (mTLS principal, no token), generated sets.",
+            "",
+            "| rules | evaluate µs | evaluate/s | Engine.check µs | Engine.check/s | check vs 10 rules |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         base = ch["10"].median
         for n in ev:
-            lines.append(f"| {int(n):,} | {_us(ev[n])} | {ev[n].per_second:,.0f} | {_us(ch[n])} | "
-                         f"{ch[n].per_second:,.0f} | {ch[n].median / base:.2f}x |")
+            lines.append(
+                f"| {int(n):,} | {_us(ev[n])} | {ev[n].per_second:,.0f} | {_us(ch[n])} | "
+                f"{ch[n].per_second:,.0f} | {ch[n].median / base:.2f}x |"
+            )
         ratio = ch["10000"].median / base
-        targets.append(f"| engine cost at 10,000 rules <= 2x at 10 | {ratio:.2f}x | {_target(ratio <= 2)} |")
+        targets.append(
+            f"| engine cost at 10,000 rules <= 2x at 10 | {ratio:.2f}x | {_target(ratio <= 2)} |"
+        )
         lines.append("")
 
     if "identity" in results:
         idr: dict[str, Result] = results["identity"]
         base = idr["no token"].median
-        lines += ["## Identity: a check's JWT cost", "",
-                  "`Engine.check` of the realistic request (1,000 rules) with a token; *cold* = a token never "
-                  "seen before (signature verified), *warm* = a verified-token cache hit.", "",
-                  "| variant | µs per check | added over no token (µs) |", "|---|---:|---:|"]
+        lines += [
+            "## Identity: a check's JWT cost",
+            "",
+            "`Engine.check` of the realistic request (1,000 rules) with a token; *cold* = a token never "
+            "seen before (signature verified), *warm* = a verified-token cache hit.",
+            "",
+            "| variant | µs per check | added over no token (µs) |",
+            "|---|---:|---:|",
+        ]
         for name, res in idr.items():
             lines.append(f"| {name} | {_us(res)} | {(res.median - base) * 1e6:+.1f} |")
         lines.append("")
@@ -61,8 +82,12 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         fc: dict[str, Result] = results["full_check"]
         a, b = fc["check, mTLS only"], fc["check, mTLS + warm RS256"]
         added = b.median - a.median
-        lines += ["Whole in-process check (`AuthorizationService.check`: CheckRequest in, CheckResponse out):", "",
-                  "| variant | µs per check |", "|---|---:|"]
+        lines += [
+            "Whole in-process check (`AuthorizationService.check`: CheckRequest in, CheckResponse out):",
+            "",
+            "| variant | µs per check |",
+            "|---|---:|",
+        ]
         lines += [f"| {n} | {_us(r)} |" for n, r in fc.items()]
         lines.append("")
         share = added / b.median
@@ -71,51 +96,84 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         if "grpc" in results:
             grpc_cost = 1.0 / results["grpc"].median("authz serve (realistic)")
             extra = f"; of a check served over gRPC ({grpc_cost * 1e6:.0f} µs at h2load's peak) it is {added / grpc_cost:.1%}"
-        lines += [f"A warm RS256 token adds {added * 1e6:.1f} µs: {share:.1%} of the in-process check{extra}.", ""]
+        lines += [
+            f"A warm RS256 token adds {added * 1e6:.1f} µs: {share:.1%} of the in-process check{extra}.",
+            "",
+        ]
         ok = (added / grpc_cost <= 0.05) if grpc_cost else share <= 0.05
-        targets.append(f"| warm-cache JWT adds <= 5% to a check | {added * 1e6:.1f} µs = "
-                       f"{(added / grpc_cost if grpc_cost else share):.1%} of a served check, {share:.1%} of the in-process check | {_target(ok)} |")
+        targets.append(
+            f"| warm-cache JWT adds <= 5% to a check | {added * 1e6:.1f} µs = "
+            f"{(added / grpc_cost if grpc_cost else share):.1%} of a served check, {share:.1%} of the in-process check | {_target(ok)} |"
+        )
 
     if "grpc" in results:
         g = results["grpc"]
         a, e = g.median("authz serve (realistic)"), g.median("empty servicer")
-        lines += ["## Check over gRPC (h2load)", "",
-                  "Both servers pinned to core 0 (`taskset`), h2load on core 1; 4 connections x 16 streams; the "
-                  "realistic CheckRequest (1,000 rules, RS256 bearer token, mTLS principal, typical headers) "
-                  "sent to both; the empty servicer answers a static OK without looking.", "",
-                  "| server | Check/s per round | median | vs empty |", "|---|---|---:|---:|"]
+        lines += [
+            "## Check over gRPC (h2load)",
+            "",
+            "Both servers pinned to core 0 (`taskset`), h2load on core 1; 4 connections x 16 streams; the "
+            "realistic CheckRequest (1,000 rules, RS256 bearer token, mTLS principal, typical headers) "
+            "sent to both; the empty servicer answers a static OK without looking.",
+            "",
+            "| server | Check/s per round | median | vs empty |",
+            "|---|---|---:|---:|",
+        ]
         for n, rounds in g.rounds.items():
-            lines.append(f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {g.median(n):,.0f} | {g.median(n) / e:.2f}x |")
+            lines.append(
+                f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {g.median(n):,.0f} | {g.median(n) / e:.2f}x |"
+            )
         lines.append("")
-        targets.append(f"| realistic Check >= 0.9x the empty servicer | {a:,.0f} vs {e:,.0f} = {a / e:.2f}x | {_target(a / e >= 0.9)} |")
+        targets.append(
+            f"| realistic Check >= 0.9x the empty servicer | {a:,.0f} vs {e:,.0f} = {a / e:.2f}x | {_target(a / e >= 0.9)} |"
+        )
 
     if "e2e" in results:
         d = results["e2e"]
         med = d["median"]
         alone = med["envoy alone"]
-        lines += ["## End to end through Envoy (wrk)", "",
-                  "wrk, 1 thread, 32 connections, the realistic request (RS256 bearer token) to a direct-response "
-                  "route; Envoy --concurrency 1; `authz serve --workers N`, each worker an endpoint of the "
-                  "ext_authz cluster. Not pinned (two workers need both cores; Envoy and wrk share them). The "
-                  "RBAC layout holds the same 1,000 rules but cannot verify the JWT (it only asks for the header).", "",
-                  "| layout | req/s per round | median | vs Envoy alone |", "|---|---|---:|---:|"]
+        lines += [
+            "## End to end through Envoy (wrk)",
+            "",
+            "wrk, 1 thread, 32 connections, the realistic request (RS256 bearer token) to a direct-response "
+            "route; Envoy --concurrency 1; `authz serve --workers N`, each worker an endpoint of the "
+            "ext_authz cluster. Not pinned (two workers need both cores; Envoy and wrk share them). The "
+            "RBAC layout holds the same 1,000 rules but cannot verify the JWT (it only asks for the header).",
+            "",
+            "| layout | req/s per round | median | vs Envoy alone |",
+            "|---|---|---:|---:|",
+        ]
         for n, rounds in d["throughput"].items():
-            lines.append(f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {med[n]:,.0f} | {med[n] / alone:.3f}x |")
+            lines.append(
+                f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {med[n]:,.0f} | {med[n] / alone:.3f}x |"
+            )
         lines.append("")
         if "envoy + authz w2" in med:
             ratio = med["envoy + authz w2"] / med["envoy + authz w1"]
             lines += [f"`--workers 2` / `--workers 1`: {ratio:.2f}x.", ""]
-            targets.append(f"| --workers 2 >= 1.6x --workers 1 end to end | {med['envoy + authz w2']:,.0f} vs "
-                           f"{med['envoy + authz w1']:,.0f} = {ratio:.2f}x | {_target(ratio >= 1.6)} |")
+            targets.append(
+                f"| --workers 2 >= 1.6x --workers 1 end to end | {med['envoy + authz w2']:,.0f} vs "
+                f"{med['envoy + authz w1']:,.0f} = {ratio:.2f}x | {_target(ratio >= 1.6)} |"
+            )
         if d["latency"]:
             lat = d["latency"]
-            lines += [f"### Latency at a fixed {d['latency_rate']} req/s (h2load --rps, 4 connections, h2c)", "",
-                      "| layout | requests | p50 µs | p90 µs | p99 µs |", "|---|---:|---:|---:|---:|"]
+            lines += [
+                f"### Latency at a fixed {d['latency_rate']} req/s (h2load --rps, 4 connections, h2c)",
+                "",
+                "| layout | requests | p50 µs | p90 µs | p99 µs |",
+                "|---|---:|---:|---:|---:|",
+            ]
             for n, v in lat.items():
-                lines.append(f"| {n} | {v['count']:.0f} | {v['p50']:.0f} | {v['p90']:.0f} | {v['p99']:.0f} |")
+                lines.append(
+                    f"| {n} | {v['count']:.0f} | {v['p50']:.0f} | {v['p90']:.0f} | {v['p99']:.0f} |"
+                )
             if "envoy + authz w1" in lat:
                 a0, a1 = lat["envoy alone"], lat["envoy + authz w1"]
-                lines.append("| **added by authz** | | " + " | ".join(f"+{a1[q] - a0[q]:.0f}" for q in ("p50", "p90", "p99")) + " |")
+                lines.append(
+                    "| **added by authz** | | "
+                    + " | ".join(f"+{a1[q] - a0[q]:.0f}" for q in ("p50", "p90", "p99"))
+                    + " |"
+                )
             lines.append("")
 
     for skipped in results["skipped"]:
@@ -130,7 +188,7 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
 def _kept_log(out: Path) -> list[str]:
     text = out.read_text() if out.exists() else ""
     if LOG_START in text and LOG_END in text:
-        return [text[text.index(LOG_START): text.index(LOG_END) + len(LOG_END)]]
+        return [text[text.index(LOG_START) : text.index(LOG_END) + len(LOG_END)]]
     return [LOG_START, "## Fast path log", "", "(none yet)", LOG_END]
 
 
@@ -150,23 +208,34 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     for ax, panel in zip(axes, panels):
         if panel == "engine":
             ch = results["engine"]["check"]
-            ax.bar([f"{int(n):,}" for n in ch], [r.median * 1e6 for r in ch.values()], color="#4c72b0")
-            ax.set_title("Engine.check by rule count"); ax.set_ylabel("µs per check")
+            ax.bar(
+                [f"{int(n):,}" for n in ch], [r.median * 1e6 for r in ch.values()], color="#4c72b0"
+            )
+            ax.set_title("Engine.check by rule count")
+            ax.set_ylabel("µs per check")
         elif panel == "identity":
             idr = results["identity"]
             ax.barh(list(idr), [r.median * 1e6 for r in idr.values()], color="#55a868")
-            ax.set_title("JWT: check µs (cold/warm)"); ax.tick_params(axis="y", labelsize=7)
+            ax.set_title("JWT: check µs (cold/warm)")
+            ax.tick_params(axis="y", labelsize=7)
         elif panel == "grpc":
             g = results["grpc"]
-            ax.bar(["authz\n(realistic)", "empty\nservicer"], [g.median(n) for n in g.rounds], color="#c44e52")
-            ax.set_title("gRPC Check/s, one core"); ax.set_ylabel("Check/s")
+            ax.bar(
+                ["authz\n(realistic)", "empty\nservicer"],
+                [g.median(n) for n in g.rounds],
+                color="#c44e52",
+            )
+            ax.set_title("gRPC Check/s, one core")
+            ax.set_ylabel("Check/s")
         else:
             med = results["e2e"]["median"]
             ax.barh(list(med), list(med.values()), color="#8172b2")
-            ax.set_xscale("log"); ax.set_title("Through Envoy, req/s (log)"); ax.tick_params(axis="y", labelsize=7)
+            ax.set_xscale("log")
+            ax.set_title("Through Envoy, req/s (log)")
+            ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-__all__ = ["write", "statistics"]
+__all__ = ["statistics", "write"]

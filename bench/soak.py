@@ -60,8 +60,15 @@ from tests.support.tokens import claims, make_key  # noqa: E402
 
 # Request kinds, with weights. "error" kinds must never be allowed, whatever the policy says.
 KINDS: dict[str, int] = {
-    "public": 20, "user": 20, "admin": 10, "anonymous-api": 8, "bad-token": 12, "bad-path": 10,
-    "too-large": 3, "garbage": 10, "mutated": 7,
+    "public": 20,
+    "user": 20,
+    "admin": 10,
+    "anonymous-api": 8,
+    "bad-token": 12,
+    "bad-path": 10,
+    "too-large": 3,
+    "garbage": 10,
+    "mutated": 7,
 }
 ERROR_KINDS = frozenset({"bad-token", "bad-path", "too-large", "garbage", "mutated"})
 
@@ -113,8 +120,10 @@ class Workload:
         key = make_key("ES256", kid="k1")
         now = time.time()
         self.key = key
-        self.valid = [key.sign(claims(issuer, now=now, audience=AUDIENCE, lifetime=7200, subject=f"u{i}"))
-                      for i in range(64)]
+        self.valid = [
+            key.sign(claims(issuer, now=now, audience=AUDIENCE, lifetime=7200, subject=f"u{i}"))
+            for i in range(64)
+        ]
         payload = claims(issuer, now=now, audience=AUDIENCE, lifetime=7200)
         stranger = make_key("ES256", kid="k1")
         self.invalid = [
@@ -125,7 +134,9 @@ class Workload:
             key.sign(claims(issuer, now=now - 7200, audience=AUDIENCE)),  # expired
             key.sign(claims(issuer, now=now, audience="other")),  # wrong audience
             key.sign(claims("https://evil.example", now=now, audience=AUDIENCE)),
-            "not.a.token", "a" * 20000, key.sign(payload) + "x",
+            "not.a.token",
+            "a" * 20000,
+            key.sign(payload) + "x",
         ]
         self.rng = rng
 
@@ -151,16 +162,36 @@ class Workload:
         n = r.randrange(1000)
         host = r.choice([HOST, HOST, "SHOP.example.com:8080", "shop.example.com."])
         if kind == "public":
-            prefix = r.choice(["public", "open"])  # the other one is denied (or allowed after a flip)
+            prefix = r.choice(
+                ["public", "open"]
+            )  # the other one is denied (or allowed after a flip)
             return "GET", host, self.spell(f"/{prefix}/item/{n}"), {}, NONE
         if kind == "user":
             token = r.choice(self.valid)
             method = r.choice(["GET", "POST", "DELETE"])
-            return method, host, self.spell(f"/api/orders/{n}"), {"authorization": f"Bearer {token}"}, VALID
+            return (
+                method,
+                host,
+                self.spell(f"/api/orders/{n}"),
+                {"authorization": f"Bearer {token}"},
+                VALID,
+            )
         if kind == "admin":
-            headers, state = ({"authorization": f"Bearer {r.choice(self.valid)}"}, VALID) if r.random() < 0.5 else ({}, NONE)
-            raw = r.choice([f"/admin/{n}", f"/{public}/../admin/{n}", f"/%61dmin/{n}", "/admin", f"//admin/{n}",
-                            f"/{public}/%2e%2e/admin"])
+            headers, state = (
+                ({"authorization": f"Bearer {r.choice(self.valid)}"}, VALID)
+                if r.random() < 0.5
+                else ({}, NONE)
+            )
+            raw = r.choice(
+                [
+                    f"/admin/{n}",
+                    f"/{public}/../admin/{n}",
+                    f"/%61dmin/{n}",
+                    "/admin",
+                    f"//admin/{n}",
+                    f"/{public}/%2e%2e/admin",
+                ]
+            )
             return "GET", host, raw, headers, state
         if kind == "anonymous-api":
             return r.choice(["GET", "POST"]), host, f"/api/cart/{n}", {}, NONE
@@ -169,8 +200,18 @@ class Workload:
             path = r.choice([f"/{public}/x", f"/api/x/{n}", "/admin/x"])
             return "GET", host, path, {"authorization": f"Bearer {token}"}, INVALID
         if kind == "bad-path":
-            raw = r.choice([f"/{public}/..;/admin", f"/{public}%2fx", f"/{public}/\x00", f"/{public}/%zz",
-                            f"/{public}\\..\\admin", f"/{public}/..%5Cadmin", "admin", f"/{public}/%0a"])
+            raw = r.choice(
+                [
+                    f"/{public}/..;/admin",
+                    f"/{public}%2fx",
+                    f"/{public}/\x00",
+                    f"/{public}/%zz",
+                    f"/{public}\\..\\admin",
+                    f"/{public}/..%5Cadmin",
+                    "admin",
+                    f"/{public}/%0a",
+                ]
+            )
             return "GET", host, raw, {}, NONE
         if kind == "too-large":
             return "GET", host, f"/{public}/" + "a" * (9 * 1024), {}, NONE
@@ -192,8 +233,15 @@ def decode_state(message: Any, workload: Workload) -> tuple[str, str, str, str]:
     return http.method, http.host, http.path, token_state(http.headers, workload.valid)
 
 
-def client(service: ServiceProcess, history: PolicyHistory, workload_seed: int, shared: Workload,
-           stats: Stats, stop: threading.Event, budget: Callable[[], bool]) -> None:
+def client(
+    service: ServiceProcess,
+    history: PolicyHistory,
+    workload_seed: int,
+    shared: Workload,
+    stats: Stats,
+    stop: threading.Event,
+    budget: Callable[[], bool],
+) -> None:
     # The same key and tokens as every other client (the JWKS serves that key), own randomness.
     rng = random.Random(workload_seed)
     workload = copy.copy(shared)
@@ -213,8 +261,12 @@ def client(service: ServiceProcess, history: PolicyHistory, workload_seed: int, 
                 if kind == "garbage":
                     data = rng.randbytes(rng.randrange(0, 512))
                 else:
-                    method, host, raw, headers, token = workload.make(rng.choice(["admin", "bad-token", "anonymous-api"]), public)
-                    buffer = bytearray(check_request(method, host, raw, headers).SerializeToString())
+                    method, host, raw, headers, token = workload.make(
+                        rng.choice(["admin", "bad-token", "anonymous-api"]), public
+                    )
+                    buffer = bytearray(
+                        check_request(method, host, raw, headers).SerializeToString()
+                    )
                     for _ in range(rng.randrange(1, 6)):
                         buffer[rng.randrange(len(buffer))] = rng.randrange(256)
                     data = bytes(buffer)
@@ -241,17 +293,21 @@ def client(service: ServiceProcess, history: PolicyHistory, workload_seed: int, 
                     continue
                 try:
                     state = decode_state(external_auth_pb2.CheckRequest.FromString(data), workload)
-                except Exception:  # noqa: BLE001 - undecodable bytes answered OK
+                except Exception:
                     stats.wrong_answer(f"{kind}: undecodable bytes allowed", on_error=True)
                     continue
             method, host, raw, token = state
-            expected = [oracle(method, host, raw, token, public=p) for p in history.between(start, end)]
+            expected = [
+                oracle(method, host, raw, token, public=p) for p in history.between(start, end)
+            ]
             if not judge(expected, answer):
                 allowed = answer.status.code == 0
                 on_error = allowed and (kind in ERROR_KINDS or not any(e.allowed for e in expected))
                 stats.wrong_answer(
                     f"{kind}: {method} {host} {raw[:80]!r} token={token}: got {response_status(answer)}, "
-                    f"expected {[(e.status, e.why) for e in expected]}", on_error=on_error)
+                    f"expected {[(e.status, e.why) for e in expected]}",
+                    on_error=on_error,
+                )
     finally:
         channel.close()
 
@@ -291,7 +347,9 @@ class Result:
         return s.wrong == 0 and s.allows_on_error == 0 and self.exit_code == 0 and s.answered > 0
 
 
-def run(seconds: float, max_checks: int, clients: int, seed: int, log: Callable[[str], None] = print) -> Result:
+def run(
+    seconds: float, max_checks: int, clients: int, seed: int, log: Callable[[str], None] = print
+) -> Result:
     stats = Stats()
     faults: list[str] = []
     stop = threading.Event()
@@ -305,14 +363,21 @@ def run(seconds: float, max_checks: int, clients: int, seed: int, log: Callable[
         policy_file = directory / "shop.yaml"
         seed_workload = Workload(jwks.issuer, random.Random(seed))
         jwks.rotate(seed_workload.key)
-        texts = {p: policy_yaml(issuer=jwks.issuer, jwks_uri=jwks.jwks_uri, public=p) for p in ("public", "open")}
+        texts = {
+            p: policy_yaml(issuer=jwks.issuer, jwks_uri=jwks.jwks_uri, public=p)
+            for p in ("public", "open")
+        }
         write_atomically(policy_file, texts["public"])
         history = PolicyHistory(frozenset({"public"}))
         started = time.monotonic()
         with ServiceProcess(directory, extra_args=("--log-level", "error")) as service:
             threads = [
-                threading.Thread(target=client, name=f"soak-client-{i}", daemon=True,
-                                 args=(service, history, seed + i, seed_workload, stats, stop, budget))
+                threading.Thread(
+                    target=client,
+                    name=f"soak-client-{i}",
+                    daemon=True,
+                    args=(service, history, seed + i, seed_workload, stats, stop, budget),
+                )
                 for i in range(clients)
             ]
             for thread in threads:
@@ -326,8 +391,12 @@ def run(seconds: float, max_checks: int, clients: int, seed: int, log: Callable[
 
             current = "public"
             schedule: list[tuple[float, str]] = [
-                (0.10, "jwks-outage"), (0.22, "jwks-garbage"), (0.32, "jwks-restored"),
-                (0.35, "half-written-policy"), (0.55, "policy-rewrite"), (0.78, "policy-rewrite"),
+                (0.10, "jwks-outage"),
+                (0.22, "jwks-garbage"),
+                (0.32, "jwks-restored"),
+                (0.35, "half-written-policy"),
+                (0.55, "policy-rewrite"),
+                (0.78, "policy-rewrite"),
             ]
             for fraction, fault in schedule:
                 at(fraction)

@@ -1,6 +1,6 @@
 """Start-up time: `authz serve` from exec to gRPC health SERVING, on the example policies.
 
-    .venv/bin/python -m bench.startup [--rounds 5] [--policies policies]
+.venv/bin/python -m bench.startup [--rounds 5] [--policies policies]
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ def once(policies: str, timeout: float = 30.0) -> float:
     address = f"127.0.0.1:{free_port()}"
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "authz", "serve", "--policies", policies, "--listen", address, "--no-watch"],
+        [
+            sys.executable,
+            "-m",
+            "authz",
+            "serve",
+            "--policies",
+            policies,
+            "--listen",
+            address,
+            "--no-watch",
+        ],
         stderr=subprocess.DEVNULL,
     )
     try:
@@ -41,13 +51,17 @@ def once(policies: str, timeout: float = 30.0) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--policies", default="policies")
     args = parser.parse_args()
     times = [once(args.policies) for _ in range(args.rounds)]
-    print(f"start-up to SERVING: median {statistics.median(times):.2f} s "
-          f"(rounds: {', '.join(f'{t:.2f}' for t in times)})")
+    print(
+        f"start-up to SERVING: median {statistics.median(times):.2f} s "
+        f"(rounds: {', '.join(f'{t:.2f}' for t in times)})"
+    )
 
 
 if __name__ == "__main__":

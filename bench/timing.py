@@ -45,7 +45,7 @@ def alternate(
     gc_was_enabled = gc.isenabled()
     try:
         for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 gc.collect()
                 gc.disable()

@@ -35,7 +35,9 @@ from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, p
 
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 
-_REQUEST_FIELDS = frozenset({"method", "path", "host", "principal", "headers", "claims", "source_ip", "port"})
+_REQUEST_FIELDS = frozenset(
+    {"method", "path", "host", "principal", "headers", "claims", "source_ip", "port"}
+)
 _EXPECT_FIELDS = frozenset({"decision", "status", "reason"})
 
 
@@ -156,7 +158,9 @@ class _Parser:
     def unknown(self, m: YMap, allowed: frozenset[str], what: str) -> None:
         for key, line in m.key_lines.items():
             if key not in allowed:
-                self.err(line, f"unknown field {key!r} in {what} (known: {', '.join(sorted(allowed))})")
+                self.err(
+                    line, f"unknown field {key!r} in {what} (known: {', '.join(sorted(allowed))})"
+                )
 
     def document(self, root: YNode | None) -> list[TestCase]:
         doc = self.mapping(root, "a test file")
@@ -171,7 +175,10 @@ class _Parser:
                 defaults = dict(d.items)
         cases_node = doc.items.get("cases")
         if not isinstance(cases_node, YSeq) or not cases_node.items:
-            self.err(cases_node.line if cases_node is not None else doc.line, "`cases` must be a non-empty list")
+            self.err(
+                cases_node.line if cases_node is not None else doc.line,
+                "`cases` must be a non-empty list",
+            )
             return []
         out: list[TestCase] = []
         seen: dict[str, int] = {}
@@ -180,7 +187,10 @@ class _Parser:
             if case is None:
                 continue
             if case.name in seen:
-                self.err(case.line, f"duplicate case name {case.name!r} (first on line {seen[case.name]})")
+                self.err(
+                    case.line,
+                    f"duplicate case name {case.name!r} (first on line {seen[case.name]})",
+                )
                 continue
             seen[case.name] = case.line
             out.append(case)
@@ -226,8 +236,12 @@ class _Parser:
         headers: dict[str, str] = {}
         if "headers" in fields:
             h = self.mapping(fields["headers"], "headers")
-            for key, value in (h.items.items() if h is not None else ()):
-                if not isinstance(value, YScalar) or not isinstance(value.value, (str, int, float)) or isinstance(value.value, bool):
+            for key, value in h.items.items() if h is not None else ():
+                if (
+                    not isinstance(value, YScalar)
+                    or not isinstance(value.value, (str, int, float))
+                    or isinstance(value.value, bool)
+                ):
                     self.err(value.line, f"header {key!r}: the value must be a string")
                     continue
                 headers[key.lower()] = str(value.value)
@@ -239,11 +253,18 @@ class _Parser:
                 for key in ("iss", "sub"):
                     claim = claims.get(key) if claims is not None else None
                     if not isinstance(claim, str) or not claim:
-                        self.err(c.line, f"claims stand for a verified JWT: they need an `{key}` string")
+                        self.err(
+                            c.line, f"claims stand for a verified JWT: they need an `{key}` string"
+                        )
         port: int | None = None
         if "port" in fields:
             p = fields["port"]
-            if not isinstance(p, YScalar) or not isinstance(p.value, int) or isinstance(p.value, bool) or not 0 < p.value < 65536:
+            if (
+                not isinstance(p, YScalar)
+                or not isinstance(p.value, int)
+                or isinstance(p.value, bool)
+                or not 0 < p.value < 65536
+            ):
                 self.err(p.line, "port must be a number from 1 to 65535")
             else:
                 port = p.value
@@ -261,12 +282,19 @@ class _Parser:
         self.unknown(m, _EXPECT_FIELDS, "expect")
         decision = m.items.get("decision")
         if not isinstance(decision, YScalar) or decision.value not in ("allow", "deny"):
-            self.err(decision.line if decision is not None else m.line, "expect.decision must be allow or deny")
+            self.err(
+                decision.line if decision is not None else m.line,
+                "expect.decision must be allow or deny",
+            )
             return None
         status: int | None = None
         if "status" in m.items:
             s = m.items["status"]
-            if not isinstance(s, YScalar) or not isinstance(s.value, int) or isinstance(s.value, bool):
+            if (
+                not isinstance(s, YScalar)
+                or not isinstance(s.value, int)
+                or isinstance(s.value, bool)
+            ):
                 self.err(s.line, "expect.status must be an HTTP status number")
             else:
                 status = s.value

@@ -31,9 +31,7 @@ _ALGORITHMS = [
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 # A `*` only as the whole value, its first or its last character, not both.
 _STAR_PATTERN = r"^(\*|\*[^*]+|[^*]+\*?)$"
-_HOST_PATTERN = (
-    r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$"
-)
+_HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$"
 _METHOD_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Z-]+$"
 _HEADER_PATTERN = r"^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 _NONBLANK = r"\S"
@@ -202,7 +200,11 @@ def _when() -> dict[str, Any]:
         "header",
         {
             "equals": dict(header_value, description="The header equals this value."),
-            "prefix": {"type": "string", "minLength": 1, "description": "The header starts with this."},
+            "prefix": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The header starts with this.",
+            },
             "any_of": _list("The header is one of these.", header_value),
             "present": present,
         },
@@ -239,10 +241,16 @@ def _rule() -> dict[str, Any]:
             },
             "dry_run": {
                 "type": "boolean",
-                "description": "Evaluated and logged (\"would allow\"), never enforced.",
+                "description": 'Evaluated and logged ("would allow"), never enforced.',
             },
-            "from": _list("Omitted: anyone. Otherwise at least one entry must match.", {"$ref": "#/$defs/from"}),
-            "to": _list("Omitted: any request. Otherwise at least one entry must match.", {"$ref": "#/$defs/to"}),
+            "from": _list(
+                "Omitted: anyone. Otherwise at least one entry must match.",
+                {"$ref": "#/$defs/from"},
+            ),
+            "to": _list(
+                "Omitted: any request. Otherwise at least one entry must match.",
+                {"$ref": "#/$defs/to"},
+            ),
             "when": _list("Every condition must hold.", {"$ref": "#/$defs/when"}),
         },
         # dry_run has no meaning on an audit rule.
@@ -283,7 +291,10 @@ def _provider() -> dict[str, Any]:
             "audiences": _list(
                 "The token's `aud` must contain one of these.", _text("An audience.")
             ),
-            "jwks_uri": _text("Where the issuer's JWKS is fetched (refreshed in the background).", r"^https?://[^/\s]+"),
+            "jwks_uri": _text(
+                "Where the issuer's JWKS is fetched (refreshed in the background).",
+                r"^https?://[^/\s]+",
+            ),
             "jwks_file": _text("A JWKS file, relative to the policy file's directory."),
             "jwks": {
                 "description": "An inline JWKS: a mapping with a non-empty `keys` list (or its JSON text).",
@@ -325,7 +336,9 @@ def _provider() -> dict[str, Any]:
             {"required": ["jwks"]},
             {
                 "required": ["discovery"],
-                "properties": {"discovery": {"const": True, "description": "Discovery as the key source."}},
+                "properties": {
+                    "discovery": {"const": True, "description": "Discovery as the key source."}
+                },
             },
         ],
     }
@@ -371,7 +384,9 @@ def policy_schema() -> dict[str, Any]:
                 "type": "object",
                 "description": "Named, reusable permission sets, used as `to: [{role: name}]`.",
                 "propertyNames": {"pattern": _NAME_PATTERN},
-                "additionalProperties": _list("The role's entries (any may match).", {"$ref": "#/$defs/role_entry"}),
+                "additionalProperties": _list(
+                    "The role's entries (any may match).", {"$ref": "#/$defs/role_entry"}
+                ),
             },
             "rules": _list(
                 "The rules. A deny that matches wins; else an allow that matches; else deny.",

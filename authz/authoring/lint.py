@@ -58,7 +58,9 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
     """Every finding for `policy_set`, sorted by file and line. `sources` maps each file
     name to its text, for the lines of host and provider findings (line 1 without it)."""
     lines = _Lines(sources or {})
-    roles: dict[str, tuple[ToSpec, ...]] = {r.name: r.entries for f in policy_set.files for r in f.roles}
+    roles: dict[str, tuple[ToSpec, ...]] = {
+        r.name: r.entries for f in policy_set.files for r in f.roles
+    }
     findings: list[Finding] = []
     for f in policy_set.files:
         for rule in f.rules:
@@ -79,7 +81,10 @@ def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
         return Finding(rule.file, rule.line, code, rule.name, message)
 
     if rule.dry_run:
-        yield finding("dry-run-rule", f"dry_run {rule.action} is logged, never enforced: enforce it or remove it")
+        yield finding(
+            "dry-run-rule",
+            f"dry_run {rule.action} is logged, never enforced: enforce it or remove it",
+        )
     if rule.action == "audit":
         yield finding("audit-rule", "audit rules only log; remove it once the audit is over")
     if rule.action != "allow" or not _broad(rule.to, roles):
@@ -87,10 +92,14 @@ def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
     where = "every path" if rule.to is None else "broad paths"
     claim_gate = any(c.kind == "claim" for c in rule.when)
     if rule.from_ is None and not claim_gate:
-        yield finding("open-allow", f"allows {where} with no `from`: anyone, even unauthenticated, may call")
+        yield finding(
+            "open-allow", f"allows {where} with no `from`: anyone, even unauthenticated, may call"
+        )
     for entry in rule.from_ or ():
         if entry.principals is not None and "*" in entry.principals:
-            yield finding("any-principal", f"`principals: ['*']` on {where}: any workload of any trusted mesh")
+            yield finding(
+                "any-principal", f"`principals: ['*']` on {where}: any workload of any trusted mesh"
+            )
             break
 
 
@@ -238,7 +247,15 @@ def _strip_line(entry: FromSpec) -> FromSpec:
 
 def _entry_covers(d: ToSpec, a: ToSpec) -> bool:
     """Every request `a` matches, `d` matches too (judged on patterns; conservative)."""
-    for field in ("hosts", "ports", "not_methods", "not_paths", "not_hosts", "not_ports", "not_role"):
+    for field in (
+        "hosts",
+        "ports",
+        "not_methods",
+        "not_paths",
+        "not_hosts",
+        "not_ports",
+        "not_role",
+    ):
         if getattr(d, field) is not None and getattr(d, field) != getattr(a, field):
             return False
     if d.methods is not None and (a.methods is None or not set(a.methods) <= set(d.methods)):
@@ -279,7 +296,13 @@ def _unused_roles(files: tuple[FileSpec, ...]) -> Iterable[Finding]:
     for f in files:
         for role in f.roles:
             if role.name not in used:
-                yield Finding(role.file, role.line, "unused-role", role.name, "no rule uses this role; remove it or use it")
+                yield Finding(
+                    role.file,
+                    role.line,
+                    "unused-role",
+                    role.name,
+                    "no rule uses this role; remove it or use it",
+                )
 
 
 def _unauthenticated_hosts(policy_set: PolicySet, lines: _Lines) -> Iterable[Finding]:
@@ -352,7 +375,11 @@ class _Lines:
         node = root.items.get("hosts") if root is not None else None
         if isinstance(node, YSeq):
             for item in node.items:
-                if isinstance(item, YScalar) and isinstance(item.value, str) and item.value.lower() == host:
+                if (
+                    isinstance(item, YScalar)
+                    and isinstance(item.value, str)
+                    and item.value.lower() == host
+                ):
                     return item.line
             return node.line
         return 1

@@ -118,7 +118,9 @@ def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
     )
     if refused is not None:
         return replace(base, notes=tuple(notes))
-    return replace(base, rules=_trace(host_policy, request, identity, base.decision), notes=tuple(notes))
+    return replace(
+        base, rules=_trace(host_policy, request, identity, base.decision), notes=tuple(notes)
+    )
 
 
 def _identity(
@@ -140,9 +142,13 @@ def _identity(
         issuer = scenario.claims.get("iss")
         subject = scenario.claims.get("sub", "")
         if not auth.jwt_providers:
-            notes.append("the host has no JWT provider: the token is ignored, the request is anonymous")
+            notes.append(
+                "the host has no JWT provider: the token is ignored, the request is anonymous"
+            )
         elif not any(p.issuer == issuer for p in auth.jwt_providers):
-            error = TokenRejected("the token's issuer is not accepted here", reason="jwt_unknown_issuer")
+            error = TokenRejected(
+                "the token's issuer is not accepted here", reason="jwt_unknown_issuer"
+            )
             notes.append(f"no JWT provider of this host has issuer {issuer!r}")
             return Identity(workload=workload), rejection(error)
         else:

@@ -6,10 +6,7 @@ import argparse
 from types import ModuleType
 from typing import Protocol, cast
 
-from authz.commands import serve
-from authz.commands import envoy_config
-from authz.commands import demo
-from authz.commands import validate, lint, test_cmd, explain, schema
+from authz.commands import demo, envoy_config, explain, lint, schema, serve, test_cmd, validate
 
 
 class Command(Protocol):

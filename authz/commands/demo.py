@@ -49,15 +49,18 @@ class _EchoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
-        body = json.dumps(
-            {
-                "upstream": "echo",
-                "method": self.command,
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-            },
-            indent=2,
-        ).encode() + b"\n"
+        body = (
+            json.dumps(
+                {
+                    "upstream": "echo",
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                },
+                indent=2,
+            ).encode()
+            + b"\n"
+        )
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -65,9 +68,9 @@ class _EchoHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer  # noqa: N815
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # Envoy's access log already shows every request
 
 
@@ -120,8 +123,18 @@ def find_envoy(explicit: str | None = None) -> str:
 def start_authz(policies: str, port: int, *, log_level: str = "info") -> subprocess.Popen[bytes]:
     """`authz serve` as a child process on loopback."""
     return subprocess.Popen(
-        [sys.executable, "-m", "authz", "serve", "--policies", policies,
-         "--listen", f"{LOOPBACK}:{port}", "--log-level", log_level],
+        [
+            sys.executable,
+            "-m",
+            "authz",
+            "serve",
+            "--policies",
+            policies,
+            "--listen",
+            f"{LOOPBACK}:{port}",
+            "--log-level",
+            log_level,
+        ],
         # Own session: a terminal's Ctrl-C reaches only the demo, which then stops the children
         # in order (Envoy first, so no request meets a missing service).
         start_new_session=True,
@@ -138,12 +151,16 @@ def start_envoy(
     )
 
 
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Until something accepts on loopback:port; fails early if `process` exits meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening on {port}"
+            )
         try:
             with socket.create_connection((LOOPBACK, port), timeout=1.0):
                 return
@@ -243,7 +260,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=10000, help="Envoy's port (10000; 0 = free)")
     parser.add_argument("--admin-port", type=int, default=0, help="Envoy admin port (0 = free)")
     parser.add_argument("--authz-port", type=int, default=0, help="this service's port (0 = free)")
-    parser.add_argument("--upstream-port", type=int, default=0, help="echo upstream port (0 = free)")
+    parser.add_argument(
+        "--upstream-port", type=int, default=0, help="echo upstream port (0 = free)"
+    )
     parser.add_argument("--envoy", help="envoy binary (default: next to python, else PATH)")
     parser.add_argument(
         "--issuer-key",
@@ -320,7 +339,9 @@ def _announce(
     if key.exists():
         token = mint_demo_token(key)
     _say("authz demo is running on loopback:")
-    _say(f"  envoy     http://{LOOPBACK}:{ports['listen']}   admin http://{LOOPBACK}:{ports['admin']}")
+    _say(
+        f"  envoy     http://{LOOPBACK}:{ports['listen']}   admin http://{LOOPBACK}:{ports['admin']}"
+    )
     _say(f"  authz     {LOOPBACK}:{ports['authz']}   policies {args.policies}")
     _say(f"  upstream  http://{LOOPBACK}:{upstream_port}   (echo: shows the headers it received)")
     _say("  pids      " + " ".join(f"{name}={process.pid}" for name, process in children))
@@ -335,7 +356,9 @@ def _announce(
     _say("Envoy's access log follows (decision= is the decision id). Ctrl-C stops everything.")
 
 
-def _supervise(stop: threading.Event, children: Sequence[tuple[str, subprocess.Popen[bytes]]]) -> int:
+def _supervise(
+    stop: threading.Event, children: Sequence[tuple[str, subprocess.Popen[bytes]]]
+) -> int:
     """Wait for a signal (exit 0) or for a child to die on its own (exit 1)."""
     while not stop.wait(0.2):
         for name, process in children:

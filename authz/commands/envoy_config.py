@@ -31,7 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="this service: HOST:PORT or unix:/path; repeat for every worker or replica "
         "(default: 127.0.0.1:9191)",
     )
-    parser.add_argument("--listen", type=int, default=8080, metavar="PORT", help="Envoy's port (8080)")
+    parser.add_argument(
+        "--listen", type=int, default=8080, metavar="PORT", help="Envoy's port (8080)"
+    )
     parser.add_argument(
         "--listen-address", default="0.0.0.0", metavar="IP", help="Envoy's address (0.0.0.0)"
     )
@@ -61,9 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="print the MeshConfig extensionProviders entry and a CUSTOM AuthorizationPolicy",
     )
     istio.add_argument("--istio-provider", default="authz", metavar="NAME")
-    istio.add_argument(
-        "--istio-service", default="authz.authz.svc.cluster.local", metavar="FQDN"
-    )
+    istio.add_argument("--istio-service", default="authz.authz.svc.cluster.local", metavar="FQDN")
     istio.add_argument("--istio-port", type=int, default=9191)
     istio.add_argument("--istio-selector", default="app=shop", metavar="LABEL=VALUE[,...]")
     istio.add_argument("--istio-namespace", default="shop")

@@ -13,18 +13,28 @@ HELP = "show the decision for one described request and what every rule of the h
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", nargs="?", default="policies", help="policy directory (default: ./policies)")
+    parser.add_argument(
+        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
+    )
     parser.add_argument("--method", "-X", default="GET", help="HTTP method (default: GET)")
     parser.add_argument("--path", required=True, help="the request path as sent (:path)")
     parser.add_argument("--host", default="localhost", help=":authority (default: localhost)")
-    parser.add_argument("--principal", help="the mTLS peer principal, e.g. spiffe://cluster.local/ns/shop/sa/frontend")
+    parser.add_argument(
+        "--principal",
+        help="the mTLS peer principal, e.g. spiffe://cluster.local/ns/shop/sa/frontend",
+    )
     parser.add_argument(
         "--claims",
         help="the claims of a verified JWT as JSON, with iss and sub, e.g. "
         '\'{"iss": "https://id.shop.example", "sub": "u1", "scope": "cart"}\'',
     )
     parser.add_argument(
-        "--header", "-H", action="append", default=[], metavar="NAME=VALUE", help="a request header; may be repeated"
+        "--header",
+        "-H",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a request header; may be repeated",
     )
     parser.add_argument("--source-ip", help="the client address")
     parser.add_argument("--port", type=int, help="the destination port")
@@ -101,10 +111,14 @@ def render(explanation: Any) -> str:
     lines = [f"{verdict} {d.status} reason={d.reason}  (policy revision {explanation.revision})"]
     if d.challenge:
         lines.append(f"  WWW-Authenticate: {d.challenge}")
-    lines.append(f"host: {explanation.host}  path: {explanation.path if explanation.path is not None else '(refused)'}")
+    lines.append(
+        f"host: {explanation.host}  path: {explanation.path if explanation.path is not None else '(refused)'}"
+    )
     if explanation.files:
         lines.append(f"files: {', '.join(explanation.files)}")
-    lines.append(f"workload: {explanation.principal or '-'}  end user: {explanation.request_principal or '-'}")
+    lines.append(
+        f"workload: {explanation.principal or '-'}  end user: {explanation.request_principal or '-'}"
+    )
     for note in explanation.notes:
         lines.append(f"note: {note}")
     if explanation.rules:

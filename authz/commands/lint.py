@@ -10,10 +10,16 @@ HELP = "flag risky or dead policy (open allows, shadowed rules, dry_run left in 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", nargs="?", default="policies", help="policy directory (default: ./policies)")
+    parser.add_argument(
+        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when there is any finding")
     parser.add_argument(
-        "--disable", action="append", default=[], metavar="CODE", help="skip findings with this code; may be repeated"
+        "--disable",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="skip findings with this code; may be repeated",
     )
     parser.add_argument("--list-codes", action="store_true", help="list the finding codes and exit")
 
@@ -30,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     unknown = [c for c in args.disable if c not in CODES]
     if unknown:
-        print(f"authz lint: unknown code(s): {', '.join(unknown)} (see --list-codes)", file=sys.stderr)
+        print(
+            f"authz lint: unknown code(s): {', '.join(unknown)} (see --list-codes)", file=sys.stderr
+        )
         return 2
     try:
         policy_set = load_policy_set(args.directory)
@@ -47,5 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for finding in findings:
         print(finding)
     count = len(findings)
-    print(f"{count} finding{'s' if count != 1 else ''} in {len(policy_set.files)} files (revision {policy_set.revision})")
+    print(
+        f"{count} finding{'s' if count != 1 else ''} in {len(policy_set.files)} files (revision {policy_set.revision})"
+    )
     return 1 if args.strict and findings else 0

@@ -30,7 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="HOST:PORT or unix:/path; may be repeated (default: 127.0.0.1:9191)",
     )
     parser.add_argument(
-        "--admin", metavar="HOST:PORT", help="serve /metrics, /healthz and /readyz here (default: off)"
+        "--admin",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here (default: off)",
     )
     parser.add_argument(
         "--decision-log",

@@ -10,14 +10,18 @@ HELP = "run the request/expectation cases of every *_test.yaml under a policy di
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", nargs="?", default="policies", help="policy directory (default: ./policies)")
+    parser.add_argument(
+        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
+    )
     parser.add_argument(
         "--tests",
         action="append",
         metavar="PATH",
         help="a test file or directory to run instead of the *_test.yaml files under DIR; may be repeated",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="also list the cases that passed")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="also list the cases that passed"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
-        return report_invalid(error, f"{args.directory}: the policy set is invalid; no test was run")
+        return report_invalid(
+            error, f"{args.directory}: the policy set is invalid; no test was run"
+        )
     try:
         cases = load_cases(paths)
     except PolicyError as error:

@@ -9,7 +9,9 @@ HELP = "check that a policy directory loads and compiles; print every problem as
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", nargs="?", default="policies", help="policy directory (default: ./policies)")
+    parser.add_argument(
+        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
         count = len(error.problems)
-        return report_invalid(error, f"{args.directory}: invalid, {count} problem{'s' if count != 1 else ''}")
+        return report_invalid(
+            error, f"{args.directory}: invalid, {count} problem{'s' if count != 1 else ''}"
+        )
     files = len(policy_set.files)
     print(
         f"{args.directory}: {files} file{'s' if files != 1 else ''}, "

@@ -59,10 +59,18 @@ MAX_TOKEN_BYTES = 16 * 1024
 # Which key types may verify which algorithm (RFC 7518 sections 3.2-3.5, RFC 8037 section 3.1).
 # Checking this ourselves is what stops key confusion: an RSA public key is never an HMAC secret.
 _KEY_FITS: dict[str, tuple[str, str | None]] = {
-    "RS256": ("RSA", None), "RS384": ("RSA", None), "RS512": ("RSA", None),
-    "PS256": ("RSA", None), "PS384": ("RSA", None), "PS512": ("RSA", None),
-    "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
-    "HS256": ("oct", None), "HS384": ("oct", None), "HS512": ("oct", None),
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+    "HS256": ("oct", None),
+    "HS384": ("oct", None),
+    "HS512": ("oct", None),
 }
 _OKP_CURVES = frozenset({"Ed25519", "Ed448"})
 
@@ -160,7 +168,9 @@ class JwtVerifier:
         key_set = self._keys.key_set(provider)
 
         alg = header.get("alg")
-        allowed = frozenset(provider.algorithms) - {"none"} if provider.algorithms else DEFAULT_ALGORITHMS
+        allowed = (
+            frozenset(provider.algorithms) - {"none"} if provider.algorithms else DEFAULT_ALGORITHMS
+        )
         if not isinstance(alg, str) or alg not in allowed:
             # RFC 8725 section 3.1: the algorithm comes from our configuration, never from the
             # token; `none` is never in the list.

@@ -200,9 +200,7 @@ class _Source:
             if self.key_set is None and not load_now:
                 self._attempt("start")  # pure parsing: safe on any thread
             return
-        self._thread = threading.Thread(
-            target=self._run, name=f"jwks:{self.issuer}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"jwks:{self.issuer}", daemon=True)
         self._thread.start()
 
     def request_refetch(self) -> None:
@@ -256,13 +254,15 @@ class _Source:
         started = time.monotonic()
         try:
             key_set = self._fetcher.load()
-        except Exception as error:  # noqa: BLE001 - any failure keeps the last good keys
+        except Exception as error:
             message = _describe(error)
             with self._changed:
                 self.error = message
                 self._changed.notify_all()
             log.warning("JWKS for %s: %s (%s)", self.issuer, message, self.status())
-            self._report(FetchResult(self.issuer, trigger, False, message, 0, (), time.monotonic() - started))
+            self._report(
+                FetchResult(self.issuer, trigger, False, message, 0, (), time.monotonic() - started)
+            )
             return False
         with self._changed:
             self.key_set = key_set
@@ -272,7 +272,12 @@ class _Source:
             log.warning("JWKS for %s: skipped keys: %s", self.issuer, "; ".join(key_set.skipped))
         self._report(
             FetchResult(
-                self.issuer, trigger, True, None, len(key_set.keys), key_set.skipped,
+                self.issuer,
+                trigger,
+                True,
+                None,
+                len(key_set.keys),
+                key_set.skipped,
                 time.monotonic() - started,
             )
         )
@@ -283,7 +288,7 @@ class _Source:
             return
         try:
             self._on_fetch(self.issuer, result)
-        except Exception:  # noqa: BLE001 - a metrics bug must not stop key refreshes
+        except Exception:
             log.exception("on_fetch callback failed")
 
 
@@ -384,7 +389,9 @@ class KeyRegistry:
             sources = list(self._sources.values())
         for source in sources:
             text = source.status()
-            result[source.issuer] = f"{result[source.issuer]}; {text}" if source.issuer in result else text
+            result[source.issuer] = (
+                f"{result[source.issuer]}; {text}" if source.issuer in result else text
+            )
         return result
 
     def close(self, timeout: float = 5.0) -> None:
@@ -409,7 +416,7 @@ class KeyRegistry:
         for callback in self._listeners:
             try:
                 callback(issuer, result)
-            except Exception:  # noqa: BLE001 - a metrics bug must not stop key refreshes
+            except Exception:
                 log.exception("JWKS fetch listener failed")
 
     def _adopt(self, provider: JwtProvider) -> _Source | None:

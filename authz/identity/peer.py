@@ -90,7 +90,7 @@ class PeerCertificateVerifier:
         if len(certs) > _MAX_CHAIN:
             raise WorkloadRejected("peer certificate chain is too long")
         leaf, intermediates = certs[0], certs[1:]
-        at = datetime.datetime.fromtimestamp(now, tz=datetime.timezone.utc)
+        at = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
         verifier = (
             verification.PolicyBuilder()
             .store(self._store)

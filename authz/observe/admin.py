@@ -103,7 +103,9 @@ class AdminServer:
         server.daemon_threads = True  # a hung scraper must not keep the process alive
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="authz-admin",
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="authz-admin",
             daemon=True,
         )
         self._thread.start()
@@ -128,7 +130,10 @@ class AdminServer:
             return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/readyz":
             state = self._readiness()
-            body = {"ready": state.ready, **({"missing": dict(state.missing)} if not state.ready else {})}
+            body = {
+                "ready": state.ready,
+                **({"missing": dict(state.missing)} if not state.ready else {}),
+            }
             return (200 if state.ready else 503), "application/json", _json(body)
         if path == "/metrics" and self._metrics is not None:
             return 200, self._content_type, self._metrics()
@@ -148,10 +153,10 @@ def _handler_class(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
         server_version = "authz-admin"
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+        def do_GET(self) -> None:
             self._answer(send_body=True)
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._answer(send_body=False)
 
         def _answer(self, *, send_body: bool) -> None:
@@ -168,7 +173,7 @@ def _handler_class(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
             if send_body:
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             # Probes every few seconds would flood the log; keep them at debug.
             log.debug("%s %s", self.address_string(), format % args)
 

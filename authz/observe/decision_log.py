@@ -222,9 +222,7 @@ class DecisionLog:
     def _format(self, item: tuple[float, Request | None, Verdict, float]) -> str | None:
         try:
             secrets = SECRET_HEADERS | self._token_headers()
-            record = decision_record(
-                *item, log_headers=self._log_headers, secret_headers=secrets
-            )
+            record = decision_record(*item, log_headers=self._log_headers, secret_headers=secrets)
             # default=str: a value we did not foresee must not cost the whole line.
             return json.dumps(record, separators=(",", ":"), default=str) + "\n"
         except Exception:
@@ -237,7 +235,7 @@ class DecisionLog:
             if self._fd is not None:
                 data = "".join(lines).encode("utf-8")
                 while data:  # a partial write (a signal, a full pipe) continues where it stopped
-                    data = data[os.write(self._fd, data):]
+                    data = data[os.write(self._fd, data) :]
             else:
                 assert self._stream is not None
                 self._stream.write("".join(lines))

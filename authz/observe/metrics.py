@@ -41,7 +41,20 @@ OTHER_REASON = "other"
 # Checks take tens of microseconds when keys and policies are warm; Envoy's ext_authz timeout
 # is typically 200 ms to 1 s. Buckets cover both ends.
 LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
 )
 
 

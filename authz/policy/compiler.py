@@ -56,7 +56,7 @@ class RuleIndex:
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
-    __slots__ = ("authentication", "files", "_indexes", "_rules")
+    __slots__ = ("_indexes", "_rules", "authentication", "files")
 
     def __init__(self, files: Sequence[_CompiledFile]):
         self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
@@ -180,7 +180,12 @@ def compile_policy_set(files: Sequence[FileSpec], revision: str = "") -> PolicyS
 
 
 def _first_use(
-    where: dict[str, tuple[str, int]], problems: list[Problem], clash: str, name: str, file: str, line: int
+    where: dict[str, tuple[str, int]],
+    problems: list[Problem],
+    clash: str,
+    name: str,
+    file: str,
+    line: int,
 ) -> bool:
     """Remember where `name` is first used and return True; on a later use, report both places
     (each message is `clash` followed by the other place) and return False."""
@@ -199,7 +204,14 @@ def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
     where: dict[str, tuple[str, int]] = {}
     for f in files:
         for role in f.roles:
-            if _first_use(where, problems, f"role {role.name!r} is also defined at", role.name, role.file, role.line):
+            if _first_use(
+                where,
+                problems,
+                f"role {role.name!r} is also defined at",
+                role.name,
+                role.file,
+                role.line,
+            ):
                 roles[role.name] = role.entries
     if problems:
         raise PolicyError(problems)
@@ -211,12 +223,21 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
     where: dict[str, tuple[str, int]] = {}
     for f in files:
         for rule in f.rules:
-            _first_use(where, problems, f"rule name {rule.name!r} is also used at", rule.name, rule.file, rule.line)
+            _first_use(
+                where,
+                problems,
+                f"rule name {rule.name!r} is also used at",
+                rule.name,
+                rule.file,
+                rule.line,
+            )
             for entry in rule.to or ():
                 for name in (*(entry.role or ()), *(entry.not_role or ())):
                     if name not in roles:
                         close = difflib.get_close_matches(name, sorted(roles), n=1)
                         hint = f"; did you mean {close[0]!r}?" if close else ""
-                        problems.append(Problem(f.file, entry.line, f"undefined role {name!r}{hint}"))
+                        problems.append(
+                            Problem(f.file, entry.line, f"undefined role {name!r}{hint}")
+                        )
     if problems:
         raise PolicyError(problems)

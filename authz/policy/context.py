@@ -20,9 +20,21 @@ class RequestContext:
     """A request and identity as the compiled matchers see them (read-only by convention)."""
 
     __slots__ = (
-        "method", "path", "first_segment", "host", "port", "headers",
-        "workload", "principal", "namespace", "user", "request_principal", "issuer", "claims",
-        "_source_ip", "_ip",
+        "_ip",
+        "_source_ip",
+        "claims",
+        "first_segment",
+        "headers",
+        "host",
+        "issuer",
+        "method",
+        "namespace",
+        "path",
+        "port",
+        "principal",
+        "request_principal",
+        "user",
+        "workload",
     )  # fmt: skip
 
     def __init__(self, request: Request, identity: Identity, authentication: Authentication):

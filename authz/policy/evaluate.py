@@ -64,7 +64,9 @@ def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identit
     return Decision(False, 403, NO_MATCHING_RULE, shadow=shadows)
 
 
-def _deny_without_params(host_policy: HostPolicy, request: Request, identity: Identity) -> CompiledRule | None:
+def _deny_without_params(
+    host_policy: HostPolicy, request: Request, identity: Identity
+) -> CompiledRule | None:
     """The first enforced deny rule that matches the path with every `;param` cut.
 
     Tomcat, Jetty and Spring drop `;params` before routing, so `/admin;x=1` reaches their
@@ -74,6 +76,11 @@ def _deny_without_params(host_policy: HostPolicy, request: Request, identity: Id
     stripped = "/".join(segment.split(";", 1)[0] for segment in request.path.split("/"))
     ctx = RequestContext(replace(request, path=stripped), identity, host_policy.authentication)
     for rule in host_policy.candidates(ctx.method, ctx.path):
-        if rule.action == "deny" and rule.enforced and rule.to_matches(ctx) and rule.from_and_when_match(ctx):
+        if (
+            rule.action == "deny"
+            and rule.enforced
+            and rule.to_matches(ctx)
+            and rule.from_and_when_match(ctx)
+        ):
             return rule
     return None

@@ -111,7 +111,9 @@ class CompiledRule:
 # --- building -------------------------------------------------------------------------------
 
 
-def compile_rule(index: int, spec: RuleSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> CompiledRule:
+def compile_rule(
+    index: int, spec: RuleSpec, roles: Mapping[str, tuple[ToSpec, ...]]
+) -> CompiledRule:
     """Compile one validated rule; every role it names must be in `roles`."""
     from_ = tuple(compile_from(f) for f in spec.from_) if spec.from_ is not None else None
     to = tuple(compile_to(t, roles) for t in spec.to) if spec.to is not None else None
@@ -325,7 +327,9 @@ def compile_condition(spec: ConditionSpec) -> CompiledCondition:
 # --- index keys -----------------------------------------------------------------------------
 
 
-def _narrowing(entries: Iterable[ToSpec], roles: Mapping[str, tuple[ToSpec, ...]]) -> set[tuple[str | None, str | None]]:
+def _narrowing(
+    entries: Iterable[ToSpec], roles: Mapping[str, tuple[ToSpec, ...]]
+) -> set[tuple[str | None, str | None]]:
     keys: set[tuple[str | None, str | None]] = set()
     for e in entries:
         methods: set[str | None] | None = set(e.methods) if e.methods is not None else None

@@ -192,7 +192,11 @@ class _Validator:
         for key, line in node.key_lines.items():
             if key not in allowed:
                 close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
+                hint = (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else f" (known: {', '.join(sorted(allowed))})"
+                )
                 self.err(line, f"unknown field {key!r} in {what}{hint}")
 
     def string(self, node: YNode, what: str) -> str | None:
@@ -277,7 +281,10 @@ class _Validator:
                 if rule is None:
                     continue
                 if rule.name in seen:
-                    self.err(rule.line, f"duplicate rule name {rule.name!r} (first on line {seen[rule.name]})")
+                    self.err(
+                        rule.line,
+                        f"duplicate rule name {rule.name!r} (first on line {seen[rule.name]})",
+                    )
                     continue
                 seen[rule.name] = rule.line
                 rules.append(rule)
@@ -288,7 +295,9 @@ class _Validator:
         if name is None:
             return None
         if not _NAME.fullmatch(name):
-            self.err(node.line, f"{what} {name!r}: use letters, digits, '-', '_' and '.' (at most 128)")
+            self.err(
+                node.line, f"{what} {name!r}: use letters, digits, '-', '_' and '.' (at most 128)"
+            )
             return None
         if name in RESERVED_NAMES:
             self.err(node.line, f"{what} {name!r} is a reserved reason code; choose another name")
@@ -302,7 +311,9 @@ class _Validator:
         items = self.seq(node, f"role {name!r}")
         if items is None:
             return None
-        entries = [self.to_entry(item, f"an entry of role {name!r}", in_role=True) for item in items]
+        entries = [
+            self.to_entry(item, f"an entry of role {name!r}", in_role=True) for item in items
+        ]
         if any(e is None for e in entries):
             return None
         return RoleSpec(name, self.file, line, tuple(e for e in entries if e is not None))
@@ -324,7 +335,10 @@ class _Validator:
             if action is not None and action not in ACTIONS:
                 close = difflib.get_close_matches(action.lower(), ACTIONS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                self.err(m.items["action"].line, f"unknown action {action!r} (allow, deny or audit){hint}")
+                self.err(
+                    m.items["action"].line,
+                    f"unknown action {action!r} (allow, deny or audit){hint}",
+                )
                 action = None
         dry_run = False
         if "dry_run" in m.items:
@@ -372,10 +386,16 @@ class _Validator:
                 value = self.boolean(m.items[key], key)
                 if value is False:
                     other = "not_authenticated" if meaning else "authenticated"
-                    self.err(m.items[key].line, f"{key} can only be true; write `{other}: true` for the opposite")
+                    self.err(
+                        m.items[key].line,
+                        f"{key} can only be true; write `{other}: true` for the opposite",
+                    )
                 elif value is True:
                     if authenticated is not None:
-                        self.err(m.items[key].line, "authenticated and not_authenticated contradict each other")
+                        self.err(
+                            m.items[key].line,
+                            "authenticated and not_authenticated contradict each other",
+                        )
                     authenticated = meaning
         return FromSpec(line=m.line, authenticated=authenticated, **values)
 
@@ -452,7 +472,9 @@ class _Validator:
         given = [o for o in all_ops if o in m.items]
         if len(given) != 1:
             listed = ", ".join(ops)
-            self.err(m.line, f"a `{kind}` condition needs exactly one of {listed} (got {len(given)})")
+            self.err(
+                m.line, f"a `{kind}` condition needs exactly one of {listed} (got {len(given)})"
+            )
             return None
         key = given[0]
         negated = key.startswith("not_")
@@ -482,7 +504,10 @@ class _Validator:
                 return None
             return node.value
         if not isinstance(node, YScalar) or not isinstance(node.value, (str, int, float, bool)):
-            self.err(node.line, f"{what}: a claim value is a string, number or boolean, not {_kind(node)}")
+            self.err(
+                node.line,
+                f"{what}: a claim value is a string, number or boolean, not {_kind(node)}",
+            )
             return None
         return node.value
 
@@ -556,7 +581,7 @@ class _Validator:
         claims_to_headers: list[tuple[str, str]] = []
         if "claims_to_headers" in m.items:
             cth = self.mapping(m.items["claims_to_headers"], "claims_to_headers")
-            for claim, hnode in (cth.items.items() if cth is not None else ()):
+            for claim, hnode in cth.items.items() if cth is not None else ():
                 header = self.string(hnode, f"the header for claim {claim!r}")
                 if header is None:
                     continue
@@ -595,7 +620,11 @@ class _Validator:
         else:
             self.err(node.line, f"jwks must be a JWKS mapping with `keys`, not {_kind(node)}")
             return None
-        if not isinstance(value, dict) or not isinstance(value.get("keys"), list) or not value["keys"]:
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("keys"), list)
+            or not value["keys"]
+        ):
             self.err(node.line, "jwks must be a JWKS: a mapping with a non-empty `keys` list")
             return None
         try:

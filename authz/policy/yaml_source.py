@@ -108,7 +108,10 @@ def _convert(
         key_lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             key_line = _line(key_node)
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
                 problems.append(Problem(file, key_line, "YAML: keys must be plain strings"))
                 continue
             key = _scalar(loader, file, key_node, problems)
@@ -117,19 +120,25 @@ def _convert(
                 continue
             if key in items:
                 problems.append(
-                    Problem(file, key_line, f"duplicate key {key!r} (first on line {key_lines[key]})")
+                    Problem(
+                        file, key_line, f"duplicate key {key!r} (first on line {key_lines[key]})"
+                    )
                 )
                 continue
             items[key] = _convert(loader, file, value_node, problems, depth + 1, budget)
             key_lines[key] = key_line
         return YMap(line, items, key_lines)
     if isinstance(node, yaml.SequenceNode):
-        return YSeq(line, tuple(_convert(loader, file, n, problems, depth + 1, budget) for n in node.value))
+        return YSeq(
+            line, tuple(_convert(loader, file, n, problems, depth + 1, budget) for n in node.value)
+        )
     assert isinstance(node, yaml.ScalarNode)
     return YScalar(line, _scalar(loader, file, node, problems))
 
 
-def _scalar(loader: yaml.SafeLoader, file: str, node: yaml.ScalarNode, problems: list[Problem]) -> Any:
+def _scalar(
+    loader: yaml.SafeLoader, file: str, node: yaml.ScalarNode, problems: list[Problem]
+) -> Any:
     try:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError as exc:

@@ -144,8 +144,10 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
             raise BadRequest(f"the header {key!r} is sent twice, in different letter cases")
     # Characters first (cheap), bytes only when the characters come close to the limit.
     if size * _MAX_UTF8 > limits.max_header_bytes:
-        size = sum(len(n.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
-                   for n, v in pairs)
+        size = sum(
+            len(n.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
+            for n, v in pairs
+        )
         if size > limits.max_header_bytes:
             raise RequestTooLarge(
                 f"the headers are larger than the limit of {limits.max_header_bytes} bytes"

@@ -41,7 +41,9 @@ def render(policies: Path = POLICIES) -> str:
     data = {
         path.name: _Literal(path.read_text(encoding="utf-8"))
         for path in sorted(policies.iterdir())
-        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(TEST_SUFFIXES)
+        if path.is_file()
+        and not path.name.startswith(".")
+        and not path.name.endswith(TEST_SUFFIXES)
     }
     document = {
         "apiVersion": "v1",

@@ -32,15 +32,18 @@ class EchoHandler(BaseHTTPRequestHandler):
         for key, value in self.headers.items():
             key = key.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
-        payload = json.dumps(
-            {
-                "method": self.command,
-                "path": self.path,
-                "headers": headers,
-                "body": body.decode("utf-8", "replace"),
-            },
-            indent=2,
-        ).encode() + b"\n"
+        payload = (
+            json.dumps(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": headers,
+                    "body": body.decode("utf-8", "replace"),
+                },
+                indent=2,
+            ).encode()
+            + b"\n"
+        )
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))

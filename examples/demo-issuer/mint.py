@@ -19,12 +19,21 @@ KEY = Path(__file__).with_name("private-key.pem")
 
 def mint(sub: str, scope: str, *, audience: str = "shop-api", ttl: int = 3600) -> str:
     now = int(time.time())
-    claims = {"iss": ISSUER, "sub": sub, "aud": audience, "scope": scope, "iat": now, "exp": now + ttl}
+    claims = {
+        "iss": ISSUER,
+        "sub": sub,
+        "aud": audience,
+        "scope": scope,
+        "iat": now,
+        "exp": now + ttl,
+    }
     return jwt.encode(claims, KEY.read_text(), algorithm="ES256", headers={"kid": "demo-2026"})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--sub", default="alice")
     parser.add_argument("--scope", default="cart")
     parser.add_argument("--aud", default="shop-api")

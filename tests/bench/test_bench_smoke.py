@@ -18,9 +18,15 @@ def test_in_process_benches_and_report(tmp_path: Path) -> None:
     identity = inproc.identity_by_algorithm(calls=5, rounds=1)
     full = inproc.full_check(calls=50, rounds=2)
     assert set(checked) == {"10", "1000"} and "RS256 cold" in identity and len(full) == 2
-    results = {"machine": {"nproc": "?"}, "quick": True, "skipped": ["smoke"], "seconds": 0.0,
-               "engine": {"evaluate": evaluated, "check": checked},
-               "identity": identity, "full_check": full}
+    results = {
+        "machine": {"nproc": "?"},
+        "quick": True,
+        "skipped": ["smoke"],
+        "seconds": 0.0,
+        "engine": {"evaluate": evaluated, "check": checked},
+        "identity": identity,
+        "full_check": full,
+    }
     # The report wants the 10 and 10,000 rows for its target; the smoke run reuses 1,000.
     checked["10000"] = checked["1000"]
     out = tmp_path / "benchmarks.md"

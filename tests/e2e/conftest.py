@@ -44,9 +44,7 @@ def upstream() -> Iterator[EchoUpstream]:
 
 
 @pytest.fixture
-def envoy_factory(
-    tmp_path: Path, pki: Pki, upstream: EchoUpstream
-) -> Iterator[EnvoyFactory]:
+def envoy_factory(tmp_path: Path, pki: Pki, upstream: EchoUpstream) -> Iterator[EnvoyFactory]:
     """Start Envoys in front of ``authz_address`` (``host:port`` or ``unix:/path``).
 
     ``upstream`` defaults to the ``upstream`` fixture; ``mtls=True`` puts the test PKI's server

@@ -96,9 +96,18 @@ def _request(curl_line: str) -> int:
 def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], queue.Queue[str]]]:
     stderr = (tmp_path / "demo.stderr").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "authz", "demo", "--port", "0",
-         "--policies", str(REPO / "policies"),
-         "--issuer-key", str(REPO / "examples" / "demo-issuer" / "private-key.pem")],
+        [
+            sys.executable,
+            "-m",
+            "authz",
+            "demo",
+            "--port",
+            "0",
+            "--policies",
+            str(REPO / "policies"),
+            "--issuer-key",
+            str(REPO / "examples" / "demo-issuer" / "private-key.pem"),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=stderr,

@@ -125,8 +125,10 @@ def test_clusters_point_at_compose_services(
     assert authz["type"] in ("STRICT_DNS", "LOGICAL_DNS")
     assert shop["type"] in ("STRICT_DNS", "LOGICAL_DNS")
     endpoints = [
-        (e["endpoint"]["address"]["socket_address"]["address"],
-         e["endpoint"]["address"]["socket_address"]["port_value"])
+        (
+            e["endpoint"]["address"]["socket_address"]["address"],
+            e["endpoint"]["address"]["socket_address"]["port_value"],
+        )
         for e in authz["load_assignment"]["endpoints"][0]["lb_endpoints"]
     ]
     assert endpoints == [("authz-1", 9191), ("authz-2", 9191)]

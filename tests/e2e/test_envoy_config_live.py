@@ -22,7 +22,6 @@ from authz.commands.demo import (
     find_envoy,
     free_port,
     start_authz,
-    start_envoy,
     stop_process,
     wait_for_envoy,
     wait_for_port,
@@ -73,10 +72,24 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         wait_for_port(authz_port, 30, authz)
         config = tmp_path / "envoy.yaml"
         subprocess.run(
-            [sys.executable, "-m", "authz", "envoy-config",
-             "--authz", f"127.0.0.1:{authz_port}", "--listen", str(listen_port),
-             "--listen-address", "127.0.0.1", "--upstream", f"127.0.0.1:{echo.port}",
-             "--admin", str(admin_port), "-o", str(config)],
+            [
+                sys.executable,
+                "-m",
+                "authz",
+                "envoy-config",
+                "--authz",
+                f"127.0.0.1:{authz_port}",
+                "--listen",
+                str(listen_port),
+                "--listen-address",
+                "127.0.0.1",
+                "--upstream",
+                f"127.0.0.1:{echo.port}",
+                "--admin",
+                str(admin_port),
+                "-o",
+                str(config),
+            ],
             check=True,
             timeout=60,
         )

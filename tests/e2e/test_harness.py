@@ -11,11 +11,10 @@ import ssl
 import tempfile
 import threading
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-
-import warnings
 
 import grpc
 import pytest

@@ -106,43 +106,87 @@ _STRANGER = make_key("ES256", kid="kid-nobody-published")
 MATRIX: tuple[Row, ...] = (
     *(_valid(alg) for alg in ASYMMETRIC_ALGORITHMS),
     _same("no token (rule needs a JWT)", lambda k, now: None, REJECT),
-    _same("expired beyond skew (exp = now-180)",
-          lambda k, now: k["RS256"].sign(_payload(now - 600, lifetime=420)), REJECT),
-    _same("expired within skew (exp = now-30)",
-          lambda k, now: k["RS256"].sign(_payload(now - 600, lifetime=570)), ACCEPT),
-    _same("nbf beyond skew (nbf = now+180)",
-          lambda k, now: k["ES256"].sign(_payload(now, not_before=now + 180)), REJECT),
-    _same("nbf within skew (nbf = now+30)",
-          lambda k, now: k["ES256"].sign(_payload(now, not_before=now + 30)), ACCEPT),
-    _same("wrong aud", lambda k, now: k["RS256"].sign(
-        claims(ISSUER, now=now, audience="someone-else")), REJECT),
-    _same("aud list containing ours", lambda k, now: k["RS256"].sign(
-        claims(ISSUER, now=now, audience=["someone-else", AUDIENCE])), ACCEPT),
+    _same(
+        "expired beyond skew (exp = now-180)",
+        lambda k, now: k["RS256"].sign(_payload(now - 600, lifetime=420)),
+        REJECT,
+    ),
+    _same(
+        "expired within skew (exp = now-30)",
+        lambda k, now: k["RS256"].sign(_payload(now - 600, lifetime=570)),
+        ACCEPT,
+    ),
+    _same(
+        "nbf beyond skew (nbf = now+180)",
+        lambda k, now: k["ES256"].sign(_payload(now, not_before=now + 180)),
+        REJECT,
+    ),
+    _same(
+        "nbf within skew (nbf = now+30)",
+        lambda k, now: k["ES256"].sign(_payload(now, not_before=now + 30)),
+        ACCEPT,
+    ),
+    _same(
+        "wrong aud",
+        lambda k, now: k["RS256"].sign(claims(ISSUER, now=now, audience="someone-else")),
+        REJECT,
+    ),
+    _same(
+        "aud list containing ours",
+        lambda k, now: k["RS256"].sign(
+            claims(ISSUER, now=now, audience=["someone-else", AUDIENCE])
+        ),
+        ACCEPT,
+    ),
     _same("no aud (audiences configured)", _without("aud"), REJECT),
-    _same("wrong iss", lambda k, now: k["RS256"].sign(
-        claims("https://evil.example", now=now, audience=AUDIENCE)), REJECT),
-    _same("bad signature (payload tampered)",
-          lambda k, now: tamper(k["RS256"].sign(_payload(now))), REJECT),
-    _same("bad signature (EdDSA, tampered)",
-          lambda k, now: tamper(k["EdDSA"].sign(_payload(now))), REJECT),
+    _same(
+        "wrong iss",
+        lambda k, now: k["RS256"].sign(claims("https://evil.example", now=now, audience=AUDIENCE)),
+        REJECT,
+    ),
+    _same(
+        "bad signature (payload tampered)",
+        lambda k, now: tamper(k["RS256"].sign(_payload(now))),
+        REJECT,
+    ),
+    _same(
+        "bad signature (EdDSA, tampered)",
+        lambda k, now: tamper(k["EdDSA"].sign(_payload(now))),
+        REJECT,
+    ),
     _same("alg none", lambda k, now: unsigned_token(_payload(now), kid=k["RS256"].kid), REJECT),
-    _same("HS256 signed with the RSA public key",
-          lambda k, now: hmac_confusion_token(k["RS256"], _payload(now)), REJECT),
+    _same(
+        "HS256 signed with the RSA public key",
+        lambda k, now: hmac_confusion_token(k["RS256"], _payload(now)),
+        REJECT,
+    ),
     _same("unknown kid (key not in JWKS)", lambda k, now: _STRANGER.sign(_payload(now)), REJECT),
-    _same("known kid, other key's signature",
-          lambda k, now: _STRANGER.sign(_payload(now), kid=k["ES256"].kid), REJECT),
+    _same(
+        "known kid, other key's signature",
+        lambda k, now: _STRANGER.sign(_payload(now), kid=k["ES256"].kid),
+        REJECT,
+    ),
     _same("garbage", lambda k, now: "this-is-not-a-jwt", REJECT),
     _same("garbage, three segments", lambda k, now: "Zm9v.YmFy.YmF6", REJECT),
     _same("no exp", _without("exp"), ACCEPT),
-    Row("no sub", _without("sub"), ACCEPT, REJECT,
+    Row(
+        "no sub",
+        _without("sub"),
+        ACCEPT,
+        REJECT,
         why="ours refuses tokens without sub: the request principal <iss>/<sub> would be "
-            "ambiguous (README 'How tokens are judged'; authz/identity/jwt.py); "
-            "jwt_authn does not require sub"),
-    Row("no kid, several keys in the JWKS",
-        lambda k, now: k["ES256"].sign(_payload(now), kid=False), ACCEPT, REJECT,
+        "ambiguous (README 'How tokens are judged'; authz/identity/jwt.py); "
+        "jwt_authn does not require sub",
+    ),
+    Row(
+        "no kid, several keys in the JWKS",
+        lambda k, now: k["ES256"].sign(_payload(now), kid=False),
+        ACCEPT,
+        REJECT,
         why="ours picks the key by kid and, without one, only when the JWKS has a single key "
-            "(authz/identity/jwks.py KeySet.find: no safe choice among several); jwt_authn "
-            "tries every key that fits the alg"),
+        "(authz/identity/jwks.py KeySet.find: no safe choice among several); jwt_authn "
+        "tries every key that fits the alg",
+    ),
 )
 
 
@@ -203,21 +247,27 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paths]:
         upstream = stack.enter_context(EchoUpstream())
         service = stack.enter_context(ServiceProcess(policies))
         common: dict[str, Any] = {"upstream_host": upstream.host, "upstream_port": upstream.port}
-        envoy_a = stack.enter_context(Envoy(
-            EnvoyConfig(
-                authz_address=service.address,
-                jwt_authn=_jwt_authn(document),
-                # ext_authz off for every request: path A is jwt_authn's verdict alone.
-                ext_authz_overrides={
-                    "filter_enabled": {"default_value": {"numerator": 0, "denominator": "HUNDRED"}}
-                },
-                **common,
-            ),
-            Path(work / "envoy-jwt-authn"),
-        ))
-        envoy_b = stack.enter_context(Envoy(
-            EnvoyConfig(authz_address=service.address, **common), Path(work / "envoy-ext-authz")
-        ))
+        envoy_a = stack.enter_context(
+            Envoy(
+                EnvoyConfig(
+                    authz_address=service.address,
+                    jwt_authn=_jwt_authn(document),
+                    # ext_authz off for every request: path A is jwt_authn's verdict alone.
+                    ext_authz_overrides={
+                        "filter_enabled": {
+                            "default_value": {"numerator": 0, "denominator": "HUNDRED"}
+                        }
+                    },
+                    **common,
+                ),
+                Path(work / "envoy-jwt-authn"),
+            )
+        )
+        envoy_b = stack.enter_context(
+            Envoy(
+                EnvoyConfig(authz_address=service.address, **common), Path(work / "envoy-ext-authz")
+            )
+        )
         yield Paths(envoy_a, envoy_b, service, keys)
 
 
@@ -246,11 +296,14 @@ def test_jwt_authn_and_service_agree_token_by_token(paths: Paths) -> None:
         ours, our_status, our_detail = _verdict(paths.envoy_ext_authz, token)
         results.append((row, envoy, envoy_status, ours, our_status))
         if envoy != row.expect_envoy:
-            problems.append(f"{row.name}: jwt_authn {envoy} ({envoy_status} {envoy_detail}), "
-                            f"expected {row.expect_envoy}")
+            problems.append(
+                f"{row.name}: jwt_authn {envoy} ({envoy_status} {envoy_detail}), "
+                f"expected {row.expect_envoy}"
+            )
         if ours != row.expect_ours:
-            problems.append(f"{row.name}: ours {ours} ({our_status} {our_detail}), "
-                            f"expected {row.expect_ours}")
+            problems.append(
+                f"{row.name}: ours {ours} ({our_status} {our_detail}), expected {row.expect_ours}"
+            )
         if ours == REJECT and our_status != 401:
             problems.append(f"{row.name}: ours rejected with {our_status}, POLICY.md says 401")
 
@@ -261,12 +314,16 @@ def test_jwt_authn_and_service_agree_token_by_token(paths: Paths) -> None:
             note = "agree"
         else:
             note = f"EXPECTED DIFFERENCE: {row.why}" if row.differs else "MISMATCH"
-        lines.append(f"{row.name:<{width}}  {envoy + f' {envoy_status}':<14} "
-                     f"{ours + f' {our_status}':<14} {note}")
+        lines.append(
+            f"{row.name:<{width}}  {envoy + f' {envoy_status}':<14} "
+            f"{ours + f' {our_status}':<14} {note}"
+        )
     agreed = sum(1 for _, e, _, o, _ in results if e == o)
-    lines.append(f"{len(results)} tokens: {agreed} agree, "
-                 f"{sum(row.differs for row in MATRIX)} documented differences, "
-                 f"{len(problems)} problems")
+    lines.append(
+        f"{len(results)} tokens: {agreed} agree, "
+        f"{sum(row.differs for row in MATRIX)} documented differences, "
+        f"{len(problems)} problems"
+    )
     summary = "\n".join(lines)
     print("\n" + summary)
 
@@ -277,7 +334,9 @@ def test_jwt_authn_and_service_agree_token_by_token(paths: Paths) -> None:
     assert paths.envoy_ext_authz.stats(total)[total] == len(MATRIX)
 
     assert not problems, (
-        "\n".join(problems) + "\n\n" + summary
+        "\n".join(problems)
+        + "\n\n"
+        + summary
         + f"\n\n(A) {paths.envoy_jwt_authn.describe()}\n\n(B) {paths.envoy_ext_authz.describe()}"
         + f"\n\nservice log:\n{paths.service.log()[-3000:]}"
     )

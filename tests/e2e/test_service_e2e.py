@@ -40,19 +40,34 @@ def token(*args: str) -> str:
     ).stdout.strip()
 
 
-def call(envoy_url: str, pki: Pki, path: str, *, cert: object = None, headers: object = (),
-         method: str = "GET") -> https.Response:
-    return https.request(envoy_url, path, method=method, ca=pki.ca,
-                         client_cert=cert if cert is not None else pki.client, headers=headers)  # type: ignore[arg-type]
+def call(
+    envoy_url: str,
+    pki: Pki,
+    path: str,
+    *,
+    cert: object = None,
+    headers: object = (),
+    method: str = "GET",
+) -> https.Response:
+    return https.request(
+        envoy_url,
+        path,
+        method=method,
+        ca=pki.ca,
+        client_cert=cert if cert is not None else pki.client,
+        headers=headers,
+    )  # type: ignore[arg-type]
 
 
 def test_allowed_workload_reaches_upstream_with_identity(
     service: ServiceProcess, envoy_factory: EnvoyFactory, pki: Pki, upstream: EchoUpstream
 ) -> None:
     envoy = envoy_factory(service.address, mtls=True)
-    spoofed = {"x-authz-principal": "spiffe://cluster.local/ns/shop/sa/payments",
-               "x-authz-request-principal": "https://id.shop.example/admin",
-               "x-user-id": "admin"}
+    spoofed = {
+        "x-authz-principal": "spiffe://cluster.local/ns/shop/sa/payments",
+        "x-authz-request-principal": "https://id.shop.example/admin",
+        "x-user-id": "admin",
+    }
     answer = call(envoy.url, pki, "/api/orders/42", headers=spoofed)
     assert answer.status == 200, answer.text
     seen = upstream.requests[-1]
@@ -112,7 +127,9 @@ def test_end_user_token_through_envoy(
     assert seen.header("x-authz-request-principal") == "https://id.shop.example/alice"
 
     expired = token("--ttl", "-3600")
-    rejected = call(envoy.url, pki, "/api/cart/items", headers={"authorization": f"Bearer {expired}"})
+    rejected = call(
+        envoy.url, pki, "/api/cart/items", headers={"authorization": f"Bearer {expired}"}
+    )
     assert rejected.status == 401
     assert (rejected.header("www-authenticate") or "").startswith('Bearer error="invalid_token"')
 
@@ -120,8 +137,12 @@ def test_end_user_token_through_envoy(
     assert missing.status == 401 and missing.header("www-authenticate") == "Bearer"
 
     no_scope = token("--scope", "profile")
-    assert call(envoy.url, pki, "/api/cart/items",
-                headers={"authorization": f"Bearer {no_scope}"}).status == 403
+    assert (
+        call(
+            envoy.url, pki, "/api/cart/items", headers={"authorization": f"Bearer {no_scope}"}
+        ).status
+        == 403
+    )
 
 
 def test_envoy_fails_closed_when_service_stops(

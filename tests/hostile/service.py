@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.hostile.reference import Invalid, reference_normalize
+
 # The process helper itself lives in tests/support/service.py; re-exported here because
 # bench/soak.py imports it from this module.
 from tests.support.service import ServiceProcess as ServiceProcess
@@ -26,8 +27,13 @@ HOST = "shop.example.com"
 AUDIENCE = "shop-api"
 
 
-def policy_yaml(*, issuer: str, jwks_uri: str | None = None, jwks_file: str | None = None,
-                public: str = "public") -> str:
+def policy_yaml(
+    *,
+    issuer: str,
+    jwks_uri: str | None = None,
+    jwks_file: str | None = None,
+    public: str = "public",
+) -> str:
     """The policy every process test uses. `public` names the path prefix anyone may GET; the
     soak flips it between two values to rewrite the policy under load."""
     source = f"jwks_uri: {jwks_uri}" if jwks_uri else f"jwks_file: {jwks_file}"
@@ -64,8 +70,15 @@ class Expected:
     why: str
 
 
-def oracle(method: str, host: str, raw_path: str, token: str, *, public: str = "public",
-           max_path_bytes: int = 8 * 1024) -> Expected:
+def oracle(
+    method: str,
+    host: str,
+    raw_path: str,
+    token: str,
+    *,
+    public: str = "public",
+    max_path_bytes: int = 8 * 1024,
+) -> Expected:
     """What the service must answer, from POLICY.md and `policy_yaml` alone (not from authz).
 
     `token` is VALID (a token the trusted key signed, in force), INVALID (present, fails) or
@@ -119,8 +132,15 @@ def protos() -> tuple[Any, Any]:
     return external_auth_pb2, attribute_context_pb2
 
 
-def check_request(method: str, host: str, path: str, headers: dict[str, str] | None = None,
-                  *, source: str = "10.1.2.3", destination_port: int = 8080) -> Any:
+def check_request(
+    method: str,
+    host: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    source: str = "10.1.2.3",
+    destination_port: int = 8080,
+) -> Any:
     """A CheckRequest as Envoy sends it (pseudo-headers in the header map too)."""
     external_auth_pb2, _ = protos()
     message = external_auth_pb2.CheckRequest()
@@ -130,7 +150,12 @@ def check_request(method: str, host: str, path: str, headers: dict[str, str] | N
     http.path = path
     http.protocol = "HTTP/1.1"
     http.id = "fuzz"
-    for name, value in {":method": method, ":authority": host, ":path": path, **(headers or {})}.items():
+    for name, value in {
+        ":method": method,
+        ":authority": host,
+        ":path": path,
+        **(headers or {}),
+    }.items():
         http.headers[name] = value
     message.attributes.source.address.socket_address.address = source
     message.attributes.source.address.socket_address.port_value = 40000
@@ -154,6 +179,7 @@ def response_status(response: Any) -> int:
 
 def metadata_reason(response: Any) -> str:
     """The `reason` field of the dynamic metadata, wherever it sits in the Struct."""
+
     def find(struct: Any) -> str:
         for key, value in struct.fields.items():
             kind = value.WhichOneof("kind")

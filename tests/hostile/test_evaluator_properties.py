@@ -192,46 +192,118 @@ rules:
 _RICH = compile_yaml(RICH_POLICY_A, RICH_POLICY_B)
 
 _WORDS = st.sampled_from(
-    ["", "a", "api", "orders", "cart", "debug", "admin", "me", "x.bak", "tmpx", "{*}", "*", "%2F",
-     "é", "\x00", "..", "pkg.Service", "healthz", "catalog"]
+    [
+        "",
+        "a",
+        "api",
+        "orders",
+        "cart",
+        "debug",
+        "admin",
+        "me",
+        "x.bak",
+        "tmpx",
+        "{*}",
+        "*",
+        "%2F",
+        "é",
+        "\x00",
+        "..",
+        "pkg.Service",
+        "healthz",
+        "catalog",
+    ]
 )
-_LIKELY_PATHS = ["/api/orders/7", "/api/orders", "/api/cart/x", "/api/catalog/a/b", "/me", "/me/x", "/healthz",
-                 "/pkg.Service/Do", "/admin/x", "/debug/x", "/x.bak", "/tmpfile"]
+_LIKELY_PATHS = [
+    "/api/orders/7",
+    "/api/orders",
+    "/api/cart/x",
+    "/api/catalog/a/b",
+    "/me",
+    "/me/x",
+    "/healthz",
+    "/pkg.Service/Do",
+    "/admin/x",
+    "/debug/x",
+    "/x.bak",
+    "/tmpfile",
+]
 _HOSTS = st.one_of(
-    st.sampled_from(["shop.example.com"] * 6 + ["a.svc.cluster.local"] * 3 + ["shop.example.com", "SHOP.example.com:8443", "a.svc.cluster.local", "svc.cluster.local",
-                     "shop.example.com.", "[::1]:80", "", ":", "x:y:z", "*.svc.cluster.local", "\x00"]),
+    st.sampled_from(
+        ["shop.example.com"] * 6
+        + ["a.svc.cluster.local"] * 3
+        + [
+            "shop.example.com",
+            "SHOP.example.com:8443",
+            "a.svc.cluster.local",
+            "svc.cluster.local",
+            "shop.example.com.",
+            "[::1]:80",
+            "",
+            ":",
+            "x:y:z",
+            "*.svc.cluster.local",
+            "\x00",
+        ]
+    ),
     st.text(max_size=20),
 )
 _IPS = st.one_of(
     st.none(),
-    st.sampled_from(["192.0.2.7", "10.9.1.1", "::ffff:192.0.2.7", "2001:db8::1", "fe80::1%eth0", "not-an-ip",
-                     "", "300.1.1.1", "1.2.3.4:80"]),
+    st.sampled_from(
+        [
+            "192.0.2.7",
+            "10.9.1.1",
+            "::ffff:192.0.2.7",
+            "2001:db8::1",
+            "fe80::1%eth0",
+            "not-an-ip",
+            "",
+            "300.1.1.1",
+            "1.2.3.4:80",
+        ]
+    ),
     st.ip_addresses().map(str),
     st.text(max_size=10),
 )
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
-def _mostly(draw: st.DrawFn, plausible: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> Any:
+def _mostly(
+    draw: st.DrawFn, plausible: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]
+) -> Any:
     """Plausible values 70% of the time, so allows happen too; hostile ones the rest."""
     return draw(plausible) if draw(st.integers(0, 9)) < 7 else draw(hostile)
 
 
 @st.composite
 def requests(draw: st.DrawFn) -> Request:
-    path = _mostly(draw, st.sampled_from(_LIKELY_PATHS), st.lists(_WORDS, max_size=5).map(lambda w: "/" + "/".join(w)))
-    headers = draw(st.dictionaries(
-        st.sampled_from(["x-env", "x-tenant", "content-type", "authorization", "cookie", ""]) | st.text(max_size=6),
-        st.sampled_from(["prod", "staging", "application/grpc", "", "\x00"]) | st.text(max_size=10),
-        max_size=5,
-    ))
+    path = _mostly(
+        draw,
+        st.sampled_from(_LIKELY_PATHS),
+        st.lists(_WORDS, max_size=5).map(lambda w: "/" + "/".join(w)),
+    )
+    headers = draw(
+        st.dictionaries(
+            st.sampled_from(["x-env", "x-tenant", "content-type", "authorization", "cookie", ""])
+            | st.text(max_size=6),
+            st.sampled_from(["prod", "staging", "application/grpc", "", "\x00"])
+            | st.text(max_size=10),
+            max_size=5,
+        )
+    )
     return Request(
-        method=_mostly(draw, st.sampled_from(["GET", "POST"]),
-                       st.sampled_from(["DELETE", "HEAD", "get", "", "PATCH"]) | st.text(max_size=8)),
+        method=_mostly(
+            draw,
+            st.sampled_from(["GET", "POST"]),
+            st.sampled_from(["DELETE", "HEAD", "get", "", "PATCH"]) | st.text(max_size=8),
+        ),
         path=path if draw(st.integers(0, 4)) else draw(st.text(max_size=20)),
         host=_mostly(draw, st.sampled_from(["shop.example.com", "a.svc.cluster.local"]), _HOSTS),
         raw_path=path,
@@ -246,18 +318,37 @@ def requests(draw: st.DrawFn) -> Request:
 def identities(draw: st.DrawFn) -> Identity:
     workload = None
     if draw(st.booleans()):
-        principal = draw(st.sampled_from([
-            "spiffe://cluster.local/ns/shop/sa/frontend", "spiffe://cluster.local/ns/team-a/sa/x",
-            "spiffe://evil.local/ns/shop/sa/frontend", "cluster.local/ns/ops/sa/y", "", "*",
-        ]) | st.text(max_size=20))
+        principal = draw(
+            st.sampled_from(
+                [
+                    "spiffe://cluster.local/ns/shop/sa/frontend",
+                    "spiffe://cluster.local/ns/team-a/sa/x",
+                    "spiffe://evil.local/ns/shop/sa/frontend",
+                    "cluster.local/ns/ops/sa/y",
+                    "",
+                    "*",
+                ]
+            )
+            | st.text(max_size=20)
+        )
         workload = _mostly(
             draw,
-            st.sampled_from([
-                Workload("spiffe://cluster.local/ns/shop/sa/frontend", "cluster.local", "shop", "frontend"),
-                Workload("spiffe://cluster.local/ns/team-a/sa/x", "cluster.local", "team-a", "x"),
-            ]),
+            st.sampled_from(
+                [
+                    Workload(
+                        "spiffe://cluster.local/ns/shop/sa/frontend",
+                        "cluster.local",
+                        "shop",
+                        "frontend",
+                    ),
+                    Workload(
+                        "spiffe://cluster.local/ns/team-a/sa/x", "cluster.local", "team-a", "x"
+                    ),
+                ]
+            ),
             st.builds(
-                Workload, st.just(principal),
+                Workload,
+                st.just(principal),
                 st.none() | st.sampled_from(["cluster.local", "evil.local", ""]),
                 st.none() | st.sampled_from(["shop", "team-a", "ops", ""]),
                 st.none() | st.text(max_size=5),
@@ -265,13 +356,20 @@ def identities(draw: st.DrawFn) -> Identity:
         )
     user = None
     if draw(st.booleans()):
-        claims: dict[str, Any] = draw(st.dictionaries(
-            st.sampled_from(["scope", "tenant", "sub", "realm_access", "scp", "roles"]) | st.text(max_size=5),
-            _JSON, max_size=6,
-        ))
+        claims: dict[str, Any] = draw(
+            st.dictionaries(
+                st.sampled_from(["scope", "tenant", "sub", "realm_access", "scp", "roles"])
+                | st.text(max_size=5),
+                _JSON,
+                max_size=6,
+            )
+        )
         if draw(st.booleans()):
-            claims["realm_access"] = {"roles": draw(st.lists(st.sampled_from(["admin", "user"]), max_size=2))
-                                      if draw(st.booleans()) else draw(_JSON)}
+            claims["realm_access"] = {
+                "roles": draw(st.lists(st.sampled_from(["admin", "user"]), max_size=2))
+                if draw(st.booleans())
+                else draw(_JSON)
+            }
         if draw(st.booleans()):
             claims["scope"] = draw(st.sampled_from(["cart", "cart orders", "", " cart "]) | _JSON)
         user = EndUser(
@@ -296,16 +394,27 @@ def test_evaluate_never_raises_and_is_deterministic(request: Request, identity: 
     assert first.allowed == (first.status == 200)
     if first.allowed:
         # An allow always names the enforced allow rule that decided it.
-        assert first.reason == first.rule and first.rule in {"frontend", "users", "ns", "authenticated-only",
-                                                              "health", "grpc"}
+        assert first.reason == first.rule and first.rule in {
+            "frontend",
+            "users",
+            "ns",
+            "authenticated-only",
+            "health",
+            "grpc",
+        }
 
 
 @HOSTILE
 @given(requests(), identities())
 def test_deny_rules_win_over_any_identity(request: Request, identity: Identity) -> None:
     """No identity, however privileged its claims, gets past `no-debug`."""
-    request = Request(method=request.method, path="/debug/x", host="shop.example.com",
-                      headers=request.headers, source_ip=request.source_ip)
+    request = Request(
+        method=request.method,
+        path="/debug/x",
+        host="shop.example.com",
+        headers=request.headers,
+        source_ip=request.source_ip,
+    )
     decision = _decide(request, identity)
     assert not decision.allowed
 
@@ -320,8 +429,16 @@ _HOST_SET = compile_yaml(
 
 @pytest.mark.parametrize(
     "host",
-    ["shop.example.com", "SHOP.EXAMPLE.COM", "shop.example.com:443", "shop.example.com.",
-     "shop.example.com.:443", "Shop.Example.Com.:8080", " shop.example.com", "shop.example.com\t"],
+    [
+        "shop.example.com",
+        "SHOP.EXAMPLE.COM",
+        "shop.example.com:443",
+        "shop.example.com.",
+        "shop.example.com.:443",
+        "Shop.Example.Com.:8080",
+        " shop.example.com",
+        "shop.example.com\t",
+    ],
 )
 def test_a_host_spelling_cannot_skip_the_hosts_deny_rules(host: str) -> None:
     """A file without `hosts` allows everything; the shop file denies /admin. Every spelling

@@ -59,7 +59,9 @@ class World:
     def __init__(self, server: JwksServer, **registry_options: Any) -> None:
         self.server = server
         self.issuer = server.issuer
-        policy_set = build_policy_set([("p.yaml", policy_text(server.jwks_uri, server.issuer), "/p")])
+        policy_set = build_policy_set(
+            [("p.yaml", policy_text(server.jwks_uri, server.issuer), "/p")]
+        )
         self.keys = KeyRegistry(**registry_options)
         self.keys.ensure(policy_set.jwt_providers)
         self.resolver = IdentityResolver(Settings(), self.keys)
@@ -94,7 +96,7 @@ def _within(bound: float, work: Callable[[], None]) -> None:
     def run() -> None:
         try:
             work()
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -108,18 +110,25 @@ def _within(bound: float, work: Callable[[], None]) -> None:
 # -- JWKS faults ---------------------------------------------------------------------------
 
 
-def test_jwks_down_from_the_start_denies_tokens_at_once(server: JwksServer, key: SigningKey) -> None:
+def test_jwks_down_from_the_start_denies_tokens_at_once(
+    server: JwksServer, key: SigningKey
+) -> None:
     server.fail(503)
     world = World(server, fetch_timeout=2)
     try:
+
         def work() -> None:
             for i in range(200):
                 verdict = world.check(world.token(key, sub=f"u{i}"))
                 assert not verdict.decision.allowed
-                assert (verdict.decision.status, verdict.decision.reason) == (401, "jwt_keys_unavailable")
+                assert (verdict.decision.status, verdict.decision.reason) == (
+                    401,
+                    "jwt_keys_unavailable",
+                )
             # Anonymous requests are still judged by policy (and denied here: no allow matches).
             verdict = world.check(None)
             assert not verdict.decision.allowed and verdict.decision.status == 401
+
         _within(BOUND, work)
         assert world.keys.status()[world.issuer].startswith(("unavailable", "pending"))
     finally:
@@ -142,6 +151,7 @@ def test_jwks_going_down_keeps_the_last_good_keys(server: JwksServer, key: Signi
                 bad = world.check(world.token(make_key("ES256", kid="k1"), sub="mallory"))
                 assert not bad.decision.allowed and bad.decision.reason == "jwt_bad_signature"
                 assert world.check(world.token(key), path="/admin/x").decision.reason == "no-admin"
+
         _within(BOUND * 3, work)
     finally:
         world.close()
@@ -149,8 +159,15 @@ def test_jwks_going_down_keeps_the_last_good_keys(server: JwksServer, key: Signi
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"<html>surprise</html>", b'{"keys": "no"}', b'{"keys": [{"kty": "RSA", "n": "!!"}]}', b"\xff\xfe", b"[]",
-     b'{"keys": [{"kty": "oct", "k": "c2VjcmV0", "use": "enc"}]}', b"{" * 100_000],
+    [
+        b"<html>surprise</html>",
+        b'{"keys": "no"}',
+        b'{"keys": [{"kty": "RSA", "n": "!!"}]}',
+        b"\xff\xfe",
+        b"[]",
+        b'{"keys": [{"kty": "oct", "k": "c2VjcmV0", "use": "enc"}]}',
+        b"{" * 100_000,
+    ],
 )
 def test_jwks_answering_garbage_keeps_the_last_good_keys(
     server: JwksServer, key: SigningKey, garbage: bytes
@@ -163,7 +180,9 @@ def test_jwks_answering_garbage_keeps_the_last_good_keys(
         assert server.wait_for_fetches(fetched + 2)
         assert world.keys.status()[world.issuer].startswith("stale")
         assert world.check(world.token(key)).decision.allowed
-        forged = world.check(forge({"alg": "ES256", "kid": "k1"}, claims(world.issuer, now=time.time())))
+        forged = world.check(
+            forge({"alg": "ES256", "kid": "k1"}, claims(world.issuer, now=time.time()))
+        )
         assert not forged.decision.allowed and forged.decision.status == 401
     finally:
         world.close()
@@ -198,6 +217,7 @@ def test_a_slow_jwks_never_holds_a_check(server: JwksServer, key: SigningKey) ->
                 assert world.check(world.token(key, sub=f"u{i}")).decision.allowed
                 verdict = world.check(world.token(rotated, sub=f"u{i}"))
                 assert not verdict.decision.allowed and verdict.decision.status == 401
+
         _within(BOUND, work)
         # The fetch is still hanging (nothing was learnt from it), and the checks are done.
         assert world.keys.status()[world.issuer] == "ready"
@@ -213,7 +233,9 @@ def test_a_flood_of_unknown_kids_does_not_hammer_the_idp(server: JwksServer) -> 
         before = server.fetches
         payload = claims(world.issuer, now=time.time())
         for i in range(20_000):
-            verdict = world.check(forge({"alg": "ES256", "kid": f"kid-{i}"}, payload, signature=b"x" * 64))
+            verdict = world.check(
+                forge({"alg": "ES256", "kid": f"kid-{i}"}, payload, signature=b"x" * 64)
+            )
             assert not verdict.decision.allowed and verdict.decision.reason == "jwt_unknown_kid"
         time.sleep(0.5)  # let a triggered refetch arrive, if any (not a timing assertion)
         # One refetch per cooldown, however many unknown kids arrive.
@@ -230,7 +252,11 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
     token cache never holds more than its limit (we measure the cache, not RSS)."""
     secret = os.urandom(32)
     issuer = "https://id.example.com"
-    policy_set = build_policy_set([("p.yaml", textwrap.dedent(f"""\
+    policy_set = build_policy_set(
+        [
+            (
+                "p.yaml",
+                textwrap.dedent(f"""\
         authentication:
           jwt:
             - issuer: {issuer}
@@ -240,28 +266,42 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
           - name: users
             action: allow
             from: [{{issuers: [{issuer}]}}]
-        """), "/p")])
+        """),
+                "/p",
+            )
+        ]
+    )
     keys = KeyRegistry()
     try:
         keys.ensure(policy_set.jwt_providers)
         limit = 2_000
         resolver = IdentityResolver(Settings(), keys, token_cache_size=limit)
         engine = Engine(PolicyStore(policy_set), resolver)
-        cache = resolver.verifier._cache  # noqa: SLF001 - the bound is what this test measures
+        cache = resolver.verifier._cache
         now = time.time()
         peak = 0
         for i in range(100_000):
-            token = pyjwt.encode({"iss": issuer, "sub": f"u{i}", "exp": int(now) + 600}, secret,
-                                 algorithm="HS256", headers={"kid": "h1"})
-            verdict = engine.check(Request(method="GET", path="/", host=HOST,
-                                           headers={"authorization": f"Bearer {token}"}))
+            token = pyjwt.encode(
+                {"iss": issuer, "sub": f"u{i}", "exp": int(now) + 600},
+                secret,
+                algorithm="HS256",
+                headers={"kid": "h1"},
+            )
+            verdict = engine.check(
+                Request(
+                    method="GET", path="/", host=HOST, headers={"authorization": f"Bearer {token}"}
+                )
+            )
             assert verdict.decision.allowed, verdict
             if i % 1000 == 0:
                 peak = max(peak, len(cache))
         peak = max(peak, len(cache))
         for i in range(20_000):
-            verdict = engine.check(Request(method="GET", path="/", host=HOST,
-                                           headers={"authorization": f"Bearer x{i}.y.z"}))
+            verdict = engine.check(
+                Request(
+                    method="GET", path="/", host=HOST, headers={"authorization": f"Bearer x{i}.y.z"}
+                )
+            )
             assert not verdict.decision.allowed and verdict.decision.status == 401
         assert len(cache) <= limit and peak <= limit
         assert resolver.verifier.signature_checks >= 100_000 - limit  # the cache did not lie
@@ -272,13 +312,15 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
 def test_100k_distinct_host_names_keep_the_host_memo_bounded() -> None:
     """Host names are the client's to invent: the per-host policy memo is keyed by the set of
     applying files, so it stays at the number of such sets."""
-    policy_set = build_policy_set([
-        ("a.yaml", "hosts: ['*.example.com']\nrules: [{name: a, action: allow}]\n", "/p"),
-        ("b.yaml", "rules: [{name: b, action: deny, to: [{paths: [/x]}]}]\n", "/p"),
-    ])
+    policy_set = build_policy_set(
+        [
+            ("a.yaml", "hosts: ['*.example.com']\nrules: [{name: a, action: allow}]\n", "/p"),
+            ("b.yaml", "rules: [{name: b, action: deny, to: [{paths: [/x]}]}]\n", "/p"),
+        ]
+    )
     for i in range(100_000):
         policy_set.for_host(f"h{i}.example.com" if i % 2 else f"h{i}.other.net")
-    assert len(policy_set._memo) <= 4  # noqa: SLF001 - the bound is what this test measures
+    assert len(policy_set._memo) <= 4
 
 
 # -- policy files: half-written, deleted, during reload ------------------------------------------
@@ -295,7 +337,9 @@ GOOD_POLICY = textwrap.dedent("""\
     """)
 
 
-def test_every_truncation_of_a_policy_file_is_an_error_with_file_and_line_or_a_valid_set(tmp_path: Path) -> None:
+def test_every_truncation_of_a_policy_file_is_an_error_with_file_and_line_or_a_valid_set(
+    tmp_path: Path,
+) -> None:
     """A file cut at any byte (an editor or a copy caught mid-write): loading it either raises
     PolicyError naming the file (and a line for anything past the first) or gives a valid set;
     nothing else escapes."""

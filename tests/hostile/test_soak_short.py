@@ -9,16 +9,29 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("authz.wire.inbound", reason="authz.wire is not there yet")
-pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet")
+pytest.importorskip(
+    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_short_soak() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "10", "--max-checks", "20000",
-         "--clients", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            "--seconds",
+            "10",
+            "--max-checks",
+            "20000",
+            "--clients",
+            "3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     print(done.stdout, done.stderr[-3000:])
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]

@@ -58,7 +58,9 @@ class Verifier:
 
     def resolve(self, token: str, now: float = NOW) -> Identity:
         request = Request(
-            method="GET", path="/", host="shop.example.com",
+            method="GET",
+            path="/",
+            host="shop.example.com",
             headers={"authorization": f"Bearer {token}"},
         )
         return self.resolver.resolve(request, self.auth, now)
@@ -104,7 +106,11 @@ def test_the_honest_token_is_accepted(ctx: Ctx, verifier: Verifier) -> None:
 
 def _nested(depth: int) -> str:
     return '{"iss": "%s", "aud": "%s", "sub": "alice", "exp": %d, "deep": %s%s}' % (
-        ISS, AUD, NOW + 300, "[" * depth, "]" * depth,
+        ISS,
+        AUD,
+        NOW + 300,
+        "[" * depth,
+        "]" * depth,
     )
 
 
@@ -129,188 +135,502 @@ Case = tuple[str, str, Callable[[Ctx], str], str]
 # (attack, what it stands for, token, expected reason)
 CASES: list[Case] = [
     # -- alg: none (RFC 8725 section 2.1), every spelling --------------------------------
-    ("alg-none", "unsigned token accepted as valid",
-     lambda c: forge({"alg": "none", "typ": "JWT"}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-None", "case-insensitive alg check",
-     lambda c: forge({"alg": "None"}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-NONE", "case-insensitive alg check",
-     lambda c: forge({"alg": "NONE"}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-nOnE", "case-insensitive alg check",
-     lambda c: forge({"alg": "nOnE"}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-none-with-kid", "none with a trusted key's kid",
-     lambda c: forge({"alg": "none", "kid": c.rsa.kid}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-none-with-signature", "none with a leftover signature",
-     lambda c: forge({"alg": "none"}, c.good(), signature=b"sig"), "jwt_alg_not_allowed"),
-    ("alg-empty", "empty alg",
-     lambda c: forge({"alg": "", "kid": c.rsa.kid}, c.good(), key=None), "jwt_alg_not_allowed"),
-    ("alg-missing", "no alg at all",
-     lambda c: forge({"kid": c.rsa.kid}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-list", "alg as a JSON array",
-     lambda c: forge({"alg": ["RS256"], "kid": c.rsa.kid}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-lowercase", "rs256 for RS256",
-     lambda c: forge({"alg": "rs256", "kid": c.rsa.kid}, c.good()), "jwt_alg_not_allowed"),
-    ("alg-padded", "'RS256 ' with a space",
-     lambda c: forge({"alg": "RS256 ", "kid": c.rsa.kid}, c.good()), "jwt_alg_not_allowed"),
+    (
+        "alg-none",
+        "unsigned token accepted as valid",
+        lambda c: forge({"alg": "none", "typ": "JWT"}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-None",
+        "case-insensitive alg check",
+        lambda c: forge({"alg": "None"}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-NONE",
+        "case-insensitive alg check",
+        lambda c: forge({"alg": "NONE"}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-nOnE",
+        "case-insensitive alg check",
+        lambda c: forge({"alg": "nOnE"}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-none-with-kid",
+        "none with a trusted key's kid",
+        lambda c: forge({"alg": "none", "kid": c.rsa.kid}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-none-with-signature",
+        "none with a leftover signature",
+        lambda c: forge({"alg": "none"}, c.good(), signature=b"sig"),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-empty",
+        "empty alg",
+        lambda c: forge({"alg": "", "kid": c.rsa.kid}, c.good(), key=None),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-missing",
+        "no alg at all",
+        lambda c: forge({"kid": c.rsa.kid}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-list",
+        "alg as a JSON array",
+        lambda c: forge({"alg": ["RS256"], "kid": c.rsa.kid}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-lowercase",
+        "rs256 for RS256",
+        lambda c: forge({"alg": "rs256", "kid": c.rsa.kid}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "alg-padded",
+        "'RS256 ' with a space",
+        lambda c: forge({"alg": "RS256 ", "kid": c.rsa.kid}, c.good()),
+        "jwt_alg_not_allowed",
+    ),
     # -- key confusion (CVE-2016-10555 and friends) ----------------------------------------
-    ("hs256-with-rsa-public-key", "RSA public key PEM used as the HMAC secret",
-     lambda c: hmac_confusion_token(c.rsa, c.good()), "jwt_alg_not_allowed"),
-    ("hs384-with-rsa-public-key", "the same with HS384",
-     lambda c: hmac_confusion_token(c.rsa, c.good(), "HS384"), "jwt_alg_not_allowed"),
-    ("hs512-with-rsa-public-key", "the same with HS512",
-     lambda c: hmac_confusion_token(c.rsa, c.good(), "HS512"), "jwt_alg_not_allowed"),
-    ("ps256-on-rs256-key", "another RSA scheme than the key names",
-     lambda c: forge({"alg": "PS256", "kid": c.rsa.kid}, c.good(), key=SigningKey("PS256", c.rsa.kid, c.rsa.private)),
-     "jwt_alg_not_allowed"),
-    ("es256-alg-on-rsa-kid", "EC algorithm with an RSA key",
-     lambda c: forge({"alg": "ES256", "kid": c.rsa.kid}, c.good(), key=c.ec), "jwt_alg_not_allowed"),
-    ("es512-not-offered", "algorithm outside the default list",
-     lambda c: forge({"alg": "ES512", "kid": c.ec.kid}, c.good(), signature=bytes(132)), "jwt_alg_not_allowed"),
+    (
+        "hs256-with-rsa-public-key",
+        "RSA public key PEM used as the HMAC secret",
+        lambda c: hmac_confusion_token(c.rsa, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "hs384-with-rsa-public-key",
+        "the same with HS384",
+        lambda c: hmac_confusion_token(c.rsa, c.good(), "HS384"),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "hs512-with-rsa-public-key",
+        "the same with HS512",
+        lambda c: hmac_confusion_token(c.rsa, c.good(), "HS512"),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "ps256-on-rs256-key",
+        "another RSA scheme than the key names",
+        lambda c: forge(
+            {"alg": "PS256", "kid": c.rsa.kid},
+            c.good(),
+            key=SigningKey("PS256", c.rsa.kid, c.rsa.private),
+        ),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "es256-alg-on-rsa-kid",
+        "EC algorithm with an RSA key",
+        lambda c: forge({"alg": "ES256", "kid": c.rsa.kid}, c.good(), key=c.ec),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "es512-not-offered",
+        "algorithm outside the default list",
+        lambda c: forge({"alg": "ES512", "kid": c.ec.kid}, c.good(), signature=bytes(132)),
+        "jwt_alg_not_allowed",
+    ),
     # -- kid injection -----------------------------------------------------------------------
-    ("kid-path-traversal", "kid read as a file path",
-     lambda c: c.attacker.sign(c.good(), kid="../../../../etc/passwd"), "jwt_unknown_kid"),
-    ("kid-dev-null", "kid naming an empty file (empty HMAC key)",
-     lambda c: forge({"alg": "HS256", "kid": "/dev/null"}, c.good(), signature=b""), "jwt_alg_not_allowed"),
-    ("kid-sql", "kid used in an SQL query",
-     lambda c: c.attacker.sign(c.good(), kid="' OR 1=1 --"), "jwt_unknown_kid"),
-    ("kid-sql-union", "kid used in an SQL query",
-     lambda c: c.attacker.sign(c.good(), kid="x' UNION SELECT 'key"), "jwt_unknown_kid"),
-    ("kid-command", "kid passed to a shell",
-     lambda c: c.attacker.sign(c.good(), kid="k1|curl 127.0.0.1"), "jwt_unknown_kid"),
-    ("kid-nul", "kid with a NUL byte",
-     lambda c: c.attacker.sign(c.good(), kid="rsa-1\x00"), "jwt_unknown_kid"),
-    ("kid-huge", "a 10 000 character kid",
-     lambda c: c.attacker.sign(c.good(), kid="k" * 10_000), "jwt_unknown_kid"),
-    ("kid-integer", "kid that is not a string",
-     lambda c: forge({"alg": "RS256", "kid": 1}, c.good(), key=c.attacker), "jwt_malformed"),
-    ("kid-object", "kid that is an object",
-     lambda c: forge({"alg": "RS256", "kid": {"$ne": ""}}, c.good(), key=c.attacker), "jwt_malformed"),
-    ("kid-trusted-signed-by-attacker", "a trusted kid on the attacker's signature",
-     lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid), "jwt_bad_signature"),
+    (
+        "kid-path-traversal",
+        "kid read as a file path",
+        lambda c: c.attacker.sign(c.good(), kid="../../../../etc/passwd"),
+        "jwt_unknown_kid",
+    ),
+    (
+        "kid-dev-null",
+        "kid naming an empty file (empty HMAC key)",
+        lambda c: forge({"alg": "HS256", "kid": "/dev/null"}, c.good(), signature=b""),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "kid-sql",
+        "kid used in an SQL query",
+        lambda c: c.attacker.sign(c.good(), kid="' OR 1=1 --"),
+        "jwt_unknown_kid",
+    ),
+    (
+        "kid-sql-union",
+        "kid used in an SQL query",
+        lambda c: c.attacker.sign(c.good(), kid="x' UNION SELECT 'key"),
+        "jwt_unknown_kid",
+    ),
+    (
+        "kid-command",
+        "kid passed to a shell",
+        lambda c: c.attacker.sign(c.good(), kid="k1|curl 127.0.0.1"),
+        "jwt_unknown_kid",
+    ),
+    (
+        "kid-nul",
+        "kid with a NUL byte",
+        lambda c: c.attacker.sign(c.good(), kid="rsa-1\x00"),
+        "jwt_unknown_kid",
+    ),
+    (
+        "kid-huge",
+        "a 10 000 character kid",
+        lambda c: c.attacker.sign(c.good(), kid="k" * 10_000),
+        "jwt_unknown_kid",
+    ),
+    (
+        "kid-integer",
+        "kid that is not a string",
+        lambda c: forge({"alg": "RS256", "kid": 1}, c.good(), key=c.attacker),
+        "jwt_malformed",
+    ),
+    (
+        "kid-object",
+        "kid that is an object",
+        lambda c: forge({"alg": "RS256", "kid": {"$ne": ""}}, c.good(), key=c.attacker),
+        "jwt_malformed",
+    ),
+    (
+        "kid-trusted-signed-by-attacker",
+        "a trusted kid on the attacker's signature",
+        lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid),
+        "jwt_bad_signature",
+    ),
     # -- embedded keys: jku / x5u / jwk / x5c must never be fetched or trusted ------------
-    ("jku-attacker", "key set URL chosen by the token",
-     lambda c: c.attacker.sign(c.good(), headers={"jku": c.evil.jwks_uri}), "jwt_unknown_kid"),
-    ("jku-attacker-trusted-kid", "jku with a trusted kid",
-     lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"jku": c.evil.jwks_uri}),
-     "jwt_bad_signature"),
-    ("x5u-attacker", "certificate URL chosen by the token",
-     lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"x5u": c.evil.jwks_uri}),
-     "jwt_bad_signature"),
-    ("jwk-embedded", "the token carries its own public key",
-     lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"jwk": c.attacker.jwk()}),
-     "jwt_bad_signature"),
-    ("jwk-embedded-own-kid", "embedded key with its own kid",
-     lambda c: c.attacker.sign(c.good(), headers={"jwk": c.attacker.jwk()}), "jwt_unknown_kid"),
-    ("x5c-embedded", "the token carries a certificate chain",
-     lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"x5c": ["MIIB"]}), "jwt_bad_signature"),
+    (
+        "jku-attacker",
+        "key set URL chosen by the token",
+        lambda c: c.attacker.sign(c.good(), headers={"jku": c.evil.jwks_uri}),
+        "jwt_unknown_kid",
+    ),
+    (
+        "jku-attacker-trusted-kid",
+        "jku with a trusted kid",
+        lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"jku": c.evil.jwks_uri}),
+        "jwt_bad_signature",
+    ),
+    (
+        "x5u-attacker",
+        "certificate URL chosen by the token",
+        lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"x5u": c.evil.jwks_uri}),
+        "jwt_bad_signature",
+    ),
+    (
+        "jwk-embedded",
+        "the token carries its own public key",
+        lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"jwk": c.attacker.jwk()}),
+        "jwt_bad_signature",
+    ),
+    (
+        "jwk-embedded-own-kid",
+        "embedded key with its own kid",
+        lambda c: c.attacker.sign(c.good(), headers={"jwk": c.attacker.jwk()}),
+        "jwt_unknown_kid",
+    ),
+    (
+        "x5c-embedded",
+        "the token carries a certificate chain",
+        lambda c: c.attacker.sign(c.good(), kid=c.rsa.kid, headers={"x5c": ["MIIB"]}),
+        "jwt_bad_signature",
+    ),
     # -- crit (RFC 7515 section 4.1.11: unknown critical extensions MUST be rejected) -----
-    ("crit-unknown", "a critical extension we do not understand",
-     lambda c: forge(c.rs_header(crit=["http://example.com/ext"], **{"http://example.com/ext": True}),
-                     c.good(), key=c.rsa), "jwt_malformed"),
-    ("crit-unknown-absent", "crit naming a parameter that is not there",
-     lambda c: forge(c.rs_header(crit=["exp"]), c.good(), key=c.rsa), "jwt_malformed"),
-    ("crit-empty-list", "crit must not be empty",
-     lambda c: forge(c.rs_header(crit=[]), c.good(), key=c.rsa), "jwt_malformed"),
-    ("crit-string", "crit must be a list",
-     lambda c: forge(c.rs_header(crit="b64"), c.good(), key=c.rsa), "jwt_malformed"),
-    ("crit-b64-false", "unencoded payload (RFC 7797) we do not use",
-     lambda c: forge(c.rs_header(crit=["b64"], b64=False), b"", key=c.rsa), "jwt_malformed"),
+    (
+        "crit-unknown",
+        "a critical extension we do not understand",
+        lambda c: forge(
+            c.rs_header(crit=["http://example.com/ext"], **{"http://example.com/ext": True}),
+            c.good(),
+            key=c.rsa,
+        ),
+        "jwt_malformed",
+    ),
+    (
+        "crit-unknown-absent",
+        "crit naming a parameter that is not there",
+        lambda c: forge(c.rs_header(crit=["exp"]), c.good(), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "crit-empty-list",
+        "crit must not be empty",
+        lambda c: forge(c.rs_header(crit=[]), c.good(), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "crit-string",
+        "crit must be a list",
+        lambda c: forge(c.rs_header(crit="b64"), c.good(), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "crit-b64-false",
+        "unencoded payload (RFC 7797) we do not use",
+        lambda c: forge(c.rs_header(crit=["b64"], b64=False), b"", key=c.rsa),
+        "jwt_malformed",
+    ),
     # -- structure ---------------------------------------------------------------------------
     ("one-segment", "wrong segment count", lambda c: "abc", "jwt_malformed"),
-    ("two-segments", "wrong segment count",
-     lambda c: ".".join(c.rsa.sign(c.good()).split(".")[:2]), "jwt_malformed"),
-    ("four-segments", "wrong segment count", lambda c: c.rsa.sign(c.good()) + ".x", "jwt_malformed"),
-    ("jwe-five-segments", "an encrypted JWT (JWE)",
-     lambda c: b64(b'{"alg":"RSA-OAEP","enc":"A256GCM"}') + ".a.b.c.d", "jwt_malformed"),
+    (
+        "two-segments",
+        "wrong segment count",
+        lambda c: ".".join(c.rsa.sign(c.good()).split(".")[:2]),
+        "jwt_malformed",
+    ),
+    (
+        "four-segments",
+        "wrong segment count",
+        lambda c: c.rsa.sign(c.good()) + ".x",
+        "jwt_malformed",
+    ),
+    (
+        "jwe-five-segments",
+        "an encrypted JWT (JWE)",
+        lambda c: b64(b'{"alg":"RSA-OAEP","enc":"A256GCM"}') + ".a.b.c.d",
+        "jwt_malformed",
+    ),
     ("only-dots", "empty segments", lambda c: "..", "jwt_malformed"),
-    ("empty-signature", "signature stripped",
-     lambda c: c.rsa.sign(c.good()).rsplit(".", 1)[0] + ".", "jwt_bad_signature"),
-    ("signature-of-another-token", "signature swapped in from a valid token",
-     lambda c: c.rsa.sign(c.good(sub="mallory")).rsplit(".", 1)[0] + "."
-     + c.rsa.sign(c.good()).rsplit(".", 1)[1], "jwt_bad_signature"),
+    (
+        "empty-signature",
+        "signature stripped",
+        lambda c: c.rsa.sign(c.good()).rsplit(".", 1)[0] + ".",
+        "jwt_bad_signature",
+    ),
+    (
+        "signature-of-another-token",
+        "signature swapped in from a valid token",
+        lambda c: (
+            c.rsa.sign(c.good(sub="mallory")).rsplit(".", 1)[0]
+            + "."
+            + c.rsa.sign(c.good()).rsplit(".", 1)[1]
+        ),
+        "jwt_bad_signature",
+    ),
     ("ecdsa-psychic-signature", "CVE-2022-21449, r = s = 0", _ecdsa_zero, "jwt_bad_signature"),
     ("ecdsa-der-signature", "DER instead of raw r||s", _der_es256, "jwt_bad_signature"),
-    ("non-utf8-payload", "payload bytes that are not UTF-8",
-     lambda c: forge(c.rs_header(), b'\xff\xfe{"iss": "x"}', key=c.rsa), "jwt_malformed"),
-    ("non-utf8-in-string", "invalid UTF-8 inside a JSON string",
-     lambda c: forge(c.rs_header(), b'{"iss": "' + ISS.encode() + b'", "sub": "\xc3("}', key=c.rsa),
-     "jwt_malformed"),
-    ("non-utf8-header", "header bytes that are not UTF-8",
-     lambda c: forge(b'\xff{"alg":"RS256"}', c.good(), key=c.rsa), "jwt_malformed"),
-    ("payload-not-object", "payload is a JSON array",
-     lambda c: forge(c.rs_header(), b"[1, 2]", key=c.rsa), "jwt_malformed"),
-    ("payload-not-json", "payload is not JSON",
-     lambda c: forge(c.rs_header(), b"iss=me", key=c.rsa), "jwt_malformed"),
-    ("header-not-object", "header is a JSON string",
-     lambda c: forge(b'"RS256"', c.good(), key=c.rsa), "jwt_malformed"),
-    ("base64-padding", "padded base64 segments",
-     lambda c: ".".join(s + "==" for s in c.rsa.sign(c.good()).split(".")), "jwt_malformed"),
-    ("base64-std-alphabet", "'+' and '/' instead of base64url",
-     lambda c: c.rsa.sign(c.good()).replace("-", "+").replace("_", "/")
-     if ("-" in c.rsa.sign(c.good()) or "_" in c.rsa.sign(c.good())) else "a+b.c/d.e",
-     "jwt_malformed"),
-    ("base64-garbage", "characters outside base64",
-     lambda c: "e!J.e$J.e@J", "jwt_malformed"),
-    ("whitespace-inside", "a newline inside the token",
-     lambda c: c.rsa.sign(c.good()).replace(".", ".\n", 1), "jwt_malformed"),
+    (
+        "non-utf8-payload",
+        "payload bytes that are not UTF-8",
+        lambda c: forge(c.rs_header(), b'\xff\xfe{"iss": "x"}', key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "non-utf8-in-string",
+        "invalid UTF-8 inside a JSON string",
+        lambda c: forge(
+            c.rs_header(), b'{"iss": "' + ISS.encode() + b'", "sub": "\xc3("}', key=c.rsa
+        ),
+        "jwt_malformed",
+    ),
+    (
+        "non-utf8-header",
+        "header bytes that are not UTF-8",
+        lambda c: forge(b'\xff{"alg":"RS256"}', c.good(), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "payload-not-object",
+        "payload is a JSON array",
+        lambda c: forge(c.rs_header(), b"[1, 2]", key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "payload-not-json",
+        "payload is not JSON",
+        lambda c: forge(c.rs_header(), b"iss=me", key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "header-not-object",
+        "header is a JSON string",
+        lambda c: forge(b'"RS256"', c.good(), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "base64-padding",
+        "padded base64 segments",
+        lambda c: ".".join(s + "==" for s in c.rsa.sign(c.good()).split(".")),
+        "jwt_malformed",
+    ),
+    (
+        "base64-std-alphabet",
+        "'+' and '/' instead of base64url",
+        lambda c: (
+            c.rsa.sign(c.good()).replace("-", "+").replace("_", "/")
+            if ("-" in c.rsa.sign(c.good()) or "_" in c.rsa.sign(c.good()))
+            else "a+b.c/d.e"
+        ),
+        "jwt_malformed",
+    ),
+    ("base64-garbage", "characters outside base64", lambda c: "e!J.e$J.e@J", "jwt_malformed"),
+    (
+        "whitespace-inside",
+        "a newline inside the token",
+        lambda c: c.rsa.sign(c.good()).replace(".", ".\n", 1),
+        "jwt_malformed",
+    ),
     # -- size and depth ------------------------------------------------------------------------
-    ("huge-token", "a token over the size bound",
-     lambda c: c.rsa.sign(c.good(pad="x" * MAX_TOKEN_BYTES)), "jwt_malformed"),
-    ("huge-forged-token", "a megabyte of token",
-     lambda c: "e" * (1024 * 1024), "jwt_malformed"),
-    ("deeply-nested-claims", "recursion in the JSON parser",
-     lambda c: forge(c.rs_header(), _nested(3000), key=c.rsa), "jwt_malformed"),
-    ("deeply-nested-header", "recursion in the header parser",
-     lambda c: forge('{"alg": "RS256", "x": ' + "[" * 3000 + "]" * 3000 + "}", c.good(), key=c.rsa),
-     "jwt_malformed"),
+    (
+        "huge-token",
+        "a token over the size bound",
+        lambda c: c.rsa.sign(c.good(pad="x" * MAX_TOKEN_BYTES)),
+        "jwt_malformed",
+    ),
+    ("huge-forged-token", "a megabyte of token", lambda c: "e" * (1024 * 1024), "jwt_malformed"),
+    (
+        "deeply-nested-claims",
+        "recursion in the JSON parser",
+        lambda c: forge(c.rs_header(), _nested(3000), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "deeply-nested-header",
+        "recursion in the header parser",
+        lambda c: forge(
+            '{"alg": "RS256", "x": ' + "[" * 3000 + "]" * 3000 + "}", c.good(), key=c.rsa
+        ),
+        "jwt_malformed",
+    ),
     # -- duplicate JSON keys (RFC 7515 section 5.2 / RFC 7519 section 4: last one or reject) --
-    ("dup-alg-none-last", "a parser that reads the first alg",
-     lambda c: forge('{"alg": "RS256", "kid": "%s", "alg": "none"}' % c.rsa.kid, c.good()),
-     "jwt_alg_not_allowed"),
-    ("dup-alg-rs-last-unsigned", "a parser that reads the first alg, unsigned",
-     lambda c: forge('{"alg": "none", "kid": "%s", "alg": "RS256"}' % c.rsa.kid, c.good()),
-     "jwt_bad_signature"),
-    ("dup-iss-forged", "first iss trusted, last the attacker's",
-     lambda c: forge('{"alg": "RS256", "kid": "attacker"}',
-                     '{"iss": "%s", "iss": "https://evil.example", "sub": "a", "aud": "%s"}' % (ISS, AUD),
-                     key=c.attacker), "jwt_unknown_issuer"),
-    ("dup-kid-forged", "first kid the attacker's, last a trusted one",
-     lambda c: forge('{"alg": "RS256", "kid": "attacker", "kid": "%s"}' % c.rsa.kid, c.good(),
-                     key=c.attacker), "jwt_bad_signature"),
+    (
+        "dup-alg-none-last",
+        "a parser that reads the first alg",
+        lambda c: forge('{"alg": "RS256", "kid": "%s", "alg": "none"}' % c.rsa.kid, c.good()),
+        "jwt_alg_not_allowed",
+    ),
+    (
+        "dup-alg-rs-last-unsigned",
+        "a parser that reads the first alg, unsigned",
+        lambda c: forge('{"alg": "none", "kid": "%s", "alg": "RS256"}' % c.rsa.kid, c.good()),
+        "jwt_bad_signature",
+    ),
+    (
+        "dup-iss-forged",
+        "first iss trusted, last the attacker's",
+        lambda c: forge(
+            '{"alg": "RS256", "kid": "attacker"}',
+            '{"iss": "%s", "iss": "https://evil.example", "sub": "a", "aud": "%s"}' % (ISS, AUD),
+            key=c.attacker,
+        ),
+        "jwt_unknown_issuer",
+    ),
+    (
+        "dup-kid-forged",
+        "first kid the attacker's, last a trusted one",
+        lambda c: forge(
+            '{"alg": "RS256", "kid": "attacker", "kid": "%s"}' % c.rsa.kid, c.good(), key=c.attacker
+        ),
+        "jwt_bad_signature",
+    ),
     # -- claims (only reached with a valid signature) -------------------------------------------
-    ("exp-string", "exp as a string (compared as text somewhere)",
-     lambda c: forge(c.rs_header(), {**c.good(), "exp": str(int(NOW + 300))}, key=c.rsa), "jwt_malformed"),
-    ("exp-bool", "exp: true", lambda c: forge(c.rs_header(), {**c.good(), "exp": True}, key=c.rsa),
-     "jwt_malformed"),
-    ("exp-list", "exp as a list",
-     lambda c: forge(c.rs_header(), {**c.good(), "exp": [NOW + 300]}, key=c.rsa), "jwt_malformed"),
-    ("exp-nan", "exp: NaN never compares as expired",
-     lambda c: forge(c.rs_header(), _claims_text(c, exp="NaN"), key=c.rsa), "jwt_malformed"),
-    ("exp-infinity", "exp: Infinity", lambda c: forge(c.rs_header(), _claims_text(c, exp="Infinity"), key=c.rsa),
-     "jwt_malformed"),
-    ("exp-overflow", "exp: 1e400 (inf as a float)",
-     lambda c: forge(c.rs_header(), _claims_text(c, exp="1e400"), key=c.rsa), "jwt_malformed"),
-    ("exp-huge-int", "exp: 10**400 (float overflow)",
-     lambda c: forge(c.rs_header(), _claims_text(c, exp="1" + "0" * 400), key=c.rsa), "jwt_malformed"),
-    ("nbf-string", "nbf as a string",
-     lambda c: forge(c.rs_header(), {**c.good(), "nbf": "0"}, key=c.rsa), "jwt_malformed"),
-    ("expired", "exp in the past (beyond the skew)",
-     lambda c: c.rsa.sign(claims(ISS, now=NOW - 3600, audience=AUD)), "jwt_expired"),
-    ("not-yet-valid", "nbf in the future (beyond the skew)",
-     lambda c: c.rsa.sign(c.good(not_before=NOW + 3600)), "jwt_not_yet_valid"),
-    ("wrong-audience", "a token for another service",
-     lambda c: c.rsa.sign(claims(ISS, now=NOW, audience="other-api")), "jwt_bad_audience"),
-    ("audience-object", "aud as an object",
-     lambda c: forge(c.rs_header(), {**c.good(), "aud": {"shop-api": True}}, key=c.rsa), "jwt_bad_audience"),
-    ("issuer-trailing-slash", "iss spelled almost like the trusted one",
-     lambda c: c.rsa.sign(claims(ISS + "/", now=NOW, audience=AUD)), "jwt_unknown_issuer"),
-    ("issuer-missing", "no iss",
-     lambda c: c.rsa.sign({k: v for k, v in c.good().items() if k != "iss"}), "jwt_missing_claim"),
-    ("issuer-number", "iss is not a string",
-     lambda c: forge(c.rs_header(), {**c.good(), "iss": 1}, key=c.rsa), "jwt_malformed"),
-    ("subject-missing", "no sub: principal would be 'iss/'",
-     lambda c: c.rsa.sign(claims(ISS, now=NOW, audience=AUD, subject=None)), "jwt_missing_claim"),
-    ("subject-object", "sub is not a string",
-     lambda c: c.rsa.sign({**c.good(), "sub": {"id": "admin"}}), "jwt_malformed"),
+    (
+        "exp-string",
+        "exp as a string (compared as text somewhere)",
+        lambda c: forge(c.rs_header(), {**c.good(), "exp": str(int(NOW + 300))}, key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "exp-bool",
+        "exp: true",
+        lambda c: forge(c.rs_header(), {**c.good(), "exp": True}, key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "exp-list",
+        "exp as a list",
+        lambda c: forge(c.rs_header(), {**c.good(), "exp": [NOW + 300]}, key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "exp-nan",
+        "exp: NaN never compares as expired",
+        lambda c: forge(c.rs_header(), _claims_text(c, exp="NaN"), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "exp-infinity",
+        "exp: Infinity",
+        lambda c: forge(c.rs_header(), _claims_text(c, exp="Infinity"), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "exp-overflow",
+        "exp: 1e400 (inf as a float)",
+        lambda c: forge(c.rs_header(), _claims_text(c, exp="1e400"), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "exp-huge-int",
+        "exp: 10**400 (float overflow)",
+        lambda c: forge(c.rs_header(), _claims_text(c, exp="1" + "0" * 400), key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "nbf-string",
+        "nbf as a string",
+        lambda c: forge(c.rs_header(), {**c.good(), "nbf": "0"}, key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "expired",
+        "exp in the past (beyond the skew)",
+        lambda c: c.rsa.sign(claims(ISS, now=NOW - 3600, audience=AUD)),
+        "jwt_expired",
+    ),
+    (
+        "not-yet-valid",
+        "nbf in the future (beyond the skew)",
+        lambda c: c.rsa.sign(c.good(not_before=NOW + 3600)),
+        "jwt_not_yet_valid",
+    ),
+    (
+        "wrong-audience",
+        "a token for another service",
+        lambda c: c.rsa.sign(claims(ISS, now=NOW, audience="other-api")),
+        "jwt_bad_audience",
+    ),
+    (
+        "audience-object",
+        "aud as an object",
+        lambda c: forge(c.rs_header(), {**c.good(), "aud": {"shop-api": True}}, key=c.rsa),
+        "jwt_bad_audience",
+    ),
+    (
+        "issuer-trailing-slash",
+        "iss spelled almost like the trusted one",
+        lambda c: c.rsa.sign(claims(ISS + "/", now=NOW, audience=AUD)),
+        "jwt_unknown_issuer",
+    ),
+    (
+        "issuer-missing",
+        "no iss",
+        lambda c: c.rsa.sign({k: v for k, v in c.good().items() if k != "iss"}),
+        "jwt_missing_claim",
+    ),
+    (
+        "issuer-number",
+        "iss is not a string",
+        lambda c: forge(c.rs_header(), {**c.good(), "iss": 1}, key=c.rsa),
+        "jwt_malformed",
+    ),
+    (
+        "subject-missing",
+        "no sub: principal would be 'iss/'",
+        lambda c: c.rsa.sign(claims(ISS, now=NOW, audience=AUD, subject=None)),
+        "jwt_missing_claim",
+    ),
+    (
+        "subject-object",
+        "sub is not a string",
+        lambda c: c.rsa.sign({**c.good(), "sub": {"id": "admin"}}),
+        "jwt_malformed",
+    ),
 ]
 
 
@@ -341,7 +661,9 @@ def test_hmac_confusion_denied_even_when_the_provider_lists_hs256(ctx: Ctx) -> N
     registry = KeyRegistry()
     try:
         provider = JwtProvider(
-            issuer=ISS, audiences=(AUD,), jwks_json=jwks_json(ctx.rsa, include_alg=False),
+            issuer=ISS,
+            audiences=(AUD,),
+            jwks_json=jwks_json(ctx.rsa, include_alg=False),
             algorithms=("RS256", "HS256"),
         )
         registry.ensure([provider])
@@ -349,7 +671,9 @@ def test_hmac_confusion_denied_even_when_the_provider_lists_hs256(ctx: Ctx) -> N
         assert verifier.resolve(ctx.rsa.sign(ctx.good())).user is not None
         assert verifier.reason(hmac_confusion_token(ctx.rsa, ctx.good())) == "jwt_alg_not_allowed"
         # Even listing "none" explicitly does not make it acceptable.
-        none_provider = JwtProvider(issuer=ISS, jwks_json=jwks_json(ctx.rsa), algorithms=("none", "RS256"))
+        none_provider = JwtProvider(
+            issuer=ISS, jwks_json=jwks_json(ctx.rsa), algorithms=("none", "RS256")
+        )
         registry.ensure([provider, none_provider])
         none_verifier = Verifier(registry, none_provider)
         assert none_verifier.reason(forge({"alg": "none"}, ctx.good())) == "jwt_alg_not_allowed"
@@ -362,14 +686,24 @@ def test_two_different_tokens_are_refused(ctx: Ctx) -> None:
     registry = KeyRegistry()
     try:
         provider = JwtProvider(
-            issuer=ISS, audiences=(AUD,), jwks_json=jwks_json(ctx.rsa),
-            locations=(TokenLocation(header="authorization", prefix="Bearer "), TokenLocation(query="access_token")),
+            issuer=ISS,
+            audiences=(AUD,),
+            jwks_json=jwks_json(ctx.rsa),
+            locations=(
+                TokenLocation(header="authorization", prefix="Bearer "),
+                TokenLocation(query="access_token"),
+            ),
         )
         registry.ensure([provider])
         resolver = IdentityResolver(Settings(), registry)
         good, other = ctx.rsa.sign(ctx.good()), ctx.rsa.sign(ctx.good(sub="bob"))
-        request = Request(method="GET", path="/", host="h", query=f"access_token={other}",
-                          headers={"authorization": f"Bearer {good}"})
+        request = Request(
+            method="GET",
+            path="/",
+            host="h",
+            query=f"access_token={other}",
+            headers={"authorization": f"Bearer {good}"},
+        )
         with pytest.raises(TokenRejected) as caught:
             resolver.resolve(request, Authentication(jwt_providers=(provider,)), NOW)
         assert caught.value.reason == "jwt_malformed"
@@ -377,10 +711,16 @@ def test_two_different_tokens_are_refused(ctx: Ctx) -> None:
         registry.close()
 
 
-def test_duplicate_claim_in_a_validly_signed_token_reads_as_the_last(ctx: Ctx, verifier: Verifier) -> None:
+def test_duplicate_claim_in_a_validly_signed_token_reads_as_the_last(
+    ctx: Ctx, verifier: Verifier
+) -> None:
     """RFC 7519 section 4: a parser must reject duplicate claim names or use the lexically last
     one. Either is fine; reading the *first* would let a token mean two things."""
-    payload = '{"iss": "%s", "aud": "%s", "exp": %d, "sub": "alice", "sub": "admin"}' % (ISS, AUD, NOW + 300)
+    payload = '{"iss": "%s", "aud": "%s", "exp": %d, "sub": "alice", "sub": "admin"}' % (
+        ISS,
+        AUD,
+        NOW + 300,
+    )
     token = forge(ctx.rs_header(), payload, key=ctx.rsa)
     try:
         identity = verifier.resolve(token)

@@ -21,14 +21,14 @@ import grpc
 import pytest
 
 pytest.importorskip("authz.wire.inbound", reason="authz.wire is not there yet")
-pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet")
+pytest.importorskip(
+    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet"
+)
 
-from tests.hostile.service import (  # noqa: E402
+from tests.hostile.service import (
     AUDIENCE,
     HOST,
-    INVALID,
     NONE,
-    VALID,
     check_request,
     metadata_reason,
     oracle,
@@ -38,11 +38,11 @@ from tests.hostile.service import (  # noqa: E402
     response_status,
     token_state,
 )
-from tests.hostile.test_path_corpus import CORPUS  # noqa: E402
-from tests.hostile.test_token_corpus import CASES, ISS, Ctx  # noqa: E402
-from tests.support.jwks_server import JwksServer  # noqa: E402
-from tests.support.service import ServiceProcess  # noqa: E402
-from tests.support.tokens import SigningKey, claims, jwks_json, make_key  # noqa: E402
+from tests.hostile.test_path_corpus import CORPUS
+from tests.hostile.test_token_corpus import CASES, ISS, Ctx
+from tests.support.jwks_server import JwksServer
+from tests.support.service import ServiceProcess
+from tests.support.tokens import claims, jwks_json, make_key
 
 SEED = 20261123
 BOUND = 10.0  # seconds per call: "answered within", not a speed check
@@ -80,7 +80,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             target = Target(service, ctx)
             yield target
             target.channel.close()
-            assert service.process is not None and service.process.poll() is None, "the service died"
+            assert service.process is not None and service.process.poll() is None, (
+                "the service died"
+            )
         assert evil.fetches == 0
 
 
@@ -88,10 +90,16 @@ def _base_requests(target: Target) -> list[bytes]:
     token = sorted(target.valid)[0]
     return [
         check_request("GET", HOST, "/public/a").SerializeToString(),
-        check_request("POST", HOST, "/api/orders/1", {"authorization": f"Bearer {token}"}).SerializeToString(),
+        check_request(
+            "POST", HOST, "/api/orders/1", {"authorization": f"Bearer {token}"}
+        ).SerializeToString(),
         check_request("GET", HOST, "/admin/users").SerializeToString(),
-        check_request("GET", HOST, "/api/x", {"authorization": "Bearer abc.def.ghi"}).SerializeToString(),
-        check_request("GET", HOST, "/public/../admin", {"cookie": "a=b", "x-forwarded-for": "1.2.3.4"}).SerializeToString(),
+        check_request(
+            "GET", HOST, "/api/x", {"authorization": "Bearer abc.def.ghi"}
+        ).SerializeToString(),
+        check_request(
+            "GET", HOST, "/public/../admin", {"cookie": "a=b", "x-forwarded-for": "1.2.3.4"}
+        ).SerializeToString(),
     ]
 
 
@@ -122,14 +130,43 @@ def _mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
 
 
 def _structured(rng: random.Random, target: Target) -> bytes:
-    paths = [raw for _, raw, _ in CORPUS] + ["/public/x", "/api/y", "/admin", "/public/%2e%2e/admin"]
+    paths = [raw for _, raw, _ in CORPUS] + [
+        "/public/x",
+        "/api/y",
+        "/admin",
+        "/public/%2e%2e/admin",
+    ]
     method = rng.choice(["GET", "POST", "get", "DELETE", "", "G\x00ET", "CONNECT", "x" * 300])
-    host = rng.choice([HOST, HOST.upper(), HOST + ":443", HOST + ".", "evil.example", "", "[::1]", "shop.example.com\x00.evil"])
+    host = rng.choice(
+        [
+            HOST,
+            HOST.upper(),
+            HOST + ":443",
+            HOST + ".",
+            "evil.example",
+            "",
+            "[::1]",
+            "shop.example.com\x00.evil",
+        ]
+    )
     headers: dict[str, str] = {}
     for _ in range(rng.randrange(0, 6)):
-        name = rng.choice(["authorization", "x-authz-principal", "x-user-id", "cookie", ":path", "Authorization",
-                           "", "x-\x00", "a" * 100])
-        headers[name] = rng.choice(["Bearer " + rng.choice(sorted(target.valid)), "Bearer x", "", "\x00", "é" * 10])
+        name = rng.choice(
+            [
+                "authorization",
+                "x-authz-principal",
+                "x-user-id",
+                "cookie",
+                ":path",
+                "Authorization",
+                "",
+                "x-\x00",
+                "a" * 100,
+            ]
+        )
+        headers[name] = rng.choice(
+            ["Bearer " + rng.choice(sorted(target.valid)), "Bearer x", "", "\x00", "é" * 10]
+        )
     return bytes(check_request(method, host, rng.choice(paths), headers).SerializeToString())
 
 
@@ -141,9 +178,7 @@ def _oracle_allows(message: Any, target: Target) -> bool:
     paths = {http.path, http.headers.get(":path", http.path)}
     hosts = {http.host, http.headers.get(":authority", http.host)}
     methods = {http.method, http.headers.get(":method", http.method)}
-    return any(
-        oracle(m, h, p, state).allowed for m in methods for h in hosts for p in paths
-    )
+    return any(oracle(m, h, p, state).allowed for m in methods for h in hosts for p in paths)
 
 
 def test_random_and_mutated_bytes_never_allow_wrongly(target: Target) -> None:
@@ -171,7 +206,7 @@ def test_random_and_mutated_bytes_never_allow_wrongly(target: Target) -> None:
         outcomes["allowed"] += 1
         try:
             message = external_auth_pb2.CheckRequest.FromString(data)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             pytest.fail(f"{kind}: undecodable bytes were allowed: {data!r} ({error})")
         assert _oracle_allows(message, target), f"{kind}: allowed, the policy does not: {message}"
     print(dict(outcomes))
@@ -188,12 +223,18 @@ def test_random_and_mutated_bytes_never_allow_wrongly(target: Target) -> None:
         ("one 1 MiB header", {"x-big": "a" * (1024 * 1024)}, "/public/x"),
         ("a 1 MiB bearer token", {"authorization": "Bearer " + "a" * (1024 * 1024)}, "/public/x"),
         ("5,000 headers", {f"x-h{i}": "v" for i in range(5000)}, "/public/x"),
-        ("headers just over the total size", {f"x-h{i}": "v" * 1000 for i in range(70)}, "/public/x"),
+        (
+            "headers just over the total size",
+            {f"x-h{i}": "v" * 1000 for i in range(70)},
+            "/public/x",
+        ),
         ("a 100 KiB path", {}, "/public/" + "a" * (100 * 1024)),
         ("a path one byte over the limit", {}, "/public/" + "a" * (8 * 1024 - len("/public/") + 1)),
     ],
 )
-def test_oversized_requests_are_denied_with_a_reason(target: Target, what: str, headers: dict[str, str], path: str) -> None:
+def test_oversized_requests_are_denied_with_a_reason(
+    target: Target, what: str, headers: dict[str, str], path: str
+) -> None:
     answer = target.send(check_request("GET", HOST, path, headers).SerializeToString())
     assert not isinstance(answer, grpc.RpcError), f"{what}: refused instead of denied: {answer}"
     assert answer.status.code != 0, what
@@ -208,12 +249,18 @@ def test_a_path_at_the_limit_is_judged(target: Target) -> None:
 
 
 def test_a_message_over_the_grpc_limit_is_refused(target: Target) -> None:
-    answer = target.send(check_request("GET", HOST, "/public/x", {"x-big": "a" * (9 * 1024 * 1024)}).SerializeToString())
+    answer = target.send(
+        check_request(
+            "GET", HOST, "/public/x", {"x-big": "a" * (9 * 1024 * 1024)}
+        ).SerializeToString()
+    )
     assert isinstance(answer, grpc.RpcError) or answer.status.code != 0
 
 
 @pytest.mark.parametrize(("attack", "raw", "expected"), CORPUS, ids=[c[0] for c in CORPUS])
-def test_path_corpus_through_the_process(target: Target, attack: str, raw: str, expected: str) -> None:
+def test_path_corpus_through_the_process(
+    target: Target, attack: str, raw: str, expected: str
+) -> None:
     answer = target.send(check_request("GET", HOST, raw).SerializeToString())
     assert not isinstance(answer, grpc.RpcError), f"{attack}: refused: {answer}"
     want = oracle("GET", HOST, raw, NONE)
@@ -225,20 +272,30 @@ def test_path_corpus_through_the_process(target: Target, attack: str, raw: str, 
 
 
 @pytest.mark.parametrize(("attack", "meaning", "make", "reason"), CASES, ids=[c[0] for c in CASES])
-def test_token_corpus_through_the_process(target: Target, attack: str, meaning: str, make: Any, reason: str) -> None:
+def test_token_corpus_through_the_process(
+    target: Target, attack: str, meaning: str, make: Any, reason: str
+) -> None:
     token = make(target.ctx)
     if attack == "expired":
         # The corpus uses a fixed future "now"; the process uses the real clock.
         token = target.ctx.rsa.sign(claims(ISS, now=time.time() - 3600, audience=AUDIENCE))
     for path in ("/api/orders", "/public/x"):
-        answer = target.send(check_request("GET", HOST, path, {"authorization": f"Bearer {token}"}).SerializeToString())
+        answer = target.send(
+            check_request(
+                "GET", HOST, path, {"authorization": f"Bearer {token}"}
+            ).SerializeToString()
+        )
         assert not isinstance(answer, grpc.RpcError), f"{attack}: refused: {answer}"
         assert answer.status.code != 0, f"{attack} allowed on {path}"
         got = metadata_reason(answer)
         if got == "request_too_large":  # a token over the header limit never reaches the verifier
             continue
         assert (response_status(answer), got) == (401, reason), attack
-        challenge = [h.header.value for h in answer.denied_response.headers if h.header.key.lower() == "www-authenticate"]
+        challenge = [
+            h.header.value
+            for h in answer.denied_response.headers
+            if h.header.key.lower() == "www-authenticate"
+        ]
         assert challenge and 'error="invalid_token"' in challenge[0]
         # The body names no rule and no claim.
         body = json.loads(answer.denied_response.body or "{}")

@@ -13,9 +13,11 @@ import grpc
 import pytest
 
 pytest.importorskip("authz.wire.inbound", reason="authz.wire is not there yet")
-pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet")
+pytest.importorskip(
+    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet"
+)
 
-from tests.hostile.service import (  # noqa: E402
+from tests.hostile.service import (
     HOST,
     NONE,
     check_request,
@@ -23,12 +25,17 @@ from tests.hostile.service import (  # noqa: E402
     parse_response,
     policy_yaml,
 )
-from tests.support.service import ServiceProcess  # noqa: E402
-from tests.support.tokens import jwks_json, make_key  # noqa: E402
+from tests.support.service import ServiceProcess
+from tests.support.tokens import jwks_json, make_key
 
 REQUESTS = [
-    ("GET", "/public/a"), ("GET", "/admin/x"), ("POST", "/public/a"), ("GET", "/public/..;/admin"),
-    ("GET", "/api/x"), ("GET", "/public/%2e%2e/admin"), ("GET", "/public/" + "a" * 9000),
+    ("GET", "/public/a"),
+    ("GET", "/admin/x"),
+    ("POST", "/public/a"),
+    ("GET", "/public/..;/admin"),
+    ("GET", "/api/x"),
+    ("GET", "/public/%2e%2e/admin"),
+    ("GET", "/public/" + "a" * 9000),
 ]
 
 
@@ -37,13 +44,16 @@ def test_sigterm_under_load(tmp_path: Path) -> None:
     keys.write_text(jwks_json(make_key("ES256", kid="k1")))
     directory = tmp_path / "policies"
     directory.mkdir()
-    (directory / "shop.yaml").write_text(policy_yaml(issuer="https://id.example.com", jwks_file=str(keys)))
+    (directory / "shop.yaml").write_text(
+        policy_yaml(issuer="https://id.example.com", jwks_file=str(keys))
+    )
     outcomes: Counter[str] = Counter()
     wrong: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
 
     with ServiceProcess(directory) as service:
+
         def client(index: int) -> None:
             channel = service.channel()
             call = service.raw_check(channel)
@@ -91,5 +101,8 @@ def test_sigterm_under_load(tmp_path: Path) -> None:
     # CANCELLED (grpc core cancels calls that arrived but were never handed to the servicer when
     # shutdown starts; Envoy with failure_mode_allow: false denies those). Nothing failed inside
     # a check (UNKNOWN, INTERNAL) or hung until the client's deadline (DEADLINE_EXCEEDED).
-    assert {k for k in outcomes if k.startswith("refused")} <= {"refused:UNAVAILABLE", "refused:CANCELLED"}, outcomes
+    assert {k for k in outcomes if k.startswith("refused")} <= {
+        "refused:UNAVAILABLE",
+        "refused:CANCELLED",
+    }, outcomes
     assert outcomes["answered"] >= answered_before

@@ -43,7 +43,9 @@ def test_lint_examples_and_strict(examples: Path) -> None:
     assert "platform.yaml:9: [ops-reads-admin] dry-run-rule:" in result.stdout
     assert "shop.yaml:56: [audit-payment-refunds] audit-rule:" in result.stdout
     assert authz("lint", str(examples), "--strict").returncode == 1
-    quiet = authz("lint", str(examples), "--strict", "--disable", "dry-run-rule", "--disable", "audit-rule")
+    quiet = authz(
+        "lint", str(examples), "--strict", "--disable", "dry-run-rule", "--disable", "audit-rule"
+    )
     assert quiet.returncode == 0, quiet.stdout
     (examples / "broken.yaml").write_text("rules: []\n")
     assert authz("lint", str(examples)).returncode == 1
@@ -53,20 +55,27 @@ def test_test_runs_the_shop_cases_and_reports_failures(examples: Path) -> None:
     ok = authz("test", str(examples))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert " passed, 0 failed" in ok.stdout
-    (examples / "extra_test.yaml").write_text(textwrap.dedent("""\
+    (examples / "extra_test.yaml").write_text(
+        textwrap.dedent("""\
         cases:
           - name: health is open
             request: {method: GET, path: /healthz, host: localhost}
             expect: {decision: deny}
-        """))
+        """)
+    )
     failing = authz("test", str(examples))
     assert failing.returncode == 1
-    assert "extra_test.yaml:2: health is open: expected deny, got allow 200 health-checks" in failing.stdout
+    assert (
+        "extra_test.yaml:2: health is open: expected deny, got allow 200 health-checks"
+        in failing.stdout
+    )
     assert "1 failed" in failing.stdout
 
 
 def test_test_reports_invalid_test_files_with_lines(examples: Path) -> None:
-    (examples / "bad_test.yaml").write_text("cases:\n  - name: x\n    request: {path: /a}\n    expect: {decision: maybe}\n")
+    (examples / "bad_test.yaml").write_text(
+        "cases:\n  - name: x\n    request: {path: /a}\n    expect: {decision: maybe}\n"
+    )
     result = authz("test", str(examples))
     assert result.returncode == 1
     assert "bad_test.yaml:2: missing `request.method`" in result.stdout
@@ -80,7 +89,10 @@ def test_explain_text_and_json(examples: Path) -> None:
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("DENY 403 reason=no_matching_rule")
-    assert "customers-use-cart" in text.stdout and "no match: when: claim scope contains 'cart'" in text.stdout
+    assert (
+        "customers-use-cart" in text.stdout
+        and "no match: when: claim scope contains 'cart'" in text.stdout
+    )
     data = json.loads(
         authz("explain", str(examples), "--path", "/admin/x", "--principal",
               "spiffe://cluster.local/ns/ops/sa/console", "--json").stdout

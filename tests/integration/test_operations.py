@@ -24,13 +24,15 @@ import grpc
 import pytest
 
 pytest.importorskip("authz.wire.inbound", reason="the wire layer is not in the tree yet")
-pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="protos not generated")
+pytest.importorskip(
+    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="protos not generated"
+)
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
-from tests.support.ports import free_port  # noqa: E402
-from tests.support.tokens import claims, jwks_json, make_key, tamper  # noqa: E402
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from tests.support.ports import free_port
+from tests.support.tokens import claims, jwks_json, make_key, tamper
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "shop.example.com"
@@ -40,7 +42,8 @@ BOUND = 30.0  # seconds for anything to show: start-up, a log line, a counter
 
 def write_policies(directory: Path, jwks_file: Path) -> None:
     directory.mkdir()
-    (directory / "shop.yaml").write_text(textwrap.dedent(f"""\
+    (directory / "shop.yaml").write_text(
+        textwrap.dedent(f"""\
         hosts: [{HOST}]
         authentication:
           jwt:
@@ -65,7 +68,9 @@ def write_policies(directory: Path, jwks_file: Path) -> None:
             action: allow
             dry_run: true
             to: [{{paths: ["/public/{{**}}"]}}]
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
 
 
 class Service:
@@ -121,17 +126,29 @@ class Service:
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.admin_port}{path}", timeout=5
+            ) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    def check(self, path: str, headers: dict[str, str] | None = None, host: str = HOST,
-              method: str = "GET") -> Any:
+    def check(
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        host: str = HOST,
+        method: str = "GET",
+    ) -> Any:
         message = external_auth_pb2.CheckRequest()
         http = message.attributes.request.http
         http.method, http.host, http.path, http.id = method, host, path, "req-it"
-        for name, value in {":method": method, ":authority": host, ":path": path, **(headers or {})}.items():
+        for name, value in {
+            ":method": method,
+            ":authority": host,
+            ":path": path,
+            **(headers or {}),
+        }.items():
             http.headers[name] = value
         message.attributes.source.address.socket_address.address = "10.9.8.7"
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
@@ -187,17 +204,35 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, Any]]:
     yield tmp_path, policies, key
 
 
-def test_checks_show_in_metrics_readiness_and_the_decision_log(setup: tuple[Path, Path, Any]) -> None:
+def test_checks_show_in_metrics_readiness_and_the_decision_log(
+    setup: tuple[Path, Path, Any],
+) -> None:
     tmp_path, policies, key = setup
     log = tmp_path / "decisions.log"
     token = key.sign(claims(ISSUER, now=time.time(), audience="shop"))
-    bad_token = tamper(key.sign(claims(ISSUER, now=time.time(), audience="shop", subject="mallory")))
+    bad_token = tamper(
+        key.sign(claims(ISSUER, now=time.time(), audience="shop", subject="mallory"))
+    )
     cookie_secret = "session=cookie-secret-4711"
     query_secret = "query-secret-0815"
     service = Service(
-        ["--policies", str(policies), "--listen", "127.0.0.1:{grpc}", "--admin", "127.0.0.1:{admin}",
-         "--decision-log", str(log), "--log-header", "x-trace", "--log-header", "authorization",
-         "--log-header", "cookie", "--no-watch"],
+        [
+            "--policies",
+            str(policies),
+            "--listen",
+            "127.0.0.1:{grpc}",
+            "--admin",
+            "127.0.0.1:{admin}",
+            "--decision-log",
+            str(log),
+            "--log-header",
+            "x-trace",
+            "--log-header",
+            "authorization",
+            "--log-header",
+            "cookie",
+            "--no-watch",
+        ],
         tmp_path / "stderr.log",
     )
     service.start()
@@ -205,12 +240,18 @@ def test_checks_show_in_metrics_readiness_and_the_decision_log(setup: tuple[Path
         assert service.get("/healthz")[0] == 200
         assert json.loads(service.get("/readyz")[1]) == {"ready": True}
 
-        secrets = {"authorization": f"Bearer {token}", "cookie": cookie_secret, "x-trace": "trace-1"}
+        secrets = {
+            "authorization": f"Bearer {token}",
+            "cookie": cookie_secret,
+            "x-trace": "trace-1",
+        }
         answers = [
             service.check("/public/a", {"x-trace": "trace-0"}),
             service.check("/admin/x", secrets),
             service.check("/api/orders", secrets),
-            service.check("/api/orders", {"authorization": f"Bearer {bad_token}", "cookie": cookie_secret}),
+            service.check(
+                "/api/orders", {"authorization": f"Bearer {bad_token}", "cookie": cookie_secret}
+            ),
             service.check(f"/api/orders?access_token={query_secret}"),
             service.check("/public/a", host="elsewhere.example.com"),
         ]
@@ -218,7 +259,11 @@ def test_checks_show_in_metrics_readiness_and_the_decision_log(setup: tuple[Path
 
         records = wait_for_lines(log, len(answers))
         by_path = [(r["decision"], r["reason"], r["status"]) for r in records]
-        assert by_path[:3] == [("allow", "public", 200), ("deny", "no-admin", 403), ("allow", "users", 200)]
+        assert by_path[:3] == [
+            ("allow", "public", 200),
+            ("deny", "no-admin", 403),
+            ("allow", "users", 200),
+        ]
         # a rejected token: 401 with a jwt_* reason code (jwt_bad_signature for a tampered one)
         assert by_path[3][0] == "deny" and by_path[3][1].startswith("jwt_") and by_path[3][2] == 401
         token_reason = by_path[3][1]
@@ -226,16 +271,24 @@ def test_checks_show_in_metrics_readiness_and_the_decision_log(setup: tuple[Path
         assert by_path[5] == ("deny", "no_policy_for_host", 403)
 
         public, admin, user = records[0], records[1], records[2]
-        assert public["dry_run"] == [{"rule": "try-ops", "would": "allow"}] and public["audit"] == []
+        assert (
+            public["dry_run"] == [{"rule": "try-ops", "would": "allow"}] and public["audit"] == []
+        )
         assert public["headers"] == {"x-trace": "trace-0"}
         assert user["audit"] == ["watch-api"] and user["rule"] == "users"
         assert user["request_principal"] == f"{ISSUER}/alice"
         assert user["headers"] == {"x-trace": "trace-1"}  # authorization and cookie never shown
         assert (user["method"], user["host"], user["path"], user["source"]) == (
-            "GET", HOST, "/api/orders", "10.9.8.7")
+            "GET",
+            HOST,
+            "/api/orders",
+            "10.9.8.7",
+        )
         assert records[4]["path"] == "/api/orders"
         assert all(r["policy_revision"] for r in records)
-        assert all(isinstance(r["duration_ms"], (int, float)) and r["duration_ms"] >= 0 for r in records)
+        assert all(
+            isinstance(r["duration_ms"], (int, float)) and r["duration_ms"] >= 0 for r in records
+        )
         assert all(r["time"].endswith("Z") and "T" in r["time"] for r in records)
         assert len({r["decision_id"] for r in records}) == len(records)
         assert admin["decision_id"] != user["decision_id"]
@@ -246,8 +299,12 @@ def test_checks_show_in_metrics_readiness_and_the_decision_log(setup: tuple[Path
 
         m = service.metrics()
         for decision, reason, count in [
-            ("allow", "public", 1), ("deny", "no-admin", 1), ("allow", "users", 1),
-            ("deny", token_reason, 1), ("deny", "no_matching_rule", 1), ("deny", "no_policy_for_host", 1),
+            ("allow", "public", 1),
+            ("deny", "no-admin", 1),
+            ("allow", "users", 1),
+            ("deny", token_reason, 1),
+            ("deny", "no_matching_rule", 1),
+            ("deny", "no_policy_for_host", 1),
         ]:
             assert m[("authz_checks_total", (("decision", decision), ("reason", reason)))] == count
         assert m[("authz_check_duration_seconds_count", (("decision", "allow"),))] == 2
@@ -275,23 +332,32 @@ def test_checks_show_in_metrics_readiness_and_the_decision_log(setup: tuple[Path
 def test_config_file_and_environment_start_the_service(setup: tuple[Path, Path, Any]) -> None:
     tmp_path, policies, _ = setup
     config = tmp_path / "authz.yaml"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         listen: ["127.0.0.1:{grpc}"]
         admin: "127.0.0.1:{admin}"
         decision_log: decisions.log
         watch: false
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     # The config file itself is written per attempt (its ports change), so the template is
     # rendered by a small wrapper: `--config` names the rendered copy.
     rendered = tmp_path / "rendered.yaml"
 
     class ConfigService(Service):
         def launch(self) -> subprocess.Popen[bytes]:
-            rendered.write_text(config.read_text().replace("{grpc}", str(self.grpc_port))
-                                .replace("{admin}", str(self.admin_port)), encoding="utf-8")
+            rendered.write_text(
+                config.read_text()
+                .replace("{grpc}", str(self.grpc_port))
+                .replace("{admin}", str(self.admin_port)),
+                encoding="utf-8",
+            )
             return subprocess.Popen(
                 [sys.executable, "-m", "authz", "serve", "--config", str(rendered)],
-                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=self.log_path.open("wb"),
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=self.log_path.open("wb"),
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **self.env},
             )
 
@@ -300,7 +366,10 @@ def test_config_file_and_environment_start_the_service(setup: tuple[Path, Path, 
     try:
         assert status_of(service.check("/public/x")) == 200
         wait_for_lines(tmp_path / "decisions.log", 1)
-        assert service.metrics()[("authz_checks_total", (("decision", "allow"), ("reason", "public")))] == 1
+        assert (
+            service.metrics()[("authz_checks_total", (("decision", "allow"), ("reason", "public")))]
+            == 1
+        )
     finally:
         code = service.stop()
     assert code == 0, service.stderr()[-2000:]
@@ -310,9 +379,24 @@ def test_a_bad_setting_stops_the_start_with_a_clear_error(tmp_path: Path) -> Non
     config = tmp_path / "authz.yaml"
     config.write_text("policies: .\nadmn: 127.0.0.1:9092\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "authz", "serve", "--config", str(config), "--admin", "127.0.0.1:99999"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=BOUND,
+        [
+            sys.executable,
+            "-m",
+            "authz",
+            "serve",
+            "--config",
+            str(config),
+            "--admin",
+            "127.0.0.1:99999",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
     )
     assert result.returncode == 1
     assert f"{config}:2: unknown key 'admn'; did you mean 'admin'?" in result.stderr
-    assert "--admin: admin: '127.0.0.1:99999': the port 99999 is out of range (1-65535)" in result.stderr
+    assert (
+        "--admin: admin: '127.0.0.1:99999': the port 99999 is out of range (1-65535)"
+        in result.stderr
+    )

@@ -21,16 +21,18 @@ import grpc
 import pytest
 
 pytest.importorskip("authz.wire.inbound", reason="the wire layer is not in the tree yet")
-pytest.importorskip("authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="protos not generated")
+pytest.importorskip(
+    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="protos not generated"
+)
 
-from tests.hostile.service import (  # noqa: E402 - after the skips
+from tests.hostile.service import (
     HOST,
     check_request,
     metadata_reason,
     parse_response,
     response_status,
 )
-from tests.support.service import CHECK_METHOD, ServiceProcess  # noqa: E402
+from tests.support.service import CHECK_METHOD, ServiceProcess
 
 BOUND = 20.0  # seconds: how long a reload may take to show, generously
 
@@ -73,7 +75,9 @@ class Checker:
     def _run(self) -> None:
         data = check_request("GET", HOST, "/marker/x").SerializeToString()
         with self.service.channel() as channel:
-            call = channel.unary_unary(CHECK_METHOD, request_serializer=None, response_deserializer=None)
+            call = channel.unary_unary(
+                CHECK_METHOD, request_serializer=None, response_deserializer=None
+            )
             while not self._stop.is_set():
                 try:
                     response = parse_response(call(data, timeout=10))
@@ -99,7 +103,9 @@ class Checker:
             if not self._thread.is_alive():
                 break
             time.sleep(0.05)
-        raise AssertionError(f"version {version} not in force after {BOUND}s; latest answer {self.latest()}")
+        raise AssertionError(
+            f"version {version} not in force after {BOUND}s; latest answer {self.latest()}"
+        )
 
     def assert_consistent(self, written: list[int]) -> None:
         """No errors; every answer belongs to a written version; versions only move forward."""
@@ -142,7 +148,9 @@ def service(policy_dir: Path) -> Iterator[ServiceProcess]:
         yield running
 
 
-def test_file_changes_reload_without_failing_a_check(service: ServiceProcess, policy_dir: Path) -> None:
+def test_file_changes_reload_without_failing_a_check(
+    service: ServiceProcess, policy_dir: Path
+) -> None:
     policy = policy_dir / "shop.yaml"
     with Checker(service) as checker:
         checker.wait_for(1)
@@ -152,7 +160,9 @@ def test_file_changes_reload_without_failing_a_check(service: ServiceProcess, po
         # A half-written file: rejected, the v2 set stays in force.
         rejections = service.log().count("policy reload rejected")
         write(policy, TRUNCATED)
-        wait_until(lambda: service.log().count("policy reload rejected") > rejections, "the rejection")
+        wait_until(
+            lambda: service.log().count("policy reload rejected") > rejections, "the rejection"
+        )
         count = len(checker.answers)
         wait_until(lambda: len(checker.answers) > count + 10, "more checks after the rejection")
         assert checker.latest() is not None and checker.latest()[:2] == VERSIONS[2]
@@ -165,7 +175,9 @@ def test_file_changes_reload_without_failing_a_check(service: ServiceProcess, po
     assert service.terminate() == 0
 
 
-def test_new_and_deleted_files_and_renames_are_noticed(service: ServiceProcess, policy_dir: Path) -> None:
+def test_new_and_deleted_files_and_renames_are_noticed(
+    service: ServiceProcess, policy_dir: Path
+) -> None:
     with Checker(service) as checker:
         checker.wait_for(1)
         # a new file whose deny rule wins over the allow of v1
@@ -199,7 +211,10 @@ def test_configmap_symlink_swap_is_noticed(tmp_path: Path) -> None:
 
 
 def test_sighup_reloads_when_watching_is_off(policy_dir: Path) -> None:
-    with ServiceProcess(policy_dir, extra_args=("--no-watch",)) as service, Checker(service) as checker:
+    with (
+        ServiceProcess(policy_dir, extra_args=("--no-watch",)) as service,
+        Checker(service) as checker,
+    ):
         checker.wait_for(1)
         write(policy_dir / "shop.yaml", marker_policy(2, "deny"))
         os.kill(service.pid, signal.SIGHUP)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -45,7 +44,9 @@ def _two_free_ports() -> int:
 def _serving(address: str) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
         except grpc.RpcError:
             return False
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
@@ -79,10 +80,23 @@ def test_two_workers_serve_and_stop_cleanly() -> None:
     port = _two_free_ports()
     addresses = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "authz", "serve", "--policies", str(REPO / "policies"),
-         "--listen", addresses[0], "--workers", "2", "--no-watch"],
-        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "authz",
+            "serve",
+            "--policies",
+            str(REPO / "policies"),
+            "--listen",
+            addresses[0],
+            "--workers",
+            "2",
+            "--no-watch",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         for address in addresses:
@@ -95,14 +109,22 @@ def test_two_workers_serve_and_stop_cleanly() -> None:
         workers = _children(supervisor.pid)
         assert len(workers) == 2
         os.kill(workers[1], signal.SIGKILL)
-        _wait(lambda: len(_children(supervisor.pid)) == 2 and set(_children(supervisor.pid)) != set(workers))
+        _wait(
+            lambda: (
+                len(_children(supervisor.pid)) == 2
+                and set(_children(supervisor.pid)) != set(workers)
+            )
+        )
         _wait(lambda: _serving(addresses[1]))
 
         workers = _children(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(60) == 0
         for pid in workers:
-            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            )
         for address in addresses:
             assert not _serving(address)
     finally:

@@ -58,7 +58,7 @@ class CertAuthority:
     def __init__(self, name: str) -> None:
         self.name = name
         self._key = _new_key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         self.certificate = (
             x509.CertificateBuilder()
@@ -113,7 +113,7 @@ class CertAuthority:
         ended yesterday, so a verifying peer must reject it.
         """
         key = _new_key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if expired:
             not_before, not_after = now - 10 * _ONE_DAY, now - _ONE_DAY
         else:

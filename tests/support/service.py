@@ -30,8 +30,13 @@ class ServiceProcess:
     """`python -m authz serve --policies DIR --listen 127.0.0.1:PORT`, ready when its gRPC health
     says SERVING. Stopped with SIGTERM (then SIGKILL after a bound) on exit."""
 
-    def __init__(self, policies: str | os.PathLike[str], *, extra_args: tuple[str, ...] = (),
-                 ready_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        policies: str | os.PathLike[str],
+        *,
+        extra_args: tuple[str, ...] = (),
+        ready_timeout: float = 30.0,
+    ) -> None:
         self.policies = str(policies)
         self.extra_args = extra_args
         self.ready_timeout = ready_timeout
@@ -55,9 +60,20 @@ class ServiceProcess:
         for _attempt in range(5):  # free_port is racy: retry on "address in use"
             self.port = free_port()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "authz", "serve", "--policies", self.policies,
-                 "--listen", self.address, *self.extra_args],
-                cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "authz",
+                    "serve",
+                    "--policies",
+                    self.policies,
+                    "--listen",
+                    self.address,
+                    *self.extra_args,
+                ],
+                cwd=REPO_ROOT,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             try:
@@ -80,7 +96,9 @@ class ServiceProcess:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"exited with {self.process.returncode}: {self.log()[-2000:]}")
+                    raise RuntimeError(
+                        f"exited with {self.process.returncode}: {self.log()[-2000:]}"
+                    )
                 try:
                     answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -99,13 +117,17 @@ class ServiceProcess:
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(
             self.address,
-            options=[("grpc.max_send_message_length", 64 * 1024 * 1024),
-                     ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
         )
 
     def raw_check(self, channel: grpc.Channel) -> Any:
         """A callable sending bytes as they are and returning the response bytes."""
-        return channel.unary_unary(CHECK_METHOD, request_serializer=None, response_deserializer=None)
+        return channel.unary_unary(
+            CHECK_METHOD, request_serializer=None, response_deserializer=None
+        )
 
     def check_bytes(self, data: bytes, timeout: float = 10.0) -> bytes:
         if self._channel is None:

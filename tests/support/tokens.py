@@ -24,11 +24,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "EdDSA",
+)
 ALL_ALGORITHMS = (*ASYMMETRIC_ALGORITHMS, "HS256")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rsa_private(index: int) -> rsa.RSAPrivateKey:
     # RSA generation is the slow part of a test run; a small pool of keys is reused across
     # tests (by index), which is fine since each test still gets distinct kids and key sets.
@@ -79,7 +89,7 @@ class SigningKey:
         self,
         payload: dict[str, Any],
         *,
-        kid: str | None | bool = True,
+        kid: str | bool | None = True,
         headers: dict[str, Any] | None = None,
         alg: str | None = None,
     ) -> str:
@@ -96,7 +106,9 @@ class SigningKey:
     def sign_raw(self, payload: dict[str, Any]) -> str:
         """Sign a payload as is, without PyJWT's claim checks (for claims of the wrong type)."""
         headers = {"kid": self.kid} if self.kid is not None else None
-        return jwt.api_jws.encode(json.dumps(payload).encode(), self.private, algorithm=self.alg, headers=headers)
+        return jwt.api_jws.encode(
+            json.dumps(payload).encode(), self.private, algorithm=self.alg, headers=headers
+        )
 
 
 def make_key(alg: str, kid: str | None = None) -> SigningKey:

@@ -66,15 +66,24 @@ def test_every_key_of_the_file(tree: Path) -> None:
     assert s.decision_log == "-"
     assert s.log_headers == ("user-agent", "x-request-id")
     assert (s.headers.principal, s.headers.request_principal, s.headers.decision_id) == (
-        "x-principal", "x-user", "x-decision")
+        "x-principal",
+        "x-user",
+        "x-decision",
+    )
     assert s.trust_xfcc is True and s.ca_bundle == str(tree / "ca.pem")
     assert s.jwt_authn_metadata == "envoy.filters.http.jwt_authn"
-    assert (s.limits.max_headers, s.limits.max_header_bytes, s.limits.max_path_bytes) == (10, 2048, 512)
+    assert (s.limits.max_headers, s.limits.max_header_bytes, s.limits.max_path_bytes) == (
+        10,
+        2048,
+        512,
+    )
     assert (s.workers, s.watch, s.poll_policies, s.log_level) == (2, False, True, "debug")
 
 
 def test_precedence_flags_over_env_over_file(tree: Path) -> None:
-    path = write(tree, "listen: 127.0.0.1:1001\nworkers: 2\nadmin: 127.0.0.1:2001\nlog_level: warning\n")
+    path = write(
+        tree, "listen: 127.0.0.1:1001\nworkers: 2\nadmin: 127.0.0.1:2001\nlog_level: warning\n"
+    )
     env = {"AUTHZ_LISTEN": "127.0.0.1:1002, 127.0.0.1:1003", "AUTHZ_WORKERS": "3"}
     flags = {"listen": ("--listen", ["127.0.0.1:1004"]), "admin": ("--admin", None)}
     s = load_settings(path, environ=env, flags=flags, check_paths=False)
@@ -83,7 +92,9 @@ def test_precedence_flags_over_env_over_file(tree: Path) -> None:
     assert s.admin == "127.0.0.1:2001"  # file: the flag was not given
     assert s.log_level == "warning"
     assert load_settings(path, environ=env, check_paths=False).listen_all == (
-        "127.0.0.1:1002", "127.0.0.1:1003")
+        "127.0.0.1:1002",
+        "127.0.0.1:1003",
+    )
 
 
 def test_environment_conversions_and_config_path(tree: Path) -> None:
@@ -115,7 +126,9 @@ def test_unknown_keys_suggest_the_close_one(tree: Path) -> None:
 
 
 def test_wrong_types_name_file_line_and_key(tree: Path) -> None:
-    path = write(tree, "workers: two\ntrust_xfcc: 'yes'\nlimits: 5\nlisten: [1]\nmax: null\nlimits2: {}\n")
+    path = write(
+        tree, "workers: two\ntrust_xfcc: 'yes'\nlimits: 5\nlisten: [1]\nmax: null\nlimits2: {}\n"
+    )
     message = error_of(path, check_paths=False)
     assert f"{path}:1: workers: expected an integer, got str 'two'" in message
     assert f"{path}:2: trust_xfcc: expected true or false" in message
@@ -148,7 +161,9 @@ def test_bad_admin_addresses(tree: Path, address: str, expected: str) -> None:
 
 
 def test_good_listen_addresses() -> None:
-    flags = {"listen": ("--listen", ["[::]:9191", "unix:/tmp/a.sock", "localhost:1", "0.0.0.0:65535"])}
+    flags = {
+        "listen": ("--listen", ["[::]:9191", "unix:/tmp/a.sock", "localhost:1", "0.0.0.0:65535"])
+    }
     assert len(load_settings(flags=flags, check_paths=False).listen_all) == 4
 
 
@@ -164,8 +179,11 @@ def test_values_from_env_and_flags_are_checked_too() -> None:
 
 
 def test_missing_files_and_directories(tree: Path) -> None:
-    path = write(tree, f"policies: {tree / 'nope'}\nca_bundle: {tree / 'ca2.pem'}\n"
-                       f"decision_log: {tree / 'no-dir' / 'd.log'}\n")
+    path = write(
+        tree,
+        f"policies: {tree / 'nope'}\nca_bundle: {tree / 'ca2.pem'}\n"
+        f"decision_log: {tree / 'no-dir' / 'd.log'}\n",
+    )
     message = error_of(path)
     assert f"{path}:1: policies: " in message and "does not exist" in message
     assert f"{path}:2: ca_bundle: " in message
@@ -197,14 +215,33 @@ def test_serve_flags_feed_the_settings(tree: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("AUTHZ_ADMIN", "127.0.0.1:2002")
     parser = argparse.ArgumentParser()
     serve.configure(parser)
-    args = parser.parse_args([
-        "--policies", str(tree / "policies"), "--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2",
-        "--decision-log", "-", "--log-header", "X-A", "--log-header", "x-b", "--workers", "1",
-        "--no-watch", "--trust-xfcc",
-    ])
+    args = parser.parse_args(
+        [
+            "--policies",
+            str(tree / "policies"),
+            "--listen",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:2",
+            "--decision-log",
+            "-",
+            "--log-header",
+            "X-A",
+            "--log-header",
+            "x-b",
+            "--workers",
+            "1",
+            "--no-watch",
+            "--trust-xfcc",
+        ]
+    )
     s = serve.settings_from(args)
     assert s.listen_all == ("127.0.0.1:1", "127.0.0.1:2") and s.admin == "127.0.0.1:2002"
     assert s.decision_log == "-" and s.log_headers == ("x-a", "x-b")
     assert s.watch is False and s.trust_xfcc is True and s.poll_policies is False
     defaults = serve.settings_from(parser.parse_args(["--policies", str(tree / "policies")]))
-    assert defaults.watch is True and defaults.log_level == "info" and defaults.admin == "127.0.0.1:2002"
+    assert (
+        defaults.watch is True
+        and defaults.log_level == "info"
+        and defaults.admin == "127.0.0.1:2002"
+    )

@@ -52,10 +52,24 @@ def shop() -> object:
     keys.close()
 
 
-def request(path: str, *, method: str = "GET", principal: str = "", host: str = "shop.example.com",
-            headers: dict[str, str] | None = None, query: str = "") -> Request:
-    return Request(method=method, path=path, host=host, raw_path=path, query=query,
-                   headers=headers or {}, peer_principal=principal)
+def request(
+    path: str,
+    *,
+    method: str = "GET",
+    principal: str = "",
+    host: str = "shop.example.com",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+) -> Request:
+    return Request(
+        method=method,
+        path=path,
+        host=host,
+        raw_path=path,
+        query=query,
+        headers=headers or {},
+        peer_principal=principal,
+    )
 
 
 def test_workload_allowed_with_identity_headers(shop: Engine) -> None:

@@ -126,7 +126,9 @@ def test_authz_cluster_is_http2_round_robin_over_every_endpoint() -> None:
 
 
 def test_dns_names_make_a_strict_dns_cluster() -> None:
-    options = BootstrapOptions(authz=(parse_endpoint("authz-1:9191"), parse_endpoint("authz-2:9191")))
+    options = BootstrapOptions(
+        authz=(parse_endpoint("authz-1:9191"), parse_endpoint("authz-2:9191"))
+    )
     assert _cluster(bootstrap(options), "authz")["type"] == "STRICT_DNS"
 
 
@@ -149,7 +151,9 @@ def test_path_normalization_is_deliberate() -> None:
     assert hcm["normalize_path"] is True
     assert hcm["merge_slashes"] is True
     assert hcm["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
-    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+    assert (
+        hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+    )
 
 
 def test_access_log_shows_the_decision() -> None:
@@ -213,12 +217,28 @@ def test_istio_custom_policy() -> None:
 
 def test_cli_prints_a_bootstrap(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["envoy-config", "--authz", "127.0.0.1:1", "--authz", "unix:/tmp/a.sock", "--listen", "1234",
-         "--upstream", "10.0.0.1:80", "--admin", "4321", "--admin-address", "0.0.0.0"]
+        [
+            "envoy-config",
+            "--authz",
+            "127.0.0.1:1",
+            "--authz",
+            "unix:/tmp/a.sock",
+            "--listen",
+            "1234",
+            "--upstream",
+            "10.0.0.1:80",
+            "--admin",
+            "4321",
+            "--admin-address",
+            "0.0.0.0",
+        ]
     )
     assert code == 0
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["admin"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 4321}
+    assert config["admin"]["address"]["socket_address"] == {
+        "address": "0.0.0.0",
+        "port_value": 4321,
+    }
     listener = config["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["port_value"] == 1234
     assert len(_cluster(config, "authz")["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
@@ -245,7 +265,7 @@ def test_cli_istio(capsys: pytest.CaptureFixture[str]) -> None:
 
 def _write_certs(directory: Path) -> TlsFiles:
     """A CA and a server certificate it signed; Envoy only needs them to parse and chain."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test ca")])
     ca = (
@@ -300,12 +320,28 @@ def _envoy_validate(path: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("mtls", [False, True], ids=["plain", "mtls"])
 def test_envoy_accepts_the_generated_config(tmp_path: Path, mtls: bool) -> None:
-    argv = ["envoy-config", "--authz", "127.0.0.1:9191", "--authz", "127.0.0.1:9192",
-            "--authz", "127.0.0.1:9193", "-o", str(tmp_path / "envoy.yaml")]
+    argv = [
+        "envoy-config",
+        "--authz",
+        "127.0.0.1:9191",
+        "--authz",
+        "127.0.0.1:9192",
+        "--authz",
+        "127.0.0.1:9193",
+        "-o",
+        str(tmp_path / "envoy.yaml"),
+    ]
     if mtls:
         files = _write_certs(tmp_path)
-        argv += ["--mtls", "--server-cert", files.server_cert, "--server-key", files.server_key,
-                 "--client-ca", files.client_ca]
+        argv += [
+            "--mtls",
+            "--server-cert",
+            files.server_cert,
+            "--server-key",
+            files.server_key,
+            "--client-ca",
+            files.client_ca,
+        ]
     assert main(argv) == 0
     result = _envoy_validate(tmp_path / "envoy.yaml")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -141,9 +141,7 @@ def test_every_mounted_volume_exists(objects: list[Doc]) -> None:
 
 def test_policies_are_mounted_where_serve_reads_them(objects: list[Doc]) -> None:
     container = _container(objects)
-    policies_volume = next(
-        v["name"] for v in _pod_spec(objects)["volumes"] if "configMap" in v
-    )
+    policies_volume = next(v["name"] for v in _pod_spec(objects)["volumes"] if "configMap" in v)
     mount = next(m for m in container["volumeMounts"] if m["name"] == policies_volume)
     assert f"--policies={mount['mountPath']}" in container["args"]
 
@@ -203,9 +201,10 @@ def test_istio_provider_points_at_the_service(objects: list[Doc]) -> None:
     assert provider["failOpen"] is False
     assert provider["statusOnError"] == "503"
     (policy,) = _docs(ISTIO / "authorization-policy.yaml")
-    assert policy["spec"]["provider"]["name"] == operator["spec"]["meshConfig"][
-        "extensionProviders"
-    ][0]["name"]
+    assert (
+        policy["spec"]["provider"]["name"]
+        == operator["spec"]["meshConfig"]["extensionProviders"][0]["name"]
+    )
 
 
 # ---- Prometheus --------------------------------------------------------------------------

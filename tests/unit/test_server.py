@@ -59,7 +59,9 @@ async def test_health_and_reflection(channel: grpc.aio.Channel) -> None:
         answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    call = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = set()
     async for response in call:
         names = {s.name for s in response.list_services_response.service}
@@ -104,7 +106,9 @@ async def test_health_state_is_what_grpc_health_says(app: App, tmp_path: Path) -
             stub = health_pb2_grpc.HealthStub(open_channel)
             for serving in (False, True, False):
                 await health.set(serving)
-                answer = await stub.Check(health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE))
+                answer = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE)
+                )
                 assert health.serving is serving
                 assert (answer.status == health_pb2.HealthCheckResponse.SERVING) is serving
     finally:

@@ -24,13 +24,16 @@ def test_the_shop_tests_pass() -> None:
 
 def test_a_failure_names_what_was_expected_and_what_came() -> None:
     policy_set = load_policy_set(str(EXAMPLE_POLICIES))
-    cases, problems = parse_cases("t_test.yaml", """
+    cases, problems = parse_cases(
+        "t_test.yaml",
+        """
 defaults: {host: localhost}
 cases:
   - name: wrong
     request: {method: GET, path: /healthz}
     expect: {decision: deny, status: 403, reason: nope}
-""")
+""",
+    )
     assert problems == []
     [result] = run_cases(policy_set, cases)
     assert result.failures == ("expected deny 403 nope, got allow 200 health-checks",)
@@ -40,17 +43,27 @@ cases:
     ("text", "expected"),
     [
         ("cases: []\n", "t_test.yaml:1: `cases` must be a non-empty list"),
-        ("cases:\n  - name: a\n    request: {path: /x, host: h}\n    expect: {decision: allow}\n",
-         "t_test.yaml:2: missing `request.method`"),
-        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, colour: red}\n    expect: {decision: allow}\n",
-         "t_test.yaml:3: unknown field 'colour' in request"),
-        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: yes}\n",
-         "t_test.yaml:4: expect.decision must be allow or deny"),
-        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, claims: {sub: s}}\n    expect: {decision: allow}\n",
-         "t_test.yaml:3: claims stand for a verified JWT: they need an `iss` string"),
-        ("cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n"
-         "  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n",
-         "t_test.yaml:5: duplicate case name 'a' (first on line 2)"),
+        (
+            "cases:\n  - name: a\n    request: {path: /x, host: h}\n    expect: {decision: allow}\n",
+            "t_test.yaml:2: missing `request.method`",
+        ),
+        (
+            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, colour: red}\n    expect: {decision: allow}\n",
+            "t_test.yaml:3: unknown field 'colour' in request",
+        ),
+        (
+            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: yes}\n",
+            "t_test.yaml:4: expect.decision must be allow or deny",
+        ),
+        (
+            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, claims: {sub: s}}\n    expect: {decision: allow}\n",
+            "t_test.yaml:3: claims stand for a verified JWT: they need an `iss` string",
+        ),
+        (
+            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n"
+            "  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n",
+            "t_test.yaml:5: duplicate case name 'a' (first on line 2)",
+        ),
         ("cases:\n  - name: [unclosed\n", "t_test.yaml:"),
     ],
 )
@@ -73,7 +86,12 @@ def test_explain_traces_every_rule_of_the_host() -> None:
     policy_set = load_policy_set(str(EXAMPLE_POLICIES))
     explanation = explain_scenario(
         policy_set,
-        Scenario("GET", "/api/payments/p/refund", "shop.example.com", principal="spiffe://cluster.local/ns/shop/sa/orders"),
+        Scenario(
+            "GET",
+            "/api/payments/p/refund",
+            "shop.example.com",
+            principal="spiffe://cluster.local/ns/shop/sa/orders",
+        ),
     )
     assert not explanation.decision.allowed  # GET is not in payments-processor
     by_name = {r.name: r for r in explanation.rules}
@@ -85,7 +103,10 @@ def test_explain_traces_every_rule_of_the_host() -> None:
 def test_explain_marks_the_deciding_rule_and_dry_runs() -> None:
     policy_set = load_policy_set(str(EXAMPLE_POLICIES))
     explanation = explain_scenario(
-        policy_set, Scenario("GET", "/admin/x", "localhost", principal="spiffe://cluster.local/ns/shop/sa/frontend")
+        policy_set,
+        Scenario(
+            "GET", "/admin/x", "localhost", principal="spiffe://cluster.local/ns/shop/sa/frontend"
+        ),
     )
     assert explanation.decision.reason == "no-debug-endpoints"
     deciding = [r.name for r in explanation.rules if r.decides]
@@ -97,7 +118,8 @@ def test_explain_marks_the_deciding_rule_and_dry_runs() -> None:
 def test_explain_unknown_issuer_and_bad_path() -> None:
     policy_set = load_policy_set(str(EXAMPLE_POLICIES))
     refused = explain_scenario(
-        policy_set, Scenario("GET", "/api/orders", "localhost", claims={"iss": "https://x", "sub": "s"})
+        policy_set,
+        Scenario("GET", "/api/orders", "localhost", claims={"iss": "https://x", "sub": "s"}),
     )
     assert (refused.decision.status, refused.decision.reason) == (401, "jwt_unknown_issuer")
     bad = explain_scenario(policy_set, Scenario("GET", "/a%2Fb", "localhost"))

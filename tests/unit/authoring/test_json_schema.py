@@ -71,15 +71,22 @@ INVALID = {
     "trust domain with slash": "authentication: {mtls: {trust_domains: [a/b]}}\n" + RULE,
     "provider without issuer": "authentication: {jwt: [{jwks_uri: 'https://a/j'}]}\n" + RULE,
     "provider without key source": "authentication: {jwt: [{issuer: i}]}\n" + RULE,
-    "provider with two key sources": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', jwks_file: k.json}]}\n" + RULE,
+    "provider with two key sources": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', jwks_file: k.json}]}\n"
+    + RULE,
     "jwks_uri not http": "authentication: {jwt: [{issuer: i, jwks_uri: 'file:///etc/k'}]}\n" + RULE,
     "jwks without keys": "authentication: {jwt: [{issuer: i, jwks: {}}]}\n" + RULE,
-    "alg none": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [none]}]}\n" + RULE,
-    "unknown alg": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [RS257]}]}\n" + RULE,
-    "empty audiences": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', audiences: []}]}\n" + RULE,
-    "token location with two kinds": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', from: [{header: a, query: b}]}]}\n" + RULE,
-    "prefix on a query location": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', from: [{query: b, prefix: 'x '}]}]}\n" + RULE,
-    "forward not boolean": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', forward: nope}]}\n" + RULE,
+    "alg none": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [none]}]}\n"
+    + RULE,
+    "unknown alg": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [RS257]}]}\n"
+    + RULE,
+    "empty audiences": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', audiences: []}]}\n"
+    + RULE,
+    "token location with two kinds": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', from: [{header: a, query: b}]}]}\n"
+    + RULE,
+    "prefix on a query location": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', from: [{query: b, prefix: 'x '}]}]}\n"
+    + RULE,
+    "forward not boolean": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', forward: nope}]}\n"
+    + RULE,
 }
 
 VALID = {
@@ -172,9 +179,9 @@ def test_invalid_documents_fail_both(tmp_path: Path, text: str) -> None:
 
 
 def test_the_lists_copied_from_the_validator_are_in_step() -> None:
-    assert set(json_schema._RESERVED) == set(policy_schema.RESERVED_NAMES)  # noqa: SLF001
-    assert set(json_schema._ALGORITHMS) == set(policy_schema.KNOWN_ALGORITHMS)  # noqa: SLF001
-    assert json_schema._NAME_PATTERN == f"^{policy_schema._NAME.pattern}$"  # noqa: SLF001
+    assert set(json_schema._RESERVED) == set(policy_schema.RESERVED_NAMES)
+    assert set(json_schema._ALGORITHMS) == set(policy_schema.KNOWN_ALGORITHMS)
+    assert f"^{policy_schema._NAME.pattern}$" == json_schema._NAME_PATTERN
 
 
 def _fields(schema: Any) -> list[tuple[str, Any]]:
@@ -192,15 +199,23 @@ def _fields(schema: Any) -> list[tuple[str, Any]]:
 
 
 def test_every_field_has_a_description() -> None:
-    missing = sorted({name for name, sub in _fields(SCHEMA) if "description" not in sub and "$ref" not in sub})
+    missing = sorted(
+        {name for name, sub in _fields(SCHEMA) if "description" not in sub and "$ref" not in sub}
+    )
     # `keys` is inside an inline JWKS: a foreign format, described by its parent.
     assert missing in ([], ["keys"])
 
 
 def test_the_committed_copy_equals_authz_schema_output() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "authz", "schema"], capture_output=True, text=True, check=True, cwd=REPO
+        [sys.executable, "-m", "authz", "schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
     ).stdout
     committed = (REPO / "docs" / "policy.schema.json").read_text(encoding="utf-8")
-    assert out == committed, "docs/policy.schema.json is stale: run `authz schema -o docs/policy.schema.json`"
+    assert out == committed, (
+        "docs/policy.schema.json is stale: run `authz schema -o docs/policy.schema.json`"
+    )
     assert json.loads(out) == SCHEMA

@@ -29,11 +29,18 @@ authentication:
 
 
 def test_the_examples_have_only_the_deliberate_findings() -> None:
-    assert codes(EXAMPLE_POLICIES) == {("ops-reads-admin", "dry-run-rule"), ("audit-payment-refunds", "audit-rule")}
+    assert codes(EXAMPLE_POLICIES) == {
+        ("ops-reads-admin", "dry-run-rule"),
+        ("audit-payment-refunds", "audit-rule"),
+    }
 
 
 def test_open_allow_and_any_principal(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", AUTH + """
+    write(
+        tmp_path,
+        "a.yaml",
+        AUTH
+        + """
 rules:
   - {name: everything, action: allow}
   - {name: star-path, action: allow, to: [{methods: [GET], paths: ["*"]}]}
@@ -41,7 +48,8 @@ rules:
   - {name: gated-by-claim, action: allow, when: [{claim: scope, contains: x}]}
   - {name: any-workload, action: allow, from: [{principals: ["*"]}], to: [{paths: ["/{**}"]}]}
   - {name: any-workload-narrow, action: allow, from: [{principals: ["*"]}], to: [{paths: [/a]}]}
-""")
+""",
+    )
     found = codes(tmp_path)
     assert ("everything", "open-allow") in found and ("star-path", "open-allow") in found
     assert ("any-workload", "any-principal") in found
@@ -49,38 +57,59 @@ rules:
 
 
 def test_shadowed_by_a_deny(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", AUTH + """
+    write(
+        tmp_path,
+        "a.yaml",
+        AUTH
+        + """
 roles:
   reader: [{methods: [GET], paths: ["/api/{*}", /api/list]}]
 rules:
   - {name: read-api, action: allow, from: [{namespaces: [a]}], to: [{role: reader}]}
   - {name: read-other, action: allow, from: [{namespaces: [a]}], to: [{paths: [/api]}]}
   - {name: gated-deny-does-not-cover, action: allow, to: [{paths: [/b/x]}]}
-""")
-    write(tmp_path, "platform.yaml", """
+""",
+    )
+    write(
+        tmp_path,
+        "platform.yaml",
+        """
 rules:
   - {name: no-api, action: deny, to: [{paths: ["/api/{**}"]}]}
   - {name: no-b-for-x, action: deny, from: [{namespaces: [x]}], to: [{paths: ["/b/{**}"]}]}
-""")
+""",
+    )
     found = [f for f in findings(tmp_path) if f.code == "shadowed-by-deny"]
     assert [f.subject for f in found] == ["read-api"]
     assert "'no-api'" in found[0].message and "platform.yaml:2" in found[0].message
 
 
 def test_a_deny_on_other_hosts_does_not_shadow(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", AUTH + "rules: [{name: ok, action: allow, from: [{namespaces: [a]}], to: [{paths: [/x]}]}]\n")
-    write(tmp_path, "b.yaml", "hosts: [other.example.com]\nrules: [{name: deny-all, action: deny}]\n")
+    write(
+        tmp_path,
+        "a.yaml",
+        AUTH
+        + "rules: [{name: ok, action: allow, from: [{namespaces: [a]}], to: [{paths: [/x]}]}]\n",
+    )
+    write(
+        tmp_path, "b.yaml", "hosts: [other.example.com]\nrules: [{name: deny-all, action: deny}]\n"
+    )
     assert ("ok", "shadowed-by-deny") not in codes(tmp_path)
 
 
 def test_unreachable_rules(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", AUTH + """
+    write(
+        tmp_path,
+        "a.yaml",
+        AUTH
+        + """
 rules:
   - {name: unknown-issuer, action: allow, from: [{issuers: [https://nobody]}], to: [{paths: [/a]}]}
   - {name: foreign-mesh, action: allow, from: [{principals: ["spiffe://other.mesh/ns/a/sa/b"]}], to: [{paths: [/a]}]}
   - {name: contradiction, action: allow, from: [{namespaces: [a]}], to: [{methods: [GET], not_methods: [GET]}]}
   - {name: fine, action: allow, from: [{issuers: [https://id.example]}], to: [{paths: [/a]}]}
-""")
+""",
+    )
     found = codes(tmp_path)
     for name in ("unknown-issuer", "foreign-mesh", "contradiction"):
         assert (name, "unreachable") in found
@@ -88,14 +117,21 @@ rules:
 
 
 def test_roles_hosts_and_providers(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", """
+    write(
+        tmp_path,
+        "a.yaml",
+        """
 hosts: [open.example.com]
 roles:
   spare: [{paths: [/s]}]
 rules:
   - {name: health, action: allow, to: [{paths: [/healthz]}]}
-""")
-    write(tmp_path, "b.yaml", """
+""",
+    )
+    write(
+        tmp_path,
+        "b.yaml",
+        """
 hosts: [jwt.example.com]
 authentication:
   jwt:
@@ -103,7 +139,8 @@ authentication:
     - {issuer: https://local, audiences: [x], jwks_uri: "http://127.0.0.1:8080/jwks"}
 rules:
   - {name: users, action: allow, from: [{issuers: [https://plain]}], to: [{paths: [/u]}]}
-""")
+""",
+    )
     result = findings(tmp_path)
     found = {(f.subject, f.code, f.line) for f in result}
     assert ("spare", "unused-role", 3) in found
@@ -115,4 +152,6 @@ rules:
 
 
 def test_finding_format() -> None:
-    assert str(Finding("p/a.yaml", 3, "open-allow", "r", "why")) == "p/a.yaml:3: [r] open-allow: why"
+    assert (
+        str(Finding("p/a.yaml", 3, "open-allow", "r", "why")) == "p/a.yaml:3: [r] open-allow: why"
+    )

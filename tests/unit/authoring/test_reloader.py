@@ -100,7 +100,7 @@ def test_watcher_notices_a_change(setup, polling: bool):  # type: ignore[no-unty
     directory, store, _, reloader, outcomes = setup
     done = threading.Event()
     reloader.add_listener(lambda ok: done.set())
-    reloader._poll_interval = 0.1  # noqa: SLF001 - keep the polling test short
+    reloader._poll_interval = 0.1
     reloader.start(watch=True, polling=polling)
     try:
         # The watcher may start after our write: keep writing new content until it reacts.

@@ -32,7 +32,9 @@ ISS = "https://id.example.com"
 class Setup:
     """One provider with inline keys, a registry and a resolver."""
 
-    def __init__(self, registries: Callable[..., KeyRegistry], keys: list[SigningKey], **provider: Any) -> None:
+    def __init__(
+        self, registries: Callable[..., KeyRegistry], keys: list[SigningKey], **provider: Any
+    ) -> None:
         provider.setdefault("audiences", ("shop-api",))
         self.provider = JwtProvider(issuer=ISS, jwks_json=jwks_json(*keys), **provider)
         self.auth = Authentication(jwt_providers=(self.provider,))
@@ -59,7 +61,9 @@ def good_claims(**kwargs: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(params=ALL_ALGORITHMS)
-def alg_setup(request: pytest.FixtureRequest, registries: Callable[..., KeyRegistry]) -> Iterator[tuple[Setup, SigningKey]]:
+def alg_setup(
+    request: pytest.FixtureRequest, registries: Callable[..., KeyRegistry]
+) -> Iterator[tuple[Setup, SigningKey]]:
     alg = request.param
     key = make_key(alg)
     # HS256 only when the provider lists it explicitly; the others are the default set.
@@ -93,7 +97,9 @@ def test_valid(alg_setup: tuple[Setup, SigningKey]) -> None:
         ({"subject": None}, "jwt_missing_claim"),
     ],
 )
-def test_claims(alg_setup: tuple[Setup, SigningKey], payload: dict[str, Any], reason: str | None) -> None:
+def test_claims(
+    alg_setup: tuple[Setup, SigningKey], payload: dict[str, Any], reason: str | None
+) -> None:
     setup, key = alg_setup
     req = bearer(key.sign(good_claims(**payload)))
     if reason is None:
@@ -151,7 +157,9 @@ def test_hs256_signed_with_rsa_public_key(registries: Callable[..., KeyRegistry]
     assert both.reason(bearer(token)) == "jwt_alg_not_allowed"
     # A JWK without "alg" does not change that.
     provider = JwtProvider(
-        issuer=ISS, audiences=("shop-api",), algorithms=("RS256", "HS256"),
+        issuer=ISS,
+        audiences=("shop-api",),
+        algorithms=("RS256", "HS256"),
         jwks_json=jwks_json(rsa_key, include_alg=False),
     )
     registry = registries()
@@ -186,7 +194,9 @@ def test_rsa_key_without_alg_serves_ps256(registries: Callable[..., KeyRegistry]
     registry = registries()
     registry.ensure([provider])
     resolver = IdentityResolver(Settings(), registry)
-    identity = resolver.resolve(bearer(key.sign(good_claims())), Authentication(jwt_providers=(provider,)), NOW)
+    identity = resolver.resolve(
+        bearer(key.sign(good_claims())), Authentication(jwt_providers=(provider,)), NOW
+    )
     assert identity.user is not None
 
 
@@ -194,7 +204,9 @@ def test_no_kid(registries: Callable[..., KeyRegistry]) -> None:
     one, two = make_key("ES256"), make_key("ES256")
     token = one.sign(good_claims(), kid=False)
     assert Setup(registries, [one]).resolve(bearer(token)).user is not None  # the only key
-    assert Setup(registries, [one, two]).reason(bearer(token)) == "jwt_unknown_kid"  # no safe choice
+    assert (
+        Setup(registries, [one, two]).reason(bearer(token)) == "jwt_unknown_kid"
+    )  # no safe choice
 
 
 def test_several_keys_chosen_by_kid(registries: Callable[..., KeyRegistry]) -> None:
@@ -221,7 +233,9 @@ def test_several_keys_chosen_by_kid(registries: Callable[..., KeyRegistry]) -> N
 def test_garbage(registries: Callable[..., KeyRegistry], token: str) -> None:
     setup = Setup(registries, [make_key("ES256")])
     assert setup.reason(bearer(token)) in {"jwt_malformed", "jwt_missing_claim"}
-    assert setup.reason(bearer(token)) == ("jwt_missing_claim" if token == "e30.e30." else "jwt_malformed")
+    assert setup.reason(bearer(token)) == (
+        "jwt_missing_claim" if token == "e30.e30." else "jwt_malformed"
+    )
 
 
 @pytest.mark.parametrize(
@@ -238,7 +252,9 @@ def test_garbage(registries: Callable[..., KeyRegistry], token: str) -> None:
         ({"aud": 5}, "jwt_bad_audience"),
     ],
 )
-def test_bad_claim_values(registries: Callable[..., KeyRegistry], payload: dict[str, Any], reason: str) -> None:
+def test_bad_claim_values(
+    registries: Callable[..., KeyRegistry], payload: dict[str, Any], reason: str
+) -> None:
     key = make_key("ES256")
     body = good_claims()
     body.update(payload)
@@ -247,7 +263,9 @@ def test_bad_claim_values(registries: Callable[..., KeyRegistry], payload: dict[
     assert Setup(registries, [key]).reason(bearer(key.sign_raw(body))) == reason
 
 
-def test_oversized_but_valid_token_is_refused_before_parsing(registries: Callable[..., KeyRegistry]) -> None:
+def test_oversized_but_valid_token_is_refused_before_parsing(
+    registries: Callable[..., KeyRegistry],
+) -> None:
     key = make_key("ES256")
     token = key.sign(good_claims(padding="x" * MAX_TOKEN_BYTES))
     assert Setup(registries, [key]).reason(bearer(token)) == "jwt_malformed"
@@ -325,7 +343,9 @@ def test_provider_chosen_by_issuer(registries: Callable[..., KeyRegistry]) -> No
     registry.ensure(providers)
     resolver = IdentityResolver(Settings(), registry)
     auth = Authentication(jwt_providers=providers)
-    user = resolver.resolve(bearer(second.sign(claims("https://two.example", now=NOW))), auth, NOW).user
+    user = resolver.resolve(
+        bearer(second.sign(claims("https://two.example", now=NOW))), auth, NOW
+    ).user
     assert user is not None and user.provider == providers[1]
     # Signed by the first issuer's key but claiming the second issuer: not its key.
     with pytest.raises(TokenRejected) as caught:
@@ -336,14 +356,18 @@ def test_provider_chosen_by_issuer(registries: Callable[..., KeyRegistry]) -> No
 def test_issuer_must_read_the_location(registries: Callable[..., KeyRegistry]) -> None:
     key = make_key("ES256")
     providers = (
-        JwtProvider(issuer=ISS, jwks_json=jwks_json(key), locations=(TokenLocation(cookie="session"),)),
+        JwtProvider(
+            issuer=ISS, jwks_json=jwks_json(key), locations=(TokenLocation(cookie="session"),)
+        ),
         JwtProvider(issuer="https://other.example", jwks_json=jwks_json(make_key("ES256"))),
     )
     registry = registries()
     registry.ensure(providers)
     resolver = IdentityResolver(Settings(), registry)
     with pytest.raises(TokenRejected) as caught:
-        resolver.resolve(bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=providers), NOW)
+        resolver.resolve(
+            bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=providers), NOW
+        )
     assert caught.value.reason == "jwt_bad_issuer"
 
 
@@ -356,7 +380,9 @@ def test_provider_never_ensured_with_inline_keys(registries: Callable[..., KeyRe
     key = make_key("ES256")
     provider = JwtProvider(issuer=ISS, jwks_json=jwks_json(key))
     resolver = IdentityResolver(Settings(), registries())
-    user = resolver.resolve(bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=(provider,)), NOW).user
+    user = resolver.resolve(
+        bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=(provider,)), NOW
+    ).user
     assert user is not None
 
 
@@ -367,7 +393,9 @@ def test_keys_unavailable(registries: Callable[..., KeyRegistry], tmp_path: Any)
     registry.ensure([provider])
     resolver = IdentityResolver(Settings(), registry)
     with pytest.raises(TokenRejected) as caught:
-        resolver.resolve(bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=(provider,)), NOW)
+        resolver.resolve(
+            bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=(provider,)), NOW
+        )
     assert caught.value.reason == "jwt_keys_unavailable"
     assert registry.status()[ISS].startswith("unavailable: ")
 
@@ -396,7 +424,9 @@ def test_expired_cached_token_is_rejected(registries: Callable[..., KeyRegistry]
     assert setup.resolver.verifier.signature_checks == 1  # refused from the cache entry
 
 
-def test_cache_is_per_provider_and_key_set(registries: Callable[..., KeyRegistry], tmp_path: Any) -> None:
+def test_cache_is_per_provider_and_key_set(
+    registries: Callable[..., KeyRegistry], tmp_path: Any
+) -> None:
     key = make_key("ES256")
     path = tmp_path / "jwks.json"
     path.write_text(jwks_json(key))
@@ -408,7 +438,9 @@ def test_cache_is_per_provider_and_key_set(registries: Callable[..., KeyRegistry
     req = bearer(key.sign(claims(ISS, now=NOW)))
     resolver.resolve(req, auth, NOW)
     # A stricter provider (audiences) is another cache key: verified again, and refused.
-    strict = Authentication(jwt_providers=(JwtProvider(issuer=ISS, jwks_file=str(path), audiences=("x",)),))
+    strict = Authentication(
+        jwt_providers=(JwtProvider(issuer=ISS, jwks_file=str(path), audiences=("x",)),)
+    )
     registry.ensure([provider, strict.jwt_providers[0]])
     with pytest.raises(TokenRejected):
         resolver.resolve(req, strict, NOW)
@@ -439,9 +471,15 @@ def test_cache_bounded(registries: Callable[..., KeyRegistry]) -> None:
 # -- Envoy's jwt_authn in front -------------------------------------------------------------
 
 
-def metadata_setup(registries: Callable[..., KeyRegistry]) -> tuple[IdentityResolver, Authentication]:
-    provider = JwtProvider(issuer=ISS, audiences=("shop-api",), jwks_json=jwks_json(make_key("ES256")))
-    resolver = IdentityResolver(Settings(jwt_authn_metadata="envoy.filters.http.jwt_authn"), registries())
+def metadata_setup(
+    registries: Callable[..., KeyRegistry],
+) -> tuple[IdentityResolver, Authentication]:
+    provider = JwtProvider(
+        issuer=ISS, audiences=("shop-api",), jwks_json=jwks_json(make_key("ES256"))
+    )
+    resolver = IdentityResolver(
+        Settings(jwt_authn_metadata="envoy.filters.http.jwt_authn"), registries()
+    )
     return resolver, Authentication(jwt_providers=(provider,))
 
 
@@ -449,7 +487,9 @@ def test_jwt_authn_metadata_accepted(registries: Callable[..., KeyRegistry]) -> 
     resolver, auth = metadata_setup(registries)
     payload = good_claims(scope="cart")
     # A garbage token next to it is not looked at: Envoy verified the token.
-    req = request(headers={"authorization": "Bearer garbage"}, jwt_metadata={"jwt_payload": payload})
+    req = request(
+        headers={"authorization": "Bearer garbage"}, jwt_metadata={"jwt_payload": payload}
+    )
     identity = resolver.resolve(req, auth, NOW)
     assert identity.user is not None and identity.user.principal == f"{ISS}/alice"
     assert resolver.verifier.signature_checks == 0
@@ -475,10 +515,15 @@ def test_jwt_authn_metadata_checked(
 def test_jwt_authn_metadata_ignored_unless_enabled(registries: Callable[..., KeyRegistry]) -> None:
     _, auth = metadata_setup(registries)
     resolver = IdentityResolver(Settings(), registries())
-    assert resolver.resolve(request(jwt_metadata={"jwt_payload": good_claims()}), auth, NOW).user is None
+    assert (
+        resolver.resolve(request(jwt_metadata={"jwt_payload": good_claims()}), auth, NOW).user
+        is None
+    )
 
 
-def test_jwt_authn_without_metadata_still_verifies_tokens(registries: Callable[..., KeyRegistry]) -> None:
+def test_jwt_authn_without_metadata_still_verifies_tokens(
+    registries: Callable[..., KeyRegistry],
+) -> None:
     resolver, auth = metadata_setup(registries)
     with pytest.raises(TokenRejected):
         resolver.resolve(bearer("garbage"), auth, NOW)
@@ -504,13 +549,17 @@ def test_cache_hit_reports_where_the_token_is_now(located: tuple[Setup, SigningK
     assert again.found_at == TokenLocation(cookie="session")
 
 
-def test_cached_token_not_accepted_by_another_hosts_providers(registries: Callable[..., KeyRegistry]) -> None:
+def test_cached_token_not_accepted_by_another_hosts_providers(
+    registries: Callable[..., KeyRegistry],
+) -> None:
     key = make_key("ES256")
     setup = Setup(registries, [key])
     token = key.sign(good_claims())
     assert setup.resolve(bearer(token)).user is not None
     other = Authentication(
-        jwt_providers=(JwtProvider(issuer="https://other.example", jwks_json=jwks_json(make_key("ES256"))),)
+        jwt_providers=(
+            JwtProvider(issuer="https://other.example", jwks_json=jwks_json(make_key("ES256"))),
+        )
     )
     with pytest.raises(TokenRejected) as caught:
         setup.resolver.resolve(bearer(token), other, NOW)

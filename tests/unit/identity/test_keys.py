@@ -37,7 +37,14 @@ def test_unusable_keys_are_skipped_and_reported() -> None:
     assert [k.kid for k in key_set.keys] == ["good", "good"]
     assert key_set.find("good") is key_set.keys[0]
     reported = " ".join(key_set.skipped)
-    for label in ("enc", "alien", "broken", "#4: not a JSON object", "5: kid is not a string", "duplicate"):
+    for label in (
+        "enc",
+        "alien",
+        "broken",
+        "#4: not a JSON object",
+        "5: kid is not a string",
+        "duplicate",
+    ):
         assert label in reported
 
 
@@ -87,7 +94,9 @@ class Recorder:
 class Remote:
     """A provider on the server, its registry and a resolver."""
 
-    def __init__(self, registries: Callable[..., KeyRegistry], server: JwksServer, **options: object) -> None:
+    def __init__(
+        self, registries: Callable[..., KeyRegistry], server: JwksServer, **options: object
+    ) -> None:
         self.server = server
         self.fetches = Recorder()
         options.setdefault("unknown_kid_cooldown", 3600)
@@ -103,7 +112,7 @@ class Remote:
         return key.sign(claims(self.server.issuer, now=NOW, **kwargs))  # type: ignore[arg-type]
 
     def verify(self, token: str) -> str:
-        """"ok" or the rejection reason."""
+        """ "ok" or the rejection reason."""
         try:
             user = self.resolver.resolve(bearer(token), self.auth, NOW).user
         except TokenRejected as error:
@@ -112,7 +121,9 @@ class Remote:
         return "ok"
 
 
-def test_fetched_in_background_at_start(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_fetched_in_background_at_start(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     key = make_key("ES256")
     server.rotate(key)
     remote = Remote(registries, server)
@@ -149,14 +160,19 @@ def test_rotation_picked_up_by_unknown_kid_refetch(
     assert [r.trigger for r in remote.fetches.results] == ["start", "unknown_kid"]
 
 
-def test_unknown_kid_flood_honours_cooldown(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_unknown_kid_flood_honours_cooldown(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     key = make_key("ES256")
     server.rotate(key)
     remote = Remote(registries, server, unknown_kid_cooldown=3600)
     remote.start()
     assert remote.registry.wait_ready(10)
     for i in range(50):
-        assert remote.verify(key.sign(claims(server.issuer, now=NOW), kid=f"made-up-{i}")) == "jwt_unknown_kid"
+        assert (
+            remote.verify(key.sign(claims(server.issuer, now=NOW), kid=f"made-up-{i}"))
+            == "jwt_unknown_kid"
+        )
     assert eventually(lambda: remote.fetches.count() == 2)
     for i in range(50):
         remote.verify(key.sign(claims(server.issuer, now=NOW), kid=f"more-{i}"))
@@ -165,7 +181,9 @@ def test_unknown_kid_flood_honours_cooldown(registries: Callable[..., KeyRegistr
     assert server.fetches == 2
 
 
-def test_short_cooldown_allows_another_refetch(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_short_cooldown_allows_another_refetch(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     key = make_key("ES256")
     server.rotate(key)
     remote = Remote(registries, server, unknown_kid_cooldown=0)
@@ -179,7 +197,9 @@ def test_short_cooldown_allows_another_refetch(registries: Callable[..., KeyRegi
 
 
 @pytest.mark.parametrize("failure", ["down", "garbage", "not_a_jwks", "no_usable_key"])
-def test_last_good_keys_kept(registries: Callable[..., KeyRegistry], server: JwksServer, failure: str) -> None:
+def test_last_good_keys_kept(
+    registries: Callable[..., KeyRegistry], server: JwksServer, failure: str
+) -> None:
     key = make_key("EdDSA")
     server.rotate(key)
     remote = Remote(registries, server)
@@ -193,7 +213,9 @@ def test_last_good_keys_kept(registries: Callable[..., KeyRegistry], server: Jwk
         server.serve_json({"hello": "world"})
     else:
         server.serve_json({"keys": [{"kty": "oct-ish"}]})
-    assert remote.verify(key.sign(claims(server.issuer, now=NOW), kid="unknown")) == "jwt_unknown_kid"
+    assert (
+        remote.verify(key.sign(claims(server.issuer, now=NOW), kid="unknown")) == "jwt_unknown_kid"
+    )
     assert eventually(lambda: remote.fetches.count(ok=False) == 1)
     status = remote.registry.status()[server.issuer]
     assert status.startswith("stale: ")
@@ -202,7 +224,9 @@ def test_last_good_keys_kept(registries: Callable[..., KeyRegistry], server: Jwk
     assert failed.error and failed.trigger == "unknown_kid"
 
 
-def test_slow_answer_never_blocks_resolve(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_slow_answer_never_blocks_resolve(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     key = make_key("ES256")
     server.rotate(key)
     remote = Remote(registries, server)
@@ -219,7 +243,9 @@ def test_slow_answer_never_blocks_resolve(registries: Callable[..., KeyRegistry]
     assert eventually(lambda: remote.fetches.count() == 2)
 
 
-def test_fetch_timeout_is_bounded(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_fetch_timeout_is_bounded(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     server.rotate(make_key("ES256"))
     server.hold()
     remote = Remote(registries, server, fetch_timeout=0.3)
@@ -229,7 +255,9 @@ def test_fetch_timeout_is_bounded(registries: Callable[..., KeyRegistry], server
     server.release()
 
 
-def test_response_size_is_bounded(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_response_size_is_bounded(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     server.rotate(*[make_key("ES256") for _ in range(5)])
     remote = Remote(registries, server, max_jwks_bytes=200)
     remote.start()
@@ -246,7 +274,9 @@ def test_refreshed_on_ttl(registries: Callable[..., KeyRegistry], server: JwksSe
     assert "refresh" in {r.trigger for r in remote.fetches.results}
 
 
-def test_retry_after_failure_then_ready(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_retry_after_failure_then_ready(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     key = make_key("ES256")
     server.fail(500)
     remote = Remote(registries, server)
@@ -278,10 +308,15 @@ def test_discovery(registries: Callable[..., KeyRegistry], server: JwksServer) -
     assert server.discovery_fetches == 1 and server.fetches == 1
     resolver = IdentityResolver(Settings(), registry)
     token = key.sign(claims(server.issuer, now=NOW))
-    assert resolver.resolve(bearer(token), Authentication(jwt_providers=(provider,)), NOW).user is not None
+    assert (
+        resolver.resolve(bearer(token), Authentication(jwt_providers=(provider,)), NOW).user
+        is not None
+    )
 
 
-def test_discovery_issuer_mismatch(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_discovery_issuer_mismatch(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     server.rotate(make_key("ES256"))
     server.discovery_issuer = "https://someone-else.example"
     recorder = Recorder()
@@ -301,7 +336,9 @@ def test_non_http_uri_refused(registries: Callable[..., KeyRegistry], tmp_path: 
     assert "unsupported URI scheme" in registry.status()["https://id"]
 
 
-def test_file_and_inline_sources_ready_at_once(registries: Callable[..., KeyRegistry], tmp_path: Path) -> None:
+def test_file_and_inline_sources_ready_at_once(
+    registries: Callable[..., KeyRegistry], tmp_path: Path
+) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks(make_key("ES256"))))
     registry = registries()
@@ -315,7 +352,9 @@ def test_file_and_inline_sources_ready_at_once(registries: Callable[..., KeyRegi
     assert registry.wait_ready(0)
 
 
-def test_ensure_drops_gone_providers(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_ensure_drops_gone_providers(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     server.rotate(make_key("ES256"))
     registry = registries()
     remote = JwtProvider(issuer=server.issuer, jwks_uri=server.jwks_uri)
@@ -326,7 +365,9 @@ def test_ensure_drops_gone_providers(registries: Callable[..., KeyRegistry], ser
     assert f"jwks:{server.issuer}" in before
     registry.ensure([inline])
     assert set(registry.status()) == {"https://inline"}
-    assert eventually(lambda: f"jwks:{server.issuer}" not in {t.name for t in threading.enumerate()})
+    assert eventually(
+        lambda: f"jwks:{server.issuer}" not in {t.name for t in threading.enumerate()}
+    )
     # Same source after a reload: kept, not fetched again.
     registry.ensure([inline, remote])
     registry.ensure([inline, remote])
@@ -336,7 +377,9 @@ def test_ensure_drops_gone_providers(registries: Callable[..., KeyRegistry], ser
     assert server.fetches == 2
 
 
-def test_on_fetch_errors_do_not_stop_the_fetcher(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_on_fetch_errors_do_not_stop_the_fetcher(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     server.rotate(make_key("ES256"))
     calls: list[str] = []
 
@@ -362,7 +405,9 @@ def test_close_joins_threads(server: JwksServer) -> None:
         registry.ensure([])
 
 
-def test_redirects_only_to_http(registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path) -> None:
+def test_redirects_only_to_http(
+    registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
+) -> None:
     key = make_key("ES256")
     with JwksServer([key]) as target:
         server.redirect_to = target.jwks_uri
@@ -380,7 +425,9 @@ def test_redirects_only_to_http(registries: Callable[..., KeyRegistry], server: 
     assert registry.status()[server.issuer].startswith("unavailable: ")
 
 
-def test_fetch_listener_added_later(registries: Callable[..., KeyRegistry], server: JwksServer) -> None:
+def test_fetch_listener_added_later(
+    registries: Callable[..., KeyRegistry], server: JwksServer
+) -> None:
     server.rotate(make_key("ES256"))
     registry = registries(refresh_seconds=0.05)
     recorder = Recorder()

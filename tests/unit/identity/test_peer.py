@@ -22,7 +22,7 @@ from authz.model import Authentication
 from .conftest import NOW, request
 
 DAY = datetime.timedelta(days=1)
-AT = datetime.datetime.fromtimestamp(NOW, tz=datetime.timezone.utc)
+AT = datetime.datetime.fromtimestamp(NOW, tz=datetime.UTC)
 SPIFFE = "spiffe://cluster.local/ns/shop/sa/frontend"
 
 
@@ -48,14 +48,16 @@ def make_ca(name: str = "test ca", *, issuer: Ca | None = None) -> Ca:
         .not_valid_after(AT + 365 * DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     signer = issuer.key if issuer else key
     if issuer:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
         )
     return Ca(key, builder.sign(signer, hashes.SHA256()))
 
@@ -79,13 +81,18 @@ def make_leaf(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+            critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
             critical=False,
         )
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
     )
     names: list[x509.GeneralName] = []
     if uri:
@@ -132,7 +139,9 @@ def test_envoy_principal_outside_trust_domain() -> None:
 
 
 def test_good_certificate(ca: Ca, identifier: PeerIdentifier) -> None:
-    req = request(peer_certificate=envoy_pem(make_leaf(ca)), peer_principal="spiffe://liar/ns/x/sa/y")
+    req = request(
+        peer_certificate=envoy_pem(make_leaf(ca)), peer_principal="spiffe://liar/ns/x/sa/y"
+    )
     workload = identifier.workload(req, frozenset({"cluster.local"}), NOW)
     # The principal comes from the verified certificate, not from anything else.
     assert workload is not None and workload.principal == SPIFFE
@@ -210,8 +219,8 @@ def test_resolver_raises_workload_rejected(ca: Ca) -> None:
 # -- x-forwarded-client-cert -------------------------------------------------------------------
 
 XFCC = (
-    'By=spiffe://cluster.local/ns/edge/sa/gw;Hash=abc;URI=spiffe://cluster.local/ns/outer/sa/client,'
-    'By=spiffe://cluster.local/ns/shop/sa/api;Hash=468ed33b;'
+    "By=spiffe://cluster.local/ns/edge/sa/gw;Hash=abc;URI=spiffe://cluster.local/ns/outer/sa/client,"
+    "By=spiffe://cluster.local/ns/shop/sa/api;Hash=468ed33b;"
     'Subject="/C=US/ST=CA/L=San Francisco/OU=Lyft/CN=Test Client";URI=' + SPIFFE
 )
 
@@ -232,7 +241,9 @@ def test_xfcc_quoted_separators_and_escapes() -> None:
     assert element.principal() == "CN=only"
 
 
-@pytest.mark.parametrize("value", ['URI="unterminated', 'URI=a"b"', "novalue;URI=x", 'Subject="a"junk'])
+@pytest.mark.parametrize(
+    "value", ['URI="unterminated', 'URI=a"b"', "novalue;URI=x", 'Subject="a"junk']
+)
 def test_xfcc_malformed(value: str) -> None:
     with pytest.raises(XfccError):
         parse_xfcc(value)
@@ -268,7 +279,10 @@ def test_xfcc_trusted_but_malformed_is_rejected() -> None:
     assert caught.value.reason == "xfcc_invalid"
 
 
-@pytest.mark.parametrize("bundle", ["/nonexistent/ca.pem", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"])
+@pytest.mark.parametrize(
+    "bundle",
+    ["/nonexistent/ca.pem", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"],
+)
 def test_unusable_ca_bundle_is_a_config_error(bundle: str) -> None:
     from authz.errors import ConfigError
 

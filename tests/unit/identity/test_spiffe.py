@@ -13,7 +13,12 @@ VALID = [
     ("spiffe://example.org/workload/a.b-c_d", "example.org", None, None),
     ("spiffe://td/ns/a/sa/b/extra", "td", None, None),  # not Istio's shape: no ns/sa
     ("spiffe://my_td-1.example/ns/N-1/sa/S.a", "my_td-1.example", "N-1", "S.a"),
-    ("spiffe://td/ns/.../sa/x", "td", "...", "x"),  # "..." is a legal segment, only . and .. are not
+    (
+        "spiffe://td/ns/.../sa/x",
+        "td",
+        "...",
+        "x",
+    ),  # "..." is a legal segment, only . and .. are not
 ]
 
 INVALID = [
@@ -69,10 +74,14 @@ def test_trust_domains_restrict() -> None:
     # Outside every trust domain, so outside the allowed ones: unauthenticated.
     assert workload_for("frontend.shop.svc", allowed) is None
     # Configured names may be written in upper case; trust domains are case-insensitive.
-    assert workload_for("spiffe://cluster.local/ns/a/sa/b", frozenset({"Cluster.Local"})) is not None
+    assert (
+        workload_for("spiffe://cluster.local/ns/a/sa/b", frozenset({"Cluster.Local"})) is not None
+    )
 
 
-@pytest.mark.parametrize("principal", ["spiffe://td/ns/a/../sa/b", "SPIFFE://td/ns/a/sa/b", "spiffe://td/x/"])
+@pytest.mark.parametrize(
+    "principal", ["spiffe://td/ns/a/../sa/b", "SPIFFE://td/ns/a/sa/b", "spiffe://td/x/"]
+)
 def test_broken_spiffe_is_never_a_workload(principal: str) -> None:
     # Not even without trust domains: a prefix rule like spiffe://td/ns/a/* must not match it.
     assert workload_for(principal, None) is None

@@ -89,7 +89,9 @@ def test_readiness_check() -> None:
     assert check() == Readiness(True, {})
     keys["https://c"] = "pending"
     keys["https://d"] = "ready; unavailable: HTTP 500"
-    assert check().missing == {"jwks": {"https://c": "pending", "https://d": "ready; unavailable: HTTP 500"}}
+    assert check().missing == {
+        "jwks": {"https://c": "pending", "https://d": "ready; unavailable: HTTP 500"}
+    }
     policy[0] = None
     draining[0] = True
     assert set(check().missing) == {"policies", "jwks", "draining"}

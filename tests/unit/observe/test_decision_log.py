@@ -117,7 +117,10 @@ def test_token_headers_of_providers() -> None:
             TokenLocation(cookie="session"),
         ),
     )
-    assert token_headers([provider, JwtProvider(issuer="https://other")]) == {"x-jwt", "authorization"}
+    assert token_headers([provider, JwtProvider(issuer="https://other")]) == {
+        "x-jwt",
+        "authorization",
+    }
 
 
 def test_rfc3339_is_utc_with_z() -> None:

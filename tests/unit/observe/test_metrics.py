@@ -92,5 +92,7 @@ def test_reason_labels_are_capped(monkeypatch: object) -> None:
         m(None, verdict(False, f"r{i}"), 0.0)
     m(None, verdict(False, "r0"), 0.0)
     s = samples(m)
-    reasons = {dict(labels)["reason"]: v for (name, labels), v in s.items() if name == "authz_checks_total"}
+    reasons = {
+        dict(labels)["reason"]: v for (name, labels), v in s.items() if name == "authz_checks_total"
+    }
     assert reasons == {"r0": 2, "r1": 1, "r2": 1, "other": 7}

@@ -55,7 +55,12 @@ def test_deny_beats_allow() -> None:
 
 def test_allow_names_the_rule() -> None:
     d = decide(req("/api/orders/7"), ident(FRONTEND))
-    assert (d.allowed, d.status, d.reason, d.rule) == (True, 200, "frontend-reads-orders", "frontend-reads-orders")
+    assert (d.allowed, d.status, d.reason, d.rule) == (
+        True,
+        200,
+        "frontend-reads-orders",
+        "frontend-reads-orders",
+    )
     assert d.challenge is None
 
 
@@ -77,14 +82,19 @@ def test_not_role() -> None:
         """,
     )
     assert d.allowed
-    d = decide(req("/api/orders"), ANON, "rules: [{name: r, action: allow, to: [{not_role: reader}]}]\n",
-               "roles: {reader: [{methods: [GET], paths: [/api/orders]}]}\n")
+    d = decide(
+        req("/api/orders"),
+        ANON,
+        "rules: [{name: r, action: allow, to: [{not_role: reader}]}]\n",
+        "roles: {reader: [{methods: [GET], paths: [/api/orders]}]}\n",
+    )
     assert not d.allowed
 
 
 def test_role_from_another_file() -> None:
     d = decide(
-        req("/api/orders"), ANON,
+        req("/api/orders"),
+        ANON,
         "rules: [{name: r, action: allow, to: [{role: reader}]}]\n",
         "roles: {reader: [{methods: [GET], paths: [/api/orders]}]}\n",
     )
@@ -93,7 +103,12 @@ def test_role_from_another_file() -> None:
 
 def test_401_when_an_allow_rule_needs_a_jwt_that_is_missing() -> None:
     d = decide(req("/api/cart/items"))
-    assert (d.allowed, d.status, d.reason, d.challenge) == (False, 401, "no_matching_rule", "Bearer")
+    assert (d.allowed, d.status, d.reason, d.challenge) == (
+        False,
+        401,
+        "no_matching_rule",
+        "Bearer",
+    )
 
 
 def test_403_when_the_jwt_is_there_but_does_not_satisfy() -> None:
@@ -140,7 +155,8 @@ def test_dry_run_allow_is_shadow_only() -> None:
 
 def test_dry_run_deny_does_not_deny() -> None:
     d = decide(
-        req("/x"), ANON,
+        req("/x"),
+        ANON,
         """
         rules:
           - {name: would-deny, action: deny, dry_run: true}
@@ -157,12 +173,18 @@ def test_audit_listed_on_deny_too() -> None:
 
 
 def test_dry_run_allow_does_not_cause_401() -> None:
-    d = decide(req("/x"), ANON, "rules: [{name: r, action: allow, dry_run: true, from: [{issuers: [i]}]}]\n")
+    d = decide(
+        req("/x"),
+        ANON,
+        "rules: [{name: r, action: allow, dry_run: true, from: [{issuers: [i]}]}]\n",
+    )
     assert d.status == 403
 
 
 def test_first_deny_in_set_order_gives_the_reason() -> None:
-    d = decide(req("/x"), ANON, "rules: [{name: b, action: deny}]\n", "rules: [{name: a, action: deny}]\n")
+    d = decide(
+        req("/x"), ANON, "rules: [{name: b, action: deny}]\n", "rules: [{name: a, action: deny}]\n"
+    )
     assert d.reason == "b"  # p0.yaml before p1.yaml
 
 
@@ -233,12 +255,16 @@ CLAIMS: list[tuple[str, dict[str, Any], bool]] = [
 
 @pytest.mark.parametrize(("cond", "claims", "expected"), CLAIMS)
 def test_claim_conditions(cond: str, claims: dict[str, Any], expected: bool) -> None:
-    d = decide(req(), ident(jwt=user(**claims)), f"rules: [{{name: r, action: allow, when: [{cond}]}}]\n")
+    d = decide(
+        req(), ident(jwt=user(**claims)), f"rules: [{{name: r, action: allow, when: [{cond}]}}]\n"
+    )
     assert d.allowed is expected
 
 
 def test_claim_condition_without_jwt_does_not_match() -> None:
-    d = decide(req(), ANON, "rules: [{name: r, action: allow, when: [{claim: tenant, equals: acme}]}]\n")
+    d = decide(
+        req(), ANON, "rules: [{name: r, action: allow, when: [{claim: tenant, equals: acme}]}]\n"
+    )
     assert not d.allowed and d.status == 401
 
 
@@ -311,7 +337,10 @@ def test_host_selection(host: str, files: tuple[str, ...] | None) -> None:
 
 
 def test_hostless_file_applies_everywhere() -> None:
-    p = policy("hosts: [a.test]\nrules: [{name: a, action: deny}]\n", "rules: [{name: all, action: allow}]\n")
+    p = policy(
+        "hosts: [a.test]\nrules: [{name: a, action: deny}]\n",
+        "rules: [{name: all, action: allow}]\n",
+    )
     hp = p.for_host("b.test")
     assert hp is not None and evaluate(hp, req(host="b.test"), ANON).reason == "all"
     hp = p.for_host("a.test")

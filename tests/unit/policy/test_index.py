@@ -64,12 +64,32 @@ def test_unindexable_rules_are_always_candidates() -> None:
     def names(method: str, path: str) -> list[str]:
         return [r.name for r in hp.candidates(method, path)]
 
-    assert names("GET", "/a/b") == ["exact", "not-methods", "template-first", "istio-prefix", "istio-prefix-seg", "suffix", "from-only"]
+    assert names("GET", "/a/b") == [
+        "exact",
+        "not-methods",
+        "template-first",
+        "istio-prefix",
+        "istio-prefix-seg",
+        "suffix",
+        "from-only",
+    ]
     assert names("GET", "/ab") == ["template-first", "istio-prefix", "suffix", "from-only"]
-    assert names("GET", "/role/x") == ["template-first", "istio-prefix", "suffix", "by-role", "from-only"]
+    assert names("GET", "/role/x") == [
+        "template-first",
+        "istio-prefix",
+        "suffix",
+        "by-role",
+        "from-only",
+    ]
     assert names("POST", "/role/x") == ["template-first", "istio-prefix", "suffix", "from-only"]
     # the index never hides a rule that matches
-    for method, path in [("GET", "/a/b"), ("POST", "/a/b"), ("GET", "/x/b"), ("GET", "/apple"), ("GET", "/z.js")]:
+    for method, path in [
+        ("GET", "/a/b"),
+        ("POST", "/a/b"),
+        ("GET", "/x/b"),
+        ("GET", "/apple"),
+        ("GET", "/z.js"),
+    ]:
         d = evaluate(hp, req(path, method), ANON)
         assert d.allowed, (method, path)
 
@@ -78,7 +98,8 @@ def test_index_is_superset_of_matches() -> None:
     """Every rule that matches is a candidate, over a grid of requests and patterns."""
     pats = ["/", "/a", "/a/", "/a/{*}", "/a/{**}", "/{**}", "/a*", "/a/*", "*b", "*", "/{*}"]
     rules = "\n".join(
-        f"  - {{name: r{i}, action: audit, to: [{{methods: [GET], paths: ['{p}']}}]}}" for i, p in enumerate(pats)
+        f"  - {{name: r{i}, action: audit, to: [{{methods: [GET], paths: ['{p}']}}]}}"
+        for i, p in enumerate(pats)
     )
     p = policy("rules:\n" + rules + "\n")
     hp = p.for_host("h")

@@ -29,7 +29,9 @@ def test_loads_yaml_and_yml_recursively_skipping_tests_and_hidden(tmp_path: Path
     write(tmp_path / "notes.txt", "ignored")
     p = load_policy_set(str(tmp_path))
     assert sorted(r.name for r in p.rules) == ["a", "b", "c"]
-    assert {r.file for r in p.rules} == {str(tmp_path / n) for n in ("a.yaml", "b.yml", "sub/c.yaml")}
+    assert {r.file for r in p.rules} == {
+        str(tmp_path / n) for n in ("a.yaml", "b.yml", "sub/c.yaml")
+    }
 
 
 def test_configmap_layout_is_read_once(tmp_path: Path) -> None:

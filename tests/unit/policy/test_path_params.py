@@ -30,7 +30,9 @@ def decide(raw: str) -> tuple[bool, str]:
     return decision.allowed, decision.reason
 
 
-@pytest.mark.parametrize("raw", ["/admin;x=1", "/admin;/users", "/admin;jsessionid=1/x", "/a/../admin;p"])
+@pytest.mark.parametrize(
+    "raw", ["/admin;x=1", "/admin;/users", "/admin;jsessionid=1/x", "/a/../admin;p"]
+)
 def test_params_do_not_escape_deny(raw: str) -> None:
     assert decide(raw) == (False, "no-admin")
 

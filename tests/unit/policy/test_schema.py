@@ -18,8 +18,16 @@ ERRORS: list[tuple[str, int, str]] = [
     ("- a\n- b\n", 1, "must be a mapping"),
     ("hostz: [a]\n", 1, "did you mean 'hosts'"),
     ("rules:\n  - name: r\n    acton: allow\n", 3, "did you mean 'action'"),
-    ("rules:\n  - name: r\n    action: allow\n    to: [{pathz: [/a]}]\n", 4, "did you mean 'paths'"),
-    ("rules:\n  - name: r\n    action: allow\n    from: [{principal: [a]}]\n", 4, "did you mean 'principals'"),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to: [{pathz: [/a]}]\n",
+        4,
+        "did you mean 'paths'",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    from: [{principal: [a]}]\n",
+        4,
+        "did you mean 'principals'",
+    ),
     ("rules:\n  - action: allow\n", 2, "needs a name"),
     ("rules:\n  - name: ''\n    action: allow\n", 2, "must not be empty"),
     ("rules:\n  - name: 'has space'\n    action: allow\n", 2, "use letters"),
@@ -29,68 +37,202 @@ ERRORS: list[tuple[str, int, str]] = [
     ("rules:\n  - name: r\n    action: Allow\n", 3, "did you mean 'allow'"),
     ("rules:\n  - name: r\n    action: allow\n    dry_run: yes please\n", 4, "true or false"),
     ("rules:\n  - name: r\n    action: audit\n    dry_run: true\n", 4, "no meaning"),
-    ("rules:\n  - {name: r, action: allow}\n  - {name: r, action: deny}\n", 3, "duplicate rule name 'r'"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a/{**}/b']\n", 5, "last segment"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a{*}']\n", 5, "whole segments"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: [api/x]\n", 5, "starts with '/'"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a/*/b']\n", 5, "lead or trail"),
+    (
+        "rules:\n  - {name: r, action: allow}\n  - {name: r, action: deny}\n",
+        3,
+        "duplicate rule name 'r'",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a/{**}/b']\n",
+        5,
+        "last segment",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a{*}']\n",
+        5,
+        "whole segments",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - paths: [api/x]\n",
+        5,
+        "starts with '/'",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a/*/b']\n",
+        5,
+        "lead or trail",
+    ),
     ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['*a*']\n", 5, "not both"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a/../b']\n", 5, "normal form"),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a/../b']\n",
+        5,
+        "normal form",
+    ),
     ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a%2Fb']\n", 5, "encoded"),
     ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: ['/a?x=1']\n", 5, "query"),
-    ("rules:\n  - name: r\n    action: allow\n    from:\n      - ip_blocks: [10.0.0.0/33]\n", 5, "CIDR"),
-    ("rules:\n  - name: r\n    action: allow\n    from:\n      - ip_blocks: [10.0.0.1/8]\n", 5, "CIDR"),
+    (
+        "rules:\n  - name: r\n    action: allow\n    from:\n      - ip_blocks: [10.0.0.0/33]\n",
+        5,
+        "CIDR",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    from:\n      - ip_blocks: [10.0.0.1/8]\n",
+        5,
+        "CIDR",
+    ),
     ("rules:\n  - name: r\n    action: allow\n    from:\n      - ip_blocks: [nope]\n", 5, "CIDR"),
     ("hosts: ['shop.*.com']\n", 1, "not a host name"),
     ("hosts: ['*']\n", 1, "omit `hosts`"),
     ("hosts: ['shop.example.com:443']\n", 1, "without the port"),
     ("hosts: []\n", 1, "empty list"),
     ("hosts: shop.example.com\n", 1, "must be a list"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - methods: [get]\n", 5, "did you mean 'GET'"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - methods: ['GE T']\n", 5, "not an HTTP method"),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - methods: [get]\n",
+        5,
+        "did you mean 'GET'",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - methods: ['GE T']\n",
+        5,
+        "not an HTTP method",
+    ),
     ("rules:\n  - name: r\n    action: allow\n    to:\n      - ports: [0]\n", 5, "out of range"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - ports: [65536]\n", 5, "out of range"),
-    ("rules:\n  - name: r\n    action: allow\n    to:\n      - ports: [http]\n", 5, "a port is a number"),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - ports: [65536]\n",
+        5,
+        "out of range",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - ports: [http]\n",
+        5,
+        "a port is a number",
+    ),
     ("rules:\n  - name: r\n    action: allow\n    to:\n      - {}\n", 5, "empty"),
     ("rules:\n  - name: r\n    action: allow\n    from:\n      - {}\n", 5, "empty"),
     ("rules:\n  - name: r\n    action: allow\n    from: []\n", 4, "empty list"),
     ("rules:\n  - name: r\n    action: allow\n    to:\n      - paths: []\n", 5, "empty list"),
-    ("rules:\n  - name: r\n    action: allow\n    from:\n      - principals: ['a*b*c']\n", 5, "lead or trail"),
-    ("rules:\n  - name: r\n    action: allow\n    from:\n      - authenticated: false\n", 5, "not_authenticated"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: scope}\n", 5, "exactly one of"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: scope, equals: a, contains: b}\n", 5, "exactly one of"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: scope, prefix: a}\n", 5, "unknown field 'prefix'"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {header: x, contains: a}\n", 5, "unknown field 'contains'"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {header: x, claim: y, equals: a}\n", 5, "exactly one `claim` or `header`"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {header: 'bad header', equals: a}\n", 5, "not a header name"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {header: x, equals: 5}\n", 5, "header value is a string"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: x, any_of: []}\n", 5, "empty list"),
-    ("rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: x, present: maybe}\n", 5, "true or false"),
+    (
+        "rules:\n  - name: r\n    action: allow\n    from:\n      - principals: ['a*b*c']\n",
+        5,
+        "lead or trail",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    from:\n      - authenticated: false\n",
+        5,
+        "not_authenticated",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: scope}\n",
+        5,
+        "exactly one of",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: scope, equals: a, contains: b}\n",
+        5,
+        "exactly one of",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: scope, prefix: a}\n",
+        5,
+        "unknown field 'prefix'",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {header: x, contains: a}\n",
+        5,
+        "unknown field 'contains'",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {header: x, claim: y, equals: a}\n",
+        5,
+        "exactly one `claim` or `header`",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {header: 'bad header', equals: a}\n",
+        5,
+        "not a header name",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {header: x, equals: 5}\n",
+        5,
+        "header value is a string",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: x, any_of: []}\n",
+        5,
+        "empty list",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: x, present: maybe}\n",
+        5,
+        "true or false",
+    ),
     ("roles:\n  reader:\n    - {role: other}\n", 3, "unknown field 'role'"),
     ("roles:\n  reader: []\n", 2, "empty list"),
     ("authentication:\n  mtls: {trust_domains: []}\n", 2, "empty list"),
     ("authentication:\n  mtls: {trust_domains: ['spiffe://x']}\n", 2, "not a trust domain"),
     ("authentication:\n  jwt:\n    - {jwks_uri: https://i/j}\n", 3, "needs an issuer"),
     ("authentication:\n  jwt:\n    - {issuer: https://i}\n", 3, "exactly one key source"),
-    ("authentication:\n  jwt:\n    - {issuer: https://i, discovery: false}\n", 3, "exactly one key source"),
-    ("authentication:\n  jwt:\n    - {issuer: https://i, jwks_uri: https://i/j, discovery: true}\n", 3, "exactly one key source"),
+    (
+        "authentication:\n  jwt:\n    - {issuer: https://i, discovery: false}\n",
+        3,
+        "exactly one key source",
+    ),
+    (
+        "authentication:\n  jwt:\n    - {issuer: https://i, jwks_uri: https://i/j, discovery: true}\n",
+        3,
+        "exactly one key source",
+    ),
     ("authentication:\n  jwt:\n    - {issuer: https://i, jwks_uri: ftp://i/j}\n", 3, "http(s) URL"),
     ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks: {nokeys: 1}\n", 4, "JWKS"),
-    ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [none]\n", 5, "never accepted"),
-    ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [NONE]\n", 5, "never accepted"),
-    ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [RS257]\n", 5, "unknown algorithm"),
-    ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      from: [{header: a, query: b}]\n", 5, "exactly one of header"),
-    ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      from: [{query: a, prefix: b}]\n", 5, "only for a header"),
-    ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      claims_to_headers: {sub: 'x user'}\n", 5, "not a header name"),
-    ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      audience: [a]\n", 5, "did you mean 'audiences'"),
-    ("rules:\n  - name: r\n    action: allow\n    to: [{paths: [!!python/name:os.system /a]}]\n", 4, "YAML"),
+    (
+        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [none]\n",
+        5,
+        "never accepted",
+    ),
+    (
+        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [NONE]\n",
+        5,
+        "never accepted",
+    ),
+    (
+        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [RS257]\n",
+        5,
+        "unknown algorithm",
+    ),
+    (
+        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      from: [{header: a, query: b}]\n",
+        5,
+        "exactly one of header",
+    ),
+    (
+        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      from: [{query: a, prefix: b}]\n",
+        5,
+        "only for a header",
+    ),
+    (
+        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      claims_to_headers: {sub: 'x user'}\n",
+        5,
+        "not a header name",
+    ),
+    (
+        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      audience: [a]\n",
+        5,
+        "did you mean 'audiences'",
+    ),
+    (
+        "rules:\n  - name: r\n    action: allow\n    to: [{paths: [!!python/name:os.system /a]}]\n",
+        4,
+        "YAML",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "line", "message"), ERRORS)
 def test_error_names_file_and_line(text: str, line: int, message: str) -> None:
     found = problems(text, names=["bad.yaml"])
-    assert any(p.file == "bad.yaml" and p.line == line and message in p.message for p in found), found
+    assert any(p.file == "bad.yaml" and p.line == line and message in p.message for p in found), (
+        found
+    )
 
 
 def test_all_problems_are_collected() -> None:
@@ -112,16 +254,24 @@ def test_duplicate_rule_names_across_files_name_both_places() -> None:
     )
     assert {(p.file, p.line) for p in found} == {("a.yaml", 2), ("b.yaml", 3)}
     assert all("also used at" in p.message for p in found)
-    assert any("b.yaml:3" in p.message for p in found) and any("a.yaml:2" in p.message for p in found)
+    assert any("b.yaml:3" in p.message for p in found) and any(
+        "a.yaml:2" in p.message for p in found
+    )
 
 
 def test_duplicate_roles_across_files() -> None:
-    found = problems("roles: {r: [{paths: [/a]}]}\n", "roles:\n  r: [{paths: [/b]}]\n", names=["a.yaml", "b.yaml"])
+    found = problems(
+        "roles: {r: [{paths: [/a]}]}\n",
+        "roles:\n  r: [{paths: [/b]}]\n",
+        names=["a.yaml", "b.yaml"],
+    )
     assert {(p.file, p.line) for p in found} == {("a.yaml", 1), ("b.yaml", 2)}
 
 
 def test_undefined_role() -> None:
-    found = problems("rules:\n  - name: r\n    action: allow\n    to:\n      - role: nope\n", names=["a.yaml"])
+    found = problems(
+        "rules:\n  - name: r\n    action: allow\n    to:\n      - role: nope\n", names=["a.yaml"]
+    )
     assert [(p.file, p.line) for p in found] == [("a.yaml", 5)]
     assert "undefined role 'nope'" in found[0].message
 
@@ -154,15 +304,26 @@ def test_authentication_parses_into_model() -> None:
     assert a.locations[1].query == "access_token" and a.locations[2].cookie == "session"
     assert a.forward is False and a.claims_to_headers == (("sub", "x-user-id"),)
     assert a.algorithms == ("RS256", "ES256")
-    assert b.jwks_json is not None and json.loads(b.jwks_json) == {"keys": [{"kty": "oct", "k": "abc"}]}
+    assert b.jwks_json is not None and json.loads(b.jwks_json) == {
+        "keys": [{"kty": "oct", "k": "abc"}]
+    }
     assert b.locations[0].header == "authorization"  # the default location
     assert c.discovery and c.jwks_uri is None and c.algorithms == ()
 
 
 def test_rules_are_introspectable() -> None:
-    p = policy("rules:\n  - name: r\n    action: deny\n    dry_run: true\n    to: [{paths: [/a]}]\n", names=["f.yaml"])
+    p = policy(
+        "rules:\n  - name: r\n    action: deny\n    dry_run: true\n    to: [{paths: [/a]}]\n",
+        names=["f.yaml"],
+    )
     (rule,) = p.rules
-    assert (rule.name, rule.file, rule.line, rule.action, rule.dry_run) == ("r", "f.yaml", 2, "deny", True)
+    assert (rule.name, rule.file, rule.line, rule.action, rule.dry_run) == (
+        "r",
+        "f.yaml",
+        2,
+        "deny",
+        True,
+    )
     assert p.rule_count == 1 and p.revision
 
 
@@ -182,14 +343,27 @@ def test_explain_says_which_field_failed() -> None:
         """
     )
     (rule,) = p.rules
-    assert rule.explain(req("/b", "PUT"), Identity()) == "to: no entry matches (entry 1: methods; entry 2: methods)"
-    assert rule.explain(req("/b"), Identity()) == "to: no entry matches (entry 1: paths; entry 2: methods)"
-    assert rule.explain(req("/a"), ident("spiffe://cluster.local/ns/ops/sa/frontend")) == "from: namespaces"
-    assert rule.explain(req("/a"), ident("spiffe://cluster.local/ns/shop/sa/x")) == "from: principals"
+    assert (
+        rule.explain(req("/b", "PUT"), Identity())
+        == "to: no entry matches (entry 1: methods; entry 2: methods)"
+    )
+    assert (
+        rule.explain(req("/b"), Identity())
+        == "to: no entry matches (entry 1: paths; entry 2: methods)"
+    )
+    assert (
+        rule.explain(req("/a"), ident("spiffe://cluster.local/ns/ops/sa/frontend"))
+        == "from: namespaces"
+    )
+    assert (
+        rule.explain(req("/a"), ident("spiffe://cluster.local/ns/shop/sa/x")) == "from: principals"
+    )
     assert rule.explain(req("/a"), ident(FRONTEND)) == "when: header x-env equals 'prod'"
     assert rule.explain(req("/a", headers={"x-env": "prod"}), ident(FRONTEND)) is None
 
 
 def test_undefined_role_suggests_a_close_name() -> None:
-    found = problems("roles: {orders-reader: [{paths: [/a]}]}\nrules: [{name: r, action: allow, to: [{role: order-reader}]}]\n")
+    found = problems(
+        "roles: {orders-reader: [{paths: [/a]}]}\nrules: [{name: r, action: allow, to: [{role: order-reader}]}]\n"
+    )
     assert "did you mean 'orders-reader'" in found[0].message

@@ -28,7 +28,11 @@ def _files(root: Path) -> set[str]:
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -36,7 +40,10 @@ def test_committed_code_is_what_the_generator_makes(tmp_path: Path) -> None:
     out = tmp_path / "_proto"
     done = subprocess.run(
         [sys.executable, str(REPO / "proto" / "generate.py"), "--out", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     fresh, committed = _files(out), _files(COMMITTED)

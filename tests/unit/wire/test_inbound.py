@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from google.protobuf.struct_pb2 import Struct
 
@@ -42,10 +41,20 @@ def check_request(
 
 def test_an_http2_request() -> None:
     message = check_request(
-        "get", "/api/orders?page=2", "Shop.Example.COM:8443",
-        {":method": "GET", ":path": "/api/orders?page=2", ":authority": "Shop.Example.COM:8443",
-         ":scheme": "https", "content-type": "application/grpc", "x-request-id": "from-header"},
-        request_id="from-envoy", source="2001:db8::7", destination_port=8443,
+        "get",
+        "/api/orders?page=2",
+        "Shop.Example.COM:8443",
+        {
+            ":method": "GET",
+            ":path": "/api/orders?page=2",
+            ":authority": "Shop.Example.COM:8443",
+            ":scheme": "https",
+            "content-type": "application/grpc",
+            "x-request-id": "from-header",
+        },
+        request_id="from-envoy",
+        source="2001:db8::7",
+        destination_port=8443,
     )
     message.attributes.request.http.protocol = "HTTP/2"
     message.attributes.source.principal = "spiffe://cluster.local/ns/shop/sa/frontend"
@@ -70,12 +79,19 @@ def test_an_http2_request() -> None:
 
 def test_an_http1_request_without_pseudo_headers() -> None:
     message = check_request(
-        "POST", "/cart/items", "", {"Host": "Shop.Example.com:80", "X-Request-ID": "abc", "Accept": "*/*"}
+        "POST",
+        "/cart/items",
+        "",
+        {"Host": "Shop.Example.com:80", "X-Request-ID": "abc", "Accept": "*/*"},
     )
     request = to_request(message, LIMITS)
     assert request.method == "POST"
     assert request.host == "shop.example.com"  # from the Host header when http.host is empty
-    assert request.headers == {"host": "Shop.Example.com:80", "x-request-id": "abc", "accept": "*/*"}
+    assert request.headers == {
+        "host": "Shop.Example.com:80",
+        "x-request-id": "abc",
+        "accept": "*/*",
+    }
     assert request.request_id == "abc"
     assert request.query == ""
 
@@ -136,9 +152,17 @@ def test_jwt_metadata_is_read_only_for_the_given_namespace() -> None:
     message = check_request()
     payload = Struct()
     payload.update(
-        {"payload": {"iss": "https://id.example.com", "exp": 1_800_000_000, "ratio": 0.5,
-                     "aud": ["a", "b"], "realm": {"roles": ["admin"], "on": True}, "none": None},
-         "not-a-struct": "ignored"}
+        {
+            "payload": {
+                "iss": "https://id.example.com",
+                "exp": 1_800_000_000,
+                "ratio": 0.5,
+                "aud": ["a", "b"],
+                "realm": {"roles": ["admin"], "on": True},
+                "none": None,
+            },
+            "not-a-struct": "ignored",
+        }
     )
     message.attributes.metadata_context.filter_metadata[JWT_NS].CopyFrom(payload)
 
@@ -146,8 +170,14 @@ def test_jwt_metadata_is_read_only_for_the_given_namespace() -> None:
     assert to_request(message, LIMITS, jwt_metadata_namespace="other").jwt_metadata == {}
     claims = to_request(message, LIMITS, jwt_metadata_namespace=JWT_NS).jwt_metadata
     assert claims == {
-        "payload": {"iss": "https://id.example.com", "exp": 1_800_000_000, "ratio": 0.5,
-                    "aud": ["a", "b"], "realm": {"roles": ["admin"], "on": True}, "none": None}
+        "payload": {
+            "iss": "https://id.example.com",
+            "exp": 1_800_000_000,
+            "ratio": 0.5,
+            "aud": ["a", "b"],
+            "realm": {"roles": ["admin"], "on": True},
+            "none": None,
+        }
     }
     exp = claims["payload"]["exp"]
     assert type(exp) is int  # Struct numbers are doubles; an integral one reads as an int
@@ -212,11 +242,14 @@ def test_header_count_limit() -> None:
     limits = Limits(max_headers=3)
     at_limit = {f"h{i}": "v" for i in range(3)}
     assert len(to_request(check_request(headers=at_limit), limits).headers) == 3
-    _raises_too_large(check_request(headers={**at_limit, "h3": "v"}), limits, "more headers than the limit of 3")
+    _raises_too_large(
+        check_request(headers={**at_limit, "h3": "v"}), limits, "more headers than the limit of 3"
+    )
 
     raw = check_request()
     raw.attributes.request.http.header_map.headers.extend(
-        HeaderValue(key="x-same", raw_value=b"v") for _ in range(4)  # one name, four entries
+        HeaderValue(key="x-same", raw_value=b"v")
+        for _ in range(4)  # one name, four entries
     )
     _raises_too_large(raw, limits, "more headers than the limit of 3")
 
@@ -225,15 +258,21 @@ def test_header_bytes_limit_counts_names_and_values_in_bytes() -> None:
     limits = Limits(max_header_bytes=100)
     exactly = {"n" * 10: "v" * 40, "m" * 10: "w" * 40}  # 100 bytes
     assert to_request(check_request(headers=exactly), limits).headers
-    _raises_too_large(check_request(headers={**exactly, "x": ""}), limits, "larger than the limit of 100 bytes")
+    _raises_too_large(
+        check_request(headers={**exactly, "x": ""}), limits, "larger than the limit of 100 bytes"
+    )
     # 40 characters, 120 bytes: the limit is in bytes.
-    _raises_too_large(check_request(headers={"x": "\u20ac" * 40}), limits, "larger than the limit of 100 bytes")
+    _raises_too_large(
+        check_request(headers={"x": "\u20ac" * 40}), limits, "larger than the limit of 100 bytes"
+    )
 
 
 def test_path_bytes_limit_includes_the_query() -> None:
     limits = Limits(max_path_bytes=64)
     assert to_request(check_request(path="/" + "a" * 63), limits).path == "/" + "a" * 63
-    _raises_too_large(check_request(path="/" + "a" * 64), limits, "path is longer than the limit of 64 bytes")
+    _raises_too_large(
+        check_request(path="/" + "a" * 64), limits, "path is longer than the limit of 64 bytes"
+    )
     _raises_too_large(check_request(path="/a?" + "q" * 62), limits, "path")
     _raises_too_large(check_request(path="/" + "\u00e9" * 40), limits, "path")  # 81 bytes, 41 chars
 

@@ -30,7 +30,9 @@ def verdict(decision: Decision, **extra: Any) -> Verdict:
 
 
 def deny(status: int, reason: str = SECRET_RULE, challenge: str | None = None) -> CheckResponse:
-    return to_check_response(verdict(Decision(False, status, reason, rule=reason, challenge=challenge)))
+    return to_check_response(
+        verdict(Decision(False, status, reason, rule=reason, challenge=challenge))
+    )
 
 
 def headers_of(options: Any) -> dict[str, str]:
@@ -45,8 +47,11 @@ def test_allow() -> None:
     response = to_check_response(
         verdict(
             Decision(True, 200, "frontend-reads-orders", rule="frontend-reads-orders"),
-            headers_to_set=(("x-authz-principal", "spiffe://cluster.local/ns/shop/sa/frontend"),
-                            ("x-authz-decision-id", "d-42"), ("x-user-id", "user-1")),
+            headers_to_set=(
+                ("x-authz-principal", "spiffe://cluster.local/ns/shop/sa/frontend"),
+                ("x-authz-decision-id", "d-42"),
+                ("x-user-id", "user-1"),
+            ),
             headers_to_remove=("x-authz-request-principal", "authorization"),
             query_parameters_to_remove=("access_token",),
         )
@@ -88,10 +93,17 @@ def test_allow_without_headers() -> None:
 
 
 def test_shadow_matches_are_in_the_metadata() -> None:
-    shadow = (ShadowMatch("audit-all", "audit", False), ShadowMatch("try-admin", "allow", True),
-              ShadowMatch("try-block", "deny", True))
+    shadow = (
+        ShadowMatch("audit-all", "audit", False),
+        ShadowMatch("try-admin", "allow", True),
+        ShadowMatch("try-block", "deny", True),
+    )
     response = to_check_response(verdict(Decision(False, 403, "no_matching_rule", shadow=shadow)))
-    assert metadata(response)["shadow"] == ["audit-all:audit", "try-admin:would_allow", "try-block:would_deny"]
+    assert metadata(response)["shadow"] == [
+        "audit-all:audit",
+        "try-admin:would_allow",
+        "try-block:would_deny",
+    ]
 
 
 def test_deny_403() -> None:
@@ -112,12 +124,17 @@ def test_deny_401_carries_the_challenge() -> None:
     assert response.status.code == 16  # UNAUTHENTICATED
     denied = response.denied_response
     assert denied.status.code == 401
-    assert headers_of(denied.headers) == {"content-type": "application/json", "www-authenticate": challenge}
+    assert headers_of(denied.headers) == {
+        "content-type": "application/json",
+        "www-authenticate": challenge,
+    }
     assert json.loads(denied.body) == {"error": "unauthorized", "decision_id": "d-42"}
 
 
 def test_deny_401_without_a_challenge_has_no_www_authenticate() -> None:
-    assert "www-authenticate" not in headers_of(deny(401, "no_matching_rule").denied_response.headers)
+    assert "www-authenticate" not in headers_of(
+        deny(401, "no_matching_rule").denied_response.headers
+    )
 
 
 @pytest.mark.parametrize(
@@ -169,10 +186,17 @@ def test_internal_error_response_is_a_deny() -> None:
     assert response.status.code == 13  # INTERNAL, and above all not OK
     assert response.WhichOneof("http_response") == "denied_response"  # not error_response
     assert response.denied_response.status.code == 403
-    assert json.loads(response.denied_response.body) == {"error": "forbidden", "decision_id": "d-err"}
+    assert json.loads(response.denied_response.body) == {
+        "error": "forbidden",
+        "decision_id": "d-err",
+    }
     assert headers_of(response.denied_response.headers) == {"content-type": "application/json"}
-    assert metadata(response) == {"decision_id": "d-err", "decision": "deny", "reason": "internal_error",
-                                  "status": 403.0}
+    assert metadata(response) == {
+        "decision_id": "d-err",
+        "decision": "deny",
+        "reason": "internal_error",
+        "status": 403.0,
+    }
 
 
 def test_responses_do_not_share_mutable_parts() -> None:

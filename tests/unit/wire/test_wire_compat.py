@@ -28,7 +28,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
 from authz.model import Decision, ShadowMatch, Verdict  # noqa: E402
 from authz.wire.outbound import to_check_response  # noqa: E402
 
-WHEN = dt.datetime(2026, 11, 23, 13, 59, 2, 123456, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2026, 11, 23, 13, 59, 2, 123456, tzinfo=dt.UTC)
 JWT_NAMESPACE = "envoy.filters.http.jwt_authn"
 
 
@@ -38,7 +38,9 @@ def _peer(address: Any, name: str) -> Any:
         service=f"{name}-service",
         labels={"app": name, "version": "v1"},
         principal=f"spiffe://cluster.local/ns/shop/sa/{name}",
-        certificate="-----BEGIN%20CERTIFICATE-----%0AMIIB" + name + "%0A-----END%20CERTIFICATE-----%0A",
+        certificate="-----BEGIN%20CERTIFICATE-----%0AMIIB"
+        + name
+        + "%0A-----END%20CERTIFICATE-----%0A",
     )
 
 
@@ -58,7 +60,9 @@ def their_full_check_request() -> Any:
         "frontend",
     )
     destination = _peer(
-        edp_core.Address(socket_address=edp_core.SocketAddress(address="10.0.0.1", port_value=8443)),
+        edp_core.Address(
+            socket_address=edp_core.SocketAddress(address="10.0.0.1", port_value=8443)
+        ),
         "orders",
     )
     http = edp_auth.AttributeContextHttpRequest(
@@ -101,7 +105,9 @@ def their_full_check_request() -> Any:
     )
     route_metadata = edp_core.Metadata(
         filter_metadata={"route": edp_pb.Struct.from_dict({"team": "shop"})},
-        typed_filter_metadata={"route.typed": edp_pb.Any(type_url="type.googleapis.com/x.Z", value=b"")},
+        typed_filter_metadata={
+            "route.typed": edp_pb.Any(type_url="type.googleapis.com/x.Z", value=b"")
+        },
     )
     return edp_auth.CheckRequest(
         attributes=edp_auth.AttributeContext(
@@ -127,7 +133,7 @@ def assert_same(ours: Message, theirs: Any, where: str = "") -> None:
     """Every field of our message equals the same-named field of theirs (recursively)."""
     full_name = ours.DESCRIPTOR.full_name
     if full_name == "google.protobuf.Timestamp":
-        assert ours.ToDatetime(tzinfo=dt.timezone.utc) == theirs, where
+        assert ours.ToDatetime(tzinfo=dt.UTC) == theirs, where
         return
     if full_name == "google.protobuf.Struct":
         assert MessageToDict(ours) == theirs.to_dict(), where
@@ -155,7 +161,9 @@ def assert_same(ours: Message, theirs: Any, where: str = "") -> None:
                 else:
                     assert a == b, f"{path}[{i}]"
         elif field.message_type is not None:
-            if field.message_type.full_name == "google.protobuf.BoolValue" and not ours.HasField(field.name):
+            if field.message_type.full_name == "google.protobuf.BoolValue" and not ours.HasField(
+                field.name
+            ):
                 assert other is None, path
             elif ours.HasField(field.name):
                 assert _theirs_is_set(other), f"{path}: set on our side only"
@@ -218,7 +226,7 @@ def test_a_fully_populated_check_request_parses_field_for_field() -> None:
     assert http.header_map.headers[1].raw_value == b"caf\xc3\xa9 \xff"
     assert http.raw_body == b"\x00\x01binary\xff"
     assert http.size == -1
-    assert attributes.request.time.ToDatetime(tzinfo=dt.timezone.utc) == WHEN
+    assert attributes.request.time.ToDatetime(tzinfo=dt.UTC) == WHEN
     claims = MessageToDict(attributes.metadata_context.filter_metadata[JWT_NAMESPACE])["payload"]
     assert claims["realm_access"] == {"roles": ["admin"], "nested": {"deep": True}}
     assert attributes.tls_session.sni == "shop.example.com"
@@ -234,7 +242,9 @@ def test_a_fully_populated_check_request_parses_field_for_field() -> None:
                 server_listener_name="internal-listener", endpoint_id="ep-1"
             )
         ),
-        edp_core.Address(socket_address=edp_core.SocketAddress(address="10.0.0.2", named_port="http")),
+        edp_core.Address(
+            socket_address=edp_core.SocketAddress(address="10.0.0.2", named_port="http")
+        ),
     ],
     ids=["pipe", "internal", "named-port"],
 )
@@ -269,11 +279,19 @@ def _verdict(decision: Decision, **extra: Any) -> Verdict:
 def test_our_allow_parses_in_theirs() -> None:
     verdict = _verdict(
         Decision(
-            allowed=True, status=200, reason="frontend-reads-orders", rule="frontend-reads-orders",
-            shadow=(ShadowMatch("audit-all", "audit", False), ShadowMatch("try-admin", "allow", True)),
+            allowed=True,
+            status=200,
+            reason="frontend-reads-orders",
+            rule="frontend-reads-orders",
+            shadow=(
+                ShadowMatch("audit-all", "audit", False),
+                ShadowMatch("try-admin", "allow", True),
+            ),
         ),
-        headers_to_set=(("x-authz-principal", "spiffe://cluster.local/ns/shop/sa/frontend"),
-                        ("x-user-id", "user-1")),
+        headers_to_set=(
+            ("x-authz-principal", "spiffe://cluster.local/ns/shop/sa/frontend"),
+            ("x-user-id", "user-1"),
+        ),
         headers_to_remove=("x-authz-request-principal", "authorization"),
         query_parameters_to_remove=("access_token",),
     )
@@ -287,7 +305,10 @@ def test_our_allow_parses_in_theirs() -> None:
     assert [(h.header.key, h.header.value) for h in ok.headers] == list(verdict.headers_to_set)
     for option in ok.headers:
         assert option.append is False  # present and false, not merely unset
-        assert option.append_action == edp_core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+        assert (
+            option.append_action
+            == edp_core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+        )
     assert ok.headers_to_remove == ["x-authz-request-principal", "authorization"]
     assert ok.query_parameters_to_remove == ["access_token"]
     assert ok.dynamic_metadata is None  # the deprecated field stays unset
@@ -306,7 +327,9 @@ def test_our_allow_parses_in_theirs() -> None:
 @pytest.mark.filterwarnings("ignore:HeaderValueOption.append is deprecated")
 def test_our_deny_parses_in_theirs() -> None:
     challenge = 'Bearer error="invalid_token"'
-    verdict = _verdict(Decision(allowed=False, status=401, reason="jwt_expired", challenge=challenge))
+    verdict = _verdict(
+        Decision(allowed=False, status=401, reason="jwt_expired", challenge=challenge)
+    )
     ours = to_check_response(verdict)
     theirs = edp_auth.CheckResponse.parse(ours.SerializeToString())
     assert_same(ours, theirs)
@@ -321,4 +344,8 @@ def test_our_deny_parses_in_theirs() -> None:
     }
     assert json.loads(denied.body) == {"error": "unauthorized", "decision_id": "d-123"}
     metadata = theirs.dynamic_metadata.to_dict()
-    assert (metadata["decision"], metadata["reason"], metadata["status"]) == ("deny", "jwt_expired", 401.0)
+    assert (metadata["decision"], metadata["reason"], metadata["status"]) == (
+        "deny",
+        "jwt_expired",
+        401.0,
+    )
