@@ -44,7 +44,8 @@ def rejection(error: AuthzError) -> Decision:
 
 
 def _invalid_token_challenge(description: str) -> str:
-    # RFC 6750 section 3: error_description is a quoted-string of printable ASCII without '"' or '\'.
+    # RFC 6750 section 3: error_description is a quoted-string of printable ASCII
+    # without '"' or '\'.
     safe = "".join(c for c in description if 0x20 <= ord(c) < 0x7F and c not in '"\\')[:200]
     return f'Bearer error="invalid_token", error_description="{safe}"'
 
@@ -57,6 +58,9 @@ class _Checked:
     revision: str
 
 
+_DEFAULT_HEADERS = HeaderNames()
+
+
 class Engine:
     """Decides one request. Thread-safe: holds no per-request state."""
 
@@ -64,7 +68,7 @@ class Engine:
         self,
         store: PolicyStore,
         resolver: IdentityResolver,
-        headers: HeaderNames = HeaderNames(),
+        headers: HeaderNames = _DEFAULT_HEADERS,
         *,
         clock: Callable[[], float] = time.time,
         decision_ids: Callable[[], str] | None = None,

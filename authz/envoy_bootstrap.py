@@ -133,7 +133,7 @@ def authz_cluster(options: BootstrapOptions) -> Config:
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",  # noqa: E501
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
@@ -196,7 +196,7 @@ def access_log() -> Config:
     return {
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",  # noqa: E501
             "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
         },
     }
@@ -204,7 +204,7 @@ def access_log() -> Config:
 
 def http_connection_manager(options: BootstrapOptions) -> Config:
     typed: Config = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",  # noqa: E501
         "stat_prefix": "ingress_http",
         "codec_type": "AUTO",
         "use_remote_address": True,
@@ -252,7 +252,7 @@ def downstream_tls(tls: TlsFiles) -> Config:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",  # noqa: E501
             "require_client_certificate": True,
             "common_tls_context": {
                 "tls_certificates": [
@@ -334,7 +334,8 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
     ),
     "failure_mode_allow": "Fail closed: if the service cannot answer, nothing gets through.",
     "status_on_error": (
-        "An outage answers 503, so it is never mistaken for a policy deny (403) in logs or by clients."
+        "An outage answers 503, so it is never mistaken for a policy deny (403) in logs or by "
+        "clients."
     ),
     "include_peer_certificate": (
         "Send the verified client certificate, so the service can read its SAN itself."

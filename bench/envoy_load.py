@@ -106,7 +106,7 @@ def bootstrap(listener: int, admin: int, layout: str, authz_ports: list[int]) ->
             {
                 "name": "envoy.filters.http.ext_authz",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",  # noqa: E501
                     "transport_api_version": "V3",
                     "grpc_service": {"envoy_grpc": {"cluster_name": "ext_authz"}, "timeout": "2s"},
                     "failure_mode_allow": False,
@@ -122,7 +122,7 @@ def bootstrap(listener: int, admin: int, layout: str, authz_ports: list[int]) ->
                 "lb_policy": "ROUND_ROBIN",
                 "typed_extension_protocol_options": {
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",  # noqa: E501
                         "explicit_http_config": {"http2_protocol_options": {}},
                     }
                 },
@@ -169,7 +169,7 @@ def bootstrap(listener: int, admin: int, layout: str, authz_ports: list[int]) ->
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
                                     "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",  # noqa: E501
                                         "stat_prefix": "front",
                                         "codec_type": "AUTO",
                                         "route_config": {
@@ -360,7 +360,7 @@ def compare(
         latency: dict[str, dict[str, float]] = {}
         if h2load.available():
             samples: dict[str, list[float]] = {n: [] for n in ("envoy alone", "envoy + authz w1")}
-            for r in range(rounds):
+            for _round in range(rounds):
                 for n in samples:
                     samples[n] += fixed_rate(
                         listeners[n], token, tmp, rate=latency_rate, seconds=latency_seconds

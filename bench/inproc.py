@@ -107,8 +107,9 @@ def identity_by_algorithm(*, calls: int, rounds: int) -> dict[str, Result]:
             def request_with(token: str | None) -> Request:
                 return to_request(fixtures.check_request(token), limits)
 
+            no_token = request_with(None)
             variants: dict[str, Callable[[int], None]] = {
-                "no token": _repeat(lambda r=request_with(None): h.engine.check(r)),
+                "no token": _repeat(lambda r=no_token: h.engine.check(r)),
             }
             for key in keys:
                 warm = request_with(key.token())

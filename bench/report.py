@@ -48,7 +48,10 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
             "",
             "The realistic request as a `Request` (mTLS principal, no token), generated sets.",
             "",
-            "| rules | evaluate µs | evaluate/s | Engine.check µs | Engine.check/s | check vs 10 rules |",
+            (
+                "| rules | evaluate µs | evaluate/s | Engine.check µs | Engine.check/s | check vs "
+                "10 rules |"
+            ),
             "|---:|---:|---:|---:|---:|---:|",
         ]
         base = ch["10"].median
@@ -69,8 +72,8 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         lines += [
             "## Identity: a check's JWT cost",
             "",
-            "`Engine.check` of the realistic request (1,000 rules) with a token; *cold* = a token never "
-            "seen before (signature verified), *warm* = a verified-token cache hit.",
+            "`Engine.check` of the realistic request (1,000 rules) with a token; *cold* = a token "
+            "never seen before (signature verified), *warm* = a verified-token cache hit.",
             "",
             "| variant | µs per check | added over no token (µs) |",
             "|---|---:|---:|",
@@ -83,7 +86,10 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         a, b = fc["check, mTLS only"], fc["check, mTLS + warm RS256"]
         added = b.median - a.median
         lines += [
-            "Whole in-process check (`AuthorizationService.check`: CheckRequest in, CheckResponse out):",
+            (
+                "Whole in-process check (`AuthorizationService.check`: CheckRequest in, "
+                "CheckResponse out):"
+            ),
             "",
             "| variant | µs per check |",
             "|---|---:|",
@@ -95,15 +101,22 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         grpc_cost = None
         if "grpc" in results:
             grpc_cost = 1.0 / results["grpc"].median("authz serve (realistic)")
-            extra = f"; of a check served over gRPC ({grpc_cost * 1e6:.0f} µs at h2load's peak) it is {added / grpc_cost:.1%}"
+            extra = (
+                f"; of a check served over gRPC ({grpc_cost * 1e6:.0f} µs at h2load's peak) it is "
+                f"{added / grpc_cost:.1%}"
+            )
         lines += [
-            f"A warm RS256 token adds {added * 1e6:.1f} µs: {share:.1%} of the in-process check{extra}.",
+            (
+                f"A warm RS256 token adds {added * 1e6:.1f} µs: {share:.1%} of the in-process "
+                f"check{extra}."
+            ),
             "",
         ]
         ok = (added / grpc_cost <= 0.05) if grpc_cost else share <= 0.05
         targets.append(
             f"| warm-cache JWT adds <= 5% to a check | {added * 1e6:.1f} µs = "
-            f"{(added / grpc_cost if grpc_cost else share):.1%} of a served check, {share:.1%} of the in-process check | {_target(ok)} |"
+            f"{(added / grpc_cost if grpc_cost else share):.1%} of a served check, {share:.1%} of "
+            f"the in-process check | {_target(ok)} |"
         )
 
     if "grpc" in results:
@@ -112,20 +125,23 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         lines += [
             "## Check over gRPC (h2load)",
             "",
-            "Both servers pinned to core 0 (`taskset`), h2load on core 1; 4 connections x 16 streams; the "
-            "realistic CheckRequest (1,000 rules, RS256 bearer token, mTLS principal, typical headers) "
-            "sent to both; the empty servicer answers a static OK without looking.",
+            "Both servers pinned to core 0 (`taskset`), h2load on core 1; 4 connections x 16 "
+            "streams; the realistic CheckRequest (1,000 rules, RS256 bearer token, mTLS principal, "
+            "typical headers) sent to both; the empty servicer answers a static OK without "
+            "looking.",
             "",
             "| server | Check/s per round | median | vs empty |",
             "|---|---|---:|---:|",
         ]
         for n, rounds in g.rounds.items():
             lines.append(
-                f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {g.median(n):,.0f} | {g.median(n) / e:.2f}x |"
+                f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {g.median(n):,.0f} | "
+                f"{g.median(n) / e:.2f}x |"
             )
         lines.append("")
         targets.append(
-            f"| realistic Check >= 0.9x the empty servicer | {a:,.0f} vs {e:,.0f} = {a / e:.2f}x | {_target(a / e >= 0.9)} |"
+            f"| realistic Check >= 0.9x the empty servicer | {a:,.0f} vs {e:,.0f} = {a / e:.2f}x | "
+            f"{_target(a / e >= 0.9)} |"
         )
 
     if "e2e" in results:
@@ -135,17 +151,19 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         lines += [
             "## End to end through Envoy (wrk)",
             "",
-            "wrk, 1 thread, 32 connections, the realistic request (RS256 bearer token) to a direct-response "
-            "route; Envoy --concurrency 1; `authz serve --workers N`, each worker an endpoint of the "
-            "ext_authz cluster. Not pinned (two workers need both cores; Envoy and wrk share them). The "
-            "RBAC layout holds the same 1,000 rules but cannot verify the JWT (it only asks for the header).",
+            "wrk, 1 thread, 32 connections, the realistic request (RS256 bearer token) to a "
+            "direct-response route; Envoy --concurrency 1; `authz serve --workers N`, each worker "
+            "an endpoint of the ext_authz cluster. Not pinned (two workers need both cores; Envoy "
+            "and wrk share them). The RBAC layout holds the same 1,000 rules but cannot verify the "
+            "JWT (it only asks for the header).",
             "",
             "| layout | req/s per round | median | vs Envoy alone |",
             "|---|---|---:|---:|",
         ]
         for n, rounds in d["throughput"].items():
             lines.append(
-                f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {med[n]:,.0f} | {med[n] / alone:.3f}x |"
+                f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {med[n]:,.0f} | "
+                f"{med[n] / alone:.3f}x |"
             )
         lines.append("")
         if "envoy + authz w2" in med:
@@ -158,7 +176,10 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         if d["latency"]:
             lat = d["latency"]
             lines += [
-                f"### Latency at a fixed {d['latency_rate']} req/s (h2load --rps, 4 connections, h2c)",
+                (
+                    f"### Latency at a fixed {d['latency_rate']} req/s (h2load --rps, 4 "
+                    "connections, h2c)"
+                ),
                 "",
                 "| layout | requests | p50 µs | p90 µs | p99 µs |",
                 "|---|---:|---:|---:|---:|",
@@ -205,7 +226,7 @@ def _chart(results: dict[str, Any], path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     axes = [axes] if len(panels) == 1 else list(axes)
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=True):
         if panel == "engine":
             ch = results["engine"]["check"]
             ax.bar(

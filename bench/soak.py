@@ -222,10 +222,7 @@ def judge(expected: list[Expected], response: Any) -> bool:
     """True when the response is what one acceptable policy says."""
     status = response_status(response)
     allowed = response.status.code == 0
-    for e in expected:
-        if e.allowed == allowed and (allowed or e.status == status):
-            return True
-    return False
+    return any(e.allowed == allowed and (allowed or e.status == status) for e in expected)
 
 
 def decode_state(message: Any, workload: Workload) -> tuple[str, str, str, str]:
@@ -249,7 +246,7 @@ def client(
     external_auth_pb2, _ = protos()
     channel = service.channel()
     call = service.raw_check(channel)
-    kinds, weights = zip(*KINDS.items())
+    kinds, weights = zip(*KINDS.items(), strict=True)
     try:
         while not stop.is_set() and budget():
             kind = rng.choices(kinds, weights)[0]
@@ -288,7 +285,8 @@ def client(
             with stats.lock:
                 stats.answered += 1
             if state is None:
-                # Garbage: an allow is only right if the bytes decode to a request the policy allows.
+                # Garbage: an allow is only right if the bytes decode to a request the policy
+                # allows.
                 if answer.status.code != 0:
                     continue
                 try:
@@ -304,8 +302,8 @@ def client(
                 allowed = answer.status.code == 0
                 on_error = allowed and (kind in ERROR_KINDS or not any(e.allowed for e in expected))
                 stats.wrong_answer(
-                    f"{kind}: {method} {host} {raw[:80]!r} token={token}: got {response_status(answer)}, "
-                    f"expected {[(e.status, e.why) for e in expected]}",
+                    f"{kind}: {method} {host} {raw[:80]!r} token={token}: got "
+                    f"{response_status(answer)}, expected {[(e.status, e.why) for e in expected]}",
                     on_error=on_error,
                 )
     finally:
@@ -438,10 +436,16 @@ def report(result: Result, clients: int) -> str:
     refused = sum(s.refused.values())
     garbage_refused = sum(v for k, v in s.refused.items() if k.startswith(("garbage", "mutated")))
     lines = [
-        f"soak: {result.seconds:.1f} s, {clients} clients, faults: {', '.join(result.faults) or 'none'}",
+        (
+            f"soak: {result.seconds:.1f} s, {clients} clients, faults: "
+            f"{', '.join(result.faults) or 'none'}"
+        ),
         f"checks sent:       {s.sent}",
         f"answered:          {s.answered}",
-        f"refused (grpc):    {refused} (garbage/mutated bytes: {garbage_refused}) {dict(s.refused) if refused - garbage_refused else ''}",
+        (
+            f"refused (grpc):    {refused} (garbage/mutated bytes: {garbage_refused}) "
+            f"{dict(s.refused) if refused - garbage_refused else ''}"
+        ),
         f"wrong answers:     {s.wrong}",
         f"allows on error:   {s.allows_on_error}",
         f"service peak RSS:  {result.peak_rss_kib / 1024:.1f} MiB",

@@ -31,7 +31,10 @@ _ALGORITHMS = [
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 # A `*` only as the whole value, its first or its last character, not both.
 _STAR_PATTERN = r"^(\*|\*[^*]+|[^*]+\*?)$"
-_HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$"
+_HOST_PATTERN = (
+    r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"  # first label, maybe after "*."
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$"  # then ".label" any number of times
+)
 _METHOD_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Z-]+$"
 _HEADER_PATTERN = r"^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 _NONBLANK = r"\S"
@@ -90,7 +93,9 @@ def _from_entry() -> dict[str, Any]:
     }
     return {
         "type": "object",
-        "description": "Who may ask. Every field given must match (AND); within a field, any value (OR).",
+        "description": (
+            "Who may ask. Every field given must match (AND); within a field, any value (OR)."
+        ),
         "additionalProperties": False,
         "minProperties": 1,
         "properties": fields,
@@ -142,7 +147,9 @@ def _to_entry() -> dict[str, Any]:
     fields["not_role"] = dict(role, description="Matches when none of these roles' entries do.")
     return {
         "type": "object",
-        "description": "What is asked for. Every field given must match (AND); within a field, any value (OR).",
+        "description": (
+            "What is asked for. Every field given must match (AND); within a field, any value (OR)."
+        ),
         "additionalProperties": False,
         "minProperties": 1,
         "properties": fields,
@@ -214,7 +221,9 @@ def _when() -> dict[str, Any]:
     header["description"] = "A condition on a request header."
     header["properties"]["header"]["pattern"] = _HEADER_PATTERN
     return {
-        "description": "A condition that must hold: names one `claim` or `header` and one operator.",
+        "description": (
+            "A condition that must hold: names one `claim` or `header` and one operator."
+        ),
         "oneOf": [claim, header],
     }
 
@@ -297,7 +306,9 @@ def _provider() -> dict[str, Any]:
             ),
             "jwks_file": _text("A JWKS file, relative to the policy file's directory."),
             "jwks": {
-                "description": "An inline JWKS: a mapping with a non-empty `keys` list (or its JSON text).",
+                "description": (
+                    "An inline JWKS: a mapping with a non-empty `keys` list (or its JSON text)."
+                ),
                 "anyOf": [
                     {
                         "type": "object",
@@ -309,7 +320,9 @@ def _provider() -> dict[str, Any]:
             },
             "discovery": {
                 "type": "boolean",
-                "description": "true: find the JWKS through the issuer's OpenID discovery document.",
+                "description": (
+                    "true: find the JWKS through the issuer's OpenID discovery document."
+                ),
             },
             "from": _list(
                 "Where the token is looked for; default: `Authorization: Bearer`.",
@@ -326,7 +339,10 @@ def _provider() -> dict[str, Any]:
                 "additionalProperties": _text("A header name.", _HEADER_PATTERN),
             },
             "algorithms": _list(
-                "Accepted signing algorithms; default: the asymmetric ones. `none` is never accepted.",
+                (
+                    "Accepted signing algorithms; default: the asymmetric ones. `none` is never "
+                    "accepted."
+                ),
                 {"enum": _ALGORITHMS},
             ),
         },

@@ -112,12 +112,14 @@ def render(explanation: Any) -> str:
     if d.challenge:
         lines.append(f"  WWW-Authenticate: {d.challenge}")
     lines.append(
-        f"host: {explanation.host}  path: {explanation.path if explanation.path is not None else '(refused)'}"
+        f"host: {explanation.host}  path: "
+        f"{explanation.path if explanation.path is not None else '(refused)'}"
     )
     if explanation.files:
         lines.append(f"files: {', '.join(explanation.files)}")
     lines.append(
-        f"workload: {explanation.principal or '-'}  end user: {explanation.request_principal or '-'}"
+        f"workload: {explanation.principal or '-'}  end user: "
+        f"{explanation.request_principal or '-'}"
     )
     for note in explanation.notes:
         lines.append(f"note: {note}")

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(finding)
     count = len(findings)
     print(
-        f"{count} finding{'s' if count != 1 else ''} in {len(policy_set.files)} files (revision {policy_set.revision})"
+        f"{count} finding{'s' if count != 1 else ''} in {len(policy_set.files)} files (revision "
+        f"{policy_set.revision})"
     )
     return 1 if args.strict and findings else 0

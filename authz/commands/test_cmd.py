@@ -17,7 +17,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--tests",
         action="append",
         metavar="PATH",
-        help="a test file or directory to run instead of the *_test.yaml files under DIR; may be repeated",
+        help=(
+            "a test file or directory to run instead of the *_test.yaml files under DIR; may be "
+            "repeated"
+        ),
     )
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="also list the cases that passed"

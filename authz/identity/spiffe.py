@@ -88,11 +88,14 @@ def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Worklo
         if trust_domains is not None or principal[:9].lower() == _PREFIX:
             return None
         return Workload(principal=principal)
-    if trust_domains is not None and spiffe.trust_domain not in trust_domains:
-        # Trust domain names are case-insensitive (SPIFFE-ID section 2.1) and a valid ID's is
-        # lower case already; the configured names may not be, so compare lower case on a miss.
-        if spiffe.trust_domain not in {td.lower() for td in trust_domains}:
-            return None
+    # Trust domain names are case-insensitive (SPIFFE-ID section 2.1) and a valid ID's is
+    # lower case already; the configured names may not be, so compare lower case on a miss.
+    if (
+        trust_domains is not None
+        and spiffe.trust_domain not in trust_domains
+        and spiffe.trust_domain not in {td.lower() for td in trust_domains}
+    ):
+        return None
     return Workload(
         principal=principal,
         trust_domain=spiffe.trust_domain,

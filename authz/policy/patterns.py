@@ -132,7 +132,7 @@ def check_path_pattern(pattern: str) -> None:
         elif "{" in seg or "}" in seg:
             raise ValueError(f"{pattern!r}: '{{*}}' and '{{**}}' must be whole segments")
     try:
-        normal, query = normalize_path(body)
+        normal, _query = normalize_path(body)
     except InvalidPath as exc:
         raise ValueError(f"{pattern!r}: {exc}") from None
     if "?" in body or "#" in body:

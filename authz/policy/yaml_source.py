@@ -10,7 +10,7 @@ cannot know which one is in force.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import yaml
 
@@ -40,7 +40,7 @@ class YMap:
     key_lines: dict[str, int]
 
 
-YNode = Union[YScalar, YSeq, YMap]
+YNode: TypeAlias = YScalar | YSeq | YMap
 
 
 class YamlProblems(Exception):

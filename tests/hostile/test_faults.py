@@ -252,6 +252,7 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
     token cache never holds more than its limit (we measure the cache, not RSS)."""
     secret = os.urandom(32)
     issuer = "https://id.example.com"
+    k = pyjwt.utils.base64url_encode(secret).decode()
     policy_set = build_policy_set(
         [
             (
@@ -261,7 +262,7 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
           jwt:
             - issuer: {issuer}
               algorithms: [HS256]
-              jwks: {{keys: [{{kty: oct, kid: h1, k: "{pyjwt.utils.base64url_encode(secret).decode()}"}}]}}
+              jwks: {{keys: [{{kty: oct, kid: h1, k: "{k}"}}]}}
         rules:
           - name: users
             action: allow

@@ -83,7 +83,7 @@ CORPUS: list[tuple[str, str, str]] = [
     ),
     ("param hiding a directory (kept; deny rules also see /admin/x)", "/admin;/x", "/admin;/x"),
     ("jsessionid", "/public;jsessionid=abc/x", "/public;jsessionid=abc/x"),
-    # -- NUL and control characters --------------------------------------------------------------------
+    # -- NUL and control characters ----------------------------------------------------------------
     ("NUL byte", "/admin\x00.png", INVALID),
     ("encoded NUL (extension truncation)", "/admin%00.png", INVALID),
     ("CRLF injection", "/admin%0d%0aSet-Cookie:x", INVALID),
@@ -112,7 +112,7 @@ CORPUS: list[tuple[str, str, str]] = [
     ("non-hex escape", "/admin%zz", INVALID),
     ("percent-percent", "/%%32%65", INVALID),
     ("space escape kept", "/a%20b", "/a%20b"),
-    # -- case and unicode ------------------------------------------------------------------------------
+    # -- case and unicode --------------------------------------------------------------------------
     ("upper case (RISK: case-insensitive upstreams)", "/ADMIN", "/ADMIN"),
     ("unicode letter", "/\u00e1dmin", "/\u00e1dmin"),
     (
@@ -123,7 +123,7 @@ CORPUS: list[tuple[str, str, str]] = [
     ("two-dot leader", "/\u2025/admin", "/\u2025/admin"),
     ("percent-encoded UTF-8 kept encoded", "/caf%C3%A9", "/caf%C3%A9"),
     ("line separator is not a control", "/a\u2028b", "/a\u2028b"),
-    # -- not a path at all ------------------------------------------------------------------------------
+    # -- not a path at all -------------------------------------------------------------------------
     ("empty", "", INVALID),
     ("relative", "admin", INVALID),
     ("asterisk-form", "*", INVALID),

@@ -105,12 +105,10 @@ def test_the_honest_token_is_accepted(ctx: Ctx, verifier: Verifier) -> None:
 
 
 def _nested(depth: int) -> str:
-    return '{"iss": "%s", "aud": "%s", "sub": "alice", "exp": %d, "deep": %s%s}' % (
-        ISS,
-        AUD,
-        NOW + 300,
-        "[" * depth,
-        "]" * depth,
+    exp, opening, closing = int(NOW + 300), "[" * depth, "]" * depth
+    return (
+        f'{{"iss": "{ISS}", "aud": "{AUD}", "sub": "alice", "exp": {exp}, '
+        f'"deep": {opening}{closing}}}'
     )
 
 
@@ -501,13 +499,13 @@ CASES: list[Case] = [
     (
         "dup-alg-none-last",
         "a parser that reads the first alg",
-        lambda c: forge('{"alg": "RS256", "kid": "%s", "alg": "none"}' % c.rsa.kid, c.good()),
+        lambda c: forge(f'{{"alg": "RS256", "kid": "{c.rsa.kid}", "alg": "none"}}', c.good()),
         "jwt_alg_not_allowed",
     ),
     (
         "dup-alg-rs-last-unsigned",
         "a parser that reads the first alg, unsigned",
-        lambda c: forge('{"alg": "none", "kid": "%s", "alg": "RS256"}' % c.rsa.kid, c.good()),
+        lambda c: forge(f'{{"alg": "none", "kid": "{c.rsa.kid}", "alg": "RS256"}}', c.good()),
         "jwt_bad_signature",
     ),
     (
@@ -515,7 +513,7 @@ CASES: list[Case] = [
         "first iss trusted, last the attacker's",
         lambda c: forge(
             '{"alg": "RS256", "kid": "attacker"}',
-            '{"iss": "%s", "iss": "https://evil.example", "sub": "a", "aud": "%s"}' % (ISS, AUD),
+            f'{{"iss": "{ISS}", "iss": "https://evil.example", "sub": "a", "aud": "{AUD}"}}',
             key=c.attacker,
         ),
         "jwt_unknown_issuer",
@@ -524,7 +522,7 @@ CASES: list[Case] = [
         "dup-kid-forged",
         "first kid the attacker's, last a trusted one",
         lambda c: forge(
-            '{"alg": "RS256", "kid": "attacker", "kid": "%s"}' % c.rsa.kid, c.good(), key=c.attacker
+            f'{{"alg": "RS256", "kid": "attacker", "kid": "{c.rsa.kid}"}}', c.good(), key=c.attacker
         ),
         "jwt_bad_signature",
     ),
@@ -636,7 +634,7 @@ CASES: list[Case] = [
 
 def _claims_text(c: Ctx, *, exp: str) -> str:
     """Claims with a raw JSON literal for exp (json.dumps cannot write NaN as a client might)."""
-    return '{"iss": "%s", "aud": "%s", "sub": "alice", "exp": %s}' % (ISS, AUD, exp)
+    return f'{{"iss": "{ISS}", "aud": "{AUD}", "sub": "alice", "exp": {exp}}}'
 
 
 @pytest.mark.parametrize(("attack", "meaning", "make", "reason"), CASES, ids=[c[0] for c in CASES])
@@ -716,10 +714,9 @@ def test_duplicate_claim_in_a_validly_signed_token_reads_as_the_last(
 ) -> None:
     """RFC 7519 section 4: a parser must reject duplicate claim names or use the lexically last
     one. Either is fine; reading the *first* would let a token mean two things."""
-    payload = '{"iss": "%s", "aud": "%s", "exp": %d, "sub": "alice", "sub": "admin"}' % (
-        ISS,
-        AUD,
-        NOW + 300,
+    payload = (
+        f'{{"iss": "{ISS}", "aud": "{AUD}", "exp": {int(NOW + 300)}, '
+        '"sub": "alice", "sub": "admin"}'
     )
     token = forge(ctx.rs_header(), payload, key=ctx.rsa)
     try:

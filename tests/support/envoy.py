@@ -11,6 +11,7 @@ without Envoy's own explanation is rarely debuggable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -453,10 +454,8 @@ class Envoy:
 
     @staticmethod
     def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
 
     @property
     def running(self) -> bool:

@@ -42,7 +42,8 @@ class ServiceProcess:
         self.ready_timeout = ready_timeout
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        # Lives as long as this object (closed in __exit__), so no `with` block.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
         self._channel: grpc.Channel | None = None
         self._check: Any = None
 

@@ -36,7 +36,12 @@ def demo_token(**overrides: object) -> str:
     return jwt.encode(claims, DEMO_KEY, algorithm="ES256", headers={"kid": "demo-2026"})
 
 
-def make_engine(policies: Path, headers: HeaderNames = HeaderNames()) -> tuple[Engine, KeyRegistry]:
+DEFAULT_HEADERS = HeaderNames()
+
+
+def make_engine(
+    policies: Path, headers: HeaderNames = DEFAULT_HEADERS
+) -> tuple[Engine, KeyRegistry]:
     policy_set = load_policy_set(policies)
     keys = KeyRegistry()
     keys.ensure(policy_set.jwt_providers)

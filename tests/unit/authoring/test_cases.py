@@ -44,24 +44,40 @@ cases:
     [
         ("cases: []\n", "t_test.yaml:1: `cases` must be a non-empty list"),
         (
-            "cases:\n  - name: a\n    request: {path: /x, host: h}\n    expect: {decision: allow}\n",
+            (
+                "cases:\n  - name: a\n    request: {path: /x, host: h}\n"
+                "    expect: {decision: allow}\n"
+            ),
             "t_test.yaml:2: missing `request.method`",
         ),
         (
-            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, colour: red}\n    expect: {decision: allow}\n",
+            (
+                "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, colour: red}\n"
+                "    expect: {decision: allow}\n"
+            ),
             "t_test.yaml:3: unknown field 'colour' in request",
         ),
         (
-            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: yes}\n",
+            (
+                "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n"
+                "    expect: {decision: yes}\n"
+            ),
             "t_test.yaml:4: expect.decision must be allow or deny",
         ),
         (
-            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h, claims: {sub: s}}\n    expect: {decision: allow}\n",
+            (
+                "cases:\n  - name: a\n"
+                "    request: {method: GET, path: /x, host: h, claims: {sub: s}}\n"
+                "    expect: {decision: allow}\n"
+            ),
             "t_test.yaml:3: claims stand for a verified JWT: they need an `iss` string",
         ),
         (
-            "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n"
-            "  - name: a\n    request: {method: GET, path: /x, host: h}\n    expect: {decision: allow}\n",
+            "cases:\n"
+            "  - name: a\n    request: {method: GET, path: /x, host: h}\n"
+            "    expect: {decision: allow}\n"
+            "  - name: a\n    request: {method: GET, path: /x, host: h}\n"
+            "    expect: {decision: allow}\n",
             "t_test.yaml:5: duplicate case name 'a' (first on line 2)",
         ),
         ("cases:\n  - name: [unclosed\n", "t_test.yaml:"),

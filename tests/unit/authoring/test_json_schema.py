@@ -50,7 +50,10 @@ INVALID = {
     "star in the middle": "rules: [{name: r, action: allow, from: [{namespaces: ['a*b']}]}]\n",
     "star both ends": "rules: [{name: r, action: allow, from: [{principals: ['*a*']}]}]\n",
     "authenticated false": "rules: [{name: r, action: allow, from: [{authenticated: false}]}]\n",
-    "both authenticated forms": "rules: [{name: r, action: allow, from: [{authenticated: true, not_authenticated: true}]}]\n",
+    "both authenticated forms": (
+        "rules: [{name: r, action: allow, "
+        "from: [{authenticated: true, not_authenticated: true}]}]\n"
+    ),
     "lower-case method": "rules: [{name: r, action: allow, to: [{methods: [get]}]}]\n",
     "relative path": "rules: [{name: r, action: allow, to: [{paths: [api/x]}]}]\n",
     "port out of range": "rules: [{name: r, action: allow, to: [{ports: [70000]}]}]\n",
@@ -58,34 +61,62 @@ INVALID = {
     "role inside a role": "roles: {a: [{role: b}]}\n" + RULE,
     "empty role": "roles: {a: []}\n" + RULE,
     "bad role name": "roles: {'a b': [{paths: [/x]}]}\n" + RULE,
-    "condition with both kinds": "rules: [{name: r, action: allow, when: [{claim: a, header: b, present: true}]}]\n",
+    "condition with both kinds": (
+        "rules: [{name: r, action: allow, when: [{claim: a, header: b, present: true}]}]\n"
+    ),
     "condition without operator": "rules: [{name: r, action: allow, when: [{claim: scope}]}]\n",
-    "condition with two operators": "rules: [{name: r, action: allow, when: [{claim: scope, equals: a, contains: a}]}]\n",
+    "condition with two operators": (
+        "rules: [{name: r, action: allow, when: [{claim: scope, equals: a, contains: a}]}]\n"
+    ),
     "prefix on a claim": "rules: [{name: r, action: allow, when: [{claim: scope, prefix: a}]}]\n",
-    "contains on a header": "rules: [{name: r, action: allow, when: [{header: x-a, contains: a}]}]\n",
+    "contains on a header": (
+        "rules: [{name: r, action: allow, when: [{header: x-a, contains: a}]}]\n"
+    ),
     "empty header prefix": "rules: [{name: r, action: allow, when: [{header: x-a, prefix: ''}]}]\n",
-    "header value not a string": "rules: [{name: r, action: allow, when: [{header: x-a, equals: 3}]}]\n",
-    "bad header name": "rules: [{name: r, action: allow, when: [{header: 'x a', present: true}]}]\n",
-    "present not boolean": "rules: [{name: r, action: allow, when: [{claim: a, present: maybe}]}]\n",
+    "header value not a string": (
+        "rules: [{name: r, action: allow, when: [{header: x-a, equals: 3}]}]\n"
+    ),
+    "bad header name": (
+        "rules: [{name: r, action: allow, when: [{header: 'x a', present: true}]}]\n"
+    ),
+    "present not boolean": (
+        "rules: [{name: r, action: allow, when: [{claim: a, present: maybe}]}]\n"
+    ),
     "unknown authentication field": "authentication: {oauth: {}}\n" + RULE,
     "trust domain with slash": "authentication: {mtls: {trust_domains: [a/b]}}\n" + RULE,
     "provider without issuer": "authentication: {jwt: [{jwks_uri: 'https://a/j'}]}\n" + RULE,
     "provider without key source": "authentication: {jwt: [{issuer: i}]}\n" + RULE,
-    "provider with two key sources": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', jwks_file: k.json}]}\n"
+    "provider with two key sources": (
+        "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', jwks_file: k.json}]}\n"
+    )
     + RULE,
     "jwks_uri not http": "authentication: {jwt: [{issuer: i, jwks_uri: 'file:///etc/k'}]}\n" + RULE,
     "jwks without keys": "authentication: {jwt: [{issuer: i, jwks: {}}]}\n" + RULE,
-    "alg none": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [none]}]}\n"
+    "alg none": (
+        "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [none]}]}\n"
+    )
     + RULE,
-    "unknown alg": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [RS257]}]}\n"
+    "unknown alg": (
+        "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', algorithms: [RS257]}]}\n"
+    )
     + RULE,
-    "empty audiences": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', audiences: []}]}\n"
+    "empty audiences": (
+        "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', audiences: []}]}\n"
+    )
     + RULE,
-    "token location with two kinds": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', from: [{header: a, query: b}]}]}\n"
+    "token location with two kinds": (
+        "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', "
+        "from: [{header: a, query: b}]}]}\n"
+    )
     + RULE,
-    "prefix on a query location": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', from: [{query: b, prefix: 'x '}]}]}\n"
+    "prefix on a query location": (
+        "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', "
+        "from: [{query: b, prefix: 'x '}]}]}\n"
+    )
     + RULE,
-    "forward not boolean": "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', forward: nope}]}\n"
+    "forward not boolean": (
+        "authentication: {jwt: [{issuer: i, jwks_uri: 'https://a/j', forward: nope}]}\n"
+    )
     + RULE,
 }
 
@@ -113,7 +144,7 @@ VALID = {
               - {header: x-debug, present: false}
         roles:
           reader: [{methods: [GET], paths: [/r]}]
-    """,
+    """,  # noqa: E501 - a policy test vector, kept as written
     "full authentication": """
         hosts: [a.example.com, "*.svc.cluster.local"]
         authentication:

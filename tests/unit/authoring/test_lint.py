@@ -108,7 +108,7 @@ rules:
   - {name: foreign-mesh, action: allow, from: [{principals: ["spiffe://other.mesh/ns/a/sa/b"]}], to: [{paths: [/a]}]}
   - {name: contradiction, action: allow, from: [{namespaces: [a]}], to: [{methods: [GET], not_methods: [GET]}]}
   - {name: fine, action: allow, from: [{issuers: [https://id.example]}], to: [{paths: [/a]}]}
-""",
+""",  # noqa: E501 - a policy test vector: one rule per line, kept as written
     )
     found = codes(tmp_path)
     for name in ("unknown-issuer", "foreign-mesh", "contradiction"):

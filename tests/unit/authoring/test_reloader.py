@@ -84,7 +84,7 @@ def test_unchanged_files_do_not_swap(setup):  # type: ignore[no-untyped-def]
 
 
 def test_a_failing_listener_does_not_stop_reloads(setup):  # type: ignore[no-untyped-def]
-    directory, store, _, reloader, outcomes = setup
+    directory, _store, _, reloader, outcomes = setup
 
     def broken(ok: bool) -> None:
         raise RuntimeError("metrics down")
@@ -97,7 +97,7 @@ def test_a_failing_listener_does_not_stop_reloads(setup):  # type: ignore[no-unt
 
 @pytest.mark.parametrize("polling", [False, True])
 def test_watcher_notices_a_change(setup, polling: bool):  # type: ignore[no-untyped-def]
-    directory, store, _, reloader, outcomes = setup
+    directory, store, _, reloader, _outcomes = setup
     done = threading.Event()
     reloader.add_listener(lambda ok: done.set())
     reloader._poll_interval = 0.1

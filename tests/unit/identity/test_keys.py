@@ -220,7 +220,7 @@ def test_last_good_keys_kept(
     status = remote.registry.status()[server.issuer]
     assert status.startswith("stale: ")
     assert remote.verify(remote.token(key)) == "ok"
-    failed = [r for r in remote.fetches.results if not r.ok][0]
+    failed = next(r for r in remote.fetches.results if not r.ok)
     assert failed.error and failed.trigger == "unknown_kid"
 
 

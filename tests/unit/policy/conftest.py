@@ -62,7 +62,7 @@ def policy(*files: str, names: list[str] | None = None) -> PolicySet:
     """Compile YAML texts (dedented) as files named p0.yaml, p1.yaml, ... (or `names`)."""
     names = names or [f"p{i}.yaml" for i in range(len(files))]
     return build_policy_set(
-        (name, textwrap.dedent(text), "/policies") for name, text in zip(names, files)
+        (name, textwrap.dedent(text), "/policies") for name, text in zip(names, files, strict=True)
     )
 
 

@@ -295,7 +295,10 @@ def test_header_conditions(cond: str, headers: dict[str, str], expected: bool) -
 
 
 def test_all_when_conditions_must_hold() -> None:
-    f = "rules: [{name: r, action: allow, when: [{header: a, present: true}, {header: b, present: true}]}]\n"
+    f = (
+        "rules: [{name: r, action: allow, "
+        "when: [{header: a, present: true}, {header: b, present: true}]}]\n"
+    )
     assert decide(req(headers={"a": "1", "b": "2"}), ANON, f).allowed
     assert not decide(req(headers={"a": "1"}), ANON, f).allowed
 

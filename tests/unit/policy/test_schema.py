@@ -127,7 +127,10 @@ ERRORS: list[tuple[str, int, str]] = [
         "exactly one of",
     ),
     (
-        "rules:\n  - name: r\n    action: allow\n    when:\n      - {claim: scope, equals: a, contains: b}\n",
+        (
+            "rules:\n  - name: r\n    action: allow\n    when:\n"
+            "      - {claim: scope, equals: a, contains: b}\n"
+        ),
         5,
         "exactly one of",
     ),
@@ -142,12 +145,18 @@ ERRORS: list[tuple[str, int, str]] = [
         "unknown field 'contains'",
     ),
     (
-        "rules:\n  - name: r\n    action: allow\n    when:\n      - {header: x, claim: y, equals: a}\n",
+        (
+            "rules:\n  - name: r\n    action: allow\n    when:\n"
+            "      - {header: x, claim: y, equals: a}\n"
+        ),
         5,
         "exactly one `claim` or `header`",
     ),
     (
-        "rules:\n  - name: r\n    action: allow\n    when:\n      - {header: 'bad header', equals: a}\n",
+        (
+            "rules:\n  - name: r\n    action: allow\n    when:\n"
+            "      - {header: 'bad header', equals: a}\n"
+        ),
         5,
         "not a header name",
     ),
@@ -178,44 +187,68 @@ ERRORS: list[tuple[str, int, str]] = [
         "exactly one key source",
     ),
     (
-        "authentication:\n  jwt:\n    - {issuer: https://i, jwks_uri: https://i/j, discovery: true}\n",
+        (
+            "authentication:\n  jwt:\n"
+            "    - {issuer: https://i, jwks_uri: https://i/j, discovery: true}\n"
+        ),
         3,
         "exactly one key source",
     ),
     ("authentication:\n  jwt:\n    - {issuer: https://i, jwks_uri: ftp://i/j}\n", 3, "http(s) URL"),
     ("authentication:\n  jwt:\n    - issuer: https://i\n      jwks: {nokeys: 1}\n", 4, "JWKS"),
     (
-        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [none]\n",
+        (
+            "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n"
+            "      algorithms: [none]\n"
+        ),
         5,
         "never accepted",
     ),
     (
-        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [NONE]\n",
+        (
+            "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n"
+            "      algorithms: [NONE]\n"
+        ),
         5,
         "never accepted",
     ),
     (
-        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      algorithms: [RS257]\n",
+        (
+            "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n"
+            "      algorithms: [RS257]\n"
+        ),
         5,
         "unknown algorithm",
     ),
     (
-        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      from: [{header: a, query: b}]\n",
+        (
+            "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n"
+            "      from: [{header: a, query: b}]\n"
+        ),
         5,
         "exactly one of header",
     ),
     (
-        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      from: [{query: a, prefix: b}]\n",
+        (
+            "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n"
+            "      from: [{query: a, prefix: b}]\n"
+        ),
         5,
         "only for a header",
     ),
     (
-        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      claims_to_headers: {sub: 'x user'}\n",
+        (
+            "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n"
+            "      claims_to_headers: {sub: 'x user'}\n"
+        ),
         5,
         "not a header name",
     ),
     (
-        "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n      audience: [a]\n",
+        (
+            "authentication:\n  jwt:\n    - issuer: https://i\n      jwks_uri: https://i/j\n"
+            "      audience: [a]\n"
+        ),
         5,
         "did you mean 'audiences'",
     ),
@@ -236,7 +269,10 @@ def test_error_names_file_and_line(text: str, line: int, message: str) -> None:
 
 
 def test_all_problems_are_collected() -> None:
-    text = "rules:\n  - {name: a, action: nope}\n  - {name: b, action: allow, to: [{methods: [get]}]}\n"
+    text = (
+        "rules:\n  - {name: a, action: nope}\n"
+        "  - {name: b, action: allow, to: [{methods: [get]}]}\n"
+    )
     found = problems(text)
     assert [p.line for p in found] == [2, 3]
 
@@ -364,6 +400,7 @@ def test_explain_says_which_field_failed() -> None:
 
 def test_undefined_role_suggests_a_close_name() -> None:
     found = problems(
-        "roles: {orders-reader: [{paths: [/a]}]}\nrules: [{name: r, action: allow, to: [{role: order-reader}]}]\n"
+        "roles: {orders-reader: [{paths: [/a]}]}\n"
+        "rules: [{name: r, action: allow, to: [{role: order-reader}]}]\n"
     )
     assert "did you mean 'orders-reader'" in found[0].message

@@ -88,7 +88,8 @@ def test_status_coexists_with_googleapis_common_protos(first: str) -> None:
         from authz._proto.google.rpc import status_pb2 as shim
         response = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=7))
         assert shim.Status is status_pb2.Status
-        assert external_auth_pb2.CheckResponse.FromString(response.SerializeToString()).status.code == 7
+        data = response.SerializeToString()
+        assert external_auth_pb2.CheckResponse.FromString(data).status.code == 7
     """)
     assert done.returncode == 0, done.stderr
 
@@ -125,7 +126,8 @@ def test_our_copy_is_used_without_googleapis_common_protos() -> None:
         from authz._proto.envoy.service.auth.v3 import external_auth_pb2
         from authz._proto.google.rpc import status_pb2
         assert status_pb2.Status.__module__ == "authz._proto.google.rpc._status_pb2"
-        data = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=16)).SerializeToString()
+        response = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=16))
+        data = response.SerializeToString()
         assert external_auth_pb2.CheckResponse.FromString(data).status.code == 16
     """)
     assert done.returncode == 0, done.stderr

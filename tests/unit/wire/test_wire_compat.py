@@ -155,7 +155,7 @@ def assert_same(ours: Message, theirs: Any, where: str = "") -> None:
                     assert mine[key] == other[key], f"{path}[{key!r}]"
         elif field.is_repeated:
             assert len(mine) == len(other), path
-            for i, (a, b) in enumerate(zip(mine, other)):
+            for i, (a, b) in enumerate(zip(mine, other, strict=True)):
                 if field.message_type is not None:
                     assert_same(a, b, f"{path}[{i}]")
                 else:
