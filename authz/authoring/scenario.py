@@ -6,14 +6,15 @@ verification). `explain_scenario` builds the `Request` and `Identity` the engine
 asks the real evaluator for the decision, so a tool can never disagree with the service about
 the outcome; the per-rule trace comes from each compiled rule's `mismatch`.
 
-What a scenario cannot show is token verification itself (signatures, `exp`, `aud`): claims
-stand for a token that passed. One consequence is kept, because an author would be surprised
-otherwise: claims whose `iss` no provider of the host accepts are refused with 401, as the
-service refuses such a token.
+What a scenario cannot show is the signature: claims stand for a token whose signature passed.
+Everything the service checks beyond the signature is checked by the service's own code
+(`authz.identity.jwt.check_claims`: issuer, audience, `exp`/`nbf`, `sub`), so claims the
+service would refuse are refused here with the same 401 and reason.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -21,6 +22,7 @@ from typing import Any
 
 from authz.engine import rejection
 from authz.errors import InvalidPath, TokenRejected
+from authz.identity.jwt import check_claims
 from authz.identity.spiffe import workload_for
 from authz.model import Decision, EndUser, Identity, Request
 from authz.paths import normalize_path
@@ -80,8 +82,13 @@ class Explanation:
     notes: tuple[str, ...] = ()
 
 
-def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
-    """Decide `scenario` against `policy_set` as the service would, with a per-rule trace."""
+def explain_scenario(
+    policy_set: PolicySet, scenario: Scenario, now: float | None = None
+) -> Explanation:
+    """Decide `scenario` against `policy_set` as the service would, with a per-rule trace.
+
+    `now` is the time the claims' `exp`/`nbf` are judged at (default: the current time).
+    """
     host = normalize_host(scenario.host)
     revision = policy_set.revision
     try:
@@ -104,7 +111,8 @@ def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
         peer_principal=scenario.principal or "",
     )
     notes: list[str] = []
-    identity, refused = _identity(scenario, host_policy, notes)
+    when = time.time() if now is None else now
+    identity, refused = _identity(scenario, host_policy, when, notes)
     workload = identity.workload.principal if identity.workload is not None else None
     user = identity.user.principal if identity.user is not None else None
     base = Explanation(
@@ -124,7 +132,7 @@ def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
 
 
 def _identity(
-    scenario: Scenario, host_policy: HostPolicy, notes: list[str]
+    scenario: Scenario, host_policy: HostPolicy, now: float, notes: list[str]
 ) -> tuple[Identity, Decision | None]:
     """The identity the service would resolve; a Decision when it would refuse the request."""
     auth = host_policy.authentication
@@ -137,28 +145,26 @@ def _identity(
                 f"principal {scenario.principal!r} is not authenticated for this host "
                 f"(trust domains: {domains})"
             )
-    user = None
+    user: EndUser | None = None
     if scenario.claims is not None:
         issuer = scenario.claims.get("iss")
-        subject = scenario.claims.get("sub", "")
+        provider = next((p for p in auth.jwt_providers if p.issuer == issuer), None)
         if not auth.jwt_providers:
             notes.append(
                 "the host has no JWT provider: the token is ignored, the request is anonymous"
             )
-        elif not any(p.issuer == issuer for p in auth.jwt_providers):
+        elif provider is None:
             error = TokenRejected(
                 "the token's issuer is not accepted here", reason="jwt_unknown_issuer"
             )
             notes.append(f"no JWT provider of this host has issuer {issuer!r}")
             return Identity(workload=workload), rejection(error)
         else:
-            provider = next(p for p in auth.jwt_providers if p.issuer == issuer)
-            user = EndUser(
-                issuer=str(issuer),
-                subject=str(subject),
-                claims=MappingProxyType(dict(scenario.claims)),
-                provider=provider,
-            )
+            try:
+                user = check_claims(scenario.claims, provider, now)
+            except TokenRejected as error:
+                notes.append(f"the service would refuse this token: {error}")
+                return Identity(workload=workload), rejection(error)
     return Identity(workload=workload, user=user), None
 
 

@@ -85,7 +85,7 @@ def test_test_reports_invalid_test_files_with_lines(examples: Path) -> None:
 def test_explain_text_and_json(examples: Path) -> None:
     text = authz(
         "explain", str(examples), "--method", "POST", "--path", "/api/cart/items",
-        "--claims", '{"iss": "https://id.shop.example", "sub": "u1", "scope": "profile"}',
+        "--claims", '{"iss": "https://id.shop.example", "aud": "shop-api", "sub": "u1", "scope": "profile"}',  # noqa: E501
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("DENY 403 reason=no_matching_rule")

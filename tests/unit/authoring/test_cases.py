@@ -140,3 +140,24 @@ def test_explain_unknown_issuer_and_bad_path() -> None:
     assert (refused.decision.status, refused.decision.reason) == (401, "jwt_unknown_issuer")
     bad = explain_scenario(policy_set, Scenario("GET", "/a%2Fb", "localhost"))
     assert (bad.decision.status, bad.decision.reason, bad.path) == (400, "invalid_path", None)
+
+
+def test_explain_judges_claims_with_the_services_own_checks() -> None:
+    # explain and test must never disagree with the service: claims the service would refuse
+    # (expired, wrong audience, no subject) are refused here with the same 401 and reason.
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    good = {"iss": "https://id.shop.example", "aud": "shop-api", "sub": "alice", "scope": "cart"}
+    cases = {
+        "jwt_expired": {**good, "exp": 1_000},
+        "jwt_bad_audience": {**good, "aud": "other"},
+        "jwt_missing_claim": {k: v for k, v in good.items() if k != "sub"},
+    }
+    for reason, claims in cases.items():
+        explanation = explain_scenario(
+            policy_set, Scenario("POST", "/api/cart/items", "localhost", claims=claims), now=2e9
+        )
+        assert (explanation.decision.status, explanation.decision.reason) == (401, reason)
+    allowed = explain_scenario(
+        policy_set, Scenario("POST", "/api/cart/items", "localhost", claims=good), now=2e9
+    )
+    assert allowed.decision.allowed
