@@ -14,7 +14,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.ports import free_port
+from bench.procs import free_port
 
 
 def once(policies: str, timeout: float = 30.0) -> float:

@@ -1,6 +1,6 @@
 """A policy for the real service process, requests for it and an oracle for its answers.
 
-Shared by the wire fuzzing, SIGTERM and soak tests and by `bench/soak.py`; the process itself
+Shared by the wire fuzzing, SIGTERM and soak tests (`tests/hostile/soak.py`); the process itself
 is `tests.support.service.ServiceProcess`:
 
     policy = HostilePolicy(directory, issuer=..., jwks_uri=...)   # writes the YAML
@@ -20,7 +20,7 @@ from typing import Any
 from tests.hostile.reference import Invalid, reference_normalize
 
 # The process helper itself lives in tests/support/service.py; re-exported here because
-# bench/soak.py imports it from this module.
+# tests/hostile/soak.py imports it from this module.
 from tests.support.service import ServiceProcess as ServiceProcess
 
 HOST = "shop.example.com"

@@ -1,4 +1,4 @@
-"""The soak (bench/soak.py) in its short form: 10 s of mixed hostile traffic with faults."""
+"""The soak (tests/hostile/soak.py) in its short form: 10 s of mixed hostile traffic with faults."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def test_short_soak() -> None:
     done = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "bench" / "soak.py"),
+            "-m",
+            "tests.hostile.soak",
             "--seconds",
             "10",
             "--max-checks",

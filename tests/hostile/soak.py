@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Soak the real service with a mixed, hostile workload while faults are injected.
 
-    .venv/bin/python bench/soak.py --seconds 60 --max-checks 200000 --clients 4
+    .venv/bin/python -m tests.hostile.soak --seconds 60 --max-checks 200000 --clients 4
 
 Starts `python -m authz serve` and a JWKS server, both on 127.0.0.1, and runs a few concurrent
 gRPC clients sending allowed and denied requests, bad tokens, bad and over-long paths and
@@ -32,14 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import grpc
 
-import grpc  # noqa: E402
-
-from tests.hostile.forge import forge  # noqa: E402
-from tests.hostile.service import (  # noqa: E402
+from tests.hostile.forge import forge
+from tests.hostile.service import (
     AUDIENCE,
     HOST,
     INVALID,
@@ -55,8 +51,8 @@ from tests.hostile.service import (  # noqa: E402
     response_status,
     token_state,
 )
-from tests.support.jwks_server import JwksServer  # noqa: E402
-from tests.support.tokens import claims, make_key  # noqa: E402
+from tests.support.jwks_server import JwksServer
+from tests.support.tokens import claims, make_key
 
 # Request kinds, with weights. "error" kinds must never be allowed, whatever the policy says.
 KINDS: dict[str, int] = {
