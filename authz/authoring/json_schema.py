@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from authz.model import JwtProvider, TokenLocation
+
 SCHEMA_ID = "https://authz.example.dev/schemas/policy.schema.json"
 
 # Kept in step with authz.policy.schema (RESERVED_NAMES, KNOWN_ALGORITHMS, _NAME); the
@@ -250,6 +252,7 @@ def _rule() -> dict[str, Any]:
             },
             "dry_run": {
                 "type": "boolean",
+                "default": False,
                 "description": 'Evaluated and logged ("would allow"), never enforced.',
             },
             "from": _list(
@@ -288,6 +291,20 @@ def _token_location() -> dict[str, Any]:
     }
 
 
+# The defaults of a provider, declared once in the model.
+_DEFAULTS = JwtProvider(issuer="")
+
+
+def _location_default(location: TokenLocation) -> dict[str, str]:
+    fields = {
+        "header": location.header,
+        "prefix": location.prefix,
+        "query": location.query,
+        "cookie": location.cookie,
+    }
+    return {k: v for k, v in fields.items() if v}
+
+
 def _provider() -> dict[str, Any]:
     return {
         "type": "object",
@@ -320,17 +337,24 @@ def _provider() -> dict[str, Any]:
             },
             "discovery": {
                 "type": "boolean",
+                "default": False,
                 "description": (
                     "true: find the JWKS through the issuer's OpenID discovery document."
                 ),
             },
-            "from": _list(
-                "Where the token is looked for; default: `Authorization: Bearer`.",
-                {"$ref": "#/$defs/token_location"},
-            ),
+            "from": {
+                **_list(
+                    "Where the token is looked for; default: `Authorization: Bearer`.",
+                    {"$ref": "#/$defs/token_location"},
+                ),
+                "default": [_location_default(loc) for loc in _DEFAULTS.locations],
+            },
             "forward": {
                 "type": "boolean",
-                "description": "false: the token is removed before the request goes upstream.",
+                "default": _DEFAULTS.forward,
+                "description": "true: the token also goes upstream. false (the default, as in "
+                "Envoy's jwt_authn and Istio): its header, query parameter or cookie is removed "
+                "before the request goes upstream.",
             },
             "claims_to_headers": {
                 "type": "object",
