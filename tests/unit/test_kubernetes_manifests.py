@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from authz.envoy_bootstrap import IstioOptions, istio_authorization_policy, istio_mesh_config
+from authz.envoy_bootstrap import (
+    IstioOptions,
+    istio_authorization_policy,
+    istio_envoy_filter,
+    istio_mesh_config,
+)
 from authz.policy.loader import TEST_SUFFIXES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,6 +193,8 @@ def test_istio_files_match_the_generator(objects: list[Doc]) -> None:
     options = IstioOptions()
     assert operator["spec"]["meshConfig"] == istio_mesh_config(options)
     assert policy == istio_authorization_policy(options)
+    (hardening,) = _docs(ISTIO / "envoy-filter.yaml")
+    assert hardening == istio_envoy_filter(options)
 
 
 def test_istio_provider_points_at_the_service(objects: list[Doc]) -> None:
