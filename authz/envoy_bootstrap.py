@@ -351,7 +351,7 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
         "virtual host, is routed by another one (a catch-all, another upstream) and is still\n"
         "judged under shop.example.com's policy. Stripping here makes routing and policy agree."
     ),
-    "strip_trailing_host_dot": "For the same reason: shop.example.com. is routed as shop.example.com.",
+    "strip_trailing_host_dot": "For the same reason: shop.example.com. routes as shop.example.com.",
     "headers_with_underscores_action": (
         "Some upstreams (CGI, nginx) read x_user_id as x-user-id; rejecting underscores keeps a\n"
         "client from smuggling a header the service strips."
