@@ -37,7 +37,7 @@ _HOST_PATTERN = (
     r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"  # first label, maybe after "*."
     r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$"  # then ".label" any number of times
 )
-_METHOD_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Z-]+$"
+METHOD_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Z-]+$"
 _HEADER_PATTERN = r"^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 _NONBLANK = r"\S"
 
@@ -110,7 +110,7 @@ def _to_fields() -> dict[str, dict[str, Any]]:
         {
             "methods": _list(
                 "The HTTP method, upper case; gRPC calls are `POST`.",
-                _text("An HTTP method in upper case.", _METHOD_PATTERN),
+                _text("An HTTP method in upper case.", METHOD_PATTERN),
             ),
             "paths": _list(
                 "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{**}` is zero "
