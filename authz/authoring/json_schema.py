@@ -7,7 +7,7 @@ structure, field names, types, enumerations, "exactly one of" rules and the simp
 patterns. What it cannot say (paths in normal form, roles that exist, names unique across the
 set, CIDR host bits) only `authz validate` checks. A test feeds both the same documents.
 
-The descriptions paraphrase POLICY.md, the contract with policy authors.
+The descriptions paraphrase docs/policy.md, the contract with policy authors.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The policy file format: one file's YAML -> typed, frozen spec (POLICY.md, "One file").
+"""The policy file format: one file's YAML -> typed, frozen spec (docs/policy.md, "Policy files").
 
 Every problem becomes a `Problem` naming the file and the line of the offending node, and all
 problems of a file are collected (an author fixes them in one round, not one per reload).
