@@ -99,7 +99,7 @@ def oracle(
         return Expected(False, 401, "jwt")
     if path == "/admin" or path.startswith("/admin/"):
         return Expected(False, 403, "no-admin")
-    # docs/policy.md: "the HTTP method, upper case"; the service reads methods case-insensitively.
+    # POLICY.md: "the HTTP method, upper case"; the service reads methods case-insensitively.
     if method.upper() == "GET" and path.startswith(f"/{public}/"):
         return Expected(True, 200, "public")
     if path.startswith("/api/"):
