@@ -10,11 +10,13 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from authz.errors import PolicyError
 from authz.policy import load_policy_set
 
 REPO = Path(__file__).resolve().parents[2]
+TOP_LEVEL = {"hosts", "authentication", "roles", "rules"}
 POLICY_DOC = REPO / "docs" / "policy.md"
 MARKDOWN = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SOURCES = [
@@ -126,3 +128,18 @@ def test_the_reference_covers_this_batchs_request_rules() -> None:
         "dangling symlink",
     ):
         assert fact in doc, fact
+
+
+def test_every_policy_example_in_the_reference_validates(tmp_path: Path) -> None:
+    checked = 0
+    for index, block in enumerate(_yaml_blocks(_doc())):
+        document = yaml.safe_load(block)
+        if not isinstance(document, dict) or not set(document) <= TOP_LEVEL:
+            continue  # a fragment (`from:`, `when:`), shown inside a rule
+        directory = tmp_path / str(index)
+        directory.mkdir()
+        text = block if "rules" in document else block + "rules: [{name: r, action: allow}]\n"
+        (directory / "p.yaml").write_text(text, encoding="utf-8")
+        load_policy_set(str(directory))  # raises PolicyError with FILE:LINE on a bad example
+        checked += 1
+    assert checked >= 5
