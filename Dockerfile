@@ -1,5 +1,6 @@
-# The authz ext_authz service. Build: docker build -t authz .
-# Run:   docker run -v "$PWD/policies:/policies:ro" -p 9191:9191 authz
+# The authz ext_authz service, and the image deploy/kubernetes names (authz:0.1.0).
+# Build: docker build -t authz:0.1.0 .    (push it to your registry for a cluster)
+# Run:   docker run -v "$PWD/policies:/policies:ro" -p 9191:9191 authz:0.1.0
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

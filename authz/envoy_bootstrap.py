@@ -19,6 +19,11 @@ UPSTREAM_CLUSTER = "upstream"
 # The gRPC service name the health checker asks about; the server marks it SERVING when ready.
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+HCM_TYPE = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 
 Config = dict[str, Any]
 
@@ -202,18 +207,29 @@ def access_log() -> Config:
     }
 
 
+# The HTTP connection manager settings every Envoy in front of this service needs, declared once:
+# `authz envoy-config` (plain, mTLS and the Istio EnvoyFilter), `authz demo`, and checked against
+# deploy/envoy/envoy.yaml and the README by tests. Why each one: BOOTSTRAP_NOTES below.
+REQUEST_HARDENING: Mapping[str, Any] = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+    "strip_any_host_port": True,
+    "strip_trailing_host_dot": True,
+    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+}
+
+
 def http_connection_manager(options: BootstrapOptions) -> Config:
     typed: Config = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",  # noqa: E501
+        "@type": HCM_TYPE,
         "stat_prefix": "ingress_http",
         "codec_type": "AUTO",
         "use_remote_address": True,
-        "normalize_path": True,
-        "merge_slashes": True,
-        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        **REQUEST_HARDENING,
         "common_http_protocol_options": {
             "idle_timeout": "300s",
-            "headers_with_underscores_action": "REJECT_REQUEST",
+            **REQUEST_HARDENING["common_http_protocol_options"],
         },
         "request_headers_timeout": "10s",
         "stream_idle_timeout": "60s",
@@ -245,7 +261,7 @@ def http_connection_manager(options: BootstrapOptions) -> Config:
     }
     if options.tls is not None:
         typed["forward_client_cert_details"] = "SANITIZE"
-    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": typed}
+    return {"name": HCM_FILTER, "typed_config": typed}
 
 
 def downstream_tls(tls: TlsFiles) -> Config:
@@ -328,6 +344,14 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
         "%2F and %5C are ambiguous (one segment or two?) and upstreams disagree; the policy\n"
         "language rejects them too (invalid_path). Reject here, before anything reads them."
     ),
+    "strip_any_host_port": (
+        "The service judges a request under the policy of its host with the port and one\n"
+        "trailing dot removed. Envoy must route on that same host: otherwise\n"
+        "`Host: shop.example.com:8080` or `shop.example.com.` misses the shop.example.com\n"
+        "virtual host, is routed by another one (a catch-all, another upstream) and is still\n"
+        "judged under shop.example.com's policy. Stripping here makes routing and policy agree."
+    ),
+    "strip_trailing_host_dot": "For the same reason: shop.example.com. routes as shop.example.com.",
     "headers_with_underscores_action": (
         "Some upstreams (CGI, nginx) read x_user_id as x-user-id; rejecting underscores keeps a\n"
         "client from smuggling a header the service strips."
@@ -422,6 +446,36 @@ def istio_authorization_policy(options: IstioOptions) -> Config:
             "action": "CUSTOM",
             "provider": {"name": options.provider},
             "rules": [{}],
+        },
+    }
+
+
+def istio_envoy_filter(options: IstioOptions) -> Config:
+    """An EnvoyFilter that gives the selected workloads' inbound HTTP connection manager the
+    REQUEST_HARDENING settings: Istio has no MeshConfig field for most of them, and a sidecar
+    must route and normalize as the service judges, as a standalone Envoy does."""
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {
+            "name": f"{options.policy_name}-request-hardening",
+            "namespace": options.namespace,
+        },
+        "spec": {
+            "workloadSelector": {"labels": dict(options.selector)},
+            "configPatches": [
+                {
+                    "applyTo": "NETWORK_FILTER",
+                    "match": {
+                        "context": "SIDECAR_INBOUND",
+                        "listener": {"filterChain": {"filter": {"name": HCM_FILTER}}},
+                    },
+                    "patch": {
+                        "operation": "MERGE",
+                        "value": {"typed_config": {"@type": HCM_TYPE, **REQUEST_HARDENING}},
+                    },
+                }
+            ],
         },
     }
 

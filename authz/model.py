@@ -110,7 +110,8 @@ class JwtProvider:
     locations: tuple[TokenLocation, ...] = (
         TokenLocation(header="authorization", prefix="Bearer "),
     )
-    forward: bool = True
+    # As Envoy's jwt_authn (forward) and Istio's forwardOriginalToken: the token stays here.
+    forward: bool = False
     claims_to_headers: tuple[tuple[str, str], ...] = ()
     algorithms: tuple[str, ...] = ()
 

@@ -1,4 +1,4 @@
-"""Path normalization (POLICY.md, "Path normalization").
+"""Path normalization (docs/policy.md, "Paths").
 
 Policies are matched against one canonical form of the path, so that two spellings of the same
 resource cannot be treated differently by us and by the upstream. Anything the upstream might

@@ -35,10 +35,10 @@ from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, p
 
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 
-_REQUEST_FIELDS = frozenset(
+REQUEST_FIELDS = frozenset(
     {"method", "path", "host", "principal", "headers", "claims", "source_ip", "port"}
 )
-_EXPECT_FIELDS = frozenset({"decision", "status", "reason"})
+EXPECT_FIELDS = frozenset({"decision", "status", "reason"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +171,7 @@ class _Parser:
         if "defaults" in doc.items:
             d = self.mapping(doc.items["defaults"], "defaults")
             if d is not None:
-                self.unknown(d, _REQUEST_FIELDS, "defaults")
+                self.unknown(d, REQUEST_FIELDS, "defaults")
                 defaults = dict(d.items)
         cases_node = doc.items.get("cases")
         if not isinstance(cases_node, YSeq) or not cases_node.items:
@@ -206,7 +206,7 @@ class _Parser:
         request = self.mapping(m.items.get("request") or YScalar(m.line, None), "request")
         fields = dict(defaults)
         if request is not None:
-            self.unknown(request, _REQUEST_FIELDS, "request")
+            self.unknown(request, REQUEST_FIELDS, "request")
             fields.update(request.items)
         scenario = self.scenario(fields, m.line)
         expect = self.expectation(m.items.get("expect"), m.line)
@@ -279,7 +279,7 @@ class _Parser:
         m = self.mapping(node, "expect")
         if m is None:
             return None
-        self.unknown(m, _EXPECT_FIELDS, "expect")
+        self.unknown(m, EXPECT_FIELDS, "expect")
         decision = m.items.get("decision")
         if not isinstance(decision, YScalar) or decision.value not in ("allow", "deny"):
             self.err(

@@ -7,13 +7,15 @@ structure, field names, types, enumerations, "exactly one of" rules and the simp
 patterns. What it cannot say (paths in normal form, roles that exist, names unique across the
 set, CIDR host bits) only `authz validate` checks. A test feeds both the same documents.
 
-The descriptions paraphrase POLICY.md, the contract with policy authors.
+The descriptions paraphrase docs/policy.md, the contract with policy authors.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from authz.model import JwtProvider, TokenLocation
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy.schema.json"
 
@@ -35,7 +37,7 @@ _HOST_PATTERN = (
     r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"  # first label, maybe after "*."
     r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$"  # then ".label" any number of times
 )
-_METHOD_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Z-]+$"
+METHOD_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Z-]+$"
 _HEADER_PATTERN = r"^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 _NONBLANK = r"\S"
 
@@ -108,7 +110,7 @@ def _to_fields() -> dict[str, dict[str, Any]]:
         {
             "methods": _list(
                 "The HTTP method, upper case; gRPC calls are `POST`.",
-                _text("An HTTP method in upper case.", _METHOD_PATTERN),
+                _text("An HTTP method in upper case.", METHOD_PATTERN),
             ),
             "paths": _list(
                 "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{**}` is zero "
@@ -250,6 +252,7 @@ def _rule() -> dict[str, Any]:
             },
             "dry_run": {
                 "type": "boolean",
+                "default": False,
                 "description": 'Evaluated and logged ("would allow"), never enforced.',
             },
             "from": _list(
@@ -288,6 +291,20 @@ def _token_location() -> dict[str, Any]:
     }
 
 
+# The defaults of a provider, declared once in the model.
+_DEFAULTS = JwtProvider(issuer="")
+
+
+def _location_default(location: TokenLocation) -> dict[str, str]:
+    fields = {
+        "header": location.header,
+        "prefix": location.prefix,
+        "query": location.query,
+        "cookie": location.cookie,
+    }
+    return {k: v for k, v in fields.items() if v}
+
+
 def _provider() -> dict[str, Any]:
     return {
         "type": "object",
@@ -320,17 +337,24 @@ def _provider() -> dict[str, Any]:
             },
             "discovery": {
                 "type": "boolean",
+                "default": False,
                 "description": (
                     "true: find the JWKS through the issuer's OpenID discovery document."
                 ),
             },
-            "from": _list(
-                "Where the token is looked for; default: `Authorization: Bearer`.",
-                {"$ref": "#/$defs/token_location"},
-            ),
+            "from": {
+                **_list(
+                    "Where the token is looked for; default: `Authorization: Bearer`.",
+                    {"$ref": "#/$defs/token_location"},
+                ),
+                "default": [_location_default(loc) for loc in _DEFAULTS.locations],
+            },
             "forward": {
                 "type": "boolean",
-                "description": "false: the token is removed before the request goes upstream.",
+                "default": _DEFAULTS.forward,
+                "description": "true: the token also goes upstream. false (the default, as in "
+                "Envoy's jwt_authn and Istio): its header, query parameter or cookie is removed "
+                "before the request goes upstream.",
             },
             "claims_to_headers": {
                 "type": "object",

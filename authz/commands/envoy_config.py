@@ -13,6 +13,7 @@ from authz.envoy_bootstrap import (
     TlsFiles,
     bootstrap,
     istio_authorization_policy,
+    istio_envoy_filter,
     istio_mesh_config,
     parse_endpoint,
     parse_selector,
@@ -76,7 +77,8 @@ def build_text(args: argparse.Namespace) -> str:
 
 
 def istio_text(args: argparse.Namespace) -> str:
-    """The MeshConfig snippet and the CUSTOM AuthorizationPolicy, as two YAML documents."""
+    """The MeshConfig snippet, the CUSTOM AuthorizationPolicy and the EnvoyFilter with the
+    request hardening, as three YAML documents."""
     options = IstioOptions(
         provider=args.istio_provider,
         service=args.istio_service,
@@ -94,7 +96,13 @@ def istio_text(args: argparse.Namespace) -> str:
         istio_authorization_policy(options),
         header="Every request to the selected workloads is checked by the provider above.",
     )
-    return mesh + "---\n" + policy
+    hardening = render_yaml(
+        istio_envoy_filter(options),
+        BOOTSTRAP_NOTES,
+        header="The selected workloads' sidecars normalize paths, route on the host the service\n"
+        "judges (port and trailing dot stripped) and reject underscore headers.",
+    )
+    return mesh + "---\n" + policy + "---\n" + hardening
 
 
 def bootstrap_text(args: argparse.Namespace) -> str:

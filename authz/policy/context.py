@@ -46,7 +46,7 @@ class RequestContext:
         self.headers: Mapping[str, str] = request.headers
         workload = identity.workload
         # Defence in depth: the identity layer should already have dropped a peer from outside
-        # the host's trust domains (POLICY.md, "Identity"); a non-SPIFFE peer has none.
+        # the host's trust domains (docs/policy.md, "Identity"); a non-SPIFFE peer has none.
         tds = authentication.trust_domains
         if workload is not None and tds is not None:
             td = workload.trust_domain

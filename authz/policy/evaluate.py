@@ -1,4 +1,4 @@
-"""Compiled host policy + Request + Identity -> Decision (POLICY.md, "Decision").
+"""Compiled host policy + Request + Identity -> Decision (docs/policy.md, "The decision").
 
 Pure: no I/O, no logging, no clock. The order is the contract's:
 1. an enforced `deny` rule matches: deny, 403, reason = the rule's name;

@@ -1,4 +1,4 @@
-"""The value patterns of POLICY.md, parsed once and matched many times.
+"""The value patterns of docs/policy.md, parsed once and matched many times.
 
 Each `parse_*` function checks one pattern and raises `ValueError` with a message fit for a
 policy author; the schema uses them to validate, the compiler to build the matchers below.

@@ -1,4 +1,4 @@
-"""The policy file format: one file's YAML -> typed, frozen spec (POLICY.md, "One file").
+"""The policy file format: one file's YAML -> typed, frozen spec (docs/policy.md, "Policy files").
 
 Every problem becomes a `Problem` naming the file and the line of the offending node, and all
 problems of a file are collected (an author fixes them in one round, not one per reload).
@@ -575,9 +575,9 @@ class _Validator:
         if "jwks" in m.items:
             jwks_json = self.inline_jwks(m.items["jwks"])
         locations = self.locations(m.items["from"]) if "from" in m.items else None
-        forward = True
+        forward: bool | None = None  # omitted: the model's default
         if "forward" in m.items:
-            forward = self.boolean(m.items["forward"], "forward") is not False
+            forward = self.boolean(m.items["forward"], "forward") is True
         claims_to_headers: list[tuple[str, str]] = []
         if "claims_to_headers" in m.items:
             cth = self.mapping(m.items["claims_to_headers"], "claims_to_headers")
@@ -595,6 +595,8 @@ class _Validator:
         if len(self.problems) > before or issuer is None:
             return None
         extra: dict[str, Any] = {} if locations is None else {"locations": locations}
+        if forward is not None:
+            extra["forward"] = forward
         return JwtProvider(
             issuer=issuer,
             audiences=audiences,
@@ -602,7 +604,6 @@ class _Validator:
             jwks_file=jwks_file,
             jwks_json=jwks_json,
             discovery=discovery,
-            forward=forward,
             claims_to_headers=tuple(claims_to_headers),
             algorithms=algorithms,
             **extra,

@@ -1,4 +1,4 @@
-"""Verdict -> CheckResponse, as POLICY.md's "What Envoy is told" says.
+"""Verdict -> CheckResponse, as docs/policy.md's "What Envoy is told" says.
 
 Allowed: `status.code` OK, the headers for the upstream set with `append: false` *and*
 `append_action: OVERWRITE_IF_EXISTS_OR_ADD` (the first for Envoys that still read the deprecated

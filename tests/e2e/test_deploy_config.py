@@ -4,6 +4,7 @@ compose file parses and points at files that exist, and the pieces agree on name
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from authz.commands.demo import find_envoy
+from authz.envoy_bootstrap import REQUEST_HARDENING
 from tests.support.envoy import EXT_AUTHZ_FILTER, EnvoyError, validate
 from tests.support.ports import LOOPBACK, free_port, wait_for_port
 
@@ -101,12 +104,46 @@ def test_ext_authz_fails_closed_with_503(envoy_config: dict[str, Any]) -> None:
     assert names.index(EXT_AUTHZ_FILTER) < names.index("envoy.filters.http.router")
 
 
-def test_envoy_leaves_paths_for_the_service_to_judge(envoy_config: dict[str, Any]) -> None:
+def _hardening(hcm: dict[str, Any]) -> dict[str, Any]:
+    """The REQUEST_HARDENING keys as `hcm` sets them (missing ones as None)."""
+    found = {k: hcm.get(k) for k in REQUEST_HARDENING if k != "common_http_protocol_options"}
+    found["common_http_protocol_options"] = {
+        k: hcm.get("common_http_protocol_options", {}).get(k)
+        for k in REQUEST_HARDENING["common_http_protocol_options"]
+    }
+    return found
+
+
+def test_envoy_normalizes_and_folds_hosts_as_envoy_config_does(
+    envoy_config: dict[str, Any],
+) -> None:
+    # One choice for every Envoy config in the repository (README "Pointing Envoy at it").
     hcm = _hcm(envoy_config)
-    assert hcm["normalize_path"] is False
-    assert hcm["merge_slashes"] is False
-    assert hcm["path_with_escaped_slashes_action"] == "KEEP_UNCHANGED"
+    assert _hardening(hcm) == dict(REQUEST_HARDENING)
+    assert hcm["strip_any_host_port"] is True and hcm["strip_trailing_host_dot"] is True
     assert hcm["use_remote_address"] is True
+
+
+def test_readme_snippet_sets_the_same_hardening() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Pointing Envoy at it", 1)[1].split("\n## ", 1)[0]
+    snippet = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    hcm = yaml.safe_load(snippet)
+    assert _hardening(hcm) == dict(REQUEST_HARDENING)
+    (ext_authz,) = [f for f in hcm["http_filters"] if f["name"] == EXT_AUTHZ_FILTER]
+    assert ext_authz["typed_config"]["failure_mode_allow"] is False
+    # Each setting is explained in that section.
+    for key in ("strip_any_host_port", "strip_trailing_host_dot", "headers_with_underscores"):
+        assert section.count(key) >= 2, key
+
+
+def test_compose_runs_the_envoy_version_the_tests_run(compose: dict[str, Any]) -> None:
+    output = subprocess.run(
+        [find_envoy(), "--version"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    match = re.search(r"/(\d+\.\d+\.\d+)/", output)
+    assert match, output
+    assert compose["services"]["envoy"]["image"] == f"envoyproxy/envoy:v{match.group(1)}"
 
 
 def test_access_log_shows_decision_metadata(envoy_config: dict[str, Any]) -> None:
@@ -170,7 +207,7 @@ def test_compose_references_files_that_exist(compose: dict[str, Any]) -> None:
 def test_compose_services_are_wired_as_documented(compose: dict[str, Any]) -> None:
     services = compose["services"]
     envoy = services["envoy"]
-    assert envoy["image"].startswith("envoyproxy/envoy:v1.3")
+    assert envoy["image"].startswith("envoyproxy/envoy:v")
     mounts = {v.split(":")[1]: _host_path(v) for v in envoy["volumes"]}
     assert mounts["/etc/envoy/envoy.yaml"] == ENVOY_YAML
     assert "/etc/envoy/envoy.yaml" in envoy["command"]

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from authz.commands.demo import (
     EchoUpstream,
@@ -57,17 +59,58 @@ class Stack:
     access_log: Path
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "public.yaml").write_text(POLICY, encoding="utf-8")
+SHOP_POLICY = """\
+hosts: [shop.example.com]
+rules:
+  - name: shop-reads
+    action: allow
+    to: [{methods: [GET], paths: ["/shop/{**}"]}]
+"""
+
+# Answered by Envoy itself when a request is routed by the catch-all virtual host.
+OTHER_VHOST_BODY = "routed by the catch-all virtual host"
+
+
+def _two_virtual_hosts(config: dict[str, Any]) -> None:
+    """shop.example.com goes to the upstream; every other host gets a direct 404. This is how an
+    operator serves several hosts, and where routing and policy could disagree about a host."""
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    route_config = hcm["typed_config"]["route_config"]
+    (protected,) = route_config["virtual_hosts"]
+    protected["domains"] = ["shop.example.com"]
+    route_config["virtual_hosts"] = [
+        protected,
+        {
+            "name": "other",
+            "domains": ["*"],
+            "routes": [
+                {
+                    "match": {"prefix": "/"},
+                    "direct_response": {
+                        "status": 404,
+                        "body": {"inline_string": OTHER_VHOST_BODY},
+                    },
+                }
+            ],
+        },
+    ]
+
+
+def _start(
+    tmp_path: Path,
+    policies: dict[str, str],
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Stack]:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    for name, text in policies.items():
+        (directory / name).write_text(text, encoding="utf-8")
     echo = EchoUpstream().start()
     authz_port, listen_port, admin_port = free_port(), free_port(), free_port()
     processes: list[subprocess.Popen[bytes]] = []
     log_file = (tmp_path / "envoy.log").open("wb")
     try:
-        authz = start_authz(str(policies), authz_port)
+        authz = start_authz(str(directory), authz_port)
         processes.append(authz)
         wait_for_port(authz_port, 30, authz)
         config = tmp_path / "envoy.yaml"
@@ -93,6 +136,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             check=True,
             timeout=60,
         )
+        if adjust is not None:
+            document = yaml.safe_load(config.read_text(encoding="utf-8"))
+            adjust(document)
+            config.write_text(yaml.safe_dump(document), encoding="utf-8")
         envoy = subprocess.Popen(
             [find_envoy(), "-c", str(config), "--disable-hot-restart", "-l", "warning"],
             stdout=log_file,
@@ -106,6 +153,16 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             stop_process(process)
         log_file.close()
         echo.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    yield from _start(tmp_path, {"public.yaml": POLICY})
+
+
+@pytest.fixture
+def hosts_stack(tmp_path: Path) -> Iterator[Stack]:
+    yield from _start(tmp_path, {"shop.yaml": SHOP_POLICY}, _two_virtual_hosts)
 
 
 def test_allowed_denied_and_outage(stack: Stack) -> None:
@@ -139,3 +196,33 @@ def test_path_tricks_are_checked_as_served(stack: Stack) -> None:
     assert http_get(f"{stack.base}/public/../private")[0] == 403
     assert http_get(f"{stack.base}//public/x")[0] == 200
     assert http_get(f"{stack.base}/public/a%2Fb")[0] == 400
+
+
+def test_underscore_headers_are_rejected(stack: Stack) -> None:
+    # CGI/WSGI upstreams would read x_authz_principal as x-authz-principal, next to ours.
+    status, body = http_get(f"{stack.base}/public/hello", {"x_authz_principal": "spoofed"})
+    assert status == 400
+    assert b"spoofed" not in body
+    status, body = http_get(f"{stack.base}/public/hello", {"x_user_id": "mallory"})
+    assert status == 400
+    assert http_get(f"{stack.base}/public/hello")[0] == 200
+
+
+@pytest.mark.parametrize("host", ["shop.example.com", "shop.example.com:8080", "shop.example.com."])
+def test_host_with_port_or_dot_is_routed_as_judged(hosts_stack: Stack, host: str) -> None:
+    # The service judges these under shop.example.com's policy (which allows /shop/...); Envoy
+    # must route them by the shop.example.com virtual host too, not the catch-all.
+    status, body = http_get(f"{hosts_stack.base}/shop/items", {"host": host})
+    assert OTHER_VHOST_BODY.encode() not in body
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["upstream"] == "echo"
+    assert seen["headers"]["host"] == "shop.example.com"
+    assert seen["headers"].get("x-authz-decision-id")
+
+
+def test_other_hosts_are_judged_and_routed_elsewhere(hosts_stack: Stack) -> None:
+    # No policy covers other.example.com: denied before the catch-all route is reached.
+    status, body = http_get(f"{hosts_stack.base}/shop/items", {"host": "other.example.com:8080"})
+    assert status == 403
+    assert OTHER_VHOST_BODY.encode() not in body

@@ -13,7 +13,7 @@ One token matrix, two real Envoys on loopback, every token sent through both:
 Both must agree on accept or reject, token by token. Where they differ by documented design,
 the row says so (`expect_envoy` / `expect_ours` and `why`) and that exact difference is
 asserted, so it can neither disappear nor spread unnoticed. Rejections by our service must be
-401 (POLICY.md: a token that is present but fails is answered 401); Envoy answers 401, or 403
+401 (docs/policy.md: a token that is present but fails is answered 401); Envoy answers 401, or 403
 for an audience mismatch (its own choice), both count as reject.
 
 Tokens are minted when the test runs (not at collection), so the "within the skew" rows keep a
@@ -305,7 +305,7 @@ def test_jwt_authn_and_service_agree_token_by_token(paths: Paths) -> None:
                 f"{row.name}: ours {ours} ({our_status} {our_detail}), expected {row.expect_ours}"
             )
         if ours == REJECT and our_status != 401:
-            problems.append(f"{row.name}: ours rejected with {our_status}, POLICY.md says 401")
+            problems.append(f"{row.name}: ours rejected with {our_status}, docs/policy.md says 401")
 
     width = max(len(row.name) for row in MATRIX)
     lines = [f"{'token':<{width}}  {'jwt_authn':<14} {'ours':<14} note"]

@@ -125,6 +125,8 @@ def test_end_user_token_through_envoy(
     seen = upstream.requests[-1]
     assert seen.header("x-user-id") == "alice"
     assert seen.header("x-authz-request-principal") == "https://id.shop.example/alice"
+    # forward defaults to false (policies/shop.yaml does not set it): the token stays at Envoy.
+    assert seen.header("authorization") is None
 
     expired = token("--ttl", "-3600")
     rejected = call(

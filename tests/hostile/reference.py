@@ -1,4 +1,4 @@
-"""An independent reference for path normalization, written from POLICY.md and RFC 3986 only.
+"""An independent reference for path normalization, written from docs/policy.md and RFC 3986 only.
 
 It is deliberately the slow, literal reading of the texts (an input buffer and an output buffer,
 as RFC 3986 section 5.2.4 describes the algorithm) and shares no code with `authz.paths`, so the
@@ -78,7 +78,7 @@ def _decode_unreserved(path: str) -> str:
 
 
 def reference_normalize(raw: str) -> tuple[str, str]:
-    """POLICY.md "Path normalization" read literally. Raises Invalid."""
+    """docs/policy.md "Paths" read literally. Raises Invalid."""
     if any(_is_control(c) for c in raw) or "\\" in raw:
         raise Invalid("control character or backslash")
     path = raw.split("#", 1)[0]

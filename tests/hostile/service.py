@@ -79,7 +79,7 @@ def oracle(
     public: str = "public",
     max_path_bytes: int = 8 * 1024,
 ) -> Expected:
-    """What the service must answer, from POLICY.md and `policy_yaml` alone (not from authz).
+    """What the service must answer, from docs/policy.md and `policy_yaml` alone (not from authz).
 
     `token` is VALID (a token the trusted key signed, in force), INVALID (present, fails) or
     NONE.
@@ -110,7 +110,7 @@ def oracle(
 
 
 def token_state(headers: Any, valid: Any) -> str:
-    """VALID, INVALID or NONE for a decoded header map, as POLICY.md's default token location
+    """VALID, INVALID or NONE for a decoded header map, as docs/policy.md's default token location
     reads it: `authorization` (any case; repeated names joined with ","), `Bearer ` prefix
     (any case). A header without the prefix is no token at all; an empty one is invalid."""
     values = [v for k, v in headers.items() if k.lower() == "authorization"]

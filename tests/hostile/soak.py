@@ -7,7 +7,7 @@ Starts `python -m authz serve` and a JWKS server, both on 127.0.0.1, and runs a 
 gRPC clients sending allowed and denied requests, bad tokens, bad and over-long paths and
 garbage bytes. Meanwhile the JWKS server goes down and answers garbage, a policy file is
 half-written (the last good set must stay in force) and the policy is rewritten twice (answers
-must follow). Every check's right answer is known from an oracle written from POLICY.md
+must follow). Every check's right answer is known from an oracle written from docs/policy.md
 (tests/hostile/service.py), not from the service's code. At the end the service gets SIGTERM
 and must exit 0.
 

@@ -7,7 +7,7 @@ Sources: Envoy's path normalization tests (`normalize_path`, `merge_slashes`,
 (`/..;/` on Tomcat), PortSwigger's path traversal and access control bypass notes, CVE-2021-28164
 (Jetty `%2e`), CVE-2021-34429 (Jetty `%u002e`, `.%00.`). The rows are our own.
 
-Rows marked RISK are what POLICY.md specifies today but an upstream could read differently;
+Rows marked RISK are what docs/policy.md specifies today but an upstream could read differently;
 they pin the current contract (changing them needs a decision on the issue) and are listed in
 the report of issue 7.
 """

@@ -1,7 +1,7 @@
 """Properties of `authz.paths.normalize_path` on generated hostile spellings.
 
 - it agrees with an independent reference (tests/hostile/reference.py: RFC 3986 section 5.2.4
-  remove_dot_segments after POLICY.md's decoding and refusal rules);
+  remove_dot_segments after docs/policy.md's decoding and refusal rules);
 - a result is canonical: starts with '/', no '//', no '.' or '..' segment, nothing of a query or
   fragment, no escape of an unreserved character left, and normalizing it again changes nothing;
 - on any text at all it returns or raises InvalidPath, nothing else.

@@ -3,7 +3,7 @@
 The bytes go out as they are (`unary_unary(..., request_serializer=None)`), so the service's
 own protobuf parsing is under test too. Every call is answered or refused (a gRPC error) within
 a bound; an answer is OK only when the bytes decode (with authz's own generated classes) to a
-request the policy allows, judged by an oracle written from POLICY.md; and the server keeps
+request the policy allows, judged by an oracle written from docs/policy.md; and the server keeps
 serving. Then requests over the size limits, and the token-trick corpus through the process.
 """
 

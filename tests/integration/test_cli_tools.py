@@ -40,8 +40,8 @@ def test_validate_ok_and_invalid(examples: Path) -> None:
 def test_lint_examples_and_strict(examples: Path) -> None:
     result = authz("lint", str(examples))
     assert result.returncode == 0
-    assert "platform.yaml:9: [ops-reads-admin] dry-run-rule:" in result.stdout
-    assert "shop.yaml:56: [audit-payment-refunds] audit-rule:" in result.stdout
+    assert "platform.yaml:10: [ops-reads-admin] dry-run-rule:" in result.stdout
+    assert "shop.yaml:59: [audit-payment-refunds] audit-rule:" in result.stdout
     assert authz("lint", str(examples), "--strict").returncode == 1
     quiet = authz(
         "lint", str(examples), "--strict", "--disable", "dry-run-rule", "--disable", "audit-rule"

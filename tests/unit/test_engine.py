@@ -102,7 +102,8 @@ def test_jwt_user_allowed_with_claims_to_headers(shop: Engine) -> None:
     assert sent["x-authz-request-principal"] == f"{ISSUER}/alice"
     assert sent["x-user-id"] == "alice"
     assert "x-authz-principal" in verdict.headers_to_remove
-    assert "authorization" not in verdict.headers_to_remove  # forward defaults to true
+    # forward defaults to false (as Envoy's jwt_authn and Istio): the token stays here.
+    assert "authorization" in verdict.headers_to_remove
 
 
 def test_rejected_token_is_401_invalid_token(shop: Engine) -> None:

@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from authz.cli import main
+from authz.commands.demo import write_demo_bootstrap
 from authz.envoy_bootstrap import (
+    BOOTSTRAP_NOTES,
     AddressError,
     BootstrapOptions,
     Endpoint,
@@ -25,6 +27,7 @@ from authz.envoy_bootstrap import (
     TlsFiles,
     bootstrap,
     istio_authorization_policy,
+    istio_envoy_filter,
     istio_extension_provider,
     parse_endpoint,
     parse_selector,
@@ -146,14 +149,47 @@ def test_dns_and_unix_cannot_mix() -> None:
         bootstrap(options)
 
 
-def test_path_normalization_is_deliberate() -> None:
-    hcm = _hcm(bootstrap(BootstrapOptions()))
-    assert hcm["normalize_path"] is True
-    assert hcm["merge_slashes"] is True
-    assert hcm["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+# What every Envoy in front of the service must do (README "Pointing Envoy at it").
+HARDENING = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+    # The service folds the host (port, one trailing dot); Envoy must route on the same host.
+    "strip_any_host_port": True,
+    "strip_trailing_host_dot": True,
+}
+
+
+def _assert_hardened(hcm: dict[str, Any]) -> None:
+    for key, value in HARDENING.items():
+        assert hcm.get(key) == value, key
     assert (
         hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
     )
+
+
+@pytest.mark.parametrize(
+    "tls", [None, TlsFiles("/s.pem", "/s.key", "/ca.pem")], ids=["plain", "mtls"]
+)
+def test_path_normalization_and_host_folding_are_deliberate(tls: TlsFiles | None) -> None:
+    hcm = _hcm(bootstrap(BootstrapOptions(tls=tls)))
+    _assert_hardened(hcm)
+    assert hcm["common_http_protocol_options"]["idle_timeout"] == "300s"
+
+
+def test_every_hardening_setting_is_explained() -> None:
+    text = render_yaml(bootstrap(BootstrapOptions()), BOOTSTRAP_NOTES)
+    lines = text.splitlines()
+    for key in [*HARDENING, "headers_with_underscores_action"]:
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{key}:"))
+        assert lines[index - 1].strip().startswith("#"), key
+
+
+def test_the_demo_bootstrap_is_hardened(tmp_path: Path) -> None:
+    path = write_demo_bootstrap(
+        tmp_path, listen_port=1, admin_port=2, authz_port=3, upstream_port=4
+    )
+    _assert_hardened(_hcm(yaml.safe_load(path.read_text())))
 
 
 def test_access_log_shows_the_decision() -> None:
@@ -254,10 +290,36 @@ def test_cli_istio(capsys: pytest.CaptureFixture[str]) -> None:
         ["envoy-config", "--istio", "--istio-selector", "app=web", "--istio-namespace", "front"]
     )
     assert code == 0
-    mesh, policy = yaml.safe_load_all(capsys.readouterr().out)
+    mesh, policy, hardening = yaml.safe_load_all(capsys.readouterr().out)
     assert mesh["extensionProviders"][0]["name"] == policy["spec"]["provider"]["name"]
     assert policy["metadata"]["namespace"] == "front"
     assert policy["spec"]["selector"]["matchLabels"] == {"app": "web"}
+    # The sidecars of the same workloads get the same HCM settings as a standalone Envoy.
+    assert hardening["kind"] == "EnvoyFilter"
+    assert hardening["metadata"]["namespace"] == "front"
+    assert hardening["spec"]["workloadSelector"]["labels"] == {"app": "web"}
+    (patch,) = hardening["spec"]["configPatches"]
+    assert patch["match"]["context"] == "SIDECAR_INBOUND"
+    assert patch["patch"]["operation"] == "MERGE"
+    _assert_hardened(patch["patch"]["value"]["typed_config"])
+
+
+def test_istio_hardening_patch_is_valid_for_envoy(tmp_path: Path) -> None:
+    # Merge the EnvoyFilter's patch into a plain HCM and let Envoy itself check the field names.
+    config = bootstrap(BootstrapOptions(health_checks=False))
+    hcm = _hcm(config)
+    for key in ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action"):
+        del hcm[key]
+    for key in ("strip_any_host_port", "strip_trailing_host_dot"):
+        hcm.pop(key, None)
+    del hcm["common_http_protocol_options"]
+    patch = istio_envoy_filter(IstioOptions())["spec"]["configPatches"][0]["patch"]["value"]
+    hcm.update({k: v for k, v in patch["typed_config"].items() if k != "@type"})
+    _assert_hardened(hcm)
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _envoy_validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---- Envoy itself validates what we generate ---------------------------------------------

@@ -1,23 +1,36 @@
 """The deployment manifests parse and refer to each other consistently.
 
 No cluster is needed: these catch the mistakes `kubectl apply` would only show later (a Service
-that selects no pod, a probe on a port that does not exist, a ConfigMap out of date).
+that selects no pod, a probe on a port that does not exist, a ConfigMap out of date), and keep
+the demo's publicly known key out of the base manifests.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authz.envoy_bootstrap import IstioOptions, istio_authorization_policy, istio_mesh_config
+from authz.envoy_bootstrap import (
+    IstioOptions,
+    istio_authorization_policy,
+    istio_envoy_filter,
+    istio_mesh_config,
+)
+from authz.policy import load_policy_set
 from authz.policy.loader import TEST_SUFFIXES
 
 REPO = Path(__file__).resolve().parents[2]
-KUBE = REPO / "deploy" / "kubernetes"
+KUBE = REPO / "deploy" / "kubernetes" / "base"
+DEMO = REPO / "deploy" / "kubernetes" / "overlays" / "demo"
 ISTIO = REPO / "deploy" / "istio"
 PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
 
@@ -62,7 +75,7 @@ def _container(objects: list[Doc]) -> Doc:
 
 
 def test_every_manifest_parses_and_has_kind_and_name() -> None:
-    for path in sorted([*KUBE.glob("*.yaml"), *ISTIO.glob("*.yaml")]):
+    for path in sorted([*KUBE.glob("*.yaml"), *DEMO.glob("*.yaml"), *ISTIO.glob("*.yaml")]):
         docs = _docs(path)
         assert docs, path
         for doc in docs:
@@ -161,22 +174,137 @@ def test_pdb_and_hpa_target_the_deployment(objects: list[Doc]) -> None:
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
 
-def test_configmap_equals_the_repository_policies(objects: list[Doc]) -> None:
+def test_decision_log_goes_to_stdout(objects: list[Doc]) -> None:
+    # A decision id in a deny body or Envoy's access log must lead to a log line.
+    assert "--decision-log=-" in _container(objects)["args"]
+
+
+# ---- the base trusts nothing public; the demo is an overlay --------------------------------
+
+
+def _repository_private_keys() -> list[Path]:
+    return [
+        p
+        for p in REPO.rglob("*.pem")
+        if ".venv" not in p.parts and b"PRIVATE KEY" in p.read_bytes()
+    ]
+
+
+def _b64url(number: int) -> str:
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _public_fingerprints(path: Path) -> list[str]:
+    """The JWK values a public key derived from this private key would be published under."""
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    public = key.public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        numbers = public.public_numbers()
+        size = (public.curve.key_size + 7) // 8
+        return [
+            base64.urlsafe_b64encode(numbers.x.to_bytes(size, "big")).rstrip(b"=").decode(),
+            base64.urlsafe_b64encode(numbers.y.to_bytes(size, "big")).rstrip(b"=").decode(),
+        ]
+    if isinstance(public, rsa.RSAPublicKey):
+        return [_b64url(public.public_numbers().n)]
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return [base64.urlsafe_b64encode(raw).rstrip(b"=").decode()]
+    raise AssertionError(f"{path}: unexpected key type")
+
+
+def _policy_files(configmap: Doc, directory: Path) -> Path:
+    for name, text in configmap["data"].items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def test_the_base_trusts_no_key_whose_private_half_is_in_the_repository(
+    objects: list[Doc],
+) -> None:
+    keys = _repository_private_keys()
+    assert keys, "the demo issuer's key is expected in examples/"
+    fingerprints = [f for key in keys for f in _public_fingerprints(key)]
+    base_text = "\n".join((KUBE / name).read_text() for name in _kustomization()["resources"])
+    for fingerprint in fingerprints:
+        assert fingerprint not in base_text
+    # The same check finds the demo key in the demo overlay: it can fail.
+    demo_text = (DEMO / "configmap-policies.yaml").read_text(encoding="utf-8")
+    assert any(f in demo_text for f in fingerprints)
+
+
+def test_the_base_policy_is_valid_trusts_no_issuer_and_opens_only_health(
+    objects: list[Doc], tmp_path: Path
+) -> None:
     configmap = _one(objects, "ConfigMap", "authz-policies")
+    policy_set = load_policy_set(str(_policy_files(configmap, tmp_path)))
+    assert policy_set.jwt_providers == ()
+    (rule,) = policy_set.rules
+    assert rule.action == "allow"
+    text = configmap["data"]["policy.yaml"]
+    assert "issuer.example.invalid" in text  # the placeholder an operator replaces
+
+
+def test_demo_overlay_configmap_equals_the_repository_policies() -> None:
+    (configmap,) = _docs(DEMO / "configmap-policies.yaml")
+    assert configmap["metadata"]["name"] == "authz-policies"
     files = {
         p.name: p.read_text(encoding="utf-8")
         for p in (REPO / "policies").iterdir()
         if p.is_file() and not p.name.startswith(".") and not p.name.endswith(TEST_SUFFIXES)
     }
-    assert configmap["data"] == files, "run: python deploy/kubernetes/sync_policies.py"
+    assert configmap["data"] == files, (
+        "run: python deploy/kubernetes/overlays/demo/sync_policies.py"
+    )
+
+
+def test_demo_overlay_is_built_on_the_base() -> None:
+    overlay: Doc = yaml.safe_load((DEMO / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert overlay["resources"] == ["../../base"]
+    assert "private key is in the repository".lower() in (
+        (DEMO / "kustomization.yaml").read_text(encoding="utf-8").lower().replace("\n# ", " ")
+    )
+    top: Doc = yaml.safe_load((KUBE.parent / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert top["resources"] == ["base"]  # `kubectl apply -k deploy/kubernetes` is the base
 
 
 def test_sync_script_output_is_committed() -> None:
-    spec = importlib.util.spec_from_file_location("sync_policies", KUBE / "sync_policies.py")
+    spec = importlib.util.spec_from_file_location("sync_policies", DEMO / "sync_policies.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.render() == (KUBE / "configmap-policies.yaml").read_text(encoding="utf-8")
+    assert module.render() == (DEMO / "configmap-policies.yaml").read_text(encoding="utf-8")
+
+
+def _kustomize(directory: Path) -> list[Doc]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no kubectl")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d is not None]
+
+
+@pytest.mark.parametrize(
+    ("directory", "demo"),
+    [(KUBE.parent, False), (KUBE, False), (DEMO, True)],
+    ids=["deploy/kubernetes", "base", "overlays/demo"],
+)
+def test_kustomize_builds_each_entry_point(directory: Path, demo: bool) -> None:
+    rendered = _kustomize(directory)
+    configmap = _one(rendered, "ConfigMap", "authz-policies")
+    if demo:
+        (expected,) = _docs(DEMO / "configmap-policies.yaml")
+    else:
+        expected = _one(_docs(KUBE / "configmap-policies.yaml"), "ConfigMap")
+    assert configmap["data"] == expected["data"]
+    assert {o["kind"] for o in rendered} >= {"Deployment", "Service", "ConfigMap", "Namespace"}
+    assert all(
+        o["metadata"].get("namespace") == "authz" for o in rendered if o["kind"] != "Namespace"
+    )
 
 
 # ---- Istio -------------------------------------------------------------------------------
@@ -188,6 +316,8 @@ def test_istio_files_match_the_generator(objects: list[Doc]) -> None:
     options = IstioOptions()
     assert operator["spec"]["meshConfig"] == istio_mesh_config(options)
     assert policy == istio_authorization_policy(options)
+    (hardening,) = _docs(ISTIO / "envoy-filter.yaml")
+    assert hardening == istio_envoy_filter(options)
 
 
 def test_istio_provider_points_at_the_service(objects: list[Doc]) -> None:
@@ -220,3 +350,16 @@ def test_prometheus_scrapes_the_admin_port_of_every_replica(objects: list[Doc]) 
     annotations = _one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(admin)
     assert annotations["prometheus.io/path"] == job["metrics_path"]
+
+
+def test_the_image_is_the_one_the_dockerfile_says_how_to_build(objects: list[Doc]) -> None:
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "version"
+    ]
+    (image,) = _kustomization()["images"]
+    assert (image["name"], image["newTag"]) == ("authz", version)
+    assert _container(objects)["image"] == f"authz:{version}"
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    assert f"docker build -t authz:{version} ." in dockerfile

@@ -1,4 +1,4 @@
-"""Path normalization (POLICY.md, "Path normalization")."""
+"""Path normalization (docs/policy.md, "Paths")."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import yaml
 
 from authz.authoring import json_schema
 from authz.errors import PolicyError
+from authz.model import JwtProvider
 from authz.policy import load_policy_set
 from authz.policy import schema as policy_schema
 
@@ -235,6 +236,22 @@ def test_every_field_has_a_description() -> None:
     )
     # `keys` is inside an inline JWKS: a foreign format, described by its parent.
     assert missing in ([], ["keys"])
+
+
+def test_defaults_are_declared_and_agree_with_the_model() -> None:
+    provider = SCHEMA["$defs"]["provider"]["properties"]
+    model = JwtProvider(issuer="i")
+    assert provider["forward"]["default"] is model.forward is False
+    assert provider["from"]["default"] == [{"header": "authorization", "prefix": "Bearer "}]
+    assert [(loc.header, loc.prefix) for loc in model.locations] == [("authorization", "Bearer ")]
+    assert provider["discovery"]["default"] is False
+    rule = SCHEMA["$defs"]["rule"]["properties"]
+    assert rule["dry_run"]["default"] is False
+    # A default is a valid value of its own field.
+    for name, sub in _fields(SCHEMA):
+        if "default" in sub:
+            field = {**sub, "$defs": SCHEMA["$defs"]}
+            assert jsonschema.Draft202012Validator(field).is_valid(sub["default"]), name
 
 
 def test_the_committed_copy_equals_authz_schema_output() -> None:

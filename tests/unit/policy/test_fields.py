@@ -1,4 +1,4 @@
-"""Every field of POLICY.md's rule table, with its `not_` form, positive and negative.
+"""Every field of docs/policy.md's rule table, with its `not_` form, positive and negative.
 
 Each case is one allow rule with one field; the `not_` form of the same field and values must
 give the opposite answer (it matches when none of the values match).

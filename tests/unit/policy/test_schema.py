@@ -347,6 +347,20 @@ def test_authentication_parses_into_model() -> None:
     assert c.discovery and c.jwks_uri is None and c.algorithms == ()
 
 
+def test_forward_defaults_to_false_and_true_keeps_the_token() -> None:
+    p = policy(
+        """
+        authentication:
+          jwt:
+            - {issuer: https://a, jwks_uri: https://a/jwks}
+            - {issuer: https://b, jwks_uri: https://b/jwks, forward: true}
+        """
+    )
+    a, b = p.jwt_providers
+    assert a.forward is False  # as Envoy's jwt_authn and Istio's forwardOriginalToken
+    assert b.forward is True
+
+
 def test_rules_are_introspectable() -> None:
     p = policy(
         "rules:\n  - name: r\n    action: deny\n    dry_run: true\n    to: [{paths: [/a]}]\n",

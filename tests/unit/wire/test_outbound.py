@@ -1,4 +1,4 @@
-"""Verdict -> CheckResponse (authz.wire.outbound), as POLICY.md's "What Envoy is told" says."""
+"""Verdict -> CheckResponse (authz.wire.outbound), as docs/policy.md's "What Envoy is told" says."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_allow() -> None:
         ("x-user-id", "user-1"),
     ]
     for option in ok.headers:
-        # POLICY.md: always append false, so a client-sent copy is overwritten; both the
+        # docs/policy.md: always append false, so a client-sent copy is overwritten; both the
         # deprecated field (set, and false) and append_action say so.
         assert option.HasField("append") and option.append.value is False
         assert option.append_action == OVERWRITE

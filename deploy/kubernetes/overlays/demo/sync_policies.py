@@ -1,8 +1,8 @@
-"""Rewrite configmap-policies.yaml from the repository's policies/ directory.
+"""Rewrite the demo overlay's configmap-policies.yaml from the repository's policies/ directory.
 
-Run from the repository root: `python deploy/kubernetes/sync_policies.py`. The unit tests fail
-when the ConfigMap and policies/ differ. (kustomize's configMapGenerator cannot read files
-outside the kustomization directory, hence a committed copy.)
+Run from the repository root: `python deploy/kubernetes/overlays/demo/sync_policies.py`. The
+unit tests fail when the ConfigMap and policies/ differ. (kustomize's configMapGenerator cannot
+read files outside the kustomization directory, hence a committed copy.)
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
-POLICIES = HERE.parents[1] / "policies"
+POLICIES = HERE.parents[3] / "policies"
 TARGET = HERE / "configmap-policies.yaml"
 # Policy tests (`authz test`) stay in the repository: the service never reads them.
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 HEADER = """\
-# Generated from policies/ by deploy/kubernetes/sync_policies.py; edit policies/, then rerun it.
+# THE DEMO ONLY: these policies trust the demo issuer whose private key is in the repository.
+# Generated from policies/ by deploy/kubernetes/overlays/demo/sync_policies.py; edit policies/,
+# then rerun it.
 # Mounted as a directory: `kubectl apply` of a changed ConfigMap reaches the pods within about a
 # minute (kubelet sync) and the service reloads it without a restart; a bad set is rejected and
 # the last good one stays in force.
