@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from authz.config import HeaderNames
 from authz.errors import AuthzError, TokenRejected
-from authz.identity import IdentityResolver
+from authz.identity import IdentityResolver, is_header_value
 from authz.model import ANONYMOUS, Decision, Identity, Request, Verdict
 from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
 
@@ -185,8 +185,9 @@ def _claim_text(claims: object, dotted: str) -> str | None:
         text = ",".join(str(v) for v in value)
     else:
         return None
-    # A header value must not carry CR, LF or NUL (RFC 9110 section 5.5).
-    return None if any(c in text for c in "\r\n\0") else text
+    # A value Envoy would refuse is dropped (the header is removed), by the same check that
+    # refuses such an `iss`/`sub` in identity.
+    return text if is_header_value(text) else None
 
 
 def _strip_cookie(

@@ -6,6 +6,7 @@ provider's keys fresh in the background so that resolving never waits on the net
 
 from __future__ import annotations
 
+from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, JwksError, KeySet, parse_jwks
 from authz.identity.jwt import (
     CLOCK_SKEW_SECONDS,
@@ -33,6 +34,7 @@ __all__ = [
     "KeySet",
     "PeerIdentifier",
     "SpiffeId",
+    "is_header_value",
     "parse_jwks",
     "parse_spiffe_id",
     "parse_xfcc",

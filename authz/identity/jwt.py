@@ -12,7 +12,10 @@ reason code (`jwt_*`), chained with `raise ... from`. Messages are short, fixed 
 
 Tokens without `sub` are refused (`jwt_missing_claim`): the request principal is `<iss>/<sub>`,
 and an `iss/` principal would match patterns like `https://id.example.com/*`. Tokens without
-`exp` are accepted, as Envoy's jwt_authn and Istio accept them.
+`exp` are accepted, as Envoy's jwt_authn and Istio accept them. The `iss` and `sub` of an
+accepted token are sent upstream in headers (the request principal), so a token whose `iss` or
+`sub` is not a valid header value (`is_header_value`) is refused (`jwt_invalid_claims`) rather
+than allowed with a header Envoy would refuse (issue 10.5).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from jwt.exceptions import (
 )
 
 from authz.errors import TokenRejected
+from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, KeySet
 from authz.model import EndUser, JwtProvider, TokenLocation
 
@@ -259,6 +263,10 @@ def check_claims(
         raise _reject("jwt_missing_claim", "the token has no subject")
     if not isinstance(sub, str):
         raise _reject("jwt_malformed", "the token's subject is not a string")
+    if not (is_header_value(iss) and is_header_value(sub)):
+        # Both go upstream in the request principal header: refused here, with a reason in the
+        # decision log, instead of an allow that Envoy then answers with 503.
+        raise _reject("jwt_invalid_claims", "the token's issuer or subject is not header-safe")
     return EndUser(
         issuer=provider.issuer,
         subject=sub,

@@ -20,6 +20,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+from authz.identity.header_value import is_header_value
 from authz.model import Workload
 
 __all__ = ["SpiffeId", "parse_spiffe_id", "workload_for"]
@@ -77,7 +78,8 @@ def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Worklo
     - Something that looks like a SPIFFE ID but is not valid: unauthenticated, always.
     - Any other principal (a DNS SAN, a subject): a Workload with only `principal` when no
       trust domains are configured; unauthenticated when they are, because such a peer
-      belongs to no trust domain and so to none of the allowed ones (fail closed).
+      belongs to no trust domain and so to none of the allowed ones (fail closed), and when it
+      could not be sent upstream as a header value (control characters).
 
     Cached (bounded): Workload is immutable, and a host's trust domains are one frozenset.
     """
@@ -86,6 +88,9 @@ def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Worklo
     spiffe = parse_spiffe_id(principal)
     if spiffe is None:
         if trust_domains is not None or principal[:9].lower() == _PREFIX:
+            return None
+        if not is_header_value(principal):
+            # It would go upstream in the principal header, which Envoy would refuse.
             return None
         return Workload(principal=principal)
     # Trust domain names are case-insensitive (SPIFFE-ID section 2.1) and a valid ID's is
