@@ -14,8 +14,10 @@ from authz.identity.jwt import (
     MAX_TOKEN_BYTES,
     JwtVerifier,
     KeyLookup,
+    KeysPending,
+    KeyWait,
 )
-from authz.identity.keys import FetchResult, KeyRegistry
+from authz.identity.keys import FetchResult, KeyRegistry, Refetch
 from authz.identity.peer import PeerIdentifier, parse_xfcc
 from authz.identity.resolver import IdentityResolver
 from authz.identity.spiffe import SpiffeId, parse_spiffe_id, workload_for
@@ -32,7 +34,10 @@ __all__ = [
     "KeyLookup",
     "KeyRegistry",
     "KeySet",
+    "KeyWait",
+    "KeysPending",
     "PeerIdentifier",
+    "Refetch",
     "SpiffeId",
     "is_header_value",
     "parse_jwks",

@@ -21,6 +21,7 @@ than allowed with a header Envoy would refuse (issue 10.5).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import threading
@@ -43,6 +44,7 @@ from jwt.exceptions import (
 from authz.errors import TokenRejected
 from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, KeySet
+from authz.identity.keys import Refetch
 from authz.model import EndUser, JwtProvider, TokenLocation
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "MAX_TOKEN_BYTES",
     "JwtVerifier",
     "KeyLookup",
+    "KeyWait",
+    "KeysPending",
     "check_claims",
 ]
 
@@ -89,8 +93,31 @@ class KeyLookup(Protocol):
     def key_set(self, provider: JwtProvider) -> KeySet | None:
         """The provider's current keys; never blocks."""
 
-    def request_refetch(self, provider: JwtProvider) -> None:
-        """Ask for a background refetch (an unknown kid arrived); never blocks."""
+    def refetch(self, provider: JwtProvider) -> Refetch | None:
+        """An unknown kid arrived: ask for a background refetch (rate-limited) and return the
+        one worth waiting for, if any; never blocks."""
+
+
+class KeyWait(enum.Enum):
+    """What a check does when its token's kid is unknown and a refetch may bring it."""
+
+    BLOCK = "block"
+    """Wait on this thread (bounded by the refetch's deadline): for a thread-pool server, the
+    CLI and tests."""
+    DEFER = "defer"
+    """Raise KeysPending: the caller (an event loop) awaits `refetch.wait_async()` and asks
+    again with NEVER, so the loop never blocks."""
+    NEVER = "never"
+    """Decide with the keys there are now."""
+
+
+class KeysPending(Exception):
+    """Not a decision: the check must wait for `refetch` (see KeyWait.DEFER), then ask again.
+    Deliberately not an AuthzError, so nothing can turn it into a deny by accident."""
+
+    def __init__(self, refetch: Refetch) -> None:
+        super().__init__("waiting for a JWKS refetch")
+        self.refetch = refetch
 
 
 def _reject(reason: str, message: str) -> TokenRejected:
@@ -151,11 +178,14 @@ class JwtVerifier:
         *,
         found_at: TokenLocation | None = None,
         found_in: frozenset[TokenLocation] | None = None,
+        wait: KeyWait = KeyWait.BLOCK,
     ) -> EndUser:
         """Verify `token` with the provider its `iss` names. Raises TokenRejected.
 
         `found_in`: the locations the token was found in; a provider is only considered when
         it reads tokens from one of them (as Envoy's per-provider `from_*` settings do).
+        `wait`: what to do when the kid is unknown and a refetch may bring it (KeyWait); with
+        DEFER this raises KeysPending instead of waiting.
         """
         if len(token) > MAX_TOKEN_BYTES:
             raise _reject("jwt_malformed", "the token is too large")
@@ -186,10 +216,7 @@ class JwtVerifier:
             raise _reject("jwt_malformed", "the token's kid is not a string")
         key = key_set.find(kid)
         if key is None:
-            # Maybe the IdP rotated keys: refetch in the background (rate-limited there). This
-            # request is refused; the ones after the refetch will find the new key.
-            self._keys.request_refetch(provider)
-            raise _reject("jwt_unknown_kid", "the token's key is unknown")
+            key_set, key = self._after_refetch(provider, kid, wait)
         _check_key_fits(key, alg)
 
         self.signature_checks += 1
@@ -211,6 +238,26 @@ class JwtVerifier:
         with self._lock:
             self._cache[cache_key] = _Cached(user, provider, key_set, exp, nbf)
         return user
+
+    def _after_refetch(
+        self, provider: JwtProvider, kid: str | None, wait: KeyWait
+    ) -> tuple[KeySet, Jwk]:
+        """The key for `kid` once the refetch an unknown kid triggers is done (maybe the IdP
+        rotated keys: the first token signed by a new key is accepted), or jwt_unknown_kid.
+        A flood of made-up kids costs one fetch per cooldown: without a refetch to wait for
+        (cooldown, or the one in flight is past its deadline) the answer is immediate."""
+        refetch = self._keys.refetch(provider)
+        if refetch is not None and not refetch.done:
+            if wait is KeyWait.DEFER:
+                raise KeysPending(refetch)
+            if wait is KeyWait.BLOCK:
+                refetch.wait()
+        # Read again: new keys if the refetch finished (while waiting, or just before).
+        key_set = self._keys.key_set(provider)
+        key = key_set.find(kid) if key_set is not None else None
+        if key_set is None or key is None:
+            raise _reject("jwt_unknown_kid", "the token's key is unknown")
+        return key_set, key
 
     def _from_cache(
         self,
