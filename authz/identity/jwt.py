@@ -24,14 +24,12 @@ import dataclasses
 import enum
 import json
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from cachetools import TLRUCache
 from jwt.api_jws import PyJWS
 from jwt.exceptions import (
     DecodeError,
@@ -42,6 +40,7 @@ from jwt.exceptions import (
 )
 
 from authz.errors import TokenRejected
+from authz.identity.cache import BoundedCache, deep_bytes, text_bytes
 from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, KeySet
 from authz.identity.keys import Refetch
@@ -50,7 +49,9 @@ from authz.model import EndUser, JwtProvider, TokenLocation
 __all__ = [
     "CLOCK_SKEW_SECONDS",
     "DEFAULT_ALGORITHMS",
+    "MAX_CACHED_TOKEN_BYTES",
     "MAX_TOKEN_BYTES",
+    "TOKEN_CACHE_BYTES",
     "JwtVerifier",
     "KeyLookup",
     "KeyWait",
@@ -63,6 +64,10 @@ DEFAULT_ALGORITHMS: frozenset[str] = frozenset(
 )
 CLOCK_SKEW_SECONDS = 60.0
 MAX_TOKEN_BYTES = 16 * 1024
+# The verified-token cache: an entry (token and decoded claims) over MAX_CACHED_TOKEN_BYTES is
+# never stored, and all entries together stay within TOKEN_CACHE_BYTES (issue 10.2).
+MAX_CACHED_TOKEN_BYTES = 64 * 1024
+TOKEN_CACHE_BYTES = 32 * 1024 * 1024
 
 # Which key types may verify which algorithm (RFC 7518 sections 3.2-3.5, RFC 8037 section 3.1).
 # Checking this ourselves is what stops key confusion: an RSA public key is never an HMAC secret.
@@ -138,7 +143,8 @@ class JwtVerifier:
 
     The cache is keyed by the raw token and the host's providers (the provider that verified
     the token is in the entry), so a hit costs one dict lookup: the token is not even decoded.
-    It is bounded in entries (LRU); an entry lives
+    It is bounded in entries and in bytes (`cache_bytes`; an entry over
+    `MAX_CACHED_TOKEN_BYTES`, token and claims, is never stored); an entry lives
     at most `cache_ttl` seconds and never past the token's `exp` (plus skew). An entry is used
     only while the provider's key set is the very one it was verified with, and
     `exp`/`nbf` are re-checked against `now` on every hit. So a key removed from the JWKS stops
@@ -151,6 +157,7 @@ class JwtVerifier:
         keys: KeyLookup,
         *,
         cache_size: int = 10_000,
+        cache_bytes: int = TOKEN_CACHE_BYTES,
         cache_ttl: float = 300.0,
     ) -> None:
         self._keys = keys
@@ -162,10 +169,13 @@ class JwtVerifier:
             limit = now + ttl
             return limit if entry.exp is None else min(limit, entry.exp + CLOCK_SKEW_SECONDS)
 
-        self._cache: TLRUCache[tuple[str, tuple[JwtProvider, ...]], _Cached] = TLRUCache(
-            maxsize=cache_size, ttu=time_to_use, timer=time.time
+        self._cache: BoundedCache[tuple[str, tuple[JwtProvider, ...]], _Cached] = BoundedCache(
+            entries=cache_size,
+            budget=cache_bytes,
+            max_entry=MAX_CACHED_TOKEN_BYTES,
+            ttu=time_to_use,
+            timer=time.time,
         )
-        self._lock = threading.Lock()
         # Counters for metrics and tests: signatures actually checked, cache hits.
         self.signature_checks = 0
         self.cache_hits = 0
@@ -190,10 +200,9 @@ class JwtVerifier:
         if len(token) > MAX_TOKEN_BYTES:
             raise _reject("jwt_malformed", "the token is too large")
         cache_key = (token, tuple(providers))
-        with self._lock:
-            cached = self._cache.get(cache_key)
+        cached = self._cache.get(cache_key)
         if cached is not None:
-            hit = self._from_cache(cached, now, found_at, found_in)
+            hit = self._from_cache(cached.value, now, found_at, found_in)
             if hit is not None:
                 return hit
 
@@ -235,8 +244,10 @@ class JwtVerifier:
 
         user = check_claims(payload, provider, now, found_at=found_at)
         exp, nbf = _number(payload, "exp"), _number(payload, "nbf")
-        with self._lock:
-            self._cache[cache_key] = _Cached(user, provider, key_set, exp, nbf)
+        # The claims are the token's payload decoded: weighed as objects, since a small JSON
+        # text (`[[],[],...]`) can decode to many times its size.
+        size = text_bytes(token) + deep_bytes(payload, MAX_CACHED_TOKEN_BYTES)
+        self._cache.put(cache_key, _Cached(user, provider, key_set, exp, nbf), size)
         return user
 
     def _after_refetch(

@@ -7,7 +7,13 @@ from typing import Any
 
 from authz.config import Settings
 from authz.errors import TokenRejected
-from authz.identity.jwt import JwtVerifier, KeyLookup, KeyWait, check_claims
+from authz.identity.jwt import (
+    TOKEN_CACHE_BYTES,
+    JwtVerifier,
+    KeyLookup,
+    KeyWait,
+    check_claims,
+)
 from authz.identity.lookup import find_token
 from authz.identity.peer import PeerIdentifier
 from authz.model import ANONYMOUS, Authentication, EndUser, Identity, Request
@@ -33,11 +39,17 @@ class IdentityResolver:
         keys: KeyLookup,
         *,
         token_cache_size: int = 10_000,
+        token_cache_bytes: int = TOKEN_CACHE_BYTES,
         token_cache_ttl: float = 300.0,
     ) -> None:
         self._peer = PeerIdentifier(settings)
         self._metadata = settings.jwt_authn_metadata is not None
-        self.verifier = JwtVerifier(keys, cache_size=token_cache_size, cache_ttl=token_cache_ttl)
+        self.verifier = JwtVerifier(
+            keys,
+            cache_size=token_cache_size,
+            cache_bytes=token_cache_bytes,
+            cache_ttl=token_cache_ttl,
+        )
 
     def resolve(
         self,
