@@ -1,8 +1,9 @@
 """Request -> Verdict: identity, then policy, then what the upstream must be told.
 
 The engine is synchronous and does no I/O: keys are fetched in the background by the
-`KeyRegistry`, policies are compiled off the request path, and the current policy set is read
-once per check so a reload in flight never mixes two sets.
+`KeyRegistry` (a check may wait, bounded, for the refetch its token's unknown kid triggered),
+policies are compiled off the request path, and the current policy set is read once per check
+so a reload in flight never mixes two sets.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from authz.config import HeaderNames
 from authz.errors import AuthzError, TokenRejected
-from authz.identity import IdentityResolver
+from authz.identity import IdentityResolver, KeyWait, is_header_value
 from authz.model import ANONYMOUS, Decision, Identity, Request, Verdict
 from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
 
@@ -79,9 +80,11 @@ class Engine:
         self._clock = clock
         self._new_id = decision_ids or DecisionIds()
 
-    def check(self, request: Request) -> Verdict:
-        """Decide `request`. Raises nothing but programming errors: every refusal is a Verdict."""
-        checked = self._decide(request)
+    def check(self, request: Request, *, wait: KeyWait = KeyWait.BLOCK) -> Verdict:
+        """Decide `request`. Every refusal is a Verdict; raises nothing but programming errors,
+        and KeysPending with `wait=KeyWait.DEFER` (the caller awaits the key refetch, then asks
+        again with KeyWait.NEVER: how an event loop waits without blocking)."""
+        checked = self._decide(request, wait)
         return self._verdict(request, checked)
 
     def refuse(self, error: AuthzError) -> Verdict:
@@ -92,13 +95,15 @@ class Engine:
             policy_revision=self._store.current.revision,
         )
 
-    def _decide(self, request: Request) -> _Checked:
+    def _decide(self, request: Request, wait: KeyWait) -> _Checked:
         policy_set = self._store.current
         host_policy = policy_set.for_host(request.host)
         if host_policy is None:
             return _Checked(no_policy_decision(), ANONYMOUS, None, policy_set.revision)
         try:
-            identity = self._resolver.resolve(request, host_policy.authentication, self._clock())
+            identity = self._resolver.resolve(
+                request, host_policy.authentication, self._clock(), wait=wait
+            )
         except AuthzError as error:
             return _Checked(rejection(error), ANONYMOUS, host_policy, policy_set.revision)
         decision = evaluate(host_policy, request, identity)
@@ -185,8 +190,9 @@ def _claim_text(claims: object, dotted: str) -> str | None:
         text = ",".join(str(v) for v in value)
     else:
         return None
-    # A header value must not carry CR, LF or NUL (RFC 9110 section 5.5).
-    return None if any(c in text for c in "\r\n\0") else text
+    # A value Envoy would refuse is dropped (the header is removed), by the same check that
+    # refuses such an `iss`/`sub` in identity.
+    return text if is_header_value(text) else None
 
 
 def _strip_cookie(

@@ -21,6 +21,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 from authz.config import Settings
 from authz.engine import DecisionIds, Engine
 from authz.errors import AuthzError
+from authz.identity import KeysPending, KeyWait
 from authz.model import Request, Verdict
 from authz.wire.inbound import to_request
 from authz.wire.outbound import internal_error_response, to_check_response
@@ -44,10 +45,19 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        return self.check(request)
+        try:
+            return self.check(request, wait=KeyWait.DEFER)
+        except KeysPending as pending:
+            # The token names a kid that a JWKS refetch in flight may bring (a key rotation):
+            # await it (bounded) without holding the event loop, then decide with what there is.
+            await pending.refetch.wait_async()
+            return self.check(request, wait=KeyWait.NEVER)
 
-    def check(self, message: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
-        """One check, synchronous: nothing in it waits on I/O."""
+    def check(
+        self, message: external_auth_pb2.CheckRequest, *, wait: KeyWait = KeyWait.BLOCK
+    ) -> external_auth_pb2.CheckResponse:
+        """One check, synchronous: nothing in it waits on I/O; with the default `wait` it may
+        wait (bounded) for a key refetch on this thread (for a thread-pool server)."""
         started = time.perf_counter()
         try:
             request: Request | None
@@ -60,8 +70,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             except AuthzError as error:
                 request, verdict = None, self.engine.refuse(error)
             else:
-                verdict = self.engine.check(request)
+                verdict = self.engine.check(request, wait=wait)
             response = to_check_response(verdict)
+        except KeysPending:
+            raise  # not a failure: Check awaits the refetch and asks again
         except Exception:
             decision_id = self._fallback_ids()
             log.exception("check failed; denied (decision %s)", decision_id)

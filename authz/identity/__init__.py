@@ -6,6 +6,7 @@ provider's keys fresh in the background so that resolving never waits on the net
 
 from __future__ import annotations
 
+from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, JwksError, KeySet, parse_jwks
 from authz.identity.jwt import (
     CLOCK_SKEW_SECONDS,
@@ -13,8 +14,10 @@ from authz.identity.jwt import (
     MAX_TOKEN_BYTES,
     JwtVerifier,
     KeyLookup,
+    KeysPending,
+    KeyWait,
 )
-from authz.identity.keys import FetchResult, KeyRegistry
+from authz.identity.keys import FetchResult, KeyRegistry, Refetch
 from authz.identity.peer import PeerIdentifier, parse_xfcc
 from authz.identity.resolver import IdentityResolver
 from authz.identity.spiffe import SpiffeId, parse_spiffe_id, workload_for
@@ -31,8 +34,12 @@ __all__ = [
     "KeyLookup",
     "KeyRegistry",
     "KeySet",
+    "KeyWait",
+    "KeysPending",
     "PeerIdentifier",
+    "Refetch",
     "SpiffeId",
+    "is_header_value",
     "parse_jwks",
     "parse_spiffe_id",
     "parse_xfcc",

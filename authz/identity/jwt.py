@@ -12,22 +12,24 @@ reason code (`jwt_*`), chained with `raise ... from`. Messages are short, fixed 
 
 Tokens without `sub` are refused (`jwt_missing_claim`): the request principal is `<iss>/<sub>`,
 and an `iss/` principal would match patterns like `https://id.example.com/*`. Tokens without
-`exp` are accepted, as Envoy's jwt_authn and Istio accept them.
+`exp` are accepted, as Envoy's jwt_authn and Istio accept them. The `iss` and `sub` of an
+accepted token are sent upstream in headers (the request principal), so a token whose `iss` or
+`sub` is not a valid header value (`is_header_value`) is refused (`jwt_invalid_claims`) rather
+than allowed with a header Envoy would refuse (issue 10.5).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from cachetools import TLRUCache
 from jwt.api_jws import PyJWS
 from jwt.exceptions import (
     DecodeError,
@@ -38,15 +40,22 @@ from jwt.exceptions import (
 )
 
 from authz.errors import TokenRejected
+from authz.identity.cache import BoundedCache, deep_bytes, text_bytes
+from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, KeySet
+from authz.identity.keys import Refetch
 from authz.model import EndUser, JwtProvider, TokenLocation
 
 __all__ = [
     "CLOCK_SKEW_SECONDS",
     "DEFAULT_ALGORITHMS",
+    "MAX_CACHED_TOKEN_BYTES",
     "MAX_TOKEN_BYTES",
+    "TOKEN_CACHE_BYTES",
     "JwtVerifier",
     "KeyLookup",
+    "KeyWait",
+    "KeysPending",
     "check_claims",
 ]
 
@@ -55,6 +64,10 @@ DEFAULT_ALGORITHMS: frozenset[str] = frozenset(
 )
 CLOCK_SKEW_SECONDS = 60.0
 MAX_TOKEN_BYTES = 16 * 1024
+# The verified-token cache: an entry (token and decoded claims) over MAX_CACHED_TOKEN_BYTES is
+# never stored, and all entries together stay within TOKEN_CACHE_BYTES (issue 10.2).
+MAX_CACHED_TOKEN_BYTES = 64 * 1024
+TOKEN_CACHE_BYTES = 32 * 1024 * 1024
 
 # Which key types may verify which algorithm (RFC 7518 sections 3.2-3.5, RFC 8037 section 3.1).
 # Checking this ourselves is what stops key confusion: an RSA public key is never an HMAC secret.
@@ -85,8 +98,31 @@ class KeyLookup(Protocol):
     def key_set(self, provider: JwtProvider) -> KeySet | None:
         """The provider's current keys; never blocks."""
 
-    def request_refetch(self, provider: JwtProvider) -> None:
-        """Ask for a background refetch (an unknown kid arrived); never blocks."""
+    def refetch(self, provider: JwtProvider) -> Refetch | None:
+        """An unknown kid arrived: ask for a background refetch (rate-limited) and return the
+        one worth waiting for, if any; never blocks."""
+
+
+class KeyWait(enum.Enum):
+    """What a check does when its token's kid is unknown and a refetch may bring it."""
+
+    BLOCK = "block"
+    """Wait on this thread (bounded by the refetch's deadline): for a thread-pool server, the
+    CLI and tests."""
+    DEFER = "defer"
+    """Raise KeysPending: the caller (an event loop) awaits `refetch.wait_async()` and asks
+    again with NEVER, so the loop never blocks."""
+    NEVER = "never"
+    """Decide with the keys there are now."""
+
+
+class KeysPending(Exception):
+    """Not a decision: the check must wait for `refetch` (see KeyWait.DEFER), then ask again.
+    Deliberately not an AuthzError, so nothing can turn it into a deny by accident."""
+
+    def __init__(self, refetch: Refetch) -> None:
+        super().__init__("waiting for a JWKS refetch")
+        self.refetch = refetch
 
 
 def _reject(reason: str, message: str) -> TokenRejected:
@@ -107,7 +143,8 @@ class JwtVerifier:
 
     The cache is keyed by the raw token and the host's providers (the provider that verified
     the token is in the entry), so a hit costs one dict lookup: the token is not even decoded.
-    It is bounded in entries (LRU); an entry lives
+    It is bounded in entries and in bytes (`cache_bytes`; an entry over
+    `MAX_CACHED_TOKEN_BYTES`, token and claims, is never stored); an entry lives
     at most `cache_ttl` seconds and never past the token's `exp` (plus skew). An entry is used
     only while the provider's key set is the very one it was verified with, and
     `exp`/`nbf` are re-checked against `now` on every hit. So a key removed from the JWKS stops
@@ -120,6 +157,7 @@ class JwtVerifier:
         keys: KeyLookup,
         *,
         cache_size: int = 10_000,
+        cache_bytes: int = TOKEN_CACHE_BYTES,
         cache_ttl: float = 300.0,
     ) -> None:
         self._keys = keys
@@ -131,10 +169,13 @@ class JwtVerifier:
             limit = now + ttl
             return limit if entry.exp is None else min(limit, entry.exp + CLOCK_SKEW_SECONDS)
 
-        self._cache: TLRUCache[tuple[str, tuple[JwtProvider, ...]], _Cached] = TLRUCache(
-            maxsize=cache_size, ttu=time_to_use, timer=time.time
+        self._cache: BoundedCache[tuple[str, tuple[JwtProvider, ...]], _Cached] = BoundedCache(
+            entries=cache_size,
+            budget=cache_bytes,
+            max_entry=MAX_CACHED_TOKEN_BYTES,
+            ttu=time_to_use,
+            timer=time.time,
         )
-        self._lock = threading.Lock()
         # Counters for metrics and tests: signatures actually checked, cache hits.
         self.signature_checks = 0
         self.cache_hits = 0
@@ -147,19 +188,21 @@ class JwtVerifier:
         *,
         found_at: TokenLocation | None = None,
         found_in: frozenset[TokenLocation] | None = None,
+        wait: KeyWait = KeyWait.BLOCK,
     ) -> EndUser:
         """Verify `token` with the provider its `iss` names. Raises TokenRejected.
 
         `found_in`: the locations the token was found in; a provider is only considered when
         it reads tokens from one of them (as Envoy's per-provider `from_*` settings do).
+        `wait`: what to do when the kid is unknown and a refetch may bring it (KeyWait); with
+        DEFER this raises KeysPending instead of waiting.
         """
         if len(token) > MAX_TOKEN_BYTES:
             raise _reject("jwt_malformed", "the token is too large")
         cache_key = (token, tuple(providers))
-        with self._lock:
-            cached = self._cache.get(cache_key)
+        cached = self._cache.get(cache_key)
         if cached is not None:
-            hit = self._from_cache(cached, now, found_at, found_in)
+            hit = self._from_cache(cached.value, now, found_at, found_in)
             if hit is not None:
                 return hit
 
@@ -182,10 +225,7 @@ class JwtVerifier:
             raise _reject("jwt_malformed", "the token's kid is not a string")
         key = key_set.find(kid)
         if key is None:
-            # Maybe the IdP rotated keys: refetch in the background (rate-limited there). This
-            # request is refused; the ones after the refetch will find the new key.
-            self._keys.request_refetch(provider)
-            raise _reject("jwt_unknown_kid", "the token's key is unknown")
+            key_set, key = self._after_refetch(provider, kid, wait)
         _check_key_fits(key, alg)
 
         self.signature_checks += 1
@@ -204,9 +244,31 @@ class JwtVerifier:
 
         user = check_claims(payload, provider, now, found_at=found_at)
         exp, nbf = _number(payload, "exp"), _number(payload, "nbf")
-        with self._lock:
-            self._cache[cache_key] = _Cached(user, provider, key_set, exp, nbf)
+        # The claims are the token's payload decoded: weighed as objects, since a small JSON
+        # text (`[[],[],...]`) can decode to many times its size.
+        size = text_bytes(token) + deep_bytes(payload, MAX_CACHED_TOKEN_BYTES)
+        self._cache.put(cache_key, _Cached(user, provider, key_set, exp, nbf), size)
         return user
+
+    def _after_refetch(
+        self, provider: JwtProvider, kid: str | None, wait: KeyWait
+    ) -> tuple[KeySet, Jwk]:
+        """The key for `kid` once the refetch an unknown kid triggers is done (maybe the IdP
+        rotated keys: the first token signed by a new key is accepted), or jwt_unknown_kid.
+        A flood of made-up kids costs one fetch per cooldown: without a refetch to wait for
+        (cooldown, or the one in flight is past its deadline) the answer is immediate."""
+        refetch = self._keys.refetch(provider)
+        if refetch is not None and not refetch.done:
+            if wait is KeyWait.DEFER:
+                raise KeysPending(refetch)
+            if wait is KeyWait.BLOCK:
+                refetch.wait()
+        # Read again: new keys if the refetch finished (while waiting, or just before).
+        key_set = self._keys.key_set(provider)
+        key = key_set.find(kid) if key_set is not None else None
+        if key_set is None or key is None:
+            raise _reject("jwt_unknown_kid", "the token's key is unknown")
+        return key_set, key
 
     def _from_cache(
         self,
@@ -259,6 +321,10 @@ def check_claims(
         raise _reject("jwt_missing_claim", "the token has no subject")
     if not isinstance(sub, str):
         raise _reject("jwt_malformed", "the token's subject is not a string")
+    if not (is_header_value(iss) and is_header_value(sub)):
+        # Both go upstream in the request principal header: refused here, with a reason in the
+        # decision log, instead of an allow that Envoy then answers with 503.
+        raise _reject("jwt_invalid_claims", "the token's issuer or subject is not header-safe")
     return EndUser(
         issuer=provider.issuer,
         subject=sub,

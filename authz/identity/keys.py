@@ -1,19 +1,26 @@
 """Key sources for JWT providers, kept fresh in the background.
 
-A check never waits on the network: `KeyRegistry.key_set` only reads what the background
-fetchers last stored. Remote key sets (a `jwks_uri`, or OIDC discovery) are fetched at start in a
-background thread, refreshed every `refresh_seconds`, refetched early when a token names an
-unknown `kid` (at most once per `unknown_kid_cooldown` per source, so a flood of made-up kids
-cannot hammer the IdP), and the last good key set is kept while the IdP is down or answers
-garbage (Envoy's jwt_authn does the same with its `async_fetch`). Fetches are bounded in time
-and size.
+`KeyRegistry.key_set` only reads what the background fetchers last stored. Remote key sets (a
+`jwks_uri`, or OIDC discovery) are fetched at start in a background thread, refreshed every
+`refresh_seconds`, refetched early when a token names an unknown `kid` (at most once per
+`unknown_kid_cooldown` per source, so a flood of made-up kids cannot hammer the IdP), and the
+last good key set is kept while the IdP is down or answers garbage (Envoy's jwt_authn does the
+same with its `async_fetch`). Fetches are bounded in time and size.
+
+The one wait a check may do: the first token signed by a newly rotated key names a kid only the
+refetch it triggers can bring, so `KeyRegistry.refetch` hands out a `Refetch` that such checks
+wait for, all for the same fetch, and never past `unknown_kid_wait` seconds after it started
+(well inside Envoy's 0.5 s check timeout). Checks whose kid is known never wait.
 
 Plain threads and urllib are used on purpose: the registry works the same under grpc.aio, in
-the CLI and in tests, and never touches the caller's event loop.
+the CLI and in tests, and never touches the caller's event loop (`Refetch.wait_async` only
+schedules a wake-up on it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -28,7 +35,14 @@ from typing import Any
 from authz.identity.jwks import JwksError, KeySet, parse_jwks
 from authz.model import JwtProvider
 
-__all__ = ["FetchResult", "KeyRegistry", "SourceKey", "source_key"]
+__all__ = [
+    "UNKNOWN_KID_WAIT_SECONDS",
+    "FetchResult",
+    "KeyRegistry",
+    "Refetch",
+    "SourceKey",
+    "source_key",
+]
 
 log = logging.getLogger("authz.keys")
 
@@ -65,6 +79,67 @@ class FetchResult:
 
 
 OnFetch = Callable[[str, FetchResult], None]
+
+# How long after an unknown-kid refetch starts a check may wait for it: well inside Envoy's
+# 0.5 s ext_authz timeout (the generated config's), with room for the check itself.
+UNKNOWN_KID_WAIT_SECONDS = 0.2
+
+
+class Refetch:
+    """One refetch triggered by an unknown kid. Checks that need its result wait for it (on a
+    thread with `wait`, on an event loop with `wait_async`), never past `deadline`
+    (time.monotonic()). Thread-safe."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def done(self) -> bool:
+        """The fetch finished (with new keys or not), or its source was closed."""
+        return self._done.is_set()
+
+    def wait(self) -> None:
+        """Block the calling thread until done or the deadline."""
+        self._done.wait(max(0.0, self.deadline - time.monotonic()))
+
+    async def wait_async(self) -> None:
+        """Until done or the deadline, without blocking the running event loop."""
+        remaining = self.deadline - time.monotonic()
+        if self.done or remaining <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # on the fetcher thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, woken)
+
+        self._when_done(wake)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken, remaining)
+
+    def finish(self) -> None:
+        """Mark done and wake every waiter (called by the fetcher)."""
+        with self._lock:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def _when_done(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _Fetcher:
@@ -170,11 +245,13 @@ class _Source:
         refresh_seconds: float,
         fetch_timeout: float,
         unknown_kid_cooldown: float,
+        unknown_kid_wait: float,
         max_bytes: int,
         on_fetch: OnFetch | None,
         changed: threading.Condition,
     ) -> None:
         self.issuer = provider.issuer
+        self._kid_wait = unknown_kid_wait
         self._fetcher = _Fetcher(provider, fetch_timeout, max_bytes)
         self._refresh = refresh_seconds
         self._cooldown = unknown_kid_cooldown
@@ -183,7 +260,8 @@ class _Source:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._kid_trigger = False
+        self._kid_refetch: Refetch | None = None  # the latest, until the fetcher takes it
+        self._in_flight: Refetch | None = None  # the one the fetcher is doing (or last did)
         self._last_kid_refetch: float | None = None
         self.key_set: KeySet | None = None
         self.error: str | None = None
@@ -203,22 +281,32 @@ class _Source:
         self._thread = threading.Thread(target=self._run, name=f"jwks:{self.issuer}", daemon=True)
         self._thread.start()
 
-    def request_refetch(self) -> None:
-        """An unknown kid arrived: refetch soon, unless one was triggered within the cooldown.
-        Never blocks and never fetches on the calling thread."""
+    def refetch(self) -> Refetch | None:
+        """An unknown kid arrived: the refetch to wait for, or None when there is none to wait
+        for (inline keys; cooldown; the refetch in flight is past its deadline). Starts a
+        refetch when the cooldown allows one; never blocks and never fetches on this thread."""
         if self._static:
-            return
+            return None
         now = time.monotonic()
         with self._lock:
+            # Coalesced: every kid that arrives while a refetch is pending waits for that one.
+            for pending in (self._kid_refetch, self._in_flight):
+                if pending is not None and not pending.done:
+                    return pending if now < pending.deadline else None
             if self._last_kid_refetch is not None and now - self._last_kid_refetch < self._cooldown:
-                return
+                return None
             self._last_kid_refetch = now
-            self._kid_trigger = True
+            refetch = self._kid_refetch = Refetch(now + self._kid_wait)
         self._wake.set()
+        return refetch
 
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        with self._lock:
+            pending = [r for r in (self._kid_refetch, self._in_flight) if r is not None]
+        for refetch in pending:
+            refetch.finish()  # nobody waits for a fetch that will not happen
 
     def join(self, timeout: float) -> None:
         if self._thread is not None:
@@ -238,6 +326,8 @@ class _Source:
             if trigger is not None:
                 ok = self._attempt(trigger)
                 failures = 0 if ok else failures + 1
+            if self._in_flight is not None:
+                self._in_flight.finish()
             # After a failure retry sooner (1, 2, 4 ... s, never more often than the refresh
             # period): a key set that is missing or stale is worth more traffic than a fresh one.
             delay = self._refresh if ok else min(self._refresh, 2.0 ** min(failures - 1, 6))
@@ -246,8 +336,8 @@ class _Source:
             if self._stop.is_set():
                 return
             with self._lock:
-                kid = self._kid_trigger
-                self._kid_trigger = False
+                self._in_flight, self._kid_refetch = self._kid_refetch, None
+            kid = self._in_flight is not None
             trigger = "unknown_kid" if kid else ("refresh" if ok else "retry")
 
     def _attempt(self, trigger: str) -> bool:
@@ -307,7 +397,7 @@ def _describe(error: BaseException) -> str:
 class KeyRegistry:
     """The JWKS of every JWT provider of the current policy set.
 
-    Thread-safe. `key_set` and `request_refetch` are what the request path uses; they only read
+    Thread-safe. `key_set` and `refetch` are what the request path uses; they only read
     memory and set a flag. `on_fetch(issuer, result)` is called on the fetcher thread after every
     load attempt (for metrics); it must be quick and must not raise.
     """
@@ -318,12 +408,14 @@ class KeyRegistry:
         refresh_seconds: float = 300,
         fetch_timeout: float = 5,
         unknown_kid_cooldown: float = 30,
+        unknown_kid_wait: float = UNKNOWN_KID_WAIT_SECONDS,
         max_jwks_bytes: int = 1024 * 1024,
         on_fetch: OnFetch | None = None,
     ) -> None:
         self._refresh = refresh_seconds
         self._timeout = fetch_timeout
         self._cooldown = unknown_kid_cooldown
+        self._kid_wait = unknown_kid_wait
         self._max_bytes = max_jwks_bytes
         self._listeners: list[OnFetch] = [on_fetch] if on_fetch is not None else []
         self._changed = threading.Condition()
@@ -363,11 +455,12 @@ class KeyRegistry:
                 return None
         return source.key_set
 
-    def request_refetch(self, provider: JwtProvider) -> None:
-        """A token named a kid the provider's keys do not have: refetch in the background."""
+    def refetch(self, provider: JwtProvider) -> Refetch | None:
+        """A token named a kid the provider's keys do not have: refetch in the background
+        (rate-limited), and return the refetch that may bring it, if there is one to wait for.
+        Never blocks."""
         source = self._sources.get(source_key(provider))
-        if source is not None:
-            source.request_refetch()
+        return source.refetch() if source is not None else None
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds until every source has a key set; True if they all do."""
@@ -439,6 +532,7 @@ class KeyRegistry:
             refresh_seconds=self._refresh,
             fetch_timeout=self._timeout,
             unknown_kid_cooldown=self._cooldown,
+            unknown_kid_wait=self._kid_wait,
             max_bytes=self._max_bytes,
             on_fetch=self._notify,
             changed=self._changed,

@@ -15,23 +15,28 @@ In order (the first that applies is used, and no other is consulted):
 from __future__ import annotations
 
 import datetime
-import functools
-import threading
+import sys
 import urllib.parse
 from dataclasses import dataclass
 
-from cachetools import LRUCache
 from cryptography import x509
 from cryptography.x509 import verification
 
 from authz.config import Settings
 from authz.errors import ConfigError, WorkloadRejected
+from authz.identity.cache import BoundedCache, deep_bytes, text_bytes
 from authz.identity.spiffe import workload_for
 from authz.model import Request, Workload
 
 __all__ = ["PeerCertificateVerifier", "PeerIdentifier", "XfccElement", "parse_xfcc"]
 
 _MAX_CHAIN = 8
+# Caches keyed by what the peer sends, bounded in bytes too (issue 10.2). A chain of _MAX_CHAIN
+# ordinary certificates, URL-encoded, is well under MAX_CACHED_PEM_BYTES.
+MAX_CACHED_PEM_BYTES = 64 * 1024
+CERTIFICATE_CACHE_BYTES = 8 * 1024 * 1024
+_MAX_CACHED_XFCC_BYTES = 16 * 1024
+_XFCC_CACHE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +51,26 @@ class _Verified:
 class PeerCertificateVerifier:
     """Verifies Envoy's URL-encoded peer certificate PEM against a CA bundle.
 
-    Results are cached by the exact PEM text (bounded LRU), so a long-lived connection's
+    Results are cached by the exact PEM text (LRU, bounded in entries and bytes; a PEM over
+    `MAX_CACHED_PEM_BYTES` is verified every time, never cached), so a long-lived connection's
     certificate is verified once, not on each of its requests.
     """
 
-    def __init__(self, ca_pem: bytes, *, cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        ca_pem: bytes,
+        *,
+        cache_size: int = 1024,
+        cache_bytes: int = CERTIFICATE_CACHE_BYTES,
+    ) -> None:
         try:
             roots = x509.load_pem_x509_certificates(ca_pem)
         except ValueError as error:
             raise ValueError(f"CA bundle holds no usable PEM certificate: {error}") from error
         self._store = verification.Store(roots)
-        self._cache: LRUCache[str, _Verified] = LRUCache(maxsize=cache_size)
-        self._lock = threading.Lock()
+        self._cache: BoundedCache[str, _Verified] = BoundedCache(
+            entries=cache_size, budget=cache_bytes, max_entry=MAX_CACHED_PEM_BYTES
+        )
 
     @classmethod
     def from_setting(cls, ca_bundle: str) -> PeerCertificateVerifier:
@@ -70,13 +83,13 @@ class PeerCertificateVerifier:
 
     def principal(self, encoded_pem: str, now: float) -> str:
         """The URI SAN (else first DNS SAN) of a certificate that verifies at `now`."""
-        with self._lock:
-            hit = self._cache.get(encoded_pem)
-        if hit is not None and hit.not_before <= now < hit.not_after:
-            return hit.principal
+        hit = self._cache.get(encoded_pem)
+        if hit is not None and hit.value.not_before <= now < hit.value.not_after:
+            return hit.value.principal
         verified = self._verify(encoded_pem, now)
-        with self._lock:
-            self._cache[encoded_pem] = verified
+        self._cache.put(
+            encoded_pem, verified, text_bytes(encoded_pem) + text_bytes(verified.principal)
+        )
         return verified.principal
 
     def _verify(self, encoded_pem: str, now: float) -> _Verified:
@@ -147,14 +160,32 @@ class XfccError(ValueError):
     """An x-forwarded-client-cert value that does not follow Envoy's format."""
 
 
-@functools.lru_cache(maxsize=1024)
+_xfcc_cache: BoundedCache[str, tuple[XfccElement, ...]] = BoundedCache(
+    entries=1024, budget=_XFCC_CACHE_BYTES, max_entry=_MAX_CACHED_XFCC_BYTES
+)
+
+
 def parse_xfcc(value: str) -> tuple[XfccElement, ...]:
     """Parse Envoy's x-forwarded-client-cert header.
 
     Format (Envoy docs, "x-forwarded-client-cert"): elements separated by `,`, key=value pairs
     separated by `;`; a value containing `,`, `;` or `=` is double-quoted, and inside quotes a
-    `"` is escaped as `\\"`. Cached (bounded): a connection sends the same value each time.
+    `"` is escaped as `\\"`. Cached (bounded in entries and bytes): a connection sends the
+    same value each time.
     """
+    hit = _xfcc_cache.get(value)
+    if hit is not None:
+        return hit.value
+    elements = _parse_xfcc(value)
+    # Weighed as parsed: `a=;a=;...` makes many small objects from a short text.
+    size = text_bytes(value) + sum(
+        sys.getsizeof(e) + deep_bytes(e.pairs, _MAX_CACHED_XFCC_BYTES) for e in elements
+    )
+    _xfcc_cache.put(value, elements, size)
+    return elements
+
+
+def _parse_xfcc(value: str) -> tuple[XfccElement, ...]:
     elements: list[XfccElement] = []
     pairs: list[tuple[str, str]] = []
     buffer: list[str] = []

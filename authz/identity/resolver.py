@@ -7,7 +7,13 @@ from typing import Any
 
 from authz.config import Settings
 from authz.errors import TokenRejected
-from authz.identity.jwt import JwtVerifier, KeyLookup, check_claims
+from authz.identity.jwt import (
+    TOKEN_CACHE_BYTES,
+    JwtVerifier,
+    KeyLookup,
+    KeyWait,
+    check_claims,
+)
 from authz.identity.lookup import find_token
 from authz.identity.peer import PeerIdentifier
 from authz.model import ANONYMOUS, Authentication, EndUser, Identity, Request
@@ -16,7 +22,8 @@ __all__ = ["IdentityResolver"]
 
 
 class IdentityResolver:
-    """Resolves both identities of a request. Thread-safe; never does network I/O.
+    """Resolves both identities of a request. Thread-safe; never does network I/O (the one wait
+    is for a key refetch, bounded, see `KeyWait`).
 
     With `settings.jwt_authn_metadata` set, claims that Envoy's jwt_authn filter verified
     (`request.jwt_metadata`) are taken as the verified token when their `iss` is one of the
@@ -32,25 +39,41 @@ class IdentityResolver:
         keys: KeyLookup,
         *,
         token_cache_size: int = 10_000,
+        token_cache_bytes: int = TOKEN_CACHE_BYTES,
         token_cache_ttl: float = 300.0,
     ) -> None:
         self._peer = PeerIdentifier(settings)
         self._metadata = settings.jwt_authn_metadata is not None
-        self.verifier = JwtVerifier(keys, cache_size=token_cache_size, cache_ttl=token_cache_ttl)
+        self.verifier = JwtVerifier(
+            keys,
+            cache_size=token_cache_size,
+            cache_bytes=token_cache_bytes,
+            cache_ttl=token_cache_ttl,
+        )
 
-    def resolve(self, request: Request, auth: Authentication, now: float) -> Identity:
+    def resolve(
+        self,
+        request: Request,
+        auth: Authentication,
+        now: float,
+        *,
+        wait: KeyWait = KeyWait.BLOCK,
+    ) -> Identity:
         """Workload from the peer, end user from a JWT.
 
         Raises TokenRejected (401, reason `jwt_*`) when a token is present but fails
-        verification, WorkloadRejected when a given peer certificate (or trusted XFCC) fails.
+        verification, WorkloadRejected when a given peer certificate (or trusted XFCC) fails,
+        KeysPending (with `wait=KeyWait.DEFER`) when the token's kid may come with a refetch.
         """
         workload = self._peer.workload(request, auth.trust_domains, now)
-        user = self._end_user(request, auth, now)
+        user = self._end_user(request, auth, now, wait)
         if workload is None and user is None:
             return ANONYMOUS
         return Identity(workload=workload, user=user)
 
-    def _end_user(self, request: Request, auth: Authentication, now: float) -> EndUser | None:
+    def _end_user(
+        self, request: Request, auth: Authentication, now: float, wait: KeyWait
+    ) -> EndUser | None:
         providers = auth.jwt_providers
         if not providers:
             # No provider for this host: a token is not ours to judge, the request is anonymous.
@@ -63,7 +86,12 @@ class IdentityResolver:
         if found is None:
             return None
         return self.verifier.verify(
-            found.token, providers, now, found_at=found.location, found_in=found.locations
+            found.token,
+            providers,
+            now,
+            found_at=found.location,
+            found_in=found.locations,
+            wait=wait,
         )
 
 

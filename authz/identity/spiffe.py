@@ -16,10 +16,11 @@ prefix patterns like `spiffe://td/ns/a/*` must not be matched by `spiffe://td/ns
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 
+from authz.identity.cache import BoundedCache, text_bytes
+from authz.identity.header_value import is_header_value
 from authz.model import Workload
 
 __all__ = ["SpiffeId", "parse_spiffe_id", "workload_for"]
@@ -41,12 +42,34 @@ class SpiffeId:
     service_account: str | None = None
 
 
-@functools.lru_cache(maxsize=4096)
-def parse_spiffe_id(text: str) -> SpiffeId | None:
-    """The SPIFFE ID in `text`, or None when `text` is not a valid SPIFFE ID.
+# Both caches below: the same few principals arrive on every request. Keyed by what a peer
+# sends, so bounded in bytes too (issue 10.2); a principal over the SPIFFE length limit is
+# never cached (nor ever valid).
+_CACHE_ENTRIES = 4096
+_CACHE_BYTES = 4 * 1024 * 1024
+_MAX_CACHED = 8 * 1024
+_parsed: BoundedCache[str, SpiffeId | None] = BoundedCache(
+    entries=_CACHE_ENTRIES, budget=_CACHE_BYTES, max_entry=_MAX_CACHED
+)
+_workloads: BoundedCache[tuple[str, frozenset[str] | None], Workload | None] = BoundedCache(
+    entries=_CACHE_ENTRIES, budget=_CACHE_BYTES, max_entry=_MAX_CACHED
+)
 
-    Cached (bounded): the same few principals arrive on every request.
-    """
+
+def parse_spiffe_id(text: str) -> SpiffeId | None:
+    """The SPIFFE ID in `text`, or None when `text` is not a valid SPIFFE ID. Cached."""
+    if len(text) > _MAX_LENGTH:
+        return None  # more characters than bytes allowed: never valid, never cached
+    hit = _parsed.get(text)
+    if hit is not None:
+        return hit.value
+    parsed = _parse(text)
+    # The ID and its parts are copies of the text: about three times its size.
+    _parsed.put(text, parsed, 3 * text_bytes(text))
+    return parsed
+
+
+def _parse(text: str) -> SpiffeId | None:
     if len(text.encode("utf-8", "surrogatepass")) > _MAX_LENGTH or not text.startswith(_PREFIX):
         return None
     rest = text[len(_PREFIX) :]
@@ -68,7 +91,6 @@ def parse_spiffe_id(text: str) -> SpiffeId | None:
     return SpiffeId(text, trust_domain, slash + path, namespace, service_account)
 
 
-@functools.lru_cache(maxsize=4096)
 def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Workload | None:
     """The workload a verified peer principal stands for, or None (unauthenticated).
 
@@ -77,15 +99,32 @@ def workload_for(principal: str, trust_domains: frozenset[str] | None) -> Worklo
     - Something that looks like a SPIFFE ID but is not valid: unauthenticated, always.
     - Any other principal (a DNS SAN, a subject): a Workload with only `principal` when no
       trust domains are configured; unauthenticated when they are, because such a peer
-      belongs to no trust domain and so to none of the allowed ones (fail closed).
+      belongs to no trust domain and so to none of the allowed ones (fail closed), and when it
+      could not be sent upstream as a header value (control characters).
 
-    Cached (bounded): Workload is immutable, and a host's trust domains are one frozenset.
+    Cached (bounded in entries and bytes): Workload is immutable, and a host's trust domains
+    are one frozenset (shared with the policy, so not weighed here).
     """
+    key = (principal, trust_domains)
+    hit = _workloads.get(key)
+    if hit is not None:
+        return hit.value
+    workload = _workload(principal, trust_domains)
+    # The Workload shares the principal string; its trust domain, namespace and account are
+    # copies of parts of it.
+    _workloads.put(key, workload, 2 * text_bytes(principal))
+    return workload
+
+
+def _workload(principal: str, trust_domains: frozenset[str] | None) -> Workload | None:
     if not principal:
         return None
     spiffe = parse_spiffe_id(principal)
     if spiffe is None:
         if trust_domains is not None or principal[:9].lower() == _PREFIX:
+            return None
+        if not is_header_value(principal):
+            # It would go upstream in the principal header, which Envoy would refuse.
             return None
         return Workload(principal=principal)
     # Trust domain names are case-insensitive (SPIFFE-ID section 2.1) and a valid ID's is

@@ -1,7 +1,7 @@
 """What a compiled rule looks at: one request and its identity, prepared once per check.
 
-Everything a rule might need more than once (the short principal, the parsed source IP, the
-first path segment) is computed here, so each compiled predicate is a lookup or a comparison.
+Everything a rule might need more than once (the parsed source IP, the first path segment)
+is computed here, so each compiled predicate is a lookup or a comparison.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from authz.model import Authentication, EndUser, Identity, Request, Workload
-from authz.policy.patterns import IPAddress, normalize_host, request_first_segment, short_principal
+from authz.policy.patterns import IPAddress, normalize_host, request_first_segment
 
 _UNSET: Any = object()
 
@@ -53,7 +53,7 @@ class RequestContext:
             if td is None or td.lower() not in tds:
                 workload = None
         self.workload: Workload | None = workload
-        self.principal = short_principal(workload.principal) if workload is not None else None
+        self.principal = workload.principal if workload is not None else None
         self.namespace = workload.namespace if workload is not None else None
         self.user: EndUser | None = identity.user
         self.request_principal = self.user.principal if self.user is not None else None

@@ -74,17 +74,20 @@ def string_patterns(patterns: Iterable[str]) -> StringPatterns:
 
 
 def principal_patterns(patterns: Iterable[str]) -> StringPatterns:
-    """Principal patterns, matched against `short_principal` of the workload.
+    """Principal patterns, matched against the workload's full principal.
 
-    `spiffe://td/ns/x/sa/y` and Istio's short form `td/ns/x/sa/y` must both match a SPIFFE
-    principal, so the `spiffe://` scheme is cut from patterns and from SPIFFE principals alike.
+    As in Istio, a pattern without a scheme is the short form of a SPIFFE ID: the exact value
+    `td/ns/x/sa/y` and the prefix `td/ns/x/*` stand for `spiffe://td/ns/x/sa/y` and
+    `spiffe://td/ns/x/*`, so they match only SPIFFE IDs, never a peer whose principal is the
+    bare text `td/ns/x/sa/y` (issue 10.3). `*suffix` and `*` are plain string patterns.
     """
-    return string_patterns(p[len(SPIFFE) :] if p.startswith(SPIFFE) else p for p in patterns)
+    return string_patterns(_spiffe_form(p) for p in patterns)
 
 
-def short_principal(principal: str) -> str:
-    """The form principal patterns are matched against (see `principal_patterns`)."""
-    return principal[len(SPIFFE) :] if principal.startswith(SPIFFE) else principal
+def _spiffe_form(pattern: str) -> str:
+    if pattern.startswith(("*", SPIFFE)):
+        return pattern
+    return SPIFFE + pattern
 
 
 # --- paths ----------------------------------------------------------------------------------

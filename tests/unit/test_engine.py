@@ -202,3 +202,32 @@ rules:
     else:
         assert dict(verdict.headers_to_set)["cookie"] == "theme=dark; lang=en"
     assert token not in json.dumps(verdict.headers_to_set)
+
+
+def test_claim_header_values_envoy_refuses_are_dropped(tmp_path: Path) -> None:
+    # One check (identity.is_header_value) for both: an iss/sub that cannot be a header refuses
+    # the token, another claim that cannot be one is not sent (its header is removed).
+    (tmp_path / "demo-jwks.json").write_text((REPO / "policies/demo-jwks.json").read_text())
+    (tmp_path / "p.yaml").write_text(
+        "authentication:\n"
+        "  jwt:\n"
+        f"    - issuer: {ISSUER}\n"
+        "      jwks_file: demo-jwks.json\n"
+        "      claims_to_headers: {sub: x-user-id, name: x-user-name, team: x-team}\n"
+        "rules: [{name: users, action: allow, from: [{issuers: ['" + ISSUER + "']}]}]\n"
+    )
+    engine, keys = make_engine(tmp_path)
+    try:
+        for bad in ("Mallory\x01", "Mallory\x7f", " Mallory", "Mallory\r\nx-admin: 1"):
+            token = demo_token(name=bad, team="blue")
+            verdict = engine.check(request("/", headers={"authorization": f"Bearer {token}"}))
+            assert verdict.decision.allowed, verdict.decision
+            sent = dict(verdict.headers_to_set)
+            assert sent["x-user-id"] == "alice" and sent["x-team"] == "blue"
+            assert "x-user-name" not in sent and "x-user-name" in verdict.headers_to_remove
+        token = demo_token(sub="alice\x01")
+        verdict = engine.check(request("/", headers={"authorization": f"Bearer {token}"}))
+        assert (verdict.decision.status, verdict.decision.reason) == (401, "jwt_invalid_claims")
+        assert verdict.headers_to_set == ()
+    finally:
+        keys.close()

@@ -564,3 +564,67 @@ def test_cached_token_not_accepted_by_another_hosts_providers(
     with pytest.raises(TokenRejected) as caught:
         setup.resolver.resolve(bearer(token), other, NOW)
     assert caught.value.reason == "jwt_unknown_issuer"
+
+
+# -- what goes into headers (issue 10.5) ----------------------------------------------------
+
+# Values Envoy refuses in a header (or would change: leading/trailing whitespace is trimmed by
+# parsers), and a lone surrogate, which cannot even be encoded.
+NOT_HEADER_SAFE = [
+    "alice\r\nx-evil: 1",
+    "alice\n",
+    "al\rice",
+    "al\x00ice",
+    "al\x01ice",
+    "al\x7fice",
+    "al\x1bice",
+    " alice",
+    "alice\t",
+    "al\ud800ice",
+]
+
+
+@pytest.mark.parametrize("subject", NOT_HEADER_SAFE)
+def test_subject_that_cannot_be_a_header_is_refused(
+    registries: Callable[..., KeyRegistry], subject: str
+) -> None:
+    key = make_key("ES256")
+    setup = Setup(registries, [key])
+    assert setup.reason(bearer(key.sign(good_claims(subject=subject)))) == "jwt_invalid_claims"
+
+
+@pytest.mark.parametrize("subject", NOT_HEADER_SAFE[:3])
+def test_metadata_subject_that_cannot_be_a_header_is_refused(
+    registries: Callable[..., KeyRegistry], subject: str
+) -> None:
+    resolver, auth = metadata_setup(registries)
+    with pytest.raises(TokenRejected) as caught:
+        resolver.resolve(
+            request(jwt_metadata={"jwt_payload": good_claims(subject=subject)}), auth, NOW
+        )
+    assert caught.value.reason == "jwt_invalid_claims"
+
+
+@pytest.mark.parametrize("subject", ["alice", "user 42", "jos\u00e9", "a\tb", "\u7528\u6237"])
+def test_header_safe_subjects_are_accepted(
+    registries: Callable[..., KeyRegistry], subject: str
+) -> None:
+    key = make_key("ES256")
+    identity = Setup(registries, [key]).resolve(bearer(key.sign(good_claims(subject=subject))))
+    assert identity.user is not None and identity.user.subject == subject
+
+
+def test_issuer_that_cannot_be_a_header_is_refused(registries: Callable[..., KeyRegistry]) -> None:
+    key = make_key("ES256")
+    issuer = "https://id.example.com/\x01"
+    provider = JwtProvider(issuer=issuer, jwks_json=jwks_json(key))
+    registry = registries()
+    registry.ensure([provider])
+    resolver = IdentityResolver(Settings(), registry)
+    with pytest.raises(TokenRejected) as caught:
+        resolver.resolve(
+            bearer(key.sign(claims(issuer, now=NOW))),
+            Authentication(jwt_providers=(provider,)),
+            NOW,
+        )
+    assert caught.value.reason == "jwt_invalid_claims"

@@ -85,3 +85,9 @@ def test_trust_domains_restrict() -> None:
 def test_broken_spiffe_is_never_a_workload(principal: str) -> None:
     # Not even without trust domains: a prefix rule like spiffe://td/ns/a/* must not match it.
     assert workload_for(principal, None) is None
+
+
+@pytest.mark.parametrize("principal", ["CN=a\r\nx-admin: 1", "front\x00end", " front", "x\x7f"])
+def test_principal_that_cannot_be_a_header_is_unauthenticated(principal: str) -> None:
+    # It would be sent upstream in x-authz-principal, a header Envoy would refuse (503).
+    assert workload_for(principal, None) is None

@@ -16,6 +16,7 @@ from .conftest import ANON, FRONTEND, ISSUER, ident, policy, req, user
 
 ALICE = user("alice")
 SHOP = ident(FRONTEND)
+BARE = ident("cluster.local/ns/shop/sa/frontend")  # not a SPIFFE ID: no scheme
 
 # (part, field, YAML values, request, identity, expected match)
 CASES: list[tuple[str, str, str, Request, Identity, bool]] = [
@@ -34,6 +35,14 @@ CASES: list[tuple[str, str, str, Request, Identity, bool]] = [
     ("from", "principals", "['*/sa/admin']", req(), SHOP, False),
     ("from", "principals", f"[{FRONTEND}]", req(), ANON, False),
     ("from", "principals", "[spiffe://other.td/ns/shop/sa/frontend]", req(), SHOP, False),
+    # The short form stands for `spiffe://...` (issue 10.3): a peer whose principal is the bare
+    # text `cluster.local/ns/...` (a URI SAN without scheme) is no SPIFFE ID and never matches
+    # it, exactly or by prefix; a `*suffix` pattern is a plain suffix, as in Istio.
+    ("from", "principals", "[cluster.local/ns/shop/sa/frontend]", req(), BARE, False),
+    ("from", "principals", "['cluster.local/ns/shop/*']", req(), BARE, False),
+    ("from", "principals", f"[{FRONTEND}]", req(), BARE, False),
+    ("from", "principals", "['*/sa/frontend']", req(), BARE, True),
+    ("from", "principals", "['*']", req(), BARE, True),
     # namespaces
     ("from", "namespaces", "[shop]", req(), SHOP, True),
     ("from", "namespaces", "[ops]", req(), SHOP, False),
