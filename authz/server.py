@@ -11,7 +11,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.config import Settings
-from authz.engine import DecisionIds, Engine
+from authz.engine import Engine, new_decision_id
 from authz.errors import AuthzError
 from authz.model import Request, Verdict
 from authz.wire.inbound import to_request
@@ -39,7 +39,6 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     engine: Engine
     settings: Settings
     observers: Sequence[Observer] = ()
-    _fallback_ids: DecisionIds = field(default_factory=DecisionIds)
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
@@ -63,7 +62,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 verdict = self.engine.check(request)
             response = to_check_response(verdict)
         except Exception:
-            decision_id = self._fallback_ids()
+            decision_id = new_decision_id()
             log.exception("check failed; denied (decision %s)", decision_id)
             return internal_error_response(decision_id)
         elapsed = time.perf_counter() - started
