@@ -146,15 +146,15 @@ class Health:
 class RpcRecorder(Protocol):
     """One method's gRPC metrics (`authz.observe.metrics.RpcMetrics` fits)."""
 
-    def started(self) -> None: ...
-
     def handled(self, code: str, seconds: float) -> None: ...
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """go-grpc-prometheus's server metrics for every registered method: started, handled by
-    status code, and handling time. Unknown methods are not counted (gRPC answers UNIMPLEMENTED
-    before any handler), which keeps the label set as small as the services served.
+    """go-grpc-prometheus's server metrics for every registered method: handled by status code,
+    and handling time (`grpc_server_started_total` is left out: it is `handled` plus the calls
+    in flight, and counting it would cost a lock per call). Unknown methods are not counted
+    (gRPC answers UNIMPLEMENTED before any handler), so the label set is as small as the
+    services served.
 
     `metrics(grpc_type, "/pkg.Service/Method")` gives the recorder of one method; wrapped
     handlers are kept per method, so a call pays one dict lookup here, not a label lookup.
@@ -211,7 +211,6 @@ def _measure(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            recorder.started()
             started = time.perf_counter()
             code = "OK"
             try:
@@ -226,13 +225,14 @@ def _measure(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..
 
         return stream
 
+    is_coroutine = inspect.iscoroutinefunction(behavior)
+
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        recorder.started()
         started = time.perf_counter()
         code = "OK"
         try:
             result = behavior(request, context)
-            if inspect.isawaitable(result):
+            if is_coroutine:
                 result = await result
             code = _code_of(context, None)
             return result
@@ -247,16 +247,17 @@ def _measure(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..
 
 def _code_of(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
     """The status code an RPC ended with, as a `grpc.StatusCode` name."""
-    if isinstance(error, asyncio.CancelledError):
-        return str(grpc.StatusCode.CANCELLED.name)
     code = context.code()
+    if code is None:
+        # Set by neither the handler nor an abort: OK when it returned; when it raised,
+        # CANCELLED for a cancelled call, else UNKNOWN (what grpc sends for an exception).
+        if error is None:
+            return "OK"
+        return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
-    if isinstance(code, int) and not isinstance(code, bool):  # some versions keep the number
-        return next((str(c.name) for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
-    # Set by neither the handler nor an abort: OK when it returned, UNKNOWN when it raised
-    # (what grpc sends for an unexpected exception).
-    return "OK" if error is None else "UNKNOWN"
+    # Some grpc versions keep the number.
+    return next((str(c.name) for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
 
 
 async def run_until_signalled(
