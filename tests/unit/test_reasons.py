@@ -25,8 +25,8 @@ PACKAGE = Path(authz.__file__).parent
 
 def _literal_codes() -> dict[str, str]:
     """Every reason code written as a literal in the package: `reason="..."` keywords,
-    `reason = "..."` class attributes and `_reject("...", ...)` calls (the PyJWT mapping)
-    -> where it is written."""
+    `reason = "..."` class attributes, `{"reason": "..."}` and `_reject("...", ...)` calls (the
+    PyJWT mapping) -> where it is written."""
     found: dict[str, str] = {}
     for path in PACKAGE.rglob("*.py"):
         if "_proto" in path.parts:
@@ -39,6 +39,12 @@ def _literal_codes() -> dict[str, str]:
                 func = node.func
                 if isinstance(func, ast.Name) and func.id == "_reject" and node.args:
                     values.append(node.args[0])
+            elif isinstance(node, ast.Dict):  # {"reason": "internal_error", ...}
+                values += [
+                    v
+                    for k, v in zip(node.keys, node.values, strict=True)
+                    if isinstance(k, ast.Constant) and k.value == "reason"
+                ]
             elif isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "reason" for t in node.targets
             ):
@@ -65,7 +71,7 @@ def _error_classes() -> list[type[AuthzError]]:
 def test_the_scan_finds_the_codes_it_must() -> None:
     # The scan itself must see the raise sites, or the next test proves nothing.
     codes = _literal_codes()
-    for known in ("jwt_bad_signature", "jwt_malformed", "jwt_unknown_kid", "xfcc_invalid"):
+    for known in ("jwt_bad_signature", "jwt_unknown_kid", "xfcc_invalid", "internal_error"):
         assert known in codes
 
 
