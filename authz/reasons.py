@@ -45,7 +45,8 @@ class Reason(StrEnum):
     INVALID_PATH = "invalid_path", 400, "the path cannot be normalized without guessing"
     INVALID_HOST = "invalid_host", 400, "the host is not a valid host name, IP literal or port"
     INVALID_METHOD = "invalid_method", 400, "the method is not an upper-case HTTP token"
-    REQUEST_TOO_LARGE = "request_too_large", 431, "an attribute is over a configured limit"
+    REQUEST_TOO_LARGE = "request_too_large", 431, "over the configured header or path bounds"
+    ATTRIBUTE_TOO_LARGE = "attribute_too_large", 400, "another attribute over its configured bound"
 
     # -- end-user tokens (authz.identity.jwt, lookup, resolver): all 401 -------------------------
     JWT_INVALID = "jwt_invalid", 401, "the token failed verification"
