@@ -142,11 +142,12 @@ async def serve(
     Policies reload on SIGHUP and, with `watch`, when the policy directory changes."""
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
     server, health = build_server(app.service, listen, interceptors=interceptors)
+    # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
+    await health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
     await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=watch, polling=poll_policies)
-    await health.set_phase(Phase.STARTING)
     log.info("listening on %s", ", ".join(listen))
     # The pure-Python protobuf backend is several times slower per check; say which one runs.
     from google.protobuf.internal import api_implementation
