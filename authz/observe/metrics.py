@@ -108,7 +108,7 @@ class FetchOutcome(Protocol):
 
 
 class KeyFacts(Protocol):
-    """What the metrics read about one key source (`authz.identity.KeyState` fits)."""
+    """What the metrics read about one key source (`authz.identity.keys.KeyState` fits)."""
 
     @property
     def issuer(self) -> str: ...
