@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
 from authz.server import (
     AuthorizationService,
+    MetricsInterceptor,
     Observer,
+    Phase,
     build_server,
     run_until_signalled,
 )
@@ -40,19 +43,16 @@ class App:
     # Started by serve() (or by the caller) with start_admin(); None without settings.admin.
     admin: AdminServer | None = None
 
-    def start_admin(self, serving: Callable[[], bool] = lambda: True) -> AdminServer | None:
+    def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
-        `serving` False makes /readyz 503 (starting, or draining on shutdown)."""
+        /readyz is 200 exactly when `phase()` is "serving" (`Health.phase`)."""
         if self.settings.admin is None or self.admin is not None:
             return self.admin
-        store, keys = self.store, self.keys
         admin = AdminServer(
             self.settings.admin,
             metrics=self.metrics.render if self.metrics is not None else None,
             metrics_content_type=METRICS_CONTENT_TYPE,
-            readiness=readiness_check(
-                lambda: store.current, keys.status, draining=lambda: not serving()
-            ),
+            readiness=readiness_check(phase, self.keys.status),
         )
         admin.start()
         self.admin = admin
@@ -77,6 +77,8 @@ def build_app(settings: Settings) -> App:
     metrics = Metrics(
         policy=lambda: store.current,
         decision_log_dropped=(lambda: decision_log.dropped) if decision_log is not None else None,
+        key_states=lambda: keys.states(),
+        policy_loaded_at=time.time(),
     )
     # The metrics listen before the first fetch, so the start-up JWKS loads are counted too.
     keys = KeyRegistry(on_fetch=metrics.record_fetch)
@@ -134,15 +136,18 @@ async def serve(
     watch: bool = True,
     poll_policies: bool = False,
 ) -> None:
-    """Serve until signalled. Readiness (gRPC health SERVING) waits for the first key set of
-    every JWT provider, or `key_wait_seconds`, then serves with what it has and says so.
+    """Serve until signalled. Readiness (gRPC health SERVING and /readyz 200, one truth:
+    `Health.phase`) waits for the first key set of every JWT provider, or `key_wait_seconds`,
+    then serves with what it has and logs each provider still without keys.
     Policies reload on SIGHUP and, with `watch`, when the policy directory changes."""
-    server, health = build_server(app.service, listen)
-    app.start_admin(lambda: health.serving)
+    interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
+    server, health = build_server(app.service, listen, interceptors=interceptors)
+    # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
+    await health.set_phase(Phase.STARTING)
+    app.start_admin(lambda: health.phase)
     await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=watch, polling=poll_policies)
-    await health.set(False)
     log.info("listening on %s", ", ".join(listen))
     # The pure-Python protobuf backend is several times slower per check; say which one runs.
     from google.protobuf.internal import api_implementation
@@ -150,8 +155,16 @@ async def serve(
     log.info("protobuf backend: %s", api_implementation.Type())
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
     if not ready:
-        log.warning("serving without every JWT key set: %s", app.keys.status())
-    await health.set(True)
+        for state in app.keys.states():
+            if state.loaded_at is None:
+                log.warning(
+                    "serving without keys for JWT issuer %s (%s after %gs): its tokens are "
+                    "refused with 401 jwt_keys_unavailable until its keys load",
+                    state.issuer,
+                    state.error or state.state,
+                    key_wait_seconds,
+                )
+    await health.set_phase(Phase.SERVING)
     try:
         await run_until_signalled(
             server,

@@ -8,7 +8,6 @@ so a reload in flight never mixes two sets.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -21,19 +20,20 @@ from authz.model import ANONYMOUS, Decision, Identity, Request, Verdict
 from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
 
 
-class DecisionIds:
-    """Unique, cheap decision ids: a random per-process prefix and a counter.
-
-    uuid4 per check costs more than the rest of a cached check; uniqueness across replicas comes
-    from the 48-bit random prefix, order within a process from the counter.
+def new_decision_id(_urandom: Callable[[int], bytes] = os.urandom) -> str:
+    """A random UUIDv7 (RFC 9562 section 5.7): 48 bits of Unix milliseconds, then 74 random
+    bits. Unique across replicas without coordination, sortable by time, and it tells a client
+    nothing about how many checks the process answered (a counter would). About 1 us: os.urandom
+    is a syscall but thread-safe, which a buffered random pool shared by threads would not be.
     """
+    ms = f"{time.time_ns() // 1_000_000:012x}"
+    rand = _urandom(10)
+    h = rand.hex()
+    # version nibble 7; variant bits 10 (one of 8, 9, a, b) followed by 62 random bits
+    return f"{ms[:8]}-{ms[8:]}-7{h[:3]}-{_VARIANT[rand[9] & 3]}{h[3:6]}-{h[6:18]}"
 
-    def __init__(self) -> None:
-        self._prefix = os.urandom(6).hex()
-        self._counter = itertools.count(1)
 
-    def __call__(self) -> str:
-        return f"{self._prefix}-{next(self._counter):x}"
+_VARIANT = "89ab"
 
 
 def rejection(error: AuthzError) -> Decision:
@@ -78,7 +78,7 @@ class Engine:
         self._resolver = resolver
         self._headers = headers
         self._clock = clock
-        self._new_id = decision_ids or DecisionIds()
+        self._new_id = decision_ids or new_decision_id
 
     def check(self, request: Request, *, wait: KeyWait = KeyWait.BLOCK) -> Verdict:
         """Decide `request`. Every refusal is a Verdict; raises nothing but programming errors,

@@ -1,58 +1,60 @@
-"""One root error. Every error that can decide a request carries a stable reason code and the
-HTTP status it stands for; the same code goes to the decision log, the metric label and Envoy's
-dynamic metadata. Foreign exceptions (PyJWT, YAML, gRPC) are translated into these in the one
-module that uses the library, chained with `raise ... from`.
+"""One root error. Every error that can decide a request carries a stable reason code
+(`authz.reasons.Reason`, which also gives the HTTP status it stands for); the same code goes to
+the decision log, the metric label and Envoy's dynamic metadata. Foreign exceptions (PyJWT, YAML,
+gRPC) are translated into these in the one module that uses the library, chained with
+`raise ... from`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz.reasons import Reason
+
 
 class AuthzError(Exception):
-    """Root of every error this service raises on purpose."""
+    """Root of every error this service raises on purpose. `reason` must be a code of the
+    table (a made-up one raises ValueError here, so it cannot reach a log or a metric)."""
 
-    reason: str = "internal_error"
-    status: int = 403
+    reason: Reason = Reason.INTERNAL_ERROR
 
-    def __init__(self, message: str = "", *, reason: str | None = None, status: int | None = None):
-        super().__init__(message or (reason or self.reason))
+    def __init__(self, message: str = "", *, reason: str | None = None):
         if reason is not None:
-            self.reason = reason
-        if status is not None:
-            self.status = status
+            self.reason = Reason.of(reason)
+        super().__init__(message or self.reason.value)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status the reason stands for."""
+        return self.reason.status
 
 
 class BadRequest(AuthzError):
     """The request cannot be judged safely: denied with 400."""
 
-    reason = "bad_request"
-    status = 400
+    reason = Reason.BAD_REQUEST
 
 
 class InvalidPath(BadRequest):
-    reason = "invalid_path"
+    reason = Reason.INVALID_PATH
 
 
 class RequestTooLarge(BadRequest):
     """Over a configured limit (header count or size, path length)."""
 
-    reason = "request_too_large"
-    status = 431
+    reason = Reason.REQUEST_TOO_LARGE
 
 
 class TokenRejected(AuthzError):
     """A JWT was present and failed verification: denied at once with 401."""
 
-    reason = "jwt_invalid"
-    status = 401
+    reason = Reason.JWT_INVALID
 
 
 class WorkloadRejected(AuthzError):
     """The peer certificate was given but could not be verified."""
 
-    reason = "peer_certificate_invalid"
-    status = 403
+    reason = Reason.PEER_CERTIFICATE_INVALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ class Problem:
 class PolicyError(AuthzError):
     """A policy set that cannot be used, with every problem found."""
 
-    reason = "invalid_policy"
+    reason = Reason.INVALID_POLICY
 
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.message))
@@ -80,4 +82,4 @@ class PolicyError(AuthzError):
 class ConfigError(AuthzError):
     """The service's own configuration is unusable (flags, config file, environment)."""
 
-    reason = "invalid_config"
+    reason = Reason.INVALID_CONFIG

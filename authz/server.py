@@ -7,11 +7,14 @@ into an allow: an unexpected exception is logged and answered with a deny.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.config import Settings
-from authz.engine import DecisionIds, Engine
+from authz.engine import Engine, new_decision_id
 from authz.errors import AuthzError
 from authz.identity import KeysPending, KeyWait
 from authz.model import Request, Verdict
@@ -40,7 +43,6 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     engine: Engine
     settings: Settings
     observers: Sequence[Observer] = ()
-    _fallback_ids: DecisionIds = field(default_factory=DecisionIds)
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
@@ -75,7 +77,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except KeysPending:
             raise  # not a failure: Check awaits the refetch and asks again
         except Exception:
-            decision_id = self._fallback_ids()
+            decision_id = new_decision_id()
             log.exception("check failed; denied (decision %s)", decision_id)
             return internal_error_response(decision_id)
         elapsed = time.perf_counter() - started
@@ -88,17 +90,21 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
 
 def build_server(
-    service: AuthorizationService, listen: Sequence[str]
+    service: AuthorizationService,
+    listen: Sequence[str],
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, Health]:
     """A grpc.aio server with Check, health and reflection bound to every `listen` address
     (`host:port` or `unix:/path`)."""
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             # Envoy keeps few long-lived HTTP/2 connections; let each carry many streams.
             ("grpc.max_concurrent_streams", 1024),
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_state = Health()
@@ -117,24 +123,153 @@ def build_server(
     return server, health_state
 
 
+class Phase(StrEnum):
+    """Where the server is in its life. Only SERVING is ready."""
+
+    STARTING = "starting"  # listening, waiting for the first key sets (or their grace)
+    SERVING = "serving"
+    DRAINING = "draining"  # shutting down: in-flight checks finish, new ones go elsewhere
+
+
 class Health:
-    """gRPC health (`grpc.health.v1`) for the whole server and for Authorization, and whether it
-    says SERVING: the admin endpoint's /readyz reads `serving` so both always agree (NOT_SERVING
-    while keys load and from the moment shutdown starts)."""
+    """The one readiness truth. gRPC health (`grpc.health.v1`, for the whole server and for
+    Authorization) says SERVING exactly when `phase` is SERVING, and the admin endpoint's
+    /readyz reads `phase` too, so the two always agree."""
 
     def __init__(self) -> None:
         self.servicer = health.aio.HealthServicer()
-        self.serving = False
+        self.phase = Phase.STARTING
 
-    async def set(self, serving: bool) -> None:
-        self.serving = serving
+    @property
+    def serving(self) -> bool:
+        return self.phase is Phase.SERVING
+
+    async def set_phase(self, phase: Phase) -> None:
+        self.phase = phase
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if serving
+            if phase is Phase.SERVING
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", AUTHORIZATION_SERVICE):
             await self.servicer.set(name, status)
+
+
+class RpcRecorder(Protocol):
+    """One method's gRPC metrics (`authz.observe.metrics.RpcMetrics` fits)."""
+
+    def handled(self, code: str, seconds: float) -> None: ...
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """go-grpc-prometheus's server metrics for every registered method: handled by status code,
+    and handling time (`grpc_server_started_total` is left out: it is `handled` plus the calls
+    in flight, and counting it would cost a lock per call). Unknown methods are not counted
+    (gRPC answers UNIMPLEMENTED before any handler), so the label set is as small as the
+    services served.
+
+    `metrics(grpc_type, "/pkg.Service/Method")` gives the recorder of one method; wrapped
+    handlers are kept per method, so a call pays one dict lookup here, not a label lookup.
+    """
+
+    def __init__(self, metrics: Callable[[str, str], RpcRecorder]) -> None:
+        self._metrics = metrics
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler  # unknown method: UNIMPLEMENTED, not counted
+            # Registered handlers are fixed objects, so one wrap per method serves every call.
+            wrapped = self._handlers[method] = _measured(handler, method, self._metrics)
+        return wrapped
+
+
+def _measured(
+    handler: grpc.RpcMethodHandler, method: str, metrics: Callable[[str, str], RpcRecorder]
+) -> grpc.RpcMethodHandler:
+    streaming_in, streaming_out = handler.request_streaming, handler.response_streaming
+    grpc_type = (
+        ("bidi_stream" if streaming_out else "client_stream")
+        if streaming_in
+        else ("server_stream" if streaming_out else "unary")
+    )
+    recorder = metrics(grpc_type, method)
+    kind = {
+        (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    }
+    attribute, make = kind[(streaming_in, streaming_out)]
+    behavior = getattr(handler, attribute)
+    return make(
+        _measure(behavior, recorder),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _measure(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..., Any]:
+    """`behavior` (a coroutine function, an async generator function or a plain function, as
+    grpc.aio allows) with its start, status code and duration recorded."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                async for message in behavior(request, context):
+                    yield message
+                code = _code_of(context, None)
+            except BaseException as error:
+                code = _code_of(context, error)
+                raise
+            finally:
+                recorder.handled(code, time.perf_counter() - started)
+
+        return stream
+
+    is_coroutine = inspect.iscoroutinefunction(behavior)
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            result = behavior(request, context)
+            if is_coroutine:
+                result = await result
+            code = _code_of(context, None)
+            return result
+        except BaseException as error:
+            code = _code_of(context, error)
+            raise
+        finally:
+            recorder.handled(code, time.perf_counter() - started)
+
+    return call
+
+
+def _code_of(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The status code an RPC ended with, as a `grpc.StatusCode` name."""
+    code = context.code()
+    if code is None:
+        # Set by neither the handler nor an abort: OK when it returned; when it raised,
+        # CANCELLED for a cancelled call, else UNKNOWN (what grpc sends for an exception).
+        if error is None:
+            return "OK"
+        return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    # Some grpc versions keep the number.
+    return next((str(c.name) for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
 
 
 async def run_until_signalled(
@@ -154,6 +289,6 @@ async def run_until_signalled(
     await stop.wait()
     log.info("stopping: letting in-flight checks finish (up to %.0fs)", grace_seconds)
     # Tell health checkers first so Envoy shifts traffic before the listener goes away.
-    await health_state.set(False)
+    await health_state.set_phase(Phase.DRAINING)
     await server.stop(grace_seconds)
     log.info("stopped")

@@ -39,6 +39,7 @@ __all__ = [
     "UNKNOWN_KID_WAIT_SECONDS",
     "FetchResult",
     "KeyRegistry",
+    "KeyState",
     "Refetch",
     "SourceKey",
     "source_key",
@@ -140,6 +141,22 @@ class Refetch:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """One key source as readiness, metrics and logs see it.
+
+    `state`: "ready" (keys loaded, the last attempt succeeded), "stale" (the last attempt failed;
+    the last good keys still verify), "pending" (no attempt finished yet) or "unavailable" (no
+    keys: the provider's tokens are refused with `jwt_keys_unavailable`). `loaded_at`: wall-clock
+    time the keys in use were loaded, None without keys.
+    """
+
+    issuer: str
+    state: str
+    loaded_at: float | None
+    error: str | None
 
 
 class _Fetcher:
@@ -265,6 +282,7 @@ class _Source:
         self._last_kid_refetch: float | None = None
         self.key_set: KeySet | None = None
         self.error: str | None = None
+        self.loaded_at: float | None = None  # time.time() of the load that gave key_set
         self._thread: threading.Thread | None = None
         # Inline keys never change: parse them now, no thread. A file is read once now (this is
         # start-up or reload, not the request path) and re-read in the background.
@@ -312,10 +330,16 @@ class _Source:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def status(self) -> str:
+    def state(self) -> KeyState:
         if self.key_set is not None:
-            return "ready" if self.error is None else f"stale: {self.error}"
-        return "pending" if self.error is None else f"unavailable: {self.error}"
+            name = "ready" if self.error is None else "stale"
+        else:
+            name = "pending" if self.error is None else "unavailable"
+        return KeyState(self.issuer, name, self.loaded_at, self.error)
+
+    def status(self) -> str:
+        state = self.state()
+        return state.state if state.error is None else f"{state.state}: {state.error}"
 
     def _run(self) -> None:
         # A file read synchronously by `start` is not read again at once.
@@ -357,6 +381,7 @@ class _Source:
         with self._changed:
             self.key_set = key_set
             self.error = None
+            self.loaded_at = time.time()
             self._changed.notify_all()
         if key_set.skipped:
             log.warning("JWKS for %s: skipped keys: %s", self.issuer, "; ".join(key_set.skipped))
@@ -486,6 +511,12 @@ class KeyRegistry:
                 f"{result[source.issuer]}; {text}" if source.issuer in result else text
             )
         return result
+
+    def states(self) -> list[KeyState]:
+        """Every key source's state (for readiness and metrics); never blocks on a fetch."""
+        with self._changed:
+            sources = list(self._sources.values())
+        return [source.state() for source in sources]
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every fetcher thread (waiting up to `timeout` seconds for each to finish)."""

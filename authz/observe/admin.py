@@ -15,47 +15,38 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger("authz.admin")
 
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    """Whether the service should get traffic, and if not, what is missing."""
+    """Whether the service should get traffic, where it is in its life, and the JWT providers
+    whose keys are not all fresh (issuer -> state), listed whether ready or not."""
 
     ready: bool
-    missing: Mapping[str, Any] = field(default_factory=dict)
-
-
-class _Policies(Protocol):
-    @property
-    def revision(self) -> str: ...
+    phase: str = "serving"
+    jwks: Mapping[str, str] = field(default_factory=dict)
 
 
 def readiness_check(
-    policy: Callable[[], _Policies | None],
-    key_status: Callable[[], Mapping[str, str]],
-    *,
-    draining: Callable[[], bool] = lambda: False,
+    phase: Callable[[], str], key_status: Callable[[], Mapping[str, str]]
 ) -> Callable[[], Readiness]:
-    """Ready when a policy set is loaded, every JWT provider has keys (`KeyRegistry.status()`
-    says "ready" or "stale": stale keys still verify) and the service is not draining."""
+    """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
+    gRPC health answers from, so /readyz and gRPC health cannot disagree.
+
+    Key sets decide readiness only at start (the server serves once every provider has keys or
+    the start-up grace ran out). After that, a provider without keys does not make the pod
+    unready: its tokens are refused (401 `jwt_keys_unavailable`), every other route (mTLS,
+    public, other issuers) is still served, and restarting or removing the pod would not bring
+    the IdP back. Such providers are listed under `jwks` (and in the `authz_jwks_state` metric).
+    """
 
     def check() -> Readiness:
-        missing: dict[str, Any] = {}
-        if policy() is None:
-            missing["policies"] = "not loaded"
-        keys = {
-            issuer: status
-            for issuer, status in key_status().items()
-            if not all(part.strip().startswith(("ready", "stale")) for part in status.split(";"))
-        }
-        if keys:
-            missing["jwks"] = keys
-        if draining():
-            missing["draining"] = True
-        return Readiness(not missing, missing)
+        current = phase()
+        keys = {issuer: status for issuer, status in key_status().items() if status != "ready"}
+        return Readiness(current == "serving", current, keys)
 
     return check
 
@@ -130,10 +121,9 @@ class AdminServer:
             return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/readyz":
             state = self._readiness()
-            body = {
-                "ready": state.ready,
-                **({"missing": dict(state.missing)} if not state.ready else {}),
-            }
+            body: dict[str, Any] = {"ready": state.ready, "phase": state.phase}
+            if state.jwks:
+                body["jwks"] = dict(state.jwks)
             return (200 if state.ready else 503), "application/json", _json(body)
         if path == "/metrics" and self._metrics is not None:
             return 200, self._content_type, self._metrics()

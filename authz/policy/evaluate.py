@@ -18,9 +18,10 @@ from authz.model import Decision, Identity, Request, ShadowMatch
 from authz.policy.compiler import HostPolicy
 from authz.policy.context import RequestContext
 from authz.policy.rules import CompiledRule
+from authz.reasons import Reason
 
-NO_MATCHING_RULE = "no_matching_rule"
-NO_POLICY_FOR_HOST = "no_policy_for_host"
+NO_MATCHING_RULE = Reason.NO_MATCHING_RULE
+NO_POLICY_FOR_HOST = Reason.NO_POLICY_FOR_HOST
 BEARER_CHALLENGE = "Bearer"
 
 _NO_POLICY = Decision(allowed=False, status=403, reason=NO_POLICY_FOR_HOST)

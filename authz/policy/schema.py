@@ -20,27 +20,13 @@ from authz.errors import Problem
 from authz.model import JwtProvider, TokenLocation
 from authz.policy import patterns as pat
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml, to_plain
+from authz.reasons import CODES
 
 ACTIONS = ("allow", "deny", "audit")
 
 # Reason codes the service itself uses: a rule with one of these names would be
 # indistinguishable from them in the decision log and metrics.
-RESERVED_NAMES = frozenset(
-    {
-        "no_matching_rule",
-        "no_policy_for_host",
-        "invalid_path",
-        "bad_request",
-        "request_too_large",
-        "jwt_invalid",
-        "jwt_expired",
-        "jwt_missing",
-        "peer_certificate_invalid",
-        "internal_error",
-        "invalid_policy",
-        "invalid_config",
-    }
-)
+RESERVED_NAMES = CODES
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 # RFC 7518 section 3.1 plus EdDSA (RFC 8037) and ES256K (RFC 8812). "none" is never accepted.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import jwt
@@ -92,6 +93,24 @@ def test_workload_allowed_with_identity_headers(shop: Engine) -> None:
 def test_decision_ids_are_unique(shop: Engine) -> None:
     ids = {shop.check(request("/api/orders", principal=FRONTEND)).decision_id for _ in range(1000)}
     assert len(ids) == 1000
+
+
+def test_decision_ids_are_random_uuidv7_and_reveal_no_counter(shop: Engine) -> None:
+    # A client sees its decision id in the deny body: consecutive ids must not tell it how many
+    # checks the process answered in between (a shared prefix plus a counter did).
+    before = time.time_ns() // 1_000_000
+    ids = [shop.check(request("/api/orders", principal=FRONTEND)).decision_id for _ in range(200)]
+    after = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(str(u) == i for u, i in zip(parsed, ids, strict=True))  # canonical spelling
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(before <= u.int >> 80 <= after for u in parsed)  # RFC 9562 unix_ts_ms prefix
+    random_parts = [u.int & ((1 << 62) - 1) for u in parsed]  # rand_b
+    assert len(set(random_parts)) == len(random_parts)
+    # No counter: the random parts are not ordered the way the checks were.
+    assert random_parts != sorted(random_parts)
+    # The suffixes do not share a per-process prefix either.
+    assert len({i[-12:-8] for i in ids}) > 100
 
 
 def test_jwt_user_allowed_with_claims_to_headers(shop: Engine) -> None:

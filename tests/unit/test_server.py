@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -13,7 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.app import App, build_app
 from authz.config import Settings
-from authz.server import AUTHORIZATION_SERVICE, build_server
+from authz.observe.metrics import Metrics
+from authz.server import AUTHORIZATION_SERVICE, MetricsInterceptor, Phase, build_server
 
 REPO = Path(__file__).resolve().parents[2]
 FRONTEND = "spiffe://cluster.local/ns/shop/sa/frontend"
@@ -39,7 +41,7 @@ async def channel(app: App, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     address = f"unix:{tmp_path / 'authz.sock'}"
     server, health = build_server(app.service, [address])
     await server.start()
-    await health.set(True)
+    await health.set_phase(Phase.SERVING)
     async with grpc.aio.insecure_channel(address) as open_channel:
         yield open_channel
     await server.stop(None)
@@ -97,19 +99,82 @@ def test_an_observer_that_fails_changes_nothing(app: App) -> None:
 
 
 async def test_health_state_is_what_grpc_health_says(app: App, tmp_path: Path) -> None:
-    """/readyz reads Health.serving; it must always match what gRPC health answers."""
+    """/readyz reads Health.phase; it must always match what gRPC health answers."""
     address = f"unix:{tmp_path / 'h.sock'}"
     server, health = build_server(app.service, [address])
     await server.start()
+    assert health.phase is Phase.STARTING and not health.serving
     try:
         async with grpc.aio.insecure_channel(address) as open_channel:
             stub = health_pb2_grpc.HealthStub(open_channel)
-            for serving in (False, True, False):
-                await health.set(serving)
+            for phase in (Phase.STARTING, Phase.SERVING, Phase.DRAINING):
+                await health.set_phase(phase)
                 answer = await stub.Check(
                     health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE)
                 )
-                assert health.serving is serving
-                assert (answer.status == health_pb2.HealthCheckResponse.SERVING) is serving
+                assert health.serving is (phase is Phase.SERVING)
+                assert (answer.status == health_pb2.HealthCheckResponse.SERVING) is health.serving
     finally:
         await server.stop(None)
+
+
+async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = Metrics()
+    address = f"unix:{tmp_path / 'm.sock'}"
+    server, health = build_server(
+        app.service, [address], interceptors=[MetricsInterceptor(metrics.rpc)]
+    )
+    await server.start()
+    await health.set_phase(Phase.SERVING)
+    try:
+        async with grpc.aio.insecure_channel(address) as open_channel:
+            check = external_auth_pb2_grpc.AuthorizationStub(open_channel)
+            for path in ("/api/orders", "/admin/x", "/api/orders"):
+                await check.Check(check_request(path))
+            health_stub = health_pb2_grpc.HealthStub(open_channel)
+            await health_stub.Check(health_pb2.HealthCheckRequest(service=""))
+            with pytest.raises(grpc.aio.AioRpcError) as info:  # aborted: NOT_FOUND
+                await health_stub.Check(health_pb2.HealthCheckRequest(service="nope"))
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            reflection_stub = reflection_pb2_grpc.ServerReflectionStub(open_channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            async for _ in reflection_stub.ServerReflectionInfo(iter([request])):
+                pass
+            with pytest.raises(grpc.aio.AioRpcError):  # unknown method: not counted
+                await open_channel.unary_unary("/no.Such/Method")(b"")
+    finally:
+        await server.stop(None)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name.startswith("grpc_server_")
+    }
+
+    def labels(grpc_type: str, service: str, method: str, **more: str) -> tuple[Any, ...]:
+        return tuple(
+            sorted(
+                {
+                    "grpc_type": grpc_type,
+                    "grpc_service": service,
+                    "grpc_method": method,
+                    **more,
+                }.items()
+            )
+        )
+
+    auth = ("unary", AUTHORIZATION_SERVICE, "Check")
+    health_check = ("unary", "grpc.health.v1.Health", "Check")
+    info_stream = (
+        "bidi_stream",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+    )
+    assert samples[("grpc_server_handled_total", labels(*auth, grpc_code="OK"))] == 3
+    assert samples[("grpc_server_handling_seconds_count", labels(*auth))] == 3
+    assert samples[("grpc_server_handled_total", labels(*health_check, grpc_code="OK"))] == 1
+    assert samples[("grpc_server_handled_total", labels(*health_check, grpc_code="NOT_FOUND"))] == 1
+    assert samples[("grpc_server_handled_total", labels(*info_stream, grpc_code="OK"))] == 1
+    assert not [k for k in samples if "no.Such" in str(k)]

@@ -50,11 +50,19 @@ def test_healthz_metrics_and_404(admin: AdminServer) -> None:
 
 def test_readyz_follows_readiness(admin: AdminServer, state: dict[str, object]) -> None:
     status, content_type, body = get(admin.port, "/readyz")
-    assert (status, content_type, json.loads(body)) == (200, "application/json", {"ready": True})
-    state["ready"] = Readiness(False, {"jwks": {"https://id": "pending"}})
+    assert (status, content_type, json.loads(body)) == (
+        200,
+        "application/json",
+        {"ready": True, "phase": "serving"},
+    )
+    state["ready"] = Readiness(False, "starting", {"https://id": "pending"})
     status, _, body = get(admin.port, "/readyz")
     assert status == 503
-    assert json.loads(body) == {"ready": False, "missing": {"jwks": {"https://id": "pending"}}}
+    assert json.loads(body) == {
+        "ready": False,
+        "phase": "starting",
+        "jwks": {"https://id": "pending"},
+    }
 
 
 def test_a_failing_readiness_is_a_500_not_a_crash(state: dict[str, object]) -> None:
@@ -81,20 +89,20 @@ def test_close_frees_the_port() -> None:
     again.close()
 
 
-def test_readiness_check() -> None:
+def test_readiness_is_the_phase_and_lists_providers_without_fresh_keys() -> None:
     keys = {"https://a": "ready", "https://b": "stale: timeout"}
-    draining = [False]
-    policy: list[object | None] = [object()]
-    check = readiness_check(lambda: policy[0], lambda: keys, draining=lambda: draining[0])  # type: ignore[arg-type,return-value]
-    assert check() == Readiness(True, {})
-    keys["https://c"] = "pending"
-    keys["https://d"] = "ready; unavailable: HTTP 500"
-    assert check().missing == {
-        "jwks": {"https://c": "pending", "https://d": "ready; unavailable: HTTP 500"}
-    }
-    policy[0] = None
-    draining[0] = True
-    assert set(check().missing) == {"policies", "jwks", "draining"}
+    phase = ["starting"]
+    check = readiness_check(lambda: phase[0], lambda: keys)
+    # Starting is not draining (it used to say "draining": true while keys loaded).
+    assert check() == Readiness(False, "starting", {"https://b": "stale: timeout"})
+    phase[0] = "serving"
+    assert check() == Readiness(True, "serving", {"https://b": "stale: timeout"})
+    # A provider whose IdP is down does not make a serving pod unready: other routes still work.
+    keys["https://c"] = "unavailable: HTTP 500"
+    assert check().ready
+    assert check().jwks == {"https://b": "stale: timeout", "https://c": "unavailable: HTTP 500"}
+    phase[0] = "draining"
+    assert check() == Readiness(False, "draining", check().jwks)
 
 
 def test_parse_address() -> None:

@@ -1,14 +1,18 @@
-"""Metrics: counters move by decision and reason, scrape-time values, the reason label cap."""
+"""Metrics: counters move by decision and reason, scrape-time values, bounded labels, the
+standard collectors and names Prometheus users expect."""
 
 from __future__ import annotations
 
+import platform
+import time
 from dataclasses import dataclass
 
+import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz.model import Decision, Verdict
-from authz.observe import metrics as metrics_module
 from authz.observe.metrics import Metrics
+from authz.reasons import CODES, Reason
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,10 @@ class FakeFetch:
 
 
 def verdict(allowed: bool, reason: str) -> Verdict:
-    return Verdict(Decision(allowed=allowed, status=200 if allowed else 403, reason=reason), "id")
+    """A verdict as the engine gives it: a reason code, or the name of the deciding rule."""
+    rule = None if reason in CODES else reason
+    status = 200 if allowed else 403
+    return Verdict(Decision(allowed=allowed, status=status, reason=reason, rule=rule), "id")
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,9 +47,12 @@ def test_checks_by_decision_and_reason_and_latency() -> None:
     m(None, verdict(True, "public"), 0.0002)
     m(None, verdict(True, "public"), 0.0002)
     m(None, verdict(False, "no-admin"), 0.003)
+    m(None, verdict(False, "jwt_expired"), 0.01)
     s = samples(m)
-    assert s[("authz_checks_total", (("decision", "allow"), ("reason", "public")))] == 2
-    assert s[("authz_checks_total", (("decision", "deny"), ("reason", "no-admin")))] == 1
+    # A rule's name goes to the decision log only; the label says a rule decided.
+    assert s[("authz_checks_total", (("decision", "allow"), ("reason", "rule")))] == 2
+    assert s[("authz_checks_total", (("decision", "deny"), ("reason", "rule")))] == 1
+    assert s[("authz_checks_total", (("decision", "deny"), ("reason", "jwt_expired")))] == 1
     assert s[("authz_check_duration_seconds_count", (("decision", "allow"),))] == 2
     assert s[("authz_check_duration_seconds_bucket", (("decision", "deny"), ("le", "0.0025")))] == 0
     assert s[("authz_check_duration_seconds_bucket", (("decision", "deny"), ("le", "0.005")))] == 1
@@ -79,20 +89,67 @@ def test_fetches_reloads_and_scrape_time_values() -> None:
 def test_registries_are_independent() -> None:
     a, b = Metrics(), Metrics()
     a(None, verdict(True, "x"), 0.0)
-    assert ("authz_checks_total", (("decision", "allow"), ("reason", "x"))) not in samples(b)
+    assert ("authz_checks_total", (("decision", "allow"), ("reason", "rule"))) not in samples(b)
 
 
-def test_reason_labels_are_capped(monkeypatch: object) -> None:
-    import pytest
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
-    monkeypatch.setattr(metrics_module, "MAX_REASONS", 3)
+def test_ten_thousand_rules_make_a_bounded_number_of_series() -> None:
     m = Metrics()
-    for i in range(10):
-        m(None, verdict(False, f"r{i}"), 0.0)
-    m(None, verdict(False, "r0"), 0.0)
-    s = samples(m)
-    reasons = {
-        dict(labels)["reason"]: v for (name, labels), v in s.items() if name == "authz_checks_total"
-    }
-    assert reasons == {"r0": 2, "r1": 1, "r2": 1, "other": 7}
+    for i in range(10_000):
+        m(None, verdict(i % 2 == 0, f"rule-{i}"), 0.0)
+    for code in Reason:
+        m(None, verdict(False, code), 0.0)
+    stray = Decision(allowed=False, status=403, reason="neither-a-code-nor-a-rule")
+    m(None, Verdict(stray, "id"), 0.0)  # a bug elsewhere: still one series
+    series = {labels for (name, labels) in samples(m) if name == "authz_checks_total"}
+    reasons = {dict(labels)["reason"] for labels in series}
+    assert reasons == CODES | {"rule", "other"}
+    assert len(series) <= 2 * (len(CODES) + 2)
+
+
+def test_process_platform_and_build_info_without_created_twins() -> None:
+    text = Metrics().render().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert "process_cpu_seconds" in families and "process_resident_memory_bytes" in families
+    assert "python_info" in families and "python_gc_objects_collected" in families
+    (build,) = families["authz_build_info"].samples
+    assert build.labels["python"] == platform.python_version()
+    assert build.labels["grpc"] == grpc.__version__ and build.labels["version"]
+    assert build.value == 1
+    assert not [line for line in text.splitlines() if "_created" in line]
+
+
+def test_last_successful_reload_time() -> None:
+    m = Metrics(policy_loaded_at=1000.0)
+    key = ("authz_policy_last_reload_success_timestamp_seconds", ())
+    assert samples(m)[key] == 1000.0
+    before = time.time()
+    m.record_reload(False)
+    assert samples(m)[key] == 1000.0
+    m.record_reload(True)
+    assert samples(m)[key] >= before
+
+
+@dataclass(frozen=True)
+class FakeKeys:
+    issuer: str
+    state: str
+    loaded_at: float | None
+
+
+def test_key_set_age_and_state_per_provider() -> None:
+    now = time.time()
+    keys = [
+        FakeKeys("https://a", "ready", now - 30),
+        FakeKeys("https://b", "unavailable", None),
+        FakeKeys("https://c", "stale", now - 900),
+    ]
+    s = samples(Metrics(key_states=lambda: keys))
+    age = "authz_jwks_key_set_age_seconds"
+    assert 30 <= s[(age, (("issuer", "https://a"),))] < 300
+    assert 900 <= s[(age, (("issuer", "https://c"),))] < 1200
+    assert (age, (("issuer", "https://b"),)) not in s  # no key set, no age
+    state = "authz_jwks_state"
+    for issuer, current in (("https://a", "ready"), ("https://b", "unavailable")):
+        for name in ("ready", "stale", "pending", "unavailable"):
+            labels = (("issuer", issuer), ("state", name))
+            assert s[(state, labels)] == (1 if name == current else 0)
