@@ -59,8 +59,7 @@ def test_defaults_without_any_source() -> None:
 def test_every_key_of_the_file(tree: Path) -> None:
     path = write(tree, FULL.format(policies=tree / "policies", ca=tree / "ca.pem"))
     s = load_settings(path)
-    assert s.listen_all == ("0.0.0.0:9191", "unix:/run/authz.sock")
-    assert s.listen == "0.0.0.0:9191"
+    assert s.listen == ("0.0.0.0:9191", "unix:/run/authz.sock")
     assert s.admin == "127.0.0.1:9092"
     assert s.policies == str(tree / "policies")
     assert s.decision_log == "-"
@@ -85,13 +84,13 @@ def test_precedence_flags_over_env_over_file(tree: Path) -> None:
         tree, "listen: 127.0.0.1:1001\nworkers: 2\nadmin: 127.0.0.1:2001\nlog_level: warning\n"
     )
     env = {"AUTHZ_LISTEN": "127.0.0.1:1002, 127.0.0.1:1003", "AUTHZ_WORKERS": "3"}
-    flags = {"listen": ("--listen", ["127.0.0.1:1004"]), "admin": ("--admin", None)}
+    flags = {"listen": ["127.0.0.1:1004"], "admin": None}
     s = load_settings(path, environ=env, flags=flags, check_paths=False)
-    assert s.listen_all == ("127.0.0.1:1004",)  # flag
+    assert s.listen == ("127.0.0.1:1004",)  # flag
     assert s.workers == 3  # env over file
     assert s.admin == "127.0.0.1:2001"  # file: the flag was not given
     assert s.log_level == "warning"
-    assert load_settings(path, environ=env, check_paths=False).listen_all == (
+    assert load_settings(path, environ=env, check_paths=False).listen == (
         "127.0.0.1:1002",
         "127.0.0.1:1003",
     )
@@ -161,16 +160,14 @@ def test_bad_admin_addresses(tree: Path, address: str, expected: str) -> None:
 
 
 def test_good_listen_addresses() -> None:
-    flags = {
-        "listen": ("--listen", ["[::]:9191", "unix:/tmp/a.sock", "localhost:1", "0.0.0.0:65535"])
-    }
-    assert len(load_settings(flags=flags, check_paths=False).listen_all) == 4
+    flags = {"listen": ["[::]:9191", "unix:/tmp/a.sock", "localhost:1", "0.0.0.0:65535"]}
+    assert len(load_settings(flags=flags, check_paths=False).listen) == 4
 
 
 def test_values_from_env_and_flags_are_checked_too() -> None:
     message = error_of(
         environ={"AUTHZ_WORKERS": "0", "AUTHZ_TRUST_XFCC": "maybe"},
-        flags={"listen": ("--listen", ["127.0.0.1:99999"])},
+        flags={"listen": ["127.0.0.1:99999"]},
         check_paths=False,
     )
     assert "AUTHZ_WORKERS: workers: must be at least 1, got 0" in message
@@ -189,7 +186,7 @@ def test_missing_files_and_directories(tree: Path) -> None:
     assert f"{path}:2: ca_bundle: " in message
     assert f"{path}:3: decision_log: " in message and "does not exist" in message
     # a flag that fixes the policy directory wins over the file's bad one
-    flags = {"policies": ("--policies", str(tree / "policies"))}
+    flags = {"policies": str(tree / "policies")}
     assert "policies:" not in error_of(path, flags=flags)
 
 
@@ -236,7 +233,7 @@ def test_serve_flags_feed_the_settings(tree: Path, monkeypatch: pytest.MonkeyPat
         ]
     )
     s = serve.settings_from(args)
-    assert s.listen_all == ("127.0.0.1:1", "127.0.0.1:2") and s.admin == "127.0.0.1:2002"
+    assert s.listen == ("127.0.0.1:1", "127.0.0.1:2") and s.admin == "127.0.0.1:2002"
     assert s.decision_log == "-" and s.log_headers == ("x-a", "x-b")
     assert s.watch is False and s.trust_xfcc is True and s.poll_policies is False
     defaults = serve.settings_from(parser.parse_args(["--policies", str(tree / "policies")]))
