@@ -116,13 +116,13 @@ class Settings:
     )
     admin: str | None = setting(
         None,
-        "serve /metrics, /healthz and /readyz on HOST:PORT (off when not set)",
+        "serve /metrics, /healthz and /readyz on HOST:PORT",
         check=check.admin_address,
         metavar="HOST:PORT",
     )
     decision_log: str | None = setting(
         None,
-        "write one JSON line per check to PATH ('-' for stdout; off when not set)",
+        "write one JSON line per check to PATH ('-' for stdout)",
         check=check.log_path,
         paths=True,
         metavar="PATH",
@@ -165,7 +165,10 @@ class Settings:
         metavar="OCTAL",
     )
     socket_group: str | None = setting(
-        None, "group (name or id) owning the unix sockets of --listen", metavar="GROUP"
+        None,
+        "group (name or id) owning the unix sockets of --listen",
+        check=check.group,
+        metavar="GROUP",
     )
 
 
@@ -180,6 +183,10 @@ class Entry:
     type: Any  # the resolved annotation: str, int, float, bool, str | None, tuple[str, ...]
     default: Any
     meta: Meta
+
+    @property
+    def help(self) -> str:
+        return self.meta.help or self.key.replace(".", ": ").replace("_", " ")
 
     @property
     def env(self) -> str:

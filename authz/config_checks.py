@@ -3,6 +3,7 @@ the few that look at the file system, which declare `paths=True` there)."""
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import re
@@ -124,3 +125,13 @@ def file_mode(value: str | None) -> None:
         raise Invalid(f"{value!r} is not an octal mode such as 0660") from None
     if not 0 <= mode <= 0o777:
         raise Invalid(f"{value!r} is not a permission mode (0000-0777)")
+
+
+def group(value: str | None) -> None:
+    """A group name or id known to this system."""
+    if value is None or value.isdigit():
+        return
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise Invalid(f"no group named {value!r}") from None

@@ -37,8 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _add_flag(parser: argparse.ArgumentParser, entry: Entry) -> None:
     meta = entry.meta
     shown = ",".join(entry.default) if isinstance(entry.default, tuple) else entry.default
-    default = "off" if shown is None or shown == "" else shown
-    help_text = f"{meta.help or entry.key} (default: {default}; ${entry.env})".replace("%", "%%")
+    default = "off" if shown is None or shown == "" else str(shown).lower()
+    help_text = f"{entry.help} (default: {default}; ${entry.env})".replace("%", "%%")
     # default=None everywhere: "not given", so the environment and the config file can fill it.
     options: dict[str, object] = {"dest": entry.key, "default": None, "help": help_text}
     if entry.type is bool:
@@ -52,7 +52,8 @@ def _add_flag(parser: argparse.ArgumentParser, entry: Entry) -> None:
             options.update(nargs="?", const=meta.const)
         if meta.choices:
             options["choices"] = meta.choices
-        options["metavar"] = meta.metavar or entry.key.rsplit(".", 1)[-1].upper()
+        else:
+            options["metavar"] = meta.metavar or entry.key.rsplit(".", 1)[-1].upper()
     parser.add_argument(entry.flag, **options)  # type: ignore[arg-type]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from authz.commands import serve
-from authz.config import Settings
+from authz.config import Entry, Settings, settings_table
 from authz.config_file import env_name, load_settings
 from authz.errors import ConfigError
 
@@ -242,3 +242,116 @@ def test_serve_flags_feed_the_settings(tree: Path, monkeypatch: pytest.MonkeyPat
         and defaults.log_level == "info"
         and defaults.admin == "127.0.0.1:2002"
     )
+
+
+# -- one declaration per setting: file key, environment variable and flag all derived -----------
+
+
+def _sample(entry: Entry) -> tuple[object, str, str]:
+    """(a value other than the default, as YAML, as an environment string) for `entry`."""
+    samples: dict[str, tuple[object, str, str]] = {
+        "listen": (("127.0.0.1:7001",), "['127.0.0.1:7001']", "127.0.0.1:7001"),
+        "admin": ("127.0.0.1:7002", "127.0.0.1:7002", "127.0.0.1:7002"),
+        "policies": ("/etc/p", "/etc/p", "/etc/p"),
+        "log_level": ("debug", "debug", "debug"),
+        "log_format": ("json", "json", "json"),
+        "socket_mode": ("0600", "'0600'", "0600"),
+        "socket_group": ("0", "'0'", "0"),
+        "log_headers": (("x-a",), "[x-a]", "x-a"),
+    }
+    if entry.key in samples:
+        return samples[entry.key]
+    if entry.type is bool:
+        return (not entry.default, str(not entry.default).lower(), str(not entry.default))
+    if entry.type is int:
+        return (entry.default + 1, str(entry.default + 1), str(entry.default + 1))
+    if entry.type is float:
+        return (entry.default + 0.5, str(entry.default + 0.5), str(entry.default + 0.5))
+    return ("x-sample", "x-sample", "x-sample")
+
+
+def _get(settings: Settings, key: str) -> object:
+    value: object = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("key", list(settings_table()))
+def test_every_setting_comes_from_file_environment_and_flag(key: str, tmp_path: Path) -> None:
+    import argparse
+
+    entry = settings_table()[key]
+    value, as_yaml, as_env = _sample(entry)
+    section, _, name = key.rpartition(".")
+    text = f"{section}:\n  {name}: {as_yaml}\n" if section else f"{key}: {as_yaml}\n"
+    from_file = load_settings(write(tmp_path, text), check_paths=False)
+    from_env = load_settings(environ={entry.env: as_env}, check_paths=False)
+    parser = argparse.ArgumentParser()
+    serve.configure(parser)
+    if entry.type is bool:
+        argv = [entry.flag if value else f"--no-{entry.flag[2:]}"]
+    else:
+        argv = [entry.flag, as_env]
+    from_flag = load_settings(flags={key: getattr(parser.parse_args(argv), key)}, check_paths=False)
+    for settings in (from_file, from_env, from_flag):
+        assert _get(settings, key) == value
+        assert _get(settings, key) != entry.default
+    assert entry.env == "AUTHZ_" + key.replace(".", "_").upper()
+
+
+def test_a_new_limits_field_is_a_setting_without_more_code() -> None:
+    """Another `Limits` field needs no entry anywhere else: the table walks the dataclasses."""
+    from dataclasses import fields
+
+    from authz.config import Limits
+
+    for f in fields(Limits):
+        entry = settings_table()[f"limits.{f.name}"]
+        assert entry.flag == f"--limits-{f.name.replace('_', '-')}"
+        assert entry.check is not None  # an integer bound must be at least 1
+    assert "limits.max_headers: must be at least 1" in error_of(
+        environ={"AUTHZ_LIMITS_MAX_HEADERS": "0"}, check_paths=False
+    )
+
+
+def test_a_misspelt_environment_variable_suggests_the_close_one() -> None:
+    message = error_of(environ={"AUTHZ_LISTN": "127.0.0.1:1", "AUTHZ_FOO": "1"}, check_paths=False)
+    assert "environment variable AUTHZ_LISTN: unknown setting; did you mean 'AUTHZ_LISTEN'?" in (
+        message
+    )
+    assert "environment variable AUTHZ_FOO: unknown setting" in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AUTHZ_PORT",
+        "AUTHZ_SERVICE_HOST",
+        "AUTHZ_SERVICE_PORT",
+        "AUTHZ_SERVICE_PORT_GRPC",
+        "AUTHZ_PORT_9191_TCP",
+        "AUTHZ_PORT_9191_TCP_ADDR",
+        "AUTHZ_ADMIN_SERVICE_HOST",  # a Service named authz-admin
+        "AUTHZ_ADMIN_PORT_9092_TCP_PROTO",
+        "AUTHZ_WORKER_INDEX",
+        "AUTHZ_CONFIG",
+    ],
+)
+def test_kubernetes_service_links_are_not_settings(name: str) -> None:
+    environ = {} if name == "AUTHZ_CONFIG" else {name: "tcp://10.0.0.1:9191"}
+    assert load_settings(environ=environ, check_paths=False) == Settings()
+
+
+def test_config_file_yaml_problems_have_lines(tree: Path) -> None:
+    path = write(tree, "workers: 1\nworkers: 2\n")
+    assert f"{path}:2: not valid YAML: duplicate key 'workers' (first on line 1)" in error_of(path)
+
+
+def test_socket_settings_are_checked(tree: Path) -> None:
+    message = error_of(
+        environ={"AUTHZ_SOCKET_MODE": "999", "AUTHZ_SOCKET_GROUP": "no-such-group-x"},
+        check_paths=False,
+    )
+    assert "AUTHZ_SOCKET_MODE: socket_mode: '999' is not an octal mode" in message
+    assert "AUTHZ_SOCKET_GROUP: socket_group: no group named 'no-such-group-x'" in message
