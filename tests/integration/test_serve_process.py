@@ -81,11 +81,28 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return int(process.returncode)
 
 
+def wait_serving(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until gRPC health on `address` says SERVING (bounded)."""
+    deadline = time.monotonic() + BOUND
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError(f"not serving: {log.read_text(errors='replace')[-3000:]}")
+
+
 @contextmanager
 def serving(args: list[str], log: Path, **options: object) -> Iterator[subprocess.Popen[bytes]]:
+    """`authz serve ARGS` until gRPC health on its first --listen address says SERVING."""
     process = start(args, log, **options)  # type: ignore[arg-type]
     try:
-        wait_for(log, r"serving on ", process)
+        wait_serving(args[args.index("--listen") + 1], process, log)
         yield process
     finally:
         stop(process)
@@ -127,8 +144,8 @@ def test_one_line_says_what_is_served(policies: Path, tmp_path: Path) -> None:
     port, admin = free_port(), free_port()
     log = tmp_path / "stderr.log"
     args = ["--policies", str(policies), "--listen", f"127.0.0.1:{port}"]
-    with serving([*args, "--admin", f"127.0.0.1:{admin}"], log):
-        text = log.read_text()
+    with serving([*args, "--admin", f"127.0.0.1:{admin}"], log) as process:
+        text = wait_for(log, r"serving on ", process)
     lines = [line for line in text.splitlines() if "serving on" in line]
     assert len(lines) == 1, text
     assert re.search(
@@ -171,8 +188,7 @@ def test_explain_into_a_closed_pipe_is_not_an_error(policies: Path) -> None:
     command = [sys.executable, "-m", "authz", "explain", str(policies), "--path", "/admin/x"]
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
         assert p.stdout is not None and p.stderr is not None
-        p.stdout.read(1)  # `| head -c 1`: read a little, then go away
-        p.stdout.close()
+        p.stdout.close()  # `| head -c 0`: the reader is gone before the first line is written
         stderr = p.stderr.read().decode()
         code = p.wait(BOUND)
     assert "BrokenPipeError" not in stderr and "Traceback" not in stderr, stderr
@@ -235,8 +251,8 @@ def test_every_log_line_names_its_worker(policies: Path, tmp_path: Path) -> None
 def test_json_logs_with_utc_timestamps(policies: Path, tmp_path: Path) -> None:
     log = tmp_path / "stderr.log"
     args = ["--policies", str(policies), "--listen", f"127.0.0.1:{free_port()}"]
-    with serving([*args, "--log-format", "json"], log):
-        pass
+    with serving([*args, "--log-format", "json"], log) as process:
+        wait_for(log, r"serving on ", process)
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert any(e["message"].startswith("serving on") for e in entries)
     for entry in entries:
@@ -247,8 +263,8 @@ def test_json_logs_with_utc_timestamps(policies: Path, tmp_path: Path) -> None:
 def test_text_logs_with_utc_timestamps(policies: Path, tmp_path: Path) -> None:
     log = tmp_path / "stderr.log"
     args = ["--policies", str(policies), "--listen", f"127.0.0.1:{free_port()}"]
-    with serving(args, log, env={"TZ": "America/New_York"}):
-        pass
+    with serving(args, log, env={"TZ": "America/New_York"}) as process:
+        wait_for(log, r"serving on ", process)
     for line in log.read_text().splitlines():
         assert TIMESTAMP.match(line.split(" ", 1)[0]), line
 
