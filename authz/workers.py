@@ -132,8 +132,9 @@ class Supervisor:
             self._spawn(index)
         while not self._stopping:
             for index, process in enumerate(self._processes):
-                dead = process is not None and process.poll() is not None
-                if dead and not self._stopping and not self._restart(index, process.returncode):  # type: ignore[union-attr]
+                if process is None or process.poll() is None or self._stopping:
+                    continue
+                if not self._restart(index, process.returncode):
                     self._stopping = True
                     self._send(signal.SIGTERM)
                     self._wait_all()
