@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz import config_checks as check
+from authz import config_checks as checks
 
 ENV_PREFIX = "AUTHZ_"
 
@@ -45,9 +45,21 @@ class Meta:
     choices: tuple[str, ...] = ()
 
 
-def setting(default: Any, help: str = "", **meta: Any) -> Any:
-    """A field with its declaration (see `Meta`)."""
-    return field(default=default, metadata={"setting": Meta(help=help, **meta)})
+def setting(
+    default: Any,
+    help: str = "",
+    *,
+    check: Callable[[Any], None] | None = None,
+    paths: bool = False,
+    flag: str | None = None,
+    metavar: str | None = None,
+    const: str | None = None,
+    lower: bool = False,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field with its declaration (see `Meta`)."""
+    meta = Meta(help, check, paths, flag, metavar, const, lower, choices)
+    return field(default=default, metadata={"setting": meta})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +69,17 @@ class HeaderNames:
     principal: str = setting(
         "x-authz-principal",
         "header carrying the workload principal",
-        check=check.header,
+        check=checks.header,
         lower=True,
     )
     request_principal: str = setting(
         "x-authz-request-principal",
         "header carrying the end user (issuer/subject)",
-        check=check.header,
+        check=checks.header,
         lower=True,
     )
     decision_id: str = setting(
-        "x-authz-decision-id", "header carrying the decision id", check=check.header, lower=True
+        "x-authz-decision-id", "header carrying the decision id", check=checks.header, lower=True
     )
 
 
@@ -83,13 +95,13 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Settings:
     policies: str = setting(
-        "policies", "policy directory", check=check.directory, paths=True, metavar="DIR"
+        "policies", "policy directory", check=checks.directory, paths=True, metavar="DIR"
     )
     # Every address the gRPC server binds.
     listen: tuple[str, ...] = setting(
         ("127.0.0.1:9191",),
         "HOST:PORT or unix:/path; may be repeated",
-        check=check.listen_addresses,
+        check=checks.listen_addresses,
         metavar="ADDRESS",
     )
     headers: HeaderNames = HeaderNames()
@@ -99,7 +111,7 @@ class Settings:
     ca_bundle: str | None = setting(
         None,
         "PEM bundle of the CAs that issue workload certificates",
-        check=check.optional_file,
+        check=checks.optional_file,
         paths=True,
         metavar="FILE",
     )
@@ -117,13 +129,13 @@ class Settings:
     admin: str | None = setting(
         None,
         "serve /metrics, /healthz and /readyz on HOST:PORT",
-        check=check.admin_address,
+        check=checks.admin_address,
         metavar="HOST:PORT",
     )
     decision_log: str | None = setting(
         None,
         "write one JSON line per check to PATH ('-' for stdout)",
-        check=check.log_path,
+        check=checks.log_path,
         paths=True,
         metavar="PATH",
     )
@@ -131,43 +143,43 @@ class Settings:
         (),
         "show this request header in the decision log; may be repeated "
         "(credentials and token headers are never shown)",
-        check=check.headers,
+        check=checks.headers,
         flag="--log-header",
         metavar="NAME",
         lower=True,
     )
-    workers: int = setting(1, "worker processes", check=check.at_least_one, metavar="N")
+    workers: int = setting(1, "worker processes", check=checks.at_least_one, metavar="N")
     watch: bool = setting(True, "watch the policy directory (else reload on SIGHUP only)")
     poll_policies: bool = setting(
         False, "watch the policy directory by polling (file systems without change events)"
     )
-    log_level: str = setting("info", "log level", choices=check.LOG_LEVELS)
-    log_format: str = setting("text", "log line format", choices=check.LOG_FORMATS)
+    log_level: str = setting("info", "log level", choices=checks.LOG_LEVELS)
+    log_format: str = setting("text", "log line format", choices=checks.LOG_FORMATS)
     # A connection that has not finished the HTTP/2 preface by then is closed, so connections
     # that never speak cannot pile up until the process runs out of file descriptors.
     handshake_timeout: float = setting(
         10.0,
         "close a connection that has not completed the HTTP/2 handshake after SECONDS",
-        check=check.positive_seconds,
+        check=checks.positive_seconds,
         metavar="SECONDS",
     )
     # Envoy reconnects at once after the GOAWAY; this only reclaims forgotten connections.
     idle_timeout: float = setting(
         300.0,
         "close a connection without any call for SECONDS (with a GOAWAY)",
-        check=check.positive_seconds,
+        check=checks.positive_seconds,
         metavar="SECONDS",
     )
     socket_mode: str | None = setting(
         None,
         "permissions of the unix sockets of --listen, in octal (e.g. 0660)",
-        check=check.file_mode,
+        check=checks.file_mode,
         metavar="OCTAL",
     )
     socket_group: str | None = setting(
         None,
         "group (name or id) owning the unix sockets of --listen",
-        check=check.group,
+        check=checks.group,
         metavar="GROUP",
     )
 
@@ -201,9 +213,9 @@ class Entry:
         if self.meta.check is not None:
             return self.meta.check
         if self.meta.choices:
-            return check.one_of(*self.meta.choices)
+            return checks.one_of(*self.meta.choices)
         if self.type is int:
-            return check.at_least_one  # sizes and counts (the `Limits` fields)
+            return checks.at_least_one  # sizes and counts (the `Limits` fields)
         return None
 
 
@@ -217,7 +229,7 @@ def settings_table() -> dict[str, Entry]:
         for f in dataclasses.fields(cls):
             kind, default = hints[f.name], getattr(defaults, f.name)
             if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-                add(kind, f"{f.name}.", default)
+                add(kind, f"{prefix}{f.name}.", default)
                 continue
             meta = f.metadata.get("setting", Meta())
             table[prefix + f.name] = Entry(prefix + f.name, kind, default, meta)
@@ -245,7 +257,7 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
     def build(cls: type[Any], prefix: str) -> Any:
         hints = typing.get_type_hints(cls)
         kwargs = {
-            f.name: build(hints[f.name], f"{f.name}.")
+            f.name: build(hints[f.name], f"{prefix}{f.name}.")
             if dataclasses.is_dataclass(hints[f.name])
             else value(prefix + f.name)
             for f in dataclasses.fields(cls)
