@@ -53,9 +53,9 @@ from authz.config import ENV_PREFIX, Entry, Settings, build_settings, sections, 
 from authz.config_checks import Invalid
 from authz.errors import ConfigError
 from authz.policy.yaml_source import YamlProblems, YMap, parse_yaml, to_plain
+from authz.workers import WORKER_INDEX_ENV  # set by the supervisor of `--workers N`
 
 CONFIG_ENV = "AUTHZ_CONFIG"
-WORKER_INDEX_ENV = "AUTHZ_WORKER_INDEX"  # set by the supervisor of `--workers N`
 # Kubernetes service links: {NAME}_SERVICE_HOST, {NAME}_SERVICE_PORT[_{port name}], {NAME}_PORT,
 # {NAME}_PORT_{port}_{PROTO}[_PROTO|_PORT|_ADDR] for every Service NAME (here authz, authz-x...).
 _SERVICE_LINK = re.compile(
