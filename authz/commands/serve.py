@@ -69,20 +69,26 @@ def run(args: argparse.Namespace) -> int:
     from authz.app import build_app, serve
     from authz.server import ListenError
 
+    index = worker_index()
+    # Start-up errors are for a person reading the terminal or `kubectl logs`: plain lines,
+    # naming the worker that failed under --workers.
+    who = "authz" if index is None else f"authz [worker {index}]"
+
+    def fail(code: int, *lines: str) -> int:
+        print(f"{who}: " + "\n  ".join(lines), file=sys.stderr)
+        return code
+
     try:
         settings = settings_from(args)
     except ConfigError as error:
-        print(f"authz: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    index = worker_index()
+        return fail(EXIT_CONFIG, str(error))
     supervising = index is None and settings.workers > 1
     logs.configure(settings.log_level, settings.log_format, worker=index, supervisor=supervising)
     if supervising:
         try:
             check_worker_addresses(settings)
         except ConfigError as error:
-            print(f"authz: {error}", file=sys.stderr)
-            return EXIT_LISTEN
+            return fail(EXIT_LISTEN, str(error))
         return Supervisor(settings.workers, getattr(args, "argv", sys.argv[1:])).run()
     raise_open_file_limit()
     if index is not None:
@@ -90,19 +96,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         app = build_app(settings)
     except PolicyError as error:
-        print(f"authz: the policies in {settings.policies} cannot be used:", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        problems = [str(problem) for problem in error.problems]
+        return fail(EXIT_CONFIG, f"the policies in {settings.policies} cannot be used:", *problems)
     except ConfigError as error:
-        print(f"authz: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        return fail(EXIT_CONFIG, str(error))
     try:
         asyncio.run(serve(app))
     except ListenError as error:
         app.close()
-        print(f"authz: {error}", file=sys.stderr)
-        return EXIT_LISTEN
+        return fail(EXIT_LISTEN, str(error))
     return 0
 
 

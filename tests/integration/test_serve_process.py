@@ -226,7 +226,7 @@ def test_a_worker_that_keeps_dying_is_given_up_on(policies: Path, tmp_path: Path
     text = log.read_text()
     assert code == 1, text
     assert "worker 1 exited with 2, 5 times in a row" in text and "giving up" in text, text
-    assert f"cannot listen on 127.0.0.1:{taken}: address already in use" in text
+    assert f"authz [worker 1]: cannot listen on 127.0.0.1:{taken}: address already in use" in text
 
 
 def test_every_log_line_names_its_worker(policies: Path, tmp_path: Path) -> None:
