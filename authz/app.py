@@ -19,12 +19,15 @@ from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
 from authz.server import (
     AuthorizationService,
+    ListenError,
     MetricsInterceptor,
     Observer,
     Phase,
     build_server,
+    describe_os_error,
     run_until_signalled,
 )
+from authz.workers import worker_index
 
 log = logging.getLogger("authz")
 
@@ -54,7 +57,10 @@ class App:
             metrics_content_type=METRICS_CONTENT_TYPE,
             readiness=readiness_check(phase, self.keys.status),
         )
-        admin.start()
+        try:
+            admin.start()
+        except OSError as error:
+            raise ListenError(self.settings.admin, describe_os_error(error)) from error
         self.admin = admin
         return admin
 
@@ -128,31 +134,21 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
     return decision_log
 
 
-async def serve(
-    app: App,
-    listen: list[str],
-    *,
-    key_wait_seconds: float = 10.0,
-    watch: bool = True,
-    poll_policies: bool = False,
-) -> None:
-    """Serve until signalled. Readiness (gRPC health SERVING and /readyz 200, one truth:
-    `Health.phase`) waits for the first key set of every JWT provider, or `key_wait_seconds`,
-    then serves with what it has and logs each provider still without keys.
-    Policies reload on SIGHUP and, with `watch`, when the policy directory changes."""
+async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
+    """Serve `app.settings` until signalled. Readiness (gRPC health SERVING and /readyz 200, one
+    truth: `Health.phase`) waits for the first key set of every JWT provider, or
+    `key_wait_seconds`, then serves with what it has and logs each provider still without keys.
+    Policies reload on SIGHUP and, with `settings.watch`, when the policy directory changes.
+    Raises ListenError when an address cannot be bound."""
+    settings = app.settings
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
-    server, health = build_server(app.service, listen, interceptors=interceptors)
+    server, health = build_server(app.service, settings, interceptors=interceptors)
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
     await health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
     await server.start()
     if app.reloader is not None:
-        app.reloader.start(watch=watch, polling=poll_policies)
-    log.info("listening on %s", ", ".join(listen))
-    # The pure-Python protobuf backend is several times slower per check; say which one runs.
-    from google.protobuf.internal import api_implementation
-
-    log.info("protobuf backend: %s", api_implementation.Type())
+        app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
     if not ready:
         for state in app.keys.states():
@@ -165,6 +161,7 @@ async def serve(
                     key_wait_seconds,
                 )
     await health.set_phase(Phase.SERVING)
+    log.info("%s", serving_line(app))
     try:
         await run_until_signalled(
             server,
@@ -173,3 +170,19 @@ async def serve(
         )
     finally:
         app.close()
+
+
+def serving_line(app: App) -> str:
+    """The one line an operator needs at start: where, which policies, how many processes."""
+    # The pure-Python protobuf backend is several times slower per check; say which one runs.
+    from google.protobuf.internal import api_implementation
+
+    settings, current = app.settings, app.store.current
+    admin = f", admin http://{settings.admin}" if settings.admin else ""
+    index = worker_index()
+    workers = f", worker {index} of {settings.workers}" if index is not None else ""
+    return (
+        f"serving on {', '.join(settings.listen)}{admin}: policy revision {current.revision}, "
+        f"{current.rule_count} rule{'' if current.rule_count == 1 else 's'} from "
+        f"{settings.policies}{workers}, protobuf {api_implementation.Type()}"
+    )

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from authz.commands import COMMANDS
+
+
+def version() -> str:
+    try:
+        return metadata.version("authz")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="authz", description="External authorization for Envoy (ext_authz v3)."
     )
+    parser.add_argument("--version", action="version", version=f"authz {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runners = {}
     for command in COMMANDS:
@@ -22,7 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(raw)
     args.argv = raw  # the supervisor of `serve --workers N` starts each worker with these
-    return runners[args.command](args)
+    try:
+        code = runners[args.command](args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `authz explain ... | head`: the reader is gone, which is not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again (Python docs, signal).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,20 +1,86 @@
-"""The service's own settings (not policy): what the operator chooses at start.
+"""The service's own settings (not policy): each one declared once, here.
 
-Flags, a config file and environment variables all end up in one frozen `Settings`.
+Every field of `Settings` and of its sections (`HeaderNames`, `Limits`) is one setting, and
+everything else is derived from the field by `settings_table()`:
+
+- the config-file key is the field name (`limits.max_headers` inside a section);
+- the environment variable is `AUTHZ_` + the key upper-cased, dots as `_`
+  (`AUTHZ_LIMITS_MAX_HEADERS`);
+- the command-line flag is `--` + the key with `-` (`--limits-max-headers`; a boolean also gets
+  `--no-...`), unless `setting(flag=...)` names another;
+- the value kind (string, list, boolean, integer, seconds, optional) is the annotation;
+- help, checks and normalisation come from `setting(...)`.
+
+authz.config_file reads the file, the environment and the flags through this table and
+authz.commands.serve builds its argparse flags from it, so adding a setting is adding a field.
+A field declared without `setting(...)` is still a full setting (a new `Limits` entry such as
+`max_query_bytes: int = 4096` gets its key, variable and flag, and an integer must be >= 1).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import functools
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from authz import config_checks as checks
+
+ENV_PREFIX = "AUTHZ_"
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What a field's type does not say about a setting."""
+
+    help: str = ""
+    check: Callable[[Any], None] | None = None
+    paths: bool = False  # the check looks at the file system (skipped with check_paths=False)
+    flag: str | None = None  # the flag's name when `--key-with-dashes` does not read well
+    metavar: str | None = None
+    const: str | None = None  # the flag may be given without a value, meaning this one
+    lower: bool = False  # case-insensitive names (headers): stored lower-cased
+    choices: tuple[str, ...] = ()
+
+
+def setting(
+    default: Any,
+    help: str = "",
+    *,
+    check: Callable[[Any], None] | None = None,
+    paths: bool = False,
+    flag: str | None = None,
+    metavar: str | None = None,
+    const: str | None = None,
+    lower: bool = False,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field with its declaration (see `Meta`)."""
+    meta = Meta(help, check, paths, flag, metavar, const, lower, choices)
+    return field(default=default, metadata={"setting": meta})
 
 
 @dataclass(frozen=True, slots=True)
 class HeaderNames:
     """Names of the identity headers sent upstream; the operator may rename them."""
 
-    principal: str = "x-authz-principal"
-    request_principal: str = "x-authz-request-principal"
-    decision_id: str = "x-authz-decision-id"
+    principal: str = setting(
+        "x-authz-principal",
+        "header carrying the workload principal",
+        check=checks.header,
+        lower=True,
+    )
+    request_principal: str = setting(
+        "x-authz-request-principal",
+        "header carrying the end user (issuer/subject)",
+        check=checks.header,
+        lower=True,
+    )
+    decision_id: str = setting(
+        "x-authz-decision-id", "header carrying the decision id", check=checks.header, lower=True
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,29 +94,175 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    policies: str = "policies"
-    listen: str = "127.0.0.1:9191"
+    policies: str = setting(
+        "policies", "policy directory", check=checks.directory, paths=True, metavar="DIR"
+    )
+    # Every address the gRPC server binds.
+    listen: tuple[str, ...] = setting(
+        ("127.0.0.1:9191",),
+        "HOST:PORT or unix:/path; may be repeated",
+        check=checks.listen_addresses,
+        metavar="ADDRESS",
+    )
     headers: HeaderNames = HeaderNames()
     limits: Limits = Limits()
-    # PEM bundle of CAs that issue workload certificates. When set and Envoy sends
-    # `attributes.source.certificate`, the certificate is verified and its SAN is the principal.
-    ca_bundle: str | None = None
+    # When set and Envoy sends `attributes.source.certificate`, the certificate is verified and
+    # its SAN is the principal.
+    ca_bundle: str | None = setting(
+        None,
+        "PEM bundle of the CAs that issue workload certificates",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
     # `x-forwarded-client-cert` is read only when the operator trusts the proxy that sets it.
-    trust_xfcc: bool = False
-    # Accept claims verified by Envoy's jwt_authn filter from metadata_context; the value is the
-    # filter's metadata namespace (normally "envoy.filters.http.jwt_authn"). None: ignore them.
-    jwt_authn_metadata: str | None = None
-    # Every address the gRPC server binds (`host:port` or `unix:/path`); `listen` is the first,
-    # kept for code that only knows one. `authz.config_file.load_settings` keeps them in step.
-    listen_all: tuple[str, ...] = ("127.0.0.1:9191",)
-    # The admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) as `host:port`; None: off.
-    admin: str | None = None
-    # Where the decision log goes: a file path, "-" for stdout, None for no decision log.
-    decision_log: str | None = None
-    # Request headers (lower-case) the decision log may show; secrets are never shown anyway.
-    log_headers: tuple[str, ...] = ()
-    workers: int = 1
-    # Watch the policy directory for changes (else reload on SIGHUP only); by polling.
-    watch: bool = True
-    poll_policies: bool = False
-    log_level: str = "info"
+    trust_xfcc: bool = setting(
+        False, "read x-forwarded-client-cert (only behind a proxy that sets it)"
+    )
+    # Claims verified by Envoy's jwt_authn filter, from this metadata namespace; None: ignored.
+    jwt_authn_metadata: str | None = setting(
+        None,
+        "accept claims verified by Envoy's jwt_authn filter from this metadata namespace",
+        const="envoy.filters.http.jwt_authn",
+        metavar="NAMESPACE",
+    )
+    admin: str | None = setting(
+        None,
+        "serve /metrics, /healthz and /readyz on HOST:PORT",
+        check=checks.admin_address,
+        metavar="HOST:PORT",
+    )
+    decision_log: str | None = setting(
+        None,
+        "write one JSON line per check to PATH ('-' for stdout)",
+        check=checks.log_path,
+        paths=True,
+        metavar="PATH",
+    )
+    log_headers: tuple[str, ...] = setting(
+        (),
+        "show this request header in the decision log; may be repeated "
+        "(credentials and token headers are never shown)",
+        check=checks.headers,
+        flag="--log-header",
+        metavar="NAME",
+        lower=True,
+    )
+    workers: int = setting(1, "worker processes", check=checks.at_least_one, metavar="N")
+    watch: bool = setting(True, "watch the policy directory (else reload on SIGHUP only)")
+    poll_policies: bool = setting(
+        False, "watch the policy directory by polling (file systems without change events)"
+    )
+    log_level: str = setting("info", "log level", choices=checks.LOG_LEVELS)
+    log_format: str = setting("text", "log line format", choices=checks.LOG_FORMATS)
+    # A connection that has not finished the HTTP/2 preface by then is closed, so connections
+    # that never speak cannot pile up until the process runs out of file descriptors.
+    handshake_timeout: float = setting(
+        10.0,
+        "close a connection that has not completed the HTTP/2 handshake after SECONDS",
+        check=checks.positive_seconds,
+        metavar="SECONDS",
+    )
+    # Envoy reconnects at once after the GOAWAY; this only reclaims forgotten connections.
+    idle_timeout: float = setting(
+        300.0,
+        "close a connection without any call for SECONDS (with a GOAWAY)",
+        check=checks.positive_seconds,
+        metavar="SECONDS",
+    )
+    socket_mode: str | None = setting(
+        None,
+        "permissions of the unix sockets of --listen, in octal (e.g. 0660)",
+        check=checks.file_mode,
+        metavar="OCTAL",
+    )
+    socket_group: str | None = setting(
+        None,
+        "group (name or id) owning the unix sockets of --listen",
+        check=checks.group,
+        metavar="GROUP",
+    )
+
+
+# -- the table derived from the declarations -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One setting: its key, value type and default, and its declaration."""
+
+    key: str  # "limits.max_headers"
+    type: Any  # the resolved annotation: str, int, float, bool, str | None, tuple[str, ...]
+    default: Any
+    meta: Meta
+
+    @property
+    def help(self) -> str:
+        return self.meta.help or self.key.replace(".", ": ").replace("_", " ")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.replace(".", "_").upper()
+
+    @property
+    def flag(self) -> str:
+        return self.meta.flag or "--" + self.key.replace(".", "-").replace("_", "-")
+
+    @property
+    def check(self) -> Callable[[Any], None] | None:
+        if self.meta.check is not None:
+            return self.meta.check
+        if self.meta.choices:
+            return checks.one_of(*self.meta.choices)
+        if self.type is int:
+            return checks.at_least_one  # sizes and counts (the `Limits` fields)
+        return None
+
+
+@functools.cache
+def settings_table() -> dict[str, Entry]:
+    """Every setting by key, in declaration order."""
+    table: dict[str, Entry] = {}
+
+    def add(cls: type[Any], prefix: str, defaults: Any) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind, default = hints[f.name], getattr(defaults, f.name)
+            if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+                add(kind, f"{prefix}{f.name}.", default)
+                continue
+            meta = f.metadata.get("setting", Meta())
+            table[prefix + f.name] = Entry(prefix + f.name, kind, default, meta)
+
+    add(Settings, "", Settings())
+    return table
+
+
+def sections() -> frozenset[str]:
+    """The keys that are mappings of settings in the config file (`headers`, `limits`)."""
+    return frozenset(key.split(".")[0] for key in settings_table() if "." in key)
+
+
+def build_settings(values: Mapping[str, Any]) -> Settings:
+    """`Settings` from values by key (checked already); a missing key keeps its default."""
+    table = settings_table()
+
+    def value(key: str) -> Any:
+        entry = table[key]
+        found = values.get(key, entry.default)
+        if entry.meta.lower and found is not None:
+            found = tuple(v.lower() for v in found) if isinstance(found, tuple) else found.lower()
+        return found
+
+    def build(cls: type[Any], prefix: str) -> Any:
+        hints = typing.get_type_hints(cls)
+        kwargs = {
+            f.name: build(hints[f.name], f"{prefix}{f.name}.")
+            if dataclasses.is_dataclass(hints[f.name])
+            else value(prefix + f.name)
+            for f in dataclasses.fields(cls)
+        }
+        return cls(**kwargs)
+
+    settings: Settings = build(Settings, "")
+    return settings

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import shutil
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,8 +20,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.config import Settings
@@ -89,38 +93,139 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         return response
 
 
+class ListenError(Exception):
+    """An address the service cannot listen on; the message says which and why."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """grpc core channel arguments of the listener."""
+    return [
+        # Envoy keeps few long-lived HTTP/2 connections; let each carry many streams.
+        ("grpc.max_concurrent_streams", 1024),
+        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+        # A connection that never sends the HTTP/2 preface holds a file descriptor until it is
+        # closed: 1,100 of them exhaust the common 1024 limit and block every new connection.
+        ("grpc.server_handshake_timeout_ms", round(settings.handshake_timeout * 1000)),
+        # An established connection without any call is closed with a GOAWAY (Envoy reconnects).
+        ("grpc.max_connection_idle_ms", round(settings.idle_timeout * 1000)),
+    ]
+
+
 def build_server(
     service: AuthorizationService,
-    listen: Sequence[str],
+    settings: Settings,
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, Health]:
-    """A grpc.aio server with Check, health and reflection bound to every `listen` address
-    (`host:port` or `unix:/path`)."""
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            # Envoy keeps few long-lived HTTP/2 connections; let each carry many streams.
-            ("grpc.max_concurrent_streams", 1024),
-            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+    """A grpc.aio server with Check, health and reflection bound to every `settings.listen`
+    address (`host:port` or `unix:/path`). Raises ListenError for an address it cannot bind."""
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_state = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
-    reflection.enable_server_reflection(
-        [
-            AUTHORIZATION_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
+    enable_reflection(
+        [AUTHORIZATION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
     )
-    for address in listen:
-        if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
-            raise OSError(f"cannot listen on {address}")
+    for address in settings.listen:
+        probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise ListenError(address, "cannot bind") from error
+        if address.startswith("unix:"):
+            _set_socket_access(address.removeprefix("unix:"), settings)
     return server, health_state
+
+
+def probe_bind(address: str) -> None:
+    """Bind `address` with a plain socket (as grpc would: SO_REUSEADDR) and release it, so an
+    address that cannot be used is reported with the system's reason. Raises ListenError."""
+    if address.startswith("unix:"):
+        path = address.removeprefix("unix:")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ListenError(address, f"the directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ListenError(address, f"permission denied in {parent}")
+        return
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        infos = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as error:
+        raise ListenError(address, str(error.strerror).lower()) from error
+    for family, kind, proto, _name, sockaddr in infos[:1]:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                raise ListenError(address, describe_os_error(error)) from error
+
+
+def describe_os_error(error: OSError) -> str:
+    """ "Address already in use" -> "address already in use"."""
+    text = error.strerror or str(error)
+    return text[:1].lower() + text[1:]
+
+
+def _set_socket_access(path: str, settings: Settings) -> None:
+    """--socket-mode and --socket-group: let Envoy running as another user connect."""
+    try:
+        if settings.socket_group is not None:
+            group = settings.socket_group
+            shutil.chown(path, group=int(group) if group.isdigit() else group)
+        if settings.socket_mode is not None:
+            os.chmod(path, int(settings.socket_mode, 8))
+    except (OSError, LookupError) as error:
+        reason = describe_os_error(error) if isinstance(error, OSError) else str(error)
+        raise ListenError(f"unix:{path}", f"cannot set its owner or mode: {reason}") from error
+
+
+def enable_reflection(services: Sequence[str], server: grpc.aio.Server) -> None:
+    """Server reflection as `grpc.reflection.v1alpha` (grpcio-reflection) and `grpc.reflection.v1`
+    (what current grpcurl and Postman ask first). v1 is v1alpha renamed, message for message and
+    field for field, so one servicer answers both; v1's file descriptor (v1alpha's with the
+    package renamed) is added to the pool so that v1 can describe itself too."""
+    names = [*services, reflection.SERVICE_NAME, _reflection_v1_service()]
+    servicer = reflection.aio.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler})
+            for name in names[-2:]
+        )
+    )
+
+
+def _reflection_v1_service() -> str:
+    pool = descriptor_pool.Default()
+    name = "grpc/reflection/v1/reflection.proto"
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        file = descriptor_pb2.FileDescriptorProto()
+        reflection_pb2.DESCRIPTOR.CopyToProto(file)
+        file.name, file.package = name, "grpc.reflection.v1"
+        for message in file.message_type:
+            for fld in message.field:
+                if fld.type_name.startswith(".grpc.reflection.v1alpha."):
+                    fld.type_name = fld.type_name.replace(".v1alpha.", ".v1.", 1)
+        for method in file.service[0].method:
+            method.input_type = method.input_type.replace(".v1alpha.", ".v1.", 1)
+            method.output_type = method.output_type.replace(".v1alpha.", ".v1.", 1)
+        pool.Add(file)
+    return "grpc.reflection.v1.ServerReflection"
 
 
 class Phase(StrEnum):

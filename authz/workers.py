@@ -7,13 +7,21 @@ worker idle. Instead worker i listens on its own address — `host:port+i`, or `
 Envoy cluster (`authz envoy-config --authz ... --authz ...`); Envoy then balances requests, not
 connections, across them. Worker 0 keeps the configured address, so `--workers 1` is unchanged.
 
+The admin endpoint is derived the same way: with `--admin 127.0.0.1:9092 --workers 3`, worker i
+serves /metrics, /healthz and /readyz on port 9092+i (9092, 9093, 9094); scrape and probe each.
+Every derived address of every worker must be distinct (`--listen :9191 --admin :9192
+--workers 2` would give worker 1 the gRPC port 9192 that worker 0's admin uses): the supervisor
+refuses such a set before starting anything.
+
 The supervisor runs the same command line in each worker with AUTHZ_WORKER_INDEX set, forwards
-SIGTERM/SIGINT/SIGHUP, restarts a worker that dies, and exits 0 once every worker has stopped
-cleanly after a SIGTERM.
+SIGTERM/SIGINT/SIGHUP, restarts a worker that dies, gives up (stopping the others and exiting 1)
+when a worker has died MAX_RESTARTS times in a row without staying up for HEALTHY_SECONDS,
+and exits 0 once every worker has stopped cleanly after a SIGTERM.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -23,9 +31,14 @@ import time
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
+from authz.config import Settings
+from authz.errors import ConfigError
+
 WORKER_INDEX_ENV = "AUTHZ_WORKER_INDEX"
 RESTART_DELAY_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 30.0
+MAX_RESTARTS = 5  # in a row, each dying within HEALTHY_SECONDS of its start
+HEALTHY_SECONDS = 60.0
 
 log = logging.getLogger("authz.workers")
 
@@ -51,6 +64,38 @@ def addresses_for_worker(addresses: Sequence[str], index: int) -> tuple[str, ...
     return tuple(address_for_worker(a, index) for a in addresses)
 
 
+def for_worker(settings: Settings, index: int) -> Settings:
+    """The settings of worker `index`: its own listen and admin addresses."""
+    admin = address_for_worker(settings.admin, index) if settings.admin else None
+    return dataclasses.replace(
+        settings, listen=addresses_for_worker(settings.listen, index), admin=admin
+    )
+
+
+def check_worker_addresses(settings: Settings) -> None:
+    """Raises ConfigError when two workers (or one worker's gRPC and admin) would use the same
+    address, or a derived port is over 65535."""
+    seen: dict[str, str] = {}
+    problems: list[str] = []
+    for index in range(settings.workers):
+        mine = for_worker(settings, index)
+        named = [(f"--listen {a}", a) for a in mine.listen]
+        if mine.admin:
+            named.append((f"--admin {mine.admin}", mine.admin))
+        for what, address in named:
+            if not address.startswith("unix:") and int(address.rpartition(":")[2]) > 65535:
+                problems.append(f"worker {index}: {what}: the port is over 65535")
+            owner = f"worker {index}'s {what.split()[0]}"
+            if address in seen:
+                problems.append(f"{address} would be used by {seen[address]} and {owner}")
+            seen.setdefault(address, owner)
+    if problems:
+        raise ConfigError(
+            f"--workers {settings.workers}: worker i listens on each port + i "
+            "(see `authz serve --help`), and these collide:\n  " + "\n  ".join(problems)
+        )
+
+
 class Supervisor:
     """Starts, watches and stops the worker processes."""
 
@@ -58,10 +103,12 @@ class Supervisor:
         self._argv = [sys.executable, "-m", "authz", *argv]
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * workers
         self._stopping = False
-        self._reload_requested = False
+        self._started = [0.0] * workers
+        self._failures = [0] * workers  # deaths in a row, each soon after its start
 
     def _spawn(self, index: int) -> None:
         env = {**os.environ, WORKER_INDEX_ENV: str(index)}
+        self._started[index] = time.monotonic()
         self._processes[index] = subprocess.Popen(self._argv, env=env)
         log.info("worker %d started (pid %d)", index, self._processes[index].pid)  # type: ignore[union-attr]
 
@@ -85,13 +132,43 @@ class Supervisor:
             self._spawn(index)
         while not self._stopping:
             for index, process in enumerate(self._processes):
-                if process is not None and process.poll() is not None and not self._stopping:
-                    log.error("worker %d exited with %s; restarting", index, process.returncode)
-                    time.sleep(RESTART_DELAY_SECONDS)
-                    if not self._stopping:
-                        self._spawn(index)
+                if process is None or process.poll() is None or self._stopping:
+                    continue
+                if not self._restart(index, process.returncode):
+                    self._stopping = True
+                    self._send(signal.SIGTERM)
+                    self._wait_all()
+                    return 1
             time.sleep(0.2)
         return self._wait_all()
+
+    def _restart(self, index: int, code: int) -> bool:
+        """Restart a dead worker; False when it keeps dying (then the supervisor gives up)."""
+        if time.monotonic() - self._started[index] < HEALTHY_SECONDS:
+            self._failures[index] += 1
+        else:
+            self._failures[index] = 1
+        if self._failures[index] >= MAX_RESTARTS:
+            log.error(
+                "worker %d exited with %s, %d times in a row within %.0fs of starting; "
+                "giving up: stopping every worker (see the worker's messages above)",
+                index,
+                code,
+                self._failures[index],
+                HEALTHY_SECONDS,
+            )
+            return False
+        log.error(
+            "worker %d exited with %s; restarting (%d of %d)",
+            index,
+            code,
+            self._failures[index],
+            MAX_RESTARTS - 1,
+        )
+        time.sleep(RESTART_DELAY_SECONDS)
+        if not self._stopping:
+            self._spawn(index)
+        return True
 
     def _wait_all(self) -> int:
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from authz.commands import serve
-from authz.config import Settings
+from authz.config import Entry, Settings, settings_table
 from authz.config_file import env_name, load_settings
 from authz.errors import ConfigError
 
@@ -59,8 +59,7 @@ def test_defaults_without_any_source() -> None:
 def test_every_key_of_the_file(tree: Path) -> None:
     path = write(tree, FULL.format(policies=tree / "policies", ca=tree / "ca.pem"))
     s = load_settings(path)
-    assert s.listen_all == ("0.0.0.0:9191", "unix:/run/authz.sock")
-    assert s.listen == "0.0.0.0:9191"
+    assert s.listen == ("0.0.0.0:9191", "unix:/run/authz.sock")
     assert s.admin == "127.0.0.1:9092"
     assert s.policies == str(tree / "policies")
     assert s.decision_log == "-"
@@ -85,13 +84,13 @@ def test_precedence_flags_over_env_over_file(tree: Path) -> None:
         tree, "listen: 127.0.0.1:1001\nworkers: 2\nadmin: 127.0.0.1:2001\nlog_level: warning\n"
     )
     env = {"AUTHZ_LISTEN": "127.0.0.1:1002, 127.0.0.1:1003", "AUTHZ_WORKERS": "3"}
-    flags = {"listen": ("--listen", ["127.0.0.1:1004"]), "admin": ("--admin", None)}
+    flags = {"listen": ["127.0.0.1:1004"], "admin": None}
     s = load_settings(path, environ=env, flags=flags, check_paths=False)
-    assert s.listen_all == ("127.0.0.1:1004",)  # flag
+    assert s.listen == ("127.0.0.1:1004",)  # flag
     assert s.workers == 3  # env over file
     assert s.admin == "127.0.0.1:2001"  # file: the flag was not given
     assert s.log_level == "warning"
-    assert load_settings(path, environ=env, check_paths=False).listen_all == (
+    assert load_settings(path, environ=env, check_paths=False).listen == (
         "127.0.0.1:1002",
         "127.0.0.1:1003",
     )
@@ -161,16 +160,14 @@ def test_bad_admin_addresses(tree: Path, address: str, expected: str) -> None:
 
 
 def test_good_listen_addresses() -> None:
-    flags = {
-        "listen": ("--listen", ["[::]:9191", "unix:/tmp/a.sock", "localhost:1", "0.0.0.0:65535"])
-    }
-    assert len(load_settings(flags=flags, check_paths=False).listen_all) == 4
+    flags = {"listen": ["[::]:9191", "unix:/tmp/a.sock", "localhost:1", "0.0.0.0:65535"]}
+    assert len(load_settings(flags=flags, check_paths=False).listen) == 4
 
 
 def test_values_from_env_and_flags_are_checked_too() -> None:
     message = error_of(
         environ={"AUTHZ_WORKERS": "0", "AUTHZ_TRUST_XFCC": "maybe"},
-        flags={"listen": ("--listen", ["127.0.0.1:99999"])},
+        flags={"listen": ["127.0.0.1:99999"]},
         check_paths=False,
     )
     assert "AUTHZ_WORKERS: workers: must be at least 1, got 0" in message
@@ -189,7 +186,7 @@ def test_missing_files_and_directories(tree: Path) -> None:
     assert f"{path}:2: ca_bundle: " in message
     assert f"{path}:3: decision_log: " in message and "does not exist" in message
     # a flag that fixes the policy directory wins over the file's bad one
-    flags = {"policies": ("--policies", str(tree / "policies"))}
+    flags = {"policies": str(tree / "policies")}
     assert "policies:" not in error_of(path, flags=flags)
 
 
@@ -236,7 +233,7 @@ def test_serve_flags_feed_the_settings(tree: Path, monkeypatch: pytest.MonkeyPat
         ]
     )
     s = serve.settings_from(args)
-    assert s.listen_all == ("127.0.0.1:1", "127.0.0.1:2") and s.admin == "127.0.0.1:2002"
+    assert s.listen == ("127.0.0.1:1", "127.0.0.1:2") and s.admin == "127.0.0.1:2002"
     assert s.decision_log == "-" and s.log_headers == ("x-a", "x-b")
     assert s.watch is False and s.trust_xfcc is True and s.poll_policies is False
     defaults = serve.settings_from(parser.parse_args(["--policies", str(tree / "policies")]))
@@ -245,3 +242,116 @@ def test_serve_flags_feed_the_settings(tree: Path, monkeypatch: pytest.MonkeyPat
         and defaults.log_level == "info"
         and defaults.admin == "127.0.0.1:2002"
     )
+
+
+# -- one declaration per setting: file key, environment variable and flag all derived -----------
+
+
+def _sample(entry: Entry) -> tuple[object, str, str]:
+    """(a value other than the default, as YAML, as an environment string) for `entry`."""
+    samples: dict[str, tuple[object, str, str]] = {
+        "listen": (("127.0.0.1:7001",), "['127.0.0.1:7001']", "127.0.0.1:7001"),
+        "admin": ("127.0.0.1:7002", "127.0.0.1:7002", "127.0.0.1:7002"),
+        "policies": ("/etc/p", "/etc/p", "/etc/p"),
+        "log_level": ("debug", "debug", "debug"),
+        "log_format": ("json", "json", "json"),
+        "socket_mode": ("0600", "'0600'", "0600"),
+        "socket_group": ("0", "'0'", "0"),
+        "log_headers": (("x-a",), "[x-a]", "x-a"),
+    }
+    if entry.key in samples:
+        return samples[entry.key]
+    if entry.type is bool:
+        return (not entry.default, str(not entry.default).lower(), str(not entry.default))
+    if entry.type is int:
+        return (entry.default + 1, str(entry.default + 1), str(entry.default + 1))
+    if entry.type is float:
+        return (entry.default + 0.5, str(entry.default + 0.5), str(entry.default + 0.5))
+    return ("x-sample", "x-sample", "x-sample")
+
+
+def _get(settings: Settings, key: str) -> object:
+    value: object = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("key", list(settings_table()))
+def test_every_setting_comes_from_file_environment_and_flag(key: str, tmp_path: Path) -> None:
+    import argparse
+
+    entry = settings_table()[key]
+    value, as_yaml, as_env = _sample(entry)
+    section, _, name = key.rpartition(".")
+    text = f"{section}:\n  {name}: {as_yaml}\n" if section else f"{key}: {as_yaml}\n"
+    from_file = load_settings(write(tmp_path, text), check_paths=False)
+    from_env = load_settings(environ={entry.env: as_env}, check_paths=False)
+    parser = argparse.ArgumentParser()
+    serve.configure(parser)
+    if entry.type is bool:
+        argv = [entry.flag if value else f"--no-{entry.flag[2:]}"]
+    else:
+        argv = [entry.flag, as_env]
+    from_flag = load_settings(flags={key: getattr(parser.parse_args(argv), key)}, check_paths=False)
+    for settings in (from_file, from_env, from_flag):
+        assert _get(settings, key) == value
+        assert _get(settings, key) != entry.default
+    assert entry.env == "AUTHZ_" + key.replace(".", "_").upper()
+
+
+def test_a_new_limits_field_is_a_setting_without_more_code() -> None:
+    """Another `Limits` field needs no entry anywhere else: the table walks the dataclasses."""
+    from dataclasses import fields
+
+    from authz.config import Limits
+
+    for f in fields(Limits):
+        entry = settings_table()[f"limits.{f.name}"]
+        assert entry.flag == f"--limits-{f.name.replace('_', '-')}"
+        assert entry.check is not None  # an integer bound must be at least 1
+    assert "limits.max_headers: must be at least 1" in error_of(
+        environ={"AUTHZ_LIMITS_MAX_HEADERS": "0"}, check_paths=False
+    )
+
+
+def test_a_misspelt_environment_variable_suggests_the_close_one() -> None:
+    message = error_of(environ={"AUTHZ_LISTN": "127.0.0.1:1", "AUTHZ_FOO": "1"}, check_paths=False)
+    assert "environment variable AUTHZ_LISTN: unknown setting; did you mean 'AUTHZ_LISTEN'?" in (
+        message
+    )
+    assert "environment variable AUTHZ_FOO: unknown setting" in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AUTHZ_PORT",
+        "AUTHZ_SERVICE_HOST",
+        "AUTHZ_SERVICE_PORT",
+        "AUTHZ_SERVICE_PORT_GRPC",
+        "AUTHZ_PORT_9191_TCP",
+        "AUTHZ_PORT_9191_TCP_ADDR",
+        "AUTHZ_ADMIN_SERVICE_HOST",  # a Service named authz-admin
+        "AUTHZ_ADMIN_PORT_9092_TCP_PROTO",
+        "AUTHZ_WORKER_INDEX",
+        "AUTHZ_CONFIG",
+    ],
+)
+def test_kubernetes_service_links_are_not_settings(name: str) -> None:
+    environ = {} if name == "AUTHZ_CONFIG" else {name: "tcp://10.0.0.1:9191"}
+    assert load_settings(environ=environ, check_paths=False) == Settings()
+
+
+def test_config_file_yaml_problems_have_lines(tree: Path) -> None:
+    path = write(tree, "workers: 1\nworkers: 2\n")
+    assert f"{path}:2: not valid YAML: duplicate key 'workers' (first on line 1)" in error_of(path)
+
+
+def test_socket_settings_are_checked(tree: Path) -> None:
+    message = error_of(
+        environ={"AUTHZ_SOCKET_MODE": "999", "AUTHZ_SOCKET_GROUP": "no-such-group-x"},
+        check_paths=False,
+    )
+    assert "AUTHZ_SOCKET_MODE: socket_mode: '999' is not an octal mode" in message
+    assert "AUTHZ_SOCKET_GROUP: socket_group: no group named 'no-such-group-x'" in message

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -39,7 +41,7 @@ def app() -> App:
 @pytest.fixture
 async def channel(app: App, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     address = f"unix:{tmp_path / 'authz.sock'}"
-    server, health = build_server(app.service, [address])
+    server, health = build_server(app.service, replace(app.settings, listen=(address,)))
     await server.start()
     await health.set_phase(Phase.SERVING)
     async with grpc.aio.insecure_channel(address) as open_channel:
@@ -72,6 +74,41 @@ async def test_health_and_reflection(channel: grpc.aio.Channel) -> None:
     assert {AUTHORIZATION_SERVICE, "grpc.health.v1.Health"} <= names
 
 
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+async def test_reflection_v1_and_v1alpha(channel: grpc.aio.Channel, version: str) -> None:
+    """grpcurl and Postman ask `grpc.reflection.v1` first; older clients v1alpha. The two are
+    the same messages under another package, so v1alpha's classes encode v1 calls byte for byte."""
+    call = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=AUTHORIZATION_SERVICE),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol=f"grpc.reflection.{version}.ServerReflection"
+        ),
+    ]
+    answers = [answer async for answer in call(iter(requests))]
+    assert len(answers) == 3 and not any(a.HasField("error_response") for a in answers)
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert {
+        AUTHORIZATION_SERVICE,
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in answers[1].file_descriptor_response.file_descriptor_proto
+    ]
+    assert any(f.package == "envoy.service.auth.v3" for f in files)
+    own = descriptor_pb2.FileDescriptorProto.FromString(
+        answers[2].file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert own.package == f"grpc.reflection.{version}"
+
+
 class _BrokenEngine:
     def check(self, request: object) -> object:
         raise RuntimeError("a bug in the engine")
@@ -101,7 +138,7 @@ def test_an_observer_that_fails_changes_nothing(app: App) -> None:
 async def test_health_state_is_what_grpc_health_says(app: App, tmp_path: Path) -> None:
     """/readyz reads Health.phase; it must always match what gRPC health answers."""
     address = f"unix:{tmp_path / 'h.sock'}"
-    server, health = build_server(app.service, [address])
+    server, health = build_server(app.service, replace(app.settings, listen=(address,)))
     await server.start()
     assert health.phase is Phase.STARTING and not health.serving
     try:
@@ -124,7 +161,9 @@ async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) 
     metrics = Metrics()
     address = f"unix:{tmp_path / 'm.sock'}"
     server, health = build_server(
-        app.service, [address], interceptors=[MetricsInterceptor(metrics.rpc)]
+        app.service,
+        replace(app.settings, listen=(address,)),
+        interceptors=[MetricsInterceptor(metrics.rpc)],
     )
     await server.start()
     await health.set_phase(Phase.SERVING)

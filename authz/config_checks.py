@@ -1,0 +1,137 @@
+"""Checks on setting values, named by the declarations in authz.config (pure, no I/O except
+the few that look at the file system, which declare `paths=True` there)."""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")  # RFC 9110 token, lower case
+_HOST_NAME = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*$"
+)
+
+
+class Invalid(Exception):
+    """A value that is wrong; the caller adds where it came from."""
+
+
+def check_address(address: str, *, allow_unix: bool) -> None:
+    """`host:port` (`[v6]:port` for IPv6) with a port in 1-65535, or `unix:/path`."""
+    if address.startswith("unix:"):
+        if not allow_unix:
+            raise Invalid(f"{address!r}: a unix socket is not supported here; use HOST:PORT")
+        if len(address) == len("unix:"):
+            raise Invalid(f"{address!r}: the unix socket needs a path")
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        raise Invalid(f"{address!r} is not HOST:PORT")
+    if not port.isdigit():
+        raise Invalid(f"{address!r}: the port {port!r} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise Invalid(f"{address!r}: the port {port} is out of range (1-65535)")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise Invalid(f"{address!r}: {host} is not an IPv6 address") from None
+        return
+    if ":" in host:
+        raise Invalid(f"{address!r}: write an IPv6 address in brackets, e.g. [::1]:{port}")
+    if not _HOST_NAME.match(host):
+        raise Invalid(f"{address!r}: {host!r} is not a host name or IP address")
+
+
+def listen_addresses(value: tuple[str, ...]) -> None:
+    if not value:
+        raise Invalid("at least one address is needed")
+    for address in value:
+        check_address(address, allow_unix=True)
+
+
+def admin_address(value: str | None) -> None:
+    if value is not None:
+        check_address(value, allow_unix=False)
+
+
+def directory(value: str) -> None:
+    if not os.path.isdir(value):
+        raise Invalid(
+            f"{value!r} is not a directory"
+            if os.path.exists(value)
+            else f"{value!r} does not exist"
+        )
+
+
+def optional_file(value: str | None) -> None:
+    if value is not None and not os.path.isfile(value):
+        raise Invalid(
+            f"{value!r} is not a file" if os.path.exists(value) else f"{value!r} does not exist"
+        )
+
+
+def log_path(value: str | None) -> None:
+    if value is None or value == "-":
+        return
+    if os.path.isdir(value):
+        raise Invalid(f"{value!r} is a directory; name a file, or '-' for stdout")
+    parent = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(parent):
+        raise Invalid(f"{value!r}: the directory {parent!r} does not exist")
+
+
+def header(value: str) -> None:
+    if not _HEADER_NAME.match(value.lower()):
+        raise Invalid(f"{value!r} is not a valid header name")
+
+
+def headers(value: tuple[str, ...]) -> None:
+    for name in value:
+        header(name)
+
+
+def at_least_one(value: int) -> None:
+    if value < 1:
+        raise Invalid(f"must be at least 1, got {value}")
+
+
+def positive_seconds(value: float) -> None:
+    if not value > 0:
+        raise Invalid(f"must be more than 0 seconds, got {value}")
+
+
+def one_of(*choices: str) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        if value not in choices:
+            raise Invalid(f"expected one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+def file_mode(value: str | None) -> None:
+    """An octal permission mode such as `660` or `0o660` (for a unix socket)."""
+    if value is None:
+        return
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise Invalid(f"{value!r} is not an octal mode such as 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise Invalid(f"{value!r} is not a permission mode (0000-0777)")
+
+
+def group(value: str | None) -> None:
+    """A group name or id known to this system."""
+    if value is None or value.isdigit():
+        return
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise Invalid(f"no group named {value!r}") from None

@@ -1,0 +1,98 @@
+"""`./dev` on a fresh machine: serving installs only the runtime dependencies, testing the test
+extra; each once per version of pyproject.toml. Run with a stand-in Python that records what it
+is asked to do (a real install needs the network and minutes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The stand-in: `python -m venv DIR` makes DIR/bin/{python,authz,...} that append their
+# arguments to calls.log; everything else succeeds.
+FAKE_PYTHON = """#!/usr/bin/env bash
+here=$(cd "$(dirname "$0")" && pwd)
+echo "python $*" >> "$here/calls.log"
+if [ "${1:-}" = -m ] && [ "${2:-}" = venv ]; then
+  mkdir -p "$3/bin"
+  for tool in python authz ruff mypy; do
+    printf '#!/usr/bin/env bash\\necho "%s $*" >> "%s/calls.log"\\n' "$tool" "$here" \\
+      > "$3/bin/$tool"
+    chmod +x "$3/bin/$tool"
+  done
+fi
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "dev", tmp_path / "dev")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    return tmp_path
+
+
+def dev(tree: Path, *args: str) -> list[str]:
+    """Run ./dev; the calls it made, one per line."""
+    log = tree / "calls.log"
+    log.write_text("")
+    env = {**os.environ, "PYTHON": str(tree / "fake-python")}
+    result = subprocess.run(
+        [str(tree / "dev"), *args], cwd=tree, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return log.read_text().splitlines()
+
+
+def installs(calls: list[str]) -> list[str]:
+    return [call for call in calls if "pip install" in call and "--upgrade pip" not in call]
+
+
+def test_serve_installs_only_the_runtime_dependencies_once(tree: Path) -> None:
+    calls = dev(tree, "serve", "--help")
+    assert installs(calls) == ["python -m pip install -q -e ."]
+    assert calls[-1] == "authz serve --help"
+    assert installs(dev(tree, "serve")) == []
+
+
+def test_test_installs_the_test_extra_which_also_serves(tree: Path) -> None:
+    dev(tree, "serve")
+    calls = dev(tree, "test", "-q")
+    assert installs(calls) == ["python -m pip install -q -e .[test]"]
+    assert calls[-1] == "python -m pytest -q"
+    assert installs(dev(tree, "test")) == [] and installs(dev(tree, "serve")) == []
+
+
+def test_a_changed_pyproject_installs_again(tree: Path) -> None:
+    dev(tree, "test")
+    with (tree / "pyproject.toml").open("a") as handle:
+        handle.write("\n# changed\n")
+    assert installs(dev(tree, "serve")) == ["python -m pip install -q -e ."]
+    assert installs(dev(tree, "test")) == ["python -m pip install -q -e .[test]"]
+    stamps = sorted(p.name for p in (tree / ".venv").glob(".installed-*"))
+    assert len(stamps) == 2 and {s.split("-")[1] for s in stamps} == {"runtime", "test"}
+
+
+def test_the_package_metadata_builds_without_deprecation_warnings() -> None:
+    """`license` as a table made setuptools print ~30 lines on every install."""
+    code = (
+        "from setuptools.dist import Distribution\n"
+        "from setuptools.config.pyprojecttoml import apply_configuration\n"
+        "apply_configuration(Distribution(), 'pyproject.toml')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
