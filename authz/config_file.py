@@ -17,7 +17,7 @@ headers: {principal: x-authz-principal, request_principal: x-authz-request-princ
 trust_xfcc: false
 ca_bundle: /etc/authz/ca.pem
 jwt_authn_metadata: envoy.filters.http.jwt_authn
-limits: {max_headers: 200, max_header_bytes: 65536, max_path_bytes: 8192}
+limits: {max_headers: 200, max_principal_bytes: 2048}  # any field of authz.config.Limits
 workers: 1
 watch: true
 poll_policies: false
@@ -39,7 +39,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import yaml
@@ -260,9 +260,8 @@ KEYS: dict[str, _Key] = {
     "trust_xfcc": _Key(BOOL),
     "ca_bundle": _Key(OPTIONAL_STR, _check_file, paths=True),
     "jwt_authn_metadata": _Key(OPTIONAL_STR),
-    "limits.max_headers": _Key(INT, _positive),
-    "limits.max_header_bytes": _Key(INT, _positive),
-    "limits.max_path_bytes": _Key(INT, _positive),
+    # One key per `Limits` field: the limits are declared once, in authz.config.
+    **{f"limits.{limit.name}": _Key(INT, _positive) for limit in fields(Limits)},
     "workers": _Key(INT, _positive),
     "watch": _Key(BOOL),
     "poll_policies": _Key(BOOL),
@@ -439,9 +438,10 @@ def _settings(merged: Mapping[str, _Value]) -> Settings:
             decision_id=get("headers.decision_id", defaults.headers.decision_id).lower(),
         ),
         limits=Limits(
-            max_headers=get("limits.max_headers", defaults.limits.max_headers),
-            max_header_bytes=get("limits.max_header_bytes", defaults.limits.max_header_bytes),
-            max_path_bytes=get("limits.max_path_bytes", defaults.limits.max_path_bytes),
+            **{
+                limit.name: get(f"limits.{limit.name}", getattr(defaults.limits, limit.name))
+                for limit in fields(Limits)
+            }
         ),
         ca_bundle=get("ca_bundle", defaults.ca_bundle),
         trust_xfcc=get("trust_xfcc", defaults.trust_xfcc),

@@ -34,11 +34,30 @@ class InvalidPath(BadRequest):
     reason = "invalid_path"
 
 
+class InvalidHost(BadRequest):
+    """`:authority` is not a host name or IP literal with an optional numeric port."""
+
+    reason = "invalid_host"
+
+
+class InvalidMethod(BadRequest):
+    """The method is not an upper-case HTTP token (POLICY.md: `get` is refused, not folded)."""
+
+    reason = "invalid_method"
+
+
 class RequestTooLarge(BadRequest):
-    """Over a configured limit (header count or size, path length)."""
+    """Over a configured limit on the headers (count, total size) or the path."""
 
     reason = "request_too_large"
     status = 431
+
+
+class AttributeTooLarge(BadRequest):
+    """One attribute (principal, certificate, host, method, a header value, XFCC, jwt_authn
+    metadata) is over its `Limits` bound: refused before it is parsed or cached."""
+
+    reason = "attribute_too_large"
 
 
 class TokenRejected(AuthzError):

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from authz.engine import rejection
-from authz.errors import InvalidPath, TokenRejected
+from authz.errors import InvalidHost, InvalidPath, TokenRejected
 from authz.identity.spiffe import workload_for
 from authz.model import Decision, EndUser, Identity, Request
 from authz.paths import normalize_path
@@ -82,8 +82,13 @@ class Explanation:
 
 def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
     """Decide `scenario` against `policy_set` as the service would, with a per-rule trace."""
-    host = normalize_host(scenario.host)
     revision = policy_set.revision
+    host = normalize_host(scenario.host)
+    if host is None:
+        bad_host = InvalidHost(f"{scenario.host!r} is not a valid host")
+        return Explanation(
+            rejection(bad_host), revision, scenario.host, None, notes=(str(bad_host),)
+        )
     try:
         path, query = normalize_path(scenario.path)
     except InvalidPath as error:

@@ -147,7 +147,9 @@ class XfccError(ValueError):
     """An x-forwarded-client-cert value that does not follow Envoy's format."""
 
 
-@functools.lru_cache(maxsize=1024)
+# Values are at most `Limits.max_header_value_bytes` (16 KiB): 256 of them, parsed, stay under
+# ~10 MB, and one connection sends one value over and over.
+@functools.lru_cache(maxsize=256)
 def parse_xfcc(value: str) -> tuple[XfccElement, ...]:
     """Parse Envoy's x-forwarded-client-cert header.
 
