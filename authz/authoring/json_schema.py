@@ -20,9 +20,10 @@ SCHEMA_ID = "https://authz.example.dev/schemas/policy.schema.json"
 # Kept in step with authz.policy.schema (RESERVED_NAMES, KNOWN_ALGORITHMS, _NAME); the
 # agreement test fails when they drift apart.
 _RESERVED = [
-    "bad_request", "internal_error", "invalid_config", "invalid_path", "invalid_policy",
-    "jwt_expired", "jwt_invalid", "jwt_missing", "no_matching_rule", "no_policy_for_host",
-    "peer_certificate_invalid", "request_too_large",
+    "attribute_too_large", "bad_request", "internal_error", "invalid_config", "invalid_host",
+    "invalid_method", "invalid_path", "invalid_policy", "jwt_expired", "jwt_invalid",
+    "jwt_missing", "no_matching_rule", "no_policy_for_host", "peer_certificate_invalid",
+    "request_too_large",
 ]  # fmt: skip
 _ALGORITHMS = [
     "ES256", "ES256K", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",

@@ -20,13 +20,13 @@ from types import MappingProxyType
 from typing import Any
 
 from authz.engine import rejection
-from authz.errors import InvalidHost, InvalidPath, TokenRejected
+from authz.errors import InvalidHost, InvalidMethod, InvalidPath, TokenRejected
 from authz.identity.spiffe import workload_for
 from authz.model import Decision, EndUser, Identity, Request
 from authz.paths import normalize_path
 from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
 from authz.policy.context import RequestContext
-from authz.policy.patterns import normalize_host
+from authz.policy.patterns import check_method, normalize_host
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -90,6 +90,11 @@ def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
             rejection(bad_host), revision, scenario.host, None, notes=(str(bad_host),)
         )
     try:
+        check_method(scenario.method)  # refused as the service refuses it, never upper-cased
+    except ValueError as error:
+        bad_method = InvalidMethod(f"the request method {error}")
+        return Explanation(rejection(bad_method), revision, host, None, notes=(str(bad_method),))
+    try:
         path, query = normalize_path(scenario.path)
     except InvalidPath as error:
         return Explanation(rejection(error), revision, host, None, notes=(str(error),))
@@ -98,7 +103,7 @@ def explain_scenario(policy_set: PolicySet, scenario: Scenario) -> Explanation:
         note = f"no policy file applies to host {host!r}"
         return Explanation(no_policy_decision(), revision, host, path, notes=(note,))
     request = Request(
-        method=scenario.method.upper(),
+        method=scenario.method,
         path=path,
         host=host,
         raw_path=scenario.path,

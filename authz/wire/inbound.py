@@ -31,12 +31,8 @@ from authz.errors import (
 )
 from authz.model import Request
 from authz.paths import normalize_path
-from authz.policy.patterns import normalize_host
+from authz.policy.patterns import check_method, normalize_host
 
-# RFC 9110 section 9.1: a method is a token (section 5.6.2). Anything else cannot be matched;
-# POLICY.md also refuses a lower-case letter.
-_METHOD_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_TOKEN_CHARS = _METHOD_CHARS | frozenset("abcdefghijklmnopqrstuvwxyz")
 # An IP address, IPv6 with an IPv4 tail and a zone included, is far shorter: longer is not one.
 _MAX_ADDRESS_BYTES = 128
 # RFC 9113 section 8.2.3: split cookie fields are joined with "; ", every other field with ",".
@@ -108,12 +104,10 @@ def _method(method: str, limits: Limits) -> str:
     if not method:
         raise BadRequest("the request has no method (attributes.request.http.method)")
     _bound(method, limits.max_method_bytes, "method")
-    if not _METHOD_CHARS.issuperset(method):
-        if _TOKEN_CHARS.issuperset(method):
-            raise InvalidMethod(
-                "the request method has a lower-case letter: methods are case-sensitive"
-            )
-        raise InvalidMethod("the request method is not an HTTP token")
+    try:
+        check_method(method)  # the policy's own rule for the methods it names
+    except ValueError as error:
+        raise InvalidMethod(f"the request method {error}") from None
     return method
 
 

@@ -140,3 +140,18 @@ def test_explain_unknown_issuer_and_bad_path() -> None:
     assert (refused.decision.status, refused.decision.reason) == (401, "jwt_unknown_issuer")
     bad = explain_scenario(policy_set, Scenario("GET", "/a%2Fb", "localhost"))
     assert (bad.decision.status, bad.decision.reason, bad.path) == (400, "invalid_path", None)
+
+
+@pytest.mark.parametrize(
+    ("method", "host", "reason"),
+    [
+        ("get", "localhost", "invalid_method"),  # as the service refuses it, not upper-cased
+        ("GET", "localhost..", "invalid_host"),
+        ("GET", "\u212aiosk.example.com", "invalid_host"),
+    ],
+)
+def test_explain_refuses_what_the_service_refuses(method: str, host: str, reason: str) -> None:
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    refused = explain_scenario(policy_set, Scenario(method, "/", host))
+    assert (refused.decision.allowed, refused.decision.status) == (False, 400)
+    assert refused.decision.reason == reason

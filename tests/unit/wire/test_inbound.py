@@ -280,13 +280,13 @@ def test_malformed_requests_are_bad_requests(message: CheckRequest, words: str) 
 @pytest.mark.parametrize(
     ("method", "words"),
     [
-        ("get", "lower-case"),  # HTTP/2 lets a client send it; upstreams disagree on it
-        ("Get", "lower-case"),
-        ("gET", "lower-case"),
-        ("GE T", "not an HTTP token"),
-        ("GET\r\n", "not an HTTP token"),
-        ("G\u00c9T", "not an HTTP token"),
-        ("\u0261ET", "not an HTTP token"),  # LATIN SMALL LETTER SCRIPT G
+        ("get", "methods are upper case"),  # HTTP/2 lets a client send it; upstreams differ
+        ("Get", "methods are upper case"),
+        ("gET", "methods are upper case"),
+        ("GE T", "is not an HTTP method"),
+        ("GET\r\n", "is not an HTTP method"),
+        ("G\u00c9T", "is not an HTTP method"),
+        ("\u0261ET", "is not an HTTP method"),  # LATIN SMALL LETTER SCRIPT G
     ],
 )
 def test_a_method_that_is_not_an_upper_case_token_is_invalid(method: str, words: str) -> None:
