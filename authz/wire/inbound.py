@@ -123,8 +123,11 @@ def _value_too_large(name: str, limits: Limits) -> RequestTooLarge:
 
 
 def _too_long(text: str, limit: int) -> bool:
+    """Over `limit` UTF-8 bytes; encodes only a text near the limit (never a huge one)."""
     if len(text) * _MAX_UTF8 <= limit:
         return False
+    if len(text) > limit:  # every character is at least one byte
+        return True
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
