@@ -85,11 +85,28 @@ class HeaderNames:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what a request may carry before it is denied unread (safe defaults)."""
+    """Bounds on every attribute of a CheckRequest the service reads, checked before anything is
+    parsed or cached (authz.wire.inbound). Over a header or path bound: 431 `request_too_large`;
+    over any other: 400 `attribute_too_large`. Sizes are UTF-8 bytes. Each is a config key
+    (`limits.<name>`, `AUTHZ_LIMITS_<NAME>`).
+
+    Together they bound memory: the largest cache keys (principal, certificate, XFCC, token)
+    are these sizes times their caches' entry counts, and gRPC refuses messages over 8 MiB.
+    """
 
     max_headers: int = 200
     max_header_bytes: int = 64 * 1024  # names + values, all headers together
-    max_path_bytes: int = 8 * 1024
+    # Any one header value, after Envoy's repeats are joined: a token, the cookies, XFCC.
+    max_header_value_bytes: int = 16 * 1024
+    max_path_bytes: int = 8 * 1024  # `:path` including the query
+    max_method_bytes: int = 32
+    max_host_bytes: int = 1024  # `:authority` as sent, port included
+    max_principal_bytes: int = 2 * 1024  # attributes.source.principal
+    max_certificate_bytes: int = 16 * 1024  # attributes.source.certificate (URL-encoded PEM)
+    # jwt_authn payloads in metadata_context (read only with `jwt_authn_metadata` set): their
+    # serialized size and how deeply objects and arrays nest inside one payload.
+    max_metadata_bytes: int = 16 * 1024
+    max_metadata_depth: int = 16
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ headers: {principal: x-authz-principal, request_principal: x-authz-request-princ
 trust_xfcc: false
 ca_bundle: /etc/authz/ca.pem
 jwt_authn_metadata: envoy.filters.http.jwt_authn
-limits: {max_headers: 200, max_header_bytes: 65536, max_path_bytes: 8192}
+limits: {max_headers: 200, max_principal_bytes: 2048}  # any field of authz.config.Limits
 workers: 1
 watch: true
 poll_policies: false

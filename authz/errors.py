@@ -39,10 +39,29 @@ class InvalidPath(BadRequest):
     reason = Reason.INVALID_PATH
 
 
+class InvalidHost(BadRequest):
+    """`:authority` is not a host name or IP literal with an optional numeric port."""
+
+    reason = Reason.INVALID_HOST
+
+
+class InvalidMethod(BadRequest):
+    """The method is not an upper-case HTTP token (docs/policy.md: `get` is refused, not folded)."""
+
+    reason = Reason.INVALID_METHOD
+
+
 class RequestTooLarge(BadRequest):
-    """Over a configured limit (header count or size, path length)."""
+    """Over a configured limit on the headers (count, total size) or the path."""
 
     reason = Reason.REQUEST_TOO_LARGE
+
+
+class AttributeTooLarge(BadRequest):
+    """One attribute (principal, certificate, host, method, a header value, XFCC, jwt_authn
+    metadata) is over its `Limits` bound: refused before it is parsed or cached."""
+
+    reason = Reason.ATTRIBUTE_TOO_LARGE
 
 
 class TokenRejected(AuthzError):

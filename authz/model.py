@@ -21,7 +21,8 @@ class Request:
     """One HTTP request as Envoy saw it, already normalized.
 
     `path` is the normalized path (see `authz.paths.normalize_path`); `raw_path` is Envoy's
-    `:path` as received. `host` is lower-case without port. Header names are lower-case.
+    `:path` as received. `host` is canonical (`authz.policy.patterns.normalize_host`: lower-case, no
+    port, no trailing dot), normalized once by the wire. Header names are lower-case.
     """
 
     method: str

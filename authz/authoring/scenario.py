@@ -21,14 +21,14 @@ from types import MappingProxyType
 from typing import Any
 
 from authz.engine import rejection
-from authz.errors import InvalidPath, TokenRejected
+from authz.errors import InvalidHost, InvalidMethod, InvalidPath, TokenRejected
 from authz.identity.jwt import check_claims
 from authz.identity.spiffe import workload_for
 from authz.model import Decision, EndUser, Identity, Request
 from authz.paths import normalize_path
 from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
 from authz.policy.context import RequestContext
-from authz.policy.patterns import normalize_host
+from authz.policy.patterns import check_method, normalize_host
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -89,8 +89,18 @@ def explain_scenario(
 
     `now` is the time the claims' `exp`/`nbf` are judged at (default: the current time).
     """
-    host = normalize_host(scenario.host)
     revision = policy_set.revision
+    host = normalize_host(scenario.host)
+    if host is None:
+        bad_host = InvalidHost(f"{scenario.host!r} is not a valid host")
+        return Explanation(
+            rejection(bad_host), revision, scenario.host, None, notes=(str(bad_host),)
+        )
+    try:
+        check_method(scenario.method)  # refused as the service refuses it, never upper-cased
+    except ValueError as error:
+        bad_method = InvalidMethod(f"the request method {error}")
+        return Explanation(rejection(bad_method), revision, host, None, notes=(str(bad_method),))
     try:
         path, query = normalize_path(scenario.path)
     except InvalidPath as error:
@@ -100,7 +110,7 @@ def explain_scenario(
         note = f"no policy file applies to host {host!r}"
         return Explanation(no_policy_decision(), revision, host, path, notes=(note,))
     request = Request(
-        method=scenario.method.upper(),
+        method=scenario.method,
         path=path,
         host=host,
         raw_path=scenario.path,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from authz.errors import PolicyError, Problem
 from authz.model import Authentication, JwtProvider
-from authz.policy.patterns import normalize_host, request_first_segment
+from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
 
@@ -151,17 +151,16 @@ class PolicySet:
         return len(self.rules)
 
     def for_host(self, host: str) -> HostPolicy | None:
-        """The policy for `host` (`:authority`; lower-cased and port removed here too), or
-        None when no file applies: the caller then denies with `no_policy_for_host`."""
-        name = normalize_host(host)
+        """The policy for `host` (canonical: `normalize_host`'s result, as in `Request.host`),
+        or None when no file applies: the caller then denies with `no_policy_for_host`."""
         ids = set(self._hostless)
-        ids.update(self._exact.get(name, ()))
+        ids.update(self._exact.get(host, ()))
         # "*.example.com" matches one or more labels before "example.com": try every suffix
         # that follows a dot.
-        dot = name.find(".")
+        dot = host.find(".")
         while dot >= 0:
-            ids.update(self._suffix.get(name[dot + 1 :], ()))
-            dot = name.find(".", dot + 1)
+            ids.update(self._suffix.get(host[dot + 1 :], ()))
+            dot = host.find(".", dot + 1)
         if not ids:
             return None
         key = tuple(sorted(ids))

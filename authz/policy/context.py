@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from authz.model import Authentication, EndUser, Identity, Request, Workload
-from authz.policy.patterns import IPAddress, normalize_host, request_first_segment
+from authz.policy.patterns import IPAddress, request_first_segment
 
 _UNSET: Any = object()
 
@@ -41,7 +41,7 @@ class RequestContext:
         self.method = request.method
         self.path = request.path
         self.first_segment = request_first_segment(request.path)
-        self.host = normalize_host(request.host)
+        self.host = request.host  # canonical already (authz.wire.inbound)
         self.port = request.destination_port
         self.headers: Mapping[str, str] = request.headers
         workload = identity.workload

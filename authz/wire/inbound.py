@@ -4,10 +4,12 @@ What is read, from Envoy's `attribute_context.proto` (AttributeContext):
 `request.http.{method,path,host,id,headers|header_map}`, `source.address`, `source.principal`,
 `source.certificate`, `destination.address` and, when asked, `metadata_context`.
 
-Bad input raises only our own errors, each with a message saying what was wrong:
-`BadRequest` (400), `InvalidPath` (400, from `authz.paths.normalize_path`) or
-`RequestTooLarge` (431). This runs on every check: the common request costs one pass over the
-headers and no copies beyond the resulting dict.
+Bad input raises only our own errors, each with a message saying what was wrong and a stable
+reason code: `InvalidMethod`, `InvalidHost`, `InvalidPath` (from `authz.paths.normalize_path`),
+`AttributeTooLarge` (400), `RequestTooLarge` (431: headers, path) or `BadRequest` (400, a
+missing method or path). Every attribute is bounded by `authz.config.Limits` before it is
+parsed or kept. This runs on every check: the common request costs one pass over the headers
+and no copies beyond the resulting dict.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from google.protobuf.struct_pb2 import ListValue, Struct, Value
 from authz._proto.envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.config import Limits
-from authz.errors import BadRequest, RequestTooLarge
+from authz.errors import (
+    AttributeTooLarge,
+    BadRequest,
+    InvalidHost,
+    InvalidMethod,
+    RequestTooLarge,
+)
 from authz.model import Request
 from authz.paths import normalize_path
+from authz.policy.patterns import check_method, normalize_host
 
-# RFC 9110 section 9.1: a method is a token (section 5.6.2). Anything else cannot be matched.
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
+# An IP address, IPv6 with an IPv4 tail and a zone included, is far shorter: longer is not one.
+_MAX_ADDRESS_BYTES = 128
 # RFC 9113 section 8.2.3: split cookie fields are joined with "; ", every other field with ",".
 _COOKIE = "cookie"
 # A UTF-8 character is at most 4 bytes: a string this short is under a byte limit unencoded.
@@ -41,68 +48,86 @@ def to_request(
 ) -> Request:
     """Read one CheckRequest into a normalized `Request`, or raise why it cannot be judged.
 
-    `jwt_metadata_namespace` is the metadata namespace of Envoy's jwt_authn filter; claims are
-    read from `metadata_context` only when it is given.
+    Every attribute is checked against `limits` before it is parsed or kept, so nothing over a
+    bound reaches a cache. `jwt_metadata_namespace` is the metadata namespace of Envoy's
+    jwt_authn filter; claims are read from `metadata_context` only when it is given.
     """
     attributes = message.attributes
     http = attributes.request.http
-    method = http.method
-    if not method:
-        raise BadRequest("the request has no method (attributes.request.http.method)")
-    if not _TOKEN_CHARS.issuperset(method):
-        raise BadRequest("the request method is not an HTTP token")
+    method = _method(http.method, limits)
     raw_path = http.path
     if not raw_path:
         raise BadRequest("the request has no path (attributes.request.http.path)")
     if _too_long(raw_path, limits.max_path_bytes):
         raise RequestTooLarge(f"the path is longer than the limit of {limits.max_path_bytes} bytes")
+    source = attributes.source
+    principal, certificate = source.principal, source.certificate
+    _bound(principal, limits.max_principal_bytes, "source.principal")
+    _bound(certificate, limits.max_certificate_bytes, "source.certificate")
+    source_ip = source.address.socket_address.address
+    _bound(source_ip, _MAX_ADDRESS_BYTES, "source.address")
+    request_id = http.id
+    if _too_long(request_id, limits.max_header_value_bytes):
+        raise _value_too_large("request.http.id", limits)
 
     headers = _headers(http, limits)
+    authority = http.host or headers.get(":authority") or headers.get("host") or ""
+    _bound(authority, limits.max_host_bytes, "host")
+    host = normalize_host(authority)
+    if host is None:
+        raise InvalidHost(f"the host {authority[:64]!r} is not a host name, IP or [IPv6] literal")
     path, query = normalize_path(raw_path)
-    source = attributes.source
     jwt_metadata: Mapping[str, Mapping[str, Any]] = {}
     if jwt_metadata_namespace is not None:
-        jwt_metadata = _jwt_metadata(attributes, jwt_metadata_namespace)
-    authority = http.host or headers.get(":authority") or headers.get("host") or ""
-    source_address = source.address.socket_address
+        jwt_metadata = _jwt_metadata(attributes, jwt_metadata_namespace, limits)
     destination_address = attributes.destination.address.socket_address
     return Request(
-        method=method.upper(),
+        method=method,
         path=path,
-        host=host_of(authority),
+        host=host,
         raw_path=raw_path,
         query=query,
         headers=headers,
-        source_ip=source_address.address or None,
+        source_ip=source_ip or None,
         # `port_value` is in a oneof with `named_port`: 0 means "not a numeric port".
         destination_port=destination_address.port_value or None,
-        peer_principal=source.principal,
-        peer_certificate=source.certificate,
+        peer_principal=principal,
+        peer_certificate=certificate,
         jwt_metadata=jwt_metadata,
-        request_id=http.id or headers.get("x-request-id", ""),
+        request_id=request_id or headers.get("x-request-id", ""),
     )
 
 
-def host_of(authority: str) -> str:
-    """POLICY.md: the host is `:authority`, lower-cased, port removed (an IPv6 literal keeps its
-    brackets: `[::1]:8080` is `[::1]`), and one trailing dot removed (`a.example.` names the same
-    host as `a.example`). The same as the policy's own `normalize_host`, so applying both agrees.
-    """
-    host = authority.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        if end >= 0:
-            host = host[: end + 1]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    if host.endswith("."):
-        host = host[:-1]
-    return host
+def _method(method: str, limits: Limits) -> str:
+    """docs/policy.md: the method as sent, an upper-case token. `get` is refused, never upper-cased:
+    a GET rule would allow it while the upstream may treat it as another method (or 405)."""
+    if not method:
+        raise BadRequest("the request has no method (attributes.request.http.method)")
+    _bound(method, limits.max_method_bytes, "method")
+    try:
+        check_method(method)  # the policy's own rule for the methods it names
+    except ValueError as error:
+        raise InvalidMethod(f"the request method {error}") from None
+    return method
+
+
+def _bound(text: str, limit: int, name: str) -> None:
+    if _too_long(text, limit):
+        raise AttributeTooLarge(f"{name} is longer than the limit of {limit} bytes")
+
+
+def _value_too_large(name: str, limits: Limits) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"the value of {name} is longer than the limit of {limits.max_header_value_bytes} bytes"
+    )
 
 
 def _too_long(text: str, limit: int) -> bool:
+    """Over `limit` UTF-8 bytes; encodes only a text near the limit (never a huge one)."""
     if len(text) * _MAX_UTF8 <= limit:
         return False
+    if len(text) > limit:  # every character is at least one byte
+        return True
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
@@ -132,11 +157,13 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
         size += len(name) + len(value)
         key = name.lower()
         previous = headers.get(key)
-        if previous is None:
+        if previous is None or raw:
+            if previous is not None:
+                # header_map keeps wire order, so the join is well defined.
+                value = f"{previous}{'; ' if key == _COOKIE else ','}{value}"
+            if _too_long(value, limits.max_header_value_bytes):
+                raise _value_too_large(f"the header {key[:64]!r}", limits)
             headers[key] = value
-        elif raw:
-            # header_map keeps wire order, so the join is well defined.
-            headers[key] = f"{previous}{'; ' if key == _COOKIE else ','}{value}"
         else:
             # Envoy lower-cases the map's keys and merges repeats itself, so two keys that
             # differ only in case are not from Envoy; and a protobuf map has no order, so
@@ -165,40 +192,63 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _jwt_metadata(attributes: AttributeContext, namespace: str) -> Mapping[str, Mapping[str, Any]]:
-    """The jwt_authn filter's payloads: `{payload_in_metadata name: claims}` as plain dicts."""
+def _jwt_metadata(
+    attributes: AttributeContext, namespace: str, limits: Limits
+) -> Mapping[str, Mapping[str, Any]]:
+    """The jwt_authn filter's payloads: `{payload_in_metadata name: claims}` as plain dicts,
+    within `limits.max_metadata_bytes` (serialized, all payloads) and `max_metadata_depth`."""
     filter_metadata = attributes.metadata_context.filter_metadata
     if namespace not in filter_metadata:
         return {}
     payloads = filter_metadata[namespace]
+    if payloads.ByteSize() > limits.max_metadata_bytes:
+        raise AttributeTooLarge(
+            f"the {namespace} metadata is larger than the limit of "
+            f"{limits.max_metadata_bytes} bytes"
+        )
+    reader = _StructReader(limits.max_metadata_depth, namespace)
     result: dict[str, Mapping[str, Any]] = {}
     for name, value in payloads.fields.items():
         if value.WhichOneof("kind") == "struct_value":
-            result[name] = _struct(value.struct_value)
+            result[name] = reader.read_struct(value.struct_value, 1)
     return result
 
 
-def _struct(struct: Struct) -> dict[str, Any]:
-    return {key: _value(value) for key, value in struct.fields.items()}
+class _StructReader:
+    """protobuf Struct -> plain values, refusing nesting deeper than `max_depth` (a payload
+    itself is depth 1): claims are matched recursively and logged, so depth is bounded too."""
 
+    def __init__(self, max_depth: int, namespace: str) -> None:
+        self._max_depth = max_depth
+        self._namespace = namespace
 
-def _list(values: ListValue) -> list[Any]:
-    return [_value(value) for value in values.values]
+    def read_struct(self, struct: Struct, depth: int) -> dict[str, Any]:
+        self._check(depth)
+        return {key: self.read_value(value, depth) for key, value in struct.fields.items()}
 
+    def read_list(self, values: ListValue, depth: int) -> list[Any]:
+        self._check(depth)
+        return [self.read_value(value, depth) for value in values.values]
 
-def _value(value: Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and -_EXACT_INT <= number <= _EXACT_INT:
-            return int(number)
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return _struct(value.struct_value)
-    if kind == "list_value":
-        return _list(value.list_value)
-    return None
+    def read_value(self, value: Value, depth: int) -> Any:
+        kind = value.WhichOneof("kind")
+        if kind == "string_value":
+            return value.string_value
+        if kind == "number_value":
+            number = value.number_value
+            if number.is_integer() and -_EXACT_INT <= number <= _EXACT_INT:
+                return int(number)
+            return number
+        if kind == "bool_value":
+            return value.bool_value
+        if kind == "struct_value":
+            return self.read_struct(value.struct_value, depth + 1)
+        if kind == "list_value":
+            return self.read_list(value.list_value, depth + 1)
+        return None
+
+    def _check(self, depth: int) -> None:
+        if depth > self._max_depth:
+            raise AttributeTooLarge(
+                f"the {self._namespace} metadata nests deeper than the limit of {self._max_depth}"
+            )

@@ -13,6 +13,7 @@ Everything listens on and talks to 127.0.0.1 only. Every wait is bounded.
 
 from __future__ import annotations
 
+import ipaddress
 import textwrap
 from dataclasses import dataclass
 from typing import Any
@@ -84,29 +85,66 @@ def oracle(
     `token` is VALID (a token the trusted key signed, in force), INVALID (present, fails) or
     NONE.
     """
+    # docs/policy.md: a method is an upper-case token; `get` is refused, not folded.
+    if not method or not set(method) <= _METHOD_CHARS:
+        return Expected(False, 400, "invalid_method")
     if len(raw_path.encode("utf-8", "surrogatepass")) > max_path_bytes:
         return Expected(False, 431, "request_too_large")
+    name = _reference_host(host)
+    if name is None:
+        return Expected(False, 400, "invalid_host")
     try:
         path, _ = reference_normalize(raw_path)
     except Invalid:
         return Expected(False, 400, "invalid_path")
-    name = host.lower().rsplit(":", 1)[0] if host.count(":") == 1 else host.lower()
-    if name.endswith("."):
-        name = name[:-1]
     if name != HOST:
         return Expected(False, 403, "no_policy_for_host")
     if token == INVALID:
         return Expected(False, 401, "jwt")
     if path == "/admin" or path.startswith("/admin/"):
         return Expected(False, 403, "no-admin")
-    # POLICY.md: "the HTTP method, upper case"; the service reads methods case-insensitively.
-    if method.upper() == "GET" and path.startswith(f"/{public}/"):
+    if method == "GET" and path.startswith(f"/{public}/"):
         return Expected(True, 200, "public")
     if path.startswith("/api/"):
         if token == VALID:
             return Expected(True, 200, "users")
         return Expected(False, 401, "no_matching_rule")
     return Expected(False, 403, "no_matching_rule")
+
+
+_METHOD_CHARS = set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _reference_host(authority: str) -> str | None:
+    """docs/policy.md's host, written out step by step: ASCII only, lower-cased, an all-digit port
+    and exactly one trailing dot removed, labels of letters, digits, `_` and inner `-`, or an
+    IPv6 literal in brackets; None for anything else. "" is no host."""
+    if not authority:
+        return ""
+    if not authority.isascii():
+        return None
+    text = authority.lower()
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[: end + 1], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+    else:
+        host, colon, port = text.partition(":")
+        rest = colon + port
+        host = host[:-1] if host.endswith(".") else host
+        labels = host.split(".")
+        if not all(
+            label and set(label) <= _LABEL_CHARS and "-" not in (label[0], label[-1])
+            for label in labels
+        ):
+            return None
+    if rest and not (rest[0] == ":" and rest[1:].isdigit() and rest[1:].isascii()):
+        return None
+    return host
 
 
 def token_state(headers: Any, valid: Any) -> str:

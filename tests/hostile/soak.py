@@ -131,7 +131,7 @@ class Workload:
             key.sign(claims(issuer, now=now, audience="other")),  # wrong audience
             key.sign(claims("https://evil.example", now=now, audience=AUDIENCE)),
             "not.a.token",
-            "a" * 20000,
+            "a" * 12_000,  # long, but under Limits.max_header_value_bytes (over it: 431)
             key.sign(payload) + "x",
         ]
         self.rng = rng

@@ -20,6 +20,7 @@ from authz.errors import InvalidPath
 from authz.model import Decision, EndUser, Identity, Request, Workload
 from authz.paths import normalize_path
 from authz.policy import PolicySet, build_policy_set, evaluate
+from authz.policy.patterns import normalize_host
 from tests.hostile._hyp import HOSTILE
 from tests.hostile.reference import reference_normalize
 
@@ -438,11 +439,29 @@ _HOST_SET = compile_yaml(
         "Shop.Example.Com.:8080",
         " shop.example.com",
         "shop.example.com\t",
+        "shop.example.com..",
+        "\u212a.shop.example.com",  # KELVIN SIGN
+        "shop.example.com\u00a0",
+        "shop.example.com:abc",
     ],
 )
 def test_a_host_spelling_cannot_skip_the_hosts_deny_rules(host: str) -> None:
     """A file without `hosts` allows everything; the shop file denies /admin. Every spelling
-    Envoy could route to the shop must still get the shop file (case, port, trailing dot)."""
-    request = Request(method="GET", path="/admin", host=host)
+    Envoy could route to the shop must still get the shop file (case, port, trailing dot), and
+    every other spelling is an invalid host (400) rather than a host-less request."""
+    canonical = normalize_host(host)
+    if canonical is None:
+        return  # authz.wire.inbound refuses it: tests/unit/wire/test_inbound.py
+    request = Request(method="GET", path="/admin", host=canonical)
     decision = evaluate(_HOST_SET.for_host(request.host), request, Identity())
     assert (decision.allowed, decision.reason) == (False, "no-admin")
+
+
+@given(st.text(max_size=40))
+def test_a_host_is_canonical_or_invalid(authority: str) -> None:
+    """Whatever Envoy sends: invalid, or an ASCII lower-case host that normalizes to itself."""
+    canonical = normalize_host(authority)
+    if canonical is not None:
+        assert canonical.isascii() and canonical == canonical.lower()
+        assert normalize_host(canonical) == canonical
+        assert canonical == "" or canonical.strip(" \t") == canonical

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from authz.commands import serve
-from authz.config import Entry, Settings, settings_table
+from authz.config import Entry, Limits, Settings, settings_table
 from authz.config_file import env_name, load_settings
 from authz.errors import ConfigError
 
@@ -114,6 +115,20 @@ def test_environment_conversions_and_config_path(tree: Path) -> None:
     assert s.limits.max_headers == 7 and s.headers.principal == "x-p"
     assert s.log_headers == ("a", "b") and s.decision_log is None
     assert env_name("limits.max_header_bytes") == "AUTHZ_LIMITS_MAX_HEADER_BYTES"
+
+
+def test_every_limit_is_a_config_key_and_an_environment_variable(tree: Path) -> None:
+    # Declared once, in authz.config.Limits: a new limit is configurable without another list.
+    names = [limit.name for limit in fields(Limits)]
+    assert {"max_principal_bytes", "max_certificate_bytes", "max_host_bytes"} <= set(names)
+    path = write(tree, "limits: {max_principal_bytes: 100, max_metadata_depth: 3}\n")
+    env = {"AUTHZ_LIMITS_MAX_HOST_BYTES": "200", "AUTHZ_LIMITS_MAX_HEADER_VALUE_BYTES": "300"}
+    s = load_settings(path, environ=env, check_paths=False)
+    assert (s.limits.max_principal_bytes, s.limits.max_metadata_depth) == (100, 3)
+    assert (s.limits.max_host_bytes, s.limits.max_header_value_bytes) == (200, 300)
+    assert s.limits.max_certificate_bytes == Limits().max_certificate_bytes
+    with pytest.raises(ConfigError, match=r"limits\.max_method_bytes"):
+        load_settings(environ={"AUTHZ_LIMITS_MAX_METHOD_BYTES": "0"}, check_paths=False)
 
 
 def test_unknown_keys_suggest_the_close_one(tree: Path) -> None:

@@ -161,3 +161,18 @@ def test_explain_judges_claims_with_the_services_own_checks() -> None:
         policy_set, Scenario("POST", "/api/cart/items", "localhost", claims=good), now=2e9
     )
     assert allowed.decision.allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "host", "reason"),
+    [
+        ("get", "localhost", "invalid_method"),  # as the service refuses it, not upper-cased
+        ("GET", "localhost..", "invalid_host"),
+        ("GET", "\u212aiosk.example.com", "invalid_host"),
+    ],
+)
+def test_explain_refuses_what_the_service_refuses(method: str, host: str, reason: str) -> None:
+    policy_set = load_policy_set(str(EXAMPLE_POLICIES))
+    refused = explain_scenario(policy_set, Scenario(method, "/", host))
+    assert (refused.decision.allowed, refused.decision.status) == (False, 400)
+    assert refused.decision.reason == reason

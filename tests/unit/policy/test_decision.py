@@ -8,6 +8,7 @@ import pytest
 
 from authz.model import Authentication, Decision, Identity, Request, ShadowMatch
 from authz.policy import evaluate, no_policy_decision
+from authz.policy.patterns import normalize_host
 
 from .conftest import ANON, FRONTEND, ident, policy, req, user
 
@@ -313,7 +314,9 @@ def _files_for(host: str) -> tuple[str, ...] | None:
         "hosts: ['*.example.com', api.test]\nrules: [{name: wide, action: allow}]\n",
         names=["exact.yaml", "suffix.yaml", "wide.yaml"],
     )
-    hp = p.for_host(host)
+    canonical = normalize_host(host)  # as authz.wire.inbound does, once per check
+    assert canonical is not None
+    hp = p.for_host(canonical)
     return None if hp is None else hp.files
 
 

@@ -103,7 +103,6 @@ CASES: list[tuple[str, str, str, Request, Identity, bool]] = [
     # hosts
     ("to", "hosts", "[shop.example.com]", req(host="shop.example.com"), ANON, True),
     ("to", "hosts", "[Shop.Example.COM]", req(host="shop.example.com"), ANON, True),
-    ("to", "hosts", "[shop.example.com]", req(host="shop.example.com:8443"), ANON, True),
     ("to", "hosts", "['*.example.com']", req(host="shop.example.com"), ANON, True),
     ("to", "hosts", "['*.example.com']", req(host="a.b.example.com"), ANON, True),
     ("to", "hosts", "['*.example.com']", req(host="example.com"), ANON, False),
