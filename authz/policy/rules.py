@@ -222,6 +222,7 @@ def compile_to(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> Compile
 # --- when: claims and headers ---------------------------------------------------------------
 
 _MISSING: Any = object()
+MISSING: Any = _MISSING  # what `claim_value` returns for an absent claim
 _LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
 
 
