@@ -109,9 +109,9 @@ def measure(policy_set: PolicySet, cases: Iterable[TestCase], now: float | None 
             rules[rule.name].evaluated += 1
             matched = rule.matches(ctx)
             rules[rule.name].matched += matched
-            for entry in rule.to or ():
-                through = matched and entry.matches(ctx)
-                for role, i, role_entry in entry.role_entries:
+            for to_entry in rule.to or ():
+                through = matched and to_entry.matches(ctx)
+                for role, i, role_entry in to_entry.role_entries:
                     item = roles[(role, i)]
                     item.evaluated += 1
                     item.matched += through and role_entry.matches(ctx)
