@@ -111,8 +111,8 @@ def measure(policy_set: PolicySet, cases: Iterable[TestCase], now: float | None 
             rules[rule.name].matched += matched
             for to_entry in rule.to or ():
                 through = matched and to_entry.matches(ctx)
-                for role, i, role_entry in to_entry.role_entries:
-                    item = roles[(role, i)]
+                for role_name, i, role_entry in to_entry.role_entries:
+                    item = roles[(role_name, i)]
                     item.evaluated += 1
                     item.matched += through and role_entry.matches(ctx)
             if not rule.to_matches(ctx):
