@@ -130,8 +130,10 @@ class Usage:
                 usage.decided += 1
                 if allowed:
                     method = str(record.get("method"))
-                    usage.principals.add(principal or "-")
-                    usage.request_principals.add(request_principal or "-")
+                    if principal:
+                        usage.principals.add(principal)
+                    if request_principal:
+                        usage.request_principals.add(request_principal)
                     usage.used_methods[method] += 1
                     usage.used.add(f"{method} {usage.shape(str(record.get('path')))}")
         for match in record.get("dry_run") or ():
@@ -267,7 +269,7 @@ def report_text(usage: Usage, expiring: list[tuple[str, str]] | None = None) -> 
             ("principals", u.principals),
             ("request principals", u.request_principals),
         ):
-            shown = ", ".join(f"{k} ({n})" for k, n in counter.top() if k != "-")
+            shown = ", ".join(f"{k} ({n})" for k, n in counter.top())
             if shown:
                 out.append(f"      {label}: {shown}")
 
