@@ -310,7 +310,8 @@ def test_replay_uses_the_logged_headers_and_claims(
     cand3 = candidate(
         policies,
         tmp_path / "3",
-        "    when:\n      - {claim: scope, contains: cart}\n      - {header: x-tenant, equals: acme}\n",
+        "    when:\n      - {claim: scope, contains: cart}\n"
+        "      - {header: x-tenant, equals: acme}\n",
         "",
     )
     report3 = json.loads(authz("replay", "--decision-log", str(log), str(cand3), "--json").stdout)
