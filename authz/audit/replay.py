@@ -134,7 +134,8 @@ def replay(policy_set: PolicySet, records: Iterable[dict[str, Any]]) -> ReplayRe
             else:
                 kind, key = DENY_TO_ALLOW, str(new.rule or new.reason)
         elif record.get("status") != new.status:
-            kind, key = STATUS, f"{record.get('reason')} -> {new.reason}"
+            was = f"{record.get('reason')} {record.get('status')}"
+            kind, key = STATUS, f"{was} -> {new.reason} {new.status}"
         else:
             report.unchanged += 1
             report.rule_changes += record.get("reason") != new.reason
@@ -165,7 +166,8 @@ def report_text(report: ReplayReport, lines_read: int, bad_lines: int) -> str:
     for group in report.sorted_groups():
         out.append(f"{labels[group.kind]} {group.key}: {group.count}")
         for ex in group.examples:
-            who = ex["principal"] or ex["request_principal"] or "anonymous"
+            who = " + ".join(p for p in (ex["principal"], ex["request_principal"]) if p)
+            who = who or "anonymous"
             out.append(
                 f"    {ex['time']} {ex['request']} as {who}: was {ex['was']}, now {ex['now']}"
             )

@@ -76,8 +76,10 @@ def _shape(literal: str, path: str) -> str:
 @dataclass(slots=True)
 class RuleUsage:
     rule: RuleSpec
-    methods: tuple[str, ...] | None  # what the rule permits; None: any method
-    paths: tuple[str, ...] | None  # None: any path
+    # What the rule permits, per `to` entry (roles expanded): (methods, paths), None for any.
+    entries: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None]]
+    methods: tuple[str, ...] | None  # the union; None: any method
+    paths: tuple[str, ...] | None  # the union; None: any path
     matchers: list[tuple[str, str, pat.PathPatterns]]  # (pattern, literal prefix, matcher)
     decided: int = 0
     would: int = 0  # dry_run matches
@@ -188,7 +190,8 @@ def new_usage(policy_set: PolicySet) -> Usage:
         if entries and all(e.paths is not None for e in entries):
             paths = tuple(dict.fromkeys(p for e in entries for p in e.paths or ()))
         matchers = [(p, _literal(p), pat.path_patterns([p])) for p in paths or ()]
-        rules[spec.name] = RuleUsage(spec, methods, paths, matchers)
+        permits = [(e.methods, e.paths) for e in entries] or [(None, None)]
+        rules[spec.name] = RuleUsage(spec, permits, methods, paths, matchers)
     return Usage(policy_set.revision, rules)
 
 
@@ -203,9 +206,12 @@ def measure(policy_set: PolicySet, records: Iterable[dict[str, Any]]) -> Usage:
 
 
 def _permits(u: RuleUsage) -> str:
-    paths = ", ".join(u.paths) if u.paths is not None else "any path"
-    methods = ", ".join(u.methods) if u.methods is not None else "any method"
-    return f"allows {paths} for {methods}"
+    parts = []
+    for methods, paths in u.entries:
+        p = ", ".join(paths) if paths is not None else "any path"
+        m = ", ".join(methods) if methods is not None else "any method"
+        parts.append(f"{p} for {m}")
+    return "allows " + " and ".join(parts)
 
 
 def _used(u: RuleUsage) -> str:
@@ -230,7 +236,7 @@ def to_json(usage: Usage, expiring: list[tuple[str, str]] | None = None) -> dict
         }
         if u.rule.action == "allow":
             entry.update(
-                permits={"methods": u.methods, "paths": u.paths},
+                permits=[{"methods": m, "paths": p} for m, p in u.entries],
                 used=dict(u.used.top(len(u.used.counts))),
                 principals=dict(u.principals.top(len(u.principals.counts))),
                 request_principals=dict(u.request_principals.top(len(u.request_principals.counts))),
