@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from tests.support.certs import CertAuthority
+from tests.support.ports import free_port
 from tests.support.service import ServiceProcess
 from tests.support.tokens import claims, jwks_json, make_key, tamper
 
@@ -134,9 +136,13 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[d
         check_request("GET", "/ops/stats", principal=OPS),
         check_request("GET", "/ops/stats", principal=OPS),
     ]
-    with ServiceProcess(policies, extra_args=("--decision-log", str(log))) as service:
+    admin = f"127.0.0.1:{free_port()}"
+    args = ("--decision-log", str(log), "--admin", admin)
+    with ServiceProcess(policies, extra_args=args) as service:
         for data in requests:
             service.check_bytes(data)
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
+            (tmp / "metrics.txt").write_bytes(response.read())
         assert service.terminate() == 0  # the log is complete once the process has exited
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(records) == len(requests)
@@ -165,6 +171,28 @@ def test_the_log_holds_what_replay_needs(logged: tuple[Path, Path, list[dict[str
     )
     for record in records:
         assert "Bearer" not in json.dumps(record)
+
+
+def test_the_soonest_certificate_expiry_is_a_metric(
+    logged: tuple[Path, Path, list[dict[str, Any]]],
+) -> None:
+    policies, _, records = logged
+    from datetime import datetime
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (policies.parent / "metrics.txt").read_text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    want = datetime.fromisoformat(records[0]["cert_not_after"]).timestamp()
+    key = (
+        "authz_peer_certificate_expiry_soonest_timestamp_seconds",
+        (("trust_domain", "cluster.local"),),
+    )
+    assert samples[key] == want
 
 
 USAGE_TEXT = """\
