@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="report which rules, role entries and conditions the cases exercise",
     )
     parser.add_argument(
-        "--json", action="store_true", help="with --coverage: the coverage report as JSON"
+        "--json", action="store_true", help="the coverage report as JSON (implies --coverage)"
     )
     parser.add_argument(
         "--min-coverage",
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     passed = len(results) - failed
     print(f"{passed} passed, {failed} failed (policy revision {policy_set.revision})", file=out)
     code = 1 if failed else 0
-    if args.coverage or args.min_coverage is not None:
+    if args.coverage or args.json or args.min_coverage is not None:
         import json
 
         from authz.authoring.coverage import measure, report_text
