@@ -14,6 +14,7 @@ from authz.engine import Engine
 from authz.errors import ConfigError
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
+from authz.observe.cert_expiry import PeerCertificateExpiry
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
@@ -91,7 +92,9 @@ def build_app(settings: Settings) -> App:
     keys.ensure(policy_set.jwt_providers)
     resolver = IdentityResolver(settings, keys)
     engine = Engine(store, resolver, settings.headers)
-    observers: list[Observer] = [metrics]
+    cert_expiry = PeerCertificateExpiry()
+    metrics.registry.register(cert_expiry)
+    observers: list[Observer] = [metrics, cert_expiry]
     if decision_log is not None:
         observers.append(decision_log)
     service = AuthorizationService(engine, settings, observers)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from authz.config import HeaderNames
 from authz.errors import AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
-from authz.model import ANONYMOUS, Decision, Identity, Request, Verdict
+from authz.model import ANONYMOUS, Decision, Evidence, Identity, Request, Verdict
 from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
 
 
@@ -57,6 +57,7 @@ class _Checked:
     identity: Identity
     host_policy: HostPolicy | None
     revision: str
+    evidence: Evidence | None = None
 
 
 _DEFAULT_HEADERS = HeaderNames()
@@ -87,12 +88,15 @@ class Engine:
         checked = self._decide(request, wait)
         return self._verdict(request, checked)
 
-    def refuse(self, error: AuthzError) -> Verdict:
-        """A Verdict for a request that could not even be read (bad path, over a limit)."""
+    def refuse(self, error: AuthzError, source_ip: str | None = None) -> Verdict:
+        """A Verdict for a request that could not even be read (bad path, over a limit).
+
+        `source_ip` (when the caller could read it) goes to the decision log only."""
         return Verdict(
             decision=rejection(error),
             decision_id=self._new_id(),
             policy_revision=self._store.current.revision,
+            evidence=Evidence(token="unchecked", source_ip=source_ip) if source_ip else None,
         )
 
     def _decide(self, request: Request, wait: KeyWait) -> _Checked:
@@ -100,14 +104,30 @@ class Engine:
         host_policy = policy_set.for_host(request.host)
         if host_policy is None:
             return _Checked(no_policy_decision(), ANONYMOUS, None, policy_set.revision)
+        reads = host_policy.read_claims, host_policy.read_headers
         try:
             identity = self._resolver.resolve(
                 request, host_policy.authentication, self._clock(), wait=wait
             )
         except AuthzError as error:
-            return _Checked(rejection(error), ANONYMOUS, host_policy, policy_set.revision)
+            token, reason = (
+                ("rejected", error.reason)
+                if isinstance(error, TokenRejected)
+                else (
+                    "unchecked",
+                    "",
+                )
+            )
+            evidence = Evidence(token, reason, None, *reads)
+            return _Checked(rejection(error), ANONYMOUS, host_policy, policy_set.revision, evidence)
         decision = evaluate(host_policy, request, identity)
-        return _Checked(decision, identity, host_policy, policy_set.revision)
+        user = identity.user
+        evidence = (
+            Evidence("verified", "", user.claims, *reads)
+            if user is not None
+            else Evidence("none", "", None, *reads)
+        )
+        return _Checked(decision, identity, host_policy, policy_set.revision, evidence)
 
     def _verdict(self, request: Request, checked: _Checked) -> Verdict:
         decision, identity = checked.decision, checked.identity
@@ -122,6 +142,7 @@ class Engine:
                 policy_revision=checked.revision,
                 principal=principal,
                 request_principal=request_principal,
+                evidence=checked.evidence,
             )
 
         names = self._headers
@@ -162,6 +183,7 @@ class Engine:
             headers_to_set=tuple(dict(to_set).items()),
             headers_to_remove=tuple(dict.fromkeys(to_remove)),
             query_parameters_to_remove=query_to_remove,
+            evidence=checked.evidence,
         )
 
 

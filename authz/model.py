@@ -151,6 +151,25 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a decision depended on beyond the `Request`, for the decision log and replay.
+
+    `token` is `none` (no token, or the host has no JWT provider), `verified`, `rejected`
+    (`token_reason` is the jwt_* code) or `unchecked` (the peer was refused first). `claims` is
+    the whole verified payload, by reference: the log keeps only `read_claims` of it.
+    `read_claims`/`read_headers` are what the host's `when` conditions read (compiled once per
+    host, see `HostPolicy`). `source_ip` is set for a request refused before it could be read.
+    """
+
+    token: str = "none"
+    token_reason: str = ""
+    claims: Mapping[str, Any] | None = None
+    read_claims: frozenset[str] = frozenset()
+    read_headers: frozenset[str] = frozenset()
+    source_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A decision with everything Envoy must be told about it."""
 
@@ -166,3 +185,5 @@ class Verdict:
     headers_to_remove: tuple[str, ...] = ()
     # A token found in a query parameter whose provider says forward: false (allow only).
     query_parameters_to_remove: tuple[str, ...] = ()
+    # For the decision log only (never sent to Envoy).
+    evidence: Evidence | None = None

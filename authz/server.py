@@ -74,7 +74,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                     jwt_metadata_namespace=self.settings.jwt_authn_metadata,
                 )
             except AuthzError as error:
-                request, verdict = None, self.engine.refuse(error)
+                # The source address, so the decision log can count refusals by source.
+                source = message.attributes.source.address.socket_address.address or None
+                request, verdict = None, self.engine.refuse(error, source)
             else:
                 verdict = self.engine.check(request, wait=wait)
             response = to_check_response(verdict)

@@ -51,6 +51,8 @@ CODES = {
     "unauthenticated-host": "a host with allow rules and no authentication configured",
     "jwt-no-audiences": "a JWT provider that accepts tokens minted for any audience",
     "jwks-plain-http": "keys fetched over plain http from a non-loopback host",
+    "hostless-allow": "an allow rule in a file without `hosts`: it applies to every tenant's host",
+    "host-overlap": "a file whose `hosts` cover another file's host: its allows apply there too",
 }
 
 
@@ -70,6 +72,7 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
     findings.extend(_unused_roles(policy_set.files))
     findings.extend(_unauthenticated_hosts(policy_set, lines))
     findings.extend(_providers(policy_set.files, lines))
+    findings.extend(_tenant_takeover(policy_set.files, lines))
     return sorted(set(findings))
 
 
@@ -323,6 +326,49 @@ def _unauthenticated_hosts(policy_set: PolicySet, lines: _Lines) -> Iterable[Fin
                     "allow rules apply and no file for this host sets mtls.trust_domains or jwt: "
                     "peers of any trust domain count as authenticated",
                 )
+
+
+def _allows(f: FileSpec) -> list[str]:
+    return [r.name for r in f.rules if r.action == "allow" and not r.dry_run]
+
+
+def _covers_host(pattern: str, host: str) -> bool:
+    """Every name `host` (a pattern too) matches, `pattern` matches: equal, or `*.s` over a
+    name or pattern below `s`."""
+    if pattern == host:
+        return True
+    if not pattern.startswith("*."):
+        return False
+    name = host[2:] if host.startswith("*.") else host
+    return name.endswith("." + pattern[2:])
+
+
+def _tenant_takeover(files: tuple[FileSpec, ...], lines: _Lines) -> Iterable[Finding]:
+    """Files that add allows to hosts other files own (Authorino's host collisions)."""
+    for f in files:
+        allows = _allows(f)
+        if not allows:
+            continue
+        if f.hosts is None:
+            for rule in f.rules:
+                if rule.action == "allow" and not rule.dry_run:
+                    yield Finding(
+                        f.file, rule.line, "hostless-allow", rule.name,
+                        "the file lists no `hosts`, so this allow applies to every host, other "
+                        "tenants' included; list the hosts it is for",
+                    )  # fmt: skip
+            continue
+        for other in files:
+            if other is f or other.hosts is None:
+                continue
+            for mine in f.hosts:
+                for theirs in other.hosts:
+                    if _covers_host(mine, theirs):
+                        yield Finding(
+                            f.file, lines.host(f.file, mine), "host-overlap", mine,
+                            f"also covers {theirs} of {other.file}: this file's allow rules "
+                            f"({', '.join(allows)}) apply to that host too",
+                        )  # fmt: skip
 
 
 def _providers(files: tuple[FileSpec, ...], lines: _Lines) -> Iterable[Finding]:

@@ -24,7 +24,7 @@ from authz.engine import rejection
 from authz.errors import InvalidHost, InvalidMethod, InvalidPath, TokenRejected
 from authz.identity.jwt import check_claims
 from authz.identity.spiffe import workload_for
-from authz.model import Decision, EndUser, Identity, Request
+from authz.model import ANONYMOUS, Decision, EndUser, Identity, Request
 from authz.paths import normalize_path
 from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
 from authz.policy.context import RequestContext
@@ -82,33 +82,48 @@ class Explanation:
     notes: tuple[str, ...] = ()
 
 
-def explain_scenario(
-    policy_set: PolicySet, scenario: Scenario, now: float | None = None
-) -> Explanation:
-    """Decide `scenario` against `policy_set` as the service would, with a per-rule trace.
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A scenario as the evaluator sees it. `refused` is set when the service would decide
+    before policy (a refused path or token, no policy for the host); then only `notes` and
+    whatever could be built are meaningful."""
 
-    `now` is the time the claims' `exp`/`nbf` are judged at (default: the current time).
-    """
-    revision = policy_set.revision
+    host: str
+    path: str | None
+    host_policy: HostPolicy | None
+    request: Request | None
+    identity: Identity
+    refused: Decision | None
+    notes: tuple[str, ...] = ()
+
+
+def prepare(policy_set: PolicySet, scenario: Scenario, now: float) -> Prepared:
+    """Build the `Request` and `Identity` the service would build for `scenario`.
+
+    Shared by `explain_scenario`, coverage and `authz replay`, so they all judge requests
+    exactly as the service does (same path normalization, host lookup, trust-domain and claim
+    checks)."""
     host = normalize_host(scenario.host)
     if host is None:
         bad_host = InvalidHost(f"{scenario.host!r} is not a valid host")
-        return Explanation(
-            rejection(bad_host), revision, scenario.host, None, notes=(str(bad_host),)
+        return Prepared(
+            scenario.host, None, None, None, ANONYMOUS, rejection(bad_host), (str(bad_host),)
         )
     try:
         check_method(scenario.method)  # refused as the service refuses it, never upper-cased
     except ValueError as error:
         bad_method = InvalidMethod(f"the request method {error}")
-        return Explanation(rejection(bad_method), revision, host, None, notes=(str(bad_method),))
+        return Prepared(
+            host, None, None, None, ANONYMOUS, rejection(bad_method), (str(bad_method),)
+        )
     try:
         path, query = normalize_path(scenario.path)
     except InvalidPath as error:
-        return Explanation(rejection(error), revision, host, None, notes=(str(error),))
+        return Prepared(host, None, None, None, ANONYMOUS, rejection(error), (str(error),))
     host_policy = policy_set.for_host(host)
     if host_policy is None:
         note = f"no policy file applies to host {host!r}"
-        return Explanation(no_policy_decision(), revision, host, path, notes=(note,))
+        return Prepared(host, path, None, None, ANONYMOUS, no_policy_decision(), (note,))
     request = Request(
         method=scenario.method,
         path=path,
@@ -121,24 +136,46 @@ def explain_scenario(
         peer_principal=scenario.principal or "",
     )
     notes: list[str] = []
-    when = time.time() if now is None else now
-    identity, refused = _identity(scenario, host_policy, when, notes)
+    identity, refused = _identity(scenario, host_policy, now, notes)
+    return Prepared(host, path, host_policy, request, identity, refused, tuple(notes))
+
+
+def decide(prepared: Prepared) -> Decision:
+    """The decision for a prepared scenario: the refusal, or the real evaluator's answer."""
+    if prepared.refused is not None or prepared.request is None:
+        assert prepared.refused is not None
+        return prepared.refused
+    return evaluate(prepared.host_policy, prepared.request, prepared.identity)
+
+
+def explain_scenario(
+    policy_set: PolicySet, scenario: Scenario, now: float | None = None
+) -> Explanation:
+    """Decide `scenario` against `policy_set` as the service would, with a per-rule trace.
+
+    `now` is the time the claims' `exp`/`nbf` are judged at (default: the current time).
+    """
+    revision = policy_set.revision
+    p = prepare(policy_set, scenario, time.time() if now is None else now)
+    if p.host_policy is None or p.request is None:
+        assert p.refused is not None
+        return Explanation(p.refused, revision, p.host, p.path, notes=p.notes)
+    identity = p.identity
     workload = identity.workload.principal if identity.workload is not None else None
     user = identity.user.principal if identity.user is not None else None
     base = Explanation(
-        decision=refused or evaluate(host_policy, request, identity),
+        decision=decide(p),
         revision=revision,
-        host=host,
-        path=path,
-        files=host_policy.files,
+        host=p.host,
+        path=p.path,
+        files=p.host_policy.files,
         principal=workload,
         request_principal=user,
+        notes=p.notes,
     )
-    if refused is not None:
-        return replace(base, notes=tuple(notes))
-    return replace(
-        base, rules=_trace(host_policy, request, identity, base.decision), notes=tuple(notes)
-    )
+    if p.refused is not None:
+        return base
+    return replace(base, rules=_trace(p.host_policy, p.request, identity, base.decision))
 
 
 def _identity(

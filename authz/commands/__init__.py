@@ -6,7 +6,18 @@ import argparse
 from types import ModuleType
 from typing import Protocol, cast
 
-from authz.commands import demo, envoy_config, explain, lint, schema, serve, test_cmd, validate
+from authz.commands import (
+    demo,
+    envoy_config,
+    explain,
+    lint,
+    replay,
+    schema,
+    serve,
+    test_cmd,
+    usage,
+    validate,
+)
 
 
 class Command(Protocol):
@@ -20,4 +31,5 @@ class Command(Protocol):
 
 _MODULES: list[ModuleType] = [serve, envoy_config, demo]
 _MODULES += [validate, lint, test_cmd, explain, schema]  # tools for policy authors
+_MODULES += [usage, replay]  # audits of the decision log
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]

@@ -25,6 +25,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="also list the cases that passed"
     )
+    parser.add_argument(
+        "--coverage",
+        action="store_true",
+        help="report which rules, role entries and conditions the cases exercise",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="the coverage report as JSON (implies --coverage)"
+    )
+    parser.add_argument(
+        "--min-coverage",
+        type=float,
+        metavar="P",
+        help="with --coverage: exit 1 when under P percent of the items are covered",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,15 +67,34 @@ def run(args: argparse.Namespace) -> int:
         return report_invalid(error, "the test files are invalid; no test was run")
     results = run_cases(policy_set, cases)
     failed = 0
+    # With --json, stdout is the JSON document alone; the case results go to stderr.
+    out = sys.stderr if args.json else sys.stdout
     for result in results:
         case = result.case
         if result.passed:
             if args.verbose:
-                print(f"PASS {case.file}:{case.line}: {case.name}")
+                print(f"PASS {case.file}:{case.line}: {case.name}", file=out)
             continue
         failed += 1
         for failure in result.failures:
-            print(f"FAIL {case.file}:{case.line}: {case.name}: {failure}")
+            print(f"FAIL {case.file}:{case.line}: {case.name}: {failure}", file=out)
     passed = len(results) - failed
-    print(f"{passed} passed, {failed} failed (policy revision {policy_set.revision})")
-    return 1 if failed else 0
+    print(f"{passed} passed, {failed} failed (policy revision {policy_set.revision})", file=out)
+    code = 1 if failed else 0
+    if args.coverage or args.json or args.min_coverage is not None:
+        import json
+
+        from authz.authoring.coverage import measure, report_text
+
+        coverage = measure(policy_set, cases)
+        if args.json:
+            print(json.dumps(coverage.to_json(), indent=2))
+        else:
+            print(report_text(coverage))
+        if args.min_coverage is not None and coverage.percent < args.min_coverage:
+            print(
+                f"coverage {coverage.percent:.1f}% is under --min-coverage {args.min_coverage:g}%",
+                file=sys.stderr,
+            )
+            code = 1
+    return code

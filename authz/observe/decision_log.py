@@ -7,12 +7,20 @@ a check must not be slowed or failed by its own log line. `dropped` is exported 
 
 Secrets never reach the log. Only headers the operator allow-lists are shown, and a fixed deny
 list wins over the allow list: credentials (`authorization`, cookies, API keys) and every header
-a JWT provider of the current policy set reads a token from. The normalized path is logged,
-never the raw path or the query string, because a token may travel as `?access_token=`.
+a JWT provider of the current policy set reads a token from. The query string is never logged
+(the raw path is cut at `?`), because a token may travel as `?access_token=`.
+
+Record version 2 (`"v": 2`, docs/operations.md "Decision log format") adds what a decision
+depends on, so `authz replay` can re-decide it: the raw path, destination port, the token's
+state, the verified claims and the request headers the host's `when` conditions read (a header
+in the secret list is logged as a `sha256:` digest, never as its value), and the peer
+certificate's notAfter when Envoy sends the certificate.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -20,11 +28,13 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from authz.model import JwtProvider, Request, Verdict
+from authz.policy.rules import MISSING, claim_value
 
 log = logging.getLogger("authz.decision_log")
 
@@ -34,6 +44,11 @@ SECRET_HEADERS = frozenset(
 )
 
 DEFAULT_QUEUE_SIZE = 10_000
+
+RECORD_VERSION = 2
+# Claims a replay needs to check a token again under other providers (issuer, audience); the
+# subject is in `request_principal`. Never the token itself.
+REPLAY_CLAIMS = ("iss", "sub", "aud")
 
 _STOP = object()  # the writer's sentinel: everything queued before it is written first
 
@@ -52,6 +67,26 @@ def rfc3339(timestamp: float) -> str:
     """`2024-05-01T12:00:00.123Z`: RFC 3339, UTC, milliseconds."""
     text = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
+
+
+def secret_digest(value: str) -> str:
+    """What the log keeps of a secret header value: equal values stay equal, nothing else."""
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@functools.lru_cache(maxsize=1024)  # bounded; a connection's certificate repeats on every check
+def certificate_not_after(encoded_pem: str) -> float | None:
+    """The notAfter (Unix seconds) of Envoy's URL-encoded peer certificate PEM; None if unreadable.
+
+    Read for the log only: whether the certificate is trusted is the identity layer's business.
+    """
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(urllib.parse.unquote(encoded_pem).encode())
+    except ValueError:
+        return None
+    return cert.not_valid_after_utc.timestamp()
 
 
 def decision_record(
@@ -90,23 +125,59 @@ def decision_record(
         "request_id": None,
         "policy_revision": verdict.policy_revision or None,
         "duration_ms": round(seconds * 1000.0, 3),
+        "v": RECORD_VERSION,
     }
-    if request is not None:
-        record["method"] = request.method
-        record["host"] = request.host
-        record["path"] = request.path
-        record["source"] = request.source_ip
-        record["request_id"] = request.request_id or None
-        shown = {}
-        for name in log_headers:
-            if name in secret_headers:
-                continue
+    evidence = verdict.evidence
+    if request is None:
+        if evidence is not None:
+            record["source"] = evidence.source_ip
+        return record
+    record["method"] = request.method
+    record["host"] = request.host
+    record["path"] = request.path
+    record["raw_path"] = request.raw_path.split("?", 1)[0].split("#", 1)[0] or None
+    record["source"] = request.source_ip
+    record["port"] = request.destination_port
+    record["request_id"] = request.request_id or None
+    if request.peer_principal and request.peer_principal != verdict.principal:
+        # What Envoy said the peer is, when the identity layer did not accept it (another trust
+        # domain): a replay under other trust domains needs it.
+        record["peer_principal"] = request.peer_principal
+    shown = {}
+    for name in log_headers:
+        if name in secret_headers:
+            continue
+        value = request.headers.get(name)
+        if value is not None:
+            shown[name] = value
+    if evidence is not None:
+        for name in evidence.read_headers:
             value = request.headers.get(name)
             if value is not None:
-                shown[name] = value
-        if shown:
-            record["headers"] = shown
+                shown[name] = secret_digest(value) if name in secret_headers else value
+        record["token"] = evidence.token
+        if evidence.token_reason:
+            record["token_reason"] = evidence.token_reason
+        if evidence.claims is not None:
+            record["claims"] = _read_claims(evidence.claims, evidence.read_claims)
+    if shown:
+        record["headers"] = shown
+    if request.peer_certificate:
+        not_after = certificate_not_after(request.peer_certificate)
+        if not_after is not None:
+            record["cert_not_after"] = rfc3339(not_after)
     return record
+
+
+def _read_claims(claims: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """The claims policies read (dotted names kept as one key, as conditions name them), plus
+    those a replay needs to check the token again (`REPLAY_CLAIMS`)."""
+    kept: dict[str, Any] = {}
+    for name in (*REPLAY_CLAIMS, *sorted(names)):
+        value = claim_value(claims, name)
+        if value is not MISSING:
+            kept[name] = value
+    return kept
 
 
 class DecisionLog:

@@ -56,13 +56,18 @@ class RuleIndex:
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
-    __slots__ = ("_indexes", "_rules", "authentication", "files")
+    __slots__ = ("_indexes", "_rules", "authentication", "files", "read_claims", "read_headers")
 
     def __init__(self, files: Sequence[_CompiledFile]):
         self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
         self.authentication = merge_authentication(f.spec for f in files)
         self._indexes = tuple(f.index for f in files)
         self._rules = tuple(r for f in files for r in f.rules)
+        # What decisions on this host can depend on beyond method, path, host and peer: the
+        # decision log records these (and only these) so a replay can re-decide exactly.
+        conditions = [c for r in self._rules for c in r.spec.when]
+        self.read_claims = frozenset(c.name for c in conditions if c.kind == "claim")
+        self.read_headers = frozenset(c.name.lower() for c in conditions if c.kind == "header")
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:

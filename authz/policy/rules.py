@@ -25,6 +25,9 @@ class CompiledEntry:
 
     line: int
     checks: tuple[tuple[str, Predicate], ...]
+    # The compiled entries of the roles this entry names, as (role, entry number, entry): the
+    # `role` check is "one of these matches". Kept so coverage can tell which entry did.
+    role_entries: tuple[tuple[str, int, CompiledEntry], ...] = ()
 
     def failed(self, ctx: RequestContext) -> str | None:
         """The first field that does not match, or None when the entry matches."""
@@ -207,8 +210,15 @@ def compile_to(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> Compile
         s = frozenset(values)
         return lambda ctx: ctx.port is not None and ctx.port in s
 
+    role_entries = tuple(
+        (n, i, compile_to(e, roles)) for n in spec.role or () for i, e in enumerate(roles[n])
+    )
+
     def role(names: Sequence[str]) -> Predicate:
-        entries = tuple(compile_to(e, roles) for n in names for e in roles[n])
+        if names is spec.role:
+            entries = tuple(e for _, _, e in role_entries)
+        else:
+            entries = tuple(compile_to(e, roles) for n in names for e in roles[n])
         return lambda ctx: any(e.matches(ctx) for e in entries)
 
     _either(checks, "methods", (spec.methods, spec.not_methods), methods)
@@ -216,12 +226,13 @@ def compile_to(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> Compile
     _either(checks, "hosts", (spec.hosts, spec.not_hosts), hosts)
     _either(checks, "ports", (spec.ports, spec.not_ports), ports)
     _either(checks, "role", (spec.role, spec.not_role), role)
-    return CompiledEntry(spec.line, tuple(checks))
+    return CompiledEntry(spec.line, tuple(checks), role_entries)
 
 
 # --- when: claims and headers ---------------------------------------------------------------
 
 _MISSING: Any = object()
+MISSING: Any = _MISSING  # what `claim_value` returns for an absent claim
 _LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
 
 

@@ -38,3 +38,10 @@ def test_in_process_benches_and_report(tmp_path: Path) -> None:
 def test_grpc_comparison_runs() -> None:
     comparison = grpc_load.compare(rounds=1, requests=200, clients=1, streams=4)
     assert set(comparison.rounds) == {"authz serve (realistic)", "empty servicer"}
+
+
+def test_audit_log_bench_runs() -> None:
+    from bench import audit_log
+
+    result = audit_log.run(lines=300, base_count=100)
+    assert result["lines"] == 300 and result["usage_lines_per_s"] > 0

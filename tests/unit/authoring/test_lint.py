@@ -155,3 +155,54 @@ def test_finding_format() -> None:
     assert (
         str(Finding("p/a.yaml", 3, "open-allow", "r", "why")) == "p/a.yaml:3: [r] open-allow: why"
     )
+
+
+def test_tenant_takeover(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "shop.yaml",
+        """
+        hosts: [shop.example.com]
+        authentication: {mtls: {trust_domains: [cluster.local]}}
+        rules:
+          - {name: shop-reads, action: allow, from: [{namespaces: [shop]}], to: [{paths: [/a]}]}
+        """,
+    )
+    write(
+        tmp_path,
+        "wide.yaml",
+        """
+        hosts: [blog.example.org, "*.example.com"]
+        authentication: {mtls: {trust_domains: [cluster.local]}}
+        rules:
+          - {name: wide-reads, action: allow, from: [{namespaces: [blog]}], to: [{paths: [/b]}]}
+        """,
+    )
+    write(
+        tmp_path,
+        "everywhere.yaml",
+        """
+        rules:
+          - {name: no-debug, action: deny, to: [{paths: [/debug]}]}
+          - {name: metrics-for-all, action: allow, from: [{namespaces: [obs]}], to: [{paths: [/m]}]}
+          - {name: later, action: allow, dry_run: true, to: [{paths: [/m]}]}
+        """,
+    )
+    found = [f for f in findings(tmp_path) if f.code in ("hostless-allow", "host-overlap")]
+    assert [str(f).replace(f"{tmp_path}/", "") for f in found] == [
+        "everywhere.yaml:3: [metrics-for-all] hostless-allow: the file lists no `hosts`, so this "
+        "allow applies to every host, other tenants' included; list the hosts it is for",
+        "wide.yaml:1: [*.example.com] host-overlap: also covers shop.example.com of "
+        "shop.yaml: this file's allow rules (wide-reads) apply to that host too",
+    ]
+
+
+def test_overlap_rules() -> None:
+    from authz.authoring.lint import _covers_host
+
+    assert _covers_host("*.example.com", "shop.example.com")
+    assert _covers_host("*.example.com", "*.shop.example.com")
+    assert _covers_host("a.example.com", "a.example.com")
+    assert not _covers_host("*.shop.example.com", "*.example.com")
+    assert not _covers_host("*.example.com", "example.com")
+    assert not _covers_host("*.example.com", "badexample.com")

@@ -5,16 +5,27 @@ from __future__ import annotations
 import io
 import json
 import threading
+import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from authz.model import Decision, JwtProvider, Request, ShadowMatch, TokenLocation, Verdict
+from authz.model import (
+    Decision,
+    Evidence,
+    JwtProvider,
+    Request,
+    ShadowMatch,
+    TokenLocation,
+    Verdict,
+)
 from authz.observe.decision_log import (
     SECRET_HEADERS,
     DecisionLog,
     decision_record,
     rfc3339,
+    secret_digest,
     token_headers,
 )
 
@@ -82,6 +93,9 @@ def test_record_has_every_field() -> None:
         "policy_revision": "rev42",
         "duration_ms": 1.234,
         "headers": {"user-agent": "curl/8"},
+        "v": 2,
+        "raw_path": "/api/orders",  # cut at "?": the query may carry a token
+        "port": None,
     }
 
 
@@ -240,3 +254,58 @@ def test_two_writers_on_one_file_never_interleave_mid_line(tmp_path: Path) -> No
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 600
     assert all(json.loads(line)["headers"]["x-pad"] == "p" * 3000 for line in lines)
+
+
+def test_v2_records_what_the_decision_read_and_hashes_secrets() -> None:
+    claims = {
+        "iss": "https://id.example.com",
+        "sub": "alice",
+        "aud": "shop",
+        "scope": "orders.read",
+        "email": "alice@example.com",  # not read by any condition: not logged
+        "realm_access": {"roles": ["admin"]},
+    }
+    evidence = Evidence(
+        token="verified",
+        claims=claims,
+        read_claims=frozenset({"scope", "realm_access.roles"}),
+        read_headers=frozenset({"x-tenant", "x-api-key", "x-absent"}),
+    )
+    record = decision_record(
+        0.0, request(**{"x-tenant": "acme"}), replace(verdict(), evidence=evidence), 0.0
+    )
+    assert record["token"] == "verified" and "token_reason" not in record
+    assert record["claims"] == {
+        "iss": "https://id.example.com",
+        "sub": "alice",
+        "aud": "shop",
+        "realm_access.roles": ["admin"],
+        "scope": "orders.read",
+    }
+    assert record["headers"] == {"x-tenant": "acme", "x-api-key": secret_digest("k-secret")}
+    assert "k-secret" not in json.dumps(record) and TOKEN not in json.dumps(record)
+
+
+def test_v2_rejected_token_and_refused_request_source() -> None:
+    rejected = replace(verdict(False), evidence=Evidence("rejected", "jwt_expired"))
+    record = decision_record(0.0, request(), rejected, 0.0)
+    assert (record["token"], record["token_reason"]) == ("rejected", "jwt_expired")
+    assert "claims" not in record
+    refused = replace(verdict(False), evidence=Evidence("unchecked", source_ip="10.0.0.9"))
+    assert decision_record(0.0, None, refused, 0.0)["source"] == "10.0.0.9"
+
+
+def test_v2_peer_certificate_expiry(tmp_path: Path) -> None:
+    from tests.support.certs import CertAuthority
+
+    ca = CertAuthority("test-ca")
+    frontend = "spiffe://cluster.local/ns/shop/sa/frontend"
+    pem = ca.issue(tmp_path, "leaf", common_name="f", uri_sans=[frontend]).cert.read_text()
+    encoded = urllib.parse.quote(pem, safe="")
+    req = replace(request(), peer_certificate=encoded)
+    record = decision_record(0.0, req, verdict(), 0.0)
+    from cryptography import x509
+
+    want = x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc.timestamp()
+    assert record["cert_not_after"] == rfc3339(want)
+    assert "cert_not_after" not in decision_record(0.0, request(), verdict(), 0.0)
