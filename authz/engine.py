@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from authz.config import HeaderNames
 from authz.errors import AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
+from authz.limits import Limiter, LocalCounter
 from authz.model import ANONYMOUS, Decision, Evidence, Identity, Request, Verdict
 from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
+from authz.policy.context import RequestContext
 
 
 def new_decision_id(_urandom: Callable[[int], bytes] = os.urandom) -> str:
@@ -58,6 +60,7 @@ class _Checked:
     host_policy: HostPolicy | None
     revision: str
     evidence: Evidence | None = None
+    response_headers: tuple[tuple[str, str], ...] = ()
 
 
 _DEFAULT_HEADERS = HeaderNames()
@@ -74,8 +77,11 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         decision_ids: Callable[[], str] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self._store = store
+        # Offline tools get an in-process counter too, so `authz test` can see a 429.
+        self._limiter = limiter or Limiter(LocalCounter(), clock)
         self._resolver = resolver
         self._headers = headers
         self._clock = clock
@@ -127,7 +133,16 @@ class Engine:
             if user is not None
             else Evidence("none", "", None, *reads)
         )
-        return _Checked(decision, identity, host_policy, policy_set.revision, evidence)
+        response_headers: tuple[tuple[str, str], ...] = ()
+        if decision.allowed and host_policy.rate_limits:
+            # The rate-limit stage: only requests the rules allowed are counted.
+            ctx = RequestContext(request, identity, host_policy.authentication)
+            limited = self._limiter.apply(host_policy.rate_limits, ctx, decision)
+            if limited is not None:
+                decision, response_headers = limited.decision, limited.headers
+        return _Checked(
+            decision, identity, host_policy, policy_set.revision, evidence, response_headers
+        )
 
     def _verdict(self, request: Request, checked: _Checked) -> Verdict:
         decision, identity = checked.decision, checked.identity
@@ -143,6 +158,7 @@ class Engine:
                 principal=principal,
                 request_principal=request_principal,
                 evidence=checked.evidence,
+                response_headers=checked.response_headers,
             )
 
         names = self._headers

@@ -187,3 +187,5 @@ class Verdict:
     query_parameters_to_remove: tuple[str, ...] = ()
     # For the decision log only (never sent to Envoy).
     evidence: Evidence | None = None
+    # Headers for the client with a deny (a 429's Retry-After and RateLimit headers).
+    response_headers: tuple[tuple[str, str], ...] = ()

@@ -21,12 +21,16 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from authz.errors import PolicyError, Problem
 from authz.model import Authentication, JwtProvider
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
+
+if TYPE_CHECKING:  # authz.limits reads policy contexts: no import cycle at run time
+    from authz.limits.stage import CompiledLimit
 
 IndexKey = tuple[str | None, str | None]
 
@@ -56,13 +60,23 @@ class RuleIndex:
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
-    __slots__ = ("_indexes", "_rules", "authentication", "files", "read_claims", "read_headers")
+    __slots__ = (
+        "_indexes",
+        "_rules",
+        "authentication",
+        "files",
+        "rate_limits",
+        "read_claims",
+        "read_headers",
+    )
 
     def __init__(self, files: Sequence[_CompiledFile]):
         self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
         self.authentication = merge_authentication(f.spec for f in files)
         self._indexes = tuple(f.index for f in files)
         self._rules = tuple(r for f in files for r in f.rules)
+        # Applied after an allow, in set order (authz.limits.stage).
+        self.rate_limits: tuple[CompiledLimit, ...] = tuple(x for f in files for x in f.limits)
         # What decisions on this host can depend on beyond method, path, host and peer: the
         # decision log records these (and only these) so a replay can re-decide exactly.
         conditions = [c for r in self._rules for c in r.spec.when]
@@ -107,6 +121,7 @@ class _CompiledFile:
     spec: FileSpec
     rules: tuple[CompiledRule, ...]
     index: RuleIndex
+    limits: tuple[CompiledLimit, ...] = ()
 
 
 _MEMO_LIMIT = 100_000  # a safety net only: the number of file sets is bounded by the policy

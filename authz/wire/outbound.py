@@ -94,6 +94,12 @@ def to_check_response(verdict: Verdict) -> CheckResponse:
         status=Status(code=grpc_code_for(status)), dynamic_metadata=_metadata(verdict, status)
     )
     _denied(response, status, verdict.decision_id, decision.challenge)
+    for name, value in verdict.response_headers:
+        option = response.denied_response.headers.add()
+        option.header.key = name
+        option.header.value = value
+        option.append.value = False
+        option.append_action = _OVERWRITE
     return response
 
 
