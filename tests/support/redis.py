@@ -55,7 +55,7 @@ class RedisServer:
                     "yes",
                     "--daemonize",
                     "no",
-                ],  # fmt: skip
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
