@@ -13,6 +13,7 @@ from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import ConfigError
 from authz.identity import IdentityResolver, KeyRegistry
+from authz.limits import Counter, Limiter, open_counter
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.cert_expiry import PeerCertificateExpiry
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -46,6 +47,8 @@ class App:
     decision_log: DecisionLog | None = None
     # Started by serve() (or by the caller) with start_admin(); None without settings.admin.
     admin: AdminServer | None = None
+    # The rate-limit counters (in the process, or Redis with its background thread).
+    counter: Counter | None = None
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
@@ -56,7 +59,11 @@ class App:
             self.settings.admin,
             metrics=self.metrics.render if self.metrics is not None else None,
             metrics_content_type=METRICS_CONTENT_TYPE,
-            readiness=readiness_check(phase, self.keys.status),
+            readiness=readiness_check(
+                phase,
+                self.keys.status,
+                self.counter.status if self.counter is not None else None,
+            ),
         )
         try:
             admin.start()
@@ -71,6 +78,8 @@ class App:
         if self.reloader is not None:
             self.reloader.close()
         self.keys.close()
+        if self.counter is not None:
+            self.counter.close()
         # Last: the checks answered while draining are still logged.
         if self.decision_log is not None:
             self.decision_log.close()
@@ -81,17 +90,20 @@ def build_app(settings: Settings) -> App:
     policy_set = load_policy_set(settings.policies)
     store = PolicyStore(policy_set)
     decision_log = _decision_log(settings, store)
+    # Connects to a Redis in the background: the first checks count locally if it is slow.
+    counter = open_counter(settings.rate_limit_store, max_keys=settings.rate_limit_max_keys)
     metrics = Metrics(
         policy=lambda: store.current,
         decision_log_dropped=(lambda: decision_log.dropped) if decision_log is not None else None,
         key_states=lambda: keys.states(),
         policy_loaded_at=time.time(),
+        rate_limit_store=counter.status,
     )
     # The metrics listen before the first fetch, so the start-up JWKS loads are counted too.
     keys = KeyRegistry(on_fetch=metrics.record_fetch)
     keys.ensure(policy_set.jwt_providers)
     resolver = IdentityResolver(settings, keys)
-    engine = Engine(store, resolver, settings.headers)
+    engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
     cert_expiry = PeerCertificateExpiry()
     metrics.registry.register(cert_expiry)
     observers: list[Observer] = [metrics, cert_expiry]
@@ -105,7 +117,9 @@ def build_app(settings: Settings) -> App:
         policy_set.revision,
     )
     reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
-    return App(settings, store, keys, engine, service, reloader, metrics, decision_log)
+    return App(
+        settings, store, keys, engine, service, reloader, metrics, decision_log, counter=counter
+    )
 
 
 def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:

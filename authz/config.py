@@ -193,6 +193,18 @@ class Settings:
         check=checks.file_mode,
         metavar="OCTAL",
     )
+    # Where rate-limit counters live: this process (memory), or a Redis/Valkey shared by every
+    # replica and worker (authz.limits.shared). Its password: $AUTHZ_RATE_LIMIT_STORE_PASSWORD.
+    rate_limit_store: str | None = setting(
+        None,
+        "count rate limits in this Redis (redis://HOST:PORT/DB, rediss://...) shared by all "
+        "replicas, instead of in each process",
+        check=checks.rate_limit_store,
+        metavar="URL",
+    )
+    # Distinct keys counted per process in the current windows; past it new keys share
+    # overflow counters (stricter, never looser). About 200 bytes each (docs/operations.md).
+    rate_limit_max_keys: int = setting(1_000_000, "rate-limit keys kept per process", metavar="N")
     socket_group: str | None = setting(
         None,
         "group (name or id) owning the unix sockets of --listen",

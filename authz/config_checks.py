@@ -135,3 +135,27 @@ def group(value: str | None) -> None:
         grp.getgrnam(value)
     except KeyError:
         raise Invalid(f"no group named {value!r}") from None
+
+
+def rate_limit_store(value: str | None) -> None:
+    """`memory`, or a Redis URL: redis://HOST:PORT/DB, rediss://... (TLS) or unix:///path."""
+    if value is None or value == "memory":
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise Invalid(f"{value!r}: use memory, redis://HOST:PORT/DB, rediss://... or unix:///path")
+    if parts.scheme != "unix":
+        try:
+            port = parts.port
+        except ValueError as error:
+            raise Invalid(f"{value!r}: {error}") from error
+        if not parts.hostname:
+            raise Invalid(f"{value!r}: no host")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise Invalid(f"{value!r}: the database {db!r} is not a number")
+        del port
+    elif not parts.path:
+        raise Invalid(f"{value!r}: the unix socket needs a path")

@@ -290,6 +290,7 @@ class SharedCounter:
             "state": self.state,
             "round_trip_ms": f"{self.round_trip * 1000:.2f}",
             "late_checks": str(self.late),
+            "fallbacks": str(self.fallbacks),
         }
         if self.state != SHARED and self.reason:
             status["reason"] = self.reason

@@ -28,10 +28,15 @@ class Readiness:
     ready: bool
     phase: str = "serving"
     jwks: Mapping[str, str] = field(default_factory=dict)
+    # The rate-limit counters (authz.limits): shown, never a reason to be unready (a Redis
+    # that is down makes each process count locally; restarting the pod would not help).
+    rate_limits: Mapping[str, str] = field(default_factory=dict)
 
 
 def readiness_check(
-    phase: Callable[[], str], key_status: Callable[[], Mapping[str, str]]
+    phase: Callable[[], str],
+    key_status: Callable[[], Mapping[str, str]],
+    rate_limits: Callable[[], Mapping[str, str]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
     gRPC health answers from, so /readyz and gRPC health cannot disagree.
@@ -46,7 +51,8 @@ def readiness_check(
     def check() -> Readiness:
         current = phase()
         keys = {issuer: status for issuer, status in key_status().items() if status != "ready"}
-        return Readiness(current == "serving", current, keys)
+        limits = dict(rate_limits()) if rate_limits is not None else {}
+        return Readiness(current == "serving", current, keys, limits)
 
     return check
 
@@ -124,6 +130,8 @@ class AdminServer:
             body: dict[str, Any] = {"ready": state.ready, "phase": state.phase}
             if state.jwks:
                 body["jwks"] = dict(state.jwks)
+            if state.rate_limits:
+                body["rate_limits"] = dict(state.rate_limits)
             return (200 if state.ready else 503), "application/json", _json(body)
         if path == "/metrics" and self._metrics is not None:
             return 200, self._content_type, self._metrics()

@@ -33,7 +33,7 @@ import itertools
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from typing import Protocol
 
@@ -132,6 +132,7 @@ class Metrics:
         decision_log_dropped: Callable[[], int] | None = None,
         key_states: Callable[[], Iterable[KeyFacts]] | None = None,
         policy_loaded_at: float | None = None,
+        rate_limit_store: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
@@ -169,6 +170,8 @@ class Metrics:
         )
         build.labels(_version(), platform.python_version(), grpc.__version__).set(1)
         self.registry.register(_Snapshot(policy, decision_log_dropped, key_states))
+        if rate_limit_store is not None:
+            self.registry.register(_RateLimitStore(rate_limit_store))
 
     # -- observers -------------------------------------------------------------------------
 
@@ -404,3 +407,34 @@ class _Snapshot:
             age.add_metric([issuer], max(0.0, now - loaded_at))
         yield state
         yield age
+
+
+class _RateLimitStore:
+    """The rate-limit store's state, read from `Counter.status()` at scrape time."""
+
+    def __init__(self, status: Callable[[], Mapping[str, str]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        shared = GaugeMetricFamily(
+            "authz_rate_limit_store_shared",
+            "1 while rate limits are counted in the shared store (Redis), 0 while this process "
+            "counts locally (no store configured, or the store is down, slow or answering "
+            "garbage).",
+            labels=("store",),
+        )
+        shared.add_metric([status.get("store", "memory")], status.get("state") == "shared")
+        yield shared
+        fallbacks = CounterMetricFamily(
+            "authz_rate_limit_store_fallbacks",
+            "Times this process went from the shared store to local counting.",
+        )
+        fallbacks.add_metric([], int(status.get("fallbacks", "0")))
+        yield fallbacks
+        late = CounterMetricFamily(
+            "authz_rate_limit_late_checks",
+            "Checks decided locally because the store's batch did not come in time.",
+        )
+        late.add_metric([], int(status.get("late_checks", "0")))
+        yield late

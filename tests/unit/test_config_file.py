@@ -53,6 +53,14 @@ def error_of(*args: object, **kwargs: object) -> str:
     return str(caught.value)
 
 
+def test_rate_limit_store_urls_are_checked() -> None:
+    ok = ("memory", "redis://redis:6379/0", "rediss://cache.internal:6380/2", "unix:///run/r.sock")
+    for url in ok:
+        assert load_settings(flags={"rate_limit_store": url}, check_paths=False)
+    for bad in ("http://redis:6379", "redis://:6379/0", "redis://r:6379/x", "redis://r:99999/0"):
+        assert "rate_limit_store" in error_of(flags={"rate_limit_store": bad}, check_paths=False)
+
+
 def test_defaults_without_any_source() -> None:
     assert load_settings(check_paths=False) == Settings()
 
@@ -273,6 +281,7 @@ def _sample(entry: Entry) -> tuple[object, str, str]:
         "socket_mode": ("0600", "'0600'", "0600"),
         "socket_group": ("0", "'0'", "0"),
         "log_headers": (("x-a",), "[x-a]", "x-a"),
+        "rate_limit_store": ("redis://r:6379/1", "redis://r:6379/1", "redis://r:6379/1"),
     }
     if entry.key in samples:
         return samples[entry.key]
