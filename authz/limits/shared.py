@@ -47,7 +47,6 @@ class _Lease:
         "debt",
         "exhausted",
         "limit",
-        "name",
         "passed",
         "pending",
         "seen",
@@ -55,8 +54,7 @@ class _Lease:
         "want",
     )
 
-    def __init__(self, name: str, limit: int, want: int) -> None:
-        self.name = name  # the Redis key
+    def __init__(self, limit: int, want: int) -> None:
         self.limit = limit
         self.tokens = 0  # leased, not yet spent
         self.debt = 0  # let through while counting locally, not yet added to Redis
@@ -101,7 +99,7 @@ class SharedCounter:
         self._batch_max = batch_max
         self._probe_interval = probe_interval
         self._connect = client or (lambda: connect(url))
-        self._queue: deque[tuple[_Lease, int]] = deque()
+        self._queue: deque[tuple[_Lease, str, int]] = deque()
         self._wake = threading.Event()
         self._closed = False
         self._strikes = 0  # round trips in a row slower than `slow`
@@ -124,21 +122,20 @@ class SharedCounter:
             slot = self._tables.slot(table, key)
             lease = table.get(slot)
             if not isinstance(lease, _Lease):
-                name = f"authz:rl:{per}:{window}:{slot.hex()}"
-                lease = table[slot] = _Lease(name, limit, self._batch(limit, limit))
-            passed = self._spend(lease, window, per)
+                lease = table[slot] = _Lease(limit, self._batch(limit, limit))
+            passed = self._spend(lease, slot, window, per)
             if passed is not None:
                 return Count(passed, lease.tokens, reset)
-            event = lease.pending or self._fetch(lease, (window + 1) * per)
+            event = lease.pending or self._fetch(lease, slot, window, per)
         event.wait(self._wait)
         with self._lock:
-            passed = self._spend(lease, window, per)
+            passed = self._spend(lease, slot, window, per)
             if passed is None:  # still no batch: this one is counted locally
                 self.late += 1
                 passed = self._count_locally(lease)
             return Count(passed, lease.tokens, reset)
 
-    def _spend(self, lease: _Lease, window: int, per: int) -> bool | None:
+    def _spend(self, lease: _Lease, slot: bytes, window: int, per: int) -> bool | None:
         """Under the lock: True/False when the request can be decided now, None when it must
         wait for a batch."""
         if lease.tokens > 0:
@@ -150,14 +147,14 @@ class SharedCounter:
                 and lease.pending is None
                 and self.state == SHARED
             ):
-                self._fetch(lease, (window + 1) * per)  # the next batch, before it is needed
+                self._fetch(lease, slot, window, per)  # the next batch, before it is needed
             return True
         if lease.exhausted:
             return False
         if self.state != SHARED:
             return self._count_locally(lease)
         if lease.debt and lease.pending is None:
-            self._fetch(lease, (window + 1) * per)  # back to shared: hand in the debt
+            self._fetch(lease, slot, window, per)  # back to shared: hand in the debt
         return None
 
     def _count_locally(self, lease: _Lease) -> bool:
@@ -169,9 +166,10 @@ class SharedCounter:
         lease.debt += 1
         return True
 
-    def _fetch(self, lease: _Lease, expires_at: int) -> threading.Event:
+    def _fetch(self, lease: _Lease, slot: bytes, window: int, per: int) -> threading.Event:
         event = lease.pending = threading.Event()
-        self._queue.append((lease, expires_at))
+        # The Redis key: the window length and number make it the same in every replica.
+        self._queue.append((lease, f"authz:rl:{per}:{window}:{slot.hex()}", (window + 1) * per))
         self._wake.set()
         return event
 
@@ -193,11 +191,11 @@ class SharedCounter:
                 continue
             self._wake.wait(1.0)
             self._wake.clear()
-            batch: list[tuple[_Lease, int, int, int]] = []
+            batch: list[tuple[_Lease, str, int, int, int]] = []
             with self._lock:
                 while self._queue and len(batch) < 512:
-                    lease, expires_at = self._queue.popleft()
-                    batch.append((lease, expires_at, lease.want, lease.debt))
+                    lease, name, expires_at = self._queue.popleft()
+                    batch.append((lease, name, expires_at, lease.want, lease.debt))
                     lease.debt = 0
             if not batch:
                 continue
@@ -206,9 +204,9 @@ class SharedCounter:
                     client = self._connect()
                 started = time.perf_counter()
                 pipe = client.pipeline(transaction=False)
-                for lease, expires_at, want, debt in batch:
-                    pipe.incrby(lease.name, want + debt)
-                    pipe.expireat(lease.name, expires_at + 1)
+                for _, name, expires_at, want, debt in batch:
+                    pipe.incrby(name, want + debt)
+                    pipe.expireat(name, expires_at + 1)
                 replies = pipe.execute()
                 totals = [_integer(reply) for reply in replies[0::2]]
                 self.round_trip = time.perf_counter() - started
@@ -216,14 +214,14 @@ class SharedCounter:
                 _close(client)
                 client = None
                 with self._lock:
-                    for lease, _, _, debt in batch:
+                    for lease, _, _, _, debt in batch:
                         lease.debt += debt  # not counted there: hand it in later
                     self._go_local(_describe(error))
                     self._release(batch)
                 continue
             with self._lock:
                 self._strikes = self._strikes + 1 if self.round_trip > self._slow else 0
-                for (lease, _, want, debt), total in zip(batch, totals, strict=True):
+                for (lease, _, _, want, debt), total in zip(batch, totals, strict=True):
                     before = total - want - debt
                     granted = max(0, min(want, lease.limit - before - debt))
                     lease.seen = total
@@ -234,7 +232,7 @@ class SharedCounter:
                 if self._strikes >= _SLOW_STRIKES:
                     self._go_local(f"round trips over {self._slow * 1000:g} ms")
 
-    def _release(self, batch: list[tuple[_Lease, int, int, int]]) -> None:
+    def _release(self, batch: list[tuple[_Lease, str, int, int, int]]) -> None:
         for lease, *_ in batch:
             if lease.pending is not None:
                 lease.pending.set()
@@ -276,7 +274,7 @@ class SharedCounter:
         )
         # Every waiting check decides now, locally.
         while self._queue:
-            lease, _ = self._queue.popleft()
+            lease, _, _ = self._queue.popleft()
             if lease.pending is not None:
                 lease.pending.set()
                 lease.pending = None
