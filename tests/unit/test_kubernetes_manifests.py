@@ -261,7 +261,8 @@ def test_demo_overlay_configmap_equals_the_repository_policies() -> None:
 
 def test_demo_overlay_is_built_on_the_base() -> None:
     overlay: Doc = yaml.safe_load((DEMO / "kustomization.yaml").read_text(encoding="utf-8"))
-    assert overlay["resources"] == ["../../base"]
+    # The base, and the Redis that shares the demo policies' rate-limit counters.
+    assert overlay["resources"] == ["../../base", "redis.yaml"]
     assert "private key is in the repository".lower() in (
         (DEMO / "kustomization.yaml").read_text(encoding="utf-8").lower().replace("\n# ", " ")
     )
@@ -305,6 +306,19 @@ def test_kustomize_builds_each_entry_point(directory: Path, demo: bool) -> None:
     assert all(
         o["metadata"].get("namespace") == "authz" for o in rendered if o["kind"] != "Namespace"
     )
+    # Rate limits are counted in one Redis exactly where the policies have rate_limits.
+    deployment = _one(rendered, "Deployment", "authz")
+    env = {
+        e["name"]: e["value"]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    }
+    has_limits = any("rate_limits:" in text for text in configmap["data"].values())
+    if has_limits:
+        store = env["AUTHZ_RATE_LIMIT_STORE"]
+        redis = _one(rendered, "Service", store.split("//")[1].split(":")[0])
+        assert redis["spec"]["ports"][0]["port"] == int(store.rsplit(":", 1)[1].split("/")[0])
+    else:
+        assert "AUTHZ_RATE_LIMIT_STORE" not in env
 
 
 # ---- Istio -------------------------------------------------------------------------------
