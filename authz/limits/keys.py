@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from authz.policy.context import RequestContext
+if TYPE_CHECKING:  # authz.policy reads these modules: no import cycle at run time
+    from authz.policy.context import RequestContext
 
-Read = Callable[[RequestContext, str], "str | None"]
+Read = Callable[["RequestContext", str], "str | None"]
 
 
 def _claim(ctx: RequestContext, dotted: str) -> str | None:

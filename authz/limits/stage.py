@@ -11,12 +11,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from authz.limits.counter import Count, Counter
 from authz.limits.keys import LimitKey, counter_key
 from authz.model import Decision, ShadowMatch
-from authz.policy.context import RequestContext
+
+if TYPE_CHECKING:  # authz.policy reads these modules: no import cycle at run time
+    from authz.policy.context import RequestContext
 
 TOO_MANY_REQUESTS = 429
 PERIODS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600}

@@ -27,7 +27,8 @@ from authz.errors import PolicyError, Problem
 from authz.model import Authentication, JwtProvider
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
-from authz.policy.schema import FileSpec, ToSpec
+from authz.policy.limits_spec import RateLimitSpec
+from authz.policy.schema import FileSpec, RuleSpec, ToSpec
 
 if TYPE_CHECKING:  # authz.limits reads policy contexts: no import cycle at run time
     from authz.limits.stage import CompiledLimit
@@ -142,7 +143,8 @@ class PolicySet:
             for spec in f.rules:
                 rules.append(compile_rule(index, spec, roles))
                 index += 1
-            compiled.append(_CompiledFile(f, tuple(rules), RuleIndex(rules)))
+            limits = tuple(compile_limit(spec, roles) for spec in f.rate_limits)
+            compiled.append(_CompiledFile(f, tuple(rules), RuleIndex(rules), limits))
         self.revision = revision
         self.files: tuple[FileSpec, ...] = tuple(files)
         self.rules: tuple[CompiledRule, ...] = tuple(r for c in compiled for r in c.rules)
@@ -193,6 +195,26 @@ class PolicySet:
         return policy
 
 
+def compile_limit(spec: RateLimitSpec, roles: dict[str, tuple[ToSpec, ...]]) -> CompiledLimit:
+    """A `rate_limits` entry, its from/to/when compiled exactly as a rule's."""
+    from authz.limits.stage import PERIODS, CompiledLimit
+
+    as_rule = RuleSpec(
+        spec.name, spec.file, spec.line, "allow", False, spec.from_, spec.to, spec.when
+    )
+    matcher = compile_rule(-1, as_rule, roles)
+    return CompiledLimit(
+        spec.name,
+        spec.file,
+        spec.line,
+        matcher,
+        spec.key,
+        spec.limit,
+        PERIODS[spec.per],
+        spec.dry_run,
+    )
+
+
 def compile_policy_set(files: Sequence[FileSpec], revision: str = "") -> PolicySet:
     """Compile validated files into a `PolicySet`; raise PolicyError on set-wide problems."""
     return PolicySet(files, revision)
@@ -241,7 +263,9 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
     problems: list[Problem] = []
     where: dict[str, tuple[str, int]] = {}
     for f in files:
-        for rule in f.rules:
+        # Rate limits share the rules' names: both are a decision's reason.
+        named: list[RuleSpec | RateLimitSpec] = [*f.rules, *f.rate_limits]
+        for rule in named:
             _first_use(
                 where,
                 problems,

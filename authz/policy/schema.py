@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from authz.errors import Problem
 from authz.model import JwtProvider, TokenLocation
 from authz.policy import patterns as pat
+from authz.policy.limits_spec import RateLimitSpec, read_rate_limit
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml, to_plain
 from authz.reasons import CODES
 
@@ -123,6 +124,7 @@ class FileSpec:
     jwt_providers: tuple[JwtProvider, ...] = ()
     roles: tuple[RoleSpec, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
+    rate_limits: tuple[RateLimitSpec, ...] = ()
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -242,7 +244,11 @@ class _Validator:
         doc = self.mapping(root, "a policy file")
         if doc is None:
             return None
-        self.fields(doc, frozenset({"hosts", "authentication", "roles", "rules"}), "a policy file")
+        self.fields(
+            doc,
+            frozenset({"hosts", "authentication", "roles", "rules", "rate_limits"}),
+            "a policy file",
+        )
         hosts = None
         if "hosts" in doc.items:
             hosts = self.str_list(doc.items["hosts"], "hosts", pat.check_host_pattern)
@@ -259,9 +265,9 @@ class _Validator:
                     if role is not None:
                         roles.append(role)
         rules: list[RuleSpec] = []
+        seen: dict[str, int] = {}  # rule and rate-limit names
         if "rules" in doc.items:
             items = self.seq(doc.items["rules"], "rules")
-            seen: dict[str, int] = {}
             for item in items or ():
                 rule = self.rule(item)
                 if rule is None:
@@ -274,7 +280,29 @@ class _Validator:
                     continue
                 seen[rule.name] = rule.line
                 rules.append(rule)
-        return FileSpec(self.file, hosts, trust_domains, providers, tuple(roles), tuple(rules))
+        limits: list[RateLimitSpec] = []
+        if "rate_limits" in doc.items:
+            for item in self.seq(doc.items["rate_limits"], "rate_limits") or ():
+                limit = read_rate_limit(self, item)
+                if limit is None:
+                    continue
+                if limit.name in seen:
+                    self.err(
+                        limit.line,
+                        f"duplicate rule name {limit.name!r} (first on line {seen[limit.name]})",
+                    )
+                    continue
+                seen[limit.name] = limit.line
+                limits.append(limit)
+        return FileSpec(
+            self.file,
+            hosts,
+            trust_domains,
+            providers,
+            tuple(roles),
+            tuple(rules),
+            tuple(limits),
+        )
 
     def name(self, node: YNode, what: str) -> str | None:
         name = self.string(node, what)

@@ -1,0 +1,110 @@
+"""The `rate_limits` section: validation with file:line, names shared with rules, and a
+policy set whose limits the engine applies after an allow."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from authz.config import Settings
+from authz.engine import Engine
+from authz.errors import PolicyError
+from authz.identity import IdentityResolver, KeyRegistry
+from authz.model import Request
+from authz.policy import PolicyStore
+from authz.policy.loader import build_policy_set
+
+POLICY = """\
+rules:
+  - name: open
+    action: allow
+    to: [{paths: ["/{**}"]}]
+  - name: admin-closed
+    action: deny
+    to: [{paths: ["/admin"]}]
+rate_limits:
+  - name: per-client
+    to: [{paths: ["/api/{**}", "/admin"]}]
+    key: header:X-Client
+    limit: 3
+    per: minute
+  - name: watch-ips
+    key: source_ip
+    limit: 2
+    per: second
+    dry_run: true
+"""
+
+
+def policy(text: str = POLICY, name: str = "p.yaml") -> object:
+    return build_policy_set([(name, textwrap.dedent(text), ".")])
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as caught:
+        policy(text)
+    return [str(p) for p in caught.value.problems]
+
+
+def engine(text: str = POLICY) -> Engine:
+    store = PolicyStore(policy(text))  # type: ignore[arg-type]
+    return Engine(store, IdentityResolver(Settings(), KeyRegistry()))
+
+
+def request(path: str, client: str | None = "c1", ip: str = "10.0.0.1") -> Request:
+    headers = {"x-client": client} if client else {}
+    return Request("GET", path, "shop", raw_path=path, headers=headers, source_ip=ip)
+
+
+def test_limits_apply_after_an_allow_and_answer_429() -> None:
+    e = engine()
+    verdicts = [e.check(request("/api/cart", ip=f"10.0.0.{i}")) for i in range(5)]
+    assert [v.decision.status for v in verdicts] == [200, 200, 200, 429, 429]
+    assert verdicts[3].decision.reason == "per-client"
+    assert dict(verdicts[3].response_headers)["ratelimit-policy"] == '"per-client";q=3;w=60'
+    # another key, a path no limit matches, a request without the key: not limited
+    assert e.check(request("/api/cart", client="c2")).decision.allowed
+    assert e.check(request("/public", ip="10.9.9.9")).decision.allowed
+    assert e.check(request("/api/cart", client=None, ip="10.9.9.8")).decision.allowed
+
+
+def test_denied_requests_are_not_counted() -> None:
+    e = engine()
+    for _ in range(10):
+        assert e.check(request("/admin", ip="10.1.1.1")).decision.reason == "admin-closed"
+    assert e.check(request("/api/x", ip="10.1.1.2")).decision.allowed
+
+
+def test_dry_run_limits_only_say_would_limit() -> None:
+    e = engine()
+    verdicts = [e.check(request("/public", client=None)) for _ in range(3)]
+    assert all(v.decision.allowed for v in verdicts)
+    assert [m.rule for m in verdicts[2].decision.shadow] == ["watch-ips"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{name: x, key: ip, limit: 1, per: minute}", "p.yaml:3: key must be one of"),
+        ("{name: x, key: source_ip, limit: 0, per: minute}", "p.yaml:3: limit must be"),
+        ("{name: x, key: source_ip, limit: 5, per: day}", "p.yaml:3: per must be one of"),
+        ("{name: x, key: source_ip, limit: 5}", "p.yaml:3: a rate limit needs `per`"),
+        ("{name: x, key: source_ip, limit: 5, per: minute, paths: [/]}", "unknown field 'paths'"),
+        ("{name: open, key: source_ip, limit: 5, per: minute}", "duplicate rule name 'open'"),
+        ("{name: no_matching_rule, key: source_ip, limit: 5, per: minute}", "reserved"),
+        ("{name: x, key: api_key, limit: 1, per: minute}", "not supported"),
+    ],
+)
+def test_bad_limits_are_named_with_file_and_line(entry: str, message: str) -> None:
+    text = f"rules: [{{name: open, action: allow}}]\nrate_limits:\n  - {entry}\n"
+    found = problems(text)
+    assert any(message in p for p in found), found
+
+
+def test_limit_names_are_unique_with_rule_names_across_files() -> None:
+    a = ("a.yaml", "rules: [{name: shared, action: allow}]\n", ".")
+    b = ("b.yaml", "rate_limits: [{name: shared, key: source_ip, limit: 1, per: hour}]\n", ".")
+    with pytest.raises(PolicyError) as caught:
+        build_policy_set([a, b])
+    assert "is also used at" in str(caught.value.problems[0])
