@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 from authz.errors import PolicyError, Problem
 from authz.model import Authentication, JwtProvider
+from authz.policy.limits_spec import RateLimitSpec
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
-from authz.policy.limits_spec import RateLimitSpec
 from authz.policy.schema import FileSpec, RuleSpec, ToSpec
 
 if TYPE_CHECKING:  # authz.limits reads policy contexts: no import cycle at run time
