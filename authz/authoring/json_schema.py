@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from authz.model import JwtProvider, TokenLocation
+from authz.policy import limits_spec
 from authz.reasons import Reason
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy.schema.json"
@@ -429,9 +430,14 @@ def policy_schema() -> dict[str, Any]:
                 "The rules. A deny that matches wins; else an allow that matches; else deny.",
                 {"$ref": "#/$defs/rule"},
             ),
+            "rate_limits": _list(
+                "Counted for requests the rules allowed; one over its limit makes a 429.",
+                {"$ref": "#/$defs/rate_limit"},
+            ),
         },
         "$defs": {
             "rule": _rule(),
+            "rate_limit": _rate_limit(),
             "from": _from_entry(),
             "to": _to_entry(),
             "role_entry": _role_entry(),
@@ -440,6 +446,17 @@ def policy_schema() -> dict[str, Any]:
             "token_location": _token_location(),
         },
     }
+
+
+def _rate_limit() -> dict[str, Any]:
+    schema = limits_spec.json_schema(
+        {"$ref": "#/$defs/from"}, {"$ref": "#/$defs/to"}, {"$ref": "#/$defs/when"}
+    )
+    # The same names as rules (one namespace: both are a decision's reason).
+    name = dict(_rule()["properties"]["name"])
+    name["description"] = schema["properties"]["name"]["description"]
+    schema["properties"]["name"] = name
+    return schema
 
 
 def schema_text() -> str:

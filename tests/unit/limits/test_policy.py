@@ -108,3 +108,23 @@ def test_limit_names_are_unique_with_rule_names_across_files() -> None:
     with pytest.raises(PolicyError) as caught:
         build_policy_set([a, b])
     assert "is also used at" in str(caught.value.problems[0])
+
+
+def test_the_json_schema_knows_rate_limits() -> None:
+    import jsonschema
+    import yaml
+
+    from authz.authoring.json_schema import policy_schema
+
+    validator = jsonschema.Draft202012Validator(policy_schema())
+    assert validator.is_valid(yaml.safe_load(POLICY))
+    for bad in (
+        "{name: x, key: ip, limit: 1, per: minute}",
+        "{name: x, key: source_ip, limit: 0, per: minute}",
+        "{name: x, key: source_ip, limit: 1, per: day}",
+        "{name: x, key: source_ip, limit: 1}",
+        "{name: no_matching_rule, key: source_ip, limit: 1, per: hour}",
+        "{name: x, key: source_ip, limit: 1, per: hour, paths: [/]}",
+    ):
+        document = yaml.safe_load(f"rate_limits:\n  - {bad}\n")
+        assert not validator.is_valid(document), bad
