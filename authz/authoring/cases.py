@@ -15,6 +15,10 @@ cases:
       decision: allow           # allow | deny
       status: 200               # optional
       reason: frontend-reads-orders   # optional: a rule name or a reason code
+  - name: the 101st cart request in a minute is refused
+    repeat: 101                 # optional: send the request this many times in one window
+    request: {...}              #   (rate limits count them); `expect` is for the last one
+    expect: {decision: deny, status: 429, reason: cart-per-user}
 ```
 
 Test files are validated like policies: every problem is a `Problem` with file and line, and
@@ -24,12 +28,14 @@ all problems of all files are reported at once. The loader never reads them as p
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from authz.authoring.scenario import Explanation, Scenario, explain_scenario
 from authz.errors import PolicyError, Problem
+from authz.limits import Limiter, LocalCounter
 from authz.policy import PolicySet
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml, to_plain
 
@@ -39,6 +45,7 @@ REQUEST_FIELDS = frozenset(
     {"method", "path", "host", "principal", "headers", "claims", "source_ip", "port"}
 )
 EXPECT_FIELDS = frozenset({"decision", "status", "reason"})
+MAX_REPEAT = 100_000  # a case's requests are decided one by one: keep `authz test` quick
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,7 @@ class TestCase:
     line: int
     scenario: Scenario
     expect: Expectation
+    repeat: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +125,11 @@ def run_cases(policy_set: PolicySet, cases: list[TestCase]) -> list[CaseResult]:
     """Decide every case against `policy_set` and compare with what it expects."""
     results: list[CaseResult] = []
     for case in cases:
-        explanation = explain_scenario(policy_set, case.scenario)
+        # A fresh counter per case, one instant for all its requests: one window.
+        now = time.time()
+        limiter = Limiter(LocalCounter(), clock=lambda now=now: now)  # type: ignore[misc]
+        for _ in range(case.repeat):
+            explanation = explain_scenario(policy_set, case.scenario, now, limiter)
         results.append(CaseResult(case, explanation, _compare(case.expect, explanation)))
     return results
 
@@ -200,7 +212,7 @@ class _Parser:
         m = self.mapping(node, "a case")
         if m is None:
             return None
-        self.unknown(m, frozenset({"name", "request", "expect"}), "a case")
+        self.unknown(m, frozenset({"name", "repeat", "request", "expect"}), "a case")
         before = len(self.problems)
         name = self.text(m.items.get("name"), "name", m.line)
         request = self.mapping(m.items.get("request") or YScalar(m.line, None), "request")
@@ -210,9 +222,21 @@ class _Parser:
             fields.update(request.items)
         scenario = self.scenario(fields, m.line)
         expect = self.expectation(m.items.get("expect"), m.line)
+        repeat = 1
+        if "repeat" in m.items:
+            r = m.items["repeat"]
+            if (
+                not isinstance(r, YScalar)
+                or not isinstance(r.value, int)
+                or isinstance(r.value, bool)
+                or not 1 <= r.value <= MAX_REPEAT
+            ):
+                self.err(r.line, f"repeat must be a number from 1 to {MAX_REPEAT}")
+            else:
+                repeat = r.value
         if len(self.problems) > before or name is None or scenario is None or expect is None:
             return None
-        return TestCase(name, self.file, m.line, scenario, expect)
+        return TestCase(name, self.file, m.line, scenario, expect, repeat)
 
     def text(self, node: YNode | None, what: str, line: int) -> str | None:
         if node is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from authz.authoring.cases import MAX_REPEAT
 from authz.authoring.json_schema import METHOD_PATTERN
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy-test.schema.json"
@@ -95,6 +96,13 @@ def cases_schema() -> dict[str, Any]:
                     "required": ["name", "expect"],
                     "properties": {
                         "name": {**_NONEMPTY, "description": "Shown when the case fails."},
+                        "repeat": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_REPEAT,
+                            "description": "Send the request this many times in one window "
+                            "(rate limits count them); `expect` is for the last one.",
+                        },
                         "request": _request(
                             "The request (over `defaults`); method, path and host are needed "
                             "from one of the two."

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from authz.authoring.lint_limits import CODES as LIMIT_CODES
+from authz.authoring.lint_limits import limit_findings
 from authz.model import JwtProvider
 from authz.policy import PolicySet
 from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
@@ -53,6 +55,7 @@ CODES = {
     "jwks-plain-http": "keys fetched over plain http from a non-loopback host",
     "hostless-allow": "an allow rule in a file without `hosts`: it applies to every tenant's host",
     "host-overlap": "a file whose `hosts` cover another file's host: its allows apply there too",
+    **LIMIT_CODES,
 }
 
 
@@ -73,6 +76,7 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
     findings.extend(_unauthenticated_hosts(policy_set, lines))
     findings.extend(_providers(policy_set.files, lines))
     findings.extend(_tenant_takeover(policy_set.files, lines))
+    findings.extend(limit_findings(policy_set.files, roles, _expand, Finding))
     return sorted(set(findings))
 
 

@@ -24,6 +24,7 @@ from authz.engine import rejection
 from authz.errors import InvalidHost, InvalidMethod, InvalidPath, TokenRejected
 from authz.identity.jwt import check_claims
 from authz.identity.spiffe import workload_for
+from authz.limits import Count, Counter, Limiter, LocalCounter, counter_key
 from authz.model import ANONYMOUS, Decision, EndUser, Identity, Request
 from authz.paths import normalize_path
 from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
@@ -68,6 +69,22 @@ class RuleTrace:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitTrace:
+    """One rate limit of the host: whether it matched, its key, and its count in the window
+    after this request (`state`: "3 of 100 per minute", "over: 101 of 100 per minute")."""
+
+    name: str
+    file: str
+    line: int
+    matched: bool
+    failed: str | None
+    key: str
+    key_present: bool
+    state: str
+    decides: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Explanation:
     """The decision for a scenario, and why."""
 
@@ -80,6 +97,7 @@ class Explanation:
     request_principal: str | None = None
     rules: tuple[RuleTrace, ...] = ()
     notes: tuple[str, ...] = ()
+    limits: tuple[LimitTrace, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +167,21 @@ def decide(prepared: Prepared) -> Decision:
 
 
 def explain_scenario(
-    policy_set: PolicySet, scenario: Scenario, now: float | None = None
+    policy_set: PolicySet,
+    scenario: Scenario,
+    now: float | None = None,
+    limiter: Limiter | None = None,
 ) -> Explanation:
     """Decide `scenario` against `policy_set` as the service would, with a per-rule trace.
 
     `now` is the time the claims' `exp`/`nbf` are judged at (default: the current time).
+    `limiter` counts the host's rate limits when the rules allow (default: a fresh in-process
+    counter, so one request is the first of its window); `authz test` passes one per case to
+    send a request several times.
     """
     revision = policy_set.revision
-    p = prepare(policy_set, scenario, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    p = prepare(policy_set, scenario, now)
     if p.host_policy is None or p.request is None:
         assert p.refused is not None
         return Explanation(p.refused, revision, p.host, p.path, notes=p.notes)
@@ -175,7 +200,82 @@ def explain_scenario(
     )
     if p.refused is not None:
         return base
-    return replace(base, rules=_trace(p.host_policy, p.request, identity, base.decision))
+    rules = _trace(p.host_policy, p.request, identity, base.decision)
+    decision, limits = _limits(p.host_policy, p.request, identity, base.decision, limiter, now)
+    return replace(base, decision=decision, rules=rules, limits=limits)
+
+
+def _limits(
+    host_policy: HostPolicy,
+    request: Request,
+    identity: Identity,
+    decision: Decision,
+    limiter: Limiter | None,
+    now: float,
+) -> tuple[Decision, tuple[LimitTrace, ...]]:
+    """The service's rate-limit stage (only after an allow), and a trace of every limit."""
+    if not host_policy.rate_limits:
+        return decision, ()
+    ctx = RequestContext(request, identity, host_policy.authentication)
+    counts: dict[str, Count] = {}
+    if decision.allowed:
+        counting = _Recording(limiter.counter if limiter is not None else LocalCounter(), counts)
+        for limit in host_policy.rate_limits:
+            value = limit.key.read(ctx)
+            if value is not None:
+                counting.names[counter_key(limit.name, value)] = limit.name
+        limited = Limiter(counting, clock=lambda: now).apply(host_policy.rate_limits, ctx, decision)
+        if limited is not None:
+            decision = limited.decision
+    out: list[LimitTrace] = []
+    for limit in host_policy.rate_limits:
+        failed = limit.matcher.mismatch(ctx)
+        value = limit.key.read(ctx)
+        count = counts.get(limit.name)
+        window = f"{limit.limit} per {limit.per_name}"
+        if count is not None:
+            used = limit.limit - count.remaining if count.allowed else limit.limit + 1
+            state = f"{used} of {window}" if count.allowed else f"over: {window}"
+        elif not decision.allowed and decision.status != 429:
+            state = f"not counted (the rules deny); {window}"
+        elif failed is None and value is None:
+            state = f"not counted (no {limit.key}); {window}"
+        else:
+            state = window
+        out.append(
+            LimitTrace(
+                name=limit.name,
+                file=limit.file,
+                line=limit.line,
+                matched=failed is None,
+                failed=failed,
+                key=str(limit.key),
+                key_present=value is not None,
+                state=state,
+                decides=decision.status == 429 and decision.reason == limit.name,
+            )
+        )
+    return decision, tuple(out)
+
+
+class _Recording:
+    """A counter that remembers the count each limit got (`names`: counter key -> limit)."""
+
+    def __init__(self, inner: Counter, counts: dict[str, Count]) -> None:
+        self._inner = inner
+        self._counts = counts
+        self.names: dict[bytes, str] = {}
+
+    def take(self, key: bytes, limit: int, per: int, now: float) -> Count:
+        count = self._inner.take(key, limit, per, now)
+        self._counts[self.names.get(key, key.hex())] = count
+        return count
+
+    def status(self) -> dict[str, str]:
+        return self._inner.status()
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 def _identity(

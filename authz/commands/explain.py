@@ -131,4 +131,12 @@ def render(explanation: Any) -> str:
             kind = r.action + (" (dry_run)" if r.dry_run else "")
             outcome = r.effect if r.matched else f"no match: {r.failed}"
             lines.append(f" {mark} {r.name:<{width}}  {kind:<16} {outcome}  [{r.file}:{r.line}]")
+    if explanation.limits:
+        lines.append("rate limits:")
+        width = max(len(x.name) for x in explanation.limits)
+        for x in explanation.limits:
+            mark = "=>" if x.decides else "  "
+            key = f"key {x.key}: {'present' if x.key_present else 'absent'}"
+            outcome = x.state if x.matched else f"no match: {x.failed}"
+            lines.append(f" {mark} {x.name:<{width}}  {key:<32} {outcome}  [{x.file}:{x.line}]")
     return "\n".join(lines)

@@ -128,3 +128,82 @@ def test_the_json_schema_knows_rate_limits() -> None:
     ):
         document = yaml.safe_load(f"rate_limits:\n  - {bad}\n")
         assert not validator.is_valid(document), bad
+
+
+def lint_codes(text: str) -> list[tuple[str, str]]:
+    from authz.authoring.lint import lint
+
+    return [(f.code, f.subject) for f in lint(policy(text)) if "limit" in f.code]  # type: ignore[arg-type]
+
+
+def test_lint_warns_about_a_key_that_can_be_absent() -> None:
+    base = "rules: [{name: open, action: allow, from: [{authenticated: true}]}]\nrate_limits:\n"
+    absent = base + "  - {name: l, key: request_principal, limit: 1, per: hour}\n"
+    assert lint_codes(absent) == [("limit-key-absent", "l")]
+    header = base + "  - {name: l, key: 'header:x-client', limit: 1, per: hour}\n"
+    assert lint_codes(header) == [("limit-key-absent", "l")]
+    guarded = base + (
+        "  - {name: l, key: 'header:x-client', limit: 1, per: hour,\n"
+        "     when: [{header: x-client, present: true}]}\n"
+    )
+    assert lint_codes(guarded) == []
+    issuers = base + (
+        "  - {name: l, key: request_principal, limit: 1, per: hour,\n"
+        "     from: [{issuers: [https://id]}]}\n"
+    )
+    assert lint_codes(issuers) == []
+    assert lint_codes(base + "  - {name: l, key: source_ip, limit: 1, per: hour}\n") == []
+
+
+def test_lint_finds_a_limit_no_allow_rule_can_reach() -> None:
+    text = """\
+rules:
+  - {name: api, action: allow, to: [{paths: ["/api/{**}"], methods: [GET]}]}
+  - {name: admin, action: deny, to: [{paths: ["/admin/{**}"]}]}
+rate_limits:
+  - {name: admin-limit, key: source_ip, limit: 1, per: hour, to: [{paths: ["/admin/{**}"]}]}
+  - {name: post-limit, key: source_ip, limit: 1, per: hour, to: [{methods: [POST]}]}
+  - {name: api-limit, key: source_ip, limit: 1, per: hour, to: [{paths: ["/api/orders"]}]}
+  - {name: any-limit, key: source_ip, limit: 1, per: hour}
+"""
+    assert lint_codes(text) == [
+        ("unreachable-limit", "admin-limit"),
+        ("unreachable-limit", "post-limit"),
+    ]
+
+
+def test_policy_tests_can_expect_a_429_after_n_requests() -> None:
+    from authz.authoring.cases import parse_cases, run_cases
+
+    cases_text = """\
+defaults: {host: shop, method: GET, path: /api/cart, headers: {x-client: c1}}
+cases:
+  - {name: third passes, repeat: 3, request: {}, expect: {decision: allow, reason: open}}
+  - name: fourth is over
+    repeat: 4
+    request: {}
+    expect: {decision: deny, status: 429, reason: per-client}
+  - {name: each case counts afresh, request: {}, expect: {decision: allow}}
+"""
+    cases, problems = parse_cases("t_test.yaml", cases_text)
+    assert problems == []
+    results = run_cases(policy(), cases)  # type: ignore[arg-type]
+    assert [r.failures for r in results] == [(), (), ()]
+    _, bad = parse_cases("t_test.yaml", cases_text.replace("repeat: 3", "repeat: 0"))
+    assert "t_test.yaml:3: repeat must be a number" in str(bad[0])
+
+
+def test_explain_shows_which_limits_matched_and_their_state() -> None:
+    from authz.authoring.scenario import Scenario, explain_scenario
+    from authz.commands.explain import render
+
+    explanation = explain_scenario(
+        policy(),
+        Scenario("GET", "/api/x", "shop", headers={"x-client": "c1"}),  # type: ignore[arg-type]
+    )
+    text = render(explanation)
+    assert "rate limits:" in text
+    assert "per-client  key header:x-client: present" in text and "1 of 3 per minute" in text
+    assert "watch-ips" in text and "not counted (no source_ip)" in text
+    denied = render(explain_scenario(policy(), Scenario("GET", "/admin", "shop")))  # type: ignore[arg-type]
+    assert "not counted (the rules deny)" in denied

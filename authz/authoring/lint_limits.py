@@ -1,0 +1,148 @@
+"""Lint findings about `rate_limits` (called by `authz.authoring.lint.lint`).
+
+* `limit-key-absent`: requests the limit matches may lack its key (no token, no such header);
+  such requests are never counted by it, which an author rarely means.
+* `unreachable-limit`: no enforced allow rule can allow a request the limit matches, and
+  limits only count allowed requests: the limit never counts anything. Judged on the patterns
+  alone and conservatively (a finding is certain; some unreachable limits go unreported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from authz.policy.limits_spec import RateLimitSpec
+
+
+class _Finding(Protocol):
+    def __call__(self, file: str, line: int, code: str, subject: str, message: str) -> Any: ...
+
+
+CODES = {
+    "limit-key-absent": "a rate limit whose key some requests it matches do not have",
+    "unreachable-limit": "a rate limit no allow rule can reach (limits count allowed requests)",
+}
+
+
+def limit_findings(
+    files: Iterable[Any],
+    roles: Mapping[str, tuple[Any, ...]],
+    expand: Any,
+    make: _Finding,
+) -> Iterable[Any]:
+    """Findings for every limit of `files` (the validated specs). `expand` replaces `role`
+    entries by the roles' entries (lint's `_expand`); `make` builds a Finding."""
+    files = list(files)
+    for f in files:
+        for limit in f.rate_limits:
+            why = _key_may_be_absent(limit)
+            if why is not None:
+                yield make(
+                    limit.file,
+                    limit.line,
+                    "limit-key-absent",
+                    limit.name,
+                    f"key {limit.key} can be absent ({why}): such requests are not counted; "
+                    "narrow `from`/`when` to requests that have it, or pick another key",
+                )
+            if not any(
+                _may_allow(rule, limit, roles, expand)
+                for other in files
+                if _share_a_host(f, other)
+                for rule in other.rules
+            ):
+                yield make(
+                    limit.file,
+                    limit.line,
+                    "unreachable-limit",
+                    limit.name,
+                    "no allow rule can allow a request this limit matches: it never counts",
+                )
+
+
+def _key_may_be_absent(limit: RateLimitSpec) -> str | None:
+    kind, name = limit.key.kind, limit.key.name
+    positive = [c for c in limit.when if not c.negated]
+    if kind == "source_ip":
+        return None  # Envoy always sends the peer address
+    if kind == "principal":
+        entries = limit.from_ or ()
+        if entries and all(e.principals is not None or e.namespaces is not None for e in entries):
+            return None
+        return "a request without an mTLS principal"
+    if kind == "request_principal":
+        entries = limit.from_ or ()
+        if entries and all(
+            e.request_principals is not None or e.issuers is not None for e in entries
+        ):
+            return None
+        if any(c.kind == "claim" for c in positive):
+            return None
+        return "a request without a token"
+    if kind in ("header", "claim"):
+        if any(c.kind == kind and c.name.lower() == name.lower() for c in positive):
+            return None
+        return f"a request without {'header' if kind == 'header' else 'claim'} {name}"
+    return None
+
+
+def _share_a_host(a: Any, b: Any) -> bool:
+    if a is b or a.hosts is None or b.hosts is None:
+        return True
+    return any(_host_overlap(x, y) for x in a.hosts for y in b.hosts)
+
+
+def _host_overlap(x: str, y: str) -> bool:
+    if x == y:
+        return True
+    for pattern, other in ((x, y), (y, x)):
+        if pattern.startswith("*."):
+            name = other[2:] if other.startswith("*.") else other
+            if name.endswith("." + pattern[2:]) or name == pattern[2:]:
+                return True
+    return False
+
+
+def _may_allow(rule: Any, limit: RateLimitSpec, roles: Mapping[str, Any], expand: Any) -> bool:
+    """Whether `rule` is an enforced allow that may allow some request `limit` matches."""
+    if rule.action != "allow" or rule.dry_run:
+        return False
+    if rule.to is None or limit.to is None:
+        return True
+    return any(
+        _entries_overlap(a, b) for a in expand(rule.to, roles) for b in expand(limit.to, roles)
+    )
+
+
+def _entries_overlap(a: Any, b: Any) -> bool:
+    if a.methods is not None and b.methods is not None and not set(a.methods) & set(b.methods):
+        return False
+    if a.paths is None or b.paths is None:
+        return True
+    return any(_paths_overlap(p, q) for p in a.paths for q in b.paths)
+
+
+def _paths_overlap(p: str, q: str) -> bool:
+    """False only when no path can match both: their literal beginnings differ."""
+    if p.startswith("*") or q.startswith("*"):
+        return True
+    lp, lq = _literal(p), _literal(q)
+    exact_p, exact_q = lp == p, lq == q
+    if exact_p and exact_q:
+        return p == q
+    if exact_p:
+        return p.startswith(lq)
+    if exact_q:
+        return q.startswith(lp)
+    return lp.startswith(lq) or lq.startswith(lp)
+
+
+def _literal(pattern: str) -> str:
+    """What every path matching `pattern` starts with."""
+    cut = len(pattern)
+    for mark in ("{", "*"):
+        at = pattern.find(mark)
+        if at >= 0:
+            cut = min(cut, at)
+    return pattern[:cut]
