@@ -67,6 +67,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 RULE_REASON = "rule"  # the `reason` label of a decision a rule made
+RATE_LIMIT_REASON = "rate_limit"  # a 429 of a rate limit (its name is in the decision log)
 OTHER_REASON = "other"  # a reason that is neither a code nor a rule: a bug, still one series
 KEY_STATES = ("ready", "stale", "pending", "unavailable")
 
@@ -181,7 +182,12 @@ class Metrics:
         # Rule names are many and the operator's: they share one series per decision (the
         # name is in the decision log). So the label set stays small whatever the policy.
         if reason not in CODES:
-            reason = RULE_REASON if decision.rule is not None else OTHER_REASON
+            if decision.rule is not None:
+                reason = RULE_REASON
+            elif decision.status == 429:
+                reason = RATE_LIMIT_REASON
+            else:
+                reason = OTHER_REASON
         self._checks.record(decision.allowed, reason, seconds)
 
     def record_fetch(self, issuer: str, result: FetchOutcome) -> None:
