@@ -87,7 +87,7 @@ class SharedCounter:
         *,
         max_keys: int = 1_000_000,
         wait: float = 0.005,
-        batch_max: int = 32,
+        batch_max: int = 256,
         probe_interval: float = 0.5,
         slow: float = 0.05,
         client: Callable[[], Any] | None = None,
