@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from authz.model import JwtProvider, TokenLocation
+from authz.policy.spec import JwtProvider, TokenLocation
 from authz.reasons import Reason
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy.schema.json"

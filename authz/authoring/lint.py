@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from authz.model import JwtProvider
 from authz.policy import PolicySet
 from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.spec import JwtProvider
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
 
 Roles = Mapping[str, tuple[ToSpec, ...]]

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from authz.model import JwtProvider, Request, Verdict
+from authz.model import Request, Verdict
+from authz.policy.spec import JwtProvider
 
 log = logging.getLogger("authz.decision_log")
 

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from authz.errors import PolicyError, Problem
-from authz.model import Authentication, JwtProvider
 from authz.policy.patterns import normalize_host, request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
+from authz.policy.spec import Authentication, JwtProvider
 
 IndexKey = tuple[str | None, str | None]
 

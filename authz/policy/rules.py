@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from authz.model import Authentication, Identity, Request
+from authz.model import Identity, Request
 from authz.policy import patterns as pat
 from authz.policy.context import RequestContext
 from authz.policy.schema import ConditionSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.spec import Authentication
 
 Predicate = Callable[[RequestContext], bool]
 

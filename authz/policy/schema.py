@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from authz.errors import Problem
-from authz.model import JwtProvider, TokenLocation
 from authz.policy import patterns as pat
+from authz.policy.spec import JwtProvider, TokenLocation
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml, to_plain
 from authz.reasons import CODES
 

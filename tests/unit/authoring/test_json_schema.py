@@ -14,9 +14,9 @@ import yaml
 
 from authz.authoring import json_schema
 from authz.errors import PolicyError
-from authz.model import JwtProvider
 from authz.policy import load_policy_set
 from authz.policy import schema as policy_schema
+from authz.policy.spec import JwtProvider
 
 from .conftest import EXAMPLE_POLICIES, REPO, write
 

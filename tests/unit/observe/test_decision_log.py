@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.model import Decision, JwtProvider, Request, ShadowMatch, TokenLocation, Verdict
+from authz.model import Decision, Request, ShadowMatch, Verdict
 from authz.observe.decision_log import (
     SECRET_HEADERS,
     DecisionLog,
@@ -17,6 +17,7 @@ from authz.observe.decision_log import (
     rfc3339,
     token_headers,
 )
+from authz.policy.spec import JwtProvider, TokenLocation
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.c2ln"
 COOKIE = "session=very-secret-cookie"
