@@ -1,13 +1,15 @@
-"""The validated policy-schema values the identity layer reads: JWT providers, token locations
-and the authentication in force for a host (docs/policy.md, "Identity").
+"""The validated policy spec: what `authz.policy.schema` makes of a file (docs/policy.md).
 
 Plain frozen dataclasses with no imports from the rest of the package, so `authz.model` and the
-identity layer can name them without pulling in the policy compiler.
+identity layer can name the authentication types without pulling in the policy compiler.
+`FromSpec`/`ToSpec` hold one attribute per field declared in `authz.policy.fields` (a test
+keeps them in step).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +54,89 @@ class Authentication:
 
     trust_domains: frozenset[str] | None = None
     jwt_providers: tuple[JwtProvider, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FromSpec:
+    """One `from` entry. A field is None when not given; lists are never empty.
+
+    `authenticated` is True for `authenticated: true`, False for `not_authenticated: true`.
+    """
+
+    line: int
+    principals: tuple[str, ...] | None = None
+    not_principals: tuple[str, ...] | None = None
+    namespaces: tuple[str, ...] | None = None
+    not_namespaces: tuple[str, ...] | None = None
+    request_principals: tuple[str, ...] | None = None
+    not_request_principals: tuple[str, ...] | None = None
+    issuers: tuple[str, ...] | None = None
+    not_issuers: tuple[str, ...] | None = None
+    ip_blocks: tuple[str, ...] | None = None
+    not_ip_blocks: tuple[str, ...] | None = None
+    authenticated: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToSpec:
+    """One `to` entry (or one entry of a role). Host patterns are lower-cased."""
+
+    line: int
+    methods: tuple[str, ...] | None = None
+    not_methods: tuple[str, ...] | None = None
+    paths: tuple[str, ...] | None = None
+    not_paths: tuple[str, ...] | None = None
+    hosts: tuple[str, ...] | None = None
+    not_hosts: tuple[str, ...] | None = None
+    ports: tuple[int, ...] | None = None
+    not_ports: tuple[int, ...] | None = None
+    role: tuple[str, ...] | None = None
+    not_role: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionSpec:
+    """One `when` condition: `kind` is "claim" or "header", `op` one of the operators.
+
+    `negated` is set for the `not_` form of the operator (`not_equals`, ...). `value` is a
+    scalar for equals/prefix, a tuple for any_of, a bool for present.
+    """
+
+    line: int
+    kind: str
+    name: str
+    op: str
+    value: Any
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    name: str
+    file: str
+    line: int
+    action: str
+    dry_run: bool = False
+    from_: tuple[FromSpec, ...] | None = None
+    to: tuple[ToSpec, ...] | None = None
+    when: tuple[ConditionSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSpec:
+    name: str
+    file: str
+    line: int
+    entries: tuple[ToSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """One validated policy file. `hosts` is None for a file that applies to every host."""
+
+    file: str
+    hosts: tuple[str, ...] | None = None
+    trust_domains: tuple[str, ...] | None = None
+    jwt_providers: tuple[JwtProvider, ...] = ()
+    roles: tuple[RoleSpec, ...] = ()
+    rules: tuple[RuleSpec, ...] = ()
