@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from authz.policy import PolicySet
+from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
 from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
 from authz.policy.spec import JwtProvider
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
@@ -104,6 +105,12 @@ def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
 
 
 _BROAD_PATHS = frozenset({"*", "/*", "/{**}"})
+# A role entry keeps the `to` entry's own fields it leaves open, and every `not_` field.
+_ROLE_KEYS = tuple(f.name for f in ROLE_FIELDS)
+_TO_NOT_KEYS = tuple(f"not_{f.name}" for f in TO_FIELDS if f.negatable)
+# Fields a deny entry must have exactly as the allow entry to cover it (methods and paths are
+# judged by inclusion in `_entry_covers`).
+_SAME_TO_COVER = (*(k for k in _ROLE_KEYS if k not in ("methods", "paths")), *_TO_NOT_KEYS)
 
 
 def _broad(to: tuple[ToSpec, ...] | None, roles: Roles) -> bool:
@@ -128,10 +135,10 @@ def _expand(entries: Iterable[ToSpec], roles: Roles) -> list[ToSpec]:
         for name in entry.role:
             for r in roles.get(name, ()):
                 merged = r
-                for field in ("methods", "paths", "hosts", "ports"):
+                for field in _ROLE_KEYS:
                     if getattr(own, field) is not None and getattr(r, field) is None:
                         merged = replace(merged, **{field: getattr(own, field)})
-                for field in ("not_methods", "not_paths", "not_hosts", "not_ports", "not_role"):
+                for field in _TO_NOT_KEYS:
                     if getattr(own, field) is not None:
                         merged = replace(merged, **{field: getattr(own, field)})
                 out.append(merged)
@@ -170,7 +177,12 @@ def _from_never(entry: FromSpec, issuers: set[str], domains: set[str] | None) ->
         reachable = [p for p in entry.principals if _principal_domain(p) in (None, *domains)]
         if not reachable:
             return f"no principal is in the trusted domains ({', '.join(sorted(domains))})"
-    for field in ("principals", "namespaces", "request_principals", "issuers", "ip_blocks"):
+    return _excluded(entry, FROM_FIELDS)
+
+
+def _excluded(entry: FromSpec | ToSpec, fields: Iterable[EntryField]) -> str | None:
+    """A field whose values are all excluded again by its own `not_` form."""
+    for field in (f.name for f in fields if f.negatable and not f.kind.flag):
         yes, no = getattr(entry, field), getattr(entry, f"not_{field}")
         if yes is not None and no is not None and set(yes) <= set(no):
             return f"`{field}` and `not_{field}` exclude each other"
@@ -178,11 +190,7 @@ def _from_never(entry: FromSpec, issuers: set[str], domains: set[str] | None) ->
 
 
 def _to_never(entry: ToSpec) -> str | None:
-    for field in ("methods", "paths", "hosts", "ports", "role"):
-        yes, no = getattr(entry, field), getattr(entry, f"not_{field}")
-        if yes is not None and no is not None and set(yes) <= set(no):
-            return f"`{field}` and `not_{field}` exclude each other"
-    return None
+    return _excluded(entry, TO_FIELDS)
 
 
 def _principal_domain(pattern: str) -> str | None:
@@ -247,15 +255,7 @@ def _strip_line(entry: FromSpec) -> FromSpec:
 
 def _entry_covers(d: ToSpec, a: ToSpec) -> bool:
     """Every request `a` matches, `d` matches too (judged on patterns; conservative)."""
-    for field in (
-        "hosts",
-        "ports",
-        "not_methods",
-        "not_paths",
-        "not_hosts",
-        "not_ports",
-        "not_role",
-    ):
+    for field in _SAME_TO_COVER:
         if getattr(d, field) is not None and getattr(d, field) != getattr(a, field):
             return False
     if d.methods is not None and (a.methods is None or not set(a.methods) <= set(d.methods)):
