@@ -143,4 +143,5 @@ def _meaning(failed: str | None) -> str | None:
     """What the one field that failed (`to: paths`) matches, from its declaration."""
     section, _, key = (failed or "").partition(": ")
     described = describe(section, key) if section in ("from", "to") else None
-    return None if described is None else f"{key}: {described}"
+    # The first sentence: enough to read in a terminal; `authz schema` has the rest.
+    return None if described is None else f"{key}: {described.split('. ', 1)[0].rstrip('.')}."

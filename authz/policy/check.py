@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from authz.errors import Problem
 from authz.policy.yaml_source import YMap, YNode, YScalar, YSeq
+
+T = TypeVar("T")
+
+
+class _Section(Protocol):
+    """A declared mapping (`authz.policy.sections.Section`)."""
+
+    @property
+    def what(self) -> str: ...
+
+    @property
+    def names(self) -> frozenset[str]: ...
 
 
 class Checker:
@@ -31,6 +43,23 @@ class Checker:
             self.err(node.line, f"{what} must be a mapping, not {kind_of(node)}")
             return None
         return node
+
+    def section(self, node: YNode, section: _Section) -> YMap | None:
+        """`node` as the mapping `section` declares, its unknown keys reported."""
+        m = self.mapping(node, section.what)
+        if m is not None:
+            self.fields(m, section.names, section.what)
+        return m
+
+    def required(
+        self, m: YMap, key: str, message: str, read: Callable[[YNode, str], T | None]
+    ) -> T | None:
+        """`read` of the value under `key`; `message` (at the mapping's line) when it is absent."""
+        node = m.items.get(key)
+        if node is None:
+            self.err(m.line, message)
+            return None
+        return read(node, key)
 
     def fields(self, node: YMap, allowed: Iterable[str], what: str) -> None:
         """Report every key of `node` that is not in `allowed`, with a suggestion."""
@@ -122,3 +151,30 @@ def kind_of(node: YNode) -> str:
     if isinstance(v, str):
         return f"a string ({v!r})"
     return type(v).__name__
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def line(self) -> int: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def unique(items: Iterable[N | None], err: Callable[[int, str], None], what: str) -> list[N]:
+    """The items (None: already reported) with a name not seen before in the file; each repeat
+    is reported at its line, naming the first."""
+    seen: dict[str, int] = {}
+    out: list[N] = []
+    for item in items:
+        if item is None:
+            continue
+        if item.name in seen:
+            err(item.line, f"duplicate {what} name {item.name!r} (first on line {seen[item.name]})")
+            continue
+        seen[item.name] = item.line
+        out.append(item)
+    return out

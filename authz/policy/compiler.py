@@ -232,7 +232,7 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
                 rule.line,
             )
             for entry in rule.to or ():
-                for name in (*(entry.role or ()), *(entry.not_role or ())):
+                for name in (*(entry.get("role") or ()), *(entry.get("not_role") or ())):
                     if name not in roles:
                         close = difflib.get_close_matches(name, sorted(roles), n=1)
                         hint = f"; did you mean {close[0]!r}?" if close else ""

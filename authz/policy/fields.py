@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Protocol
 
 from authz.policy import kinds
@@ -38,6 +39,10 @@ class ExportHook(Protocol):
     def __call__(self, values: Any, negated: bool) -> Mapping[str, Any] | None: ...
 
 
+# A field's checked value (and the roles, for `role`) -> the predicate the evaluator runs.
+Compile = Callable[[Any, RoleEntries], Predicate]
+
+
 @dataclass(frozen=True, slots=True)
 class EntryField:
     """One field of a `from` or `to` entry; see the module docstring."""
@@ -45,7 +50,7 @@ class EntryField:
     name: str
     kind: kinds.ValueKind
     description: str
-    compile: Callable[[Any, RoleEntries], Predicate]
+    compile: Compile
     negatable: bool = True
     # The field can only match a request with a verified JWT (for the 401 challenge).
     needs_jwt: bool = False
@@ -61,53 +66,38 @@ class EntryField:
         return (self.name, f"not_{self.name}") if self.negatable else (self.name,)
 
 
-def _principals(values: Sequence[str], _: RoleEntries) -> Predicate:
-    m = pat.principal_patterns(values)
-    return lambda ctx: m.matches(ctx.principal)
+class _Matcher(Protocol):
+    def matches(self, value: Any) -> bool: ...
 
 
-def _namespaces(values: Sequence[str], _: RoleEntries) -> Predicate:
-    m = pat.string_patterns(values)
-    return lambda ctx: m.matches(ctx.namespace)
+def _patterns(build: Callable[[Any], _Matcher], attribute: str) -> Compile:
+    """Values -> a pattern matcher (built once) applied to the request's `attribute`."""
+    read = attrgetter(attribute)
+
+    def compile_(values: Any, _: RoleEntries) -> Predicate:
+        m = build(values)
+        return lambda ctx: m.matches(read(ctx))
+
+    return compile_
 
 
-def _request_principals(values: Sequence[str], _: RoleEntries) -> Predicate:
-    m = pat.string_patterns(values)
-    return lambda ctx: m.matches(ctx.request_principal)
+def _one_of(attribute: str) -> Compile:
+    """Values -> membership of the request's `attribute` (absent never matches)."""
+    read = attrgetter(attribute)
+
+    def compile_(values: Any, _: RoleEntries) -> Predicate:
+        s = frozenset(values)
+        return lambda ctx: (v := read(ctx)) is not None and v in s
+
+    return compile_
 
 
-def _issuers(values: Sequence[str], _: RoleEntries) -> Predicate:
-    s = frozenset(values)
-    return lambda ctx: ctx.issuer is not None and ctx.issuer in s
-
-
-def _ip_blocks(values: Sequence[str], _: RoleEntries) -> Predicate:
-    m = pat.ip_blocks(pat.parse_ip_block(v) for v in values)
-    return lambda ctx: m.matches(ctx.ip)
+def _ip_blocks(values: Sequence[str]) -> _Matcher:
+    return pat.ip_blocks(pat.parse_ip_block(v) for v in values)
 
 
 def _authenticated(_: bool, __: RoleEntries) -> Predicate:
     return lambda ctx: ctx.authenticated
-
-
-def _methods(values: Sequence[str], _: RoleEntries) -> Predicate:
-    s = frozenset(values)
-    return lambda ctx: ctx.method in s
-
-
-def _paths(values: Sequence[str], _: RoleEntries) -> Predicate:
-    m = pat.path_patterns(values)
-    return lambda ctx: m.matches(ctx.path)
-
-
-def _hosts(values: Sequence[str], _: RoleEntries) -> Predicate:
-    m = pat.host_patterns(values)
-    return lambda ctx: m.matches(ctx.host)
-
-
-def _ports(values: Sequence[int], _: RoleEntries) -> Predicate:
-    s = frozenset(values)
-    return lambda ctx: ctx.port is not None and ctx.port in s
 
 
 def _role(names: Sequence[str], roles: RoleEntries) -> Predicate:
@@ -122,27 +112,29 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         kinds.STAR,
         "The mTLS workload principal: `spiffe://td/ns/x/sa/y` or Istio's short form "
         f"`td/ns/x/sa/y`. `*` = any authenticated workload. {_STAR}",
-        _principals,
+        _patterns(pat.principal_patterns, "principal"),
     ),
     EntryField(
         "namespaces",
         kinds.STAR,
         f"The SPIFFE namespace of the workload principal. {_STAR}",
-        _namespaces,
+        _patterns(pat.string_patterns, "namespace"),
     ),
     EntryField(
         "request_principals",
         kinds.STAR,
         f"`<iss>/<sub>` of the verified JWT. {_STAR}",
-        _request_principals,
+        _patterns(pat.string_patterns, "request_principal"),
         needs_jwt=True,
     ),
-    EntryField("issuers", kinds.TEXT, "`iss` of the verified JWT.", _issuers, needs_jwt=True),
+    EntryField(
+        "issuers", kinds.TEXT, "`iss` of the verified JWT.", _one_of("issuer"), needs_jwt=True
+    ),
     EntryField(
         "ip_blocks",
         kinds.IP_BLOCKS,
         "The source address: single IPs or CIDRs, IPv4 and IPv6 (host bits zero).",
-        _ip_blocks,
+        _patterns(_ip_blocks, "ip"),
     ),
     EntryField(
         "authenticated",
@@ -155,7 +147,10 @@ FROM_FIELDS: tuple[EntryField, ...] = (
 
 TO_FIELDS: tuple[EntryField, ...] = (
     EntryField(
-        "methods", kinds.METHODS, "The HTTP method, upper case; gRPC calls are `POST`.", _methods
+        "methods",
+        kinds.METHODS,
+        "The HTTP method, upper case; gRPC calls are `POST`.",
+        _one_of("method"),
     ),
     EntryField(
         "paths",
@@ -163,16 +158,19 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{**}` is zero "
         "or more segments (last segment only); Istio's `prefix*`, `*suffix` and `*`. "
         "gRPC methods are paths: `/pkg.Service/Method`.",
-        _paths,
+        _patterns(pat.path_patterns, "path"),
     ),
     EntryField(
         "hosts",
         kinds.HOSTS,
         "The request host (`:authority`, lower-cased, without port): exact or `*.suffix`.",
-        _hosts,
+        _patterns(pat.host_patterns, "host"),
     ),
     EntryField(
-        "ports", kinds.PORTS, "The destination port (`attributes.destination.address`).", _ports
+        "ports",
+        kinds.PORTS,
+        "The destination port (`attributes.destination.address`).",
+        _one_of("port"),
     ),
     EntryField(
         "role",

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from authz.model import Identity, Request
 from authz.policy import patterns as pat
 from authz.policy.conditions import CONDITION_KINDS
 from authz.policy.context import RequestContext
 from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField, Predicate, RoleEntries
-from authz.policy.spec import Authentication, ConditionSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.spec import Authentication, ConditionSpec, EntrySpec, FromSpec, RuleSpec, ToSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +118,7 @@ def compile_rule(
     to = tuple(compile_to(t, roles) for t in spec.to) if spec.to is not None else None
     when = tuple(compile_condition(c) for c in spec.when)
     needs_jwt = any(c.needs_jwt for c in when) or any(
-        getattr(e, f.name) is not None for e in spec.from_ or () for f in FROM_FIELDS if f.needs_jwt
+        e.get(f.name) is not None for e in spec.from_ or () for f in FROM_FIELDS if f.needs_jwt
     )
     return CompiledRule(
         index=index,
@@ -137,11 +136,13 @@ def compile_rule(
     )
 
 
-def _entry_checks(spec: Any, fields: Iterable[EntryField], roles: RoleEntries) -> CompiledEntry:
+def _entry_checks(
+    spec: EntrySpec, fields: Iterable[EntryField], roles: RoleEntries
+) -> CompiledEntry:
     """One entry's checks in declaration order; `not_<field>` holds when none of its values do."""
     checks: list[tuple[str, Predicate]] = []
     for f in fields:
-        value = getattr(spec, f.name)
+        value = spec.get(f.name)
         if f.kind.flag:
             if value is not None:
                 positive = f.compile(True, roles)
@@ -149,7 +150,7 @@ def _entry_checks(spec: Any, fields: Iterable[EntryField], roles: RoleEntries) -
             continue
         if value is not None:
             checks.append((f.name, f.compile(value, roles)))
-        negated = getattr(spec, f"not_{f.name}", None) if f.negatable else None
+        negated = spec.get(f"not_{f.name}") if f.negatable else None
         if negated is not None:
             checks.append((f"not_{f.name}", _negate(f.compile(negated, roles))))
     return CompiledEntry(spec.line, tuple(checks))
@@ -196,15 +197,16 @@ def _narrowing(
 ) -> set[tuple[str | None, str | None]]:
     keys: set[tuple[str | None, str | None]] = set()
     for e in entries:
-        methods: set[str | None] | None = set(e.methods) if e.methods is not None else None
+        own_methods, paths, role = e.get("methods"), e.get("paths"), e.get("role")
+        methods: set[str | None] | None = set(own_methods) if own_methods is not None else None
         segs: set[str | None] | None = None
-        if e.paths is not None:
-            first = {pat.path_first_segment(p) for p in e.paths}
+        if paths is not None:
+            first = {pat.path_first_segment(p) for p in paths}
             segs = None if None in first else first
-        if e.role is not None and (methods is None or segs is None):
+        if role is not None and (methods is None or segs is None):
             # A role narrows what the entry's own fields leave open: the entry needs one of
             # the role's entries to match, so its keys are a superset of the entry's.
-            role_keys = _narrowing([r for n in e.role for r in roles[n]], roles)
+            role_keys = _narrowing([r for n in role for r in roles[n]], roles)
             if methods is None and all(m is not None for m, _ in role_keys):
                 methods = {m for m, _ in role_keys}
             if segs is None and all(s is not None for _, s in role_keys):

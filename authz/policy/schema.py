@@ -13,6 +13,7 @@ from __future__ import annotations
 from authz.errors import Problem
 from authz.policy import patterns as pat
 from authz.policy import sections as sec
+from authz.policy.check import unique
 from authz.policy.kinds import NAME as _NAME
 from authz.policy.sections import ACTIONS, KNOWN_ALGORITHMS, RESERVED_NAMES
 from authz.policy.spec import (
@@ -61,10 +62,9 @@ def parse_file(file: str, text: str, base_dir: str = ".") -> FileSpec | list[Pro
 
 class _Validator(AuthChecker, RuleChecker):
     def file_spec(self, root: YNode) -> FileSpec | None:
-        doc = self.mapping(root, sec.FILE.what)
+        doc = self.section(root, sec.FILE)
         if doc is None:
             return None
-        self.fields(doc, sec.FILE.names, sec.FILE.what)
         hosts = None
         if "hosts" in doc.items:
             hosts = self.str_list(doc.items["hosts"], "hosts", pat.check_host_pattern)
@@ -87,18 +87,5 @@ class _Validator(AuthChecker, RuleChecker):
         return tuple(r for r in roles if r is not None)
 
     def rules(self, node: YNode) -> tuple[RuleSpec, ...]:
-        seen: dict[str, int] = {}
-        rules: list[RuleSpec] = []
-        for item in self.seq(node, "rules") or ():
-            rule = self.rule(item)
-            if rule is None:
-                continue
-            if rule.name in seen:
-                self.err(
-                    rule.line,
-                    f"duplicate rule name {rule.name!r} (first on line {seen[rule.name]})",
-                )
-                continue
-            seen[rule.name] = rule.line
-            rules.append(rule)
-        return tuple(rules)
+        items = self.seq(node, "rules") or ()
+        return tuple(unique((self.rule(item) for item in items), self.err, "rule"))

@@ -28,15 +28,6 @@ KNOWN_ALGORITHMS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class Key:
-    """One key of a section: its JSON Schema (with its description) and whether it is required."""
-
-    name: str
-    schema: Schema
-    required: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Section:
     """A mapping of the policy file. `what` names it in messages (`a jwt provider`)."""
 
@@ -60,6 +51,15 @@ class Section:
             out["required"] = required
         out["properties"] = {k.name: k.schema for k in self.keys}
         return out | self.constraints
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of a section: its JSON Schema (with its description) and whether it is required."""
+
+    name: str
+    schema: Schema
+    required: bool = False
 
 
 def _ref(name: str) -> Schema:

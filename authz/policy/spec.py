@@ -2,8 +2,7 @@
 
 Plain frozen dataclasses with no imports from the rest of the package, so `authz.model` and the
 identity layer can name the authentication types without pulling in the policy compiler.
-`FromSpec`/`ToSpec` hold one attribute per field declared in `authz.policy.fields` (a test
-keeps them in step).
+`EntrySpec` holds the keys declared in `authz.policy.fields`, so a new field needs nothing here.
 """
 
 from __future__ import annotations
@@ -57,41 +56,33 @@ class Authentication:
 
 
 @dataclass(frozen=True, slots=True)
-class FromSpec:
-    """One `from` entry. A field is None when not given; lists are never empty.
+class EntrySpec:
+    """One `from` or `to` entry (or an entry of a role): the checked value of each key given.
 
-    `authenticated` is True for `authenticated: true`, False for `not_authenticated: true`.
+    Keys are the YAML keys declared in `authz.policy.fields` (`paths`, `not_principals`); a flag
+    is stored under its name as True (`authenticated: true`) or False (`not_authenticated`).
+    Lists are never empty; a key not given reads as None. Kept sorted, so equal entries compare
+    equal whatever order their keys were written in.
     """
 
     line: int
-    principals: tuple[str, ...] | None = None
-    not_principals: tuple[str, ...] | None = None
-    namespaces: tuple[str, ...] | None = None
-    not_namespaces: tuple[str, ...] | None = None
-    request_principals: tuple[str, ...] | None = None
-    not_request_principals: tuple[str, ...] | None = None
-    issuers: tuple[str, ...] | None = None
-    not_issuers: tuple[str, ...] | None = None
-    ip_blocks: tuple[str, ...] | None = None
-    not_ip_blocks: tuple[str, ...] | None = None
-    authenticated: bool | None = None
+    values: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, line: int, **values: Any) -> EntrySpec:
+        return cls(line, tuple(sorted((k, v) for k, v in values.items() if v is not None)))
+
+    def get(self, key: str) -> Any:
+        return next((v for k, v in self.values if k == key), None)
+
+    def replace(self, **changes: Any) -> EntrySpec:
+        """The entry with `changes` (None removes a key)."""
+        return EntrySpec.of(self.line, **(dict(self.values) | changes))
 
 
-@dataclass(frozen=True, slots=True)
-class ToSpec:
-    """One `to` entry (or one entry of a role). Host patterns are lower-cased."""
-
-    line: int
-    methods: tuple[str, ...] | None = None
-    not_methods: tuple[str, ...] | None = None
-    paths: tuple[str, ...] | None = None
-    not_paths: tuple[str, ...] | None = None
-    hosts: tuple[str, ...] | None = None
-    not_hosts: tuple[str, ...] | None = None
-    ports: tuple[int, ...] | None = None
-    not_ports: tuple[int, ...] | None = None
-    role: tuple[str, ...] | None = None
-    not_role: tuple[str, ...] | None = None
+# The two sections differ only in which declarations their keys come from.
+FromSpec = EntrySpec
+ToSpec = EntrySpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,31 +23,25 @@ Auth = tuple[tuple[str, ...] | None, tuple[JwtProvider, ...]]
 
 class AuthChecker(Checker):
     def authentication(self, node: YNode) -> Auth:
-        m = self.mapping(node, sec.AUTHENTICATION.what)
+        m = self.section(node, sec.AUTHENTICATION)
         if m is None:
             return None, ()
-        self.fields(m, sec.AUTHENTICATION.names, sec.AUTHENTICATION.what)
         trust_domains = None
-        mtls = self.mapping(m.items["mtls"], "mtls") if "mtls" in m.items else None
-        if mtls is not None:
-            self.fields(mtls, sec.MTLS.names, sec.MTLS.what)
-            if "trust_domains" in mtls.items:
-                trust_domains = self.str_list(
-                    mtls.items["trust_domains"], "trust_domains", _check_trust_domain
-                )
+        mtls = self.section(m.items["mtls"], sec.MTLS) if "mtls" in m.items else None
+        if mtls is not None and "trust_domains" in mtls.items:
+            trust_domains = self.str_list(
+                mtls.items["trust_domains"], "trust_domains", _check_trust_domain
+            )
         items = self.seq(m.items["jwt"], "jwt") if "jwt" in m.items else None
         providers = [self.provider(item) for item in items or ()]
         return trust_domains, tuple(p for p in providers if p is not None)
 
     def provider(self, node: YNode) -> JwtProvider | None:
-        m = self.mapping(node, sec.PROVIDER.what)
+        m = self.section(node, sec.PROVIDER)
         if m is None:
             return None
-        self.fields(m, sec.PROVIDER.names, sec.PROVIDER.what)
         before = len(self.problems)
-        issuer = self.string(m.items["issuer"], "issuer") if "issuer" in m.items else None
-        if "issuer" not in m.items:
-            self.err(m.line, "a jwt provider needs an issuer")
+        issuer = self.required(m, "issuer", "a jwt provider needs an issuer", self.string)
         values: dict[str, Any] = self.key_source(m)
         if "audiences" in m.items:
             values["audiences"] = self.str_list(m.items["audiences"], "audiences") or ()
@@ -140,10 +134,9 @@ class AuthChecker(Checker):
         return None if any(x is None for x in out) else tuple(x for x in out if x is not None)
 
     def location(self, node: YNode) -> TokenLocation | None:
-        m = self.mapping(node, sec.TOKEN_LOCATION.what)
+        m = self.section(node, sec.TOKEN_LOCATION)
         if m is None:
             return None
-        self.fields(m, sec.TOKEN_LOCATION.names, sec.TOKEN_LOCATION.what)
         kinds = [k for k in sec.TOKEN_KINDS if k in m.items]
         if len(kinds) != 1:
             self.err(m.line, "a token location names exactly one of header, query or cookie")

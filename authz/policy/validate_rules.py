@@ -15,7 +15,7 @@ from authz.policy.check import Checker, kind_of
 from authz.policy.conditions import CONDITION_KINDS, ConditionKind, Operator
 from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
 from authz.policy.kinds import NAME
-from authz.policy.spec import ConditionSpec, FromSpec, RoleSpec, RuleSpec, ToSpec
+from authz.policy.spec import ConditionSpec, EntrySpec, FromSpec, RoleSpec, RuleSpec, ToSpec
 from authz.policy.yaml_source import YMap, YNode, YScalar
 
 T = TypeVar("T")
@@ -51,14 +51,13 @@ class RuleChecker(Checker):
         return RoleSpec(name, self.file, line, tuple(e for e in entries if e is not None))
 
     def rule(self, node: YNode) -> RuleSpec | None:
-        m = self.mapping(node, sec.RULE.what)
+        m = self.section(node, sec.RULE)
         if m is None:
             return None
-        self.fields(m, sec.RULE.names, sec.RULE.what)
         before = len(self.problems)
-        name = self.name(m.items["name"], "rule name") if "name" in m.items else None
-        if "name" not in m.items:
-            self.err(m.line, "a rule needs a name")
+        name = self.required(
+            m, "name", "a rule needs a name", lambda n, _: self.name(n, "rule name")
+        )
         action = self.action(m)
         dry_run = self.dry_run(m, action)
         from_ = self.listed(m, "from", self.from_entry)
@@ -69,15 +68,17 @@ class RuleChecker(Checker):
         return RuleSpec(name, self.file, m.line, action, dry_run, from_, to, when)
 
     def action(self, m: YMap) -> str | None:
-        if "action" not in m.items:
-            self.err(m.line, "a rule needs an action (allow, deny or audit)")
-            return None
-        action = self.string(m.items["action"], "action")
+        return self.required(
+            m, "action", "a rule needs an action (allow, deny or audit)", self.known_action
+        )
+
+    def known_action(self, node: YNode, key: str) -> str | None:
+        action = self.string(node, key)
         if action is None or action in sec.ACTIONS:
             return action
         close = difflib.get_close_matches(action.lower(), sec.ACTIONS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        self.err(m.items["action"].line, f"unknown action {action!r} (allow, deny or audit){hint}")
+        self.err(node.line, f"unknown action {action!r} (allow, deny or audit){hint}")
         return None
 
     def dry_run(self, m: YMap, action: str | None) -> bool:
@@ -101,12 +102,12 @@ class RuleChecker(Checker):
     def from_entry(self, node: YNode) -> FromSpec | None:
         empty = "an empty `from` entry would match everyone; omit `from` instead"
         read = self.entry(node, "a `from` entry", FROM_FIELDS, empty)
-        return None if read is None else FromSpec(line=read[0], **read[1])
+        return None if read is None else EntrySpec.of(read[0], **read[1])
 
     def to_entry(self, node: YNode, what: str, in_role: bool) -> ToSpec | None:
         fields = ROLE_FIELDS if in_role else TO_FIELDS
         read = self.entry(node, what, fields, f"{what} is empty and would match every request")
-        return None if read is None else ToSpec(line=read[0], **read[1])
+        return None if read is None else EntrySpec.of(read[0], **read[1])
 
     def entry(
         self, node: YNode, what: str, fields: Iterable[EntryField], empty: str
