@@ -14,7 +14,6 @@ from typing import Any
 
 from authz.policy import kinds
 from authz.policy import patterns as pat
-from authz.policy.context import RequestContext
 
 # (subject name, checked value) -> test over what the kind reads from the request.
 Build = Callable[[str, Any], Callable[[Any], bool]]
@@ -50,7 +49,7 @@ class ConditionKind:
     value_types: tuple[type, ...]
     value_noun: str  # "a string, number or boolean"
     value_json_types: str | list[str]
-    read: Callable[[RequestContext], Any]
+    attribute: str  # what it reads: the `RequestContext` attribute
     operators: tuple[Operator, ...]
     needs_jwt: bool = False
 
@@ -181,7 +180,7 @@ CLAIM = ConditionKind(
     value_types=(str, int, float, bool),
     value_noun="a claim value is a string, number or boolean",
     value_json_types=["string", "number", "boolean"],
-    read=lambda ctx: ctx.claims,
+    attribute="claims",
     operators=(
         Operator("equals", "The claim equals this value.", "scalar", _claim_equals),
         Operator(
@@ -208,7 +207,7 @@ HEADER = ConditionKind(
     value_types=(str,),
     value_noun="a header value is a string",
     value_json_types="string",
-    read=lambda ctx: ctx.headers,
+    attribute="headers",
     operators=(
         Operator("equals", "The header equals this value.", "scalar", _header_equals),
         Operator(
