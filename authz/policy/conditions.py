@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from authz.policy import kinds
 from authz.policy import patterns as pat
 
 # (subject name, checked value) -> test over what the kind reads from the request.
 Build = Callable[[str, Any], Callable[[Any], bool]]
+
+
+class ConditionExport(Protocol):
+    """The condition as a fragment of Envoy's RBAC filter (filled by export; None: no
+    equivalent, export then refuses the rule)."""
+
+    def __call__(
+        self, subject: str, op: str, value: Any, negated: bool
+    ) -> Mapping[str, Any] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,7 @@ class ConditionKind:
     attribute: str  # what it reads: the `RequestContext` attribute
     operators: tuple[Operator, ...]
     needs_jwt: bool = False
+    export: ConditionExport | None = None
 
     @property
     def operator_keys(self) -> tuple[str, ...]:
