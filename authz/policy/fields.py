@@ -5,8 +5,8 @@ checked with FILE:LINE problems, and its JSON Schema), whether it has a `not_` f
 description authors see (JSON Schema hover, `authz explain`), the compile step to the predicate
 the evaluator runs, and a slot for the export to Envoy's RBAC filter. The validator
 (`validate_rules`), the compiler (`rules`), the JSON Schema (`authz.authoring.json_schema`) and
-lint all walk these tuples: adding a field is adding one entry (and its attribute on
-`FromSpec`/`ToSpec`, which a test keeps in step).
+lint all walk these tuples, and the spec (`EntrySpec`) stores values by key: adding a field is
+adding one entry (tests/unit/policy/test_fields.py then runs it through every part).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _one_of(attribute: str) -> Compile:
 
     def compile_(values: Any, _: RoleEntries) -> Predicate:
         s = frozenset(values)
-        return lambda ctx: (v := read(ctx)) is not None and v in s
+        return lambda ctx: read(ctx) in s  # None (absent) is never among the values
 
     return compile_
 
