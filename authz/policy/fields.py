@@ -6,7 +6,7 @@ description authors see (JSON Schema hover, `authz explain`), the compile step t
 the evaluator runs, and a slot for the export to Envoy's RBAC filter. The validator
 (`validate_rules`), the compiler (`rules`), the JSON Schema (`authz.authoring.json_schema`) and
 lint all walk these tuples, and the spec (`EntrySpec`) stores values by key: adding a field is
-adding one entry (tests/unit/policy/test_fields.py then runs it through every part).
+adding one entry (tests/unit/policy/test_field_declarations.py runs it through every part).
 """
 
 from __future__ import annotations
