@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any, Protocol
 
 from authz.policy import kinds
@@ -24,9 +23,10 @@ Predicate = Callable[[RequestContext], bool]
 
 
 class RoleEntries(Protocol):
-    """What compiling `role` needs: the named roles' entries, compiled, as one predicate."""
+    """What compiling `role` needs: the named roles' entries, compiled, as one test over the
+    whole request context."""
 
-    def __call__(self, names: Sequence[str]) -> Predicate: ...
+    def __call__(self, names: Sequence[str]) -> Callable[[Any], bool]: ...
 
 
 class ExportHook(Protocol):
@@ -39,8 +39,10 @@ class ExportHook(Protocol):
     def __call__(self, values: Any, negated: bool) -> Mapping[str, Any] | None: ...
 
 
-# A field's checked value (and the roles, for `role`) -> the predicate the evaluator runs.
-Compile = Callable[[Any, RoleEntries], Predicate]
+# A test over the value of the field's request attribute (`EntryField.reads`).
+Test = Callable[[Any], bool]
+# A field's checked value (and the roles, for `role`) -> the test the evaluator runs.
+Compile = Callable[[Any, RoleEntries], Test]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class EntryField:
     name: str
     kind: kinds.ValueKind
     description: str
+    # The `RequestContext` attribute the test reads; "" for the whole context (`role`).
+    reads: str
     compile: Compile
     negatable: bool = True
     # The field can only match a request with a verified JWT (for the 401 challenge).
@@ -70,37 +74,25 @@ class _Matcher(Protocol):
     def matches(self, value: Any) -> bool: ...
 
 
-def _patterns(build: Callable[[Any], _Matcher], attribute: str) -> Compile:
-    """Values -> a pattern matcher (built once) applied to the request's `attribute`."""
-    read = attrgetter(attribute)
-
-    def compile_(values: Any, _: RoleEntries) -> Predicate:
-        m = build(values)
-        return lambda ctx: m.matches(read(ctx))
-
-    return compile_
+def _by(build: Callable[[Any], _Matcher]) -> Compile:
+    """Values -> a matcher built once; its bound `matches` is the test (no extra frame)."""
+    return lambda values, _: build(values).matches
 
 
-def _one_of(attribute: str) -> Compile:
-    """Values -> membership of the request's `attribute` (absent never matches)."""
-    read = attrgetter(attribute)
-
-    def compile_(values: Any, _: RoleEntries) -> Predicate:
-        s = frozenset(values)
-        return lambda ctx: read(ctx) in s  # None (absent) is never among the values
-
-    return compile_
+def _one_of(values: Any, _: RoleEntries) -> Test:
+    """Membership, in C; an absent (None) attribute is never among the values."""
+    return frozenset(values).__contains__
 
 
 def _ip_blocks(values: Sequence[str]) -> _Matcher:
     return pat.ip_blocks(pat.parse_ip_block(v) for v in values)
 
 
-def _authenticated(_: bool, __: RoleEntries) -> Predicate:
-    return lambda ctx: ctx.authenticated
+def _truth(_: bool, __: RoleEntries) -> Test:
+    return bool
 
 
-def _role(names: Sequence[str], roles: RoleEntries) -> Predicate:
+def _role(names: Sequence[str], roles: RoleEntries) -> Test:
     return roles(names)
 
 
@@ -112,35 +104,40 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         kinds.STAR,
         "The mTLS workload principal: `spiffe://td/ns/x/sa/y` or Istio's short form "
         f"`td/ns/x/sa/y`. `*` = any authenticated workload. {_STAR}",
-        _patterns(pat.principal_patterns, "principal"),
+        "principal",
+        _by(pat.principal_patterns),
     ),
     EntryField(
         "namespaces",
         kinds.STAR,
         f"The SPIFFE namespace of the workload principal. {_STAR}",
-        _patterns(pat.string_patterns, "namespace"),
+        "namespace",
+        _by(pat.string_patterns),
     ),
     EntryField(
         "request_principals",
         kinds.STAR,
         f"`<iss>/<sub>` of the verified JWT. {_STAR}",
-        _patterns(pat.string_patterns, "request_principal"),
+        "request_principal",
+        _by(pat.string_patterns),
         needs_jwt=True,
     ),
     EntryField(
-        "issuers", kinds.TEXT, "`iss` of the verified JWT.", _one_of("issuer"), needs_jwt=True
+        "issuers", kinds.TEXT, "`iss` of the verified JWT.", "issuer", _one_of, needs_jwt=True
     ),
     EntryField(
         "ip_blocks",
         kinds.IP_BLOCKS,
         "The source address: single IPs or CIDRs, IPv4 and IPv6 (host bits zero).",
-        _patterns(_ip_blocks, "ip"),
+        "ip",
+        _by(_ip_blocks),
     ),
     EntryField(
         "authenticated",
         kinds.FLAG,
         "Any workload or end-user identity at all (only `true` is allowed).",
-        _authenticated,
+        "authenticated",
+        _truth,
         not_description="No workload and no end-user identity (only `true` is allowed).",
     ),
 )
@@ -150,7 +147,8 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "methods",
         kinds.METHODS,
         "The HTTP method, upper case; gRPC calls are `POST`.",
-        _one_of("method"),
+        "method",
+        _one_of,
     ),
     EntryField(
         "paths",
@@ -158,24 +156,28 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{**}` is zero "
         "or more segments (last segment only); Istio's `prefix*`, `*suffix` and `*`. "
         "gRPC methods are paths: `/pkg.Service/Method`.",
-        _patterns(pat.path_patterns, "path"),
+        "path",
+        _by(pat.path_patterns),
     ),
     EntryField(
         "hosts",
         kinds.HOSTS,
         "The request host (`:authority`, lower-cased, without port): exact or `*.suffix`.",
-        _patterns(pat.host_patterns, "host"),
+        "host",
+        _by(pat.host_patterns),
     ),
     EntryField(
         "ports",
         kinds.PORTS,
         "The destination port (`attributes.destination.address`).",
-        _one_of("port"),
+        "port",
+        _one_of,
     ),
     EntryField(
         "role",
         kinds.NAMES,
         "A role (or several) from `roles`: matches when any of its entries does.",
+        "",
         _role,
         in_roles=False,
         not_description="Matches when none of these roles' entries do.",

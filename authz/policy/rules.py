@@ -7,34 +7,42 @@ uses the same predicates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Any
 
 from authz.model import Identity, Request
 from authz.policy import patterns as pat
 from authz.policy.conditions import CONDITION_KINDS
 from authz.policy.context import RequestContext
-from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField, Predicate, RoleEntries
+from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField, RoleEntries, Test
 from authz.policy.spec import Authentication, ConditionSpec, EntrySpec, FromSpec, RuleSpec, ToSpec
+
+Getter = Callable[[RequestContext], Any]
+Check = tuple[str, Getter, Test]
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledEntry:
-    """One `from` or `to` entry: every check must hold (AND). `checks` are (field, predicate)."""
+    """One `from` or `to` entry: every check must hold (AND).
+
+    `checks` are (field, get, test): the field holds when `test(get(ctx))`. `get` is an
+    attrgetter, so a check costs the test's own call and no wrapping Python frame.
+    """
 
     line: int
-    checks: tuple[tuple[str, Predicate], ...]
+    checks: tuple[Check, ...]
 
     def failed(self, ctx: RequestContext) -> str | None:
         """The first field that does not match, or None when the entry matches."""
-        for field, check in self.checks:
-            if not check(ctx):
+        for field, get, test in self.checks:
+            if not test(get(ctx)):
                 return field
         return None
 
     def matches(self, ctx: RequestContext) -> bool:
-        return all(check(ctx) for _, check in self.checks)
+        return all(test(get(ctx)) for _, get, test in self.checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +51,12 @@ class CompiledCondition:
 
     line: int
     label: str
-    check: Predicate
+    get: Getter
+    test: Test
     needs_jwt: bool
+
+    def check(self, ctx: RequestContext) -> bool:
+        return self.test(self.get(ctx))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,7 +91,7 @@ class CompiledRule:
     def from_and_when_match(self, ctx: RequestContext) -> bool:
         if self.from_ is not None and not any(e.matches(ctx) for e in self.from_):
             return False
-        return all(c.check(ctx) for c in self.when)
+        return all(c.test(c.get(ctx)) for c in self.when)
 
     def matches(self, ctx: RequestContext) -> bool:
         return self.to_matches(ctx) and self.from_and_when_match(ctx)
@@ -141,27 +153,34 @@ def _entry_checks(
     spec: EntrySpec, fields: Iterable[EntryField], roles: RoleEntries
 ) -> CompiledEntry:
     """One entry's checks in declaration order; `not_<field>` holds when none of its values do."""
-    checks: list[tuple[str, Predicate]] = []
+    checks: list[Check] = []
     for f in fields:
+        get: Getter = attrgetter(f.reads) if f.reads else _whole
         value = spec.get(f.name)
         if f.kind.flag:
             if value is not None:
-                positive = f.compile(True, roles)
-                checks.append((f.name, positive) if value else (f"not_{f.name}", _negate(positive)))
+                test = f.compile(True, roles)
+                checks.append(
+                    (f.name, get, test) if value else (f"not_{f.name}", get, _negate(test))
+                )
             continue
         if value is not None:
-            checks.append((f.name, f.compile(value, roles)))
+            checks.append((f.name, get, f.compile(value, roles)))
         negated = spec.get(f"not_{f.name}") if f.negatable else None
         if negated is not None:
-            checks.append((f"not_{f.name}", _negate(f.compile(negated, roles))))
+            checks.append((f"not_{f.name}", get, _negate(f.compile(negated, roles))))
     return CompiledEntry(spec.line, tuple(checks))
 
 
-def _negate(positive: Predicate) -> Predicate:
-    return lambda ctx: not positive(ctx)
+def _whole(ctx: RequestContext) -> RequestContext:
+    return ctx
 
 
-def _no_roles(names: Sequence[str]) -> Predicate:
+def _negate(positive: Test) -> Test:
+    return lambda value: not positive(value)
+
+
+def _no_roles(names: Sequence[str]) -> Test:
     raise AssertionError("a `from` entry has no `role`")
 
 
@@ -170,7 +189,7 @@ def compile_from(spec: FromSpec) -> CompiledEntry:
 
 
 def compile_to(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> CompiledEntry:
-    def role_entries(names: Sequence[str]) -> Predicate:
+    def role_entries(names: Sequence[str]) -> Test:
         entries = tuple(compile_to(e, roles) for n in names for e in roles[n])
         return lambda ctx: any(e.matches(ctx) for e in entries)
 
@@ -181,13 +200,11 @@ def compile_condition(spec: ConditionSpec) -> CompiledCondition:
     """`not_<op>` holds exactly when `<op>` does not (an absent claim or header included)."""
     kind = next(k for k in CONDITION_KINDS if k.name == spec.kind)
     op, _ = kind.operator(spec.op)
-    test = op.build(spec.name, spec.value)
-    read = attrgetter(kind.attribute)  # C, not another Python frame per check
-    check: Predicate = lambda ctx: test(read(ctx))  # noqa: E731
+    test: Test = op.build(spec.name, spec.value)
     if spec.negated:
-        check = _negate(check)
+        test = _negate(test)
     label = f"{spec.kind} {spec.name} {'not_' if spec.negated else ''}{spec.op} {spec.value!r}"
-    return CompiledCondition(spec.line, label, check, kind.needs_jwt)
+    return CompiledCondition(spec.line, label, attrgetter(kind.attribute), test, kind.needs_jwt)
 
 
 # --- index keys -----------------------------------------------------------------------------
