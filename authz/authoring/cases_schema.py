@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from authz.authoring.cases import MAX_REPEAT
-from authz.authoring.json_schema import METHOD_PATTERN
+from authz.policy.kinds import METHOD_PATTERN
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy-test.schema.json"
 

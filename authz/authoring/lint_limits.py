@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from authz.policy.limits_spec import RateLimitSpec
+from authz.policy.spec import RateLimitSpec
 
 
 class _Finding(Protocol):
@@ -68,13 +68,15 @@ def _key_may_be_absent(limit: RateLimitSpec) -> str | None:
         return None  # Envoy always sends the peer address
     if kind == "principal":
         entries = limit.from_ or ()
-        if entries and all(e.principals is not None or e.namespaces is not None for e in entries):
+        if entries and all(
+            e.get("principals") is not None or e.get("namespaces") is not None for e in entries
+        ):
             return None
         return "a request without an mTLS principal"
     if kind == "request_principal":
         entries = limit.from_ or ()
         if entries and all(
-            e.request_principals is not None or e.issuers is not None for e in entries
+            e.get("request_principals") is not None or e.get("issuers") is not None for e in entries
         ):
             return None
         if any(c.kind == "claim" for c in positive):
@@ -116,11 +118,13 @@ def _may_allow(rule: Any, limit: RateLimitSpec, roles: Mapping[str, Any], expand
 
 
 def _entries_overlap(a: Any, b: Any) -> bool:
-    if a.methods is not None and b.methods is not None and not set(a.methods) & set(b.methods):
+    methods_a, methods_b = a.get("methods"), b.get("methods")
+    if methods_a is not None and methods_b is not None and not set(methods_a) & set(methods_b):
         return False
-    if a.paths is None or b.paths is None:
+    paths_a, paths_b = a.get("paths"), b.get("paths")
+    if paths_a is None or paths_b is None:
         return True
-    return any(_paths_overlap(p, q) for p in a.paths for q in b.paths)
+    return any(_paths_overlap(p, q) for p in paths_a for q in paths_b)
 
 
 def _paths_overlap(p: str, q: str) -> bool:

@@ -35,6 +35,10 @@ def _claim(ctx: RequestContext, dotted: str) -> str | None:
     return None  # objects and lists are no key: which element would it be?
 
 
+def _text(value: str | None) -> str | None:
+    return value or None
+
+
 def _source_ip(ctx: RequestContext, _: str) -> str | None:
     ip = ctx.ip  # parsed, so "::1" and "0:0::1" are one key
     return str(ip) if ip is not None else None
@@ -43,8 +47,8 @@ def _source_ip(ctx: RequestContext, _: str) -> str | None:
 # One entry per kind. `api_key` and `context:` need the identity and the request context the
 # `language` work adds: each is one entry here.
 _READERS: dict[str, Read] = {
-    "principal": lambda ctx, _: ctx.principal or None,
-    "request_principal": lambda ctx, _: ctx.request_principal or None,
+    "principal": lambda ctx, _: _text(ctx.workload.principal if ctx.workload else None),
+    "request_principal": lambda ctx, _: _text(ctx.user.principal if ctx.user else None),
     "source_ip": _source_ip,
     "header": lambda ctx, name: ctx.headers.get(name) or None,
     "claim": _claim,

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from authz.errors import PolicyError, Problem
-from authz.model import Authentication, JwtProvider
-from authz.policy.limits_spec import RateLimitSpec
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
-from authz.policy.schema import FileSpec, RuleSpec, ToSpec
+from authz.policy.schema import FileSpec, ToSpec
+from authz.policy.spec import Authentication, JwtProvider, RateLimitSpec, RuleSpec
 
 if TYPE_CHECKING:  # authz.limits reads policy contexts: no import cycle at run time
     from authz.limits.stage import CompiledLimit
@@ -275,7 +274,7 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
                 rule.line,
             )
             for entry in rule.to or ():
-                for name in (*(entry.role or ()), *(entry.not_role or ())):
+                for name in (*(entry.get("role") or ()), *(entry.get("not_role") or ())):
                     if name not in roles:
                         close = difflib.get_close_matches(name, sorted(roles), n=1)
                         hint = f"; did you mean {close[0]!r}?" if close else ""
