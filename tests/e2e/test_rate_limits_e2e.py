@@ -108,13 +108,13 @@ class Replica:
                 self.process.wait(timeout=10)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0, why: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError("condition not reached")
+    raise AssertionError(f"condition not reached in {timeout:g}s{why}")
 
 
 @pytest.fixture
@@ -136,7 +136,15 @@ def replicas(
     def start(workers: int) -> list[Replica]:
         for name in ("a", "b"):
             started.append(Replica(directory, name, workers, redis.url))
-        wait_until(lambda: all(r.serving() for r in started))
+        # Generous: eight Python processes start at once on a shared two-core machine.
+        try:
+            wait_until(lambda: all(r.serving() for r in started), timeout=240)
+        except AssertionError as error:
+            logs = "".join(
+                f"\n{p.name}: {p.read_text(errors='replace')[-2000:]}"
+                for p in directory.glob("*.log")
+            )
+            raise AssertionError(f"{error}: the replicas' logs:{logs}") from None
         return started
 
     try:
