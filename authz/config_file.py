@@ -52,10 +52,14 @@ from typing import Any
 from authz.config import ENV_PREFIX, Entry, Settings, build_settings, sections, settings_table
 from authz.config_checks import Invalid
 from authz.errors import ConfigError
+from authz.limits.shared import PASSWORD_ENV
 from authz.policy.yaml_source import YamlProblems, YMap, parse_yaml, to_plain
 from authz.workers import WORKER_INDEX_ENV  # set by the supervisor of `--workers N`
 
 CONFIG_ENV = "AUTHZ_CONFIG"
+# AUTHZ_ variables that are not settings: the config file's name, the worker index, and the
+# rate-limit store's password (read where the store connects, never a flag: flags show in `ps`).
+_NOT_SETTINGS = frozenset({CONFIG_ENV, WORKER_INDEX_ENV, PASSWORD_ENV})
 # Kubernetes service links: {NAME}_SERVICE_HOST, {NAME}_SERVICE_PORT[_{port name}], {NAME}_PORT,
 # {NAME}_PORT_{port}_{PROTO}[_PROTO|_PORT|_ADDR] for every Service NAME (here authz, authz-x...).
 _SERVICE_LINK = re.compile(
@@ -234,7 +238,7 @@ def read_environment(environ: Mapping[str, str], problems: list[str]) -> dict[st
     by_name = {entry.env: entry for entry in settings_table().values()}
     values: dict[str, _Value] = {}
     for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in (CONFIG_ENV, WORKER_INDEX_ENV):
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         entry = by_name.get(name)
         if entry is None:

@@ -36,7 +36,8 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
+        self.password = password
         self.binary = redis_binary()
         self.port = free_port()
         self.url = f"redis://{LOOPBACK}:{self.port}/0"
@@ -59,6 +60,7 @@ class RedisServer:
                     "yes",
                     "--daemonize",
                     "no",
+                    *(["--requirepass", self.password] if self.password else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -83,7 +85,7 @@ class RedisServer:
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=5)
+        return redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=5, password=self.password)
 
     def wait_closed(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout

@@ -53,6 +53,13 @@ def error_of(*args: object, **kwargs: object) -> str:
     return str(caught.value)
 
 
+def test_the_store_password_variable_is_not_an_unknown_setting() -> None:
+    environ = {"AUTHZ_RATE_LIMIT_STORE_PASSWORD": "s3cret", "AUTHZ_RATE_LIMIT_STORE": "redis://r/0"}
+    settings = load_settings(environ=environ, check_paths=False)
+    assert settings.rate_limit_store == "redis://r/0"
+    assert "s3cret" not in repr(settings)
+
+
 def test_rate_limit_store_urls_are_checked() -> None:
     ok = ("memory", "redis://redis:6379/0", "rediss://cache.internal:6380/2", "unix:///run/r.sock")
     for url in ok:

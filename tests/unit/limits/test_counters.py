@@ -200,3 +200,21 @@ def test_garbage_or_silence_counts_locally(reply: bytes | None) -> None:
     finally:
         counter.close()
         server.close()
+
+
+def test_the_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with RedisServer(password="s3cret") as server:
+        wrong = SharedCounter(server.url, probe_interval=60)
+        try:
+            wait_until(lambda: wrong.state == LOCAL)  # no password: refused, counted locally
+            assert wrong.status()["reason"]  # why, for /readyz
+        finally:
+            wrong.close()
+        monkeypatch.setenv("AUTHZ_RATE_LIMIT_STORE_PASSWORD", "s3cret")
+        right = SharedCounter(server.url)
+        try:
+            assert right.take(counter_key("l", "eve"), 5, 3600, time.time()).allowed
+            wait_until(lambda: bool(server.client().keys("authz:rl:*")))
+            assert right.state == SHARED
+        finally:
+            right.close()
