@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.certs import CertPaths
 from tests.support.ports import LOOPBACK, free_port, wait_for_port
 
 
@@ -36,12 +37,29 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, tls: CertPaths | None = None) -> None:
+        """`tls`: serve TLS only, with this certificate (the URL is then rediss://)."""
         self.password = password
+        self.tls = tls
         self.binary = redis_binary()
         self.port = free_port()
-        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.url = self._url()
         self._process: subprocess.Popen[bytes] | None = None
+
+    def _url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{LOOPBACK}:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert),
+            "--tls-key-file", str(self.tls.key),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def start(self) -> None:
         for _ in range(5):  # the port may have been taken meanwhile: retry on another
@@ -50,8 +68,7 @@ class RedisServer:
                     self.binary,
                     "--bind",
                     LOOPBACK,
-                    "--port",
-                    str(self.port),
+                    *self._listen_args(),
                     "--save",
                     "",
                     "--appendonly",
@@ -73,7 +90,7 @@ class RedisServer:
                 pass
             self.kill()
             self.port = free_port()
-            self.url = f"redis://{LOOPBACK}:{self.port}/0"
+            self.url = self._url()
         raise RuntimeError("redis-server did not start")
 
     def kill(self) -> None:

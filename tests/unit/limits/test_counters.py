@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from authz.limits import LocalCounter, counter_key, parse_key
 from authz.limits.counter import OVERFLOW_BUCKETS, overflow_key
 from authz.limits.keys import LimitKey
 from authz.limits.shared import LOCAL, SHARED, SharedCounter
+from tests.support.certs import make_pki
 from tests.support.redis import RedisServer
 
 NOW = 1_800_000_000.0  # a minute boundary: 1_800_000_000 % 60 == 0
@@ -218,3 +220,18 @@ def test_the_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
             assert right.state == SHARED
         finally:
             right.close()
+
+
+def test_rediss_verifies_the_server_with_the_ca_named_in_the_url(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    with RedisServer(tls=pki.server) as server:
+        verified = SharedCounter(f"{server.url}?ssl_ca_certs={pki.ca}")
+        unverified = SharedCounter(server.url, probe_interval=60)  # the system CAs: refused
+        try:
+            assert verified.take(counter_key("l", "tls"), 5, 3600, time.time()).allowed
+            wait_until(lambda: verified.round_trip > 0)
+            assert verified.state == SHARED
+            wait_until(lambda: unverified.state == LOCAL)
+        finally:
+            verified.close()
+            unverified.close()
