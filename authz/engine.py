@@ -12,12 +12,15 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from authz.config import HeaderNames
+from authz.decision_cache import Cached, DecisionCache, entry_size, request_key
 from authz.errors import AuthzError, TokenRejected
 from authz.identity import IdentityResolver
+from authz.identity.jwt import CLOCK_SKEW_SECONDS
 from authz.model import ANONYMOUS, Decision, Identity, Request, Verdict
-from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
+from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
 
 
 class DecisionIds:
@@ -56,13 +59,32 @@ class _Checked:
     identity: Identity
     host_policy: HostPolicy | None
     revision: str
+    # The identity resolved (no token or peer refused): only such checks may be cached.
+    resolved: bool
+
+
+def _time_claim(claims: Mapping[str, Any] | None, name: str) -> float | None:
+    # The verifier already refused a token whose exp/nbf is not a finite number.
+    value = claims.get(name) if claims is not None else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _times_hold(cached: Cached, now: float) -> bool:
+    """The cached token's exp and nbf, checked as the verifier checks them (with its skew)."""
+    if cached.exp is not None and now >= cached.exp + CLOCK_SKEW_SECONDS:
+        return False
+    return cached.nbf is None or now + CLOCK_SKEW_SECONDS >= cached.nbf
 
 
 _DEFAULT_HEADERS = HeaderNames()
 
 
 class Engine:
-    """Decides one request. Thread-safe: holds no per-request state."""
+    """Decides one request. Thread-safe: holds no per-request state.
+
+    `decision_cache`: repeated requests are answered from a `DecisionCache` (see its module
+    for what a hit must still satisfy): True for a default one, False for none.
+    """
 
     def __init__(
         self,
@@ -72,17 +94,54 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         decision_ids: Callable[[], str] | None = None,
+        decision_cache: DecisionCache | bool = True,
     ) -> None:
         self._store = store
         self._resolver = resolver
         self._headers = headers
         self._clock = clock
         self._new_id = decision_ids or DecisionIds()
+        self.decision_cache: DecisionCache | None = (
+            decision_cache
+            if isinstance(decision_cache, DecisionCache)
+            else (DecisionCache() if decision_cache else None)
+        )
 
     def check(self, request: Request) -> Verdict:
         """Decide `request`. Raises nothing but programming errors: every refusal is a Verdict."""
-        checked = self._decide(request)
-        return self._verdict(request, checked)
+        policy_set = self._store.current
+        host_policy = policy_set.for_host(request.host)
+        cache = self.decision_cache
+        if cache is None or host_policy is None:
+            return self._verdict(request, self._decide(policy_set, host_policy, request))
+        peer = self._resolver.cache_inputs(request)
+        if peer is None:
+            return self._verdict(request, self._decide(policy_set, host_policy, request))
+        key = request_key(host_policy.key_plan, request, peer)
+        key_sets = self._resolver.key_sets(host_policy.authentication)
+        cached = cache.get(policy_set, key)
+        if cached is not None:
+            if cached.key_sets == key_sets and _times_hold(cached, self._clock()):
+                cache.hits += 1
+                return self._repeat(cached.verdict)
+            cache.drop(policy_set, key)
+        checked = self._decide(policy_set, host_policy, request)
+        verdict = self._verdict(request, checked)
+        if checked.resolved:
+            user = checked.identity.user
+            claims = user.claims if user is not None else None
+            cache.put(
+                policy_set,
+                key,
+                Cached(
+                    verdict,
+                    key_sets,
+                    _time_claim(claims, "exp"),
+                    _time_claim(claims, "nbf"),
+                    entry_size(key, verdict),
+                ),
+            )
+        return verdict
 
     def refuse(self, error: AuthzError) -> Verdict:
         """A Verdict for a request that could not even be read (bad path, over a limit)."""
@@ -92,17 +151,34 @@ class Engine:
             policy_revision=self._store.current.revision,
         )
 
-    def _decide(self, request: Request) -> _Checked:
-        policy_set = self._store.current
-        host_policy = policy_set.for_host(request.host)
+    def _decide(
+        self, policy_set: PolicySet, host_policy: HostPolicy | None, request: Request
+    ) -> _Checked:
         if host_policy is None:
-            return _Checked(no_policy_decision(), ANONYMOUS, None, policy_set.revision)
+            return _Checked(no_policy_decision(), ANONYMOUS, None, policy_set.revision, False)
         try:
             identity = self._resolver.resolve(request, host_policy.authentication, self._clock())
         except AuthzError as error:
-            return _Checked(rejection(error), ANONYMOUS, host_policy, policy_set.revision)
+            return _Checked(rejection(error), ANONYMOUS, host_policy, policy_set.revision, False)
         decision = evaluate(host_policy, request, identity)
-        return _Checked(decision, identity, host_policy, policy_set.revision)
+        return _Checked(decision, identity, host_policy, policy_set.revision, True)
+
+    def _repeat(self, verdict: Verdict) -> Verdict:
+        """`verdict` again, under a new decision id (also in the decision-id header)."""
+        decision_id = self._new_id()
+        to_set = verdict.headers_to_set
+        if to_set and to_set[0] == (self._headers.decision_id, verdict.decision_id):
+            to_set = ((self._headers.decision_id, decision_id), *to_set[1:])
+        return Verdict(
+            decision=verdict.decision,
+            decision_id=decision_id,
+            policy_revision=verdict.policy_revision,
+            principal=verdict.principal,
+            request_principal=verdict.request_principal,
+            headers_to_set=to_set,
+            headers_to_remove=verdict.headers_to_remove,
+            query_parameters_to_remove=verdict.query_parameters_to_remove,
+        )
 
     def _verdict(self, request: Request, checked: _Checked) -> Verdict:
         decision, identity = checked.decision, checked.identity

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from authz.errors import PolicyError, Problem
 from authz.model import Authentication, JwtProvider
 from authz.policy.patterns import normalize_host, request_first_segment
-from authz.policy.rules import CompiledRule, compile_rule
+from authz.policy.rules import CompiledRule, Reads, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
 
 IndexKey = tuple[str | None, str | None]
@@ -53,16 +53,48 @@ class RuleIndex:
                 into[rule.index] = rule
 
 
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """What a check of one host reads of a request besides method, path, host and the peer:
+    the header values its rules and token locations read, and whether the query string (a
+    token location), the destination port (`ports`) or the source IP (`ip_blocks`) matter.
+    A decision cache key made of exactly these tells apart every two requests the host's
+    policy could decide differently."""
+
+    headers: tuple[str, ...]
+    query: bool
+    port: bool
+    source_ip: bool
+
+
+def key_plan(rules: Iterable[CompiledRule], authentication: Authentication) -> KeyPlan:
+    reads = Reads()
+    for rule in rules:
+        reads = reads | rule.reads
+    headers = set(reads.headers)
+    query = False
+    for provider in authentication.jwt_providers:
+        for location in provider.locations:
+            if location.header is not None:
+                headers.add(location.header.lower())
+            elif location.cookie is not None:
+                headers.add("cookie")
+            elif location.query is not None:
+                query = True
+    return KeyPlan(tuple(sorted(headers)), query, reads.port, reads.source_ip)
+
+
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
-    __slots__ = ("_indexes", "_rules", "authentication", "files")
+    __slots__ = ("_indexes", "_rules", "authentication", "files", "key_plan")
 
     def __init__(self, files: Sequence[_CompiledFile]):
         self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
         self.authentication = merge_authentication(f.spec for f in files)
         self._indexes = tuple(f.index for f in files)
         self._rules = tuple(r for f in files for r in f.rules)
+        self.key_plan = key_plan(self._rules, self.authentication)
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
@@ -105,6 +137,8 @@ class _CompiledFile:
 
 
 _MEMO_LIMIT = 100_000  # a safety net only: the number of file sets is bounded by the policy
+# Host names are the client's to invent: the by-name memo starts over when it reaches this.
+_NAME_MEMO_LIMIT = 4096
 
 
 class PolicySet:
@@ -144,6 +178,7 @@ class PolicySet:
         self._suffix = {k: tuple(v) for k, v in suffix.items()}
         self._hostless = tuple(hostless)
         self._memo: dict[tuple[int, ...], HostPolicy] = {}
+        self._by_name: dict[str, HostPolicy | None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -152,7 +187,22 @@ class PolicySet:
 
     def for_host(self, host: str) -> HostPolicy | None:
         """The policy for `host` (`:authority`; lower-cased and port removed here too), or
-        None when no file applies: the caller then denies with `no_policy_for_host`."""
+        None when no file applies: the caller then denies with `no_policy_for_host`.
+
+        Memoised by the name as given (bounded), so a busy host costs one dict lookup."""
+        try:
+            return self._by_name[host]
+        except KeyError:
+            pass
+        policy = self._lookup(host)
+        if len(host) > 255:  # longer than any DNS name: answer, but do not keep it
+            return policy
+        if len(self._by_name) >= _NAME_MEMO_LIMIT:
+            self._by_name.clear()
+        self._by_name[host] = policy
+        return policy
+
+    def _lookup(self, host: str) -> HostPolicy | None:
         name = normalize_host(host)
         ids = set(self._hostless)
         ids.update(self._exact.get(name, ()))

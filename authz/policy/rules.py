@@ -47,6 +47,22 @@ class CompiledCondition:
     is_claim: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """Request fields a rule reads besides method, path, host and the identity."""
+
+    headers: frozenset[str] = frozenset()
+    port: bool = False
+    source_ip: bool = False
+
+    def __or__(self, other: Reads) -> Reads:
+        return Reads(
+            self.headers | other.headers,
+            self.port or other.port,
+            self.source_ip or other.source_ip,
+        )
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
     """A rule ready to evaluate. `index` is its place in the set (files by name, then order).
@@ -67,6 +83,9 @@ class CompiledRule:
     needs_jwt: bool
     index_keys: frozenset[tuple[str | None, str | None]]
     spec: RuleSpec
+    # What the rule reads of a request beyond method, path, host and identity (see `Reads`):
+    # the decision cache keys on exactly these.
+    reads: Reads
 
     @property
     def enforced(self) -> bool:
@@ -134,7 +153,28 @@ def compile_rule(
         needs_jwt=needs_jwt,
         index_keys=_index_keys(spec.to, roles),
         spec=spec,
+        reads=rule_reads(spec, roles),
     )
+
+
+def rule_reads(spec: RuleSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> Reads:
+    """The `Reads` of one rule: `when` headers, `ports` in `to` (and in the roles it names,
+    however deep), `ip_blocks` in `from`."""
+    headers = frozenset(c.name for c in spec.when if c.kind == "header")
+    source_ip = any(
+        f.ip_blocks is not None or f.not_ip_blocks is not None for f in spec.from_ or ()
+    )
+    port = False
+    pending = list(spec.to or ())
+    seen: set[str] = set()
+    while pending and not port:
+        entry = pending.pop()
+        port = entry.ports is not None or entry.not_ports is not None
+        for name in (*(entry.role or ()), *(entry.not_role or ())):
+            if name not in seen:
+                seen.add(name)
+                pending.extend(roles.get(name, ()))
+    return Reads(headers, port, source_ip)
 
 
 def _either(
