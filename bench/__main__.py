@@ -48,6 +48,9 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
         )
         results["full_check"] = inproc.full_check(calls=300 if quick else 3000, rounds=rounds)
         print("identity done", flush=True)
+    if "cache" in parts:
+        results["cache"] = inproc.decision_cache(calls=300 if quick else 2000, rounds=rounds)
+        print("cache done", flush=True)
     if "grpc" in parts:
         if h2load.available():
             results["grpc"] = grpc_load.compare(rounds=rounds, requests=2000 if quick else 10_000)
@@ -96,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true", help="short rounds (about a minute)")
     r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
     r.add_argument(
-        "--parts", default="engine,identity,grpc,e2e,peers,models", help="comma-separated subset"
+        "--parts",
+        default="engine,identity,cache,grpc,e2e,peers,models",
+        help="comma-separated subset",
     )
     args = parser.parse_args(argv)
     run(args.quick, args.out, set(args.parts.split(",")))
