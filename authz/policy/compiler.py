@@ -87,7 +87,7 @@ def key_plan(rules: Iterable[CompiledRule], authentication: Authentication) -> K
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
-    __slots__ = ("_indexes", "_rules", "authentication", "files", "key_plan")
+    __slots__ = ("_candidates", "_indexes", "_rules", "authentication", "files", "key_plan")
 
     def __init__(self, files: Sequence[_CompiledFile]):
         self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
@@ -95,23 +95,37 @@ class HostPolicy:
         self._indexes = tuple(f.index for f in files)
         self._rules = tuple(r for f in files for r in f.rules)
         self.key_plan = key_plan(self._rules, self.authentication)
+        self._candidates: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
         """All rules of the applying files, in set order."""
         return self._rules
 
-    def candidates(self, method: str, path: str) -> list[CompiledRule]:
+    def candidates(self, method: str, path: str) -> tuple[CompiledRule, ...]:
         """The rules that could match this method and normalized path, in set order.
 
         A superset of the matching rules (the index only rules out what cannot match);
-        exposed so tests can check that the index is used.
+        exposed so tests can check that the index is used. Memoised per (method, first
+        segment), bounded: both are the client's to choose.
         """
-        found: dict[int, CompiledRule] = {}
         segment = request_first_segment(path)
+        key = (method, segment)
+        found = self._candidates.get(key)
+        if found is not None:
+            return found
+        into: dict[int, CompiledRule] = {}
         for index in self._indexes:
-            index.collect(method, segment, found)
-        return [found[i] for i in sorted(found)]
+            index.collect(method, segment, into)
+        found = tuple(into[i] for i in sorted(into))
+        if len(method) + len(segment) <= 256:
+            if len(self._candidates) >= _CANDIDATES_LIMIT:
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
+
+
+_CANDIDATES_LIMIT = 4096
 
 
 def merge_authentication(files: Iterable[FileSpec]) -> Authentication:
