@@ -210,9 +210,8 @@ class Engine:
                 if value is not None:
                     claim_headers[header] = value
         assert checked.host_policy is not None  # allowed implies a policy applied
-        for provider in checked.host_policy.authentication.jwt_providers:
-            for _, header in provider.claims_to_headers:
-                _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
+        for header in checked.host_policy.claim_headers:
+            _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
 
         query_to_remove: tuple[str, ...] = ()
         if user is not None and user.provider is not None and not user.provider.forward:

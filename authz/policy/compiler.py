@@ -87,7 +87,15 @@ def key_plan(rules: Iterable[CompiledRule], authentication: Authentication) -> K
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
-    __slots__ = ("_candidates", "_indexes", "_rules", "authentication", "files", "key_plan")
+    __slots__ = (
+        "_candidates",
+        "_indexes",
+        "_rules",
+        "authentication",
+        "claim_headers",
+        "files",
+        "key_plan",
+    )
 
     def __init__(self, files: Sequence[_CompiledFile]):
         self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
@@ -96,6 +104,15 @@ class HostPolicy:
         self._rules = tuple(r for f in files for r in f.rules)
         self.key_plan = key_plan(self._rules, self.authentication)
         self._candidates: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+        # Every header any provider of this host fills from claims, once each, in order: an
+        # allowed request gets each of them set from its token or removed.
+        self.claim_headers: tuple[str, ...] = tuple(
+            dict.fromkeys(
+                header
+                for provider in self.authentication.jwt_providers
+                for _, header in provider.claims_to_headers
+            )
+        )
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
