@@ -62,10 +62,15 @@ def request_key(plan: KeyPlan, request: Request, peer: tuple[str, ...]) -> Key:
 
 def entry_size(key: Key, verdict: Verdict) -> int:
     """Bytes an entry holds, approximately: its strings plus a fixed overhead."""
-    size = _OVERHEAD_BYTES + sum(len(k) for k in key if isinstance(k, str))
-    size += len(verdict.principal) + len(verdict.request_principal)
-    size += sum(len(n) + len(v) for n, v in verdict.headers_to_set)
-    size += sum(len(n) for n in verdict.headers_to_remove)
+    # Plain loops: this runs on every miss, and generator expressions cost more than the sums.
+    size = _OVERHEAD_BYTES + len(verdict.principal) + len(verdict.request_principal)
+    for part in key:
+        if part.__class__ is str:
+            size += len(part)
+    for name, value in verdict.headers_to_set:
+        size += len(name) + len(value)
+    for name in verdict.headers_to_remove:
+        size += len(name)
     return size
 
 

@@ -248,20 +248,27 @@ def _claim_text(claims: object, dotted: str) -> str | None:
     """A claim as header text: strings as they are, lists joined with ',', numbers and booleans
     in JSON spelling. Objects are not sent (a header is no place for them)."""
     value: object = claims
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
+    if "." not in dotted and isinstance(claims, Mapping):  # the common case: a top-level claim
+        value = claims.get(dotted)
+        if value is None:
             return None
-        value = value[part]
-    if isinstance(value, bool):
+    else:
+        for part in dotted.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return None
+            value = value[part]
+    if value.__class__ is str:
+        text = value
+    elif isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
+    elif isinstance(value, (str, int, float)):
         text = str(value)
     elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
         text = ",".join(str(v) for v in value)
     else:
         return None
     # A header value must not carry CR, LF or NUL (RFC 9110 section 5.5).
-    return None if any(c in text for c in "\r\n\0") else text
+    return None if "\r" in text or "\n" in text or "\0" in text else text
 
 
 def _strip_cookie(

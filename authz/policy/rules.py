@@ -34,7 +34,12 @@ class CompiledEntry:
         return None
 
     def matches(self, ctx: RequestContext) -> bool:
-        return all(check(ctx) for _, check in self.checks)
+        # Loops, not all()/any() over generators: these run for every candidate rule of every
+        # check, and a generator costs more than the comparisons it drives.
+        for _, check in self.checks:  # noqa: SIM110
+            if not check(ctx):
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +98,24 @@ class CompiledRule:
         return self.action != "audit" and not self.dry_run
 
     def to_matches(self, ctx: RequestContext) -> bool:
-        return self.to is None or any(e.matches(ctx) for e in self.to)
+        if self.to is None:
+            return True
+        for entry in self.to:  # noqa: SIM110
+            if entry.matches(ctx):
+                return True
+        return False
 
     def from_and_when_match(self, ctx: RequestContext) -> bool:
-        if self.from_ is not None and not any(e.matches(ctx) for e in self.from_):
-            return False
-        return all(c.check(ctx) for c in self.when)
+        if self.from_ is not None:
+            for entry in self.from_:
+                if entry.matches(ctx):
+                    break
+            else:
+                return False
+        for condition in self.when:  # noqa: SIM110
+            if not condition.check(ctx):
+                return False
+        return True
 
     def matches(self, ctx: RequestContext) -> bool:
         return self.to_matches(ctx) and self.from_and_when_match(ctx)
