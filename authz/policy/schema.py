@@ -137,6 +137,9 @@ class FileSpec:
     jwt_providers: tuple[JwtProvider, ...] = ()
     roles: tuple[RoleSpec, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
+    # Local files the policy refers to (a `jwks_file`), as (absolute path, line of the key):
+    # this module reads no file, so the loader checks these and puts them in the revision.
+    local_files: tuple[tuple[str, int], ...] = ()
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -151,6 +154,11 @@ def parse_file(file: str, text: str, base_dir: str = ".") -> FileSpec | list[Pro
         root = parse_yaml(file, text)
     except YamlProblems as exc:
         return exc.problems
+    return validate_tree(file, root, base_dir)
+
+
+def validate_tree(file: str, root: YNode | None, base_dir: str = ".") -> FileSpec | list[Problem]:
+    """`parse_file` for a document already parsed with `parse_yaml` (None: empty)."""
     v = _Validator(file, base_dir)
     if root is None:
         return [Problem(file, 1, "the file is empty")]
@@ -175,6 +183,7 @@ class _Validator:
         self.file = file
         self.base_dir = base_dir
         self.problems: list[Problem] = []
+        self.local_files: list[tuple[str, int]] = []
 
     # helpers
 
@@ -288,7 +297,15 @@ class _Validator:
                     continue
                 seen[rule.name] = rule.line
                 rules.append(rule)
-        return FileSpec(self.file, hosts, trust_domains, providers, tuple(roles), tuple(rules))
+        return FileSpec(
+            self.file,
+            hosts,
+            trust_domains,
+            providers,
+            tuple(roles),
+            tuple(rules),
+            tuple(self.local_files),
+        )
 
     def name(self, node: YNode, what: str) -> str | None:
         name = self.string(node, what)
@@ -572,6 +589,7 @@ class _Validator:
             path = self.string(m.items["jwks_file"], "jwks_file")
             if path is not None:
                 jwks_file = os.path.normpath(os.path.join(os.path.abspath(self.base_dir), path))
+                self.local_files.append((jwks_file, m.key_lines["jwks_file"]))
         if "jwks" in m.items:
             jwks_json = self.inline_jwks(m.items["jwks"])
         locations = self.locations(m.items["from"]) if "from" in m.items else None
