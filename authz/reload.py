@@ -271,7 +271,7 @@ class _Retired:
         deadline = time.monotonic() + self.WAIT_SECONDS
         while self._set() is not None and time.monotonic() < deadline:
             time.sleep(0.01)
-        building.release(self._rules)
+        building.release(self._rules, step=50)
 
 
 def directory_fingerprint(directory: str) -> tuple[tuple[str, int, int, int], ...]:

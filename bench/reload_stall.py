@@ -1,12 +1,14 @@
 """Does a big policy reload stall the checks? (issue 10 item 9)
 
-    .venv/bin/python -m bench.reload_stall [--rules 40000] [--rate 200] [--rounds 3]
+    .venv/bin/python -m bench.reload_stall [--rules 40000] [--rate 200] [--rounds 3] [--invalid]
 
-Writes one policy file of `--rules` rules (block YAML, about 60 bytes a rule, so 40,000 rules
-make a file of ~2.5 MB), starts the real `authz serve` on it, keeps an open-loop check load on it
-over gRPC (`--rate` checks a second, each sent on schedule whatever the previous ones do, so a
-stall shows as latency instead of as fewer requests), then changes one rule and sends SIGHUP.
-Reported per round: how long the reload took (SIGHUP to the "policies reloaded" log line), and
+Writes one policy file of `--rules` rules (block YAML, about 90 bytes a rule: 40,000 rules make
+3.6 MB, more than the 2.5 MB of the report), starts the real `authz serve` on it, keeps an
+open-loop check load on it over gRPC (`--rate` checks a second, each sent on schedule whatever
+the previous ones do, so a stall shows as latency instead of as fewer requests), then changes
+one rule and sends SIGHUP.
+(`--invalid`: a version with one error, so the reload reads everything and is rejected.)
+Reported per round: how long the reload took (SIGHUP to the outcome's log line), and
 the latency of the checks sent while it ran: count, p50, p99 and max. Nothing is asserted: the
 machine is shared, so run a few rounds and read the medians.
 """
@@ -32,11 +34,13 @@ from bench.procs import PYTHON, free_port, started
 
 CHECK = "/envoy.service.auth.v3.Authorization/Check"
 RELOADED = "policies reloaded from"
+REJECTED = "policy reload rejected"
 
 
-def write_policy(path: Path, rules: int, version: int) -> None:
+def write_policy(path: Path, rules: int, version: int, *, invalid: bool = False) -> None:
     """`rules` rules for fixtures.HOST; `version` only changes the last rule's name, so each
-    version has a new revision and the same size."""
+    version has a new revision and the same size. `invalid` misspells the last rule's action,
+    so the whole file is read, validated and rejected."""
     lines = [f"hosts: [{fixtures.HOST}]", "rules:"]
     for i in range(rules - 1):
         method = ("GET", "POST", "PUT", "DELETE")[i % 4]
@@ -48,7 +52,7 @@ def write_policy(path: Path, rules: int, version: int) -> None:
         ]
     lines += [
         f"  - name: orders-v{version}",
-        "    action: allow",
+        "    action: alow" if invalid else "    action: allow",
         "    to: [{methods: [GET], paths: ['/api/orders/{*}']}]",
     ]
     tmp = path.with_name(".tmp-" + path.name)
@@ -61,10 +65,15 @@ class Round:
     reload_s: float
     latencies: list[float]  # seconds, of the checks sent while the reload ran
     failed: int
+    before: list[float]  # the same, for the `settle` seconds before it: the machine's noise
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+        return pct(self.latencies, q)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 class Load:
@@ -132,7 +141,7 @@ def wait_serving(address: str, proc: object, timeout: float) -> None:
     raise RuntimeError(f"not SERVING after {timeout} s")
 
 
-def one_round(tmp: Path, rules: int, rate: float, settle: float) -> Round:
+def one_round(tmp: Path, rules: int, rate: float, settle: float, invalid: bool) -> Round:
     policies = tmp / "policies"
     policies.mkdir(exist_ok=True)
     policy = policies / "big.yaml"
@@ -146,18 +155,20 @@ def one_round(tmp: Path, rules: int, rate: float, settle: float) -> Round:
         wait_serving(address, proc, timeout=300)
         with Load(address, rate) as load:
             time.sleep(settle)
-            write_policy(policy, rules, 2)
-            before = log.read_text().count(RELOADED)
+            write_policy(policy, rules, 2, invalid=invalid)
+            outcome = REJECTED if invalid else RELOADED
+            before = log.read_text().count(outcome)
             start = time.perf_counter()
             os.kill(proc.pid, signal.SIGHUP)
-            while log.read_text().count(RELOADED) == before:
+            while log.read_text().count(outcome) == before:
                 if proc.poll() is not None or time.perf_counter() - start > 600:
                     raise RuntimeError(f"no reload: {log.read_text()[-2000:]}")
                 time.sleep(0.05)
             end = time.perf_counter()
             time.sleep(settle)
         latencies, failed = load.window(start, end)
-    return Round(end - start, latencies, failed)
+        before, _ = load.window(start - settle + 0.5, start)
+    return Round(end - start, latencies, failed, before)
 
 
 def main() -> None:
@@ -166,16 +177,21 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="checks per second")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of load around it")
+    parser.add_argument(
+        "--invalid", action="store_true", help="the new version has an error: measure a rejection"
+    )
     args = parser.parse_args()
     rounds: list[Round] = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="authz-reload-") as name:
-            result = one_round(Path(name), args.rules, args.rate, args.settle)
+            result = one_round(Path(name), args.rules, args.rate, args.settle, args.invalid)
         rounds.append(result)
         print(
             f"round {r + 1}: reload {result.reload_s:.2f} s; {len(result.latencies)} checks "
             f"during it ({result.failed} failed): p50 {result.pct(0.5) * 1000:.1f} ms, "
-            f"p99 {result.pct(0.99) * 1000:.1f} ms, max {result.pct(1.0) * 1000:.1f} ms",
+            f"p99 {result.pct(0.99) * 1000:.1f} ms, max {result.pct(1.0) * 1000:.1f} ms "
+            f"(before the reload: p99 {pct(result.before, 0.99) * 1000:.1f} ms, "
+            f"max {pct(result.before, 1.0) * 1000:.1f} ms)",
             flush=True,
         )
 

@@ -30,7 +30,6 @@ from collections.abc import Iterator
 from typing import Any
 
 BUILD_SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
-RELEASE_SLICE = 2000  # objects freed per step: well under a millisecond
 
 # Builds are serialized (re-entrant: a build may nest): each saves and restores process-wide
 # settings.
@@ -59,13 +58,14 @@ def building(*, keep: bool = True) -> Iterator[None]:
                 gc.enable()
 
 
-def release(objects: list[Any]) -> None:
-    """Drop the references in `objects` (emptying it) a slice at a time, so freeing what they
-    held happens in short steps the serving thread can run between.
+def release(objects: list[Any], step: int = 2000) -> None:
+    """Drop the references in `objects` (emptying it) `step` at a time, so freeing what they
+    held happens in short steps the serving thread can run between. Choose `step` so a step
+    frees a few thousand objects (a compiled rule is a few dozen).
 
     For a tree, list every node with each parent after its children (`yaml_source.flatten`):
-    the slices are dropped from the end, so a node is freed while its children are still held
-    by the list, and no step cascades further than one node.
+    the steps drop from the end, so a node is freed while its children are still held by the
+    list, and no step cascades further than one node.
     """
     while objects:
-        del objects[-RELEASE_SLICE:]
+        del objects[-step:]

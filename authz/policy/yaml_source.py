@@ -266,18 +266,16 @@ def to_plain(node: YNode) -> Any:
 
 
 def flatten(root: YNode | None) -> list[YNode]:
-    """Every node of the tree (an aliased node once), each parent after its children: the
-    order `building.release` frees a big tree in, a step at a time."""
+    """Every node of the tree, each parent after its children: the order `building.release`
+    frees a big tree in, a step at a time. (An aliased node is listed once per use; the
+    composer bounds the total.) No set of seen nodes: growing a set of a million entries is
+    one long rehash."""
     if root is None:
         return []
     out: list[YNode] = []
-    seen: set[int] = set()
     stack: list[YNode] = [root]
     while stack:
         node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
         out.append(node)
         if isinstance(node, YMap):
             stack.extend(node.items.values())

@@ -88,6 +88,27 @@ def test_validate_a_missing_jwks_file_names_its_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [("dangling", "deny.yaml: cannot read: dangling symlink to /nonexistent"),
+     ("deep", "deny.yaml:1: YAML: ")],
+)  # fmt: skip
+def test_serve_refuses_to_start_on_a_bad_set(tmp_path: Path, entry: str, expected: str) -> None:
+    from tests.support.ports import free_port
+
+    (tmp_path / "allow.yaml").write_text("rules: [{name: allow-all, action: allow}]\n")
+    if entry == "dangling":
+        (tmp_path / "deny.yaml").symlink_to("/nonexistent")
+    else:
+        (tmp_path / "deny.yaml").write_text("rules: " + "[" * 100_000 + "\n")
+    result = authz(
+        "serve", "--policies", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}", "--no-watch"
+    )
+    assert result.returncode == 1
+    assert f"{tmp_path}/{expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_lint_examples_and_strict(examples: Path) -> None:
     result = authz("lint", str(examples))
     assert result.returncode == 0
