@@ -160,7 +160,10 @@ def test_the_replaced_set_is_freed_by_the_reload(setup):  # type: ignore[no-unty
 
 @pytest.mark.parametrize(
     ("text", "what"),
-    [("rules: " + "[" * 100_000, "nest"), ("rules:\n" + "  - [\n" * 5000, "nest")],
+    [
+        ("rules: " + "[" * 100_000, "nest"),
+        ("rules:\n" + "".join(" " * i + "a:\n" for i in range(1, 3000)), "nest"),
+    ],
 )
 def test_deep_nesting_on_reload_keeps_the_last_good_set(  # type: ignore[no-untyped-def]
     setup, caplog, text: str, what: str
