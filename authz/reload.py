@@ -9,9 +9,10 @@ signal handler or the event loop never waits on file I/O or compilation.
 A new set is swapped in with one `PolicyStore.swap`, so a check in flight keeps the set it
 started with and the next one sees the new set. A set that does not load (a YAML error, a
 half-written file, a rule naming a missing role) is rejected with every problem logged, and the
-last good set stays in force. A half-written file is followed by the rest of the write, which
-is another change, which is another load: the directory is always loaded again once it is
-quiet.
+last good set stays in force. Every outcome is logged: loaded, rejected, or unchanged (with the
+revision and rule count, and how long the load took). A half-written file is followed by the
+rest of the write, which is another change, which is another load: the directory is always
+loaded again once it is quiet.
 """
 
 from __future__ import annotations
