@@ -47,18 +47,10 @@ def to_request(
     attributes = message.attributes
     http = attributes.request.http
     method = http.method
-    if not method:
-        raise BadRequest("the request has no method (attributes.request.http.method)")
-    if not _TOKEN_CHARS.issuperset(method):
-        raise BadRequest("the request method is not an HTTP token")
+    check_method(method)
     raw_path = http.path
-    if not raw_path:
-        raise BadRequest("the request has no path (attributes.request.http.path)")
-    if _too_long(raw_path, limits.max_path_bytes):
-        raise RequestTooLarge(f"the path is longer than the limit of {limits.max_path_bytes} bytes")
-
+    path, query = check_path(raw_path, limits)
     headers = _headers(http, limits)
-    path, query = normalize_path(raw_path)
     source = attributes.source
     jwt_metadata: Mapping[str, Mapping[str, Any]] = {}
     if jwt_metadata_namespace is not None:
@@ -81,6 +73,23 @@ def to_request(
         jwt_metadata=jwt_metadata,
         request_id=http.id or headers.get("x-request-id", ""),
     )
+
+
+def check_method(method: str) -> None:
+    """Raise BadRequest unless `method` is an HTTP method we can match. Shared by both doors."""
+    if not method:
+        raise BadRequest("the request has no method")
+    if not _TOKEN_CHARS.issuperset(method):
+        raise BadRequest("the request method is not an HTTP token")
+
+
+def check_path(raw_path: str, limits: Limits) -> tuple[str, str]:
+    """The normalized (path, query) of a request target, within the limits. Shared by both doors."""
+    if not raw_path:
+        raise BadRequest("the request has no path")
+    if _too_long(raw_path, limits.max_path_bytes):
+        raise RequestTooLarge(f"the path is longer than the limit of {limits.max_path_bytes} bytes")
+    return normalize_path(raw_path)
 
 
 def host_of(authority: str) -> str:
@@ -126,6 +135,19 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
         if len(http.headers) > limits.max_headers:
             raise _too_many(limits)
         pairs = list(http.headers.items())
+    return headers_from_pairs(pairs, limits, ordered=raw)
+
+
+def headers_from_pairs(
+    pairs: list[tuple[str, str]], limits: Limits, *, ordered: bool = True
+) -> dict[str, str]:
+    """Header fields as one lower-case-keyed dict, within the limits. Shared by both doors.
+
+    `ordered`: the pairs are in wire order, so a repeated name is joined as Envoy joins it;
+    otherwise (a protobuf map) a name repeated in another letter case is refused.
+    """
+    if len(pairs) > limits.max_headers:
+        raise _too_many(limits)
     size = 0
     headers: dict[str, str] = {}
     for name, value in pairs:
@@ -134,7 +156,7 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
         previous = headers.get(key)
         if previous is None:
             headers[key] = value
-        elif raw:
+        elif ordered:
             # header_map keeps wire order, so the join is well defined.
             headers[key] = f"{previous}{'; ' if key == _COOKIE else ','}{value}"
         else:
