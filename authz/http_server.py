@@ -106,7 +106,7 @@ class HttpAuthorizationApp:
             proto.response_empty(answer.status, answer.headers)
 
 
-def _server(app: HttpAuthorizationApp, address: str) -> Server:
+def _server(app: Any, address: str, limits: Limits) -> Server:
     endpoint = parse_endpoint(address)
     where: dict[str, Any] = (
         {"uds": Path(endpoint.unix_path)}
@@ -120,9 +120,7 @@ def _server(app: HttpAuthorizationApp, address: str) -> Server:
         backlog=1024,
         http1_settings=HTTP1Settings(
             header_read_timeout=HEADER_READ_TIMEOUT_MS,
-            max_buffer_size=app.limits.max_header_bytes
-            + app.limits.max_path_bytes
-            + _FRAMING_BYTES,
+            max_buffer_size=limits.max_header_bytes + limits.max_path_bytes + _FRAMING_BYTES,
         ),
         # granian's own logger goes through ours (no handlers of its own).
         log_dictconfig={
@@ -138,9 +136,25 @@ class HttpServers:
     running event loop. `start()` binds them all or raises OSError; `stop()` stops accepting
     and lets in-flight checks finish."""
 
-    def __init__(self, apps: Sequence[tuple[HttpAuthorizationApp, str]]) -> None:
-        self._servers = [(_server(app, address), address) for app, address in apps]
+    def __init__(self, apps: Sequence[tuple[Any, str]], limits: Limits) -> None:
+        """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address)."""
+        self._servers = [(_server(app, address, limits), address) for app, address in apps]
         self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def for_engine(
+        cls,
+        engine: Engine,
+        limits: Limits,
+        listeners: Sequence[tuple[str, HttpListener]],
+        observers: Sequence[Observer] = (),
+    ) -> HttpServers:
+        """The servers `authz serve` runs: one HttpAuthorizationApp per (address, listener)."""
+        return cls(
+            [(HttpAuthorizationApp(engine, limits, listener, observers), address)
+             for address, listener in listeners],
+            limits,
+        )  # fmt: skip
 
     async def start(self) -> None:
         for server, address in self._servers:

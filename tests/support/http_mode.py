@@ -58,7 +58,7 @@ class HttpService:
                 self.listener,
                 observers=self.app.service.observers,
             )
-            self._servers = HttpServers([(handler, self.address)])
+            self._servers = HttpServers([(handler, self.address)], self.settings.limits)
             try:
                 self._run(self._servers.start())
                 return self
