@@ -7,6 +7,7 @@ and an RS256 token, alternating rounds):
 * `grpc w1`      ext_authz grpc_service to `python -m authz serve` (one process);
 * `http w1`      ext_authz http_service (authz.envoy_http's filter) to the HTTP door, one process;
 * `empty http`   the same http_service to an empty granian RSGI app that answers 200.
+Then the latency (p50/p90/p99, µs, Envoy included) of `grpc w1` and `http w1` at 500 req/s.
 The HTTP door runs from `python -m bench.http_mode serve POLICIES HOST:PORT [empty]` until
 SIGTERM; the lead wires `authz serve --http-listen` later, and this bench should then use it.
 """
@@ -25,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import fixtures
-from bench.envoy_load import bootstrap, envoy_binary, wrk
+from bench import fixtures, h2load
+from bench.envoy_load import bootstrap, envoy_binary, fixed_rate, percentile, wrk
 from bench.procs import REPO, free_port, started, wait_port
 
 
@@ -104,7 +105,7 @@ def _process(tmp: Path, argv: list[str], port: int, name: str) -> Iterator[int]:
         yield port
 
 
-def compare(rounds: int, seconds: float) -> dict[str, Any]:
+def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
     key = fixtures.make_key("RS256")
     token = key.token(lifetime=6 * 3600)
     with (
@@ -137,12 +138,22 @@ def compare(rounds: int, seconds: float) -> dict[str, Any]:
         for r in range(rounds):
             for n in names if r % 2 == 0 else names[::-1]:
                 throughput[n].append(wrk(listeners[n], token, seconds=seconds))
+        # Latency added at a fixed rate (h2load --rps to Envoy), same rounds interleaved.
+        latency: dict[str, dict[str, float]] = {}
+        if h2load.available():
+            samples: dict[str, list[float]] = {n: [] for n in ("grpc w1", "http w1")}
+            for _round in range(rounds):
+                for n in samples:
+                    samples[n] += fixed_rate(listeners[n], token, tmp, rate=rate, seconds=seconds)
+            for n, values in samples.items():
+                latency[n] = {f"p{int(q * 100)}": percentile(values, q) for q in (0.5, 0.9, 0.99)}
     median = {n: statistics.median(v) for n, v in throughput.items()}
     return {
         "throughput": throughput,
         "median": median,
         "http/grpc": median["http w1"] / median["grpc w1"],
         "http/empty": median["http w1"] / median["empty http"],
+        f"latency_us at {rate} req/s": latency,
     }
 
 
