@@ -72,9 +72,7 @@ def _http_bootstrap(listener: int, admin: int, port: int) -> dict[str, Any]:
     config = bootstrap(listener, admin, "authz", [port])
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     filters = hcm["typed_config"]["http_filters"]
-    ext = http_ext_authz_filter(
-        BootstrapOptions(authz_timeout_ms=2000), upstream_headers=("x-user-id",)
-    )
+    ext = http_ext_authz_filter(BootstrapOptions(authz_timeout_ms=2000))
     ext["typed_config"]["http_service"]["server_uri"]["cluster"] = "ext_authz"
     filters[0] = ext
     cluster = config["static_resources"]["clusters"][0]

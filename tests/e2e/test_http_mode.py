@@ -80,7 +80,6 @@ def test_http_bootstrap_validates(tmp_path: Path, pki: Pki) -> None:
     for tls in (None, TlsFiles(str(pki.server.cert), str(pki.server.key), str(pki.ca))):
         config = http_bootstrap(
             BootstrapOptions(authz=(Endpoint("127.0.0.1", 9292),), tls=tls),
-            upstream_headers=("x-user-id",),
             path_prefix="/check",
         )
         path = tmp_path / f"envoy-http-{tls is not None}.yaml"
@@ -95,6 +94,7 @@ def test_allow_sets_identity_from_xfcc_and_strips_spoofed_headers(
     assert answer.status == 200, answer.text
     seen = upstream.requests[-1]
     assert seen.path == "/api/orders/42?x=%20y"
+    assert seen.header("server") is None and seen.header("date") is None  # granian's, not ours
     assert seen.header_values("x-authz-principal") == [FRONTEND_SPIFFE_ID]
     assert seen.header("x-authz-decision-id")
     assert seen.header("x-authz-request-principal") is None
@@ -120,14 +120,26 @@ def test_deny_is_403_json_and_401_challenge_reaches_the_client(
     )
     assert expired.status == 401
     assert 'error="invalid_token"' in (expired.header("www-authenticate") or "")
-    good = call(
-        http_envoy,
-        pki,
+    good = https.request(
+        http_envoy.url,
         "/api/cart/items",
-        headers={"authorization": f"Bearer {token('--sub', 'alice', '--scope', 'cart')}"},
+        method="POST",
+        body=b'{"item": 7}',
+        ca=pki.ca,
+        client_cert=pki.client,
+        headers={
+            "authorization": f"Bearer {token('--sub', 'alice', '--scope', 'cart')}",
+            "content-type": "application/json",
+            "x-user-id": "admin",
+        },
     )
     assert good.status == 200, good.text
-    assert upstream.requests[-1].header("x-authz-request-principal")
+    seen = upstream.requests[-1]
+    assert seen.header("x-authz-request-principal")
+    assert seen.header_values("x-user-id") == ["alice"]  # claims_to_headers, spoof overwritten
+    # The allow answer's own content-length/content-type never replace the request's.
+    assert seen.body == b'{"item": 7}'
+    assert seen.header("content-type") == "application/json"
     assert all("/api/payments" not in r.path for r in upstream.requests)
 
 
@@ -142,6 +154,29 @@ def test_ambiguous_path_is_400_from_the_service(
     assert not upstream.requests
 
 
+def test_path_prefix_is_stripped_and_xfcc_untrusted_listener_is_anonymous(
+    policies: Path, pki: Pki, upstream: EchoUpstream, tmp_path: Path
+) -> None:
+    settings = Settings(policies=str(policies), watch=False)
+    # Without trust_xfcc the listener ignores Envoy's XFCC: the workload is anonymous (401).
+    listener = HttpListener(path_prefix="/check")
+    with HttpService(settings, listener) as service:
+        tls = TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
+        with HttpModeEnvoy(
+            service.address, upstream, tmp_path / "envoy-prefix", tls=tls, path_prefix="/check"
+        ) as envoy:
+            assert call(envoy, pki, "/api/orders").status == 401
+            good = call(
+                envoy,
+                pki,
+                "/api/cart/items?x=1",
+                headers={"authorization": f"Bearer {token('--sub', 'bob', '--scope', 'cart')}"},
+            )
+            assert good.status == 200, good.text
+            assert upstream.requests[-1].path == "/api/cart/items?x=1"
+            assert upstream.requests[-1].header("x-authz-principal") is None
+
+
 CORPUS: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/api/orders/42", dict(SPOOFED)),
     ("POST", "/api/payments", {}),
@@ -154,9 +189,11 @@ CORPUS: list[tuple[str, str, dict[str, str]]] = [
 ]
 
 
-def _run_corpus(envoy: Envoy, pki: Pki, upstream: EchoUpstream) -> list[tuple[object, ...]]:
+def _run_corpus(
+    envoy: Envoy, pki: Pki, upstream: EchoUpstream, corpus: list[tuple[str, str, dict[str, str]]]
+) -> list[tuple[object, ...]]:
     results = []
-    for method, path, headers in CORPUS:
+    for method, path, headers in corpus:
         upstream.clear()
         answer = call(envoy, pki, path, method=method, headers=headers)
         seen = upstream.requests[-1] if upstream.requests else None
@@ -172,10 +209,13 @@ def test_grpc_and_http_modes_agree(
     upstream: EchoUpstream,
     envoy_factory: EnvoyFactory,
 ) -> None:
-    http_results = _run_corpus(http_envoy, pki, upstream)
+    good = token("--sub", "carol", "--scope", "cart")
+    corpus = [*CORPUS, ("GET", "/api/cart/items", {**SPOOFED, "authorization": f"Bearer {good}"})]
+    http_results = _run_corpus(http_envoy, pki, upstream, corpus)
     with ServiceProcess(policies, extra_args=("--ca-bundle", str(pki.ca))) as service:
         grpc_envoy = envoy_factory(service.address, mtls=True, normalize_path=True,
                                    merge_slashes=True,
                                    path_with_escaped_slashes_action="REJECT_REQUEST")  # fmt: skip
-        grpc_results = _run_corpus(grpc_envoy, pki, upstream)
+        grpc_results = _run_corpus(grpc_envoy, pki, upstream, corpus)
     assert http_results == grpc_results
+    assert http_results[-1][2] == 200 and http_results[-1][3][1]  # the token's principal

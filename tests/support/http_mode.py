@@ -99,11 +99,11 @@ class HttpModeEnvoy(Envoy):
         workdir: Path,
         *,
         tls: TlsConfig | None = None,
-        upstream_headers: tuple[str, ...] = (),
+        path_prefix: str = "",
     ) -> None:
         super().__init__(EnvoyConfig(authz_address=authz_address, tls=tls), workdir)
         self._upstream = upstream
-        self._upstream_headers = upstream_headers
+        self._path_prefix = path_prefix
 
     def bootstrap(self) -> dict[str, Any]:
         tls = self.config.tls
@@ -120,4 +120,4 @@ class HttpModeEnvoy(Envoy):
             ),
             authz_timeout_ms=2000,  # a shared machine: a slow check must not read as an outage
         )
-        return http_bootstrap(options, upstream_headers=self._upstream_headers)
+        return http_bootstrap(options, path_prefix=self._path_prefix)
