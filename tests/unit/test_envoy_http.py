@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.envoy_bootstrap import BootstrapOptions
-from authz.envoy_http import TRANSPORT_HEADERS, any_header_but, http_bootstrap
+from authz.envoy_bootstrap import BootstrapOptions, render_yaml
+from authz.envoy_http import (
+    HTTP_BOOTSTRAP_NOTES,
+    TRANSPORT_HEADERS,
+    any_header_but,
+    http_bootstrap,
+)
 from authz.wire.http import ENVOY_PATH_HEADER
 
 PATTERNS = [re.compile(regex) for regex in any_header_but(TRANSPORT_HEADERS)]
@@ -48,3 +54,10 @@ def test_the_filter_sends_the_undecoded_path_and_fails_closed() -> None:
     authz = next(c for c in config["static_resources"]["clusters"] if c["name"] == "authz")
     assert "typed_extension_protocol_options" not in authz  # HTTP/1.1, not gRPC's HTTP/2
     assert "health_checks" not in authz
+
+
+def test_rendered_yaml_round_trips_with_notes() -> None:
+    config = http_bootstrap(BootstrapOptions())
+    text = render_yaml(config, HTTP_BOOTSTRAP_NOTES)
+    assert yaml.safe_load(text) == config
+    assert "# The undecoded :path" in text

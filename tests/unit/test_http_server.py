@@ -13,7 +13,7 @@ import pytest
 from authz.app import App, build_app
 from authz.config import Limits, Settings
 from authz.http_server import HttpAuthorizationApp, HttpServers
-from authz.wire.http import ENVOY_PATH_HEADER, HttpListener
+from authz.wire.http import ENVOY_PATH_HEADER, HttpListener, HttpMode
 from tests.support.ports import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +168,32 @@ def test_observers_see_every_check_and_cannot_break_it(app: App) -> None:
     assert door.check(method="GET", path="/api/orders", query="", pairs=bad).status == 400
     assert seen[1] == (None, "bad_request")
     assert seen[0][0] is not None
+
+
+async def test_forward_auth_listener_over_tcp(app: App) -> None:
+    address = f"{LOOPBACK}:{free_port()}"
+    listener = HttpListener(mode=HttpMode.FORWARD_AUTH, trust_xfcc=True)
+    servers = HttpServers.for_engine(app.engine, app.settings.limits, [(address, listener)])
+    await servers.start()
+    try:
+
+        def head(uri: str, *extra: str) -> str:
+            lines = [
+                "GET /auth HTTP/1.1",  # the proxy's own request line: never judged
+                "host: authz.internal",
+                "x-forwarded-method: GET",
+                f"x-forwarded-uri: {uri}",
+                "x-forwarded-host: shop.example.com",
+                f"x-forwarded-client-cert: URI={FRONTEND}",
+                *extra,
+                "connection: close",
+            ]
+            return "\r\n".join(lines) + "\r\n\r\n"
+
+        status, headers, _ = await exchange(address, head("/api/orders"))
+        assert status == 200 and headers["x-authz-principal"] == FRONTEND
+        assert (await exchange(address, head("/admin/x")))[0] == 403
+        # A client-added X-Original-URI that disagrees with the proxy's: ambiguous, refused.
+        assert (await exchange(address, head("/api/orders", "x-original-uri: /admin")))[0] == 400
+    finally:
+        await servers.stop()
