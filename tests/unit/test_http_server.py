@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.app import App, build_app
 from authz.config import Limits, Settings
 from authz.http_server import HttpAuthorizationApp, HttpServers
@@ -197,3 +198,31 @@ async def test_forward_auth_listener_over_tcp(app: App) -> None:
         assert (await exchange(address, head("/api/orders", "x-original-uri: /admin")))[0] == 400
     finally:
         await servers.stop()
+
+
+ESCAPED_PATHS = (
+    "/api/orders%FF",
+    "/api/ord%65rs",
+    "/api/orders/caf%C3%A9",
+    "/api/orders%25",
+    "/api/orders%zz",
+    "/api/orders+x",
+    "/api/orders%00",
+    "/api/orders/%2e%2e/x",
+)
+
+
+async def test_granian_decodes_paths_as_the_cross_check_expects(
+    app: App, addresses: list[str]
+) -> None:
+    # granian hands the app a decoded path; the door cross-checks it against Envoy's raw one.
+    # Whatever the escape, the answer must be the gRPC door's for the same raw path.
+    for raw in ESCAPED_PATHS:
+        status, _, body = await exchange(addresses[0], envoy_head(raw))
+        message = CheckRequest()
+        message.attributes.source.principal = FRONTEND
+        http = message.attributes.request.http
+        http.method, http.path, http.host = "GET", raw, "shop.example.com"
+        grpc = app.service.check(message)
+        expected = 200 if grpc.HasField("ok_response") else grpc.denied_response.status.code
+        assert status == expected, (raw, body)
