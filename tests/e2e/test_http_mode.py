@@ -1,0 +1,221 @@
+"""The HTTP mode end to end: a real Envoy running the config `authz.envoy_http.http_bootstrap`
+emits (ext_authz `http_service`, downstream mTLS, SANITIZE_SET), the real HTTP door on granian
+with the example policies, and an upstream that echoes what it received. The same corpus then
+goes through the gRPC mode and must get the same status and upstream identity headers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from authz.config import Settings
+from authz.envoy_bootstrap import BootstrapOptions, Endpoint, TlsFiles
+from authz.envoy_http import http_bootstrap
+from authz.wire.http import HttpListener
+from tests.support import https
+from tests.support.certs import FRONTEND_SPIFFE_ID, Pki
+from tests.support.envoy import Envoy, TlsConfig, validate
+from tests.support.http_mode import HttpModeEnvoy, HttpService
+from tests.support.service import ServiceProcess
+from tests.support.upstream import EchoUpstream
+
+from .conftest import EnvoyFactory
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+MINT = REPO / "examples" / "demo-issuer" / "mint.py"
+IDENTITY = ("x-authz-principal", "x-authz-request-principal", "x-user-id")
+SPOOFED = {
+    "x-authz-principal": "spiffe://cluster.local/ns/shop/sa/payments",
+    "x-authz-request-principal": "https://id.shop.example/admin",
+    "x-user-id": "admin",
+    "x-original-uri": "/healthz",
+    "x-authz-original-path": "/healthz",
+}
+
+
+def token(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, str(MINT), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    copy = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", copy)
+    return copy
+
+
+@pytest.fixture
+def http_envoy(policies: Path, pki: Pki, upstream: EchoUpstream, tmp_path: Path) -> Iterator[Envoy]:
+    settings = Settings(policies=str(policies), ca_bundle=str(pki.ca), watch=False)
+    with HttpService(settings, HttpListener(trust_xfcc=True)) as service:
+        tls = TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
+        with HttpModeEnvoy(service.address, upstream, tmp_path / "envoy-http", tls=tls) as envoy:
+            yield envoy
+
+
+def call(
+    envoy: Envoy, pki: Pki, path: str, *, headers: object = (), method: str = "GET", cert=None
+) -> https.Response:
+    return https.request(
+        envoy.url,
+        path,
+        method=method,
+        ca=pki.ca,
+        client_cert=cert if cert is not None else pki.client,
+        headers=headers,  # type: ignore[arg-type]
+    )
+
+
+def test_http_bootstrap_validates(tmp_path: Path, pki: Pki) -> None:
+    for tls in (None, TlsFiles(str(pki.server.cert), str(pki.server.key), str(pki.ca))):
+        config = http_bootstrap(
+            BootstrapOptions(authz=(Endpoint("127.0.0.1", 9292),), tls=tls),
+            path_prefix="/check",
+        )
+        path = tmp_path / f"envoy-http-{tls is not None}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        validate(path)
+
+
+def test_allow_sets_identity_from_xfcc_and_strips_spoofed_headers(
+    http_envoy: Envoy, pki: Pki, upstream: EchoUpstream
+) -> None:
+    answer = call(http_envoy, pki, "/api/orders/42?x=%20y", headers=SPOOFED)
+    assert answer.status == 200, answer.text
+    seen = upstream.requests[-1]
+    assert seen.path == "/api/orders/42?x=%20y"
+    assert seen.header("server") is None and seen.header("date") is None  # granian's, not ours
+    assert seen.header_values("x-authz-principal") == [FRONTEND_SPIFFE_ID]
+    assert seen.header("x-authz-decision-id")
+    assert seen.header("x-authz-request-principal") is None
+    assert seen.header("x-user-id") is None
+    assert seen.header("x-envoy-auth-headers-to-remove") is None
+
+
+def test_deny_is_403_json_and_401_challenge_reaches_the_client(
+    http_envoy: Envoy, pki: Pki, upstream: EchoUpstream
+) -> None:
+    denied = call(http_envoy, pki, "/api/payments", method="POST")
+    assert denied.status == 403
+    assert denied.header("content-type") == "application/json"
+    assert denied.json()["error"] == "forbidden"
+    missing = call(http_envoy, pki, "/api/cart/items")
+    assert missing.status == 401
+    assert missing.header("www-authenticate") == "Bearer"
+    expired = call(
+        http_envoy,
+        pki,
+        "/api/cart/items",
+        headers={"authorization": f"Bearer {token('--ttl', '-3600')}"},
+    )
+    assert expired.status == 401
+    assert 'error="invalid_token"' in (expired.header("www-authenticate") or "")
+    good = https.request(
+        http_envoy.url,
+        "/api/cart/items",
+        method="POST",
+        body=b'{"item": 7}',
+        ca=pki.ca,
+        client_cert=pki.client,
+        headers={
+            "authorization": f"Bearer {token('--sub', 'alice', '--scope', 'cart')}",
+            "content-type": "application/json",
+            "x-user-id": "admin",
+        },
+    )
+    assert good.status == 200, good.text
+    seen = upstream.requests[-1]
+    assert seen.header("x-authz-request-principal")
+    assert seen.header_values("x-user-id") == ["alice"]  # claims_to_headers, spoof overwritten
+    # The allow answer's own content-length/content-type never replace the request's.
+    assert seen.body == b'{"item": 7}'
+    assert seen.header("content-type") == "application/json"
+    assert all("/api/payments" not in r.path for r in upstream.requests)
+
+
+def test_ambiguous_path_is_400_from_the_service(
+    http_envoy: Envoy, pki: Pki, upstream: EchoUpstream
+) -> None:
+    # Envoy's own normalization lets an encoded control character through; the service refuses
+    # it like the gRPC door does.
+    answer = call(http_envoy, pki, "/api/orders%01")
+    assert answer.status == 400
+    assert answer.json()["error"] == "bad_request"
+    assert not upstream.requests
+
+
+def test_path_prefix_is_stripped_and_xfcc_untrusted_listener_is_anonymous(
+    policies: Path, pki: Pki, upstream: EchoUpstream, tmp_path: Path
+) -> None:
+    settings = Settings(policies=str(policies), watch=False)
+    # Without trust_xfcc the listener ignores Envoy's XFCC: the workload is anonymous (401).
+    listener = HttpListener(path_prefix="/check")
+    with HttpService(settings, listener) as service:
+        tls = TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
+        with HttpModeEnvoy(
+            service.address, upstream, tmp_path / "envoy-prefix", tls=tls, path_prefix="/check"
+        ) as envoy:
+            assert call(envoy, pki, "/api/orders").status == 401
+            good = call(
+                envoy,
+                pki,
+                "/api/cart/items?x=1",
+                headers={"authorization": f"Bearer {token('--sub', 'bob', '--scope', 'cart')}"},
+            )
+            assert good.status == 200, good.text
+            assert upstream.requests[-1].path == "/api/cart/items?x=1"
+            assert upstream.requests[-1].header("x-authz-principal") is None
+
+
+CORPUS: list[tuple[str, str, dict[str, str]]] = [
+    ("GET", "/api/orders/42", dict(SPOOFED)),
+    ("POST", "/api/payments", {}),
+    ("GET", "/api/cart/items", {}),
+    ("GET", "/api/cart/items", {"authorization": "Bearer not.a.jwt"}),
+    ("GET", "/api/..;/payments", {}),
+    ("GET", "/api/orders%01", {}),
+    ("GET", "/api/a%2Fb", {}),
+    ("GET", "/nowhere", {"x-original-uri": "/api/orders"}),
+]
+
+
+def _run_corpus(
+    envoy: Envoy, pki: Pki, upstream: EchoUpstream, corpus: list[tuple[str, str, dict[str, str]]]
+) -> list[tuple[object, ...]]:
+    results = []
+    for method, path, headers in corpus:
+        upstream.clear()
+        answer = call(envoy, pki, path, method=method, headers=headers)
+        seen = upstream.requests[-1] if upstream.requests else None
+        identity = tuple(seen.header(name) for name in IDENTITY) if seen else None
+        results.append((method, path, answer.status, identity, answer.header("www-authenticate")))
+    return results
+
+
+def test_grpc_and_http_modes_agree(
+    http_envoy: Envoy,
+    policies: Path,
+    pki: Pki,
+    upstream: EchoUpstream,
+    envoy_factory: EnvoyFactory,
+) -> None:
+    good = token("--sub", "carol", "--scope", "cart")
+    corpus = [*CORPUS, ("GET", "/api/cart/items", {**SPOOFED, "authorization": f"Bearer {good}"})]
+    http_results = _run_corpus(http_envoy, pki, upstream, corpus)
+    with ServiceProcess(policies, extra_args=("--ca-bundle", str(pki.ca))) as service:
+        grpc_envoy = envoy_factory(service.address, mtls=True, normalize_path=True,
+                                   merge_slashes=True,
+                                   path_with_escaped_slashes_action="REJECT_REQUEST")  # fmt: skip
+        grpc_results = _run_corpus(grpc_envoy, pki, upstream, corpus)
+    assert http_results == grpc_results
+    assert http_results[-1][2] == 200 and http_results[-1][3][1]  # the token's principal
