@@ -6,12 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import ConfigError
+from authz.http_server import HttpServers
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -27,6 +28,7 @@ from authz.server import (
     describe_os_error,
     run_until_signalled,
 )
+from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
 
 log = logging.getLogger("authz")
@@ -142,11 +144,22 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
-    server, health = build_server(app.service, settings, interceptors=interceptors)
+    # HTTP only (`grpc` off): the gRPC server binds nothing and is never started; `health` is
+    # still the one readiness truth for /readyz.
+    grpc_settings = settings if settings.grpc else replace(settings, listen=())
+    server, health = build_server(app.service, grpc_settings, interceptors=interceptors)
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
     await health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
-    await server.start()
+    http = HttpServers.for_engine(
+        app.engine,
+        settings.limits,
+        [(address, http_listener(settings)) for address in settings.http_listen],
+        app.service.observers,  # the same metrics and decision log records as gRPC checks
+    )
+    await http.start()  # raises ListenError
+    if settings.grpc:
+        await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
@@ -164,12 +177,22 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     log.info("%s", serving_line(app))
     try:
         await run_until_signalled(
-            server,
+            server if settings.grpc else None,
             health,
             on_reload=app.reloader.request_reload if app.reloader is not None else None,
+            also_stop=http.stop,
         )
     finally:
         app.close()
+
+
+def http_listener(settings: Settings) -> HttpListener:
+    """How every HTTP listener of `settings` reads its requests."""
+    return HttpListener(
+        mode=HttpMode(settings.http_mode),
+        path_prefix=settings.http_path_prefix,
+        trust_xfcc=settings.http_trust_xfcc,
+    )
 
 
 def serving_line(app: App) -> str:
@@ -181,8 +204,11 @@ def serving_line(app: App) -> str:
     admin = f", admin http://{settings.admin}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
+    where = list(settings.listen) if settings.grpc else []
+    if settings.http_listen:
+        where.append(f"HTTP ({settings.http_mode}) {', '.join(settings.http_listen)}")
     return (
-        f"serving on {', '.join(settings.listen)}{admin}: policy revision {current.revision}, "
+        f"serving on {', '.join(where)}{admin}: policy revision {current.revision}, "
         f"{current.rule_count} rule{'' if current.rule_count == 1 else 's'} from "
         f"{settings.policies}{workers}, protobuf {api_implementation.Type()}"
     )

@@ -16,8 +16,8 @@ plain dicts out. What differs from the gRPC bootstrap:
 - with downstream mTLS, `forward_client_cert_details: SANITIZE_SET`: Envoy drops any client
   `x-forwarded-client-cert` and sets its own, which the service trusts on an HTTP listener
   started with `trust_xfcc` (the HTTP protocol has no peer certificate field).
-- no active health check: every path on an envoy-mode listener is an authorization request;
-  point one at the admin endpoint's `/readyz` when it is enabled.
+- the active health check, when asked for, reads each endpoint's admin `/readyz` (every path of
+  an envoy-mode listener is an authorization request, so the door itself cannot be probed).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from authz.envoy_bootstrap import (
     AUTHZ_CLUSTER,
     BOOTSTRAP_NOTES,
     EXT_AUTHZ_FILTER,
+    AddressError,
     BootstrapOptions,
     Config,
     bootstrap,
@@ -126,8 +127,21 @@ def http_ext_authz_filter(options: BootstrapOptions, *, path_prefix: str = "") -
     }
 
 
-def http_bootstrap(options: BootstrapOptions, *, path_prefix: str = "") -> Config:
-    """A complete Envoy v3 bootstrap: one listener, ext_authz over HTTP in front of one upstream."""
+def http_bootstrap(
+    options: BootstrapOptions, *, path_prefix: str = "", readyz_ports: Sequence[int] = ()
+) -> Config:
+    """A complete Envoy v3 bootstrap: one listener, ext_authz over HTTP in front of one upstream.
+
+    `readyz_ports`: the admin port (`authz serve --admin`) of each `options.authz` endpoint, in
+    the same order; Envoy then health-checks each endpoint's /readyz on that port (every path
+    of the HTTP door itself is an authorization request). Empty: no active health check."""
+    if readyz_ports and len(readyz_ports) != len(options.authz):
+        raise AddressError(
+            f"{len(readyz_ports)} readiness ports for {len(options.authz)} authz endpoints: "
+            "give one admin port per endpoint, in the same order"
+        )
+    if readyz_ports and any(e.unix_path is not None for e in options.authz):
+        raise AddressError("a unix socket endpoint has no port for its /readyz health check")
     config = bootstrap(replace(options, health_checks=False))
     resources = config["static_resources"]
     chain = resources["listeners"][0]["filter_chains"][0]
@@ -150,7 +164,26 @@ def http_bootstrap(options: BootstrapOptions, *, path_prefix: str = "") -> Confi
         if cluster["name"] == AUTHZ_CLUSTER:
             # HTTP/1.1 with a connection pool: the HTTP door needs no HTTP/2.
             cluster.pop("typed_extension_protocol_options", None)
+            if readyz_ports:
+                _health_check_readyz(cluster, readyz_ports)
     return config
+
+
+def _health_check_readyz(cluster: dict[str, Any], ports: Sequence[int]) -> None:
+    endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    for lb_endpoint, port in zip(endpoints, ports, strict=True):
+        lb_endpoint["endpoint"]["health_check_config"] = {"port_value": port}
+    cluster["health_checks"] = [
+        {
+            "timeout": "1s",
+            "interval": "5s",
+            "no_traffic_interval": "5s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            # 200 exactly when serving (authz.server.Health): 503 while starting or draining.
+            "http_health_check": {"path": "/readyz"},
+        }
+    ]
 
 
 HTTP_BOOTSTRAP_NOTES: Mapping[str, str] = {
@@ -164,6 +197,10 @@ HTTP_BOOTSTRAP_NOTES: Mapping[str, str] = {
         "own (content-length, date, server, ...): RE2 has no negation, so it is spelled out."
     ),
     "allowed_client_headers": "A deny shows the client its JSON body and the 401 challenge.",
+    "health_checks": (
+        "Each endpoint's /readyz on its admin port (authz serve --admin): 503 while starting or\n"
+        "draining, so Envoy routes around a worker that is not serving."
+    ),
     "forward_client_cert_details": (
         "Drop any client-sent x-forwarded-client-cert and set Envoy's own view of the peer:\n"
         "the service reads the workload identity from it (HTTP listener with trust_xfcc)."

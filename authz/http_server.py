@@ -34,7 +34,7 @@ from authz.envoy_bootstrap import parse_endpoint
 from authz.errors import AuthzError
 from authz.identity import KeysPending, KeyWait
 from authz.model import Request, Verdict
-from authz.server import Observer
+from authz.server import ListenError, Observer, probe_bind
 from authz.wire.http import (
     HttpAnswer,
     HttpListener,
@@ -174,7 +174,13 @@ class HttpServers:
         )  # fmt: skip
 
     async def start(self) -> None:
+        """Bind every address or raise ListenError (after stopping those already started)."""
         for server, address in self._servers:
+            try:
+                probe_bind(address)  # the system's reason (in use, no permission) for a bad one
+            except ListenError:
+                await self.stop()
+                raise
             task = asyncio.create_task(server.serve(), name=f"http {address}")
             self._tasks.append(task)
             deadline = time.monotonic() + _BIND_WAIT_SECONDS
@@ -183,7 +189,7 @@ class HttpServers:
             if task.done() or not server.wrks:
                 await self.stop()
                 error = task.exception() if task.done() else None
-                raise OSError(f"cannot listen on {address}: {error or 'no worker started'}")
+                raise ListenError(address, str(error or "the HTTP server did not start"))
             log.info("HTTP authorization listening on %s", address)
 
     async def stop(self) -> None:

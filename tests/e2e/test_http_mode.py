@@ -1,7 +1,8 @@
-"""The HTTP mode end to end: a real Envoy running the config `authz.envoy_http.http_bootstrap`
-emits (ext_authz `http_service`, downstream mTLS, SANITIZE_SET), the real HTTP door on granian
-with the example policies, and an upstream that echoes what it received. The same corpus then
-goes through the gRPC mode and must get the same status and upstream identity headers."""
+"""The HTTP mode end to end: a real Envoy running the config `authz envoy-config --http` prints
+(ext_authz `http_service`, downstream mTLS, SANITIZE_SET, /readyz health checks), the real
+`authz serve --http-listen` process with the example policies, and an upstream that echoes what
+it received. The same corpus then goes through the gRPC mode and must get the same status and
+upstream identity headers."""
 
 from __future__ import annotations
 
@@ -12,16 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from authz.config import Settings
-from authz.envoy_bootstrap import BootstrapOptions, Endpoint, TlsFiles
-from authz.envoy_http import http_bootstrap
-from authz.wire.http import HttpListener
 from tests.support import https
 from tests.support.certs import FRONTEND_SPIFFE_ID, Pki
 from tests.support.envoy import Envoy, TlsConfig, validate
-from tests.support.http_mode import HttpModeEnvoy, HttpService
+from tests.support.http_mode import HttpModeEnvoy, ServeProcess
 from tests.support.service import ServiceProcess
 from tests.support.upstream import EchoUpstream
 
@@ -56,10 +52,10 @@ def policies(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def http_envoy(policies: Path, pki: Pki, upstream: EchoUpstream, tmp_path: Path) -> Iterator[Envoy]:
-    settings = Settings(policies=str(policies), ca_bundle=str(pki.ca), watch=False)
-    with HttpService(settings, HttpListener(trust_xfcc=True)) as service:
+    trusting = ("--no-grpc", "--http-trust-xfcc", "--ca-bundle", str(pki.ca))
+    with ServeProcess(policies, *trusting) as service:
         tls = TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
-        with HttpModeEnvoy(service.address, upstream, tmp_path / "envoy-http", tls=tls) as envoy:
+        with HttpModeEnvoy(service, upstream, tmp_path / "envoy-http", tls=tls) as envoy:
             yield envoy
 
 
@@ -76,15 +72,26 @@ def call(
     )
 
 
-def test_http_bootstrap_validates(tmp_path: Path, pki: Pki) -> None:
-    for tls in (None, TlsFiles(str(pki.server.cert), str(pki.server.key), str(pki.ca))):
-        config = http_bootstrap(
-            BootstrapOptions(authz=(Endpoint("127.0.0.1", 9292),), tls=tls),
-            path_prefix="/check",
-        )
-        path = tmp_path / f"envoy-http-{tls is not None}.yaml"
-        path.write_text(yaml.safe_dump(config))
+def test_envoy_config_http_validates(tmp_path: Path, pki: Pki) -> None:
+    mtls = ["--mtls", "--server-cert", str(pki.server.cert), "--server-key", str(pki.server.key),
+            "--client-ca", str(pki.ca)]  # fmt: skip
+    ready = ["--authz", "127.0.0.1:9292", "--authz", "127.0.0.1:9293",
+             "--readyz-port", "9092", "--readyz-port", "9093"]  # fmt: skip
+    for name, extra in (("plain", []), ("mtls", mtls), ("ready", [*mtls, *ready])):
+        path = tmp_path / f"envoy-http-{name}.yaml"
+        subprocess.run(
+            [sys.executable, "-m", "authz", "envoy-config", "--http", "--path-prefix", "/check",
+             *extra, "-o", str(path)],
+            cwd=REPO, check=True, timeout=60,
+        )  # fmt: skip
         validate(path)
+    # One readiness port per endpoint, or none: a miscount is refused, not guessed.
+    wrong = subprocess.run(
+        [sys.executable, "-m", "authz", "envoy-config", "--http", "--readyz-port", "9092",
+         "--readyz-port", "9093"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "readiness ports" in wrong.stderr
 
 
 def test_allow_sets_identity_from_xfcc_and_strips_spoofed_headers(
@@ -157,13 +164,11 @@ def test_ambiguous_path_is_400_from_the_service(
 def test_path_prefix_is_stripped_and_xfcc_untrusted_listener_is_anonymous(
     policies: Path, pki: Pki, upstream: EchoUpstream, tmp_path: Path
 ) -> None:
-    settings = Settings(policies=str(policies), watch=False)
-    # Without trust_xfcc the listener ignores Envoy's XFCC: the workload is anonymous (401).
-    listener = HttpListener(path_prefix="/check")
-    with HttpService(settings, listener) as service:
+    # Without --http-trust-xfcc the listener ignores Envoy's XFCC: the workload is anonymous.
+    with ServeProcess(policies, "--no-grpc", "--http-path-prefix", "/check") as service:
         tls = TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
         with HttpModeEnvoy(
-            service.address, upstream, tmp_path / "envoy-prefix", tls=tls, path_prefix="/check"
+            service, upstream, tmp_path / "envoy-prefix", tls=tls, path_prefix="/check"
         ) as envoy:
             assert call(envoy, pki, "/api/orders").status == 401
             good = call(

@@ -14,6 +14,7 @@ from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.app import App, build_app
 from authz.config import Limits, Settings
 from authz.http_server import HttpAuthorizationApp, HttpServers
+from authz.server import ListenError
 from authz.wire.http import ENVOY_PATH_HEADER, HttpListener, HttpMode
 from tests.support.ports import LOOPBACK, free_port
 
@@ -114,13 +115,15 @@ async def test_headers_over_the_limits_are_431_or_cut_off(addresses: list[str]) 
     assert status >= 400
 
 
-async def test_an_address_in_use_is_an_os_error(app: App) -> None:
+async def test_an_address_in_use_is_a_listen_error_with_the_reason(app: App) -> None:
     with socket.socket() as taken:
         taken.bind((LOOPBACK, 0))
         taken.listen()
         address = f"{LOOPBACK}:{taken.getsockname()[1]}"
         servers = HttpServers.for_engine(app.engine, app.settings.limits, [(address, TRUSTING)])
-        with pytest.raises(OSError, match="cannot listen"):
+        with pytest.raises(
+            ListenError, match=f"cannot listen on {address}: address already in use"
+        ):
             await servers.start()
 
 
@@ -135,7 +138,7 @@ async def test_stop_closes_the_listener(app: App) -> None:
 
 
 class _BrokenEngine:
-    def check(self, request: object) -> object:
+    def check(self, request: object, *, wait: object = None) -> object:
         raise RuntimeError("a bug in the engine")
 
     def refuse(self, error: object) -> object:

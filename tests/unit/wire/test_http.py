@@ -270,3 +270,9 @@ def test_a_trusted_xfcc_is_bounded_like_envoys_principal_and_certificate() -> No
 def test_the_forwarded_for_address_is_bounded() -> None:
     with pytest.raises(AttributeTooLarge, match="address"):
         envoy("/api", ("x-forwarded-for", "1.2.3.4, " + "9" * 200))
+
+
+def test_the_modes_are_the_settings_choices() -> None:
+    from authz.config_checks import HTTP_MODES
+
+    assert tuple(HttpMode) == HTTP_MODES
