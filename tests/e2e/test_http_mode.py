@@ -6,6 +6,7 @@ upstream identity headers."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -224,3 +225,113 @@ def test_grpc_and_http_modes_agree(
         grpc_results = _run_corpus(grpc_envoy, pki, upstream, corpus)
     assert http_results == grpc_results
     assert http_results[-1][2] == 200 and http_results[-1][3][1]  # the token's principal
+
+
+def _checks_total(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("authz_checks_total{")
+    )
+
+
+def _grpc_check(address: str, path: str) -> int:
+    """One Check on the gRPC door of `address`; the HTTP status it answers (200 for OK)."""
+    import grpc
+
+    from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path, http.host = "GET", path, "shop.example.com"
+    with grpc.insecure_channel(address) as channel:
+        answer = external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=10)
+    return 200 if answer.status.code == 0 else answer.denied_response.status.code
+
+
+def test_two_workers_serve_both_doors_with_one_log_and_metrics_and_exit_0_on_sigterm(
+    policies: Path, pki: Pki, upstream: EchoUpstream, tmp_path: Path
+) -> None:
+    decisions = tmp_path / "decisions.jsonl"
+    args = ("--http-trust-xfcc", "--ca-bundle", str(pki.ca), "--decision-log", str(decisions))
+    service = ServeProcess(policies, *args, workers=2)
+    with service:
+        tls = TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
+        with HttpModeEnvoy(service, upstream, tmp_path / "envoy-w2", tls=tls) as envoy:
+            allowed = [call(envoy, pki, f"/api/orders/{i}") for i in range(6)]
+            denied = call(envoy, pki, "/api/payments", method="POST")
+        assert [a.status for a in allowed] == [200] * 6 and denied.status == 403
+        upstream_ids = {r.header("x-authz-decision-id") for r in upstream.requests}
+        # The gRPC door of each worker answers beside the HTTP one (no identity: 401).
+        assert [_grpc_check(service.grpc_address(w), "/api/orders/1") for w in (0, 1)] == [401] * 2
+        # Each worker counts its own checks, both doors alike (no door label): 6 + 1 + 2.
+        per_worker = [_checks_total(service.metrics(w)) for w in (0, 1)]
+        assert all(count >= 2 for count in per_worker) and sum(per_worker) == 9, per_worker
+        assert service.stop() == 0, service.log()[-3000:]
+        assert "Traceback" not in service.log()
+    records = [json.loads(line) for line in decisions.read_text().splitlines()]
+    assert len(records) == 9
+    assert upstream_ids <= {r["decision_id"] for r in records}
+    assert sorted(r["decision"] for r in records).count("allow") == 6
+
+
+def _direct(address: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    """A request straight to an HTTP listener (as nginx's auth_request or Traefik sends it)."""
+    import http.client
+
+    host, _, port = address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+def test_forward_auth_listener_judges_the_proxys_uri_and_envoy_listener_ignores_it(
+    policies: Path, pki: Pki
+) -> None:
+    xfcc = f"URI={FRONTEND_SPIFFE_ID}"
+    nginx = {"host": "shop.example.com", "x-original-method": "GET",
+             "x-forwarded-client-cert": xfcc}  # fmt: skip
+    forward = ("--no-grpc", "--http-mode", "forward-auth", "--http-trust-xfcc")
+    with ServeProcess(policies, *forward) as service:
+        address = service.http_address()
+        assert _direct(address, "/auth", {**nginx, "x-original-uri": "/api/orders/1"})[0] == 200
+        status, body = _direct(address, "/auth", {**nginx, "x-original-uri": "/api/payments"})
+        assert status == 403 and json.loads(body)["error"] == "forbidden"
+        traefik = {"host": "authz", "x-forwarded-method": "GET",
+                   "x-forwarded-uri": "/api/orders", "x-forwarded-host": "shop.example.com",
+                   "x-forwarded-client-cert": xfcc}  # fmt: skip
+        assert _direct(address, "/", traefik)[0] == 200
+        # Without the proxy's headers there is nothing to judge: refused, never the own path.
+        assert _direct(address, "/api/orders/1", {"host": "shop.example.com"})[0] == 400
+        assert service.stop() == 0
+    with ServeProcess(policies, "--no-grpc", "--http-trust-xfcc") as service:
+        # An envoy-mode listener never takes a client's X-Original-URI for the request: without
+        # Envoy's x-authz-original-path the request is refused.
+        spoof = {**nginx, "x-original-uri": "/api/orders/1"}
+        assert _direct(service.http_address(), "/api/orders/1", spoof)[0] == 400
+
+
+def test_serve_refuses_nothing_to_serve_and_a_taken_http_address(
+    policies: Path, tmp_path: Path
+) -> None:
+    base = [sys.executable, "-m", "authz", "serve", "--policies", str(policies), "--no-watch"]
+    nothing = subprocess.run(
+        [*base, "--no-grpc"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert nothing.returncode == 1 and "nothing to serve" in nothing.stderr
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        busy = subprocess.run(
+            [*base, "--no-grpc", "--http-listen", address],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert busy.returncode == 2
+    assert f"cannot listen on {address}: address already in use" in busy.stderr
