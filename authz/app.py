@@ -7,12 +7,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import ConfigError
-from authz.http_server import HttpServers
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -30,6 +29,9 @@ from authz.server import (
 )
 from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
+
+if TYPE_CHECKING:
+    from authz.http_server import HttpServers
 
 log = logging.getLogger("authz")
 
@@ -151,13 +153,19 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
     await health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
-    http = HttpServers.for_engine(
-        app.engine,
-        settings.limits,
-        [(address, http_listener(settings)) for address in settings.http_listen],
-        app.service.observers,  # the same metrics and decision log records as gRPC checks
-    )
-    await http.start()  # raises ListenError
+    http: HttpServers | None = None
+    if settings.http_listen:
+        # Imported only when used: importing granian raises this process's soft open file limit
+        # itself, which `authz serve` does (and logs) on its own for the gRPC-only service.
+        from authz.http_server import HttpServers
+
+        http = HttpServers.for_engine(
+            app.engine,
+            settings.limits,
+            [(address, http_listener(settings)) for address in settings.http_listen],
+            app.service.observers,  # the same metrics and decision log records as gRPC checks
+        )
+        await http.start()  # raises ListenError
     if settings.grpc:
         await server.start()
     if app.reloader is not None:
@@ -180,7 +188,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             server if settings.grpc else None,
             health,
             on_reload=app.reloader.request_reload if app.reloader is not None else None,
-            also_stop=http.stop,
+            also_stop=http.stop if http is not None else None,
         )
     finally:
         app.close()
