@@ -40,6 +40,7 @@ from authz.errors import BadRequest, WorkloadRejected
 from authz.identity.peer import XfccError, parse_xfcc
 from authz.model import Decision, Request, Verdict
 from authz.paths import normalize_path
+from authz.reasons import Reason
 from authz.wire.inbound import (
     bound_path,
     check_address,
@@ -55,9 +56,9 @@ ENVOY_PATH_HEADER = "x-authz-original-path"
 # Envoy's ext_authz HTTP client removes the headers named here (comma-separated) upstream.
 ENVOY_HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 XFCC = "x-forwarded-client-cert"
-# Reason code of an allow this door cannot carry out (a token to strip from the query string:
-# Envoy's HTTP protocol, nginx and Traefik have no way to say it). Denied, never half-done.
-UNSUPPORTED_IN_HTTP_MODE = "query_token_not_removable"
+# An allow this door cannot carry out (a token to strip from the query string: Envoy's HTTP
+# protocol, nginx and Traefik have no way to say it) is denied, never half-done.
+UNSUPPORTED_IN_HTTP_MODE = Reason.QUERY_TOKEN_NOT_REMOVABLE
 
 _NGINX_METHOD, _NGINX_URI = "x-original-method", "x-original-uri"
 _TRAEFIK_METHOD, _TRAEFIK_URI = "x-forwarded-method", "x-forwarded-uri"
@@ -181,7 +182,11 @@ def expressible(verdict: Verdict) -> Verdict:
     if verdict.decision.allowed and verdict.query_parameters_to_remove:
         return replace(
             verdict,
-            decision=Decision(allowed=False, status=403, reason=UNSUPPORTED_IN_HTTP_MODE),
+            decision=Decision(
+                allowed=False,
+                status=UNSUPPORTED_IN_HTTP_MODE.status,
+                reason=UNSUPPORTED_IN_HTTP_MODE,
+            ),
             headers_to_set=(),
             headers_to_remove=(),
             query_parameters_to_remove=(),
