@@ -5,11 +5,11 @@
 Layouts (Envoy --concurrency 1, direct response, wrk -t1 -c32, the bench's 1,000-rule policy
 and an RS256 token, alternating rounds):
 * `grpc w1`      ext_authz grpc_service to `python -m authz serve` (one process);
-* `http w1`      ext_authz http_service (authz.envoy_http's filter) to the HTTP door, one process;
+* `http w1`      ext_authz http_service (authz.envoy_http's filter) to
+                 `python -m authz serve --no-grpc --http-listen` (one process);
 * `empty http`   the same http_service to an empty granian RSGI app that answers 200.
 Then the latency (p50/p90/p99, µs, Envoy included) of `grpc w1` and `http w1` at 500 req/s.
-The HTTP door runs from `python -m bench.http_mode serve POLICIES HOST:PORT [empty]` until
-SIGTERM; the lead wires `authz serve --http-listen` later, and this bench should then use it.
+The empty app runs from `python -m bench.http_mode serve-empty HOST:PORT` until SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,27 +31,16 @@ from bench.envoy_load import bootstrap, envoy_binary, fixed_rate, percentile, wr
 from bench.procs import REPO, free_port, started, wait_port
 
 
-def _serve(policies: str, address: str, empty: bool) -> None:
-    from authz.app import build_app
-    from authz.config import Settings
-    from authz.http_server import HttpAuthorizationApp, HttpServers
+def _serve_empty(address: str) -> None:
+    """An empty RSGI app (200, no headers) on the service's own granian setup: the ceiling."""
+    from authz.config import Limits
+    from authz.http_server import HttpServers
+
+    async def handler(scope: Any, proto: Any) -> None:
+        proto.response_empty(200, [])
 
     async def main() -> None:
-        settings = Settings(policies=policies, watch=False)
-        handler: Any
-        if empty:
-
-            async def handler(scope: Any, proto: Any) -> None:
-                proto.response_empty(200, [])
-
-            app = None
-        else:
-            app = build_app(settings)
-            app.keys.wait_ready(10)
-            handler = HttpAuthorizationApp(
-                app.engine, settings.limits, observers=app.service.observers
-            )
-        servers = HttpServers([(handler, address)], settings.limits)
+        servers = HttpServers([(handler, address)], Limits())
         await servers.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -59,8 +48,6 @@ def _serve(policies: str, address: str, empty: bool) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await servers.stop()
-        if app is not None:
-            app.close()
 
     asyncio.run(main())
 
@@ -117,10 +104,11 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
         stack.enter_context(_process(tmp, [py, "-m", "authz", "serve", "--policies", str(policies),
             "--listen", f"127.0.0.1:{ports['grpc']}", "--no-watch", "--log-level", "warning"],
             ports["grpc"], "grpc"))  # fmt: skip
-        for n in ("http", "empty"):
-            argv = [py, "-m", "bench.http_mode", "serve", str(policies), f"127.0.0.1:{ports[n]}"]
-            stack.enter_context(_process(tmp, argv + (["empty"] if n == "empty" else []),
-                                         ports[n], n))  # fmt: skip
+        stack.enter_context(_process(tmp, [py, "-m", "authz", "serve", "--policies", str(policies),
+            "--no-grpc", "--http-listen", f"127.0.0.1:{ports['http']}", "--no-watch",
+            "--log-level", "warning"], ports["http"], "http"))  # fmt: skip
+        stack.enter_context(_process(tmp, [py, "-m", "bench.http_mode", "serve-empty",
+            f"127.0.0.1:{ports['empty']}"], ports["empty"], "empty"))  # fmt: skip
         listeners: dict[str, int] = {}
         for n, make in (
             ("grpc w1", lambda li, ad: bootstrap(li, ad, "authz", [ports["grpc"]])),
@@ -156,8 +144,8 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
 
 
 def main() -> None:
-    if len(sys.argv) >= 4 and sys.argv[1] == "serve":
-        _serve(sys.argv[2], sys.argv[3], empty=sys.argv[4:] == ["empty"])
+    if len(sys.argv) == 3 and sys.argv[1] == "serve-empty":
+        _serve_empty(sys.argv[2])
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)

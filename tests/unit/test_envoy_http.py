@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.envoy_bootstrap import BootstrapOptions, render_yaml
+from authz.envoy_bootstrap import AddressError, BootstrapOptions, Endpoint, render_yaml
 from authz.envoy_http import (
     HTTP_BOOTSTRAP_NOTES,
     TRANSPORT_HEADERS,
@@ -61,3 +62,23 @@ def test_rendered_yaml_round_trips_with_notes() -> None:
     text = render_yaml(config, HTTP_BOOTSTRAP_NOTES)
     assert yaml.safe_load(text) == config
     assert "# The undecoded :path" in text
+
+
+def test_readyz_health_checks_use_each_endpoints_admin_port() -> None:
+    two = BootstrapOptions(authz=(Endpoint("127.0.0.1", 9292), Endpoint("127.0.0.1", 9293)))
+    config = http_bootstrap(two, readyz_ports=(9092, 9093))
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "authz"]
+    ports = [
+        e["endpoint"]["health_check_config"]["port_value"]
+        for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert ports == [9092, 9093]
+    assert cluster["health_checks"][0]["http_health_check"] == {"path": "/readyz"}
+    unchecked = http_bootstrap(two)
+    assert all("health_checks" not in c for c in unchecked["static_resources"]["clusters"])
+    with pytest.raises(AddressError, match="readiness ports"):
+        http_bootstrap(two, readyz_ports=(9092,))
+    with pytest.raises(AddressError, match="unix socket"):
+        http_bootstrap(
+            BootstrapOptions(authz=(Endpoint(unix_path="/run/a.sock"),)), readyz_ports=(9092,)
+        )
