@@ -26,6 +26,7 @@ from authz.server import (
     build_server,
     describe_os_error,
     run_until_signalled,
+    set_socket_access,
 )
 from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
@@ -166,6 +167,9 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             app.service.observers,  # the same metrics and decision log records as gRPC checks
         )
         await http.start()  # raises ListenError
+        for address in settings.http_listen:
+            if address.startswith("unix:"):
+                set_socket_access(address.removeprefix("unix:"), settings)
     if settings.grpc:
         await server.start()
     if app.reloader is not None:

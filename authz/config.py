@@ -216,13 +216,13 @@ class Settings:
     )
     socket_mode: str | None = setting(
         None,
-        "permissions of the unix sockets of --listen, in octal (e.g. 0660)",
+        "permissions of the unix sockets of --listen and --http-listen, in octal (e.g. 0660)",
         check=checks.file_mode,
         metavar="OCTAL",
     )
     socket_group: str | None = setting(
         None,
-        "group (name or id) owning the unix sockets of --listen",
+        "group (name or id) owning the unix sockets of --listen and --http-listen",
         check=checks.group,
         metavar="GROUP",
     )

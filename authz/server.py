@@ -137,7 +137,7 @@ def build_server(
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if address.startswith("unix:"):
-            _set_socket_access(address.removeprefix("unix:"), settings)
+            set_socket_access(address.removeprefix("unix:"), settings)
     return server, health_state
 
 
@@ -175,7 +175,7 @@ def describe_os_error(error: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _set_socket_access(path: str, settings: Settings) -> None:
+def set_socket_access(path: str, settings: Settings) -> None:
     """--socket-mode and --socket-group: let Envoy running as another user connect."""
     try:
         if settings.socket_group is not None:

@@ -7,7 +7,9 @@ upstream identity headers."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -323,8 +325,6 @@ def test_serve_refuses_nothing_to_serve_and_a_taken_http_address(
         [*base, "--no-grpc"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert nothing.returncode == 1 and "nothing to serve" in nothing.stderr
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -335,3 +335,27 @@ def test_serve_refuses_nothing_to_serve_and_a_taken_http_address(
         )  # fmt: skip
     assert busy.returncode == 2
     assert f"cannot listen on {address}: address already in use" in busy.stderr
+
+
+def test_a_unix_http_socket_gets_the_socket_mode_and_answers(policies: Path) -> None:
+    import http.client
+    import stat
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="authz-") as short:  # a unix path is short
+        path = f"{short}/http.sock"
+        args = ("--no-grpc", "--http-listen", f"unix:{path}", "--socket-mode", "0600")
+        with ServeProcess(policies, *args) as service:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+            class Unix(http.client.HTTPConnection):
+                def connect(self) -> None:
+                    self.sock = socket.socket(socket.AF_UNIX)
+                    self.sock.connect(path)
+
+            connection = Unix("localhost", timeout=10)
+            envoy_like = {"host": "shop.example.com", "x-authz-original-path": "/healthz"}
+            connection.request("GET", "/healthz", headers=envoy_like)
+            assert connection.getresponse().status == 200
+            connection.close()
+            assert service.stop() == 0
