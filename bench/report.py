@@ -204,8 +204,8 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
             "## HTTP mode vs gRPC mode through Envoy (bench.http_mode)",
             "",
             "Same wrk load as above; ext_authz `grpc_service` to `authz serve` (one process) vs "
-            "`http_service` (authz.envoy_http) to the HTTP door on granian (one process) vs the "
-            "same `http_service` to an empty granian RSGI app.",
+            "`http_service` (authz.envoy_http) to `authz serve --no-grpc --http-listen` (one "
+            "process) vs the same `http_service` to an empty granian RSGI app.",
             "",
             "| layout | req/s per round | median |",
             "|---|---|---:|",

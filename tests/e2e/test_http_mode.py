@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -359,3 +361,19 @@ def test_a_unix_http_socket_gets_the_socket_mode_and_answers(policies: Path) -> 
             assert connection.getresponse().status == 200
             connection.close()
             assert service.stop() == 0
+
+
+def test_a_policy_reload_on_sighup_reaches_the_http_door(policies: Path) -> None:
+    envoy_like = {"host": "shop.example.com", "x-authz-original-path": "/healthz"}
+    with ServeProcess(policies, "--no-grpc") as service:
+        address = service.http_address()
+        assert _direct(address, "/healthz", envoy_like)[0] == 200
+        shop = policies / "shop.yaml"
+        shop.write_text(shop.read_text().replace("paths: [/healthz, /readyz]", "paths: [/readyz]"))
+        assert service.process is not None
+        service.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30  # a bound on waiting, not a timed assertion
+        while _direct(address, "/healthz", envoy_like)[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _direct(address, "/healthz", envoy_like)[0] == 403
+        assert service.stop() == 0
