@@ -6,8 +6,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import grpc
 
 from authz.config import Settings
 from authz.engine import Engine
@@ -19,6 +21,7 @@ from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
 from authz.server import (
     AuthorizationService,
+    Health,
     ListenError,
     MetricsInterceptor,
     Observer,
@@ -147,10 +150,13 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
-    # HTTP only (`grpc` off): the gRPC server binds nothing and is never started; `health` is
-    # still the one readiness truth for /readyz.
-    grpc_settings = settings if settings.grpc else replace(settings, listen=())
-    server, health = build_server(app.service, grpc_settings, interceptors=interceptors)
+    # HTTP only (`grpc` off): no gRPC server at all (grpc.aio's poller would share the loop for
+    # nothing); `health` is still the one readiness truth for /readyz.
+    server: grpc.aio.Server | None = None
+    if settings.grpc:
+        server, health = build_server(app.service, settings, interceptors=interceptors)
+    else:
+        health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
     await health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
@@ -170,7 +176,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         for address in settings.http_listen:
             if address.startswith("unix:"):
                 set_socket_access(address.removeprefix("unix:"), settings)
-    if settings.grpc:
+    if server is not None:
         await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
@@ -189,7 +195,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     log.info("%s", serving_line(app))
     try:
         await run_until_signalled(
-            server if settings.grpc else None,
+            server,
             health,
             on_reload=app.reloader.request_reload if app.reloader is not None else None,
             also_stop=http.stop if http is not None else None,
