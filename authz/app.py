@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import grpc
 
 from authz.config import Settings
 from authz.engine import Engine
@@ -21,6 +24,7 @@ from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
 from authz.server import (
     AuthorizationService,
+    Health,
     ListenError,
     MetricsInterceptor,
     Observer,
@@ -28,8 +32,13 @@ from authz.server import (
     build_server,
     describe_os_error,
     run_until_signalled,
+    set_socket_access,
 )
+from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
+
+if TYPE_CHECKING:
+    from authz.http_server import HttpServers
 
 log = logging.getLogger("authz")
 
@@ -129,11 +138,14 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
     cache: dict[str, Any] = {}
 
     def secret_token_headers() -> frozenset[str]:
-        # The token headers change only with the policy set: recompute once per set.
+        # The token headers change only with the policy set: recompute once per set. The set is
+        # remembered by a weak reference, so a replaced set is not kept alive until the next
+        # check (the reloader frees it a slice at a time; a check dropping it would free it whole).
         current = store.current
-        if cache.get("set") is not current:
+        remembered = cache.get("set")
+        if remembered is None or remembered() is not current:
             cache["headers"] = token_headers(current.jwt_providers)
-            cache["set"] = current
+            cache["set"] = weakref.ref(current)
         headers: frozenset[str] = cache["headers"]
         return headers
 
@@ -159,11 +171,34 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
-    server, health = build_server(app.service, settings, interceptors=interceptors)
+    # HTTP only (`grpc` off): no gRPC server at all (grpc.aio's poller would share the loop for
+    # nothing); `health` is still the one readiness truth for /readyz.
+    server: grpc.aio.Server | None = None
+    if settings.grpc:
+        server, health = build_server(app.service, settings, interceptors=interceptors)
+    else:
+        health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
     await health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
-    await server.start()
+    http: HttpServers | None = None
+    if settings.http_listen:
+        # Imported only when used: importing granian raises this process's soft open file limit
+        # itself, which `authz serve` does (and logs) on its own for the gRPC-only service.
+        from authz.http_server import HttpServers
+
+        http = HttpServers.for_engine(
+            app.engine,
+            settings.limits,
+            [(address, http_listener(settings)) for address in settings.http_listen],
+            app.service.observers,  # the same metrics and decision log records as gRPC checks
+        )
+        await http.start()  # raises ListenError
+        for address in settings.http_listen:
+            if address.startswith("unix:"):
+                set_socket_access(address.removeprefix("unix:"), settings)
+    if server is not None:
+        await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
@@ -184,9 +219,19 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             server,
             health,
             on_reload=app.reloader.request_reload if app.reloader is not None else None,
+            also_stop=http.stop if http is not None else None,
         )
     finally:
         app.close()
+
+
+def http_listener(settings: Settings) -> HttpListener:
+    """How every HTTP listener of `settings` reads its requests."""
+    return HttpListener(
+        mode=HttpMode(settings.http_mode),
+        path_prefix=settings.http_path_prefix,
+        trust_xfcc=settings.http_trust_xfcc,
+    )
 
 
 def serving_line(app: App) -> str:
@@ -198,8 +243,11 @@ def serving_line(app: App) -> str:
     admin = f", admin http://{settings.admin}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
+    where = list(settings.listen) if settings.grpc else []
+    if settings.http_listen:
+        where.append(f"HTTP ({settings.http_mode}) {', '.join(settings.http_listen)}")
     return (
-        f"serving on {', '.join(settings.listen)}{admin}: policy revision {current.revision}, "
+        f"serving on {', '.join(where)}{admin}: policy revision {current.revision}, "
         f"{current.rule_count} rule{'' if current.rule_count == 1 else 's'} from "
         f"{settings.policies}{workers}, protobuf {api_implementation.Type()}"
     )

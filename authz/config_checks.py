@@ -56,6 +56,21 @@ def listen_addresses(value: tuple[str, ...]) -> None:
         check_address(address, allow_unix=True)
 
 
+def optional_listen_addresses(value: tuple[str, ...]) -> None:
+    for address in value:
+        check_address(address, allow_unix=True)
+
+
+# authz.wire.http.HttpMode's values (this module stays free of the wire layer).
+HTTP_MODES = ("envoy", "forward-auth")
+
+
+def path_prefix(value: str) -> None:
+    """Envoy's http_service path_prefix: empty, or an absolute path without a query."""
+    if value and (not value.startswith("/") or "?" in value or "#" in value):
+        raise Invalid(f"{value!r}: a path prefix starts with '/' and has no '?' or '#'")
+
+
 def admin_address(value: str | None) -> None:
     if value is not None:
         check_address(value, allow_unix=False)

@@ -139,7 +139,7 @@ def build_server(
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if address.startswith("unix:"):
-            _set_socket_access(address.removeprefix("unix:"), settings)
+            set_socket_access(address.removeprefix("unix:"), settings)
     return server, health_state
 
 
@@ -177,7 +177,7 @@ def describe_os_error(error: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _set_socket_access(path: str, settings: Settings) -> None:
+def set_socket_access(path: str, settings: Settings) -> None:
     """--socket-mode and --socket-group: let Envoy running as another user connect."""
     try:
         if settings.socket_group is not None:
@@ -380,13 +380,15 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any], error: BaseException |
 
 
 async def run_until_signalled(
-    server: grpc.aio.Server,
+    server: grpc.aio.Server | None,
     health_state: Health,
     *,
     grace_seconds: float = 10.0,
     on_reload: Callable[[], None] | None = None,
+    also_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop taking new checks and let in-flight ones finish."""
+    """Serve until SIGTERM or SIGINT, then stop taking new checks and let in-flight ones finish:
+    on the gRPC `server` (None: HTTP only) and with `also_stop` (the HTTP listeners), together."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -397,5 +399,10 @@ async def run_until_signalled(
     log.info("stopping: letting in-flight checks finish (up to %.0fs)", grace_seconds)
     # Tell health checkers first so Envoy shifts traffic before the listener goes away.
     await health_state.set_phase(Phase.DRAINING)
-    await server.stop(grace_seconds)
+    stopping: list[Awaitable[Any]] = []
+    if also_stop is not None:
+        stopping.append(also_stop())
+    if server is not None:
+        stopping.append(server.stop(grace_seconds))
+    await asyncio.gather(*stopping)
     log.info("stopped")

@@ -55,6 +55,11 @@ def parse_file(file: str, text: str, base_dir: str = ".") -> FileSpec | list[Pro
         root = parse_yaml(file, text)
     except YamlProblems as exc:
         return exc.problems
+    return validate_tree(file, root, base_dir)
+
+
+def validate_tree(file: str, root: YNode | None, base_dir: str = ".") -> FileSpec | list[Problem]:
+    """`parse_file` for a document already parsed with `parse_yaml` (None: empty)."""
     v = _Validator(file, base_dir)
     if root is None:
         return [Problem(file, 1, "the file is empty")]
@@ -79,7 +84,16 @@ class _Validator(AuthChecker, RuleChecker):
         limits = (
             self.rate_limits(doc.items["rate_limits"], rules) if "rate_limits" in doc.items else ()
         )
-        return FileSpec(self.file, hosts, trust_domains, providers, roles, rules, limits)
+        return FileSpec(
+            self.file,
+            hosts,
+            trust_domains,
+            providers,
+            roles,
+            rules,
+            local_files=tuple(self.local_files),
+            rate_limits=limits,
+        )
 
     def roles(self, node: YNode) -> tuple[RoleSpec, ...]:
         roles_node = self.mapping(node, "roles")

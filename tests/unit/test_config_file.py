@@ -289,6 +289,9 @@ def _sample(entry: Entry) -> tuple[object, str, str]:
         "socket_group": ("0", "'0'", "0"),
         "log_headers": (("x-a",), "[x-a]", "x-a"),
         "rate_limit_store": ("redis://r:6379/1", "redis://r:6379/1", "redis://r:6379/1"),
+        "http_listen": (("127.0.0.1:7003",), "['127.0.0.1:7003']", "127.0.0.1:7003"),
+        "http_mode": ("forward-auth", "forward-auth", "forward-auth"),
+        "http_path_prefix": ("/authz", "/authz", "/authz"),
     }
     if entry.key in samples:
         return samples[entry.key]

@@ -207,3 +207,24 @@ def test_explain_shows_which_limits_matched_and_their_state() -> None:
     assert "watch-ips" in text and "not counted (no source_ip)" in text
     denied = render(explain_scenario(policy(), Scenario("GET", "/admin", "shop")))  # type: ignore[arg-type]
     assert "not counted (the rules deny)" in denied
+
+
+def test_requests_answered_from_the_decision_cache_are_counted_too() -> None:
+    e = engine()
+    verdicts = [e.check(request("/api/cart")) for _ in range(5)]
+    assert e.decision_cache is not None and e.decision_cache.hits >= 3
+    assert [v.decision.status for v in verdicts] == [200, 200, 200, 429, 429]
+    # the cached allow is untouched: another client still gets it
+    assert e.check(request("/api/cart", client="c2")).decision.allowed
+
+
+def test_the_http_door_sends_the_429_headers() -> None:
+    from authz.wire.http import to_answer
+
+    e = engine()
+    for _ in range(3):
+        e.check(request("/api/cart"))
+    answer = to_answer(e.check(request("/api/cart")))
+    headers = dict(answer.headers)
+    assert answer.status == 429
+    assert headers["retry-after"] and headers["ratelimit-policy"] == '"per-client";q=3;w=60'
