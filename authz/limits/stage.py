@@ -24,6 +24,7 @@ TOO_MANY_REQUESTS = 429
 PERIODS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600}
 # The action a dry-run limit shows in `Decision.shadow` ("name:would_limit" in the metadata).
 LIMIT_ACTION = "limit"
+KEY_CACHE_SIZE = 16_384
 
 
 class Matcher(Protocol):
@@ -67,6 +68,9 @@ class Limiter:
     def __init__(self, counter: Counter, clock: Callable[[], float] = time.time) -> None:
         self.counter = counter
         self._clock = clock
+        # (limit name, key value) -> counter key: hashing costs more than the rest of a count.
+        # Bounded: emptied when full (a miss only costs the hash again).
+        self._keys: dict[tuple[str, str], bytes] = {}
 
     def apply(
         self, limits: Sequence[CompiledLimit], ctx: RequestContext, decision: Decision
@@ -81,7 +85,13 @@ class Limiter:
             value = limit.key.read(ctx)
             if value is None:
                 continue  # no key: not counted (lint warns about such limits)
-            count = self.counter.take(counter_key(limit.name, value), limit.limit, limit.per, now)
+            pair = (limit.name, value)
+            key = self._keys.get(pair)
+            if key is None:
+                if len(self._keys) >= KEY_CACHE_SIZE:
+                    self._keys.clear()
+                key = self._keys[pair] = counter_key(limit.name, value)
+            count = self.counter.take(key, limit.limit, limit.per, now)
             if count.allowed:
                 continue
             if limit.dry_run:
