@@ -7,6 +7,7 @@ policy set without and with one `rate_limits` entry that matches it (a limit it 
 
     python -m bench.rate_limits [--redis redis://127.0.0.1:6379/0] [--calls N] [--rounds N]
     python -m bench.rate_limits --envoy [--seconds S] [--rounds N]
+    python -m bench.rate_limits --memory 1200000
 
 Without --redis a real redis-server is started on a free loopback port when one is installed.
 """
@@ -133,6 +134,30 @@ def through_envoy(store: str, *, seconds: float, rounds: int) -> dict[str, float
     return {f"{label} (req/s)": v for label, v in median.items()} | {"cost ratio": cost}
 
 
+def memory(keys: int, store: str | None) -> dict[str, float]:
+    """RSS growth for `keys` distinct keys in one window (the bound is `max_keys` = 1,000,000:
+    past it, keys share overflow counters). With a store URL that does not answer, the Redis
+    counter's leases are measured without waiting on Redis for each new key."""
+    import time
+
+    from authz.limits import counter_key
+
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096 / 2**20
+
+    counter = open_counter(store, max_keys=1_000_000)
+    before, now = rss_mib(), time.time()
+    for i in range(keys):
+        counter.take(
+            counter_key("per-ip", f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"), 100, 3600, now
+        )
+    grown = rss_mib() - before
+    kept = len(counter)  # type: ignore[arg-type]
+    counter.close()
+    return {"keys offered": keys, "keys kept": kept, "RSS growth (MiB)": round(grown, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.rate_limits")
     parser.add_argument("--redis", help="redis://HOST:PORT/DB (default: start one)")
@@ -140,7 +165,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--envoy", action="store_true", help="through Envoy, with wrk")
     parser.add_argument("--seconds", type=float, default=5.0, help="per wrk round (--envoy)")
+    parser.add_argument("--memory", type=int, metavar="KEYS", help="RSS for KEYS distinct keys")
     args = parser.parse_args()
+    if args.memory:
+        print(json.dumps({"in process": memory(args.memory, None)}, indent=2))
+        # An address nothing listens on: the leases alone, counted locally.
+        print(json.dumps({"Redis leases": memory(args.memory, "redis://127.0.0.1:1/0")}, indent=2))
+        return
 
     def measure(url: str) -> dict[str, float]:
         if args.envoy:
