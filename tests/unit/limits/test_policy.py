@@ -228,3 +228,22 @@ def test_the_http_door_sends_the_429_headers() -> None:
     headers = dict(answer.headers)
     assert answer.status == 429
     assert headers["retry-after"] and headers["ratelimit-policy"] == '"per-client";q=3;w=60'
+
+
+def test_replay_judges_a_429_by_the_rules_that_allowed_it() -> None:
+    import json
+
+    from authz.audit.replay import ALLOW_TO_DENY, replay
+    from authz.observe.decision_log import decision_record
+
+    e = engine()
+    records = []
+    for _ in range(5):
+        r = request("/api/cart")
+        records.append(json.loads(json.dumps(decision_record(1_800_000_000.0, r, e.check(r), 0))))
+    assert [rec["status"] for rec in records] == [200, 200, 200, 429, 429]
+    same = replay(policy(), records)  # type: ignore[arg-type]
+    assert same.groups == {} and same.unchanged == 5
+    closed = POLICY.replace('to: [{paths: ["/{**}"]}]', 'to: [{paths: ["/public"]}]')
+    flipped = replay(policy(closed), records)  # type: ignore[arg-type]
+    assert flipped.count(ALLOW_TO_DENY) == 5
