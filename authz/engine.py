@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from authz.config import HeaderNames
 from authz.errors import AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
-from authz.model import ANONYMOUS, Decision, Identity, Request, Verdict
+from authz.model import ANONYMOUS, Decision, Identity, Request, TokenCheck, Verdict
 from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
 
 
@@ -57,6 +57,7 @@ class _Checked:
     identity: Identity
     host_policy: HostPolicy | None
     revision: str
+    token_check: TokenCheck | None = None
 
 
 _DEFAULT_HEADERS = HeaderNames()
@@ -105,9 +106,13 @@ class Engine:
                 request, host_policy.authentication, self._clock(), wait=wait
             )
         except AuthzError as error:
-            return _Checked(rejection(error), ANONYMOUS, host_policy, policy_set.revision)
+            token_check = error.token_check if isinstance(error, TokenRejected) else None
+            return _Checked(
+                rejection(error), ANONYMOUS, host_policy, policy_set.revision, token_check
+            )
         decision = evaluate(host_policy, request, identity)
-        return _Checked(decision, identity, host_policy, policy_set.revision)
+        token_check = identity.user.token_check if identity.user is not None else None
+        return _Checked(decision, identity, host_policy, policy_set.revision, token_check)
 
     def _verdict(self, request: Request, checked: _Checked) -> Verdict:
         decision, identity = checked.decision, checked.identity
@@ -122,6 +127,7 @@ class Engine:
                 policy_revision=checked.revision,
                 principal=principal,
                 request_principal=request_principal,
+                token_check=checked.token_check,
             )
 
         names = self._headers
@@ -162,6 +168,7 @@ class Engine:
             headers_to_set=tuple(dict(to_set).items()),
             headers_to_remove=tuple(dict.fromkeys(to_remove)),
             query_parameters_to_remove=query_to_remove,
+            token_check=checked.token_check,
         )
 
 
