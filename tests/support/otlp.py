@@ -57,16 +57,20 @@ class OtlpReceiver:
         self.spans: list[ReceivedSpan] = []
         self.bodies: list[bytes] = []
         self.requests = 0
+        self.paths: list[str] = []
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = self.rfile.read(length)
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = self._chunked()
+                else:
+                    body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
                 status = 404
+                receiver.paths.append(self.path)
                 if self.path == "/v1/traces":
                     receiver._take(body)
                     status = 200
@@ -76,6 +80,16 @@ class OtlpReceiver:
                 self.send_header("content-length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+
+            def _chunked(self) -> bytes:
+                body = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return body
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -123,7 +137,9 @@ class OtlpReceiver:
             if done(spans):
                 return spans
             time.sleep(0.05)
-        raise AssertionError(f"spans not received in {timeout}s; got {spans}")
+        raise AssertionError(
+            f"spans not received in {timeout}s; POSTs to {self.paths}; got {spans}"
+        )
 
     def start(self) -> OtlpReceiver:
         self._thread.start()
