@@ -68,6 +68,7 @@ KEY_FETCH_SPAN = "authz.jwks_fetch"
 
 MAX_QUEUE_SIZE = 2048  # spans waiting for export; over it they are dropped (and counted)
 SCHEDULE_DELAY_MILLIS = 1000
+MAX_EXPORT_BATCH_SIZE = 512
 EXPORT_TIMEOUT_SECONDS = 5.0
 
 # Headers that may hold a parent context: W3C Trace Context, then B3 (multi and single header).
@@ -210,7 +211,10 @@ class CountingBatchProcessor(BatchSpanProcessor):
 
     def __init__(self, exporter: SpanExporter, max_queue_size: int) -> None:
         super().__init__(
-            exporter, max_queue_size=max_queue_size, schedule_delay_millis=SCHEDULE_DELAY_MILLIS
+            exporter,
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=SCHEDULE_DELAY_MILLIS,
+            max_export_batch_size=min(MAX_EXPORT_BATCH_SIZE, max_queue_size),
         )
         self.dropped = 0
         self._count_lock = threading.Lock()
