@@ -18,7 +18,7 @@ from tests.support.ports import free_port
 
 pytest.importorskip("opentelemetry.sdk", reason="needs the authz[otel] extra")
 
-from authz.observe.tracing import Tracing, parent_context, traces_url  # noqa: E402
+from authz.observe.tracing import Tracing, parent_context, traces_url
 
 REPO = Path(__file__).resolve().parents[3]
 VERDICT = Verdict(Decision(allowed=True, status=200, reason="public", rule="public"), "id-1")
