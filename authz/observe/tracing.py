@@ -255,6 +255,7 @@ class Tracing:
             OTLPSpanExporter(endpoint=self.url, timeout=EXPORT_TIMEOUT_SECONDS), self.url, quiet
         )
         self._processor = CountingBatchProcessor(self._exporter, max_queue_size)
+        self._ratio = ratio
         self._provider = TracerProvider(sampler=_Sampler(ratio), resource=resource)
         self._provider.add_span_processor(self._processor)
         self._tracer = self._provider.get_tracer("authz")
@@ -285,6 +286,13 @@ class Tracing:
         parent = parent_context(carrier) if carrier else None
         if parent is None and request is not None:
             parent = parent_context(request.headers)
+        # What the sampler would decide, without building a span to drop: a parent that says
+        # "not sampled" is followed, and a check without one at ratio 0 starts nothing.
+        if parent is None:
+            if self._ratio == 0.0:
+                return
+        elif not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
+            return
         span = self._tracer.start_span(
             CHECK_SPAN, context=parent, kind=SpanKind.SERVER, start_time=end - int(seconds * 1e9)
         )
