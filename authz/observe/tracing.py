@@ -328,6 +328,10 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR, result.error or "fetch failed"))
         span.end(end_time=end)
 
+    def flush(self, timeout_millis: int = 30000) -> bool:
+        """Export every span queued so far (for benches and tests)."""
+        return self._provider.force_flush(timeout_millis)
+
     def close(self) -> None:
         """Export what is queued (bounded by the export timeout), then stop. With the collector
         down, stop at once: retrying would only delay the exit."""

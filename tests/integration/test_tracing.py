@@ -73,6 +73,13 @@ def serve(tmp_path: Path, endpoint: str, *extra: str) -> tuple[Service, Any]:
     return service, key
 
 
+def _ready(service: Service) -> int:
+    try:
+        return service.get("/readyz")[0]
+    except OSError:
+        return 0
+
+
 def checks_of(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
     return [s for s in spans if s.name == "authz.check"]
 
@@ -235,3 +242,23 @@ def test_a_collector_that_is_down_is_logged_once_and_checks_go_on(tmp_path: Path
     assert "Traceback" not in log
     assert "Connection refused" in log  # the cause, in our one line
     assert " opentelemetry." not in log  # the SDK's per-batch lines are taken
+
+
+def test_each_worker_exports_on_its_own(tmp_path: Path) -> None:
+    with OtlpReceiver() as collector:
+        service, _ = serve(tmp_path, collector.endpoint, "--workers", "2")
+        try:
+            worker_1 = Service([], tmp_path / "unused.log")
+            worker_1.grpc_port, worker_1.admin_port = service.grpc_port + 1, service.admin_port + 1
+            deadline = time.monotonic() + BOUND
+            while _ready(worker_1) != 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for target in (service, worker_1):
+                check(target, "/public/w", {"traceparent": TRACEPARENT})
+            spans = collector.wait_for(lambda spans: len(checks_of(spans)) >= 2)
+        finally:
+            assert service.stop() == 0
+    resources = [s.resource for s in checks_of(spans)]
+    assert sorted(r["authz.worker"] for r in resources) == [0, 1]
+    assert len({r["service.instance.id"] for r in resources}) == 2
+    assert len({r["process.pid"] for r in resources}) == 2
