@@ -39,6 +39,22 @@ def test_tracing_off_imports_nothing_and_adds_no_observer() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 
+def test_without_the_extra_serve_says_what_to_install() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if the otel extra were not installed\n"
+        "from authz.cli import main\n"
+        "sys.exit(main(['serve', '--policies', 'policies', '--listen', '127.0.0.1:1',\n"
+        "               '--otlp-endpoint', 'http://127.0.0.1:1']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "--otlp-endpoint needs OpenTelemetry: pip install 'authz[otel]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_parent_context_prefers_w3c_and_reads_b3() -> None:
     from opentelemetry import trace
 
