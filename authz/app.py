@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.config import Settings
 from authz.engine import Engine
@@ -29,6 +29,9 @@ from authz.server import (
 )
 from authz.workers import worker_index
 
+if TYPE_CHECKING:  # imported at run time only with settings.otlp_endpoint
+    from authz.observe.tracing import Tracing
+
 log = logging.getLogger("authz")
 
 
@@ -45,9 +48,8 @@ class App:
     decision_log: DecisionLog | None = None
     # Started by serve() (or by the caller) with start_admin(); None without settings.admin.
     admin: AdminServer | None = None
-    # `authz.observe.tracing.Tracing` with settings.otlp_endpoint (typed loosely: the module
-    # is imported only then).
-    tracing: Any = None
+    # With settings.otlp_endpoint only (the module is imported only then).
+    tracing: Tracing | None = None
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
@@ -116,7 +118,7 @@ def build_app(settings: Settings) -> App:
     )
 
 
-def _tracing(settings: Settings) -> Any:
+def _tracing(settings: Settings) -> Tracing | None:
     """`authz.observe.tracing.Tracing` when settings.otlp_endpoint is set, else None (and
     OpenTelemetry is not imported). Raises ConfigError without the `authz[otel]` extra."""
     if settings.otlp_endpoint is None:

@@ -94,11 +94,11 @@ def parent_context(headers: Mapping[str, str]) -> Context | None:
     """The trace context in `headers` (lower-case names), or None when they carry none."""
     if _TRACE_HEADERS.isdisjoint(headers):
         return None  # the common case, without the propagators' parsing
-    if "traceparent" in headers:
-        context = _W3C.extract(headers)
+    for propagator in (_W3C, _B3):  # W3C first: Envoy's own format
+        context = propagator.extract(headers)
         if trace.get_current_span(context).get_span_context().is_valid:
             return context
-    return _B3.extract(headers)
+    return None  # malformed: as if there were none
 
 
 def check_attributes(request: Request | None, verdict: Verdict) -> dict[str, str | int]:
@@ -224,8 +224,6 @@ class CountingBatchProcessor(BatchSpanProcessor):
         self._batcher = self._batch_processor
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not span.context.trace_flags.sampled:
-            return
         batcher = self._batcher
         if len(batcher._queue) >= batcher._max_queue_size:
             with self._count_lock:

@@ -74,6 +74,7 @@ def test_parent_context_prefers_w3c_and_reads_b3() -> None:
     # A broken traceparent does not hide a good B3 context.
     assert ids({"traceparent": "00-zz-yy-01", **b3}) == ("c" * 32, "d" * 16)
     assert ids({"b3": f"{'c' * 32}-{'e' * 16}-1"}) == ("c" * 32, "e" * 16)
+    assert ids({"traceparent": "garbage", "x-b3-traceid": "nothex"}) is None
 
 
 def test_traces_url() -> None:
