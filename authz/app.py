@@ -38,6 +38,8 @@ from authz.workers import worker_index
 
 if TYPE_CHECKING:
     from authz.http_server import HttpServers
+if TYPE_CHECKING:  # imported at run time only with settings.otlp_endpoint
+    from authz.observe.tracing import Tracing
 
 log = logging.getLogger("authz")
 
@@ -55,6 +57,8 @@ class App:
     decision_log: DecisionLog | None = None
     # Started by serve() (or by the caller) with start_admin(); None without settings.admin.
     admin: AdminServer | None = None
+    # With settings.otlp_endpoint only (the module is imported only then).
+    tracing: Tracing | None = None
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
@@ -80,9 +84,11 @@ class App:
         if self.reloader is not None:
             self.reloader.close()
         self.keys.close()
-        # Last: the checks answered while draining are still logged.
+        # Last: the checks answered while draining are still logged and traced.
         if self.decision_log is not None:
             self.decision_log.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
 
 def build_app(settings: Settings) -> App:
@@ -90,14 +96,18 @@ def build_app(settings: Settings) -> App:
     policy_set = load_policy_set(settings.policies)
     store = PolicyStore(policy_set)
     decision_log = _decision_log(settings, store)
+    tracing = _tracing(settings)
     metrics = Metrics(
         policy=lambda: store.current,
         decision_log_dropped=(lambda: decision_log.dropped) if decision_log is not None else None,
         key_states=lambda: keys.states(),
         policy_loaded_at=time.time(),
+        trace_spans_dropped=(lambda: tracing.dropped) if tracing is not None else None,
     )
     # The metrics listen before the first fetch, so the start-up JWKS loads are counted too.
     keys = KeyRegistry(on_fetch=metrics.record_fetch)
+    if tracing is not None:
+        keys.add_fetch_listener(tracing.record_fetch)
     keys.ensure(policy_set.jwt_providers)
     resolver = IdentityResolver(settings, keys)
     engine = Engine(store, resolver, settings.headers)
@@ -106,7 +116,7 @@ def build_app(settings: Settings) -> App:
     observers: list[Observer] = [metrics, cert_expiry]
     if decision_log is not None:
         observers.append(decision_log)
-    service = AuthorizationService(engine, settings, observers)
+    service = AuthorizationService(engine, settings, observers, tracer=tracing)
     log.info(
         "policies loaded from %s: %d rules, revision %s",
         settings.policies,
@@ -114,7 +124,29 @@ def build_app(settings: Settings) -> App:
         policy_set.revision,
     )
     reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
-    return App(settings, store, keys, engine, service, reloader, metrics, decision_log)
+    return App(
+        settings, store, keys, engine, service, reloader, metrics, decision_log, tracing=tracing
+    )
+
+
+def _tracing(settings: Settings) -> Tracing | None:
+    """`authz.observe.tracing.Tracing` when settings.otlp_endpoint is set, else None (and
+    OpenTelemetry is not imported). Raises ConfigError without the `authz[otel]` extra."""
+    if settings.otlp_endpoint is None:
+        return None
+    try:
+        from authz.observe.tracing import Tracing
+    except ImportError as error:
+        raise ConfigError(
+            f"--otlp-endpoint needs OpenTelemetry: pip install 'authz[otel]' ({error})"
+        ) from error
+    tracing = Tracing.from_settings(settings)
+    log.info(
+        "tracing: spans to %s, sampling %g of checks without a sampled parent",
+        tracing.url,
+        settings.trace_sample_ratio,
+    )
+    return tracing
 
 
 def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
@@ -177,7 +209,9 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             app.engine,
             settings.limits,
             [(address, http_listener(settings)) for address in settings.http_listen],
-            app.service.observers,  # the same metrics and decision log records as gRPC checks
+            # The same metrics and decision log records as gRPC checks; the span's parent comes
+            # from the request's own trace headers (Envoy's http_service client forwards them).
+            [*app.service.observers, *([app.tracing] if app.tracing is not None else [])],
         )
         await http.start()  # raises ListenError
         for address in settings.http_listen:
