@@ -39,6 +39,8 @@ from authz.workers import worker_index
 
 if TYPE_CHECKING:
     from authz.http_server import HttpServers
+if TYPE_CHECKING:  # imported at run time only with settings.otlp_endpoint
+    from authz.observe.tracing import Tracing
 
 log = logging.getLogger("authz")
 
@@ -58,6 +60,8 @@ class App:
     admin: AdminServer | None = None
     # The rate-limit counters (in the process, or Redis with its background thread).
     counter: Counter | None = None
+    # With settings.otlp_endpoint only (the module is imported only then).
+    tracing: Tracing | None = None
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
@@ -89,9 +93,11 @@ class App:
         self.keys.close()
         if self.counter is not None:
             self.counter.close()
-        # Last: the checks answered while draining are still logged.
+        # Last: the checks answered while draining are still logged and traced.
         if self.decision_log is not None:
             self.decision_log.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
 
 def build_app(settings: Settings) -> App:
@@ -101,15 +107,19 @@ def build_app(settings: Settings) -> App:
     decision_log = _decision_log(settings, store)
     # Connects to a Redis in the background: the first checks count locally if it is slow.
     counter = open_counter(settings.rate_limit_store, max_keys=settings.rate_limit_max_keys)
+    tracing = _tracing(settings)
     metrics = Metrics(
         policy=lambda: store.current,
         decision_log_dropped=(lambda: decision_log.dropped) if decision_log is not None else None,
         key_states=lambda: keys.states(),
         policy_loaded_at=time.time(),
         rate_limit_store=counter.status,
+        trace_spans_dropped=(lambda: tracing.dropped) if tracing is not None else None,
     )
     # The metrics listen before the first fetch, so the start-up JWKS loads are counted too.
     keys = KeyRegistry(on_fetch=metrics.record_fetch)
+    if tracing is not None:
+        keys.add_fetch_listener(tracing.record_fetch)
     keys.ensure(policy_set.jwt_providers)
     resolver = IdentityResolver(settings, keys)
     engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
@@ -118,7 +128,7 @@ def build_app(settings: Settings) -> App:
     observers: list[Observer] = [metrics, cert_expiry]
     if decision_log is not None:
         observers.append(decision_log)
-    service = AuthorizationService(engine, settings, observers)
+    service = AuthorizationService(engine, settings, observers, tracer=tracing)
     log.info(
         "policies loaded from %s: %d rules, revision %s",
         settings.policies,
@@ -127,8 +137,37 @@ def build_app(settings: Settings) -> App:
     )
     reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
     return App(
-        settings, store, keys, engine, service, reloader, metrics, decision_log, counter=counter
+        settings,
+        store,
+        keys,
+        engine,
+        service,
+        reloader,
+        metrics,
+        decision_log,
+        tracing=tracing,
+        counter=counter,
     )
+
+
+def _tracing(settings: Settings) -> Tracing | None:
+    """`authz.observe.tracing.Tracing` when settings.otlp_endpoint is set, else None (and
+    OpenTelemetry is not imported). Raises ConfigError without the `authz[otel]` extra."""
+    if settings.otlp_endpoint is None:
+        return None
+    try:
+        from authz.observe.tracing import Tracing
+    except ImportError as error:
+        raise ConfigError(
+            f"--otlp-endpoint needs OpenTelemetry: pip install 'authz[otel]' ({error})"
+        ) from error
+    tracing = Tracing.from_settings(settings)
+    log.info(
+        "tracing: spans to %s, sampling %g of checks without a sampled parent",
+        tracing.url,
+        settings.trace_sample_ratio,
+    )
+    return tracing
 
 
 def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
@@ -191,7 +230,9 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             app.engine,
             settings.limits,
             [(address, http_listener(settings)) for address in settings.http_listen],
-            app.service.observers,  # the same metrics and decision log records as gRPC checks
+            # The same metrics and decision log records as gRPC checks; the span's parent comes
+            # from the request's own trace headers (Envoy's http_service client forwards them).
+            [*app.service.observers, *([app.tracing] if app.tracing is not None else [])],
         )
         await http.start()  # raises ListenError
         for address in settings.http_listen:

@@ -232,6 +232,29 @@ class Settings:
     # Distinct keys counted per process in the current windows; past it new keys share
     # overflow counters (stricter, never looser). About 200 bytes each (docs/operations.md).
     rate_limit_max_keys: int = setting(1_000_000, "rate-limit keys kept per process", metavar="N")
+    # Tracing (issue 19, `pip install authz[otel]`): off, and nothing imported, without an
+    # endpoint. Spans follow the caller's sampling decision (W3C or B3 headers); a check
+    # without one starts a trace with this probability.
+    otlp_endpoint: str | None = setting(
+        None,
+        "export a span per check over OTLP/HTTP to URL (a URL without a path gets /v1/traces)",
+        check=checks.otlp_url,
+        metavar="URL",
+    )
+    trace_sample_ratio: float = setting(
+        0.0,
+        "share of checks without a sampled parent trace that start a trace (0 to 1)",
+        check=checks.ratio,
+        metavar="RATIO",
+    )
+    service_name: str = setting("authz", "service.name of the exported spans", metavar="NAME")
+    resource_attributes: tuple[str, ...] = setting(
+        (),
+        "KEY=VALUE resource attribute of the exported spans; may be repeated",
+        check=checks.key_values,
+        flag="--resource-attribute",
+        metavar="KEY=VALUE",
+    )
     socket_group: str | None = setting(
         None,
         "group (name or id) owning the unix sockets of --listen and --http-listen",

@@ -292,6 +292,8 @@ def _sample(entry: Entry) -> tuple[object, str, str]:
         "http_listen": (("127.0.0.1:7003",), "['127.0.0.1:7003']", "127.0.0.1:7003"),
         "http_mode": ("forward-auth", "forward-auth", "forward-auth"),
         "http_path_prefix": ("/authz", "/authz", "/authz"),
+        "otlp_endpoint": ("http://c:4318", "http://c:4318", "http://c:4318"),
+        "resource_attributes": (("env=ci",), "[env=ci]", "env=ci"),
     }
     if entry.key in samples:
         return samples[entry.key]
