@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
             error, f"{args.directory}: invalid, {count} problem{'s' if count != 1 else ''}"
         )
     files = len(policy_set.files)
+    limits = sum(len(f.rate_limits) for f in policy_set.files)
+    limits_text = f", {limits} rate limit{'s' if limits != 1 else ''}" if limits else ""
     print(
         f"{args.directory}: {files} file{'s' if files != 1 else ''}, "
-        f"{rules_text(policy_set.rule_count)}, revision {policy_set.revision}"
+        f"{rules_text(policy_set.rule_count)}{limits_text}, revision {policy_set.revision}"
     )
     return 0

@@ -30,7 +30,7 @@ def examples(tmp_path: Path) -> Path:
 def test_validate_ok_and_invalid(examples: Path) -> None:
     ok = authz("validate", str(examples))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "2 files, 9 rules, revision" in ok.stdout
+    assert "2 files, 9 rules, 1 rate limit, revision" in ok.stdout
     (examples / "broken.yaml").write_text("rules:\n  - name: x\n    action: alow\n")
     bad = authz("validate", str(examples))
     assert bad.returncode == 1
