@@ -61,6 +61,11 @@ class WindowTables:
         found = self._tables.get(per)
         if found is not None and found[0] == window:
             return found[1]
+        return self._next(per, window, found)
+
+    def _next(
+        self, per: int, window: int, found: tuple[int, dict[bytes, object]] | None
+    ) -> dict[bytes, object]:
         if found is not None:
             self._size -= len(found[1])
         fresh: dict[bytes, object] = {}
@@ -99,15 +104,21 @@ class LocalCounter:
 
     def take(self, key: bytes, limit: int, per: int, now: float) -> Count:
         window = int(now // per)
+        tables = self._tables
         with self._lock:
-            table = self._tables.table(per, window)
-            slot = self._tables.slot(table, key)
-            count = table.get(slot, 0)
+            table = tables.table(per, window)
+            count = table.get(key)
+            slot = key
+            if count is None:  # a new key: it may have to share an overflow counter
+                slot = tables.slot(table, key)
+                count = table.get(slot, 0)
             assert isinstance(count, int)
             count += 1
             if count <= limit + 1:  # counting further changes nothing: keep the int small
                 table[slot] = count
-        return Count(count <= limit, max(0, limit - count), (window + 1) * per - now)
+        return Count(
+            count <= limit, limit - count if count < limit else 0, (window + 1) * per - now
+        )
 
     def status(self) -> dict[str, str]:
         return {"store": "memory", "state": "local"}
