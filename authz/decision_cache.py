@@ -24,8 +24,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
-from authz.model import ANONYMOUS, Identity, Request, Verdict
+from authz.model import Request, Verdict
 from authz.policy.compiler import KeyPlan
 
 Key = tuple[Hashable, ...]
@@ -43,9 +44,9 @@ class Cached:
     exp: float | None
     nbf: float | None
     size: int
-    # Who asked: the rate-limit stage runs on every request, cached or not, and its keys and
-    # matchers read the identity (authz.engine.Engine._limit).
-    identity: Identity = ANONYMOUS
+    # The rate limits that count this request, with their counter keys (authz.limits.Plan):
+    # a hit is counted again, without matching the limits again (the key names what they read).
+    limits: tuple[tuple[Any, bytes], ...] = ()
 
 
 def request_key(plan: KeyPlan, request: Request, peer: tuple[str, ...]) -> Key:

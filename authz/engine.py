@@ -21,6 +21,7 @@ from authz.errors import AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
 from authz.identity.jwt import CLOCK_SKEW_SECONDS
 from authz.limits import Limiter, LocalCounter
+from authz.limits.stage import Plan
 from authz.model import (
     ANONYMOUS,
     FROM_CACHE,
@@ -135,28 +136,26 @@ class Engine:
         cache = self.decision_cache
         if cache is None or host_policy is None or not host_policy.key_plan.cacheable:
             checked = self._decide(policy_set, host_policy, request, wait)
-            return self._limit(
-                request, host_policy, checked.identity, self._verdict(request, checked)
-            )
+            verdict = self._verdict(request, checked)
+            return self._count(self._plan(request, host_policy, checked.identity, verdict), verdict)
         peer = self._resolver.cache_inputs(request)
         if peer is None:
             checked = self._decide(policy_set, host_policy, request, wait)
-            return self._limit(
-                request, host_policy, checked.identity, self._verdict(request, checked)
-            )
+            verdict = self._verdict(request, checked)
+            return self._count(self._plan(request, host_policy, checked.identity, verdict), verdict)
         key = request_key(host_policy.key_plan, request, peer)
         key_sets = self._resolver.key_sets(host_policy.authentication)
         cached = cache.get(policy_set, key)
         if cached is not None:
             if cached.key_sets == key_sets and _times_hold(cached, self._clock()):
                 cache.hits += 1
-                # The cache holds the rules' verdict: rate limits count every request.
-                return self._limit(
-                    request, host_policy, cached.identity, self._repeat(cached.verdict)
-                )
+                # The cache holds the rules' verdict and the limits that count it (the cache
+                # key names what they read): every request is counted, hit or not.
+                return self._count(cached.limits, self._repeat(cached.verdict))
             cache.drop(policy_set, key)
         checked = self._decide(policy_set, host_policy, request, wait)
         verdict = self._verdict(request, checked)
+        plan = self._plan(request, host_policy, checked.identity, verdict)
         if checked.resolved:
             user = checked.identity.user
             claims = user.claims if user is not None else None
@@ -169,24 +168,30 @@ class Engine:
                     _time_claim(claims, "exp"),
                     _time_claim(claims, "nbf"),
                     entry_size(key, verdict),
-                    checked.identity,
+                    plan,
                 ),
             )
-        return self._limit(request, host_policy, checked.identity, verdict)
+        return self._count(plan, verdict)
 
-    def _limit(
+    def _plan(
         self,
         request: Request,
         host_policy: HostPolicy | None,
         identity: Identity,
         verdict: Verdict,
-    ) -> Verdict:
-        """The rate-limit stage, after the rules (and the decision cache): an allowed request
-        is counted under every matching limit of its host and becomes a 429 when one is over."""
+    ) -> Plan:
+        """The rate limits that count an allowed request, with their counter keys."""
         if not verdict.decision.allowed or host_policy is None or not host_policy.rate_limits:
-            return verdict
+            return ()
         ctx = RequestContext(request, identity, host_policy.authentication)
-        limited = self._limiter.apply(host_policy.rate_limits, ctx, verdict.decision)
+        return self._limiter.plan(host_policy.rate_limits, ctx)
+
+    def _count(self, plan: Plan, verdict: Verdict) -> Verdict:
+        """The rate-limit stage, after the rules (and the decision cache): the request counts
+        under every planned limit and becomes a 429 when one is over."""
+        if not plan:
+            return verdict
+        limited = self._limiter.count(plan, verdict.decision)
         if limited is None:
             return verdict
         if limited.decision.allowed:  # dry-run limits only: "would limit" in the shadow list

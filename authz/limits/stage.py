@@ -19,6 +19,7 @@ from authz.model import Decision, ShadowMatch
 
 if TYPE_CHECKING:  # authz.policy reads these modules: no import cycle at run time
     from authz.policy.context import RequestContext
+    from authz.policy.rules import Reads
 
 TOO_MANY_REQUESTS = 429
 PERIODS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600}
@@ -29,6 +30,9 @@ KEY_CACHE_SIZE = 16_384
 
 class Matcher(Protocol):
     """A limit's from/to/when, compiled as a rule's are (`authz.policy.rules.CompiledRule`)."""
+
+    @property
+    def reads(self) -> Reads: ...
 
     def matches(self, ctx: RequestContext) -> bool: ...
 
@@ -49,8 +53,27 @@ class CompiledLimit:
     dry_run: bool = False
 
     @property
+    def reads(self) -> Reads:
+        """What the limit reads of a request besides method, path, host and identity: its
+        matcher's reads and its key's (for the decision cache's key)."""
+        from authz.policy.rules import Reads
+
+        own = Reads()
+        if self.key.kind == "header":
+            own = Reads(headers=frozenset({self.key.name}))
+        elif self.key.kind == "source_ip":
+            own = Reads(source_ip=True)
+        elif self.key.kind not in ("principal", "request_principal", "claim"):
+            own = Reads(opaque=True)  # a kind the cache key cannot name: never cached
+        return self.matcher.reads | own
+
+    @property
     def per_name(self) -> str:
         return next(name for name, seconds in PERIODS.items() if seconds == self.per)
+
+
+# The limits that count one request, each with its counter key.
+Plan = tuple[tuple[CompiledLimit, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +99,12 @@ class Limiter:
         self, limits: Sequence[CompiledLimit], ctx: RequestContext, decision: Decision
     ) -> Limited | None:
         """None when no limit counted the request, or all counted it and none is over."""
-        now = self._clock()
-        over: tuple[CompiledLimit, Count] | None = None
-        would: list[ShadowMatch] = []
+        return self.count(self.plan(limits, ctx), decision)
+
+    def plan(self, limits: Sequence[CompiledLimit], ctx: RequestContext) -> Plan:
+        """The limits that count this request, each with its counter key (what the decision
+        cache keeps with an allow, so a repeated request is only counted)."""
+        planned: list[tuple[CompiledLimit, bytes]] = []
         for limit in limits:
             if not limit.matcher.matches(ctx):
                 continue
@@ -91,6 +117,17 @@ class Limiter:
                 if len(self._keys) >= KEY_CACHE_SIZE:
                     self._keys.clear()
                 key = self._keys[pair] = counter_key(limit.name, value)
+            planned.append((limit, key))
+        return tuple(planned)
+
+    def count(self, plan: Plan, decision: Decision) -> Limited | None:
+        """Count the request under every planned limit; the 429 when one is over."""
+        if not plan:
+            return None
+        now = self._clock()
+        over: tuple[CompiledLimit, Count] | None = None
+        would: list[ShadowMatch] = []
+        for limit, key in plan:
             count = self.counter.take(key, limit.limit, limit.per, now)
             if count.allowed:
                 continue

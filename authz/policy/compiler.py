@@ -73,10 +73,18 @@ class KeyPlan:
     cacheable: bool = True
 
 
-def key_plan(rules: Iterable[CompiledRule], authentication: Authentication) -> KeyPlan:
+def key_plan(
+    rules: Iterable[CompiledRule],
+    authentication: Authentication,
+    limits: Iterable[CompiledLimit] = (),
+) -> KeyPlan:
     reads = Reads()
     for rule in rules:
         reads = reads | rule.reads
+    # A cached allow keeps which rate limits count it and under which keys (the engine counts
+    # it again on every hit): the key must name what the limits read too.
+    for limit in limits:
+        reads = reads | limit.reads
     headers = set(reads.headers)
     query = False
     for provider in authentication.jwt_providers:
@@ -118,7 +126,7 @@ class HostPolicy:
         conditions = [c for r in self._rules for c in r.spec.when]
         self.read_claims = frozenset(c.name for c in conditions if c.kind == "claim")
         self.read_headers = frozenset(c.name.lower() for c in conditions if c.kind == "header")
-        self.key_plan = key_plan(self._rules, self.authentication)
+        self.key_plan = key_plan(self._rules, self.authentication, self.rate_limits)
         self._candidates: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
         # Every header any provider of this host fills from claims, once each, in order: an
         # allowed request gets each of them set from its token or removed.
