@@ -92,7 +92,8 @@ class Limiter:
         self.counter = counter
         self._clock = clock
         # (limit name, key value) -> counter key: hashing costs more than the rest of a count.
-        # Bounded: emptied when full (a miss only costs the hash again).
+        # Bounded: emptied when full (a miss only costs the hash again). The raw values stay
+        # in this process's memory, as the verified-token cache's do; no store ever sees one.
         self._keys: dict[tuple[str, str], bytes] = {}
 
     def apply(
