@@ -247,3 +247,9 @@ def test_replay_judges_a_429_by_the_rules_that_allowed_it() -> None:
     closed = POLICY.replace('to: [{paths: ["/{**}"]}]', 'to: [{paths: ["/public"]}]')
     flipped = replay(policy(closed), records)  # type: ignore[arg-type]
     assert flipped.count(ALLOW_TO_DENY) == 5
+
+
+def test_the_decision_cache_key_names_what_the_limits_read() -> None:
+    host_policy = policy().for_host("shop")  # type: ignore[attr-defined]
+    plan = host_policy.key_plan
+    assert "x-client" in plan.headers and plan.source_ip and plan.cacheable
