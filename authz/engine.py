@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from authz.config import HeaderNames
-from authz.errors import AuthzError, TokenRejected
+from authz.errors import ApiKeyRejected, AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
+from authz.identity.lookup import parse_query
 from authz.model import ANONYMOUS, Decision, Evidence, Identity, Request, Verdict
 from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
+from authz.policy.evaluate import api_key_challenge
 
 
 def new_decision_id(_urandom: Callable[[int], bytes] = os.urandom) -> str:
@@ -41,6 +43,8 @@ def rejection(error: AuthzError) -> Decision:
     challenge = None
     if isinstance(error, TokenRejected):
         challenge = _invalid_token_challenge(str(error))
+    elif isinstance(error, ApiKeyRejected):
+        challenge = api_key_challenge(error.realm)
     return Decision(allowed=False, status=error.status, reason=error.reason, challenge=challenge)
 
 
@@ -112,7 +116,7 @@ class Engine:
         except AuthzError as error:
             token, reason = (
                 ("rejected", error.reason)
-                if isinstance(error, TokenRejected)
+                if isinstance(error, (TokenRejected, ApiKeyRejected))
                 else (
                     "unchecked",
                     "",
@@ -134,6 +138,8 @@ class Engine:
         workload, user = identity.workload, identity.user
         principal = workload.principal if workload else ""
         request_principal = user.principal if user else ""
+        api_key = identity.api_key
+        api_key_principal = api_key.principal if api_key else ""
         decision_id = self._new_id()
         if not decision.allowed:
             return Verdict(
@@ -142,6 +148,7 @@ class Engine:
                 policy_revision=checked.revision,
                 principal=principal,
                 request_principal=request_principal,
+                api_key_principal=api_key_principal,
                 evidence=checked.evidence,
             )
 
@@ -150,6 +157,7 @@ class Engine:
         to_remove: list[str] = []
         _set_or_remove(to_set, to_remove, names.principal, principal)
         _set_or_remove(to_set, to_remove, names.request_principal, request_principal)
+        _set_or_remove(to_set, to_remove, names.api_key, api_key_principal)
 
         # Every header any provider of this host may fill from claims is either set from the
         # verified token or removed, so a client can never smuggle its own x-user-id upstream.
@@ -164,15 +172,28 @@ class Engine:
             for _, header in provider.claims_to_headers:
                 _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
 
-        query_to_remove: tuple[str, ...] = ()
+        query_to_remove: list[str] = []
+        cookies: list[str] = []
         if user is not None and user.provider is not None and not user.provider.forward:
             where = user.found_at
             if where is not None and where.header:
                 to_remove.append(where.header)
             elif where is not None and where.query:
-                query_to_remove = (where.query,)
+                query_to_remove.append(where.query)
             elif where is not None and where.cookie:
-                _strip_cookie(request, where.cookie, to_set, to_remove)
+                cookies.append(where.cookie)
+        # An API key never goes upstream, wherever a provider of this host looks for one,
+        # presented or not (docs/policy.md, "API keys").
+        for key_provider in checked.host_policy.authentication.api_key_providers:
+            for where in key_provider.locations:
+                if where.header:
+                    to_remove.append(where.header.lower())
+                elif where.query and _has_query_parameter(request.query, where.query):
+                    query_to_remove.append(where.query)
+                elif where.cookie:
+                    cookies.append(where.cookie)
+        if cookies:
+            _strip_cookies(request, frozenset(cookies), to_set, to_remove)
 
         return Verdict(
             decision=decision,
@@ -180,9 +201,10 @@ class Engine:
             policy_revision=checked.revision,
             principal=principal,
             request_principal=request_principal,
+            api_key_principal=api_key_principal,
             headers_to_set=tuple(dict(to_set).items()),
             headers_to_remove=tuple(dict.fromkeys(to_remove)),
-            query_parameters_to_remove=query_to_remove,
+            query_parameters_to_remove=tuple(dict.fromkeys(query_to_remove)),
             evidence=checked.evidence,
         )
 
@@ -217,14 +239,20 @@ def _claim_text(claims: object, dotted: str) -> str | None:
     return text if is_header_value(text) else None
 
 
-def _strip_cookie(
-    request: Request, name: str, to_set: list[tuple[str, str]], to_remove: list[str]
+def _has_query_parameter(query: str, name: str) -> bool:
+    return name in parse_query(query)
+
+
+def _strip_cookies(
+    request: Request, names: frozenset[str], to_set: list[tuple[str, str]], to_remove: list[str]
 ) -> None:
-    kept = [
-        part.strip()
-        for part in request.headers.get("cookie", "").split(";")
-        if part.strip() and part.strip().split("=", 1)[0].strip() != name
-    ]
+    header = request.headers.get("cookie")
+    if header is None:
+        return
+    parts = [part.strip() for part in header.split(";") if part.strip()]
+    kept = [part for part in parts if part.split("=", 1)[0].strip() not in names]
+    if len(kept) == len(parts):
+        return
     if kept:
         to_set.append(("cookie", "; ".join(kept)))
     else:

@@ -41,6 +41,9 @@ class Request:
     # filter's payload_in_metadata name. Only used when the operator enables it.
     jwt_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
     request_id: str = ""
+    # Envoy's `attributes.context_extensions`: set per route (ExtAuthzPerRoute.check_settings),
+    # bounded by `Limits` in the wire; read by `when: [{context: key}]` and rate-limit keys.
+    context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +74,56 @@ class EndUser:
         return f"{self.issuer}/{self.subject}"
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ApiKey:
+    """One entry of a key file: an id, the SHA-256 of the key (hex) and labels. Never the key."""
+
+    id: str
+    sha256: str
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ApiKeyProvider:
+    """One `authentication.api_keys` entry, bound to its parsed key file.
+
+    `keys` maps the hex SHA-256 of a key to its entry: a presented key is hashed first and the
+    hash looked up, so the lookup's timing depends only on the hash (docs/policy.md, "API keys").
+    Compared by identity: provider names are unique across a set.
+    """
+
+    name: str
+    locations: tuple[TokenLocation, ...]
+    keys_file: str
+    keys: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyUser:
+    """A known API key: the provider that knows it and its entry. Principal `<name>/<id>`."""
+
+    provider: str
+    key: ApiKey
+    found_at: TokenLocation | None = field(default=None, compare=False)
+
+    @property
+    def principal(self) -> str:
+        return f"{self.provider}/{self.key.id}"
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.key.labels
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     workload: Workload | None = None
     user: EndUser | None = None
+    api_key: ApiKeyUser | None = None
 
     @property
     def authenticated(self) -> bool:
-        return self.workload is not None or self.user is not None
+        return self.workload is not None or self.user is not None or self.api_key is not None
 
 
 ANONYMOUS = Identity()
@@ -126,6 +171,10 @@ class Authentication:
 
     trust_domains: frozenset[str] | None = None
     jwt_providers: tuple[JwtProvider, ...] = ()
+    api_key_providers: tuple[ApiKeyProvider, ...] = ()
+    # Istio's trustDomainAliases: also in `trust_domains` (so their peers are authenticated);
+    # when not empty, every trust domain of `trust_domains` names the same workloads.
+    trust_domain_aliases: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +227,7 @@ class Verdict:
     policy_revision: str = ""
     principal: str = ""
     request_principal: str = ""
+    api_key_principal: str = ""
     # Headers for the upstream (allow only), always sent with append=false.
     headers_to_set: tuple[tuple[str, str], ...] = ()
     # Headers removed on the way upstream (allow only): identity headers we did not set, and a

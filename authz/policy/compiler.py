@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from authz.errors import PolicyError, Problem
-from authz.model import Authentication, JwtProvider
+from authz.model import ApiKeyProvider, Authentication, JwtProvider
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
@@ -88,17 +88,23 @@ class HostPolicy:
 
 
 def merge_authentication(files: Iterable[FileSpec]) -> Authentication:
-    """Trust domains: union of the files' lists (None when none lists any); providers: all,
-    without duplicates, in file order."""
+    """Trust domains: union of the files' lists and aliases (None when none lists any);
+    providers (JWT and API key): all, without duplicates, in file order."""
     domains: set[str] | None = None
+    aliases: set[str] = set()
     providers: dict[JwtProvider, None] = {}
+    api_keys: dict[ApiKeyProvider, None] = {}
     for f in files:
         if f.trust_domains is not None:
-            domains = (domains or set()) | set(f.trust_domains)
+            domains = (domains or set()) | set(f.trust_domains) | set(f.trust_domain_aliases)
+            aliases.update(f.trust_domain_aliases)
         providers.update(dict.fromkeys(f.jwt_providers))
+        api_keys.update(dict.fromkeys(f.api_key_providers))
     return Authentication(
         trust_domains=frozenset(domains) if domains is not None else None,
         jwt_providers=tuple(providers),
+        api_key_providers=tuple(api_keys),
+        trust_domain_aliases=frozenset(aliases),
     )
 
 

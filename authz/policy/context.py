@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
-from authz.model import Authentication, EndUser, Identity, Request, Workload
+from authz.model import ApiKeyUser, Authentication, EndUser, Identity, Request, Workload
 from authz.policy.patterns import IPAddress, request_first_segment
 
 _UNSET: Any = object()
@@ -21,8 +22,13 @@ class RequestContext:
 
     __slots__ = (
         "_ip",
+        "_query",
+        "_raw_query",
         "_source_ip",
+        "api_key",
+        "api_key_providers",
         "claims",
+        "context",
         "first_segment",
         "headers",
         "host",
@@ -32,6 +38,7 @@ class RequestContext:
         "path",
         "port",
         "principal",
+        "principal_aliases",
         "request_principal",
         "user",
         "workload",
@@ -54,17 +61,35 @@ class RequestContext:
                 workload = None
         self.workload: Workload | None = workload
         self.principal = workload.principal if workload is not None else None
+        # Istio's trustDomainAliases: the same workload spelled in every trust domain of the
+        # set, so a principal pattern written with any of them matches (empty without aliases).
+        self.principal_aliases: tuple[str, ...] = ()
+        if workload is not None and authentication.trust_domain_aliases and tds is not None:
+            self.principal_aliases = _aliases(workload, tds)
         self.namespace = workload.namespace if workload is not None else None
         self.user: EndUser | None = identity.user
         self.request_principal = self.user.principal if self.user is not None else None
         self.issuer = self.user.issuer if self.user is not None else None
         self.claims: Mapping[str, Any] | None = self.user.claims if self.user is not None else None
+        self.api_key: ApiKeyUser | None = identity.api_key
+        self.api_key_providers = authentication.api_key_providers
+        self.context: Mapping[str, str] = request.context
         self._source_ip = request.source_ip
         self._ip: IPAddress | None = _UNSET
+        self._raw_query = request.query
+        self._query: Mapping[str, tuple[str, ...]] | None = None
 
     @property
     def authenticated(self) -> bool:
-        return self.workload is not None or self.user is not None
+        return self.workload is not None or self.user is not None or self.api_key is not None
+
+    @property
+    def query(self) -> Mapping[str, tuple[str, ...]]:
+        """The decoded query parameters, parsed on first use: a name spelled with different
+        encodings (`a%62c`, `abc`) is one parameter, and a repeated one has all its values."""
+        if self._query is None:
+            self._query = parse_query(self._raw_query)
+        return self._query
 
     @property
     def ip(self) -> IPAddress | None:
@@ -72,6 +97,22 @@ class RequestContext:
         if self._ip is _UNSET:
             self._ip = _parse_ip(self._source_ip)
         return self._ip
+
+
+def parse_query(raw: str) -> Mapping[str, tuple[str, ...]]:
+    """A query string as `{name: values}`, names and values percent-decoded (and `+` as a
+    space, as HTML forms send it). An escape that does not decode as UTF-8 stays U+FFFD."""
+    found: dict[str, list[str]] = {}
+    for name, value in parse_qsl(raw.lstrip("?"), keep_blank_values=True):
+        found.setdefault(name, []).append(value)
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _aliases(workload: Workload, trust_domains: frozenset[str]) -> tuple[str, ...]:
+    if workload.namespace is None or workload.service_account is None:
+        return ()
+    ns, sa = workload.namespace, workload.service_account
+    return tuple(f"spiffe://{td}/ns/{ns}/sa/{sa}" for td in sorted(trust_domains))
 
 
 def _parse_ip(raw: str | None) -> IPAddress | None:

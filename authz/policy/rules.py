@@ -70,6 +70,8 @@ class CompiledRule:
     needs_jwt: bool
     index_keys: frozenset[tuple[str | None, str | None]]
     spec: RuleSpec
+    # The rule can only match a request with a known API key (for the ApiKey challenge).
+    needs_api_key: bool = False
 
     @property
     def enforced(self) -> bool:

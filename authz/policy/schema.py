@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from authz.errors import Problem
-from authz.model import JwtProvider, TokenLocation
+from authz.model import ApiKeyProvider, JwtProvider, TokenLocation
 from authz.policy import patterns as pat
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml, to_plain
 from authz.reasons import CODES
@@ -123,6 +123,10 @@ class FileSpec:
     jwt_providers: tuple[JwtProvider, ...] = ()
     roles: tuple[RoleSpec, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
+    # Bound to their key files by the loader; `api_key_lines` are their lines, for problems.
+    api_key_providers: tuple[ApiKeyProvider, ...] = ()
+    api_key_lines: tuple[int, ...] = ()
+    trust_domain_aliases: tuple[str, ...] = ()
 
 
 # --- parsing --------------------------------------------------------------------------------
