@@ -27,6 +27,18 @@ _HEX = re.compile(r"[0-9a-fA-F]{64}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 
 
+def check_key_id(key_id: str) -> None:
+    """Raise ValueError unless `key_id` can be a key's id."""
+    if not _ID.fullmatch(key_id):
+        raise ValueError(f"{key_id!r}: an id is letters, digits and . _ : - (at most 128)")
+
+
+def check_label_name(name: str) -> None:
+    """Raise ValueError unless `name` can be a label name."""
+    if not _LABEL.fullmatch(name):
+        raise ValueError(f"{name!r}: a label name is letters, digits and . _ / - (at most 128)")
+
+
 def is_key_file(name: str) -> bool:
     return not name.startswith(".") and name.endswith(KEY_FILE_SUFFIXES)
 
