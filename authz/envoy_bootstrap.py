@@ -244,7 +244,7 @@ def http_connection_manager(options: BootstrapOptions) -> Config:
                     "name": "protected",
                     "domains": ["*"],
                     "routes": [
-                        *(_context_route(p, c) for p, c in _longest_first(options)),
+                        *(context_route(p, c) for p, c in _longest_first(options)),
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": UPSTREAM_CLUSTER, "timeout": "30s"},
@@ -336,7 +336,7 @@ def _longest_first(options: BootstrapOptions) -> list[tuple[str, Mapping[str, st
     return sorted(options.route_contexts, key=lambda rc: -len(rc[0]))
 
 
-def _context_route(prefix: str, context: Mapping[str, str]) -> Config:
+def context_route(prefix: str, context: Mapping[str, str]) -> Config:
     """A route whose checks carry `context` (ExtAuthzPerRoute.check_settings)."""
     return {
         "match": {"prefix": prefix},

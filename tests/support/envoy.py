@@ -128,6 +128,8 @@ class EnvoyConfig:
     include_peer_certificate: bool = True
     ext_authz_overrides: Mapping[str, Any] = field(default_factory=dict)
     extra_clusters: Sequence[Mapping[str, Any]] = ()
+    # Routes placed before the catch-all "/" route (e.g. with per-route ext_authz settings).
+    extra_routes: Sequence[Mapping[str, Any]] = ()
 
 
 def _seconds(value: float) -> str:
@@ -203,10 +205,11 @@ def build_bootstrap(
                     "name": "all",
                     "domains": ["*"],
                     "routes": [
+                        *config.extra_routes,
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": "upstream", "timeout": "10s"},
-                        }
+                        },
                     ],
                 }
             ],
