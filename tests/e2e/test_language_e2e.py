@@ -65,7 +65,7 @@ rules:
 
   - name: internal-route
     action: allow
-    to: [{paths: ["/internal/{**}"]}]
+    to: [{paths: ["/internal/{**}", "/public/{**}"]}]
     when: [{context: zone, equals: internal}]
 
   - name: reports-as-csv
@@ -172,7 +172,7 @@ def test_claim_bound_to_a_path_capture(envoy: Envoy, pki: Pki) -> None:
 def test_per_route_context(envoy: Envoy, pki: Pki) -> None:
     assert call(envoy, pki, "/internal/status").status == 200
     # The same rule on a route without the context: no match.
-    assert call(envoy, pki, "/internalx").status == 403
+    assert call(envoy, pki, "/public/status").status == 403
 
 
 def test_query_conditions(envoy: Envoy, pki: Pki) -> None:
