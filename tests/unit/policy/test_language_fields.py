@@ -410,7 +410,10 @@ def test_bad_api_key_providers(providers: str, fragment: str) -> None:
 
 
 def test_provider_names_are_unique_across_the_set() -> None:
-    auth = "authentication: {api_keys: [{name: p, from: [{header: a}], keys_file: partners.keys.yaml}]}\n"
+    auth = (
+        "authentication: {api_keys: "
+        "[{name: p, from: [{header: a}], keys_file: partners.keys.yaml}]}\n"
+    )
     with pytest.raises(PolicyError, match="also"):
         build_policy_set(
             [
