@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # policy-schema types, only named here: the model never builds them
+    from authz.policy.spec import ApiKey, JwtProvider, TokenLocation
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -74,30 +77,6 @@ class EndUser:
         return f"{self.issuer}/{self.subject}"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class ApiKey:
-    """One entry of a key file: an id, the SHA-256 of the key (hex) and labels. Never the key."""
-
-    id: str
-    sha256: str
-    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ApiKeyProvider:
-    """One `authentication.api_keys` entry, bound to its parsed key file.
-
-    `keys` maps the hex SHA-256 of a key to its entry: a presented key is hashed first and the
-    hash looked up, so the lookup's timing depends only on the hash (docs/policy.md, "API keys").
-    Compared by identity: provider names are unique across a set.
-    """
-
-    name: str
-    locations: tuple[TokenLocation, ...]
-    keys_file: str
-    keys: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
-
-
 @dataclass(frozen=True, slots=True)
 class ApiKeyUser:
     """A known API key: the provider that knows it and its entry. Principal `<name>/<id>`."""
@@ -127,54 +106,6 @@ class Identity:
 
 
 ANONYMOUS = Identity()
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLocation:
-    """Where a JWT is looked for: exactly one of header, query or cookie is set."""
-
-    header: str | None = None
-    prefix: str = ""
-    query: str | None = None
-    cookie: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JwtProvider:
-    """One `authentication.jwt` entry of a policy file, validated.
-
-    Exactly one key source is set: `jwks_uri`, `jwks_file` (absolute path), `jwks_json` (the
-    inline JWKS, serialized) or `discovery`. `algorithms` is empty for "the asymmetric default".
-    """
-
-    issuer: str
-    audiences: tuple[str, ...] = ()
-    jwks_uri: str | None = None
-    jwks_file: str | None = None
-    jwks_json: str | None = None
-    discovery: bool = False
-    locations: tuple[TokenLocation, ...] = (
-        TokenLocation(header="authorization", prefix="Bearer "),
-    )
-    # As Envoy's jwt_authn (forward) and Istio's forwardOriginalToken: the token stays here.
-    forward: bool = False
-    claims_to_headers: tuple[tuple[str, str], ...] = ()
-    algorithms: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Authentication:
-    """The authentication in force for one host: the union of its applying files.
-
-    `trust_domains` is None when no applying file restricts them.
-    """
-
-    trust_domains: frozenset[str] | None = None
-    jwt_providers: tuple[JwtProvider, ...] = ()
-    api_key_providers: tuple[ApiKeyProvider, ...] = ()
-    # Istio's trustDomainAliases: also in `trust_domains` (so their peers are authenticated);
-    # when not empty, every trust domain of `trust_domains` names the same workloads.
-    trust_domain_aliases: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ class RuleTrace:
     failed: str | None
     effect: str
     decides: bool = False
+    # What the rule's matching path captured (`{tenant}`), for a rule that compares with one.
+    captures: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +263,7 @@ def _trace(
                 failed=failed,
                 effect=effect,
                 decides=matched and rule.enforced and decision.rule == rule.name,
+                captures=rule.captures(ctx),
             )
         )
     return tuple(out)

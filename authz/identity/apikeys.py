@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 from authz.errors import ApiKeyRejected
 from authz.identity.lookup import parse_cookies, parse_query
-from authz.model import ApiKeyProvider, ApiKeyUser, Request, TokenLocation
+from authz.model import ApiKeyUser, Request
+from authz.policy.spec import ApiKeyProvider, TokenLocation
 
 __all__ = ["find_api_key", "key_hash"]
 

@@ -23,10 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from authz.errors import PolicyError, Problem
-from authz.model import ApiKeyProvider, Authentication, JwtProvider
+from authz.policy.aliases import expand_aliases
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
+from authz.policy.spec import ApiKeyProvider, Authentication, JwtProvider
 
 IndexKey = tuple[str | None, str | None]
 
@@ -123,9 +124,10 @@ class PolicySet:
 
     def __init__(self, files: Sequence[FileSpec], revision: str):
         """Compile `files` (validated by the schema); raise PolicyError on set-wide problems."""
-        files = sorted(files, key=lambda f: f.file)
+        files = expand_aliases(sorted(files, key=lambda f: f.file))
         roles = _collect_roles(files)  # raises on problems
         _check_rules(files, roles)
+        _check_api_key_providers(files)
         compiled: list[_CompiledFile] = []
         index = 0
         for f in files:
@@ -228,6 +230,25 @@ def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
     return roles
 
 
+def _check_api_key_providers(files: Sequence[FileSpec]) -> None:
+    """API-key provider names are unique across the set: a principal `<name>/<id>` must say
+    which key file vouched for it."""
+    problems: list[Problem] = []
+    where: dict[str, tuple[str, int]] = {}
+    for f in files:
+        for provider, line in zip(f.api_key_providers, f.api_key_lines, strict=True):
+            _first_use(
+                where,
+                problems,
+                f"api_keys provider {provider.name!r} is also defined at",
+                provider.name,
+                f.file,
+                line,
+            )
+    if problems:
+        raise PolicyError(problems)
+
+
 def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]) -> None:
     problems: list[Problem] = []
     where: dict[str, tuple[str, int]] = {}
@@ -242,7 +263,7 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
                 rule.line,
             )
             for entry in rule.to or ():
-                for name in (*(entry.role or ()), *(entry.not_role or ())):
+                for name in (*(entry.get("role") or ()), *(entry.get("not_role") or ())):
                     if name not in roles:
                         close = difflib.get_close_matches(name, sorted(roles), n=1)
                         hint = f"; did you mean {close[0]!r}?" if close else ""

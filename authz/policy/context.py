@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
-from authz.model import ApiKeyUser, Authentication, EndUser, Identity, Request, Workload
+from authz.model import ApiKeyUser, EndUser, Identity, Request, Workload
 from authz.policy.patterns import IPAddress, request_first_segment
+from authz.policy.spec import Authentication
 
 _UNSET: Any = object()
+_NONE: Mapping[str, str] = MappingProxyType({})
 
 
 class RequestContext:
@@ -26,6 +29,8 @@ class RequestContext:
         "_raw_query",
         "_source_ip",
         "api_key",
+        "api_key_labels",
+        "api_key_principal",
         "api_key_providers",
         "claims",
         "context",
@@ -38,7 +43,6 @@ class RequestContext:
         "path",
         "port",
         "principal",
-        "principal_aliases",
         "request_principal",
         "user",
         "workload",
@@ -61,17 +65,15 @@ class RequestContext:
                 workload = None
         self.workload: Workload | None = workload
         self.principal = workload.principal if workload is not None else None
-        # Istio's trustDomainAliases: the same workload spelled in every trust domain of the
-        # set, so a principal pattern written with any of them matches (empty without aliases).
-        self.principal_aliases: tuple[str, ...] = ()
-        if workload is not None and authentication.trust_domain_aliases and tds is not None:
-            self.principal_aliases = _aliases(workload, tds)
         self.namespace = workload.namespace if workload is not None else None
         self.user: EndUser | None = identity.user
         self.request_principal = self.user.principal if self.user is not None else None
         self.issuer = self.user.issuer if self.user is not None else None
         self.claims: Mapping[str, Any] | None = self.user.claims if self.user is not None else None
         self.api_key: ApiKeyUser | None = identity.api_key
+        api_key = self.api_key
+        self.api_key_principal = api_key.principal if api_key is not None else None
+        self.api_key_labels: Mapping[str, str] = api_key.labels if api_key is not None else _NONE
         self.api_key_providers = authentication.api_key_providers
         self.context: Mapping[str, str] = request.context
         self._source_ip = request.source_ip
@@ -106,13 +108,6 @@ def parse_query(raw: str) -> Mapping[str, tuple[str, ...]]:
     for name, value in parse_qsl(raw.lstrip("?"), keep_blank_values=True):
         found.setdefault(name, []).append(value)
     return {k: tuple(v) for k, v in found.items()}
-
-
-def _aliases(workload: Workload, trust_domains: frozenset[str]) -> tuple[str, ...]:
-    if workload.namespace is None or workload.service_account is None:
-        return ()
-    ns, sa = workload.namespace, workload.service_account
-    return tuple(f"spiffe://{td}/ns/{ns}/sa/{sa}" for td in sorted(trust_domains))
 
 
 def _parse_ip(raw: str | None) -> IPAddress | None:

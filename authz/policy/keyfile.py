@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from authz.errors import Problem
-from authz.model import ApiKey
+from authz.policy.spec import ApiKey
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
 
 KEY_FILE_SUFFIXES = (".keys.yaml", ".keys.yml")

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from authz.errors import PolicyError, Problem
-from authz.model import ApiKey
 from authz.policy.compiler import PolicySet, compile_policy_set
 from authz.policy.keyfile import is_key_file, parse_key_file
 from authz.policy.schema import FileSpec, parse_file
+from authz.policy.spec import ApiKey
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
