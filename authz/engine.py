@@ -184,7 +184,8 @@ class Engine:
                 cookies.append(where.cookie)
         # An API key never goes upstream, wherever a provider of this host looks for one,
         # presented or not (docs/policy.md, "API keys").
-        for key_provider in checked.host_policy.authentication.api_key_providers:
+        key_providers = checked.host_policy.authentication.api_key_providers
+        for key_provider in key_providers:
             for where in key_provider.locations:
                 if where.header:
                     to_remove.append(where.header.lower())
@@ -204,7 +205,9 @@ class Engine:
             api_key_principal=api_key_principal,
             headers_to_set=tuple(dict(to_set).items()),
             headers_to_remove=tuple(dict.fromkeys(to_remove)),
-            query_parameters_to_remove=tuple(dict.fromkeys(query_to_remove)),
+            query_parameters_to_remove=(
+                tuple(dict.fromkeys(query_to_remove)) if query_to_remove else ()
+            ),
             evidence=checked.evidence,
         )
 
