@@ -118,7 +118,7 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
         # The token headers change only with the policy set: recompute once per set.
         current = store.current
         if cache.get("set") is not current:
-            cache["headers"] = token_headers(current.jwt_providers)
+            cache["headers"] = token_headers([*current.jwt_providers, *current.api_key_providers])
             cache["set"] = current
         headers: frozenset[str] = cache["headers"]
         return headers

@@ -139,7 +139,10 @@ class PolicySet:
         self.revision = revision
         self.files: tuple[FileSpec, ...] = tuple(files)
         self.rules: tuple[CompiledRule, ...] = tuple(r for c in compiled for r in c.rules)
-        self.jwt_providers: tuple[JwtProvider, ...] = merge_authentication(files).jwt_providers
+        merged = merge_authentication(files)
+        self.jwt_providers: tuple[JwtProvider, ...] = merged.jwt_providers
+        # Where API keys are looked for (the decision log never writes those headers).
+        self.api_key_providers: tuple[ApiKeyProvider, ...] = merged.api_key_providers
         self._compiled = tuple(compiled)
         exact: dict[str, list[int]] = defaultdict(list)
         suffix: dict[str, list[int]] = defaultdict(list)
