@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,11 +116,14 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
     cache: dict[str, Any] = {}
 
     def secret_token_headers() -> frozenset[str]:
-        # The token headers change only with the policy set: recompute once per set.
+        # The token headers change only with the policy set: recompute once per set. The set is
+        # remembered by a weak reference, so a replaced set is not kept alive until the next
+        # check (the reloader frees it a slice at a time; a check dropping it would free it whole).
         current = store.current
-        if cache.get("set") is not current:
+        remembered = cache.get("set")
+        if remembered is None or remembered() is not current:
             cache["headers"] = token_headers([*current.jwt_providers, *current.api_key_providers])
-            cache["set"] = current
+            cache["set"] = weakref.ref(current)
         headers: frozenset[str] = cache["headers"]
         return headers
 

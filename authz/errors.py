@@ -91,13 +91,16 @@ class WorkloadRejected(AuthzError):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a policy file: where, and what."""
+    """One thing wrong with a policy file: where, and what. Line 0 means the file or directory
+    as a whole (it cannot be read, it does not exist), and is not printed."""
 
     file: str
     line: int
     message: str
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return f"{self.file}: {self.message}"
         return f"{self.file}:{self.line}: {self.message}"
 
 

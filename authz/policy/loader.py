@@ -1,32 +1,56 @@
-"""All policy file reading: a directory -> validated, compiled `PolicySet`.
+"""All policy file reading: a directory (or one file) -> validated, compiled `PolicySet`.
 
 Which files: every `*.yaml` / `*.yml` under the directory, recursively, except
 * names starting with `.`: hidden files, and the `..data` / `..2024_01_01_...` directories of
   a Kubernetes ConfigMap mount (the visible top-level names are symlinks into them, so reading
   them too would load every policy twice);
 * `*_test.yaml` / `*_test.yml`: policy *tests* for `authz test`, never policies;
-* `*.keys.yaml` / `*.keys.yml`: API key files (`authz.policy.keyfile`), read with the policies
-  (so they reload with them, and a bad one rejects the set) but only as key files.
+* `*.keys.yaml` / `*.keys.yml`: API key files (`authz.policy.keyfile`), read when a policy's
+  `api_keys` provider names one (so they reload with the policies, and a bad one rejects the
+  set) but never as policies.
 Recursion is chosen so that a policy put in a subdirectory is not silently ignored (an
 ignored file could hold the deny rule that mattered). Directory symlinks are followed, each
 real directory and file is read once, so a symlink loop cannot recurse forever.
+
+Fail closed: an entry with a policy file's name that cannot be read as one (a dangling symlink,
+a symlink loop, no permission, a directory, a fifo or device) and a subdirectory that cannot be
+listed are problems that reject the whole set, never files quietly left out: the file that could
+not be read may be the one with the deny rule. (During a ConfigMap update kubelet may briefly
+leave a dangling name; that load is rejected, and the load after the update completes succeeds.)
+
+Local files a policy refers to (`jwks_file`) are read here too: one that is missing or
+unreadable is a problem at the line that names it, and their content is part of the revision,
+so a reload notices new keys.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from authz.errors import PolicyError, Problem
+from authz.identity.jwks import JwksError, parse_jwks
+from authz.policy import building
 from authz.policy.compiler import PolicySet, compile_policy_set
 from authz.policy.keyfile import is_key_file, parse_key_file
-from authz.policy.schema import FileSpec, parse_file
+from authz.policy.schema import FileSpec, validate_tree
 from authz.policy.spec import ApiKey
+from authz.policy.yaml_source import YamlProblems, flatten, parse_yaml
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
+MAX_POLICY_BYTES = 64 * 1024 * 1024  # far above any real set; a bound before reading
+MAX_LOCAL_FILE_BYTES = 1024 * 1024  # a JWKS file; the key registry reads it with the same bound
+
+# Reads a local file a policy names: its bytes, or why it cannot be used.
+LocalReader = Callable[[str], bytes | str]
+# Reads a key file a policy names: its text, or None after adding a problem.
+KeyReader = Callable[[str, list[Problem]], str | None]
 
 
 def is_policy_file(name: str) -> bool:
@@ -42,30 +66,58 @@ def is_policy_file(name: str) -> bool:
 def find_policy_files(directory: str, wanted: Callable[[str], bool] = is_policy_file) -> list[str]:
     """Policy file paths under `directory` (relative to it, '/'-separated), sorted.
 
-    Raises PolicyError when the directory is missing or holds no policy file. `wanted` picks
-    other files the same way (`is_key_file`); then finding none is no error.
+    Raises PolicyError when the directory is missing, holds no policy file, or holds an entry
+    named like a policy file that cannot be read as one (see the module docstring). `wanted`
+    picks other files the same way (`is_key_file`); then finding none is no problem.
     """
     if not os.path.isdir(directory):
         raise PolicyError([Problem(directory, 0, "policy directory does not exist")])
     found: list[str] = []
+    problems: list[Problem] = []
     seen_dirs: set[str] = set()
     seen_files: set[str] = set()
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        real_root = os.path.realpath(root)
-        if real_root in seen_dirs:
-            dirs[:] = []
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        path_dir = os.path.join(directory, rel_dir) if rel_dir else directory
+        real_dir = os.path.realpath(path_dir)
+        if real_dir in seen_dirs:
             continue
-        seen_dirs.add(real_root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
+        seen_dirs.add(real_dir)
+        try:
+            with os.scandir(path_dir) as scan:
+                names = sorted(entry.name for entry in scan)
+        except OSError as exc:
+            problems.append(Problem(path_dir, 0, f"cannot list directory: {_why(exc)}"))
+            continue
+        for name in names:
+            if name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            path = os.path.join(directory, rel)
+            try:
+                mode = os.stat(path).st_mode  # follows symlinks: what a read would get
+            except OSError as exc:
+                if wanted(name):
+                    problems.append(Problem(path, 0, _unreadable(path, exc)))
+                continue
+            if stat.S_ISDIR(mode):
+                if wanted(name):
+                    problems.append(Problem(path, 0, "a directory, not a policy file"))
+                else:
+                    pending.append(rel)
+                continue
             if not wanted(name):
                 continue
-            path = os.path.join(root, name)
-            real = os.path.realpath(path)
-            if real in seen_files or not os.path.isfile(path):
+            if not stat.S_ISREG(mode):
+                problems.append(Problem(path, 0, f"not a regular file ({_kind(mode)})"))
                 continue
-            seen_files.add(real)
-            found.append(os.path.relpath(path, directory).replace(os.sep, "/"))
+            real = os.path.realpath(path)
+            if real not in seen_files:
+                seen_files.add(real)
+                found.append(rel)
+    if problems:
+        raise PolicyError(problems)
     if not found and wanted is is_policy_file:
         raise PolicyError(
             [Problem(directory, 0, "no policy files (*.yaml, *.yml) in the policy directory")]
@@ -73,67 +125,189 @@ def find_policy_files(directory: str, wanted: Callable[[str], bool] = is_policy_
     return sorted(found)
 
 
-def load_policy_set(directory: str) -> PolicySet:
-    """Read, validate and compile every policy file under `directory`.
+def load_policy_set(path: str) -> PolicySet:
+    """Read, validate and compile every policy file under the directory `path`, or the one
+    policy file `path`.
 
-    Raises PolicyError with every problem found; nothing of a bad set is ever used.
+    Raises PolicyError with every problem found; nothing of a bad set is ever used. The build
+    pauses the garbage collector and freezes the result (see `authz.policy.building`).
     """
+    key_paths: list[str] = []
+    if os.path.isfile(path):
+        paths = [path]
+    else:
+        paths = [os.path.join(path, rel) for rel in find_policy_files(path)]
+        # Every key file of the directory, named by a provider or not: a bad one rejects the
+        # set like any bad file (one named elsewhere is read when a provider names it).
+        key_paths = [os.path.join(path, rel) for rel in find_policy_files(path, is_key_file)]
     sources: list[tuple[str, str, str]] = []
     key_files: list[tuple[str, str]] = []
     problems: list[Problem] = []
-    for wanted in (is_policy_file, is_key_file):
-        for rel in find_policy_files(directory, wanted):
-            path = os.path.join(directory, rel)
-            try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
-                text = data.decode("utf-8")
-            except OSError as exc:
-                problems.append(Problem(path, 0, f"cannot read: {exc.strerror or exc}"))
-                continue
-            except UnicodeDecodeError:
-                problems.append(Problem(path, 0, "not UTF-8 text"))
-                continue
-            if wanted is is_key_file:
-                key_files.append((path, text))
-            else:
-                sources.append((path, text, os.path.dirname(path)))
+    for file in paths:
+        text = _read_text(file, MAX_POLICY_BYTES, problems)
+        if text is not None:
+            sources.append((file, text, os.path.dirname(file)))
+    for file in key_paths:
+        text = _read_key_file(file, problems)
+        if text is not None:
+            key_files.append((file, text))
     if problems:
         raise PolicyError(problems)
-    return build_policy_set(sources, key_files)
+    with building.building():
+        return build_policy_set(
+            sources, key_files, read_local=_read_local_file, read_keys=_read_key_file
+        )
+
+
+def _read_key_file(path: str, problems: list[Problem]) -> str | None:
+    """A key file's text (bounded like a local file), or None after saying why not."""
+    return _read_text(path, MAX_LOCAL_FILE_BYTES, problems)
+
+
+def _read_text(path: str, limit: int, problems: list[Problem]) -> str | None:
+    try:
+        # O_NONBLOCK: a fifo swapped in after find_policy_files looked must not hang the load.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                problems.append(Problem(path, 0, "not a regular file"))
+                return None
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        problems.append(Problem(path, 0, _unreadable(path, exc)))
+        return None
+    if len(data) > limit:
+        problems.append(Problem(path, 0, f"larger than {limit} bytes"))
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(Problem(path, 0, "not UTF-8 text"))
+        return None
+
+
+def _read_local_file(path: str) -> bytes | str:
+    """The content of a local file a policy names, or why it cannot be used."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return "not a regular file"
+            data = fh.read(MAX_LOCAL_FILE_BYTES + 1)
+    except OSError as exc:
+        return _unreadable(path, exc)
+    if len(data) > MAX_LOCAL_FILE_BYTES:
+        return f"larger than {MAX_LOCAL_FILE_BYTES} bytes"
+    try:
+        parse_jwks(data)
+    except JwksError as exc:
+        return f"not a usable JWKS: {exc}"
+    return data
 
 
 def build_policy_set(
-    sources: Iterable[tuple[str, str, str]], key_files: Iterable[tuple[str, str]] = ()
+    sources: Iterable[tuple[str, str, str]],
+    key_files: Iterable[tuple[str, str]] = (),
+    *,
+    read_local: LocalReader | None = None,
+    read_keys: KeyReader | None = None,
 ) -> PolicySet:
-    """Validate and compile (file name, text, base directory) triples and the (file name,
-    text) of key files; no file reading.
+    """Validate and compile (file name, text, base directory) triples.
 
-    The revision is a short hash of the names and contents (key files included), so the same
-    files give the same revision on every replica.
+    `key_files` are (path, text) of API key files; a key file a provider names that is not
+    among them is read with `read_keys` (when given). Key files are part of the revision.
+
+    `read_local(path)` reads a local file a policy names (`jwks_file`): bytes, or a string
+    saying why it cannot be used. Without it local files are neither checked nor part of the
+    revision (tools that only look at the rules). The revision is a short hash of the names and
+    contents (of those files too), so the same files give the same revision on every replica.
     """
     specs: list[FileSpec] = []
     problems: list[Problem] = []
     digest = hashlib.sha256()
     for file, text, base_dir in sorted(sources):
         digest.update(file.encode() + b"\0" + text.encode() + b"\0")
-        result = parse_file(file, text, base_dir)
+        try:
+            root = parse_yaml(file, text)
+        except YamlProblems as exc:
+            problems.extend(exc.problems)
+            continue
+        result = validate_tree(file, root, base_dir)
+        # Freed a slice at a time: a big file's tree is a million objects (building.py).
+        nodes = flatten(root)
+        del root
+        building.release(nodes)
         if isinstance(result, FileSpec):
             specs.append(result)
         else:
             problems.extend(result)
-    tables: dict[str, Mapping[str, ApiKey]] = {}
-    for file, text in sorted(key_files):
-        digest.update(b"keys\0" + file.encode() + b"\0" + text.encode() + b"\0")
-        table = parse_key_file(file, text)
-        if isinstance(table, list):
-            problems.extend(table)
-        else:
-            tables[os.path.normpath(os.path.abspath(file))] = table
+    tables = _key_tables(specs, key_files, read_keys, problems, digest)
     specs = [_bind_key_files(spec, tables, problems) for spec in specs]
+    if read_local is not None:
+        for spec in specs:
+            for path, line in spec.local_files:
+                content = read_local(path)
+                if isinstance(content, str):
+                    problems.append(Problem(spec.file, line, f"jwks_file {path}: {content}"))
+                else:
+                    digest.update(path.encode() + b"\0" + content + b"\0")
     if problems:
         raise PolicyError(problems)
     return compile_policy_set(specs, digest.hexdigest()[:12])
+
+
+def _unreadable(path: str, exc: OSError) -> str:
+    """Why `path` cannot be read, in the words an operator looks for."""
+    if exc.errno == errno.ELOOP:
+        return "cannot read: symlink loop"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"cannot read: dangling symlink to {target}"
+    return f"cannot read: {_why(exc)}"
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
+def _key_tables(
+    specs: Iterable[FileSpec],
+    key_files: Iterable[tuple[str, str]],
+    read_keys: KeyReader | None,
+    problems: list[Problem],
+    digest: Any,
+) -> dict[str, Mapping[str, ApiKey]]:
+    """Every key file the providers name, parsed (problems at FILE:LINE of the key file)."""
+    texts = {os.path.normpath(os.path.abspath(path)): text for path, text in key_files}
+    if read_keys is not None:
+        for spec in specs:
+            for provider in spec.api_key_providers:
+                if provider.keys_file not in texts and os.path.exists(provider.keys_file):
+                    text = read_keys(provider.keys_file, problems)
+                    if text is not None:
+                        texts[provider.keys_file] = text
+    tables: dict[str, Mapping[str, ApiKey]] = {}
+    for path, text in sorted(texts.items()):
+        digest.update(b"keys\0" + path.encode() + b"\0" + text.encode() + b"\0")
+        table = parse_key_file(path, text)
+        if isinstance(table, list):
+            problems.extend(table)
+        else:
+            tables[path] = table
+    return tables
 
 
 def _bind_key_files(
@@ -146,14 +320,15 @@ def _bind_key_files(
     for provider, line in zip(spec.api_key_providers, spec.api_key_lines, strict=True):
         table = tables.get(provider.keys_file)
         if table is None:
-            problems.append(
-                Problem(
-                    spec.file,
-                    line,
-                    f"keys_file {os.path.basename(provider.keys_file)!r} of API-key provider "
-                    f"{provider.name!r} is not a key file in the policy directory",
+            if not any(p.file == provider.keys_file for p in problems):
+                problems.append(
+                    Problem(
+                        spec.file,
+                        line,
+                        f"keys_file {os.path.basename(provider.keys_file)!r} of API-key "
+                        f"provider {provider.name!r} is not a key file in the policy directory",
+                    )
                 )
-            )
             continue
         bound.append(replace(provider, keys=table))
     return replace(spec, api_key_providers=tuple(bound))

@@ -52,6 +52,11 @@ def parse_file(file: str, text: str, base_dir: str = ".") -> FileSpec | list[Pro
         root = parse_yaml(file, text)
     except YamlProblems as exc:
         return exc.problems
+    return validate_tree(file, root, base_dir)
+
+
+def validate_tree(file: str, root: YNode | None, base_dir: str = ".") -> FileSpec | list[Problem]:
+    """`parse_file` for a document already parsed with `parse_yaml` (None: empty)."""
     v = _Validator(file, base_dir)
     if root is None:
         return [Problem(file, 1, "the file is empty")]
@@ -82,6 +87,7 @@ class _Validator(AuthChecker, RuleChecker):
             api_key_providers=auth.api_key_providers,
             api_key_lines=auth.api_key_lines,
             trust_domain_aliases=auth.trust_domain_aliases,
+            local_files=tuple(self.local_files),
         )
 
     def roles(self, node: YNode) -> tuple[RoleSpec, ...]:

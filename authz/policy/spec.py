@@ -167,3 +167,6 @@ class FileSpec:
     api_key_providers: tuple[ApiKeyProvider, ...] = ()
     api_key_lines: tuple[int, ...] = ()
     trust_domain_aliases: tuple[str, ...] = ()
+    # Local files the policy refers to (a `jwks_file`), as (absolute path, line of the key):
+    # validation reads no file, so the loader checks these and puts them in the revision.
+    local_files: tuple[tuple[str, int], ...] = ()

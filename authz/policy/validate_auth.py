@@ -98,6 +98,9 @@ class AuthChecker(Checker):
         path = self.string(node, what)
         if path is None:
             return None
+        if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+            self.err(node.line, f"keys_file {path!r}: a key file sits in the policy directory")
+            return None
         if not path.endswith(KEY_FILE_SUFFIXES):
             self.err(
                 node.line,
@@ -159,7 +162,9 @@ class AuthChecker(Checker):
         path = self.string(node, "jwks_file")
         if path is None:
             return None
-        return os.path.normpath(os.path.join(os.path.abspath(self.base_dir), path))
+        resolved = os.path.normpath(os.path.join(os.path.abspath(self.base_dir), path))
+        self.local_files.append((resolved, node.line))
+        return resolved
 
     def inline_jwks(self, node: YNode) -> str | None:
         if isinstance(node, YScalar) and isinstance(node.value, str):

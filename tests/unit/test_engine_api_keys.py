@@ -89,3 +89,41 @@ def test_no_key_where_one_was_needed_is_a_401_with_the_challenge(engine: Engine)
     verdict = engine.check(request("/p/x"))
     assert verdict.decision.status == 401
     assert verdict.decision.challenge == 'ApiKey realm="partners"'
+
+
+CACHE_POLICY = """
+hosts: [api.example.com]
+authentication:
+  api_keys: [{name: partners, from: [{header: x-api-key}], keys_file: partners.keys.yaml}]
+rules:
+  - {name: anyone-known, action: allow, from: [{authenticated: true}], to: [{paths: [/a]}]}
+  - {name: internal, action: allow, to: [{paths: [/c]}], when: [{context: zone, equals: in}]}
+  - {name: csv, action: allow, to: [{paths: [/q]}], when: [{query: f, equals: csv}]}
+"""
+
+
+@pytest.fixture
+def cached(tmp_path: Path) -> Engine:
+    (tmp_path / "p.yaml").write_text(CACHE_POLICY)
+    (tmp_path / "partners.keys.yaml").write_text(
+        f"keys:\n  - {{id: acme-1, sha256: {key_hash(GOOD)}}}\n"
+    )
+    store = PolicyStore(load_policy_set(str(tmp_path)))
+    return Engine(store, IdentityResolver(Settings(), KeyRegistry()), decision_cache=True)
+
+
+def test_the_decision_cache_keys_on_the_api_key_context_and_query(cached: Engine) -> None:
+    from types import MappingProxyType
+
+    def check(path: str, **kw: object) -> tuple[bool, str]:
+        verdict = cached.check(Request("GET", path, "api.example.com", **kw))  # type: ignore[arg-type]
+        return verdict.decision.allowed, verdict.api_key_principal
+
+    for _ in range(2):  # the second round is answered from the cache
+        assert check("/a", headers={"x-api-key": GOOD}) == (True, "partners/acme-1")
+        assert check("/a") == (False, "")
+        assert check("/c", context=MappingProxyType({"zone": "in"}))[0]
+        assert not check("/c", context=MappingProxyType({"zone": "out"}))[0]
+        assert check("/q", query="f=csv")[0]
+        assert not check("/q", query="f=pdf")[0]
+    assert cached.decision_cache is not None and cached.decision_cache.hits >= 6

@@ -392,6 +392,14 @@ def test_aliases_need_trust_domains() -> None:
             "not a key file",
         ),
         ("[{name: partners, from: [{header: x-api-key}], keys_file: p.yaml}]", "keys.yaml"),
+        (
+            "[{name: partners, from: [{header: x-api-key}], keys_file: ../x.keys.yaml}]",
+            "policy directory",
+        ),
+        (
+            "[{name: partners, from: [{header: x-api-key}], keys_file: /etc/x.keys.yaml}]",
+            "policy directory",
+        ),
         ("[{name: partners, from: [{header: x-api-key}]}]", "keys_file"),
         ("[{name: partners, keys_file: partners.keys.yaml}]", "from"),
         ("[{name: 'a b', from: [{header: x-api-key}], keys_file: partners.keys.yaml}]", "name"),
