@@ -26,14 +26,9 @@ class RequestContext:
     __slots__ = (
         "_ip",
         "_query",
-        "_raw_query",
-        "_source_ip",
+        "_request",
         "api_key",
-        "api_key_labels",
-        "api_key_principal",
-        "api_key_providers",
         "claims",
-        "context",
         "first_segment",
         "headers",
         "host",
@@ -71,33 +66,43 @@ class RequestContext:
         self.issuer = self.user.issuer if self.user is not None else None
         self.claims: Mapping[str, Any] | None = self.user.claims if self.user is not None else None
         self.api_key: ApiKeyUser | None = identity.api_key
-        api_key = self.api_key
-        self.api_key_principal = api_key.principal if api_key is not None else None
-        self.api_key_labels: Mapping[str, str] = api_key.labels if api_key is not None else _NONE
-        self.api_key_providers = authentication.api_key_providers
-        self.context: Mapping[str, str] = request.context
-        self._source_ip = request.source_ip
+        # What only some rules read (the source IP, the query, the route's context) is taken
+        # from the request when first read: a check pays for none of it up front.
+        self._request = request
         self._ip: IPAddress | None = _UNSET
-        self._raw_query = request.query
-        self._query: Mapping[str, tuple[str, ...]] | None = None
 
     @property
     def authenticated(self) -> bool:
         return self.workload is not None or self.user is not None or self.api_key is not None
 
     @property
+    def api_key_principal(self) -> str | None:
+        return self.api_key.principal if self.api_key is not None else None
+
+    @property
+    def api_key_labels(self) -> Mapping[str, str]:
+        return self.api_key.labels if self.api_key is not None else _NONE
+
+    @property
+    def context(self) -> Mapping[str, str]:
+        """Envoy's `context_extensions` for the request's route."""
+        return self._request.context
+
+    @property
     def query(self) -> Mapping[str, tuple[str, ...]]:
         """The decoded query parameters, parsed on first use: a name spelled with different
         encodings (`a%62c`, `abc`) is one parameter, and a repeated one has all its values."""
-        if self._query is None:
-            self._query = parse_query(self._raw_query)
-        return self._query
+        try:
+            return self._query  # set on first use only
+        except AttributeError:
+            self._query: Mapping[str, tuple[str, ...]] = parse_query(self._request.query)
+            return self._query
 
     @property
     def ip(self) -> IPAddress | None:
         """The source address, parsed on first use; None when absent or unparsable."""
         if self._ip is _UNSET:
-            self._ip = _parse_ip(self._source_ip)
+            self._ip = _parse_ip(self._request.source_ip)
         return self._ip
 
 

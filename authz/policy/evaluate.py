@@ -70,7 +70,8 @@ def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identit
     if wants_jwt or wants_key:
         challenges = [BEARER_CHALLENGE] if wants_jwt else []
         if wants_key:
-            challenges.extend(api_key_challenge(p.name) for p in ctx.api_key_providers)
+            providers = host_policy.authentication.api_key_providers
+            challenges.extend(api_key_challenge(p.name) for p in providers)
         # RFC 9110 section 11.6.1: one WWW-Authenticate may list several challenges.
         challenge = ", ".join(challenges)
         return Decision(False, 401, NO_MATCHING_RULE, shadow=shadows, challenge=challenge)
