@@ -21,7 +21,16 @@ from authz.errors import ApiKeyRejected, AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
 from authz.identity.jwt import CLOCK_SKEW_SECONDS
 from authz.identity.lookup import parse_query
-from authz.model import ANONYMOUS, Decision, Evidence, Identity, Request, Verdict
+from authz.model import (
+    ANONYMOUS,
+    FROM_CACHE,
+    Decision,
+    Evidence,
+    Identity,
+    Request,
+    TokenCheck,
+    Verdict,
+)
 from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
 from authz.policy.evaluate import api_key_challenge
 
@@ -68,6 +77,8 @@ class _Checked:
     # The identity resolved (no token or peer refused): only such checks may be cached.
     resolved: bool
     evidence: Evidence | None = None
+    # How the request's JWT was judged (traces show it).
+    token_check: TokenCheck | None = None
 
 
 def _time_claim(claims: Mapping[str, Any] | None, name: str) -> float | None:
@@ -187,8 +198,15 @@ class Engine:
                 )
             )
             evidence = Evidence(token, reason, None, *reads)
+            token_check = error.token_check if isinstance(error, TokenRejected) else None
             return _Checked(
-                rejection(error), ANONYMOUS, host_policy, policy_set.revision, False, evidence
+                rejection(error),
+                ANONYMOUS,
+                host_policy,
+                policy_set.revision,
+                False,
+                evidence,
+                token_check,
             )
         decision = evaluate(host_policy, request, identity)
         user = identity.user
@@ -197,7 +215,10 @@ class Engine:
             if user is not None
             else Evidence("none", "", None, *reads)
         )
-        return _Checked(decision, identity, host_policy, policy_set.revision, True, evidence)
+        token_check = user.token_check if user is not None else None
+        return _Checked(
+            decision, identity, host_policy, policy_set.revision, True, evidence, token_check
+        )
 
     def _repeat(self, verdict: Verdict) -> Verdict:
         """`verdict` again, under a new decision id (also in the decision-id header)."""
@@ -205,7 +226,11 @@ class Engine:
         to_set = verdict.headers_to_set
         if to_set and to_set[0] == (self._headers.decision_id, verdict.decision_id):
             to_set = ((self._headers.decision_id, decision_id), *to_set[1:])
-        return replace(verdict, decision_id=decision_id, headers_to_set=to_set)
+        # A repeated verdict judged no token now: traces say it came from a cache.
+        token_check = FROM_CACHE if verdict.token_check is not None else None
+        return replace(
+            verdict, decision_id=decision_id, headers_to_set=to_set, token_check=token_check
+        )
 
     def _verdict(self, request: Request, checked: _Checked) -> Verdict:
         decision, identity = checked.decision, checked.identity
@@ -224,6 +249,7 @@ class Engine:
                 request_principal=request_principal,
                 api_key_principal=api_key_principal,
                 evidence=checked.evidence,
+                token_check=checked.token_check,
             )
 
         names = self._headers
@@ -282,6 +308,7 @@ class Engine:
                 tuple(dict.fromkeys(query_to_remove)) if query_to_remove else ()
             ),
             evidence=checked.evidence,
+            token_check=checked.token_check,
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz.model import TokenCheck
 from authz.reasons import Reason
 
 
@@ -68,6 +69,8 @@ class TokenRejected(AuthzError):
     """A JWT was present and failed verification: denied at once with 401."""
 
     reason = Reason.JWT_INVALID
+    # The verification that refused it (traces show it), set by the verifier.
+    token_check: TokenCheck | None = None
 
 
 class ApiKeyRejected(AuthzError):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_load, grpc_load, h2load, inproc, server_models
+from bench import envoy_load, grpc_load, h2load, http_mode, inproc, server_models
 from bench.procs import REPO
 
 
@@ -85,6 +85,14 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
             print("models done", flush=True)
         else:
             results["skipped"].append("server models: Envoy, wrk or h2load is not installed")
+    if "http" in parts:
+        if envoy_load.available():
+            results["http_mode"] = http_mode.compare(
+                rounds=2 if quick else 5, seconds=2 if quick else 5
+            )
+            print("http mode done", flush=True)
+        else:
+            results["skipped"].append("HTTP mode: Envoy or wrk is not installed")
     results["seconds"] = time.time() - started
     from bench.report import write
 
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
     r.add_argument(
         "--parts",
-        default="engine,identity,cache,grpc,e2e,peers,models",
+        default="engine,identity,cache,grpc,e2e,peers,models,http",
         help="comma-separated subset",
     )
     args = parser.parse_args(argv)

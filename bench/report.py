@@ -215,6 +215,41 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
             *table(results["models"]),
             "",
         ]
+    if "http_mode" in results:
+        d = results["http_mode"]
+        med = d["median"]
+        lines += [
+            "## HTTP mode vs gRPC mode through Envoy (bench.http_mode)",
+            "",
+            "Same wrk load as above; ext_authz `grpc_service` to `authz serve` (one process) vs "
+            "`http_service` (authz.envoy_http) to `authz serve --no-grpc --http-listen` (one "
+            "process) vs the same `http_service` to an empty granian RSGI app.",
+            "",
+            "| layout | req/s per round | median |",
+            "|---|---|---:|",
+        ]
+        for n, rounds in d["throughput"].items():
+            lines.append(f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {med[n]:,.0f} |")
+        lines += ["", f"HTTP / gRPC: {d['http/grpc']:.2f}x; HTTP / empty granian: "
+                  f"{d['http/empty']:.2f}x.", ""]  # fmt: skip
+        ratio = d["http/empty"]
+        targets.append(
+            f"| HTTP mode w1 >= 0.7x the empty granian app | {med['http w1']:,.0f} vs "
+            f"{med['empty http']:,.0f} = {ratio:.2f}x | {_target(ratio >= 0.7)} |"
+        )
+        lat = next((v for k, v in d.items() if k.startswith("latency_us")), {})
+        if lat:
+            lines += ["| layout (fixed rate) | p50 µs | p90 µs | p99 µs |", "|---|---:|---:|---:|"]
+            for n, v in lat.items():
+                lines.append(f"| {n} | {v['p50']:.0f} | {v['p90']:.0f} | {v['p99']:.0f} |")
+            lines.append("")
+            if {"grpc w1", "http w1"} <= set(lat):
+                h, g = lat["http w1"]["p99"], lat["grpc w1"]["p99"]
+                targets.append(
+                    f"| HTTP mode p99 <= gRPC mode p99 (fixed rate, same run) | {h:.0f} vs "
+                    f"{g:.0f} µs | {_target(h <= g)} |"
+                )
+
     for skipped in results["skipped"]:
         lines.append(f"Skipped: {skipped}.")
     lines += ["## Targets", "", "| target | measured | status |", "|---|---|---|", *targets, ""]
