@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from authz.model import (
 )
 from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
 from authz.policy.evaluate import api_key_challenge
+from authz.policy.spec import ApiKeyProvider
 
 
 def new_decision_id(_urandom: Callable[[int], bytes] = os.urandom) -> str:
@@ -257,7 +258,10 @@ class Engine:
         to_remove: list[str] = []
         _set_or_remove(to_set, to_remove, names.principal, principal)
         _set_or_remove(to_set, to_remove, names.request_principal, request_principal)
-        _set_or_remove(to_set, to_remove, names.api_key, api_key_principal)
+        if api_key_principal:  # inline: this runs on every allow
+            to_set.append((names.api_key, api_key_principal))
+        else:
+            to_remove.append(names.api_key)
 
         # Every header any provider of this host may fill from claims is either set from the
         # verified token or removed, so a client can never smuggle its own x-user-id upstream.
@@ -271,27 +275,21 @@ class Engine:
         for header in checked.host_policy.claim_headers:
             _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
 
-        query_to_remove: list[str] = []
-        cookies: list[str] = []
+        query_to_remove: tuple[str, ...] = ()
+        cookies: tuple[str, ...] = ()
         if user is not None and user.provider is not None and not user.provider.forward:
             where = user.found_at
             if where is not None and where.header:
                 to_remove.append(where.header)
             elif where is not None and where.query:
-                query_to_remove.append(where.query)
+                query_to_remove = (where.query,)
             elif where is not None and where.cookie:
-                cookies.append(where.cookie)
-        # An API key never goes upstream, wherever a provider of this host looks for one,
-        # presented or not (docs/policy.md, "API keys").
+                cookies = (where.cookie,)
         key_providers = checked.host_policy.authentication.api_key_providers
-        for key_provider in key_providers:
-            for where in key_provider.locations:
-                if where.header:
-                    to_remove.append(where.header.lower())
-                elif where.query and _has_query_parameter(request.query, where.query):
-                    query_to_remove.append(where.query)
-                elif where.cookie:
-                    cookies.append(where.cookie)
+        if key_providers:
+            query_to_remove, cookies = _remove_api_keys(
+                request, key_providers, to_remove, query_to_remove, cookies
+            )
         if cookies:
             _strip_cookies(request, frozenset(cookies), to_set, to_remove)
 
@@ -304,9 +302,7 @@ class Engine:
             api_key_principal=api_key_principal,
             headers_to_set=tuple(dict(to_set).items()),
             headers_to_remove=tuple(dict.fromkeys(to_remove)),
-            query_parameters_to_remove=(
-                tuple(dict.fromkeys(query_to_remove)) if query_to_remove else ()
-            ),
+            query_parameters_to_remove=query_to_remove,
             evidence=checked.evidence,
             token_check=checked.token_check,
         )
@@ -342,8 +338,29 @@ def _claim_text(claims: object, dotted: str) -> str | None:
     return text if is_header_value(text) else None
 
 
-def _has_query_parameter(query: str, name: str) -> bool:
-    return name in parse_query(query)
+def _remove_api_keys(
+    request: Request,
+    providers: Iterable[ApiKeyProvider],
+    to_remove: list[str],
+    query_to_remove: tuple[str, ...],
+    cookies: tuple[str, ...],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An API key never goes upstream, wherever a provider of the host looks for one, presented
+    or not (docs/policy.md, "API keys"): its header is removed, and so are its query parameter
+    and cookie when the request has them. Returns the query parameters and cookies to remove."""
+    queries, crumbs = list(query_to_remove), list(cookies)
+    parsed: Mapping[str, list[str]] | None = None
+    for provider in providers:
+        for where in provider.locations:
+            if where.header:
+                to_remove.append(where.header.lower())
+            elif where.query:
+                parsed = parse_query(request.query) if parsed is None else parsed
+                if where.query in parsed and where.query not in queries:
+                    queries.append(where.query)
+            elif where.cookie and where.cookie not in crumbs:
+                crumbs.append(where.cookie)
+    return tuple(queries), tuple(crumbs)
 
 
 def _strip_cookies(
