@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -78,8 +79,7 @@ def request(url: str, headers: dict[str, str]) -> int:
 def test_envoys_span_and_ours_are_one_trace(tmp_path: Path) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
-    for source in (REPO / "policies").glob("*.yaml"):
-        (policies / source.name).write_text(source.read_text())
+    shutil.copytree(REPO / "policies", policies, dirs_exist_ok=True)
     with OtlpReceiver() as collector:
         service = Service(
             [
