@@ -42,11 +42,11 @@ def app() -> App:
 async def channel(app: App, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     address = f"unix:{tmp_path / 'authz.sock'}"
     server, health = build_server(app.service, replace(app.settings, listen=(address,)))
-    await server.start()
-    await health.set_phase(Phase.SERVING)
+    server.start()
+    health.set_phase(Phase.SERVING)
     async with grpc.aio.insecure_channel(address) as open_channel:
         yield open_channel
-    await server.stop(None)
+    server.stop(None)
 
 
 async def test_checks_over_a_unix_socket(channel: grpc.aio.Channel) -> None:
@@ -139,20 +139,20 @@ async def test_health_state_is_what_grpc_health_says(app: App, tmp_path: Path) -
     """/readyz reads Health.phase; it must always match what gRPC health answers."""
     address = f"unix:{tmp_path / 'h.sock'}"
     server, health = build_server(app.service, replace(app.settings, listen=(address,)))
-    await server.start()
+    server.start()
     assert health.phase is Phase.STARTING and not health.serving
     try:
         async with grpc.aio.insecure_channel(address) as open_channel:
             stub = health_pb2_grpc.HealthStub(open_channel)
             for phase in (Phase.STARTING, Phase.SERVING, Phase.DRAINING):
-                await health.set_phase(phase)
+                health.set_phase(phase)
                 answer = await stub.Check(
                     health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE)
                 )
                 assert health.serving is (phase is Phase.SERVING)
                 assert (answer.status == health_pb2.HealthCheckResponse.SERVING) is health.serving
     finally:
-        await server.stop(None)
+        server.stop(None)
 
 
 async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) -> None:
@@ -165,8 +165,8 @@ async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) 
         replace(app.settings, listen=(address,)),
         interceptors=[MetricsInterceptor(metrics.rpc)],
     )
-    await server.start()
-    await health.set_phase(Phase.SERVING)
+    server.start()
+    health.set_phase(Phase.SERVING)
     try:
         async with grpc.aio.insecure_channel(address) as open_channel:
             check = external_auth_pb2_grpc.AuthorizationStub(open_channel)
@@ -184,7 +184,7 @@ async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) 
             with pytest.raises(grpc.aio.AioRpcError):  # unknown method: not counted
                 await open_channel.unary_unary("/no.Such/Method")(b"")
     finally:
-        await server.stop(None)
+        server.stop(None)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(metrics.render().decode())
