@@ -134,7 +134,7 @@ def test_a_refetch_past_its_deadline_is_not_waited_for(
 
 def serving(service: AuthorizationService, tmp_path: Path, threads: int) -> grpc.Server:
     address = f"unix:{tmp_path / 'authz.sock'}"
-    grpc_server, health = build_server(
+    grpc_server, _health = build_server(
         service, replace(service.settings, listen=(address,), grpc_threads=threads)
     )
     grpc_server.start()
