@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent import futures
@@ -153,7 +154,8 @@ def build_server(
     threads. Raises ListenError for an address it cannot bind."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
-        interceptors=interceptors,
+        # The guard innermost, so the metrics see its refusals.
+        interceptors=[*interceptors, GuardInterceptor(max(1, settings.grpc_threads // 4))],
         options=server_options(settings),
         # Calls beyond the threads wait in grpc's queue (bounded by max_concurrent_streams per
         # connection) rather than being refused: Envoy's ext_authz would turn a refusal into a
@@ -304,6 +306,108 @@ class RpcRecorder(Protocol):
     def handled(self, code: str, seconds: float) -> None: ...
 
 
+# grpc's handler factory and the handler attribute holding the behavior, per
+# (request_streaming, response_streaming).
+_KINDS: dict[tuple[bool, bool], tuple[str, Callable[..., grpc.RpcMethodHandler]]] = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+UNDECODABLE = "Exception deserializing request!"  # what grpc itself answers, with INTERNAL
+
+
+def _non_blocking(behavior: Callable[..., Any]) -> bool:
+    """A behavior that answers through a callback and returns at once (grpc_health's Watch):
+    it holds no thread while its stream is open, and wrappers must keep it so."""
+    return bool(getattr(behavior, "experimental_non_blocking", False))
+
+
+class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Two guards the thread-pool server needs, on every registered method:
+
+    * Requests are decoded in the handler, not by grpc: grpcio's sync server (1.85) never
+      closes the HTTP/2 stream of a request that fails to decode, so 1,024 undecodable
+      messages make a connection refuse every later call. Undecodable bytes are answered as
+      grpc would (INTERNAL, "Exception deserializing request!") and the stream is closed.
+    * A blocking stream (reflection) holds a pool thread while it is open: at most
+      `max_streams` are open at once, more are refused (RESOURCE_EXHAUSTED), so idle
+      reflection clients can never take the threads that serve checks.
+    """
+
+    def __init__(self, max_streams: int) -> None:
+        self._streams = threading.BoundedSemaphore(max_streams)
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._handlers[method] = self._guarded(handler)
+        return wrapped
+
+    def _open_stream(self, context: grpc.ServicerContext) -> None:
+        if not self._streams.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams")
+
+    def _guarded(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        streaming_in, streaming_out = handler.request_streaming, handler.response_streaming
+        attribute, make = _KINDS[(streaming_in, streaming_out)]
+        behavior: Callable[..., Any] = getattr(handler, attribute)
+        decode: Callable[[bytes], Any] = handler.request_deserializer or (lambda raw: raw)
+
+        def decoded(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                return decode(raw)
+            except Exception:
+                context.abort(grpc.StatusCode.INTERNAL, UNDECODABLE)
+                raise  # not reached: abort raises
+
+        def argument(request: Any, context: grpc.ServicerContext) -> Any:
+            if streaming_in:
+                return (decoded(raw, context) for raw in request)
+            return decoded(request, context)
+
+        run: Callable[..., Any]
+        if _non_blocking(behavior):
+
+            def run(request: Any, context: grpc.ServicerContext, send: Any = None) -> Any:
+                return behavior(argument(request, context), context, send)
+
+            run.experimental_non_blocking = True  # type: ignore[attr-defined]
+        elif streaming_out:
+
+            def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                self._open_stream(context)
+                try:
+                    yield from behavior(argument(request, context), context)
+                finally:
+                    self._streams.release()
+
+        elif streaming_in:
+
+            def run(request: Any, context: grpc.ServicerContext) -> Any:
+                self._open_stream(context)
+                try:
+                    return behavior(argument(request, context), context)
+                finally:
+                    self._streams.release()
+
+        else:
+
+            def run(request: Any, context: grpc.ServicerContext) -> Any:
+                return behavior(decoded(request, context), context)
+
+        return make(run, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """go-grpc-prometheus's server metrics for every registered method: handled by status code,
     and handling time (`grpc_server_started_total` is left out: it is `handled` plus the calls
@@ -346,20 +450,33 @@ def _measured(
         else ("server_stream" if streaming_out else "unary")
     )
     recorder = metrics(grpc_type, method)
-    kind = {
-        (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
-        (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
-        (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
-        (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
-    }
-    attribute, make = kind[(streaming_in, streaming_out)]
+    attribute, make = _KINDS[(streaming_in, streaming_out)]
     behavior = getattr(handler, attribute)
-    measure = _measure_stream if streaming_out else _measure_unary
+    if _non_blocking(behavior):
+        measure = _measure_non_blocking
+    else:
+        measure = _measure_stream if streaming_out else _measure_unary
     return make(
         measure(behavior, recorder),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+def _measure_non_blocking(
+    behavior: Callable[..., Any], recorder: RpcRecorder
+) -> Callable[..., Any]:
+    """A callback-answering `behavior` (returns at once) recorded when its RPC ends."""
+
+    def call(request: Any, context: grpc.ServicerContext, send: Any = None) -> Any:
+        started = time.perf_counter()
+        context.add_callback(
+            lambda: recorder.handled(_code_of(context, None), time.perf_counter() - started)
+        )
+        return behavior(request, context, send)
+
+    call.experimental_non_blocking = True  # type: ignore[attr-defined]
+    return call
 
 
 def _measure_unary(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..., Any]:
