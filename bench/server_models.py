@@ -14,7 +14,8 @@ Serving process: `python -m bench.server_models serve MODEL ADDRESS POLICY_DIR` 
 
 Whole services: `serve` is this checkout's `authz serve` (health, reflection, metrics
 interceptor: what ships), `serve@DIR` the `authz serve` of the code in DIR (e.g. a `git archive`
-of an older main, to compare server models release to release). Pick models on the command line:
+of an older main, to compare server models release to release), `serve-tN` this checkout's with
+`--grpc-threads N`. Pick models on the command line:
 `python -m bench.server_models ROUNDS MODEL...`.
 """
 
@@ -134,8 +135,10 @@ def _servers(
             port = free_port()
             log = tmp / f"{model.replace('/', '_')}-{port}.log"
             env: dict[str, str] = {}
-            if model == "serve" or model.startswith("serve@"):
+            if model.startswith(("serve-t", "serve@")) or model == "serve":
                 argv = _authz_argv(policies, f"127.0.0.1:{port}")
+                if model.startswith("serve-t"):
+                    env["AUTHZ_GRPC_THREADS"] = model.removeprefix("serve-t")
                 if model.startswith("serve@"):
                     # -P: not the working directory (this checkout) ahead of PYTHONPATH.
                     argv = [argv[0], "-P", *argv[1:]]
