@@ -189,15 +189,15 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
-    # HTTP only (`grpc` off): no gRPC server at all (grpc.aio's poller would share the loop for
-    # nothing); `health` is still the one readiness truth for /readyz.
-    server: grpc.aio.Server | None = None
+    # HTTP only (`grpc` off): no gRPC server at all (its threads would serve nothing);
+    # `health` is still the one readiness truth for /readyz.
+    server: grpc.Server | None = None
     if settings.grpc:
         server, health = build_server(app.service, settings, interceptors=interceptors)
     else:
         health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
-    await health.set_phase(Phase.STARTING)
+    health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
     http: HttpServers | None = None
     if settings.http_listen:
@@ -218,7 +218,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             if address.startswith("unix:"):
                 set_socket_access(address.removeprefix("unix:"), settings)
     if server is not None:
-        await server.start()
+        server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
@@ -232,7 +232,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
                     state.error or state.state,
                     key_wait_seconds,
                 )
-    await health.set_phase(Phase.SERVING)
+    health.set_phase(Phase.SERVING)
     log.info("%s", serving_line(app))
     try:
         await run_until_signalled(

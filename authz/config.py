@@ -203,6 +203,13 @@ class Settings:
         lower=True,
     )
     workers: int = setting(1, "worker processes", check=checks.at_least_one, metavar="N")
+    # grpcio's sync server: a check holds a thread only while it runs (tens of µs) or waits
+    # for a key refetch (at most unknown_kid_wait). 8 measured best on one core (4 is close,
+    # 16 loses to GIL hand-offs: docs/benchmarks.md, fast path log); more only helps when many
+    # checks wait on refetches at once.
+    grpc_threads: int = setting(
+        8, "threads serving gRPC calls in each worker", check=checks.at_least_one, metavar="N"
+    )
     watch: bool = setting(True, "watch the policy directory (else reload on SIGHUP only)")
     poll_policies: bool = setting(
         False, "watch the policy directory by polling (file systems without change events)"
