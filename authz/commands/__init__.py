@@ -10,6 +10,7 @@ from authz.commands import (
     demo,
     envoy_config,
     explain,
+    export,
     lint,
     replay,
     schema,
@@ -31,5 +32,6 @@ class Command(Protocol):
 
 _MODULES: list[ModuleType] = [serve, envoy_config, demo]
 _MODULES += [validate, lint, test_cmd, explain, schema]  # tools for policy authors
-_MODULES += [usage, replay]  # audits of the decision log
+_MODULES += [usage, replay]
+_MODULES += [export]  # policies as Envoy's own filters  # audits of the decision log
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]

@@ -1,0 +1,861 @@
+"""A policy set -> Envoy's own HTTP filters, built from typed Envoy API objects.
+
+The filters, in order (docs/export.md explains each):
+
+1. `envoy.filters.http.header_mutation`: removes client-sent copies of the headers jwt_authn
+   sets from claims (the service removes them too, so a client never smuggles `x-user-id`);
+2. `envoy.filters.http.jwt_authn`: the providers; a present token must verify (401 otherwise),
+   a missing one is allowed; the verified payload and header go to dynamic metadata;
+3. `envoy.filters.http.rbac`, action DENY: what the engine refuses before any rule (400s:
+   invalid path, method, host; a verified token without `sub` or, for a JWKS of several keys,
+   without `kid`) and the enforced deny rules, each twice: on the path as sent and on the path
+   with `;params` cut (the engine's hardening); dry_run deny rules as shadow rules;
+4. `envoy.filters.http.rbac`, action ALLOW: the enforced allow rules; dry_run allow rules as
+   shadow rules. Nothing matches: 403;
+5. `envoy.filters.http.rbac`, action LOG: the audit rules (Envoy marks the access log).
+
+Every rule is guarded by its file's `hosts`. What Envoy cannot decide the way the engine does is
+a `Finding` naming the rule (or the provider) and why; `decides=True` findings would change an
+allow or a deny, the others only change the answer's details (status, headers).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
+from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.config.rbac import v3 as rbac
+from envoy_data_plane.envoy.config.route import v3 as route
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as hm
+from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as jwt
+from envoy_data_plane.envoy.extensions.filters.http.rbac import v3 as hrbac
+from envoy_data_plane.envoy.type.matcher import v3 as m
+from envoy_data_plane.google.protobuf import Any as AnyProto
+from envoy_data_plane.google.protobuf import Empty
+
+from authz.export import paths as xpaths
+from authz.model import Authentication, JwtProvider
+from authz.policy.compiler import PolicySet, merge_authentication
+from authz.policy.schema import ConditionSpec, FileSpec, FromSpec, RuleSpec, ToSpec
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+PAYLOAD_KEY = "payload"  # jwt_authn's payload_in_metadata
+HEADER_KEY = "header"  # jwt_authn's header_in_metadata
+FILTER_NAMES = ("authz.strip", "authz.jwt_authn", "authz.deny", "authz.allow", "authz.audit")
+_TRUSTED = re.escape("spiffe://")
+# SPIFFE-ID.md (authz/identity/spiffe.py): a path segment is [A-Za-z0-9._-]+ but not . or ..
+# Regexes stay small: Envoy refuses an RE2 program over 100 instructions by default.
+_SEG = "[A-Za-z0-9._-]+"
+_DOT_SEGMENT = r".*/\.\.?(?:/.*)?"  # a `.` or `..` segment: not a SPIFFE ID
+_TD = "[a-z0-9._-]+"
+# authz/identity/header_value.py: no control character, no leading or trailing blank.
+_HEADER_VALUE = r"[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?"
+# Python's str.split() whitespace, for space-separated scope/scp claims (RFC 8693 4.2).
+_WS = "[" + "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "]"
+_LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
+# authz/policy/patterns.py normalize_host, after Envoy stripped the port and one trailing dot.
+_LABEL = "[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+_VALID_HOST = f"(?i)(?:{_LABEL}(?:\\.{_LABEL})*\\.?|\\[[0-9a-f:.]+\\])?(?::[0-9]+)?"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something Envoy's filters cannot do as the engine does. `decides`: it would change an
+    allow or a deny (not exportable); otherwise only the details of the answer differ."""
+
+    where: str  # "FILE:LINE rule NAME" or "FILE provider ISSUER" or "set"
+    why: str
+    decides: bool = True
+
+    def __str__(self) -> str:
+        kind = "not exportable" if self.decides else "differs"
+        return f"{self.where}: {kind}: {self.why}"
+
+
+@dataclass(slots=True)
+class EnvoyExport:
+    """The filters (typed Envoy objects) and what they cannot express."""
+
+    filters: list[core.TypedExtensionConfig] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def exportable(self) -> bool:
+        return not any(f.decides for f in self.findings)
+
+    def filter_dicts(self) -> list[dict[str, Any]]:
+        """`http_filters` entries (name + typed_config with @type), snake_case as in YAML."""
+        return [_filter_dict(f) for f in self.filters]
+
+
+def _filter_dict(f: core.TypedExtensionConfig) -> dict[str, Any]:
+    assert f.typed_config is not None
+    return {"name": f.name, "typed_config": _snake(f.typed_config.to_dict())}
+
+
+def _snake(value: Any) -> Any:
+    """betterproto writes protobuf JSON (lowerCamel); Envoy reads both, people read snake_case."""
+    if isinstance(value, dict):
+        return {
+            (k if k.startswith("@") else re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", k).lower()): (
+                _snake(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_snake(v) for v in value]
+    return value
+
+
+def typed(name: str, message: Any) -> core.TypedExtensionConfig:
+    return core.TypedExtensionConfig(name=name, typed_config=AnyProto.pack(message))
+
+
+# --- small constructors -----------------------------------------------------------------------
+
+
+class NotExportable(Exception):
+    """Raised while building one rule: the engine's meaning has no RBAC equivalent."""
+
+
+def s_exact(v: str, ignore_case: bool = False) -> m.StringMatcher:
+    return m.StringMatcher(exact=v, ignore_case=ignore_case)
+
+
+def s_regex(r: str) -> m.StringMatcher:
+    return m.StringMatcher(safe_regex=m.RegexMatcher(regex=r))
+
+
+def p_any() -> rbac.Principal:
+    return rbac.Principal(any=True)
+
+
+def p_or(ids: Sequence[rbac.Principal]) -> rbac.Principal:
+    return ids[0] if len(ids) == 1 else rbac.Principal(or_ids=rbac.PrincipalSet(ids=list(ids)))
+
+
+def p_and(ids: Sequence[rbac.Principal]) -> rbac.Principal:
+    if not ids:
+        return p_any()
+    return ids[0] if len(ids) == 1 else rbac.Principal(and_ids=rbac.PrincipalSet(ids=list(ids)))
+
+
+def p_not(p: rbac.Principal) -> rbac.Principal:
+    return rbac.Principal(not_id=p)
+
+
+def p_san(matcher: m.StringMatcher) -> rbac.Principal:
+    return rbac.Principal(authenticated=rbac.PrincipalAuthenticated(principal_name=matcher))
+
+
+def p_meta(path: Sequence[str], value: m.ValueMatcher) -> rbac.Principal:
+    """A value in jwt_authn's dynamic metadata (the verified token's payload or header)."""
+    return rbac.Principal(
+        sourced_metadata=rbac.SourcedMetadata(
+            metadata_matcher=m.MetadataMatcher(
+                filter=JWT_FILTER,
+                path=[m.MetadataMatcherPathSegment(key=k) for k in path],
+                value=value,
+            ),
+            metadata_source=rbac.MetadataSource.DYNAMIC,
+        )
+    )
+
+
+def q_or(rules: Sequence[rbac.Permission]) -> rbac.Permission:
+    if len(rules) == 1:
+        return rules[0]
+    return rbac.Permission(or_rules=rbac.PermissionSet(rules=list(rules)))
+
+
+def q_and(rules: Sequence[rbac.Permission]) -> rbac.Permission:
+    if not rules:
+        return rbac.Permission(any=True)
+    if len(rules) == 1:
+        return rules[0]
+    return rbac.Permission(and_rules=rbac.PermissionSet(rules=list(rules)))
+
+
+def q_not(p: rbac.Permission) -> rbac.Permission:
+    return rbac.Permission(not_rule=p)
+
+
+def q_header(name: str, matcher: m.StringMatcher) -> rbac.Permission:
+    return rbac.Permission(header=route.HeaderMatcher(name=name, string_match=matcher))
+
+
+def q_path(matcher: m.StringMatcher) -> rbac.Permission:
+    return rbac.Permission(url_path=m.PathMatcher(path=matcher))
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostClass:
+    """One way a host picks its files: an exact name, a `*.suffix`, or none named (default).
+    `matcher` is exclusive: a host is in exactly one class."""
+
+    label: str
+    files: tuple[str, ...]
+    authentication: Authentication
+    exact: str | None = None  # exact name, or the suffix ".example.com"
+    is_suffix: bool = False
+    excluded_exact: tuple[str, ...] = ()
+    excluded_suffixes: tuple[str, ...] = ()
+
+    def header_matchers(self) -> list[tuple[route.HeaderMatcher, bool]]:
+        """(matcher on :authority, negated) that together (AND) select this class."""
+        out: list[tuple[route.HeaderMatcher, bool]] = []
+        if self.exact is not None:
+            sm = (
+                m.StringMatcher(suffix=self.exact, ignore_case=True)
+                if self.is_suffix
+                else s_exact(self.exact, ignore_case=True)
+            )
+            out.append((route.HeaderMatcher(name=":authority", string_match=sm), False))
+        for h in self.excluded_exact:
+            out.append(
+                (route.HeaderMatcher(name=":authority", string_match=s_exact(h, True)), True)
+            )
+        for sfx in self.excluded_suffixes:
+            sm = m.StringMatcher(suffix=sfx, ignore_case=True)
+            out.append((route.HeaderMatcher(name=":authority", string_match=sm), True))
+        return out
+
+    def principal(self) -> rbac.Principal:
+        return p_and(
+            [
+                p_not(rbac.Principal(header=h)) if neg else rbac.Principal(header=h)
+                for h, neg in self.header_matchers()
+            ]
+        )
+
+
+def host_classes(files: Sequence[FileSpec]) -> list[HostClass]:
+    """Every class, most specific first: exact names, then suffixes longest first, then default."""
+    exact = sorted({h for f in files for h in f.hosts or () if not h.startswith("*.")})
+    suffixes = sorted(
+        {h[1:] for f in files for h in f.hosts or () if h.startswith("*.")},
+        key=lambda s: (-len(s), s),
+    )
+    classes: list[HostClass] = []
+
+    def make(label: str, host: str, **kw: Any) -> HostClass:
+        chosen = tuple(f for f in files if _applies(f, host))
+        return HostClass(label, tuple(f.file for f in chosen), merge_authentication(chosen), **kw)
+
+    for h in exact:
+        classes.append(make(h, h, exact=h))
+    for i, sfx in enumerate(suffixes):
+        longer = tuple(x for x in suffixes[:i] if x.endswith(sfx))
+        inside = tuple(h for h in exact if h.endswith(sfx) and len(h) > len(sfx))
+        classes.append(
+            make("*" + sfx, "x" + sfx, exact=sfx, is_suffix=True,
+                 excluded_exact=inside, excluded_suffixes=longer)
+        )  # fmt: skip
+    classes.append(
+        make("(any other host)", "", excluded_exact=tuple(exact), excluded_suffixes=tuple(suffixes))
+    )
+    return classes
+
+
+@dataclass(frozen=True, slots=True)
+class _Auth:
+    """The authentication in force, per host class (one class when it is the same everywhere)."""
+
+    classes: tuple[HostClass, ...]
+    issuers: tuple[str, ...]
+
+    def workload(self) -> rbac.Principal:
+        """A peer the engine counts as a workload (authz/identity/spiffe.py `workload_for`):
+        a valid SPIFFE ID in one of the host's trust domains; without trust domains, also any
+        non-SPIFFE principal that is a header value."""
+        by_td: dict[frozenset[str] | None, list[HostClass]] = {}
+        for c in self.classes:
+            by_td.setdefault(c.authentication.trust_domains, []).append(c)
+        if len(by_td) == 1:
+            return _workload(next(iter(by_td)))
+        return p_or(
+            [
+                p_and([p_or([c.principal() for c in cs]), _workload(tds)])
+                for tds, cs in by_td.items()
+            ]
+        )
+
+    def user(self) -> rbac.Principal:
+        return p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(present_match=True))
+
+
+def _workload(trust_domains: frozenset[str] | None) -> rbac.Principal:
+    if trust_domains is not None:
+        tds = "|".join(re.escape(t) for t in sorted(trust_domains))
+        return p_and(
+            [
+                p_san(s_regex(f"{_TRUSTED}(?:{tds})(?:/{_SEG})*")),
+                p_not(p_san(s_regex(_DOT_SEGMENT))),
+            ]
+        )
+    valid = p_and(
+        [p_san(s_regex(f"{_TRUSTED}{_TD}(?:/{_SEG})*")), p_not(p_san(s_regex(_DOT_SEGMENT)))]
+    )
+    other = p_and([p_san(s_regex(_HEADER_VALUE)), p_not(p_san(s_regex(f"(?i){_TRUSTED}.*")))])
+    return p_or([valid, other])
+
+
+def _star(value: str) -> tuple[str, str]:
+    """(kind, text) of an Istio `*` pattern: ("any", ""), ("prefix", p), ("suffix", s),
+    ("exact", v)."""
+    if value == "*":
+        return "any", ""
+    if value.startswith("*"):
+        return "suffix", value[1:]
+    if value.endswith("*"):
+        return "prefix", value[:-1]
+    return "exact", value
+
+
+def _string_matcher(value: str) -> m.StringMatcher | None:
+    kind, text = _star(value)
+    if kind == "any":
+        return None
+    if kind == "suffix":
+        return m.StringMatcher(suffix=text)
+    if kind == "prefix":
+        return m.StringMatcher(prefix=text)
+    return s_exact(text)
+
+
+def _principal(auth: _Auth, value: str) -> rbac.Principal:
+    # Istio's short form stands for the spiffe:// ID (authz/policy/patterns.py principal_patterns).
+    if not value.startswith(("*", "spiffe://")):
+        value = "spiffe://" + value
+    matcher = _string_matcher(value)
+    w = auth.workload()
+    return w if matcher is None else p_and([w, p_san(matcher)])
+
+
+def _namespace(auth: _Auth, value: str) -> rbac.Principal:
+    kind, text = _star(value)
+    seg = {
+        "any": "[^/]*",
+        "prefix": re.escape(text) + "[^/]*",
+        "suffix": "[^/]*" + re.escape(text),
+        "exact": re.escape(text),
+    }[kind]
+    return p_and([auth.workload(), p_san(s_regex(f"{_TRUSTED}[^/]+/ns/{seg}/sa/[^/]+"))])
+
+
+def _request_principal(auth: _Auth, value: str) -> rbac.Principal:
+    """`<iss>/<sub>` patterns, split over the known issuers (the metadata holds iss and sub)."""
+    kind, text = _star(value)
+    options: list[rbac.Principal] = []
+    for iss in auth.issuers:
+        head = iss + "/"
+        subs: list[m.StringMatcher] = []
+        if kind == "any":
+            subs.append(s_regex(".+"))
+        elif kind == "exact":
+            if text.startswith(head) and len(text) > len(head):
+                subs.append(s_exact(text[len(head) :]))
+        elif kind == "prefix":
+            if head.startswith(text):
+                subs.append(s_regex(".+"))
+            elif text.startswith(head):
+                subs.append(m.StringMatcher(prefix=text[len(head) :]))
+        else:  # suffix: within sub, or reaching back into "<iss>/"
+            subs.append(m.StringMatcher(suffix=text))
+            for k in range(1, len(text)):
+                if head.endswith(text[:k]):
+                    subs.append(s_exact(text[k:]))
+        if subs:
+            options.append(
+                p_and(
+                    [
+                        p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(iss))),
+                        p_or(
+                            [
+                                p_meta([PAYLOAD_KEY, "sub"], m.ValueMatcher(string_match=s))
+                                for s in subs
+                            ]
+                        ),
+                    ]
+                )
+            )
+    return p_or(options) if options else p_not(p_any())
+
+
+def _issuer(_: _Auth, value: str) -> rbac.Principal:
+    return p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(value)))
+
+
+def _ip_block(_: _Auth, value: str) -> rbac.Principal:
+    net = ipaddress.ip_network(value, strict=True)
+    ranges = [core.CidrRange(address_prefix=str(net.network_address), prefix_len=net.prefixlen)]
+    if isinstance(net, ipaddress.IPv4Network):
+        # The engine matches an IPv4-mapped IPv6 peer against IPv4 blocks.
+        mapped = ipaddress.IPv6Address(f"::ffff:{net.network_address}")
+        ranges.append(core.CidrRange(address_prefix=str(mapped), prefix_len=96 + net.prefixlen))
+    return p_or([rbac.Principal(direct_remote_ip=r) for r in ranges])
+
+
+# One entry per `from` list field: the principal for one value (values are ORed).
+FROM_FIELDS: Mapping[str, Callable[[_Auth, str], rbac.Principal]] = {
+    "principals": _principal,
+    "namespaces": _namespace,
+    "request_principals": _request_principal,
+    "issuers": _issuer,
+    "ip_blocks": _ip_block,
+}
+
+
+def _from_entry(auth: _Auth, spec: FromSpec) -> rbac.Principal:
+    parts: list[rbac.Principal] = []
+    for name, make in FROM_FIELDS.items():
+        for key, negate in ((name, False), (f"not_{name}", True)):
+            values = getattr(spec, key)
+            if values is None:
+                continue
+            one = p_or([make(auth, v) for v in values])
+            parts.append(p_not(one) if negate else one)
+    if spec.authenticated is not None:
+        any_identity = p_or([auth.workload(), auth.user()])
+        parts.append(any_identity if spec.authenticated else p_not(any_identity))
+    return p_and(parts)
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+
+def _value(v: Any) -> m.ValueMatcher:
+    if isinstance(v, bool):
+        return m.ValueMatcher(bool_match=v)
+    if isinstance(v, (int, float)):
+        return m.ValueMatcher(double_match=m.DoubleMatcher(exact=float(v)))
+    return m.ValueMatcher(string_match=s_exact(v))
+
+
+def _claim_at(path: Sequence[str], spec: ConditionSpec) -> rbac.Principal:
+    """The positive operator on the claim at one metadata path (authz/policy/rules.py)."""
+    listy = path[-1].rsplit(".", 1)[-1] in _LIST_STRING_CLAIMS
+    where = [PAYLOAD_KEY, *path]
+
+    def word_in_string(v: Any) -> list[rbac.Principal]:
+        if not listy or not isinstance(v, str):
+            return []
+        regex = f"(?s)(?:.*{_WS})?{re.escape(v)}(?:{_WS}.*)?"
+        return [p_meta(where, m.ValueMatcher(string_match=s_regex(regex)))]
+
+    def item(v: Any) -> rbac.Principal:
+        return p_meta(where, m.ValueMatcher(list_match=m.ListMatcher(one_of=_value(v))))
+
+    if spec.op == "present":
+        return p_meta(where, m.ValueMatcher(present_match=True))
+    if spec.op == "equals":
+        return p_meta(where, _value(spec.value))
+    if spec.op == "contains":
+        return p_or([item(spec.value), *word_in_string(spec.value)])
+    options: list[rbac.Principal] = []
+    for v in spec.value:
+        options += [p_meta(where, _value(v)), item(v), *word_in_string(v)]
+    return p_or(options)
+
+
+def _claim(spec: ConditionSpec) -> rbac.Principal:
+    name = spec.name
+    if spec.op == "present" and spec.value is False:
+        positive = _claim(ConditionSpec(spec.line, spec.kind, name, "present", True))
+        return positive if spec.negated else p_not(positive)
+    if "." in name:
+        # A top-level claim named with dots wins over the nested path (claim_value).
+        whole = p_meta([PAYLOAD_KEY, name], m.ValueMatcher(present_match=True))
+        positive = p_or(
+            [
+                p_and([whole, _claim_at([name], spec)]),
+                p_and([p_not(whole), _claim_at(name.split("."), spec)]),
+            ]
+        )
+    else:
+        positive = _claim_at([name], spec)
+    return p_not(positive) if spec.negated else positive
+
+
+def _header(spec: ConditionSpec) -> rbac.Principal:
+    name = spec.name
+    if name.startswith(":"):
+        raise NotExportable(f"header condition on {name}: Envoy's pseudo-header differs")
+    matchers: list[route.HeaderMatcher]
+    if spec.op == "present":
+        matchers = [route.HeaderMatcher(name=name, present_match=True)]
+        if spec.value is False:
+            matchers = [route.HeaderMatcher(name=name, present_match=True, invert_match=True)]
+    elif spec.op == "equals":
+        matchers = [route.HeaderMatcher(name=name, string_match=s_exact(spec.value))]
+    elif spec.op == "prefix":
+        matchers = [route.HeaderMatcher(name=name, string_match=m.StringMatcher(prefix=spec.value))]
+    else:
+        matchers = [route.HeaderMatcher(name=name, string_match=s_exact(v)) for v in spec.value]
+    positive = p_or([rbac.Principal(header=h) for h in matchers])
+    return p_not(positive) if spec.negated else positive
+
+
+# One entry per `when` kind.
+CONDITIONS: Mapping[str, Callable[[ConditionSpec], rbac.Principal]] = {
+    "claim": _claim,
+    "header": _header,
+}
+
+
+# --- to -------------------------------------------------------------------------------------
+
+
+def _host_matcher(value: str) -> m.StringMatcher:
+    if value.startswith("*."):
+        # one or more labels before the suffix; the 400 policy refuses an empty first label
+        return m.StringMatcher(suffix=value[1:], ignore_case=True)
+    return s_exact(value, ignore_case=True)
+
+
+def q_hosts(values: Iterable[str]) -> rbac.Permission:
+    return q_or([q_header(":authority", _host_matcher(v)) for v in values])
+
+
+def _path_permission(value: str, stripped: bool) -> rbac.Permission:
+    if stripped:
+        regex = xpaths.stripped_regex(value)
+        return q_path(s_regex(regex)) if regex is not None else q_not(rbac.Permission(any=True))
+    if value == "*":
+        return rbac.Permission(any=True)
+    if value.startswith("*"):
+        return q_path(m.StringMatcher(suffix=value[1:]))
+    if value.endswith("*"):
+        return q_path(m.StringMatcher(prefix=value[:-1]))
+    if "{" in value:
+        return q_path(s_regex(xpaths.template_regex(value)))
+    return q_path(s_exact(value))
+
+
+@dataclass(frozen=True, slots=True)
+class _ToBuilder:
+    roles: Mapping[str, tuple[ToSpec, ...]]
+    stripped: bool  # the deny rules' second view: the path with `;params` cut
+
+    def entry(self, spec: ToSpec) -> rbac.Permission:
+        parts: list[rbac.Permission] = []
+        fields: Sequence[tuple[str, Callable[[Any], rbac.Permission]]] = (
+            ("methods", lambda v: q_header(":method", s_exact(v))),
+            ("paths", lambda v: _path_permission(v, self.stripped)),
+            ("hosts", lambda v: q_header(":authority", _host_matcher(v))),
+            ("ports", lambda v: rbac.Permission(destination_port=v)),
+            ("role", lambda v: q_or([self.entry(e) for e in self.roles[v]])),
+        )
+        for name, make in fields:
+            for key, negate in ((name, False), (f"not_{name}", True)):
+                values = getattr(spec, key)
+                if values is None:
+                    continue
+                one = q_or([make(v) for v in values])
+                parts.append(q_not(one) if negate else one)
+        return q_and(parts)
+
+
+# --- rules and filters --------------------------------------------------------------------------
+
+
+def _rule_policy(
+    rule: RuleSpec,
+    hosts: tuple[str, ...] | None,
+    auth: _Auth,
+    roles: Mapping[str, tuple[ToSpec, ...]],
+    stripped: bool = False,
+) -> rbac.Policy:
+    to = _ToBuilder(roles, stripped)
+    perm = q_or([to.entry(e) for e in rule.to]) if rule.to is not None else None
+    scope = [q_hosts(hosts)] if hosts is not None else []
+    permission = q_and([*scope, *([perm] if perm is not None else [])])
+    who: list[rbac.Principal] = []
+    if rule.from_ is not None:
+        who.append(p_or([_from_entry(auth, f) for f in rule.from_]))
+    who += [CONDITIONS[c.kind](c) for c in rule.when]
+    return rbac.Policy(permissions=[permission], principals=[p_and(who)])
+
+
+def _refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:
+    """What the engine answers before any rule (400s, tokens it refuses): DENY policies."""
+    any_principal = [p_any()]
+
+    def on(header: str, regex: str) -> rbac.Policy:
+        return rbac.Policy(permissions=[q_header(header, s_regex(regex))], principals=any_principal)
+
+    policies = {
+        # authz/paths.py: control characters and '\' anywhere; in the path part an invalid or
+        # a control escape, and a dot segment with a ;param. (%2F/%5C: the HCM rejects them.)
+        "invalid_path": rbac.Policy(
+            permissions=[
+                q_header(":path", s_regex(r"(?s).*[\x00-\x1f\x7f\x{80}-\x{9f}\\].*")),
+                q_header(":path", s_regex(r"[^?#]*%[0-9A-Fa-f]?(?:[^0-9A-Fa-f].*)?")),
+                q_header(":path", s_regex(r"[^?#]*%(?:[01][0-9A-Fa-f]|7[Ff]).*")),
+                q_header(":path", s_regex(r"[^?#]*/\.\.?;.*")),
+                q_header(":path", s_regex(r"[^/].*")),
+            ],
+            principals=any_principal,
+        ),
+        "invalid_method": on(":method", ".*[a-z].*"),
+        "invalid_host": rbac.Policy(
+            permissions=[q_not(q_header(":authority", s_regex(_VALID_HOST)))],
+            principals=any_principal,
+        ),
+    }
+    if providers:
+        # authz/identity/jwt.py: a verified token needs a sub that is a header value.
+        policies["jwt_missing_claim"] = rbac.Policy(
+            permissions=[rbac.Permission(any=True)],
+            principals=[
+                p_and(
+                    [
+                        p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(present_match=True)),
+                        p_not(
+                            p_meta(
+                                [PAYLOAD_KEY, "sub"],
+                                m.ValueMatcher(string_match=s_regex(_HEADER_VALUE)),
+                            )
+                        ),
+                    ]
+                )
+            ],
+        )
+        several = [p for p in providers if _key_count(p) > 1]
+        if several:
+            # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen.
+            policies["jwt_kid_required"] = rbac.Policy(
+                permissions=[rbac.Permission(any=True)],
+                principals=[
+                    p_and(
+                        [
+                            p_or([_issuer(auth, p.issuer) for p in several]),
+                            p_not(p_meta([HEADER_KEY, "kid"], m.ValueMatcher(present_match=True))),
+                        ]
+                    )
+                ],
+            )
+    return policies
+
+
+def _jwks_text(p: JwtProvider) -> str | None:
+    if p.jwks_json is not None:
+        return p.jwks_json
+    if p.jwks_file is not None:
+        with open(p.jwks_file, encoding="utf-8") as f:
+            return f.read()
+    return None
+
+
+def _key_count(p: JwtProvider) -> int:
+    text = _jwks_text(p)
+    try:
+        keys = json.loads(text).get("keys", []) if text else []
+    except (ValueError, AttributeError):
+        return 0
+    return len(keys) if isinstance(keys, list) else 0
+
+
+def _provider_findings(p: JwtProvider, where: str) -> list[Finding]:
+    out: list[Finding] = []
+    if p.discovery:
+        out.append(Finding(where, "discovery: Envoy's jwt_authn has no OpenID discovery"))
+    if p.jwks_uri is not None:
+        out.append(
+            Finding(
+                where,
+                "jwks_uri: Envoy cannot tell whether a remote JWKS has one key, so it cannot "
+                "refuse a token without kid the way the service does; use jwks_file or jwks",
+            )
+        )
+    if p.algorithms:
+        out.append(Finding(where, "algorithms: jwt_authn cannot restrict a provider's algorithms"))
+    if p.claims_to_headers:
+        out.append(
+            Finding(
+                where,
+                "claims_to_headers: jwt_authn sets only string, number and boolean claims",
+                decides=False,
+            )
+        )
+    return out
+
+
+def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
+    headers = [
+        jwt.JwtHeader(name=loc.header, value_prefix=loc.prefix)
+        for loc in p.locations
+        if loc.header is not None
+    ]
+    text = _jwks_text(p)
+    return jwt.JwtProvider(
+        issuer=p.issuer,
+        audiences=list(p.audiences),
+        local_jwks=core.DataSource(inline_string=text) if text is not None else None,
+        forward=p.forward,
+        from_headers=headers,
+        from_params=[loc.query for loc in p.locations if loc.query is not None],
+        from_cookies=[loc.cookie for loc in p.locations if loc.cookie is not None],
+        payload_in_metadata=PAYLOAD_KEY,
+        header_in_metadata=HEADER_KEY,
+        clock_skew_seconds=60,
+        claim_to_headers=[
+            jwt.JwtClaimToHeader(header_name=h, claim_name=c) for c, h in p.claims_to_headers
+        ],
+    )
+
+
+def _applies(f: FileSpec, host: str) -> bool:
+    if f.hosts is None:
+        return True
+    return any(
+        host == h or (h.startswith("*.") and host.endswith(h[1:]) and len(host) > len(h) - 1)
+        for h in f.hosts
+    )
+
+
+def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
+    """The Envoy filters enforcing `policy`, and every finding."""
+    out = EnvoyExport()
+    files = policy.files
+    roles = {r.name: r.entries for f in files for r in f.roles}
+    classes = host_classes(files)
+    if len({c.authentication for c in classes}) == 1:
+        classes = [HostClass("(every host)", (), classes[0].authentication)]
+    providers = tuple(policy.jwt_providers)
+    auth = _Auth(tuple(classes), tuple(p.issuer for p in providers))
+    for p in providers:
+        out.findings += _provider_findings(p, f"provider {p.issuer}")
+    for c in classes:
+        if len({p.locations for p in c.authentication.jwt_providers}) > 1:
+            out.findings.append(
+                Finding(
+                    f"hosts {c.label}",
+                    "its jwt providers look for tokens in different places (`from`)",
+                )
+            )
+    removed = {h for p in providers for _, h in p.claims_to_headers}
+    token_headers = {
+        loc.header for p in providers if not p.forward for loc in p.locations if loc.header
+    }
+    deny = _refusals(auth, providers)
+    deny_shadow: dict[str, rbac.Policy] = {}
+    allow: dict[str, rbac.Policy] = {}
+    allow_shadow: dict[str, rbac.Policy] = {}
+    audit: dict[str, rbac.Policy] = {}
+    for f in files:
+        for rule in f.rules:
+            where = f"{rule.file}:{rule.line} rule {rule.name}"
+            try:
+                for cond in rule.when:
+                    if cond.kind == "header" and cond.name in removed | token_headers:
+                        raise NotExportable(
+                            f"header condition on {cond.name}: jwt_authn sets or removes it first"
+                        )
+                policy_ = _rule_policy(rule, f.hosts, auth, roles)
+                second = (
+                    _rule_policy(rule, f.hosts, auth, roles, stripped=True)
+                    if rule.action == "deny"
+                    else None
+                )
+            except (NotExportable, KeyError) as exc:
+                out.findings.append(Finding(where, str(exc)))
+                continue
+            if rule.action == "audit":
+                audit[rule.name] = policy_
+                continue
+            target = {
+                ("deny", False): deny,
+                ("deny", True): deny_shadow,
+                ("allow", False): allow,
+                ("allow", True): allow_shadow,
+            }[(rule.action, rule.dry_run)]
+            target[rule.name] = policy_
+            if second is not None:
+                target[rule.name + ";params"] = second
+            if rule.action == "allow" and not rule.dry_run and _needs_jwt(rule):
+                out.findings.append(
+                    Finding(
+                        where,
+                        "no token: Envoy answers 403 where the service answers 401 with a "
+                        "Bearer challenge",
+                        decides=False,
+                    )
+                )
+    out.filters = [
+        typed(
+            FILTER_NAMES[0],
+            hm.HeaderMutation(
+                mutations=hm.Mutations(
+                    request_mutations=[mutation.HeaderMutation(remove=h) for h in sorted(removed)]
+                )
+            ),
+        ),
+        typed(FILTER_NAMES[1], _jwt_authn(providers, classes)),
+        typed(FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+        typed(FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+        typed(FILTER_NAMES[4], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")),
+    ]
+    return out
+
+
+def _needs_jwt(rule: RuleSpec) -> bool:
+    return any(c.kind == "claim" for c in rule.when) or any(
+        f.issuers is not None or f.request_principals is not None for f in rule.from_ or ()
+    )
+
+
+def _jwt_authn(
+    providers: Sequence[JwtProvider], classes: Sequence[HostClass]
+) -> jwt.JwtAuthentication:
+    """Each host class verifies the tokens of its own providers (first matching rule wins): a
+    present token must verify, a missing one is allowed; a host without providers ignores it."""
+    names = {p: f"p{i}" for i, p in enumerate(providers)}
+    rules: list[jwt.RequirementRule] = []
+    for c in classes:
+        mine = c.authentication.jwt_providers
+        # Negated matchers cannot be said in a RouteMatch; the classes are tried most specific
+        # first, so the positive part selects the class.
+        headers = [h for h, neg in c.header_matchers() if not neg]
+        requires = (
+            jwt.JwtRequirement(
+                requires_any=jwt.JwtRequirementOrList(
+                    requirements=[
+                        *(jwt.JwtRequirement(provider_name=names[p]) for p in mine),
+                        jwt.JwtRequirement(allow_missing=Empty()),
+                    ]
+                )
+            )
+            if mine
+            else None
+        )
+        rules.append(
+            jwt.RequirementRule(
+                match=route.RouteMatch(prefix="/", headers=headers), requires=requires
+            )
+        )
+    return jwt.JwtAuthentication(
+        providers={n: _jwt_provider(p) for p, n in names.items()}, rules=rules
+    )
+
+
+def _rbac(
+    action: rbac.RbacAction,
+    policies: dict[str, rbac.Policy],
+    shadow: dict[str, rbac.Policy] | None,
+    prefix: str,
+) -> hrbac.Rbac:
+    return hrbac.Rbac(
+        rules=rbac.Rbac(action=action, policies=policies),
+        shadow_rules=rbac.Rbac(action=action, policies=shadow) if shadow else None,
+        shadow_rules_stat_prefix=prefix if shadow else "",
+    )
