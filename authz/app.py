@@ -105,7 +105,58 @@ def build_app(settings: Settings) -> App:
         policy_set.revision,
     )
     reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
+    # Under --workers every worker loads the same files; one of them writes Envoy's copy.
+    if settings.export_envoy is not None and worker_index() in (None, 0):
+        reloader.add_listener(_envoy_exporter(settings.export_envoy, store))
     return App(settings, store, keys, engine, service, reloader, metrics, decision_log)
+
+
+def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
+    """Write the current set as ECDS files now (ConfigError if it cannot be), and return the
+    reload listener that writes every later accepted set. A set Envoy cannot enforce exactly is
+    not written: Envoy keeps the last one, and the log says why (authz export names each rule)."""
+    from authz.export import export_envoy
+    from authz.export.ecds import write_ecds
+
+    written: dict[str, str] = {}
+
+    def write() -> list[str]:
+        current = store.current
+        if written.get("revision") == current.revision:
+            return []
+        result = export_envoy(current)
+        problems = [str(f) for f in result.findings if f.decides]
+        if problems:
+            return problems
+        write_ecds(directory, result, current.revision)
+        written["revision"] = current.revision
+        log.info("Envoy filters for revision %s written to %s", current.revision, directory)
+        return []
+
+    try:
+        problems = write()
+    except OSError as error:
+        raise ConfigError(f"--export-envoy {directory}: {error}") from error
+    if problems:
+        raise ConfigError(
+            f"--export-envoy: the policy set is not exportable: {'; '.join(problems)}"
+        )
+
+    def on_reload(ok: bool) -> None:
+        if not ok:
+            return  # a rejected set never reaches Envoy
+        try:
+            problems = write()
+        except OSError as error:
+            log.error("--export-envoy %s: %s; Envoy keeps the previous filters", directory, error)
+            return
+        if problems:
+            log.error(
+                "the new policy set is not exportable, Envoy keeps the previous filters: %s",
+                "; ".join(problems),
+            )
+
+    return on_reload
 
 
 def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:

@@ -165,6 +165,13 @@ class Settings:
         metavar="NAME",
         lower=True,
     )
+    # Envoy enforces the set itself (authz export envoy): written as ECDS files on every accepted
+    # change; `authz envoy-config --native --ecds DIR` is the bootstrap that reads them.
+    export_envoy: str | None = setting(
+        None,
+        "write the policy set as Envoy filters (ECDS files) into DIR on every accepted change",
+        metavar="DIR",
+    )
     workers: int = setting(1, "worker processes", check=checks.at_least_one, metavar="N")
     watch: bool = setting(True, "watch the policy directory (else reload on SIGHUP only)")
     poll_policies: bool = setting(

@@ -8,6 +8,7 @@ the deliberate choices, keyed by field name, because a dict cannot carry them.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,42 @@ class BootstrapOptions:
     max_connections: int = 50000
     # Active gRPC health checks let Envoy route around a dead worker or replica.
     health_checks: bool = True
+    # --native: Envoy enforces the exported filters read from this directory (ECDS), no ext_authz.
+    ecds_dir: str | None = None
+
+
+# The filters `authz export envoy` makes, in order, with their config types: the ECDS names
+# `authz serve --export-envoy DIR` writes and `authz envoy-config --native` reads.
+_T = "type.googleapis.com/envoy.extensions.filters.http."
+EXPORTED_FILTERS: tuple[tuple[str, str], ...] = (
+    ("authz.strip", _T + "header_mutation.v3.HeaderMutation"),
+    ("authz.jwt_authn", _T + "jwt_authn.v3.JwtAuthentication"),
+    ("authz.deny", _T + "rbac.v3.RBAC"),
+    ("authz.allow", _T + "rbac.v3.RBAC"),
+    ("authz.audit", _T + "rbac.v3.RBAC"),
+)
+
+
+def ecds_http_filters(directory: str) -> list[Config]:
+    """HCM `http_filters` entries that read the exported filters from `directory` (ECDS files
+    written by `authz serve --export-envoy`; Envoy reloads them when the directory's `..data`
+    link moves)."""
+    directory = os.path.abspath(directory)
+    return [
+        {
+            "name": name,
+            "config_discovery": {
+                "config_source": {
+                    "path_config_source": {
+                        "path": os.path.join(directory, f"{name}.yaml"),
+                        "watched_directory": {"path": directory},
+                    },
+                },
+                "type_urls": [type_url],
+            },
+        }
+        for name, type_url in EXPORTED_FILTERS
+    ]
 
 
 def _duration(ms: int) -> str:
@@ -250,7 +287,11 @@ def http_connection_manager(options: BootstrapOptions) -> Config:
             ],
         },
         "http_filters": [
-            ext_authz_filter(options),
+            *(
+                ecds_http_filters(options.ecds_dir)
+                if options.ecds_dir is not None
+                else [ext_authz_filter(options)]
+            ),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
@@ -288,7 +329,10 @@ def bootstrap(options: BootstrapOptions) -> Config:
     chain: Config = {"filters": [http_connection_manager(options)]}
     if options.tls is not None:
         chain["transport_socket"] = downstream_tls(options.tls)
+    # File-based config sources (ECDS) need a node identity.
+    node: Config = {"node": {"id": "authz-native", "cluster": "authz-native"}}
     return {
+        **(node if options.ecds_dir is not None else {}),
         "admin": {
             "address": {
                 "socket_address": {
@@ -310,7 +354,10 @@ def bootstrap(options: BootstrapOptions) -> Config:
                     "filter_chains": [chain],
                 }
             ],
-            "clusters": [authz_cluster(options), upstream_cluster(options)],
+            "clusters": [
+                *([authz_cluster(options)] if options.ecds_dir is None else []),
+                upstream_cluster(options),
+            ],
         },
         "overload_manager": {
             "resource_monitors": [

@@ -39,6 +39,7 @@ from envoy_data_plane.envoy.type.matcher import v3 as m
 from envoy_data_plane.google.protobuf import Any as AnyProto
 from envoy_data_plane.google.protobuf import Empty
 
+from authz.envoy_bootstrap import EXPORTED_FILTERS
 from authz.export import paths as xpaths
 from authz.model import Authentication, JwtProvider
 from authz.policy.compiler import PolicySet, merge_authentication
@@ -47,7 +48,7 @@ from authz.policy.schema import ConditionSpec, FileSpec, FromSpec, RuleSpec, ToS
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"  # jwt_authn's payload_in_metadata
 HEADER_KEY = "header"  # jwt_authn's header_in_metadata
-FILTER_NAMES = ("authz.strip", "authz.jwt_authn", "authz.deny", "authz.allow", "authz.audit")
+FILTER_NAMES = tuple(name for name, _ in EXPORTED_FILTERS)
 _TRUSTED = re.escape("spiffe://")
 # SPIFFE-ID.md (authz/identity/spiffe.py): a path segment is [A-Za-z0-9._-]+ but not . or ..
 # Regexes stay small: Envoy refuses an RE2 program over 100 instructions by default.

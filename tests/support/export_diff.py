@@ -130,7 +130,8 @@ class Case:
 
     def describe(self) -> str:
         who = SPIFFE_IDS[self.cert] if self.cert is not None else "no cert"
-        return f"{self.method} {self.host}{self.path} [{who}; token {self.token}; x-tenant {self.tenant}]"
+        extra = f"token {self.token}; x-tenant {self.tenant}"
+        return f"{self.method} {self.host}{self.path} [{who}; {extra}]"
 
 
 @dataclass
