@@ -53,6 +53,7 @@ CODES = {
     "jwks-plain-http": "keys fetched over plain http from a non-loopback host",
     "hostless-allow": "an allow rule in a file without `hosts`: it applies to every tenant's host",
     "host-overlap": "a file whose `hosts` cover another file's host: its allows apply there too",
+    "not-exportable": "informational: Envoy's own filters cannot enforce this (authz export envoy)",
 }
 
 
@@ -73,7 +74,17 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
     findings.extend(_unauthenticated_hosts(policy_set, lines))
     findings.extend(_providers(policy_set.files, lines))
     findings.extend(_tenant_takeover(policy_set.files, lines))
+    findings.extend(_not_exportable(policy_set))
     return sorted(set(findings))
+
+
+def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
+    """What `authz export envoy` would refuse (it changes an allow or a deny), rule by rule."""
+    from authz.export import export_envoy  # Envoy's API types: loaded only when linting
+
+    for f in export_envoy(policy_set).findings:
+        if f.decides:
+            yield Finding(f.file, f.line, "not-exportable", f.subject, f"not exportable: {f.why}")
 
 
 # --- rules one by one -----------------------------------------------------------------------

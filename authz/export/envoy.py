@@ -21,6 +21,10 @@ allow or a deny, the others only change the answer's details (status, headers).
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import datetime
+import enum
 import ipaddress
 import json
 import re
@@ -36,7 +40,6 @@ from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as
 from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as jwt
 from envoy_data_plane.envoy.extensions.filters.http.rbac import v3 as hrbac
 from envoy_data_plane.envoy.type.matcher import v3 as m
-from envoy_data_plane.google.protobuf import Any as AnyProto
 from envoy_data_plane.google.protobuf import Empty
 
 from authz.envoy_bootstrap import EXPORTED_FILTERS
@@ -70,20 +73,22 @@ class Finding:
     """Something Envoy's filters cannot do as the engine does. `decides`: it would change an
     allow or a deny (not exportable); otherwise only the details of the answer differ."""
 
-    where: str  # "FILE:LINE rule NAME" or "FILE provider ISSUER" or "set"
+    file: str
+    line: int
+    subject: str  # a rule name, "provider ISSUER" or "hosts PATTERN"
     why: str
     decides: bool = True
 
     def __str__(self) -> str:
         kind = "not exportable" if self.decides else "differs"
-        return f"{self.where}: {kind}: {self.why}"
+        return f"{self.file}:{self.line}: [{self.subject}] {kind}: {self.why}"
 
 
 @dataclass(slots=True)
 class EnvoyExport:
-    """The filters (typed Envoy objects) and what they cannot express."""
+    """The filters (name and typed Envoy config, in order) and what they cannot express."""
 
-    filters: list[core.TypedExtensionConfig] = field(default_factory=list)
+    filters: list[tuple[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -92,30 +97,66 @@ class EnvoyExport:
 
     def filter_dicts(self) -> list[dict[str, Any]]:
         """`http_filters` entries (name + typed_config with @type), snake_case as in YAML."""
-        return [_filter_dict(f) for f in self.filters]
+        urls = dict(EXPORTED_FILTERS)
+        return [
+            {"name": name, "typed_config": {"@type": urls[name], **to_json(message)}}
+            for name, message in self.filters
+        ]
 
 
-def _filter_dict(f: core.TypedExtensionConfig) -> dict[str, Any]:
-    assert f.typed_config is not None
-    return {"name": f.name, "typed_config": _snake(f.typed_config.to_dict())}
+_Fields = tuple[tuple[str, str, Any], ...]
+_FIELDS: dict[type, _Fields] = {}
 
 
-def _snake(value: Any) -> Any:
-    """betterproto writes protobuf JSON (lowerCamel); Envoy reads both, people read snake_case."""
-    if isinstance(value, dict):
-        return {
-            (k if k.startswith("@") else re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", k).lower()): (
-                _snake(v)
-            )
-            for k, v in value.items()
-        }
+def to_json(message: Any) -> dict[str, Any]:
+    """A typed message as protobuf JSON with proto field names, defaults left out.
+
+    betterproto2's own `to_dict` re-validates and re-reads type hints for every message (seconds
+    for a 1,000-rule set); the objects were validated when built, so this only walks them.
+    """
+    cls = type(message)
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = tuple(
+            (f.name, f.name.rstrip("_"), _default(f))
+            for f in dataclasses.fields(cls)
+            if not f.name.startswith("_")
+        )
+        _FIELDS[cls] = fields
+    out: dict[str, Any] = {}
+    for attr, name, default in fields:
+        value = getattr(message, attr)
+        if value is None or (default is not _NO_DEFAULT and value == default):
+            continue
+        out[name] = _json_value(value)
+    return out
+
+
+_NO_DEFAULT: Any = object()
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _NO_DEFAULT
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, list):
-        return [_snake(v) for v in value]
-    return value
-
-
-def typed(name: str, message: Any) -> core.TypedExtensionConfig:
-    return core.TypedExtensionConfig(name=name, typed_config=AnyProto.pack(message))
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, datetime.timedelta):
+        return f"{value.total_seconds():g}s"
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return to_json(value)
 
 
 # --- small constructors -----------------------------------------------------------------------
@@ -666,24 +707,25 @@ def _key_count(p: JwtProvider) -> int:
     return len(keys) if isinstance(keys, list) else 0
 
 
-def _provider_findings(p: JwtProvider, where: str) -> list[Finding]:
+def _provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     out: list[Finding] = []
+    where = (file, 1, f"provider {p.issuer}")
     if p.discovery:
-        out.append(Finding(where, "discovery: Envoy's jwt_authn has no OpenID discovery"))
+        out.append(Finding(*where, "discovery: Envoy's jwt_authn has no OpenID discovery"))
     if p.jwks_uri is not None:
         out.append(
             Finding(
-                where,
+                *where,
                 "jwks_uri: Envoy cannot tell whether a remote JWKS has one key, so it cannot "
                 "refuse a token without kid the way the service does; use jwks_file or jwks",
             )
         )
     if p.algorithms:
-        out.append(Finding(where, "algorithms: jwt_authn cannot restrict a provider's algorithms"))
+        out.append(Finding(*where, "algorithms: jwt_authn cannot restrict a provider's algorithms"))
     if p.claims_to_headers:
         out.append(
             Finding(
-                where,
+                *where,
                 "claims_to_headers: jwt_authn sets only string, number and boolean claims",
                 decides=False,
             )
@@ -735,11 +777,14 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     providers = tuple(policy.jwt_providers)
     auth = _Auth(tuple(classes), tuple(p.issuer for p in providers))
     for p in providers:
-        out.findings += _provider_findings(p, f"provider {p.issuer}")
+        first = next(f.file for f in files if p in f.jwt_providers)
+        out.findings += _provider_findings(p, first)
     for c in classes:
         if len({p.locations for p in c.authentication.jwt_providers}) > 1:
             out.findings.append(
                 Finding(
+                    c.files[0],
+                    1,
                     f"hosts {c.label}",
                     "its jwt providers look for tokens in different places (`from`)",
                 )
@@ -755,7 +800,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     audit: dict[str, rbac.Policy] = {}
     for f in files:
         for rule in f.rules:
-            where = f"{rule.file}:{rule.line} rule {rule.name}"
+            where = (rule.file, rule.line, rule.name)
             try:
                 for cond in rule.when:
                     if cond.kind == "header" and cond.name in removed | token_headers:
@@ -769,7 +814,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                     else None
                 )
             except (NotExportable, KeyError) as exc:
-                out.findings.append(Finding(where, str(exc)))
+                out.findings.append(Finding(*where, str(exc)))
                 continue
             if rule.action == "audit":
                 audit[rule.name] = policy_
@@ -786,14 +831,14 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
             if rule.action == "allow" and not rule.dry_run and _needs_jwt(rule):
                 out.findings.append(
                     Finding(
-                        where,
+                        *where,
                         "no token: Envoy answers 403 where the service answers 401 with a "
                         "Bearer challenge",
                         decides=False,
                     )
                 )
     out.filters = [
-        typed(
+        (
             FILTER_NAMES[0],
             hm.HeaderMutation(
                 mutations=hm.Mutations(
@@ -801,10 +846,10 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                 )
             ),
         ),
-        typed(FILTER_NAMES[1], _jwt_authn(providers, classes)),
-        typed(FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
-        typed(FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
-        typed(FILTER_NAMES[4], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")),
+        (FILTER_NAMES[1], _jwt_authn(providers, classes)),
+        (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+        (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+        (FILTER_NAMES[4], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")),
     ]
     return out
 
