@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from authz.errors import PolicyError
-from authz.model import JwtProvider
+from authz.policy.spec import JwtProvider
 
 log = logging.getLogger("authz.reload")
 

@@ -50,14 +50,14 @@ def _to_entries(rule: RuleSpec, roles: dict[str, tuple[ToSpec, ...]]) -> list[To
     apply where the role entry leaves them open)."""
     out: list[ToSpec] = []
     for entry in rule.to or ():
-        if entry.role is None:
+        if entry.get("role") is None:
             out.append(entry)
             continue
-        for name in entry.role:
+        for name in entry.get("role"):
             for r in roles.get(name, ()):
-                methods = r.methods if r.methods is not None else entry.methods
-                paths = r.paths if r.paths is not None else entry.paths
-                out.append(ToSpec(r.line, methods=methods, paths=paths))
+                methods = r.get("methods") if r.get("methods") is not None else entry.get("methods")
+                paths = r.get("paths") if r.get("paths") is not None else entry.get("paths")
+                out.append(ToSpec.of(r.line, methods=methods, paths=paths))
     return out
 
 
@@ -185,12 +185,12 @@ def new_usage(policy_set: PolicySet) -> Usage:
         entries = _to_entries(spec, roles) if spec.to is not None else []
         methods: tuple[str, ...] | None = None
         paths: tuple[str, ...] | None = None
-        if entries and all(e.methods is not None for e in entries):
-            methods = tuple(dict.fromkeys(m for e in entries for m in e.methods or ()))
-        if entries and all(e.paths is not None for e in entries):
-            paths = tuple(dict.fromkeys(p for e in entries for p in e.paths or ()))
+        if entries and all(e.get("methods") is not None for e in entries):
+            methods = tuple(dict.fromkeys(m for e in entries for m in e.get("methods") or ()))
+        if entries and all(e.get("paths") is not None for e in entries):
+            paths = tuple(dict.fromkeys(p for e in entries for p in e.get("paths") or ()))
         matchers = [(p, _literal(p), pat.path_patterns([p])) for p in paths or ()]
-        permits = [(e.methods, e.paths) for e in entries] or [(None, None)]
+        permits = [(e.get("methods"), e.get("paths")) for e in entries] or [(None, None)]
         rules[spec.name] = RuleUsage(spec, permits, methods, paths, matchers)
     return Usage(policy_set.revision, rules)
 

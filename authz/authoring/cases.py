@@ -31,6 +31,7 @@ from typing import Any
 from authz.authoring.scenario import Explanation, Scenario, explain_scenario
 from authz.errors import PolicyError, Problem
 from authz.policy import PolicySet
+from authz.policy.check import unique
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml, to_plain
 
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
@@ -180,21 +181,7 @@ class _Parser:
                 "`cases` must be a non-empty list",
             )
             return []
-        out: list[TestCase] = []
-        seen: dict[str, int] = {}
-        for item in cases_node.items:
-            case = self.case(item, defaults)
-            if case is None:
-                continue
-            if case.name in seen:
-                self.err(
-                    case.line,
-                    f"duplicate case name {case.name!r} (first on line {seen[case.name]})",
-                )
-                continue
-            seen[case.name] = case.line
-            out.append(case)
-        return out
+        return unique((self.case(item, defaults) for item in cases_node.items), self.err, "case")
 
     def case(self, node: YNode, defaults: Mapping[str, YNode]) -> TestCase | None:
         m = self.mapping(node, "a case")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from authz.authoring.json_schema import METHOD_PATTERN
+from authz.policy.kinds import METHOD_PATTERN
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy-test.schema.json"
 

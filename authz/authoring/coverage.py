@@ -74,7 +74,7 @@ class Coverage:
 def _entry_text(entry: ToSpec) -> str:
     parts = []
     for field in ("methods", "paths", "hosts", "ports"):
-        values = getattr(entry, field)
+        values = entry.get(field)
         if values is not None:
             parts.append(f"{field} [{', '.join(str(v) for v in values)}]")
     return " ".join(parts) or "any request"

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from authz.model import JwtProvider
 from authz.policy import PolicySet
+from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
 from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.spec import JwtProvider
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
 
 Roles = Mapping[str, tuple[ToSpec, ...]]
@@ -110,7 +111,7 @@ def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
             "open-allow", f"allows {where} with no `from`: anyone, even unauthenticated, may call"
         )
     for entry in rule.from_ or ():
-        if entry.principals is not None and "*" in entry.principals:
+        if "*" in (entry.get("principals") or ()):
             yield finding(
                 "any-principal", f"`principals: ['*']` on {where}: any workload of any trusted mesh"
             )
@@ -118,6 +119,12 @@ def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
 
 
 _BROAD_PATHS = frozenset({"*", "/*", "/{**}"})
+# A role entry keeps the `to` entry's own fields it leaves open, and every `not_` field.
+_ROLE_KEYS = tuple(f.name for f in ROLE_FIELDS)
+_TO_NOT_KEYS = tuple(f"not_{f.name}" for f in TO_FIELDS if f.negatable)
+# Fields a deny entry must have exactly as the allow entry to cover it (methods and paths are
+# judged by inclusion in `_entry_covers`).
+_SAME_TO_COVER = (*(k for k in _ROLE_KEYS if k not in ("methods", "paths")), *_TO_NOT_KEYS)
 
 
 def _broad(to: tuple[ToSpec, ...] | None, roles: Roles) -> bool:
@@ -125,7 +132,8 @@ def _broad(to: tuple[ToSpec, ...] | None, roles: Roles) -> bool:
     if to is None:
         return True
     for entry in _expand(to, roles):
-        if entry.paths is None or _BROAD_PATHS.intersection(entry.paths):
+        paths = entry.get("paths")
+        if paths is None or _BROAD_PATHS.intersection(paths):
             return True
     return False
 
@@ -135,19 +143,19 @@ def _expand(entries: Iterable[ToSpec], roles: Roles) -> list[ToSpec]:
     fields: an entry `{role: r, methods: [GET]}` keeps its methods on each role entry)."""
     out: list[ToSpec] = []
     for entry in entries:
-        if entry.role is None:
+        if entry.get("role") is None:
             out.append(entry)
             continue
-        own = replace(entry, role=None)
-        for name in entry.role:
+        own = entry.replace(role=None)
+        for name in entry.get("role"):
             for r in roles.get(name, ()):
                 merged = r
-                for field in ("methods", "paths", "hosts", "ports"):
-                    if getattr(own, field) is not None and getattr(r, field) is None:
-                        merged = replace(merged, **{field: getattr(own, field)})
-                for field in ("not_methods", "not_paths", "not_hosts", "not_ports", "not_role"):
-                    if getattr(own, field) is not None:
-                        merged = replace(merged, **{field: getattr(own, field)})
+                for field in _ROLE_KEYS:
+                    if own.get(field) is not None and r.get(field) is None:
+                        merged = merged.replace(**{field: own.get(field)})
+                for field in _TO_NOT_KEYS:
+                    if own.get(field) is not None:
+                        merged = merged.replace(**{field: own.get(field)})
                 out.append(merged)
     return out
 
@@ -176,27 +184,30 @@ def _unreachable(rule: RuleSpec, policy_set: PolicySet) -> Iterable[Finding]:
 
 
 def _from_never(entry: FromSpec, issuers: set[str], domains: set[str] | None) -> str | None:
-    if entry.issuers is not None and not issuers.intersection(entry.issuers):
-        return f"no JWT provider has issuer {', '.join(entry.issuers)}"
-    if entry.request_principals is not None and not issuers:
+    wanted = entry.get("issuers")
+    if wanted is not None and not issuers.intersection(wanted):
+        return f"no JWT provider has issuer {', '.join(wanted)}"
+    if entry.get("request_principals") is not None and not issuers:
         return "it needs a JWT and the set has no JWT provider"
-    if entry.principals is not None and domains is not None:
-        reachable = [p for p in entry.principals if _principal_domain(p) in (None, *domains)]
+    principals = entry.get("principals")
+    if principals is not None and domains is not None:
+        reachable = [p for p in principals if _principal_domain(p) in (None, *domains)]
         if not reachable:
             return f"no principal is in the trusted domains ({', '.join(sorted(domains))})"
-    for field in ("principals", "namespaces", "request_principals", "issuers", "ip_blocks"):
-        yes, no = getattr(entry, field), getattr(entry, f"not_{field}")
+    return _excluded(entry, FROM_FIELDS)
+
+
+def _excluded(entry: FromSpec | ToSpec, fields: Iterable[EntryField]) -> str | None:
+    """A field whose values are all excluded again by its own `not_` form."""
+    for field in (f.name for f in fields if f.negatable and not f.kind.flag):
+        yes, no = entry.get(field), entry.get(f"not_{field}")
         if yes is not None and no is not None and set(yes) <= set(no):
             return f"`{field}` and `not_{field}` exclude each other"
     return None
 
 
 def _to_never(entry: ToSpec) -> str | None:
-    for field in ("methods", "paths", "hosts", "ports", "role"):
-        yes, no = getattr(entry, field), getattr(entry, f"not_{field}")
-        if yes is not None and no is not None and set(yes) <= set(no):
-            return f"`{field}` and `not_{field}` exclude each other"
-    return None
+    return _excluded(entry, TO_FIELDS)
 
 
 def _principal_domain(pattern: str) -> str | None:
@@ -261,23 +272,17 @@ def _strip_line(entry: FromSpec) -> FromSpec:
 
 def _entry_covers(d: ToSpec, a: ToSpec) -> bool:
     """Every request `a` matches, `d` matches too (judged on patterns; conservative)."""
-    for field in (
-        "hosts",
-        "ports",
-        "not_methods",
-        "not_paths",
-        "not_hosts",
-        "not_ports",
-        "not_role",
-    ):
-        if getattr(d, field) is not None and getattr(d, field) != getattr(a, field):
+    for field in _SAME_TO_COVER:
+        if d.get(field) is not None and d.get(field) != a.get(field):
             return False
-    if d.methods is not None and (a.methods is None or not set(a.methods) <= set(d.methods)):
+    d_methods, a_methods = d.get("methods"), a.get("methods")
+    if d_methods is not None and (a_methods is None or not set(a_methods) <= set(d_methods)):
         return False
-    if d.paths is not None:
-        if a.paths is None:
+    d_paths, a_paths = d.get("paths"), a.get("paths")
+    if d_paths is not None:
+        if a_paths is None:
             return False
-        return all(any(_path_covers(dp, ap) for dp in d.paths) for ap in a.paths)
+        return all(any(_path_covers(dp, ap) for dp in d_paths) for ap in a_paths)
     return True
 
 
@@ -305,7 +310,7 @@ def _unused_roles(files: tuple[FileSpec, ...]) -> Iterable[Finding]:
         for f in files
         for rule in f.rules
         for entry in rule.to or ()
-        for name in (*(entry.role or ()), *(entry.not_role or ()))
+        for name in (*(entry.get("role") or ()), *(entry.get("not_role") or ()))
     }
     for f in files:
         for role in f.roles:

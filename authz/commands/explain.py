@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from authz.policy.fields import describe
+
 NAME = "explain"
 HELP = "show the decision for one described request and what every rule of the host did with it"
 
@@ -131,4 +133,15 @@ def render(explanation: Any) -> str:
             kind = r.action + (" (dry_run)" if r.dry_run else "")
             outcome = r.effect if r.matched else f"no match: {r.failed}"
             lines.append(f" {mark} {r.name:<{width}}  {kind:<16} {outcome}  [{r.file}:{r.line}]")
+            meaning = _meaning(r.failed)
+            if meaning is not None:
+                lines.append(f"    {' ' * width}  {meaning}")
     return "\n".join(lines)
+
+
+def _meaning(failed: str | None) -> str | None:
+    """What the one field that failed (`to: paths`) matches, from its declaration."""
+    section, _, key = (failed or "").partition(": ")
+    described = describe(section, key) if section in ("from", "to") else None
+    # The first sentence: enough to read in a terminal; `authz schema` has the rest.
+    return None if described is None else f"{key}: {described.split('. ', 1)[0].rstrip('.')}."

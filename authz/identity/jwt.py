@@ -44,7 +44,8 @@ from authz.identity.cache import BoundedCache, deep_bytes, text_bytes
 from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, KeySet
 from authz.identity.keys import Refetch
-from authz.model import EndUser, JwtProvider, TokenLocation
+from authz.model import EndUser
+from authz.policy.spec import JwtProvider, TokenLocation
 
 __all__ = [
     "CLOCK_SKEW_SECONDS",

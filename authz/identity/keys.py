@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.identity.jwks import JwksError, KeySet, parse_jwks
-from authz.model import JwtProvider
+from authz.policy.spec import JwtProvider
 
 __all__ = [
     "UNKNOWN_KID_WAIT_SECONDS",

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from authz.errors import TokenRejected
-from authz.model import JwtProvider, Request, TokenLocation
+from authz.model import Request
+from authz.policy.spec import JwtProvider, TokenLocation
 
 __all__ = ["FoundToken", "find_token"]
 

@@ -16,7 +16,8 @@ from authz.identity.jwt import (
 )
 from authz.identity.lookup import find_token
 from authz.identity.peer import PeerIdentifier
-from authz.model import ANONYMOUS, Authentication, EndUser, Identity, Request
+from authz.model import ANONYMOUS, EndUser, Identity, Request
+from authz.policy.spec import Authentication
 
 __all__ = ["IdentityResolver"]
 

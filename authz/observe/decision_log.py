@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from authz.model import JwtProvider, Request, Verdict
-from authz.policy.rules import MISSING, claim_value
+from authz.model import Request, Verdict
+from authz.policy.conditions import MISSING, claim_value
+from authz.policy.spec import JwtProvider
 
 log = logging.getLogger("authz.decision_log")
 

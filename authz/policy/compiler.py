@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from authz.errors import PolicyError, Problem
-from authz.model import Authentication, JwtProvider
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
+from authz.policy.spec import Authentication, JwtProvider
 
 IndexKey = tuple[str | None, str | None]
 
@@ -236,7 +236,7 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
                 rule.line,
             )
             for entry in rule.to or ():
-                for name in (*(entry.role or ()), *(entry.not_role or ())):
+                for name in (*(entry.get("role") or ()), *(entry.get("not_role") or ())):
                     if name not in roles:
                         close = difflib.get_close_matches(name, sorted(roles), n=1)
                         hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -10,8 +10,9 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from authz.model import Authentication, EndUser, Identity, Request, Workload
+from authz.model import EndUser, Identity, Request, Workload
 from authz.policy.patterns import IPAddress, request_first_segment
+from authz.policy.spec import Authentication
 
 _UNSET: Any = object()
 

@@ -9,35 +9,43 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
-from authz.model import Authentication, Identity, Request
+from authz.model import Identity, Request
 from authz.policy import patterns as pat
+from authz.policy.conditions import CONDITION_KINDS
 from authz.policy.context import RequestContext
-from authz.policy.schema import ConditionSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField, RoleEntries, Test
+from authz.policy.spec import Authentication, ConditionSpec, EntrySpec, FromSpec, RuleSpec, ToSpec
 
-Predicate = Callable[[RequestContext], bool]
+Getter = Callable[[RequestContext], Any]
+Check = tuple[str, Getter, Test]
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledEntry:
-    """One `from` or `to` entry: every check must hold (AND). `checks` are (field, predicate)."""
+    """One `from` or `to` entry: every check must hold (AND).
+
+    `checks` are (field, get, test): the field holds when `test(get(ctx))`. `get` is an
+    attrgetter, so a check costs the test's own call and no wrapping Python frame.
+    """
 
     line: int
-    checks: tuple[tuple[str, Predicate], ...]
+    checks: tuple[Check, ...]
     # The compiled entries of the roles this entry names, as (role, entry number, entry): the
     # `role` check is "one of these matches". Kept so coverage can tell which entry did.
     role_entries: tuple[tuple[str, int, CompiledEntry], ...] = ()
 
     def failed(self, ctx: RequestContext) -> str | None:
         """The first field that does not match, or None when the entry matches."""
-        for field, check in self.checks:
-            if not check(ctx):
+        for field, get, test in self.checks:
+            if not test(get(ctx)):
                 return field
         return None
 
     def matches(self, ctx: RequestContext) -> bool:
-        return all(check(ctx) for _, check in self.checks)
+        return all(test(get(ctx)) for _, get, test in self.checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +54,12 @@ class CompiledCondition:
 
     line: int
     label: str
-    check: Predicate
-    is_claim: bool
+    get: Getter
+    test: Test
+    needs_jwt: bool
+
+    def check(self, ctx: RequestContext) -> bool:
+        return self.test(self.get(ctx))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -82,7 +94,7 @@ class CompiledRule:
     def from_and_when_match(self, ctx: RequestContext) -> bool:
         if self.from_ is not None and not any(e.matches(ctx) for e in self.from_):
             return False
-        return all(c.check(ctx) for c in self.when)
+        return all(c.test(c.get(ctx)) for c in self.when)
 
     def matches(self, ctx: RequestContext) -> bool:
         return self.to_matches(ctx) and self.from_and_when_match(ctx)
@@ -121,8 +133,8 @@ def compile_rule(
     from_ = tuple(compile_from(f) for f in spec.from_) if spec.from_ is not None else None
     to = tuple(compile_to(t, roles) for t in spec.to) if spec.to is not None else None
     when = tuple(compile_condition(c) for c in spec.when)
-    needs_jwt = any(c.kind == "claim" for c in spec.when) or any(
-        f.issuers is not None or f.request_principals is not None for f in spec.from_ or ()
+    needs_jwt = any(c.needs_jwt for c in when) or any(
+        e.get(f.name) is not None for e in spec.from_ or () for f in FROM_FIELDS if f.needs_jwt
     )
     return CompiledRule(
         index=index,
@@ -140,199 +152,71 @@ def compile_rule(
     )
 
 
-def _either(
-    checks: list[tuple[str, Predicate]], field: str, values: Any, make: Callable[[Any], Predicate]
-) -> None:
-    """Add the check for `field` and for `not_field` (which holds when none of the values do)."""
-    if values[0] is not None:
-        checks.append((field, make(values[0])))
-    if values[1] is not None:
-        positive = make(values[1])
-        checks.append((f"not_{field}", lambda ctx: not positive(ctx)))
+def _entry_checks(
+    spec: EntrySpec,
+    fields: Iterable[EntryField],
+    roles: RoleEntries,
+    role_entries: tuple[tuple[str, int, CompiledEntry], ...] = (),
+) -> CompiledEntry:
+    """One entry's checks in declaration order; `not_<field>` holds when none of its values do."""
+    checks: list[Check] = []
+    for f in fields:
+        get: Getter = attrgetter(f.reads) if f.reads else _whole
+        value = spec.get(f.name)
+        if f.kind.flag:
+            if value is not None:
+                test = f.compile(True, roles)
+                checks.append(
+                    (f.name, get, test) if value else (f"not_{f.name}", get, _negate(test))
+                )
+            continue
+        if value is not None:
+            checks.append((f.name, get, f.compile(value, roles)))
+        negated = spec.get(f"not_{f.name}") if f.negatable else None
+        if negated is not None:
+            checks.append((f"not_{f.name}", get, _negate(f.compile(negated, roles))))
+    return CompiledEntry(spec.line, tuple(checks), role_entries)
+
+
+def _whole(ctx: RequestContext) -> RequestContext:
+    return ctx
+
+
+def _negate(positive: Test) -> Test:
+    return lambda value: not positive(value)
+
+
+def _no_roles(names: Sequence[str]) -> Test:
+    raise AssertionError("a `from` entry has no `role`")
 
 
 def compile_from(spec: FromSpec) -> CompiledEntry:
-    checks: list[tuple[str, Predicate]] = []
-
-    def principals(values: Sequence[str]) -> Predicate:
-        m = pat.principal_patterns(values)
-        return lambda ctx: m.matches(ctx.principal)
-
-    def namespaces(values: Sequence[str]) -> Predicate:
-        m = pat.string_patterns(values)
-        return lambda ctx: m.matches(ctx.namespace)
-
-    def request_principals(values: Sequence[str]) -> Predicate:
-        m = pat.string_patterns(values)
-        return lambda ctx: m.matches(ctx.request_principal)
-
-    def issuers(values: Sequence[str]) -> Predicate:
-        s = frozenset(values)
-        return lambda ctx: ctx.issuer is not None and ctx.issuer in s
-
-    def ip_blocks(values: Sequence[str]) -> Predicate:
-        m = pat.ip_blocks(pat.parse_ip_block(v) for v in values)
-        return lambda ctx: m.matches(ctx.ip)
-
-    _either(checks, "principals", (spec.principals, spec.not_principals), principals)
-    _either(checks, "namespaces", (spec.namespaces, spec.not_namespaces), namespaces)
-    _either(
-        checks,
-        "request_principals",
-        (spec.request_principals, spec.not_request_principals),
-        request_principals,
-    )
-    _either(checks, "issuers", (spec.issuers, spec.not_issuers), issuers)
-    _either(checks, "ip_blocks", (spec.ip_blocks, spec.not_ip_blocks), ip_blocks)
-    if spec.authenticated is True:
-        checks.append(("authenticated", lambda ctx: ctx.authenticated))
-    elif spec.authenticated is False:
-        checks.append(("not_authenticated", lambda ctx: not ctx.authenticated))
-    return CompiledEntry(spec.line, tuple(checks))
+    return _entry_checks(spec, FROM_FIELDS, _no_roles)
 
 
 def compile_to(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> CompiledEntry:
-    checks: list[tuple[str, Predicate]] = []
+    named = spec.get("role") or ()
+    own = tuple((n, i, compile_to(e, roles)) for n in named for i, e in enumerate(roles[n]))
 
-    def methods(values: Sequence[str]) -> Predicate:
-        s = frozenset(values)
-        return lambda ctx: ctx.method in s
-
-    def paths(values: Sequence[str]) -> Predicate:
-        m = pat.path_patterns(values)
-        return lambda ctx: m.matches(ctx.path)
-
-    def hosts(values: Sequence[str]) -> Predicate:
-        m = pat.host_patterns(values)
-        return lambda ctx: m.matches(ctx.host)
-
-    def ports(values: Sequence[int]) -> Predicate:
-        s = frozenset(values)
-        return lambda ctx: ctx.port is not None and ctx.port in s
-
-    role_entries = tuple(
-        (n, i, compile_to(e, roles)) for n in spec.role or () for i, e in enumerate(roles[n])
-    )
-
-    def role(names: Sequence[str]) -> Predicate:
-        if names is spec.role:
-            entries = tuple(e for _, _, e in role_entries)
+    def role_entries(names: Sequence[str]) -> Test:
+        if names is named:  # the entry's own `role`: reuse the entries compiled for coverage
+            entries = tuple(e for _, _, e in own)
         else:
             entries = tuple(compile_to(e, roles) for n in names for e in roles[n])
         return lambda ctx: any(e.matches(ctx) for e in entries)
 
-    _either(checks, "methods", (spec.methods, spec.not_methods), methods)
-    _either(checks, "paths", (spec.paths, spec.not_paths), paths)
-    _either(checks, "hosts", (spec.hosts, spec.not_hosts), hosts)
-    _either(checks, "ports", (spec.ports, spec.not_ports), ports)
-    _either(checks, "role", (spec.role, spec.not_role), role)
-    return CompiledEntry(spec.line, tuple(checks), role_entries)
-
-
-# --- when: claims and headers ---------------------------------------------------------------
-
-_MISSING: Any = object()
-MISSING: Any = _MISSING  # what `claim_value` returns for an absent claim
-_LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
-
-
-def claim_value(claims: Mapping[str, Any] | None, name: str) -> Any:
-    """The claim `name`; dotted names reach into nested objects (`realm_access.roles`).
-
-    A top-level claim whose name contains dots (`https://example.com/roles`, as Auth0 writes
-    namespaced claims) is found first under its full name. Returns `_MISSING` when absent.
-    """
-    if claims is None:
-        return _MISSING
-    if name in claims:
-        return claims[name]
-    value: Any = claims
-    for part in name.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
-def _as_list(name: str, value: Any) -> list[Any] | None:
-    """A list claim, or a space-separated `scope`/`scp` string (RFC 8693 section 4.2)."""
-    if isinstance(value, list):
-        return value
-    if isinstance(value, str) and name.rsplit(".", 1)[-1] in _LIST_STRING_CLAIMS:
-        return value.split()
-    return None
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Claim equality without Python's coercions: `True == 1` and `"1" != 1` here."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, str) or isinstance(b, str):
-        return isinstance(a, str) and isinstance(b, str) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    return False
-
-
-def _claim_predicate(spec: ConditionSpec) -> Callable[[Mapping[str, Any] | None], bool]:
-    name, value = spec.name, spec.value
-    if spec.op == "present":
-        want = bool(value)
-        return lambda claims: (claim_value(claims, name) is not _MISSING) == want
-    if spec.op == "equals":
-        return lambda claims: _same(claim_value(claims, name), value)
-    if spec.op == "contains":
-
-        def contains(claims: Mapping[str, Any] | None) -> bool:
-            items = _as_list(name, claim_value(claims, name))
-            return items is not None and any(_same(i, value) for i in items)
-
-        return contains
-    assert spec.op == "any_of"
-
-    def any_of(claims: Mapping[str, Any] | None) -> bool:
-        got = claim_value(claims, name)
-        items = _as_list(name, got)
-        candidates = items if items is not None else [got]
-        return any(_same(c, v) for c in candidates for v in value)
-
-    return any_of
-
-
-def _header_predicate(spec: ConditionSpec) -> Callable[[Mapping[str, str]], bool]:
-    name, value = spec.name, spec.value
-    if spec.op == "present":
-        want = bool(value)
-        return lambda headers: (name in headers) == want
-    if spec.op == "equals":
-        return lambda headers: headers.get(name) == value
-    if spec.op == "prefix":
-
-        def prefix(headers: Mapping[str, str]) -> bool:
-            got = headers.get(name)
-            return got is not None and got.startswith(value)
-
-        return prefix
-    assert spec.op == "any_of"
-    options = frozenset(value)
-    return lambda headers: headers.get(name) in options
+    return _entry_checks(spec, TO_FIELDS, role_entries, own)
 
 
 def compile_condition(spec: ConditionSpec) -> CompiledCondition:
     """`not_<op>` holds exactly when `<op>` does not (an absent claim or header included)."""
-    op = f"not_{spec.op}" if spec.negated else spec.op
-    label = f"{spec.kind} {spec.name} {op} {spec.value!r}"
-    check: Predicate
-    if spec.kind == "claim":
-        claim = _claim_predicate(spec)
-        check = lambda ctx: claim(ctx.claims)  # noqa: E731
-    else:
-        header = _header_predicate(spec)
-        check = lambda ctx: header(ctx.headers)  # noqa: E731
+    kind = next(k for k in CONDITION_KINDS if k.name == spec.kind)
+    op, _ = kind.operator(spec.op)
+    test: Test = op.build(spec.name, spec.value)
     if spec.negated:
-        positive = check
-        check = lambda ctx: not positive(ctx)  # noqa: E731
-    return CompiledCondition(spec.line, label, check, spec.kind == "claim")
+        test = _negate(test)
+    label = f"{spec.kind} {spec.name} {'not_' if spec.negated else ''}{spec.op} {spec.value!r}"
+    return CompiledCondition(spec.line, label, attrgetter(kind.attribute), test, kind.needs_jwt)
 
 
 # --- index keys -----------------------------------------------------------------------------
@@ -343,15 +227,16 @@ def _narrowing(
 ) -> set[tuple[str | None, str | None]]:
     keys: set[tuple[str | None, str | None]] = set()
     for e in entries:
-        methods: set[str | None] | None = set(e.methods) if e.methods is not None else None
+        own_methods, paths, role = e.get("methods"), e.get("paths"), e.get("role")
+        methods: set[str | None] | None = set(own_methods) if own_methods is not None else None
         segs: set[str | None] | None = None
-        if e.paths is not None:
-            first = {pat.path_first_segment(p) for p in e.paths}
+        if paths is not None:
+            first = {pat.path_first_segment(p) for p in paths}
             segs = None if None in first else first
-        if e.role is not None and (methods is None or segs is None):
+        if role is not None and (methods is None or segs is None):
             # A role narrows what the entry's own fields leave open: the entry needs one of
             # the role's entries to match, so its keys are a superset of the entry's.
-            role_keys = _narrowing([r for n in e.role for r in roles[n]], roles)
+            role_keys = _narrowing([r for n in role for r in roles[n]], roles)
             if methods is None and all(m is not None for m, _ in role_keys):
                 methods = {m for m, _ in role_keys}
             if segs is None and all(s is not None for _, s in role_keys):

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from authz.config import Settings
 from authz.errors import TokenRejected
 from authz.identity import MAX_TOKEN_BYTES, IdentityResolver, KeyRegistry
-from authz.model import Authentication, Identity, JwtProvider, Request, TokenLocation
+from authz.model import Identity, Request
+from authz.policy.spec import Authentication, JwtProvider, TokenLocation
 from tests.hostile._hyp import HOSTILE
 from tests.hostile.forge import b64, forge
 from tests.support.jwks_server import JwksServer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.model import JwtProvider
 from authz.policy import PolicyStore, load_policy_set
+from authz.policy.spec import JwtProvider
 from authz.reload import PolicyReloader, directory_fingerprint
 
 from .conftest import write

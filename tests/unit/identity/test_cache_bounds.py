@@ -15,7 +15,7 @@ from authz.identity import peer as peer_module
 from authz.identity import spiffe as spiffe_module
 from authz.identity.cache import ENTRY_OVERHEAD, BoundedCache
 from authz.identity.peer import MAX_CACHED_PEM_BYTES, PeerCertificateVerifier
-from authz.model import Authentication, JwtProvider
+from authz.policy.spec import Authentication, JwtProvider
 from tests.support.tokens import claims, jwks_json, make_key
 
 from .conftest import NOW, bearer

@@ -12,7 +12,8 @@ from jwt.exceptions import PyJWTError
 from authz.config import Settings
 from authz.errors import TokenRejected
 from authz.identity import MAX_TOKEN_BYTES, IdentityResolver, KeyRegistry
-from authz.model import Authentication, Identity, JwtProvider, Request, TokenLocation
+from authz.model import Identity, Request
+from authz.policy.spec import Authentication, JwtProvider, TokenLocation
 from tests.support.tokens import (
     ALL_ALGORITHMS,
     SigningKey,

@@ -13,7 +13,7 @@ import pytest
 from authz.config import Settings
 from authz.errors import TokenRejected
 from authz.identity import FetchResult, IdentityResolver, JwksError, KeyRegistry, parse_jwks
-from authz.model import Authentication, JwtProvider
+from authz.policy.spec import Authentication, JwtProvider
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, claims, jwks, make_key
 

@@ -6,7 +6,8 @@ import pytest
 
 from authz.errors import TokenRejected
 from authz.identity.lookup import find_token
-from authz.model import JwtProvider, Request
+from authz.model import Request
+from authz.policy.spec import JwtProvider
 
 
 def _request(value: str) -> Request:

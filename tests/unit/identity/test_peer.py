@@ -17,7 +17,7 @@ from authz.config import Settings
 from authz.errors import WorkloadRejected
 from authz.identity import IdentityResolver, KeyRegistry, parse_xfcc
 from authz.identity.peer import PeerIdentifier, XfccError
-from authz.model import Authentication
+from authz.policy.spec import Authentication
 
 from .conftest import NOW, request
 

@@ -11,15 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.model import (
-    Decision,
-    Evidence,
-    JwtProvider,
-    Request,
-    ShadowMatch,
-    TokenLocation,
-    Verdict,
-)
+from authz.model import Decision, Evidence, Request, ShadowMatch, Verdict
 from authz.observe.decision_log import (
     SECRET_HEADERS,
     DecisionLog,
@@ -28,6 +20,7 @@ from authz.observe.decision_log import (
     secret_digest,
     token_headers,
 )
+from authz.policy.spec import JwtProvider, TokenLocation
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.c2ln"
 COOKIE = "session=very-secret-cookie"

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from authz.model import Authentication, Decision, Identity, Request, ShadowMatch
+from authz.model import Decision, Identity, Request, ShadowMatch
 from authz.policy import evaluate, no_policy_decision
 from authz.policy.patterns import normalize_host
+from authz.policy.spec import Authentication
 
 from .conftest import ANON, FRONTEND, ident, policy, req, user
 

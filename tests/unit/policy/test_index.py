@@ -19,7 +19,7 @@ def _big_set(n: int) -> FileSpec:
                 file="big.yaml",
                 line=i + 1,
                 action="deny" if i % 10 == 0 else "allow",
-                to=(ToSpec(line=i + 1, methods=(method,), paths=(f"/svc{i}/{{**}}",)),),
+                to=(ToSpec.of(i + 1, methods=(method,), paths=(f"/svc{i}/{{**}}",)),),
             )
         )
     rules.append(RuleSpec(name="catch-all-audit", file="big.yaml", line=n + 1, action="audit"))

@@ -1,0 +1,237 @@
+"""The `when` conditions, declared once: each kind (`claim`, `header`) with its operators.
+
+A kind names what it reads from the request and how its subject and values are checked; an
+operator carries its description, the shape of its value and the test it compiles to. The
+validator (`validate_rules`), the compiler (`rules.compile_condition`) and the JSON Schema walk
+`CONDITION_KINDS`, so a new kind (`query`, `context`) or operator is one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from authz.policy import kinds
+from authz.policy import patterns as pat
+
+# (subject name, checked value) -> test over what the kind reads from the request.
+Build = Callable[[str, Any], Callable[[Any], bool]]
+
+
+class ConditionExport(Protocol):
+    """The condition as a fragment of Envoy's RBAC filter (filled by export; None: no
+    equivalent, export then refuses the rule)."""
+
+    def __call__(
+        self, subject: str, op: str, value: Any, negated: bool
+    ) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """`shape` is "scalar" (one value), "list" (a non-empty list of values) or "flag" (a
+    boolean). Every operator but a flag has a `not_` form, which holds when it does not."""
+
+    name: str
+    description: str
+    shape: str
+    build: Build
+    # Extra JSON Schema keywords and the matching validator check (a message, or None).
+    schema: Mapping[str, Any] | None = None
+    reject: Callable[[Any], str | None] | None = None
+
+    @property
+    def negatable(self) -> bool:
+        return self.shape != "flag"
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionKind:
+    """One kind of `when` condition, e.g. `{claim: scope, contains: cart}`."""
+
+    name: str
+    description: str  # the condition as a whole
+    subject: str  # the `claim:`/`header:` key itself
+    subject_pattern: str
+    check_subject: Callable[[str], Any] | None
+    value_types: tuple[type, ...]
+    value_noun: str  # "a string, number or boolean"
+    value_json_types: str | list[str]
+    attribute: str  # what it reads: the `RequestContext` attribute
+    operators: tuple[Operator, ...]
+    needs_jwt: bool = False
+    export: ConditionExport | None = None
+
+    @property
+    def operator_keys(self) -> tuple[str, ...]:
+        """Every operator key, `not_` forms included."""
+        return tuple(
+            k
+            for op in self.operators
+            for k in (op.name, f"not_{op.name}")[: 2 if op.negatable else 1]
+        )
+
+    def operator(self, key: str) -> tuple[Operator, bool]:
+        """The operator of `key` and whether it is the `not_` form."""
+        negated = key.startswith("not_")
+        name = key[4:] if negated else key
+        return next(op for op in self.operators if op.name == name), negated
+
+
+# --- claims ---------------------------------------------------------------------------------
+
+_MISSING: Any = object()
+MISSING: Any = _MISSING  # what `claim_value` returns for an absent claim
+_LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
+
+
+def claim_value(claims: Mapping[str, Any] | None, name: str) -> Any:
+    """The claim `name`; dotted names reach into nested objects (`realm_access.roles`).
+
+    A top-level claim whose name contains dots (`https://example.com/roles`, as Auth0 writes
+    namespaced claims) is found first under its full name. Returns `_MISSING` when absent.
+    """
+    if claims is None:
+        return _MISSING
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _as_list(name: str, value: Any) -> list[Any] | None:
+    """A list claim, or a space-separated `scope`/`scp` string (RFC 8693 section 4.2)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and name.rsplit(".", 1)[-1] in _LIST_STRING_CLAIMS:
+        return value.split()
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Claim equality without Python's coercions: `True == 1` and `"1" != 1` here."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return False
+
+
+def _claim_present(name: str, value: Any) -> Callable[[Any], bool]:
+    want = bool(value)
+    return lambda claims: (claim_value(claims, name) is not _MISSING) == want
+
+
+def _claim_equals(name: str, value: Any) -> Callable[[Any], bool]:
+    return lambda claims: _same(claim_value(claims, name), value)
+
+
+def _claim_contains(name: str, value: Any) -> Callable[[Any], bool]:
+    def contains(claims: Mapping[str, Any] | None) -> bool:
+        items = _as_list(name, claim_value(claims, name))
+        return items is not None and any(_same(i, value) for i in items)
+
+    return contains
+
+
+def _claim_any_of(name: str, value: Any) -> Callable[[Any], bool]:
+    def any_of(claims: Mapping[str, Any] | None) -> bool:
+        got = claim_value(claims, name)
+        items = _as_list(name, got)
+        candidates = items if items is not None else [got]
+        return any(_same(c, v) for c in candidates for v in value)
+
+    return any_of
+
+
+# --- headers --------------------------------------------------------------------------------
+
+
+def _header_present(name: str, value: Any) -> Callable[[Any], bool]:
+    want = bool(value)
+    return lambda headers: (name in headers) == want
+
+
+def _header_equals(name: str, value: Any) -> Callable[[Any], bool]:
+    return lambda headers: headers.get(name) == value
+
+
+def _header_prefix(name: str, value: Any) -> Callable[[Any], bool]:
+    def prefix(headers: Mapping[str, str]) -> bool:
+        got = headers.get(name)
+        return got is not None and got.startswith(value)
+
+    return prefix
+
+
+def _header_any_of(name: str, value: Any) -> Callable[[Any], bool]:
+    options = frozenset(value)
+    return lambda headers: headers.get(name) in options
+
+
+def _empty_prefix(value: Any) -> str | None:
+    return "an empty prefix matches everything; use `present: true`" if value == "" else None
+
+
+_PRESENT = "True: the value is there; false: it is not."
+
+CLAIM = ConditionKind(
+    name="claim",
+    description="A condition on a claim of the verified JWT.",
+    subject="A claim of the verified JWT, dotted for nested (`realm_access.roles`).",
+    subject_pattern=kinds.NONBLANK,
+    check_subject=None,
+    value_types=(str, int, float, bool),
+    value_noun="a claim value is a string, number or boolean",
+    value_json_types=["string", "number", "boolean"],
+    attribute="claims",
+    operators=(
+        Operator("equals", "The claim equals this value.", "scalar", _claim_equals),
+        Operator(
+            "contains",
+            "A list claim contains this value; a space-separated `scope`/`scp` string counts "
+            "as a list.",
+            "scalar",
+            _claim_contains,
+        ),
+        Operator(
+            "any_of", "The claim (or one of its items) is one of these.", "list", _claim_any_of
+        ),
+        Operator("present", _PRESENT, "flag", _claim_present),
+    ),
+    needs_jwt=True,
+)
+
+HEADER = ConditionKind(
+    name="header",
+    description="A condition on a request header.",
+    subject="A request header (compared lower-case).",
+    subject_pattern=kinds.HEADER_PATTERN,
+    check_subject=pat.check_header_name,
+    value_types=(str,),
+    value_noun="a header value is a string",
+    value_json_types="string",
+    attribute="headers",
+    operators=(
+        Operator("equals", "The header equals this value.", "scalar", _header_equals),
+        Operator(
+            "prefix",
+            "The header starts with this.",
+            "scalar",
+            _header_prefix,
+            schema={"minLength": 1},
+            reject=_empty_prefix,
+        ),
+        Operator("any_of", "The header is one of these.", "list", _header_any_of),
+        Operator("present", _PRESENT, "flag", _header_present),
+    ),
+)
+
+CONDITION_KINDS: tuple[ConditionKind, ...] = (CLAIM, HEADER)

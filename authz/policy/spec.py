@@ -1,0 +1,133 @@
+"""The validated policy spec: what `authz.policy.schema` makes of a file (docs/policy.md).
+
+Plain frozen dataclasses with no imports from the rest of the package, so `authz.model` and the
+identity layer can name the authentication types without pulling in the policy compiler.
+`EntrySpec` holds the keys declared in `authz.policy.fields`, so a new field needs nothing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLocation:
+    """Where a JWT is looked for: exactly one of header, query or cookie is set."""
+
+    header: str | None = None
+    prefix: str = ""
+    query: str | None = None
+    cookie: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProvider:
+    """One `authentication.jwt` entry of a policy file, validated.
+
+    Exactly one key source is set: `jwks_uri`, `jwks_file` (absolute path), `jwks_json` (the
+    inline JWKS, serialized) or `discovery`. `algorithms` is empty for "the asymmetric default".
+    """
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks_uri: str | None = None
+    jwks_file: str | None = None
+    jwks_json: str | None = None
+    discovery: bool = False
+    locations: tuple[TokenLocation, ...] = (
+        TokenLocation(header="authorization", prefix="Bearer "),
+    )
+    # As Envoy's jwt_authn (forward) and Istio's forwardOriginalToken: the token stays here.
+    forward: bool = False
+    claims_to_headers: tuple[tuple[str, str], ...] = ()
+    algorithms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """The authentication in force for one host: the union of its applying files.
+
+    `trust_domains` is None when no applying file restricts them.
+    """
+
+    trust_domains: frozenset[str] | None = None
+    jwt_providers: tuple[JwtProvider, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySpec:
+    """One `from` or `to` entry (or an entry of a role): the checked value of each key given.
+
+    Keys are the YAML keys declared in `authz.policy.fields` (`paths`, `not_principals`); a flag
+    is stored under its name as True (`authenticated: true`) or False (`not_authenticated`).
+    Lists are never empty; a key not given reads as None. Kept sorted, so equal entries compare
+    equal whatever order their keys were written in.
+    """
+
+    line: int
+    values: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, line: int, **values: Any) -> EntrySpec:
+        return cls(line, tuple(sorted((k, v) for k, v in values.items() if v is not None)))
+
+    def get(self, key: str) -> Any:
+        return next((v for k, v in self.values if k == key), None)
+
+    def replace(self, **changes: Any) -> EntrySpec:
+        """The entry with `changes` (None removes a key)."""
+        return EntrySpec.of(self.line, **(dict(self.values) | changes))
+
+
+# The two sections differ only in which declarations their keys come from.
+FromSpec = EntrySpec
+ToSpec = EntrySpec
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionSpec:
+    """One `when` condition: `kind` is "claim" or "header", `op` one of the operators.
+
+    `negated` is set for the `not_` form of the operator (`not_equals`, ...). `value` is a
+    scalar for equals/prefix, a tuple for any_of, a bool for present.
+    """
+
+    line: int
+    kind: str
+    name: str
+    op: str
+    value: Any
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    name: str
+    file: str
+    line: int
+    action: str
+    dry_run: bool = False
+    from_: tuple[FromSpec, ...] | None = None
+    to: tuple[ToSpec, ...] | None = None
+    when: tuple[ConditionSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSpec:
+    name: str
+    file: str
+    line: int
+    entries: tuple[ToSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """One validated policy file. `hosts` is None for a file that applies to every host."""
+
+    file: str
+    hosts: tuple[str, ...] | None = None
+    trust_domains: tuple[str, ...] | None = None
+    jwt_providers: tuple[JwtProvider, ...] = ()
+    roles: tuple[RoleSpec, ...] = ()
+    rules: tuple[RuleSpec, ...] = ()

@@ -1,0 +1,186 @@
+"""Validating a file's `authentication` section: mTLS trust domains and JWT providers.
+
+Per-field checks that read the base directory (`jwks_file` is resolved against it, and is where
+a check that the file exists belongs) are methods here, one per key source.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os.path
+import re
+from typing import Any
+
+from authz.policy import patterns as pat
+from authz.policy import sections as sec
+from authz.policy.check import Checker, kind_of
+from authz.policy.spec import JwtProvider, TokenLocation
+from authz.policy.yaml_source import YMap, YNode, YScalar, to_plain
+
+Auth = tuple[tuple[str, ...] | None, tuple[JwtProvider, ...]]
+
+
+class AuthChecker(Checker):
+    def authentication(self, node: YNode) -> Auth:
+        m = self.section(node, sec.AUTHENTICATION)
+        if m is None:
+            return None, ()
+        trust_domains = None
+        mtls = self.section(m.items["mtls"], sec.MTLS) if "mtls" in m.items else None
+        if mtls is not None and "trust_domains" in mtls.items:
+            trust_domains = self.str_list(
+                mtls.items["trust_domains"], "trust_domains", _check_trust_domain
+            )
+        items = self.seq(m.items["jwt"], "jwt") if "jwt" in m.items else None
+        providers = [self.provider(item) for item in items or ()]
+        return trust_domains, tuple(p for p in providers if p is not None)
+
+    def provider(self, node: YNode) -> JwtProvider | None:
+        m = self.section(node, sec.PROVIDER)
+        if m is None:
+            return None
+        before = len(self.problems)
+        issuer = self.required(m, "issuer", "a jwt provider needs an issuer", self.string)
+        values: dict[str, Any] = self.key_source(m)
+        if "audiences" in m.items:
+            values["audiences"] = self.str_list(m.items["audiences"], "audiences") or ()
+        if "from" in m.items:
+            values["locations"] = self.locations(m.items["from"])
+        if "forward" in m.items:
+            values["forward"] = self.boolean(m.items["forward"], "forward") is True
+        if "claims_to_headers" in m.items:
+            values["claims_to_headers"] = self.claims_to_headers(m.items["claims_to_headers"])
+        if "algorithms" in m.items:
+            values["algorithms"] = (
+                self.str_list(m.items["algorithms"], "algorithms", _check_algorithm) or ()
+            )
+        if len(self.problems) > before or issuer is None:
+            return None
+        return JwtProvider(issuer=issuer, **values)
+
+    def key_source(self, m: YMap) -> dict[str, Any]:
+        """Exactly one of jwks_uri, jwks_file, jwks and `discovery: true`, each checked."""
+        discovery = "discovery" in m.items and bool(self.boolean(m.items["discovery"], "discovery"))
+        sources = [k for k in sec.KEY_SOURCES[:-1] if k in m.items] + ["discovery"] * discovery
+        if len(sources) != 1:
+            self.err(
+                m.line,
+                "a jwt provider needs exactly one key source: jwks_uri, jwks_file, jwks or "
+                f"discovery: true (got {', '.join(sources) or 'none'})",
+            )
+        out: dict[str, Any] = {"discovery": discovery}
+        if "jwks_uri" in m.items:
+            out["jwks_uri"] = self.jwks_uri(m.items["jwks_uri"])
+        if "jwks_file" in m.items:
+            out["jwks_file"] = self.jwks_file(m.items["jwks_file"])
+        if "jwks" in m.items:
+            out["jwks_json"] = self.inline_jwks(m.items["jwks"])
+        return out
+
+    def jwks_uri(self, node: YNode) -> str | None:
+        uri = self.string(node, "jwks_uri")
+        if uri is not None and not re.match(r"https?://[^/\s]+", uri):
+            self.err(node.line, f"jwks_uri {uri!r} is not an http(s) URL")
+        return uri
+
+    def jwks_file(self, node: YNode) -> str | None:
+        """The absolute path, resolved against the policy file's directory."""
+        path = self.string(node, "jwks_file")
+        if path is None:
+            return None
+        return os.path.normpath(os.path.join(os.path.abspath(self.base_dir), path))
+
+    def inline_jwks(self, node: YNode) -> str | None:
+        if isinstance(node, YScalar) and isinstance(node.value, str):
+            try:
+                value = json.loads(node.value)
+            except ValueError:
+                self.err(node.line, "jwks: not valid JSON")
+                return None
+        elif isinstance(node, YMap):
+            value = to_plain(node)
+        else:
+            self.err(node.line, f"jwks must be a JWKS mapping with `keys`, not {kind_of(node)}")
+            return None
+        keys = value.get("keys") if isinstance(value, dict) else None
+        if not isinstance(keys, list) or not keys:
+            self.err(node.line, "jwks must be a JWKS: a mapping with a non-empty `keys` list")
+            return None
+        try:
+            return json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError):
+            self.err(node.line, "jwks holds values that are not JSON")
+            return None
+
+    def claims_to_headers(self, node: YNode) -> tuple[tuple[str, str], ...]:
+        cth = self.mapping(node, "claims_to_headers")
+        out: list[tuple[str, str]] = []
+        for claim, hnode in cth.items.items() if cth is not None else ():
+            header = self.string(hnode, f"the header for claim {claim!r}")
+            if header is None:
+                continue
+            try:
+                out.append((claim, pat.check_header_name(header)))
+            except ValueError as exc:
+                self.err(hnode.line, f"claims_to_headers: {exc}")
+        return tuple(out)
+
+    def locations(self, node: YNode) -> tuple[TokenLocation, ...] | None:
+        items = self.seq(node, "from")
+        if items is None:
+            return None
+        out = [self.location(item) for item in items]
+        return None if any(x is None for x in out) else tuple(x for x in out if x is not None)
+
+    def location(self, node: YNode) -> TokenLocation | None:
+        m = self.section(node, sec.TOKEN_LOCATION)
+        if m is None:
+            return None
+        kinds = [k for k in sec.TOKEN_KINDS if k in m.items]
+        if len(kinds) != 1:
+            self.err(m.line, "a token location names exactly one of header, query or cookie")
+            return None
+        kind = kinds[0]
+        value = self.string(m.items[kind], kind)
+        if value is None:
+            return None
+        prefix = self.prefix(m, kind)
+        if prefix is None:
+            return None
+        if kind == "query":
+            return TokenLocation(query=value)
+        if kind == "cookie":
+            return TokenLocation(cookie=value)
+        try:
+            return TokenLocation(header=pat.check_header_name(value), prefix=prefix)
+        except ValueError as exc:
+            self.err(m.items[kind].line, str(exc))
+            return None
+
+    def prefix(self, m: YMap, kind: str) -> str | None:
+        if "prefix" not in m.items:
+            return ""
+        p = m.items["prefix"]
+        if kind != "header":
+            self.err(p.line, "prefix is only for a header location")
+            return None
+        if not isinstance(p, YScalar) or not isinstance(p.value, str):
+            self.err(p.line, "prefix must be a string")
+            return None
+        return p.value
+
+
+def _check_trust_domain(td: str) -> str:
+    if "/" in td or ":" in td or td != td.strip():
+        raise ValueError(f"{td!r} is not a trust domain (a name like cluster.local)")
+    return td.lower()
+
+
+def _check_algorithm(alg: str) -> None:
+    if alg.lower() == "none":
+        raise ValueError("'none' is never accepted")
+    if alg not in sec.KNOWN_ALGORITHMS:
+        close = difflib.get_close_matches(alg, sorted(sec.KNOWN_ALGORITHMS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown algorithm {alg!r}{hint}")
