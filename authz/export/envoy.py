@@ -25,10 +25,9 @@ import base64
 import dataclasses
 import datetime
 import enum
-import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +42,19 @@ from envoy_data_plane.envoy.type.matcher import v3 as m
 from envoy_data_plane.google.protobuf import Empty
 
 from authz.envoy_bootstrap import EXPORTED_FILTERS
-from authz.export import paths as xpaths
-from authz.model import Authentication, JwtProvider
 from authz.policy.compiler import PolicySet, merge_authentication
-from authz.policy.schema import ConditionSpec, FileSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.conditions import CONDITION_KINDS
+from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
+from authz.policy.spec import (
+    Authentication,
+    ConditionSpec,
+    EntrySpec,
+    FileSpec,
+    FromSpec,
+    JwtProvider,
+    RuleSpec,
+    ToSpec,
+)
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"  # jwt_authn's payload_in_metadata
@@ -351,260 +359,59 @@ def _workload(trust_domains: frozenset[str] | None) -> rbac.Principal:
     return p_or([valid, other])
 
 
-def _star(value: str) -> tuple[str, str]:
-    """(kind, text) of an Istio `*` pattern: ("any", ""), ("prefix", p), ("suffix", s),
-    ("exact", v)."""
-    if value == "*":
-        return "any", ""
-    if value.startswith("*"):
-        return "suffix", value[1:]
-    if value.endswith("*"):
-        return "prefix", value[:-1]
-    return "exact", value
-
-
-def _string_matcher(value: str) -> m.StringMatcher | None:
-    kind, text = _star(value)
-    if kind == "any":
-        return None
-    if kind == "suffix":
-        return m.StringMatcher(suffix=text)
-    if kind == "prefix":
-        return m.StringMatcher(prefix=text)
-    return s_exact(text)
-
-
-def _principal(auth: _Auth, value: str) -> rbac.Principal:
-    # Istio's short form stands for the spiffe:// ID (authz/policy/patterns.py principal_patterns).
-    if not value.startswith(("*", "spiffe://")):
-        value = "spiffe://" + value
-    matcher = _string_matcher(value)
-    w = auth.workload()
-    return w if matcher is None else p_and([w, p_san(matcher)])
-
-
-def _namespace(auth: _Auth, value: str) -> rbac.Principal:
-    kind, text = _star(value)
-    seg = {
-        "any": "[^/]*",
-        "prefix": re.escape(text) + "[^/]*",
-        "suffix": "[^/]*" + re.escape(text),
-        "exact": re.escape(text),
-    }[kind]
-    return p_and([auth.workload(), p_san(s_regex(f"{_TRUSTED}[^/]+/ns/{seg}/sa/[^/]+"))])
-
-
-def _request_principal(auth: _Auth, value: str) -> rbac.Principal:
-    """`<iss>/<sub>` patterns, split over the known issuers (the metadata holds iss and sub)."""
-    kind, text = _star(value)
-    options: list[rbac.Principal] = []
-    for iss in auth.issuers:
-        head = iss + "/"
-        subs: list[m.StringMatcher] = []
-        if kind == "any":
-            subs.append(s_regex(".+"))
-        elif kind == "exact":
-            if text.startswith(head) and len(text) > len(head):
-                subs.append(s_exact(text[len(head) :]))
-        elif kind == "prefix":
-            if head.startswith(text):
-                subs.append(s_regex(".+"))
-            elif text.startswith(head):
-                subs.append(m.StringMatcher(prefix=text[len(head) :]))
-        else:  # suffix: within sub, or reaching back into "<iss>/"
-            subs.append(m.StringMatcher(suffix=text))
-            for k in range(1, len(text)):
-                if head.endswith(text[:k]):
-                    subs.append(s_exact(text[k:]))
-        if subs:
-            options.append(
-                p_and(
-                    [
-                        p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(iss))),
-                        p_or(
-                            [
-                                p_meta([PAYLOAD_KEY, "sub"], m.ValueMatcher(string_match=s))
-                                for s in subs
-                            ]
-                        ),
-                    ]
-                )
-            )
-    return p_or(options) if options else p_not(p_any())
-
-
-def _issuer(_: _Auth, value: str) -> rbac.Principal:
-    return p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(value)))
-
-
-def _ip_block(_: _Auth, value: str) -> rbac.Principal:
-    net = ipaddress.ip_network(value, strict=True)
-    ranges = [core.CidrRange(address_prefix=str(net.network_address), prefix_len=net.prefixlen)]
-    if isinstance(net, ipaddress.IPv4Network):
-        # The engine matches an IPv4-mapped IPv6 peer against IPv4 blocks.
-        mapped = ipaddress.IPv6Address(f"::ffff:{net.network_address}")
-        ranges.append(core.CidrRange(address_prefix=str(mapped), prefix_len=96 + net.prefixlen))
-    return p_or([rbac.Principal(direct_remote_ip=r) for r in ranges])
-
-
-# One entry per `from` list field: the principal for one value (values are ORed).
-FROM_FIELDS: Mapping[str, Callable[[_Auth, str], rbac.Principal]] = {
-    "principals": _principal,
-    "namespaces": _namespace,
-    "request_principals": _request_principal,
-    "issuers": _issuer,
-    "ip_blocks": _ip_block,
-}
-
-
-def _from_entry(auth: _Auth, spec: FromSpec) -> rbac.Principal:
-    parts: list[rbac.Principal] = []
-    for name, make in FROM_FIELDS.items():
-        for key, negate in ((name, False), (f"not_{name}", True)):
-            values = getattr(spec, key)
-            if values is None:
-                continue
-            one = p_or([make(auth, v) for v in values])
-            parts.append(p_not(one) if negate else one)
-    if spec.authenticated is not None:
-        any_identity = p_or([auth.workload(), auth.user()])
-        parts.append(any_identity if spec.authenticated else p_not(any_identity))
-    return p_and(parts)
-
-
-# --- conditions -------------------------------------------------------------------------------
-
-
-def _value(v: Any) -> m.ValueMatcher:
-    if isinstance(v, bool):
-        return m.ValueMatcher(bool_match=v)
-    if isinstance(v, (int, float)):
-        return m.ValueMatcher(double_match=m.DoubleMatcher(exact=float(v)))
-    return m.ValueMatcher(string_match=s_exact(v))
-
-
-def _claim_at(path: Sequence[str], spec: ConditionSpec) -> rbac.Principal:
-    """The positive operator on the claim at one metadata path (authz/policy/rules.py)."""
-    listy = path[-1].rsplit(".", 1)[-1] in _LIST_STRING_CLAIMS
-    where = [PAYLOAD_KEY, *path]
-
-    def word_in_string(v: Any) -> list[rbac.Principal]:
-        if not listy or not isinstance(v, str):
-            return []
-        regex = f"(?s)(?:.*{_WS})?{re.escape(v)}(?:{_WS}.*)?"
-        return [p_meta(where, m.ValueMatcher(string_match=s_regex(regex)))]
-
-    def item(v: Any) -> rbac.Principal:
-        return p_meta(where, m.ValueMatcher(list_match=m.ListMatcher(one_of=_value(v))))
-
-    if spec.op == "present":
-        return p_meta(where, m.ValueMatcher(present_match=True))
-    if spec.op == "equals":
-        return p_meta(where, _value(spec.value))
-    if spec.op == "contains":
-        return p_or([item(spec.value), *word_in_string(spec.value)])
-    options: list[rbac.Principal] = []
-    for v in spec.value:
-        options += [p_meta(where, _value(v)), item(v), *word_in_string(v)]
-    return p_or(options)
-
-
-def _claim(spec: ConditionSpec) -> rbac.Principal:
-    name = spec.name
-    if spec.op == "present" and spec.value is False:
-        positive = _claim(ConditionSpec(spec.line, spec.kind, name, "present", True))
-        return positive if spec.negated else p_not(positive)
-    if "." in name:
-        # A top-level claim named with dots wins over the nested path (claim_value).
-        whole = p_meta([PAYLOAD_KEY, name], m.ValueMatcher(present_match=True))
-        positive = p_or(
-            [
-                p_and([whole, _claim_at([name], spec)]),
-                p_and([p_not(whole), _claim_at(name.split("."), spec)]),
-            ]
-        )
-    else:
-        positive = _claim_at([name], spec)
-    return p_not(positive) if spec.negated else positive
-
-
-def _header(spec: ConditionSpec) -> rbac.Principal:
-    name = spec.name
-    if name.startswith(":"):
-        raise NotExportable(f"header condition on {name}: Envoy's pseudo-header differs")
-    matchers: list[route.HeaderMatcher]
-    if spec.op == "present":
-        matchers = [route.HeaderMatcher(name=name, present_match=True)]
-        if spec.value is False:
-            matchers = [route.HeaderMatcher(name=name, present_match=True, invert_match=True)]
-    elif spec.op == "equals":
-        matchers = [route.HeaderMatcher(name=name, string_match=s_exact(spec.value))]
-    elif spec.op == "prefix":
-        matchers = [route.HeaderMatcher(name=name, string_match=m.StringMatcher(prefix=spec.value))]
-    else:
-        matchers = [route.HeaderMatcher(name=name, string_match=s_exact(v)) for v in spec.value]
-    positive = p_or([rbac.Principal(header=h) for h in matchers])
-    return p_not(positive) if spec.negated else positive
-
-
-# One entry per `when` kind.
-CONDITIONS: Mapping[str, Callable[[ConditionSpec], rbac.Principal]] = {
-    "claim": _claim,
-    "header": _header,
-}
-
-
-# --- to -------------------------------------------------------------------------------------
-
-
-def _host_matcher(value: str) -> m.StringMatcher:
-    if value.startswith("*."):
-        # one or more labels before the suffix; the 400 policy refuses an empty first label
-        return m.StringMatcher(suffix=value[1:], ignore_case=True)
-    return s_exact(value, ignore_case=True)
-
-
-def q_hosts(values: Iterable[str]) -> rbac.Permission:
-    return q_or([q_header(":authority", _host_matcher(v)) for v in values])
-
-
-def _path_permission(value: str, stripped: bool) -> rbac.Permission:
-    if stripped:
-        regex = xpaths.stripped_regex(value)
-        return q_path(s_regex(regex)) if regex is not None else q_not(rbac.Permission(any=True))
-    if value == "*":
-        return rbac.Permission(any=True)
-    if value.startswith("*"):
-        return q_path(m.StringMatcher(suffix=value[1:]))
-    if value.endswith("*"):
-        return q_path(m.StringMatcher(prefix=value[:-1]))
-    if "{" in value:
-        return q_path(s_regex(xpaths.template_regex(value)))
-    return q_path(s_exact(value))
-
-
 @dataclass(frozen=True, slots=True)
-class _ToBuilder:
+class ExportContext:
+    """What a field's export hook (authz/export/rbac_fields.py) may use."""
+
+    auth: _Auth
     roles: Mapping[str, tuple[ToSpec, ...]]
     stripped: bool  # the deny rules' second view: the path with `;params` cut
 
-    def entry(self, spec: ToSpec) -> rbac.Permission:
-        parts: list[rbac.Permission] = []
-        fields: Sequence[tuple[str, Callable[[Any], rbac.Permission]]] = (
-            ("methods", lambda v: q_header(":method", s_exact(v))),
-            ("paths", lambda v: _path_permission(v, self.stripped)),
-            ("hosts", lambda v: q_header(":authority", _host_matcher(v))),
-            ("ports", lambda v: rbac.Permission(destination_port=v)),
-            ("role", lambda v: q_or([self.entry(e) for e in self.roles[v]])),
-        )
-        for name, make in fields:
-            for key, negate in ((name, False), (f"not_{name}", True)):
-                values = getattr(spec, key)
-                if values is None:
-                    continue
-                one = q_or([make(v) for v in values])
-                parts.append(q_not(one) if negate else one)
-        return q_and(parts)
+    def from_entry(self, spec: FromSpec) -> rbac.Principal:
+        return p_and(_entry(self, spec, FROM_FIELDS, p_not))
+
+    def to_entry(self, spec: ToSpec) -> rbac.Permission:
+        return q_and(_entry(self, spec, TO_FIELDS, q_not))
+
+
+def _entry(
+    ctx: ExportContext, spec: EntrySpec, fields: Sequence[EntryField], negate: Any
+) -> list[Any]:
+    """Each field of the entry through its declaration's export hook, as the compiler walks
+    them (authz/policy/rules.py `_entry_checks`): `not_<field>` is the negated match."""
+    parts: list[Any] = []
+    for f in fields:
+        value = spec.get(f.name)
+        given: list[tuple[str, Any, bool]] = []
+        if f.kind.flag:
+            if value is not None:
+                given.append((f.name if value else f"not_{f.name}", True, not value))
+        else:
+            if value is not None:
+                given.append((f.name, value, False))
+            other = spec.get(f"not_{f.name}") if f.negatable else None
+            if other is not None:
+                given.append((f"not_{f.name}", other, True))
+        for key, values, negated in given:
+            if f.export is None:
+                raise NotExportable(f"`{key}` has no equivalent in Envoy's RBAC filter")
+            one = f.export(ctx, values)
+            parts.append(negate(one) if negated else one)
+    return parts
+
+
+def _condition(spec: ConditionSpec) -> rbac.Principal:
+    kind = next(k for k in CONDITION_KINDS if k.name == spec.kind)
+    if kind.export is None:
+        raise NotExportable(f"`{spec.kind}` conditions have no equivalent in Envoy's RBAC filter")
+    positive: rbac.Principal = kind.export(spec.name, spec.op, spec.value)
+    return p_not(positive) if spec.negated else positive
+
+
+def q_hosts(values: Iterable[str]) -> rbac.Permission:
+    from authz.export.rbac_fields import host_matcher
+
+    return q_or([q_header(":authority", host_matcher(v)) for v in values])
 
 
 # --- rules and filters --------------------------------------------------------------------------
@@ -617,14 +424,14 @@ def _rule_policy(
     roles: Mapping[str, tuple[ToSpec, ...]],
     stripped: bool = False,
 ) -> rbac.Policy:
-    to = _ToBuilder(roles, stripped)
-    perm = q_or([to.entry(e) for e in rule.to]) if rule.to is not None else None
+    ctx = ExportContext(auth, roles, stripped)
+    perm = q_or([ctx.to_entry(e) for e in rule.to]) if rule.to is not None else None
     scope = [q_hosts(hosts)] if hosts is not None else []
     permission = q_and([*scope, *([perm] if perm is not None else [])])
     who: list[rbac.Principal] = []
     if rule.from_ is not None:
-        who.append(p_or([_from_entry(auth, f) for f in rule.from_]))
-    who += [CONDITIONS[c.kind](c) for c in rule.when]
+        who.append(p_or([ctx.from_entry(f) for f in rule.from_]))
+    who += [_condition(c) for c in rule.when]
     return rbac.Policy(permissions=[permission], principals=[p_and(who)])
 
 
@@ -680,7 +487,15 @@ def _refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.P
                 principals=[
                     p_and(
                         [
-                            p_or([_issuer(auth, p.issuer) for p in several]),
+                            p_or(
+                                [
+                                    p_meta(
+                                        [PAYLOAD_KEY, "iss"],
+                                        m.ValueMatcher(string_match=s_exact(p.issuer)),
+                                    )
+                                    for p in several
+                                ]
+                            ),
                             p_not(p_meta([HEADER_KEY, "kid"], m.ValueMatcher(present_match=True))),
                         ]
                     )
@@ -855,8 +670,9 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
 
 
 def _needs_jwt(rule: RuleSpec) -> bool:
-    return any(c.kind == "claim" for c in rule.when) or any(
-        f.issuers is not None or f.request_principals is not None for f in rule.from_ or ()
+    """As the compiler's `needs_jwt` (authz/policy/rules.py): claims, or a JWT-only field."""
+    return any(k.needs_jwt for c in rule.when for k in CONDITION_KINDS if k.name == c.kind) or any(
+        e.get(f.name) is not None for e in rule.from_ or () for f in FROM_FIELDS if f.needs_jwt
     )
 
 

@@ -20,12 +20,21 @@ Build = Callable[[str, Any], Callable[[Any], bool]]
 
 
 class ConditionExport(Protocol):
-    """The condition as a fragment of Envoy's RBAC filter (filled by export; None: no
-    equivalent, export then refuses the rule)."""
+    """The condition as Envoy's RBAC `Principal` (a typed object), positive: the export negates
+    it for `not_` operators. An empty slot: no equivalent, the export refuses the rule."""
 
-    def __call__(
-        self, subject: str, op: str, value: Any, negated: bool
-    ) -> Mapping[str, Any] | None: ...
+    def __call__(self, subject: str, op: str, value: Any) -> Any: ...
+
+
+def exported(name: str) -> ConditionExport:
+    """The hook `authz.export.rbac_fields.<name>`, imported on first use (see fields.exported)."""
+
+    def hook(subject: str, op: str, value: Any) -> Any:
+        from authz.export import rbac_fields
+
+        return getattr(rbac_fields, name)(subject, op, value)
+
+    return hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +216,7 @@ CLAIM = ConditionKind(
         Operator("present", _PRESENT, "flag", _claim_present),
     ),
     needs_jwt=True,
+    export=exported("claim"),
 )
 
 HEADER = ConditionKind(
@@ -232,6 +242,7 @@ HEADER = ConditionKind(
         Operator("any_of", "The header is one of these.", "list", _header_any_of),
         Operator("present", _PRESENT, "flag", _header_present),
     ),
+    export=exported("header"),
 )
 
 CONDITION_KINDS: tuple[ConditionKind, ...] = (CLAIM, HEADER)
