@@ -119,6 +119,12 @@ EXPORTED_FILTERS: tuple[tuple[str, str], ...] = (
     ("authz.allow", _T + "rbac.v3.RBAC"),
     ("authz.audit", _T + "rbac.v3.RBAC"),
 )
+# --hybrid adds, before authz.audit: the LOG filter marking requests ext_authz must decide
+# (hosts whose files Envoy cannot enforce alone) and ext_authz, enabled only for those.
+HYBRID_FILTERS: tuple[tuple[str, str], ...] = (
+    ("authz.route", _T + "rbac.v3.RBAC"),
+    ("authz.ext_authz", _T + "ext_authz.v3.ExtAuthz"),
+)
 
 
 def ecds_http_filters(directory: str) -> list[Config]:

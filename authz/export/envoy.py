@@ -35,13 +35,15 @@ from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.rbac import v3 as rbac
 from envoy_data_plane.envoy.config.route import v3 as route
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz import v3 as xa
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as hm
 from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as jwt
 from envoy_data_plane.envoy.extensions.filters.http.rbac import v3 as hrbac
+from envoy_data_plane.envoy.type import v3 as http_type
 from envoy_data_plane.envoy.type.matcher import v3 as m
 from envoy_data_plane.google.protobuf import Empty
 
-from authz.envoy_bootstrap import EXPORTED_FILTERS
+from authz.envoy_bootstrap import AUTHZ_CLUSTER, EXPORTED_FILTERS, HYBRID_FILTERS
 from authz.policy.compiler import PolicySet, merge_authentication
 from authz.policy.conditions import CONDITION_KINDS
 from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
@@ -105,7 +107,7 @@ class EnvoyExport:
 
     def filter_dicts(self) -> list[dict[str, Any]]:
         """`http_filters` entries (name + typed_config with @type), snake_case as in YAML."""
-        urls = dict(EXPORTED_FILTERS)
+        urls = dict(EXPORTED_FILTERS + HYBRID_FILTERS)
         return [
             {"name": name, "typed_config": {"@type": urls[name], **to_json(message)}}
             for name, message in self.filters
@@ -278,6 +280,14 @@ class HostClass:
             sm = m.StringMatcher(suffix=sfx, ignore_case=True)
             out.append((route.HeaderMatcher(name=":authority", string_match=sm), True))
         return out
+
+    def permission(self) -> rbac.Permission:
+        return q_and(
+            [
+                q_not(rbac.Permission(header=h)) if neg else rbac.Permission(header=h)
+                for h, neg in self.header_matchers()
+            ]
+        )
 
     def principal(self) -> rbac.Principal:
         return p_and(
@@ -582,21 +592,29 @@ def _applies(f: FileSpec, host: str) -> bool:
 
 
 def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
-    """The Envoy filters enforcing `policy`, and every finding."""
+    """The Envoy filters enforcing `policy`, and every finding.
+
+    `hybrid`: hosts whose applying files are all exportable are decided by Envoy alone (their
+    requests never reach ext_authz); every other host is decided by the service, through
+    ext_authz, exactly as without the export (its rules, tokens and 400s); what cannot be
+    exported is then reported as kept in ext_authz, not refused.
+    """
     out = EnvoyExport()
     files = policy.files
     roles = {r.name: r.entries for f in files for r in f.roles}
-    classes = host_classes(files)
-    if len({c.authentication for c in classes}) == 1:
+    all_classes = host_classes(files)
+    classes = all_classes
+    if len({c.authentication for c in classes}) == 1 and not hybrid:
         classes = [HostClass("(every host)", (), classes[0].authentication)]
     providers = tuple(policy.jwt_providers)
     auth = _Auth(tuple(classes), tuple(p.issuer for p in providers))
+    findings: list[Finding] = []
     for p in providers:
         first = next(f.file for f in files if p in f.jwt_providers)
-        out.findings += _provider_findings(p, first)
+        findings += _provider_findings(p, first)
     for c in classes:
         if len({p.locations for p in c.authentication.jwt_providers}) > 1:
-            out.findings.append(
+            findings.append(
                 Finding(
                     c.files[0],
                     1,
@@ -628,8 +646,8 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                     if rule.action == "deny"
                     else None
                 )
-            except (NotExportable, KeyError) as exc:
-                out.findings.append(Finding(*where, str(exc)))
+            except NotExportable as exc:
+                findings.append(Finding(*where, str(exc)))
                 continue
             if rule.action == "audit":
                 audit[rule.name] = policy_
@@ -644,7 +662,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
             if second is not None:
                 target[rule.name + ";params"] = second
             if rule.action == "allow" and not rule.dry_run and _needs_jwt(rule):
-                out.findings.append(
+                findings.append(
                     Finding(
                         *where,
                         "no token: Envoy answers 403 where the service answers 401 with a "
@@ -652,7 +670,28 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                         decides=False,
                     )
                 )
-    out.filters = [
+    native = classes
+    if hybrid:
+        # A finding in a file (a rule or a provider it declares) sends its hosts to ext_authz.
+        bad = {f.file for f in findings if f.decides}
+        bad |= {
+            g.file for g in files for p in g.jwt_providers for f in findings
+            if f.decides and f.subject == f"provider {p.issuer}"
+        }  # fmt: skip
+        bad_labels = {f.subject.removeprefix("hosts ") for f in findings if f.decides}
+        native = [c for c in classes if not bad.intersection(c.files) and c.label not in bad_labels]
+        findings = [
+            dataclasses.replace(f, why=f"{f.why} (kept in ext_authz)", decides=False)
+            if f.decides
+            else f
+            for f in findings
+        ]
+    out.findings = findings
+    jwt_classes = [
+        c if c in native else dataclasses.replace(c, authentication=Authentication())
+        for c in classes
+    ]
+    filters: list[tuple[str, Any]] = [
         (
             FILTER_NAMES[0],
             hm.HeaderMutation(
@@ -661,12 +700,57 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                 )
             ),
         ),
-        (FILTER_NAMES[1], _jwt_authn(providers, classes)),
-        (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
-        (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
-        (FILTER_NAMES[4], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")),
+        (FILTER_NAMES[1], _jwt_authn(providers, jwt_classes)),
     ]
+    if hybrid and len(native) < len(classes):
+        mine = q_or([c.permission() for c in native]) if native else q_not(_ANY)
+        for policies in (deny, deny_shadow, allow, allow_shadow, audit):
+            for name, pol in policies.items():
+                policies[name] = rbac.Policy(
+                    permissions=[q_and([mine, q_or(pol.permissions)])], principals=pol.principals
+                )
+        theirs = rbac.Policy(permissions=[q_not(mine)], principals=[p_any()])
+        allow["authz.ext_authz"] = theirs
+        filters += [
+            (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+            (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+            (
+                HYBRID_FILTERS[0][0],
+                _rbac(rbac.RbacAction.LOG, {"authz.ext_authz": theirs}, None, ""),
+            ),
+            (HYBRID_FILTERS[1][0], _ext_authz()),
+        ]
+    else:
+        filters += [
+            (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+            (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+        ]
+    filters.append((FILTER_NAMES[4], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")))
+    out.filters = filters
     return out
+
+
+_ANY = rbac.Permission(any=True)
+
+
+def _ext_authz() -> xa.ExtAuthz:
+    """ext_authz to the service (cluster `authz`, as `authz envoy-config` declares it), enabled
+    only where authz.route marked the request (RBAC LOG sets envoy.common access_log_hint)."""
+    return xa.ExtAuthz(
+        grpc_service=core.GrpcService(
+            envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
+            timeout=datetime.timedelta(milliseconds=500),
+        ),
+        transport_api_version=core.ApiVersion.V3,
+        failure_mode_allow=False,
+        status_on_error=http_type.HttpStatus(code=http_type.StatusCode.ServiceUnavailable),
+        include_peer_certificate=True,
+        filter_enabled_metadata=m.MetadataMatcher(
+            filter="envoy.common",
+            path=[m.MetadataMatcherPathSegment(key="access_log_hint")],
+            value=m.ValueMatcher(bool_match=True),
+        ),
+    )
 
 
 def _needs_jwt(rule: RuleSpec) -> bool:

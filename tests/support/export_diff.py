@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from authz.envoy_bootstrap import REQUEST_HARDENING
+from authz.envoy_bootstrap import AUTHZ_CLUSTER, REQUEST_HARDENING
 from authz.export import export_envoy
 from authz.policy import load_policy_set
 from tests.support import https
@@ -140,6 +140,8 @@ class Scenario:
     files: dict[str, Any]
     cases: list[Case] = field(default_factory=list)
     statuses: Counter[tuple[int, int]] = field(default_factory=Counter)  # (service, export)
+    # --hybrid: how many checks the exporting Envoy sent to the service (0 when all native).
+    hybrid_checks: int = 0
 
 
 def _pick(rng: random.Random, pool: Sequence[Any], most: int = 2) -> list[Any]:
@@ -202,8 +204,10 @@ def _condition(rng: random.Random) -> dict[str, Any]:
     return cond
 
 
-def generate(seed: int, jwks_file: str) -> Scenario:
-    """A random policy set over the exportable subset, and random requests for it."""
+def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
+    """A random policy set over the exportable subset, and random requests for it. `hybrid`:
+    some files also hold what Envoy cannot enforce (a pseudo-header condition, a provider
+    restricted to some algorithms), which `--hybrid` keeps in ext_authz."""
     rng = random.Random(seed)
     files: dict[str, Any] = {}
     role_names = ["readers", "writers"][: rng.randint(0, 2)]
@@ -218,6 +222,8 @@ def generate(seed: int, jwks_file: str) -> Scenario:
             auth["mtls"] = {"trust_domains": _pick(rng, ("cluster.local", "other.local"))}
         if rng.random() < 0.7:
             auth["jwt"] = [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks_file}]
+            if hybrid and rng.random() < 0.3:
+                auth["jwt"][0]["algorithms"] = ["ES256"]
         if auth:
             doc["authentication"] = auth
         if i == 0 and role_names:
@@ -230,13 +236,15 @@ def generate(seed: int, jwks_file: str) -> Scenario:
             if action != "audit" and rng.random() < 0.15:
                 rule["dry_run"] = True
             # One or two of from/to/when per rule, so that each decides often.
-            parts = rng.sample(["from", "to", "to", "when"], rng.randint(1, 2))
+            parts = rng.sample(["from", "to", "to", "when", "when"], rng.randint(1, 2))
             if "from" in parts:
                 rule["from"] = [_from_entry(rng) for _ in range(rng.randint(1, 2))]
             if "to" in parts:
                 rule["to"] = [_to_entry(rng, role_names) for _ in range(rng.randint(1, 2))]
             if "when" in parts:
                 rule["when"] = [_condition(rng)]
+            if hybrid and rng.random() < 0.15:
+                rule.setdefault("when", []).append({"header": ":method", "any_of": ["GET", "POST"]})
             rules.append(rule)
         doc["rules"] = rules
         files[f"f{i}.yaml"] = doc
@@ -333,13 +341,15 @@ def _send(envoy: Envoy, world: World, case: Case, token: str | None) -> int:
         return -1
 
 
-def run_seed(world: World, seed: int, workdir: Path) -> tuple[Scenario, list[Disagreement]]:
-    scenario = generate(seed, str(world.jwks_path))
-    policies = workdir / f"seed-{seed}"
+def run_seed(
+    world: World, seed: int, workdir: Path, hybrid: bool = False
+) -> tuple[Scenario, list[Disagreement]]:
+    scenario = generate(seed, str(world.jwks_path), hybrid)
+    policies = workdir / f"seed-{seed}{'-hybrid' if hybrid else ''}"
     policies.mkdir(parents=True)
     for name, doc in scenario.files.items():
         (policies / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    exported = export_envoy(load_policy_set(str(policies)))
+    exported = export_envoy(load_policy_set(str(policies)), hybrid=hybrid)
     problems = [str(f) for f in exported.findings if f.decides]
     if problems:
         raise AssertionError(f"seed {seed}: generated set not exportable: {problems}")
@@ -363,7 +373,10 @@ def run_seed(world: World, seed: int, workdir: Path) -> tuple[Scenario, list[Dis
         via_export = stack.enter_context(
             Envoy(
                 EnvoyConfig(
-                    authz_address="127.0.0.1:9", http_filters=exported.filter_dicts(), **common
+                    authz_address=service.address,
+                    http_filters=exported.filter_dicts(),
+                    extra_clusters=[_authz_cluster(service.address)] if hybrid else [],
+                    **common,
                 ),
                 workdir / f"b-{seed}",
             )
@@ -380,7 +393,34 @@ def run_seed(world: World, seed: int, workdir: Path) -> tuple[Scenario, list[Dis
 
         with ThreadPoolExecutor(4) as pool:
             found = [d for d in pool.map(both, scenario.cases) if d is not None]
+        if hybrid:
+            scenario.hybrid_checks = sum(
+                via_export.stats(f"cluster.{AUTHZ_CLUSTER}.upstream_rq_total").values()
+            )
     return scenario, found
+
+
+def _authz_cluster(address: str) -> dict[str, Any]:
+    """The `authz` cluster the hybrid export's ext_authz filter names (as `authz envoy-config`)."""
+    host, _, port = address.rpartition(":")
+    return {
+        "name": AUTHZ_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": AUTHZ_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": host, "port_value": int(port)}}}}]}
+            ],
+        },
+    }  # fmt: skip
 
 
 def make_world(directory: Path) -> Iterator[World]:
@@ -396,6 +436,7 @@ def make_world(directory: Path) -> Iterator[World]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0-19", help="N or A-B (inclusive)")
+    parser.add_argument("--hybrid", action="store_true", help="sets Envoy cannot enforce alone")
     args = parser.parse_args(argv)
     first, _, last = args.seeds.partition("-")
     seeds = range(int(first), int(last or first) + 1)
@@ -403,10 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for world in make_world(Path(tmp)):
             for seed in seeds:
-                scenario, found = run_seed(world, seed, Path(tmp))
+                scenario, found = run_seed(world, seed, Path(tmp), args.hybrid)
                 status = "ok" if not found else f"{len(found)} disagreements"
                 seen = ", ".join(f"{a}/{b}: {n}" for (a, b), n in sorted(scenario.statuses.items()))
                 print(f"seed {seed}: {len(scenario.cases)} requests, {status} ({seen})", flush=True)
+                if args.hybrid:
+                    print(f"  {scenario.hybrid_checks} of them decided by the service")
                 for d in found:
                     print(f"  {d}")
                 if found:
