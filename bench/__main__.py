@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_load, grpc_load, h2load, inproc
+from bench import envoy_load, export_load, grpc_load, h2load, inproc
 from bench.procs import REPO
 
 
@@ -65,6 +65,12 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
             print("e2e done", flush=True)
         else:
             results["skipped"].append("end to end: Envoy or wrk is not installed")
+    if "export" in parts:
+        if envoy_load.available():
+            results["export"] = export_load.compare(rounds=3 if quick else 7, seconds=3)
+            print("export done", flush=True)
+        else:
+            results["skipped"].append("exported policy: Envoy or wrk is not installed")
     results["seconds"] = time.time() - started
     from bench.report import write
 
@@ -78,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the benches and write the report")
     r.add_argument("--quick", action="store_true", help="short rounds (about a minute)")
     r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
-    r.add_argument("--parts", default="engine,identity,grpc,e2e", help="comma-separated subset")
+    r.add_argument(
+        "--parts", default="engine,identity,grpc,e2e,export", help="comma-separated subset"
+    )
     args = parser.parse_args(argv)
     run(args.quick, args.out, set(args.parts.split(",")))
     print(f"wrote {args.out}")

@@ -72,8 +72,8 @@ def _principal(auth: _Auth, value: str) -> rbac.Principal:
     if not value.startswith(("*", "spiffe://")):
         value = "spiffe://" + value
     matcher = _string_matcher(value)
-    w = auth.workload()
-    return w if matcher is None else p_and([w, p_san(matcher)])
+    w = auth.workload
+    return w if matcher is None else p_and([p_san(matcher), w])
 
 
 def _namespace(auth: _Auth, value: str) -> rbac.Principal:
@@ -84,7 +84,8 @@ def _namespace(auth: _Auth, value: str) -> rbac.Principal:
         "suffix": "[^/]*" + re.escape(text),
         "exact": re.escape(text),
     }[kind]
-    return p_and([auth.workload(), p_san(s_regex(f"{_TRUSTED}[^/]+/ns/{seg}/sa/[^/]+"))])
+    # the specific test first: it rules most peers out before the trust-domain check
+    return p_and([p_san(s_regex(f"{_TRUSTED}[^/]+/ns/{seg}/sa/[^/]+")), auth.workload])
 
 
 def _request_principal(auth: _Auth, value: str) -> rbac.Principal:
@@ -264,7 +265,7 @@ def ip_blocks(ctx: ExportContext, values: Sequence[str]) -> rbac.Principal:
 
 
 def authenticated(ctx: ExportContext, _: bool) -> rbac.Principal:
-    return p_or([ctx.auth.workload(), ctx.auth.user()])
+    return p_or([ctx.auth.workload, ctx.auth.user])
 
 
 def methods(_: ExportContext, values: Sequence[str]) -> rbac.Permission:

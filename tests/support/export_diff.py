@@ -409,7 +409,7 @@ def _authz_cluster(address: str) -> dict[str, Any]:
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",  # noqa: E501
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
