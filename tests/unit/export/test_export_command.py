@@ -102,3 +102,24 @@ def _mk(tmp_path: Path) -> Path:
     d = tmp_path / "p"
     d.mkdir()
     return _dir(d, EXPORTABLE)
+
+
+def test_a_field_without_an_export_in_its_declaration_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The declaration's empty `export` slot is what makes a field not exportable (a new
+    field, say, added with no RBAC equivalent): each rule using it is named, the rest export."""
+    import dataclasses
+
+    from authz.export import envoy
+    from authz.policy import fields
+
+    without = tuple(
+        dataclasses.replace(f, export=None) if f.name == "ports" else f for f in fields.TO_FIELDS
+    )
+    monkeypatch.setattr(envoy, "TO_FIELDS", without)
+    text = EXPORTABLE + "  - {name: on-port, action: allow, to: [{not_ports: [8443]}]}\n"
+    result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
+    assert [(f.subject, f.why) for f in result.findings if f.decides] == [
+        ("on-port", "`not_ports` has no equivalent in Envoy's RBAC filter")
+    ]
