@@ -113,48 +113,41 @@ def build_app(settings: Settings) -> App:
 
 def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
     """Write the current set as ECDS files now (ConfigError if it cannot be), and return the
-    reload listener that writes every later accepted set. A set Envoy cannot enforce exactly is
-    not written: Envoy keeps the last one, and the log says why (authz export names each rule)."""
+    reload listener that writes every later accepted set. The export is hybrid: hosts whose
+    files Envoy cannot enforce alone stay with this service (ext_authz), and the log says which
+    rules keep them there (docs/export.md)."""
     from authz.export import export_envoy
     from authz.export.ecds import write_ecds
 
     written: dict[str, str] = {}
 
-    def write() -> list[str]:
+    def write() -> None:
         current = store.current
         if written.get("revision") == current.revision:
-            return []
-        result = export_envoy(current)
-        problems = [str(f) for f in result.findings if f.decides]
-        if problems:
-            return problems
+            return
+        result = export_envoy(current, hybrid=True)
         write_ecds(directory, result, current.revision)
         written["revision"] = current.revision
-        log.info("Envoy filters for revision %s written to %s", current.revision, directory)
-        return []
+        kept = [str(f) for f in result.findings if "kept in ext_authz" in f.why]
+        log.info(
+            "Envoy filters for revision %s written to %s%s",
+            current.revision,
+            directory,
+            f"; decided by this service: {'; '.join(kept)}" if kept else "",
+        )
 
     try:
-        problems = write()
+        write()
     except OSError as error:
         raise ConfigError(f"--export-envoy {directory}: {error}") from error
-    if problems:
-        raise ConfigError(
-            f"--export-envoy: the policy set is not exportable: {'; '.join(problems)}"
-        )
 
     def on_reload(ok: bool) -> None:
         if not ok:
             return  # a rejected set never reaches Envoy
         try:
-            problems = write()
+            write()
         except OSError as error:
             log.error("--export-envoy %s: %s; Envoy keeps the previous filters", directory, error)
-            return
-        if problems:
-            log.error(
-                "the new policy set is not exportable, Envoy keeps the previous filters: %s",
-                "; ".join(problems),
-            )
 
     return on_reload
 

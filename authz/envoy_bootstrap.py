@@ -105,7 +105,8 @@ class BootstrapOptions:
     max_connections: int = 50000
     # Active gRPC health checks let Envoy route around a dead worker or replica.
     health_checks: bool = True
-    # --native: Envoy enforces the exported filters read from this directory (ECDS), no ext_authz.
+    # --native: Envoy enforces the exported filters read from this directory (ECDS); ext_authz
+    # only for the hosts whose files Envoy cannot enforce alone.
     ecds_dir: str | None = None
 
 
@@ -127,10 +128,15 @@ HYBRID_FILTERS: tuple[tuple[str, str], ...] = (
 )
 
 
+# What `authz serve --export-envoy` writes: the hybrid export, whatever the set (hosts Envoy
+# cannot decide alone go to ext_authz), so every accepted set can be written.
+ECDS_FILTERS = (*EXPORTED_FILTERS[:4], *HYBRID_FILTERS, *EXPORTED_FILTERS[4:])
+
+
 def ecds_http_filters(directory: str) -> list[Config]:
     """HCM `http_filters` entries that read the exported filters from `directory` (ECDS files
     written by `authz serve --export-envoy`; Envoy reloads them when the directory's `..data`
-    link moves)."""
+    link moves). Its ext_authz filter calls the `authz` cluster."""
     directory = os.path.abspath(directory)
     return [
         {
@@ -145,7 +151,7 @@ def ecds_http_filters(directory: str) -> list[Config]:
                 "type_urls": [type_url],
             },
         }
-        for name, type_url in EXPORTED_FILTERS
+        for name, type_url in ECDS_FILTERS
     ]
 
 
@@ -360,10 +366,7 @@ def bootstrap(options: BootstrapOptions) -> Config:
                     "filter_chains": [chain],
                 }
             ],
-            "clusters": [
-                *([authz_cluster(options)] if options.ecds_dir is None else []),
-                upstream_cluster(options),
-            ],
+            "clusters": [authz_cluster(options), upstream_cluster(options)],
         },
         "overload_manager": {
             "resource_monitors": [

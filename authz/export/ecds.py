@@ -10,7 +10,8 @@ sources are built to watch, docs "xDS protocol: filesystem subscriptions"):
 Each file is a DiscoveryResponse holding one TypedExtensionConfig. Envoy watches DIR
 (`watched_directory`) and reloads every filter when `..data` moves, so it never reads a
 half-written file, and one version's filters are always read together from one directory.
-Only an accepted, fully exportable set is written: a rejected set never reaches Envoy.
+Only an accepted set is written: a rejected set never reaches Envoy. The export is hybrid, so
+the hosts Envoy cannot decide alone are decided by the service through ext_authz.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
-from authz.envoy_bootstrap import EXPORTED_FILTERS
+from authz.envoy_bootstrap import ECDS_FILTERS
 
 if TYPE_CHECKING:
     from authz.export.envoy import EnvoyExport
@@ -30,7 +31,8 @@ TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensio
 
 
 def write_ecds(directory: str, export: EnvoyExport, revision: str) -> str:
-    """Write `export`'s filters into `directory` and switch `..data` to them; return the
+    """Write `export`'s filters (a hybrid export: ECDS_FILTERS) into `directory` and switch
+    `..data` to them; return the
     version directory's name. Older versions are removed afterwards."""
     os.makedirs(directory, exist_ok=True)
     n = 0
@@ -47,7 +49,7 @@ def write_ecds(directory: str, export: EnvoyExport, revision: str) -> str:
             json.dump(document, out)  # JSON is YAML; Envoy picks the parser by extension
             out.flush()
             os.fsync(out.fileno())
-    for name, _ in EXPORTED_FILTERS:
+    for name, _ in ECDS_FILTERS:
         link = os.path.join(directory, f"{name}.yaml")
         if not os.path.islink(link):
             os.symlink(os.path.join(DATA, f"{name}.yaml"), link)

@@ -711,22 +711,24 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
         ),
         (FILTER_NAMES[1], _jwt_authn(providers, jwt_classes)),
     ]
-    if hybrid and len(native) < len(classes):
-        mine = q_or([c.permission() for c in native]) if native else q_not(_ANY)
-        for policies in (deny, deny_shadow, allow, allow_shadow, audit):
-            for name, pol in policies.items():
-                policies[name] = rbac.Policy(
-                    permissions=[q_and([mine, q_or(pol.permissions)])], principals=pol.principals
-                )
-        theirs = rbac.Policy(permissions=[q_not(mine)], principals=[p_any()])
-        allow["authz.ext_authz"] = theirs
+    if hybrid:
+        # The same seven filters whatever the split (ECDS names them once in the bootstrap);
+        # with every host native, authz.route marks nothing and ext_authz never runs.
+        route: dict[str, rbac.Policy] = {}
+        if len(native) < len(classes):
+            mine = q_or([c.permission() for c in native]) if native else q_not(_ANY)
+            for policies in (deny, deny_shadow, allow, allow_shadow, audit):
+                for name, pol in policies.items():
+                    policies[name] = rbac.Policy(
+                        permissions=[q_and([mine, q_or(pol.permissions)])],
+                        principals=pol.principals,
+                    )
+            theirs = rbac.Policy(permissions=[q_not(mine)], principals=[p_any()])
+            allow["authz.ext_authz"] = route["authz.ext_authz"] = theirs
         filters += [
             (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
             (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
-            (
-                HYBRID_FILTERS[0][0],
-                _rbac(rbac.RbacAction.LOG, {"authz.ext_authz": theirs}, None, ""),
-            ),
+            (HYBRID_FILTERS[0][0], _rbac(rbac.RbacAction.LOG, route, None, "")),
             (HYBRID_FILTERS[1][0], _ext_authz()),
         ]
     else:

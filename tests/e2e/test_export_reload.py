@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authz.envoy_bootstrap import REQUEST_HARDENING, ecds_http_filters
-from authz.export.envoy import FILTER_NAMES
+from authz.envoy_bootstrap import ECDS_FILTERS, REQUEST_HARDENING, ecds_http_filters
 from tests.support import https
 from tests.support.envoy import Envoy, EnvoyConfig, validate
+from tests.support.export_diff import _authz_cluster
 from tests.support.service import ServiceProcess
 from tests.support.upstream import EchoUpstream
 
@@ -48,6 +48,7 @@ def test_envoy_enforces_each_accepted_set_without_restart(tmp_path: Path) -> Non
             upstream_port=upstream.port,
             http_filters=ecds_http_filters(str(ecds)),
             hcm_overrides=dict(REQUEST_HARDENING),
+            extra_clusters=[_authz_cluster(service.address)],
         )
         with Envoy(config, tmp_path / "envoy") as envoy:
 
@@ -65,19 +66,24 @@ def test_envoy_enforces_each_accepted_set_without_restart(tmp_path: Path) -> Non
             # A set the service rejects is never written: Envoy keeps enforcing the last one.
             (policies / "p.yaml").write_text("rules: [{name: broken, action: allow, to: nope}]\n")
             _eventually(lambda: "rejected" in service.log() or "invalid" in service.log(), "reject")
-            # Exportable only partly (a provider restricted to some algorithms): not written.
-            (policies / "p.yaml").write_text(
-                _policy("/c") + "authentication:\n  jwt:\n    - issuer: https://i.example\n"
-                "      jwks: {keys: [{kty: oct, k: AAAA}]}\n      algorithms: [RS256]\n"
-            )
-            _eventually(lambda: "not exportable" in service.log(), "the unexportable set logged")
             assert os.readlink(ecds / "..data") == version
-            assert (status("/b"), status("/c")) == (200, 403)
+            assert (status("/b"), status("/a")) == (200, 403)
+
+            # A set Envoy cannot enforce alone (a header condition on a pseudo-header): written,
+            # and its hosts are decided by the service through ext_authz.
+            (policies / "p.yaml").write_text(
+                _policy("/c") + '    when: [{header: ":method", equals: GET}]\n'
+            )
+            _eventually(lambda: status("/c") == 200, "the service deciding /c through ext_authz")
+            assert os.readlink(ecds / "..data") != version
+            assert "decided by this service" in service.log()
+            assert (status("/b"), status("/a")) == (403, 403)
             assert envoy._process is not None and envoy._process.pid == pid  # no restart
 
 
 def test_envoy_config_native_bootstrap_loads(tmp_path: Path) -> None:
-    """`authz envoy-config --native DIR` is a bootstrap Envoy accepts, reading DIR's filters."""
+    """`authz envoy-config --native DIR` is a bootstrap Envoy accepts, reading DIR's filters
+    (and keeping the authz cluster for the hosts the service decides)."""
     policies, ecds = tmp_path / "policies", tmp_path / "ecds"
     policies.mkdir()
     (policies / "p.yaml").write_text(_policy("/a"))
@@ -86,7 +92,7 @@ def test_envoy_config_native_bootstrap_loads(tmp_path: Path) -> None:
     from authz.policy import load_policy_set
 
     policy_set = load_policy_set(str(policies))
-    write_ecds(str(ecds), export_envoy(policy_set), policy_set.revision)
+    write_ecds(str(ecds), export_envoy(policy_set, hybrid=True), policy_set.revision)
     out = tmp_path / "envoy.yaml"
     subprocess.run(
         [sys.executable, "-m", "authz", "envoy-config", "--native", str(ecds), "-o", str(out)],
@@ -94,5 +100,8 @@ def test_envoy_config_native_bootstrap_loads(tmp_path: Path) -> None:
     )
     hcm = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]["filter_chains"][0]
     filters = hcm["filters"][0]["typed_config"]["http_filters"]
-    assert [f["name"] for f in filters] == [*FILTER_NAMES, "envoy.filters.http.router"]
+    assert [f["name"] for f in filters] == [
+        *(n for n, _ in ECDS_FILTERS),
+        "envoy.filters.http.router",
+    ]
     validate(out)
