@@ -46,6 +46,7 @@ from envoy_data_plane.google.protobuf import Empty
 
 from authz.envoy_bootstrap import AUTHZ_CLUSTER, EXPORTED_FILTERS, HYBRID_FILTERS
 from authz.policy.compiler import PolicySet, merge_authentication
+from authz.policy.conditions import _LIST_STRING_CLAIMS as _LIST_STRING_CLAIMS
 from authz.policy.conditions import CONDITION_KINDS
 from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
 from authz.policy.spec import (
@@ -73,7 +74,6 @@ _TD = "[a-z0-9._-]+"
 _HEADER_VALUE = r"[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?"
 # Python's str.split() whitespace, for space-separated scope/scp claims (RFC 8693 4.2).
 _WS = "[" + "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "]"
-_LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
 # authz/policy/patterns.py normalize_host, after Envoy stripped the port and one trailing dot.
 _LABEL = "[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 _VALID_HOST = f"(?i)(?:{_LABEL}(?:\\.{_LABEL})*\\.?|\\[[0-9a-f:.]+\\])?(?::[0-9]+)?"
