@@ -11,7 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 # .dockerignore keeps the venv, tests and caches out of the build context.
 COPY . /src
-RUN pip install . && rm -rf /src
+# [otel]: `--otlp-endpoint` (OpenTelemetry traces); without the flag it is never imported.
+RUN pip install ".[otel]" && rm -rf /src
 
 # Never run the service as root; it only reads the policies and listens on 9191.
 RUN useradd --system --uid 10001 --no-create-home authz

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import grpc
 
 from authz.config import Settings
 from authz.engine import Engine
@@ -20,6 +23,7 @@ from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
 from authz.server import (
     AuthorizationService,
+    Health,
     ListenError,
     MetricsInterceptor,
     Observer,
@@ -27,8 +31,15 @@ from authz.server import (
     build_server,
     describe_os_error,
     run_until_signalled,
+    set_socket_access,
 )
+from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
+
+if TYPE_CHECKING:
+    from authz.http_server import HttpServers
+if TYPE_CHECKING:  # imported at run time only with settings.otlp_endpoint
+    from authz.observe.tracing import Tracing
 
 log = logging.getLogger("authz")
 
@@ -46,6 +57,8 @@ class App:
     decision_log: DecisionLog | None = None
     # Started by serve() (or by the caller) with start_admin(); None without settings.admin.
     admin: AdminServer | None = None
+    # With settings.otlp_endpoint only (the module is imported only then).
+    tracing: Tracing | None = None
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
@@ -71,9 +84,11 @@ class App:
         if self.reloader is not None:
             self.reloader.close()
         self.keys.close()
-        # Last: the checks answered while draining are still logged.
+        # Last: the checks answered while draining are still logged and traced.
         if self.decision_log is not None:
             self.decision_log.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
 
 def build_app(settings: Settings) -> App:
@@ -81,14 +96,18 @@ def build_app(settings: Settings) -> App:
     policy_set = load_policy_set(settings.policies)
     store = PolicyStore(policy_set)
     decision_log = _decision_log(settings, store)
+    tracing = _tracing(settings)
     metrics = Metrics(
         policy=lambda: store.current,
         decision_log_dropped=(lambda: decision_log.dropped) if decision_log is not None else None,
         key_states=lambda: keys.states(),
         policy_loaded_at=time.time(),
+        trace_spans_dropped=(lambda: tracing.dropped) if tracing is not None else None,
     )
     # The metrics listen before the first fetch, so the start-up JWKS loads are counted too.
     keys = KeyRegistry(on_fetch=metrics.record_fetch)
+    if tracing is not None:
+        keys.add_fetch_listener(tracing.record_fetch)
     keys.ensure(policy_set.jwt_providers)
     resolver = IdentityResolver(settings, keys)
     engine = Engine(store, resolver, settings.headers)
@@ -97,7 +116,7 @@ def build_app(settings: Settings) -> App:
     observers: list[Observer] = [metrics, cert_expiry]
     if decision_log is not None:
         observers.append(decision_log)
-    service = AuthorizationService(engine, settings, observers)
+    service = AuthorizationService(engine, settings, observers, tracer=tracing)
     log.info(
         "policies loaded from %s: %d rules, revision %s",
         settings.policies,
@@ -108,7 +127,29 @@ def build_app(settings: Settings) -> App:
     # Under --workers every worker loads the same files; one of them writes Envoy's copy.
     if settings.export_envoy is not None and worker_index() in (None, 0):
         reloader.add_listener(_envoy_exporter(settings.export_envoy, store))
-    return App(settings, store, keys, engine, service, reloader, metrics, decision_log)
+    return App(
+        settings, store, keys, engine, service, reloader, metrics, decision_log, tracing=tracing
+    )
+
+
+def _tracing(settings: Settings) -> Tracing | None:
+    """`authz.observe.tracing.Tracing` when settings.otlp_endpoint is set, else None (and
+    OpenTelemetry is not imported). Raises ConfigError without the `authz[otel]` extra."""
+    if settings.otlp_endpoint is None:
+        return None
+    try:
+        from authz.observe.tracing import Tracing
+    except ImportError as error:
+        raise ConfigError(
+            f"--otlp-endpoint needs OpenTelemetry: pip install 'authz[otel]' ({error})"
+        ) from error
+    tracing = Tracing.from_settings(settings)
+    log.info(
+        "tracing: spans to %s, sampling %g of checks without a sampled parent",
+        tracing.url,
+        settings.trace_sample_ratio,
+    )
+    return tracing
 
 
 def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
@@ -159,11 +200,14 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
     cache: dict[str, Any] = {}
 
     def secret_token_headers() -> frozenset[str]:
-        # The token headers change only with the policy set: recompute once per set.
+        # The token headers change only with the policy set: recompute once per set. The set is
+        # remembered by a weak reference, so a replaced set is not kept alive until the next
+        # check (the reloader frees it a slice at a time; a check dropping it would free it whole).
         current = store.current
-        if cache.get("set") is not current:
+        remembered = cache.get("set")
+        if remembered is None or remembered() is not current:
             cache["headers"] = token_headers(current.jwt_providers)
-            cache["set"] = current
+            cache["set"] = weakref.ref(current)
         headers: frozenset[str] = cache["headers"]
         return headers
 
@@ -189,11 +233,36 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
-    server, health = build_server(app.service, settings, interceptors=interceptors)
+    # HTTP only (`grpc` off): no gRPC server at all (grpc.aio's poller would share the loop for
+    # nothing); `health` is still the one readiness truth for /readyz.
+    server: grpc.aio.Server | None = None
+    if settings.grpc:
+        server, health = build_server(app.service, settings, interceptors=interceptors)
+    else:
+        health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
     await health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
-    await server.start()
+    http: HttpServers | None = None
+    if settings.http_listen:
+        # Imported only when used: importing granian raises this process's soft open file limit
+        # itself, which `authz serve` does (and logs) on its own for the gRPC-only service.
+        from authz.http_server import HttpServers
+
+        http = HttpServers.for_engine(
+            app.engine,
+            settings.limits,
+            [(address, http_listener(settings)) for address in settings.http_listen],
+            # The same metrics and decision log records as gRPC checks; the span's parent comes
+            # from the request's own trace headers (Envoy's http_service client forwards them).
+            [*app.service.observers, *([app.tracing] if app.tracing is not None else [])],
+        )
+        await http.start()  # raises ListenError
+        for address in settings.http_listen:
+            if address.startswith("unix:"):
+                set_socket_access(address.removeprefix("unix:"), settings)
+    if server is not None:
+        await server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
@@ -214,9 +283,19 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             server,
             health,
             on_reload=app.reloader.request_reload if app.reloader is not None else None,
+            also_stop=http.stop if http is not None else None,
         )
     finally:
         app.close()
+
+
+def http_listener(settings: Settings) -> HttpListener:
+    """How every HTTP listener of `settings` reads its requests."""
+    return HttpListener(
+        mode=HttpMode(settings.http_mode),
+        path_prefix=settings.http_path_prefix,
+        trust_xfcc=settings.http_trust_xfcc,
+    )
 
 
 def serving_line(app: App) -> str:
@@ -228,8 +307,11 @@ def serving_line(app: App) -> str:
     admin = f", admin http://{settings.admin}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
+    where = list(settings.listen) if settings.grpc else []
+    if settings.http_listen:
+        where.append(f"HTTP ({settings.http_mode}) {', '.join(settings.http_listen)}")
     return (
-        f"serving on {', '.join(settings.listen)}{admin}: policy revision {current.revision}, "
+        f"serving on {', '.join(where)}{admin}: policy revision {current.revision}, "
         f"{current.rule_count} rule{'' if current.rule_count == 1 else 's'} from "
         f"{settings.policies}{workers}, protobuf {api_implementation.Type()}"
     )

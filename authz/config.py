@@ -121,6 +121,33 @@ class Settings:
         check=checks.listen_addresses,
         metavar="ADDRESS",
     )
+    # False: HTTP only (`--no-grpc --http-listen ...`); `listen` is then not bound.
+    grpc: bool = setting(True, "serve the gRPC Check API on --listen (--no-grpc: HTTP only)")
+    # Every address of the HTTP door (authz.wire.http); all of them read requests as `http_mode`.
+    http_listen: tuple[str, ...] = setting(
+        (),
+        "serve the HTTP authorization API (Envoy http_service, nginx auth_request, Traefik "
+        "forwardAuth) on HOST:PORT or unix:/path; may be repeated",
+        check=checks.optional_listen_addresses,
+        metavar="ADDRESS",
+    )
+    http_mode: str = setting(
+        "envoy",
+        "how the HTTP listeners read the original request: 'envoy' (ext_authz http_service, "
+        "x-authz-original-path) or 'forward-auth' (X-Original-*/X-Forwarded-* set by the proxy)",
+        choices=checks.HTTP_MODES,
+    )
+    http_path_prefix: str = setting(
+        "",
+        "envoy mode: the http_service path_prefix to strip from the request path",
+        check=checks.path_prefix,
+        metavar="PREFIX",
+    )
+    http_trust_xfcc: bool = setting(
+        False,
+        "HTTP listeners: the workload is the last x-forwarded-client-cert element (only behind "
+        "Envoy with forward_client_cert_details: SANITIZE_SET)",
+    )
     headers: HeaderNames = HeaderNames()
     limits: Limits = Limits()
     # When set and Envoy sends `attributes.source.certificate`, the certificate is verified and
@@ -196,13 +223,36 @@ class Settings:
     )
     socket_mode: str | None = setting(
         None,
-        "permissions of the unix sockets of --listen, in octal (e.g. 0660)",
+        "permissions of the unix sockets of --listen and --http-listen, in octal (e.g. 0660)",
         check=checks.file_mode,
         metavar="OCTAL",
     )
+    # Tracing (issue 19, `pip install authz[otel]`): off, and nothing imported, without an
+    # endpoint. Spans follow the caller's sampling decision (W3C or B3 headers); a check
+    # without one starts a trace with this probability.
+    otlp_endpoint: str | None = setting(
+        None,
+        "export a span per check over OTLP/HTTP to URL (a URL without a path gets /v1/traces)",
+        check=checks.otlp_url,
+        metavar="URL",
+    )
+    trace_sample_ratio: float = setting(
+        0.0,
+        "share of checks without a sampled parent trace that start a trace (0 to 1)",
+        check=checks.ratio,
+        metavar="RATIO",
+    )
+    service_name: str = setting("authz", "service.name of the exported spans", metavar="NAME")
+    resource_attributes: tuple[str, ...] = setting(
+        (),
+        "KEY=VALUE resource attribute of the exported spans; may be repeated",
+        check=checks.key_values,
+        flag="--resource-attribute",
+        metavar="KEY=VALUE",
+    )
     socket_group: str | None = setting(
         None,
-        "group (name or id) owning the unix sockets of --listen",
+        "group (name or id) owning the unix sockets of --listen and --http-listen",
         check=checks.group,
         metavar="GROUP",
     )

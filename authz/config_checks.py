@@ -7,6 +7,7 @@ import grp
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -54,6 +55,21 @@ def listen_addresses(value: tuple[str, ...]) -> None:
         raise Invalid("at least one address is needed")
     for address in value:
         check_address(address, allow_unix=True)
+
+
+def optional_listen_addresses(value: tuple[str, ...]) -> None:
+    for address in value:
+        check_address(address, allow_unix=True)
+
+
+# authz.wire.http.HttpMode's values (this module stays free of the wire layer).
+HTTP_MODES = ("envoy", "forward-auth")
+
+
+def path_prefix(value: str) -> None:
+    """Envoy's http_service path_prefix: empty, or an absolute path without a query."""
+    if value and (not value.startswith("/") or "?" in value or "#" in value):
+        raise Invalid(f"{value!r}: a path prefix starts with '/' and has no '?' or '#'")
 
 
 def admin_address(value: str | None) -> None:
@@ -105,6 +121,29 @@ def at_least_one(value: int) -> None:
 def positive_seconds(value: float) -> None:
     if not value > 0:
         raise Invalid(f"must be more than 0 seconds, got {value}")
+
+
+def ratio(value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise Invalid(f"must be from 0 to 1, got {value}")
+
+
+def otlp_url(value: str | None) -> None:
+    """An http(s) URL with a host, and no query or credentials (they would be logged)."""
+    if value is None:
+        return
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"{value!r}: must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise Invalid(f"{value!r}: must not carry a query, a fragment or credentials")
+
+
+def key_values(values: tuple[str, ...]) -> None:
+    for value in values:
+        key, sep, _ = value.partition("=")
+        if not sep or not key.strip():
+            raise Invalid(f"{value!r}: must be KEY=VALUE")
 
 
 def one_of(*choices: str) -> Callable[[str], None]:

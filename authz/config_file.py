@@ -10,6 +10,11 @@ message that says what to fix.
 ```yaml
 # authz.yaml: every key is optional
 listen: ["0.0.0.0:9191", "unix:/run/authz.sock"]   # or one string
+grpc: true                     # false: HTTP only (needs http_listen)
+http_listen: ["0.0.0.0:9292"]  # the HTTP door; omit: off
+http_mode: envoy               # or forward-auth (nginx auth_request, Traefik forwardAuth)
+http_path_prefix: ""           # envoy mode: Envoy's http_service path_prefix
+http_trust_xfcc: false         # HTTP listeners: workload from Envoy's SANITIZE_SET XFCC
 admin: 0.0.0.0:9092            # /metrics, /healthz, /readyz; omit or null: off
 policies: /etc/authz/policies
 decision_log: "-"              # a file path, "-" for stdout; omit or null: off

@@ -3,7 +3,8 @@
 The engine is synchronous and does no I/O: keys are fetched in the background by the
 `KeyRegistry` (a check may wait, bounded, for the refetch its token's unknown kid triggered),
 policies are compiled off the request path, and the current policy set is read once per check
-so a reload in flight never mixes two sets.
+so a reload in flight never mixes two sets. Repeated requests are answered from a
+`DecisionCache` (see `authz.decision_cache` for what a hit must still satisfy).
 """
 
 from __future__ import annotations
@@ -11,13 +12,25 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from authz.config import HeaderNames
+from authz.decision_cache import Cached, DecisionCache, entry_size, request_key
 from authz.errors import AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
-from authz.model import ANONYMOUS, Decision, Evidence, Identity, Request, Verdict
-from authz.policy import HostPolicy, PolicyStore, evaluate, no_policy_decision
+from authz.identity.jwt import CLOCK_SKEW_SECONDS
+from authz.model import (
+    ANONYMOUS,
+    FROM_CACHE,
+    Decision,
+    Evidence,
+    Identity,
+    Request,
+    TokenCheck,
+    Verdict,
+)
+from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
 
 
 def new_decision_id(_urandom: Callable[[int], bytes] = os.urandom) -> str:
@@ -57,14 +70,35 @@ class _Checked:
     identity: Identity
     host_policy: HostPolicy | None
     revision: str
+    # The identity resolved (no token or peer refused): only such checks may be cached.
+    resolved: bool
     evidence: Evidence | None = None
+    # How the request's JWT was judged (traces show it).
+    token_check: TokenCheck | None = None
+
+
+def _time_claim(claims: Mapping[str, Any] | None, name: str) -> float | None:
+    # The verifier already refused a token whose exp/nbf is not a finite number.
+    value = claims.get(name) if claims is not None else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _times_hold(cached: Cached, now: float) -> bool:
+    """The cached token's exp and nbf, checked as the verifier checks them (with its skew)."""
+    if cached.exp is not None and now >= cached.exp + CLOCK_SKEW_SECONDS:
+        return False
+    return cached.nbf is None or now + CLOCK_SKEW_SECONDS >= cached.nbf
 
 
 _DEFAULT_HEADERS = HeaderNames()
 
 
 class Engine:
-    """Decides one request. Thread-safe: holds no per-request state."""
+    """Decides one request. Thread-safe: holds no per-request state.
+
+    `decision_cache`: repeated requests are answered from a `DecisionCache`: True for a default
+    one, False for none.
+    """
 
     def __init__(
         self,
@@ -74,19 +108,56 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         decision_ids: Callable[[], str] | None = None,
+        decision_cache: DecisionCache | bool = True,
     ) -> None:
         self._store = store
         self._resolver = resolver
         self._headers = headers
         self._clock = clock
         self._new_id = decision_ids or new_decision_id
+        self.decision_cache: DecisionCache | None = (
+            decision_cache
+            if isinstance(decision_cache, DecisionCache)
+            else (DecisionCache() if decision_cache else None)
+        )
 
     def check(self, request: Request, *, wait: KeyWait = KeyWait.BLOCK) -> Verdict:
         """Decide `request`. Every refusal is a Verdict; raises nothing but programming errors,
         and KeysPending with `wait=KeyWait.DEFER` (the caller awaits the key refetch, then asks
         again with KeyWait.NEVER: how an event loop waits without blocking)."""
-        checked = self._decide(request, wait)
-        return self._verdict(request, checked)
+        policy_set = self._store.current
+        host_policy = policy_set.for_host(request.host)
+        cache = self.decision_cache
+        if cache is None or host_policy is None or not host_policy.key_plan.cacheable:
+            return self._verdict(request, self._decide(policy_set, host_policy, request, wait))
+        peer = self._resolver.cache_inputs(request)
+        if peer is None:
+            return self._verdict(request, self._decide(policy_set, host_policy, request, wait))
+        key = request_key(host_policy.key_plan, request, peer)
+        key_sets = self._resolver.key_sets(host_policy.authentication)
+        cached = cache.get(policy_set, key)
+        if cached is not None:
+            if cached.key_sets == key_sets and _times_hold(cached, self._clock()):
+                cache.hits += 1
+                return self._repeat(cached.verdict)
+            cache.drop(policy_set, key)
+        checked = self._decide(policy_set, host_policy, request, wait)
+        verdict = self._verdict(request, checked)
+        if checked.resolved:
+            user = checked.identity.user
+            claims = user.claims if user is not None else None
+            cache.put(
+                policy_set,
+                key,
+                Cached(
+                    verdict,
+                    key_sets,
+                    _time_claim(claims, "exp"),
+                    _time_claim(claims, "nbf"),
+                    entry_size(key, verdict),
+                ),
+            )
+        return verdict
 
     def refuse(self, error: AuthzError, source_ip: str | None = None) -> Verdict:
         """A Verdict for a request that could not even be read (bad path, over a limit).
@@ -99,11 +170,15 @@ class Engine:
             evidence=Evidence(token="unchecked", source_ip=source_ip) if source_ip else None,
         )
 
-    def _decide(self, request: Request, wait: KeyWait) -> _Checked:
-        policy_set = self._store.current
-        host_policy = policy_set.for_host(request.host)
+    def _decide(
+        self,
+        policy_set: PolicySet,
+        host_policy: HostPolicy | None,
+        request: Request,
+        wait: KeyWait,
+    ) -> _Checked:
         if host_policy is None:
-            return _Checked(no_policy_decision(), ANONYMOUS, None, policy_set.revision)
+            return _Checked(no_policy_decision(), ANONYMOUS, None, policy_set.revision, False)
         reads = host_policy.read_claims, host_policy.read_headers
         try:
             identity = self._resolver.resolve(
@@ -119,7 +194,16 @@ class Engine:
                 )
             )
             evidence = Evidence(token, reason, None, *reads)
-            return _Checked(rejection(error), ANONYMOUS, host_policy, policy_set.revision, evidence)
+            token_check = error.token_check if isinstance(error, TokenRejected) else None
+            return _Checked(
+                rejection(error),
+                ANONYMOUS,
+                host_policy,
+                policy_set.revision,
+                False,
+                evidence,
+                token_check,
+            )
         decision = evaluate(host_policy, request, identity)
         user = identity.user
         evidence = (
@@ -127,7 +211,22 @@ class Engine:
             if user is not None
             else Evidence("none", "", None, *reads)
         )
-        return _Checked(decision, identity, host_policy, policy_set.revision, evidence)
+        token_check = user.token_check if user is not None else None
+        return _Checked(
+            decision, identity, host_policy, policy_set.revision, True, evidence, token_check
+        )
+
+    def _repeat(self, verdict: Verdict) -> Verdict:
+        """`verdict` again, under a new decision id (also in the decision-id header)."""
+        decision_id = self._new_id()
+        to_set = verdict.headers_to_set
+        if to_set and to_set[0] == (self._headers.decision_id, verdict.decision_id):
+            to_set = ((self._headers.decision_id, decision_id), *to_set[1:])
+        # A repeated verdict judged no token now: traces say it came from a cache.
+        token_check = FROM_CACHE if verdict.token_check is not None else None
+        return replace(
+            verdict, decision_id=decision_id, headers_to_set=to_set, token_check=token_check
+        )
 
     def _verdict(self, request: Request, checked: _Checked) -> Verdict:
         decision, identity = checked.decision, checked.identity
@@ -143,6 +242,7 @@ class Engine:
                 principal=principal,
                 request_principal=request_principal,
                 evidence=checked.evidence,
+                token_check=checked.token_check,
             )
 
         names = self._headers
@@ -160,9 +260,8 @@ class Engine:
                 if value is not None:
                     claim_headers[header] = value
         assert checked.host_policy is not None  # allowed implies a policy applied
-        for provider in checked.host_policy.authentication.jwt_providers:
-            for _, header in provider.claims_to_headers:
-                _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
+        for header in checked.host_policy.claim_headers:
+            _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
 
         query_to_remove: tuple[str, ...] = ()
         if user is not None and user.provider is not None and not user.provider.forward:
@@ -184,6 +283,7 @@ class Engine:
             headers_to_remove=tuple(dict.fromkeys(to_remove)),
             query_parameters_to_remove=query_to_remove,
             evidence=checked.evidence,
+            token_check=checked.token_check,
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz.model import TokenCheck
 from authz.reasons import Reason
 
 
@@ -68,6 +69,8 @@ class TokenRejected(AuthzError):
     """A JWT was present and failed verification: denied at once with 401."""
 
     reason = Reason.JWT_INVALID
+    # The verification that refused it (traces show it), set by the verifier.
+    token_check: TokenCheck | None = None
 
 
 class WorkloadRejected(AuthzError):
@@ -78,13 +81,16 @@ class WorkloadRejected(AuthzError):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a policy file: where, and what."""
+    """One thing wrong with a policy file: where, and what. Line 0 means the file or directory
+    as a whole (it cannot be read, it does not exist), and is not printed."""
 
     file: str
     line: int
     message: str
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return f"{self.file}: {self.message}"
         return f"{self.file}:{self.line}: {self.message}"
 
 

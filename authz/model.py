@@ -57,6 +57,19 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """How a check judged its JWT, for traces: from the verified-token cache (`cached`), or
+    verified now, from `started_ns` (time.time_ns()) for `duration_ns`."""
+
+    cached: bool
+    started_ns: int = 0
+    duration_ns: int = 0
+
+
+FROM_CACHE = TokenCheck(cached=True)
+
+
+@dataclass(frozen=True, slots=True)
 class EndUser:
     """A verified JWT. `claims` is the whole verified payload."""
 
@@ -67,6 +80,8 @@ class EndUser:
     # claims_to_headers and forward: false. Not part of equality.
     provider: JwtProvider | None = field(default=None, compare=False)
     found_at: TokenLocation | None = field(default=None, compare=False)
+    # How this check judged the token (None: Envoy's jwt_authn verified it). Not part of equality.
+    token_check: TokenCheck | None = field(default=None, compare=False)
 
     @property
     def principal(self) -> str:
@@ -146,3 +161,5 @@ class Verdict:
     query_parameters_to_remove: tuple[str, ...] = ()
     # For the decision log only (never sent to Envoy).
     evidence: Evidence | None = None
+    # How the request's JWT was judged, when this service judged one (traces show it).
+    token_check: TokenCheck | None = None

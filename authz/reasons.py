@@ -75,6 +75,13 @@ class Reason(StrEnum):
     )
     XFCC_INVALID = "xfcc_invalid", 403, "a trusted x-forwarded-client-cert header is malformed"
 
+    # -- the HTTP door (authz.wire.http) --------------------------------------------------------
+    QUERY_TOKEN_NOT_REMOVABLE = (
+        "query_token_not_removable",
+        403,
+        "HTTP mode: the allow must strip a query-string token, which HTTP answers cannot say",
+    )
+
     # -- the service ----------------------------------------------------------------------------
     INTERNAL_ERROR = (
         "internal_error",

@@ -14,7 +14,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -42,25 +42,47 @@ AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authoriza
 Observer = Callable[[Request | None, Verdict, float], None]
 
 
+class Tracer(Protocol):
+    """An Observer that also takes the trace context the transport carried (`carrier`, the
+    gRPC metadata): `authz.observe.tracing.Tracing`. A front door whose transport headers are
+    the request's headers (HTTP) calls it as a plain Observer."""
+
+    def __call__(
+        self,
+        request: Request | None,
+        verdict: Verdict,
+        seconds: float,
+        carrier: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+
 @dataclass(slots=True)
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     engine: Engine
     settings: Settings
     observers: Sequence[Observer] = ()
+    tracer: Tracer | None = None
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
+        # Envoy's ext_authz client sends its span's context in the call's metadata, not in the
+        # CheckRequest (whose headers are the downstream request's). Read only when tracing.
+        carrier = dict(context.invocation_metadata() or ()) if self.tracer is not None else None
         try:
-            return self.check(request, wait=KeyWait.DEFER)
+            return self.check(request, wait=KeyWait.DEFER, carrier=carrier)
         except KeysPending as pending:
             # The token names a kid that a JWKS refetch in flight may bring (a key rotation):
             # await it (bounded) without holding the event loop, then decide with what there is.
             await pending.refetch.wait_async()
-            return self.check(request, wait=KeyWait.NEVER)
+            return self.check(request, wait=KeyWait.NEVER, carrier=carrier)
 
     def check(
-        self, message: external_auth_pb2.CheckRequest, *, wait: KeyWait = KeyWait.BLOCK
+        self,
+        message: external_auth_pb2.CheckRequest,
+        *,
+        wait: KeyWait = KeyWait.BLOCK,
+        carrier: Mapping[str, str] | None = None,
     ) -> external_auth_pb2.CheckResponse:
         """One check, synchronous: nothing in it waits on I/O; with the default `wait` it may
         wait (bounded) for a key refetch on this thread (for a thread-pool server)."""
@@ -92,6 +114,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 observe(request, verdict, elapsed)
             except Exception:  # an observer's fault must never change or delay an answer
                 log.exception("observer failed")
+        if self.tracer is not None:
+            try:
+                self.tracer(request, verdict, elapsed, carrier)
+            except Exception:
+                log.exception("tracer failed")
         return response
 
 
@@ -139,7 +166,7 @@ def build_server(
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if address.startswith("unix:"):
-            _set_socket_access(address.removeprefix("unix:"), settings)
+            set_socket_access(address.removeprefix("unix:"), settings)
     return server, health_state
 
 
@@ -177,7 +204,7 @@ def describe_os_error(error: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _set_socket_access(path: str, settings: Settings) -> None:
+def set_socket_access(path: str, settings: Settings) -> None:
     """--socket-mode and --socket-group: let Envoy running as another user connect."""
     try:
         if settings.socket_group is not None:
@@ -380,13 +407,15 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any], error: BaseException |
 
 
 async def run_until_signalled(
-    server: grpc.aio.Server,
+    server: grpc.aio.Server | None,
     health_state: Health,
     *,
     grace_seconds: float = 10.0,
     on_reload: Callable[[], None] | None = None,
+    also_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop taking new checks and let in-flight ones finish."""
+    """Serve until SIGTERM or SIGINT, then stop taking new checks and let in-flight ones finish:
+    on the gRPC `server` (None: HTTP only) and with `also_stop` (the HTTP listeners), together."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -397,5 +426,10 @@ async def run_until_signalled(
     log.info("stopping: letting in-flight checks finish (up to %.0fs)", grace_seconds)
     # Tell health checkers first so Envoy shifts traffic before the listener goes away.
     await health_state.set_phase(Phase.DRAINING)
-    await server.stop(grace_seconds)
+    stopping: list[Awaitable[Any]] = []
+    if also_stop is not None:
+        stopping.append(also_stop())
+    if server is not None:
+        stopping.append(server.stop(grace_seconds))
+    await asyncio.gather(*stopping)
     log.info("stopped")

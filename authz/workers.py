@@ -65,35 +65,42 @@ def addresses_for_worker(addresses: Sequence[str], index: int) -> tuple[str, ...
 
 
 def for_worker(settings: Settings, index: int) -> Settings:
-    """The settings of worker `index`: its own listen and admin addresses."""
+    """The settings of worker `index`: its own listen, HTTP and admin addresses."""
     admin = address_for_worker(settings.admin, index) if settings.admin else None
     return dataclasses.replace(
-        settings, listen=addresses_for_worker(settings.listen, index), admin=admin
+        settings,
+        listen=addresses_for_worker(settings.listen, index),
+        http_listen=addresses_for_worker(settings.http_listen, index),
+        admin=admin,
     )
 
 
 def check_worker_addresses(settings: Settings) -> None:
-    """Raises ConfigError when two workers (or one worker's gRPC and admin) would use the same
+    """Raises ConfigError when two workers (or one worker's gRPC, HTTP and admin) would use the same
     address, or a derived port is over 65535."""
     seen: dict[str, str] = {}
     problems: list[str] = []
     for index in range(settings.workers):
         mine = for_worker(settings, index)
-        named = [(f"--listen {a}", a) for a in mine.listen]
+        named = [(f"--listen {a}", a) for a in mine.listen] if settings.grpc else []
+        named += [(f"--http-listen {a}", a) for a in mine.http_listen]
         if mine.admin:
             named.append((f"--admin {mine.admin}", mine.admin))
         for what, address in named:
             if not address.startswith("unix:") and int(address.rpartition(":")[2]) > 65535:
                 problems.append(f"worker {index}: {what}: the port is over 65535")
-            owner = f"worker {index}'s {what.split()[0]}"
+            owner = f"worker {index}'s {what.split()[0]}" if settings.workers > 1 else what
             if address in seen:
                 problems.append(f"{address} would be used by {seen[address]} and {owner}")
             seen.setdefault(address, owner)
     if problems:
-        raise ConfigError(
+        head = (
             f"--workers {settings.workers}: worker i listens on each port + i "
-            "(see `authz serve --help`), and these collide:\n  " + "\n  ".join(problems)
+            "(see `authz serve --help`), and these collide:"
+            if settings.workers > 1
+            else "these addresses collide:"
         )
+        raise ConfigError("\n  ".join([head, *problems]))
 
 
 class Supervisor:

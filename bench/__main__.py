@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_load, export_load, grpc_load, h2load, inproc
+from bench import envoy_load, export_load, grpc_load, h2load, http_mode, inproc, server_models
 from bench.procs import REPO
 
 
@@ -48,6 +48,9 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
         )
         results["full_check"] = inproc.full_check(calls=300 if quick else 3000, rounds=rounds)
         print("identity done", flush=True)
+    if "cache" in parts:
+        results["cache"] = inproc.decision_cache(calls=300 if quick else 2000, rounds=rounds)
+        print("cache done", flush=True)
     if "grpc" in parts:
         if h2load.available():
             results["grpc"] = grpc_load.compare(rounds=rounds, requests=2000 if quick else 10_000)
@@ -65,6 +68,31 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
             print("e2e done", flush=True)
         else:
             results["skipped"].append("end to end: Envoy or wrk is not installed")
+    if "peers" in parts:
+        if envoy_load.available():
+            results["peers"] = envoy_load.peers(rounds=2 if quick else 5, seconds=2 if quick else 5)
+            results["skipped"] += results["peers"]["skipped"]
+            print("peers done", flush=True)
+        else:
+            results["skipped"].append("peers: Envoy or wrk is not installed")
+    if "models" in parts:
+        if envoy_load.available() and h2load.available():
+            results["models"] = server_models.compare(
+                rounds=2 if quick else 5,
+                requests=2000 if quick else 6000,
+                seconds=2 if quick else 4,
+            )
+            print("models done", flush=True)
+        else:
+            results["skipped"].append("server models: Envoy, wrk or h2load is not installed")
+    if "http" in parts:
+        if envoy_load.available():
+            results["http_mode"] = http_mode.compare(
+                rounds=2 if quick else 5, seconds=2 if quick else 5
+            )
+            print("http mode done", flush=True)
+        else:
+            results["skipped"].append("HTTP mode: Envoy or wrk is not installed")
     if "export" in parts:
         if envoy_load.available():
             results["export"] = export_load.compare(rounds=3 if quick else 7, seconds=3)
@@ -85,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true", help="short rounds (about a minute)")
     r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
     r.add_argument(
-        "--parts", default="engine,identity,grpc,e2e,export", help="comma-separated subset"
+        "--parts",
+        default="engine,identity,cache,grpc,e2e,peers,models,http,export",
+        help="comma-separated subset",
     )
     args = parser.parse_args(argv)
     run(args.quick, args.out, set(args.parts.split(",")))

@@ -28,7 +28,7 @@ from typing import Any
 
 from bench import fixtures, h2load
 from bench.grpc_load import _authz_argv, assert_allows
-from bench.procs import REPO, free_port, started, wait_port
+from bench.procs import PYTHON, REPO, free_port, pinned, started, wait_port
 
 
 def envoy_binary() -> str | None:
@@ -216,7 +216,9 @@ def _free_pair() -> int:
 
 
 @contextlib.contextmanager
-def envoy(tmp: Path, layout: str, authz_ports: list[int]) -> Iterator[int]:
+def envoy(
+    tmp: Path, layout: str, authz_ports: list[int], *, cores: str | None = None
+) -> Iterator[int]:
     listener, admin = free_port(), free_port()
     config = tmp / f"envoy-{layout}-{listener}.json"
     config.write_text(json.dumps(bootstrap(listener, admin, layout, authz_ports)))
@@ -235,7 +237,7 @@ def envoy(tmp: Path, layout: str, authz_ports: list[int]) -> Iterator[int]:
         str(listener),
         "--disable-hot-restart",
     ]
-    with started(argv, log=log) as proc:
+    with started(pinned(argv, cores), log=log) as proc:
         wait_port(listener, proc, log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -250,12 +252,13 @@ def envoy(tmp: Path, layout: str, authz_ports: list[int]) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def authz(tmp: Path, policies: Path, workers: int, message: Any) -> Iterator[list[int]]:
+def authz(
+    tmp: Path, policies: Path, workers: int, message: Any, *, cores: str | None = None
+) -> Iterator[list[int]]:
     port = _free_pair()
     log = tmp / f"authz-w{workers}-{port}.log"
-    with started(
-        _authz_argv(policies, f"127.0.0.1:{port}", workers if workers > 1 else None), log=log
-    ) as proc:
+    argv = _authz_argv(policies, f"127.0.0.1:{port}", workers if workers > 1 else None)
+    with started(pinned(argv, cores), log=log) as proc:
         ports = [port + i for i in range(workers)]
         for p in ports:
             wait_port(p, proc, log)
@@ -263,7 +266,9 @@ def authz(tmp: Path, policies: Path, workers: int, message: Any) -> Iterator[lis
         yield ports
 
 
-def wrk(port: int, token: str, *, seconds: float, connections: int = 32) -> float:
+def wrk(
+    port: int, token: str, *, seconds: float, connections: int = 32, cores: str | None = None
+) -> float:
     argv = [
         "wrk",
         "-t1",
@@ -278,7 +283,7 @@ def wrk(port: int, token: str, *, seconds: float, connections: int = 32) -> floa
         f"http://127.0.0.1:{port}{fixtures.PATH}?page=2&size=50",
     ]
     out = subprocess.run(
-        argv, capture_output=True, text=True, timeout=seconds + 30, check=False
+        pinned(argv, cores), capture_output=True, text=True, timeout=seconds + 30, check=False
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rps is None:
@@ -373,4 +378,88 @@ def compare(
         "median": {n: statistics.median(v) for n, v in throughput.items()},
         "latency": latency,
         "latency_rate": latency_rate,
+    }
+
+
+# Equal cores on this machine: each authorizer pinned to AUTHORIZER_CORE (one core: authz
+# --workers 1, OPA GOMAXPROCS=1), Envoy and wrk pinned to the other one. At two cores nothing is
+# pinned (every process shares both), as a default OPA deployment (GOMAXPROCS = cores) would run.
+AUTHORIZER_CORE = "1"
+FRONT_CORE = "0"
+
+
+@contextlib.contextmanager
+def _empty(tmp: Path, model: str, cores: str | None) -> Iterator[list[int]]:
+    port = free_port()
+    log = tmp / f"empty-{model}-{port}.log"
+    argv = [PYTHON, "-m", "bench.server_models", "serve", model, f"127.0.0.1:{port}", "-"]
+    with started(pinned(argv, cores), log=log) as proc:
+        wait_port(port, proc, log)
+        yield [port]
+
+
+def peers(*, rounds: int, seconds: float, two_cores: bool = True) -> dict[str, Any]:
+    """authz against OPA-Envoy (with and without JWT verification) and the empty grpc.aio and
+    sync servicers, behind the same Envoy, at equal cores; alternating rounds, medians."""
+    from bench import opa
+
+    key = fixtures.make_key("RS256")
+    token = key.token(lifetime=6 * 3600)
+    message = fixtures.check_request(token)
+    skipped: list[str] = []
+    one, front = AUTHORIZER_CORE, FRONT_CORE
+    with (
+        tempfile.TemporaryDirectory(prefix="authz-bench-peers-") as name,
+        contextlib.ExitStack() as stack,
+    ):
+        tmp = Path(name)
+        policies = fixtures.write_policies(tmp / "policies", 1000, [key])
+
+        def behind_envoy(ports: list[int], cores: str | None) -> int:
+            return stack.enter_context(envoy(tmp, "authz", ports, cores=cores))
+
+        listeners: dict[str, tuple[int, str | None]] = {
+            "envoy alone": (stack.enter_context(envoy(tmp, "alone", [], cores=front)), front),
+        }
+        ports = stack.enter_context(authz(tmp, policies, 1, message, cores=one))
+        listeners["authz w1 (1 core)"] = (behind_envoy(ports, front), front)
+        binary = None
+        reason = opa.missing_reason()
+        if reason is None:
+            binary = opa.unpack(tmp)
+            for variant in opa.VARIANTS:
+                p = stack.enter_context(
+                    opa.serve(tmp, binary, variant, [key], gomaxprocs=1, cores=one)
+                )
+                listeners[f"opa {variant} GOMAXPROCS=1 (1 core)"] = (
+                    behind_envoy([p], front),
+                    front,
+                )
+        else:
+            skipped.append(reason)
+        for model in ("empty-aio", "empty-sync-8"):
+            p = stack.enter_context(_empty(tmp, model, one))[0]
+            listeners[f"{model} (1 core)"] = (behind_envoy([p], front), front)
+        if two_cores:
+            ports = stack.enter_context(authz(tmp, policies, 2, message))
+            listeners["authz w2 (2 cores)"] = (behind_envoy(ports, None), None)
+            if binary is not None:
+                p = stack.enter_context(
+                    opa.serve(tmp, binary, "jwt", [key], gomaxprocs=2, cores=None)
+                )
+                listeners["opa jwt GOMAXPROCS=2 (2 cores)"] = (behind_envoy([p], None), None)
+        for n, (listener, cores) in listeners.items():  # warm-up, and proof each answers 200
+            wrk(listener, token, seconds=1, cores=cores)
+            if n.startswith(("authz", "opa jwt")):
+                opa.assert_denies_without_token(listener)
+        names = list(listeners)
+        throughput: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(rounds):
+            for n in names if r % 2 == 0 else names[::-1]:
+                listener, cores = listeners[n]
+                throughput[n].append(wrk(listener, token, seconds=seconds, cores=cores))
+    return {
+        "throughput": throughput,
+        "median": {n: statistics.median(v) for n, v in throughput.items()},
+        "skipped": skipped,
     }

@@ -15,7 +15,7 @@ import grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from bench import fixtures, h2load
-from bench.procs import CORES, PYTHON, REPO, free_port, pinned, started, wait_port
+from bench.procs import CORES, PYTHON, free_port, pinned, started, wait_port
 
 SERVER_CORE = "0"
 LOAD_CORE = "1" if CORES > 1 else "0"
@@ -30,8 +30,12 @@ class Comparison:
 
 
 def _authz_argv(policies: Path, listen: str, workers: int | None = None) -> list[str]:
+    # `python -m authz` with this interpreter: in a worktree without its own .venv the `authz`
+    # script on PATH (if any) would run another checkout's code.
     argv = [
-        str(REPO / ".venv/bin/authz") if (REPO / ".venv/bin/authz").exists() else "authz",
+        PYTHON,
+        "-m",
+        "authz",
         "serve",
         "--policies",
         str(policies),

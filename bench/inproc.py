@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from authz.config import Settings
@@ -41,15 +41,22 @@ class Harness:
         self.registry.close()
 
 
-def harness(root: Path, n_rules: int, keys: list[fixtures.Key]) -> Harness:
-    directory = fixtures.write_policies(root / f"rules-{n_rules}", n_rules, keys)
+def harness(
+    root: Path, n_rules: int, keys: list[fixtures.Key], *, decision_cache: bool = False
+) -> Harness:
+    """Without the decision cache unless asked: the other benches measure a whole check."""
+    directory = fixtures.write_policies(root / f"rules-{n_rules}-{decision_cache}", n_rules, keys)
     policy_set = load_policy_set(directory)
     registry = KeyRegistry()
     registry.ensure(policy_set.jwt_providers)
     if not registry.wait_ready(10):
         raise RuntimeError("the bench JWKS file did not load")
     settings = Settings(policies=str(directory))
-    engine = Engine(PolicyStore(policy_set), IdentityResolver(settings, registry))
+    engine = Engine(
+        PolicyStore(policy_set),
+        IdentityResolver(settings, registry),
+        decision_cache=decision_cache,
+    )
     return Harness(engine, AuthorizationService(engine, settings), registry, settings)
 
 
@@ -153,3 +160,55 @@ def full_check(*, calls: int, rounds: int) -> dict[str, Result]:
             )
         finally:
             h.close()
+
+
+def decision_cache(*, calls: int, rounds: int) -> dict[str, Result]:
+    """Seconds per check of the realistic request (1,000 rules, RS256 token) with the decision
+    cache and without ("today"): a hit; a miss whose token is verified-cache warm (a new path
+    every call); a miss with a new token every call (signature verified); and the whole
+    in-process `AuthorizationService.check` (wire in and out) on a hit vs today."""
+    key = fixtures.make_key("RS256")
+    limits = Settings().limits
+    token = key.token(lifetime=6 * 3600)
+    with tempfile.TemporaryDirectory(prefix="authz-bench-") as tmp:
+        today = harness(Path(tmp), 1000, [key])
+        cached = harness(Path(tmp), 1000, [key], decision_cache=True)
+        try:
+            message = fixtures.check_request(token)
+            request = to_request(message, limits)
+            assert today.engine.check(request).decision.allowed
+            assert cached.engine.check(request).decision.allowed
+            needed = calls * (rounds + 1) + calls // 10 + 1
+
+            def paths() -> Iterator[Request]:
+                for i in itertools.count():
+                    yield replace(request, path=f"/api/orders/{i}")
+
+            def fresh_tokens() -> Iterator[Request]:
+                signed = [key.token(jti=fixtures.random_jti()) for _ in range(needed)]
+                for t in signed:
+                    yield to_request(fixtures.check_request(t), limits)
+
+            def each(engine: Engine, source: Iterator[Request]) -> Callable[[int], None]:
+                def run(n: int) -> None:
+                    for _ in range(n):
+                        engine.check(next(source))
+
+                return run
+
+            variants: dict[str, Callable[[int], None]] = {
+                "today: Engine.check, warm token": _repeat(lambda: today.engine.check(request)),
+                "cache hit: Engine.check": _repeat(lambda: cached.engine.check(request)),
+                "today: new path every call": each(today.engine, paths()),
+                "cache miss: new path every call": each(cached.engine, paths()),
+                "today: new token every call": each(today.engine, fresh_tokens()),
+                "cache miss: new token every call": each(cached.engine, fresh_tokens()),
+                "today: AuthorizationService.check": _repeat(lambda: today.service.check(message)),
+                "cache hit: AuthorizationService.check": _repeat(
+                    lambda: cached.service.check(message)
+                ),
+            }
+            return alternate(variants, calls=calls, rounds=rounds)
+        finally:
+            today.close()
+            cached.close()

@@ -197,6 +197,59 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
                 )
             lines.append("")
 
+    if "cache" in results:
+        lines += _cache(results["cache"], targets)
+    if "peers" in results:
+        lines += _peers(results["peers"], targets)
+    if "models" in results:
+        from bench.server_models import table
+
+        lines += [
+            "## Server model: today's `check` on grpc.aio vs grpcio's sync server",
+            "",
+            "`python -m bench.server_models`: the same `build_app` service (check unchanged), each "
+            "server one process pinned to core 0; direct = h2load (4 connections x 16 streams) on "
+            "core 1; behind Envoy = wrk -c32 through Envoy --concurrency 1, both on core 1. "
+            "`empty-*` answer a static OK.",
+            "",
+            *table(results["models"]),
+            "",
+        ]
+    if "http_mode" in results:
+        d = results["http_mode"]
+        med = d["median"]
+        lines += [
+            "## HTTP mode vs gRPC mode through Envoy (bench.http_mode)",
+            "",
+            "Same wrk load as above; ext_authz `grpc_service` to `authz serve` (one process) vs "
+            "`http_service` (authz.envoy_http) to `authz serve --no-grpc --http-listen` (one "
+            "process) vs the same `http_service` to an empty granian RSGI app.",
+            "",
+            "| layout | req/s per round | median |",
+            "|---|---|---:|",
+        ]
+        for n, rounds in d["throughput"].items():
+            lines.append(f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {med[n]:,.0f} |")
+        lines += ["", f"HTTP / gRPC: {d['http/grpc']:.2f}x; HTTP / empty granian: "
+                  f"{d['http/empty']:.2f}x.", ""]  # fmt: skip
+        ratio = d["http/empty"]
+        targets.append(
+            f"| HTTP mode w1 >= 0.7x the empty granian app | {med['http w1']:,.0f} vs "
+            f"{med['empty http']:,.0f} = {ratio:.2f}x | {_target(ratio >= 0.7)} |"
+        )
+        lat = next((v for k, v in d.items() if k.startswith("latency_us")), {})
+        if lat:
+            lines += ["| layout (fixed rate) | p50 µs | p90 µs | p99 µs |", "|---|---:|---:|---:|"]
+            for n, v in lat.items():
+                lines.append(f"| {n} | {v['p50']:.0f} | {v['p90']:.0f} | {v['p99']:.0f} |")
+            lines.append("")
+            if {"grpc w1", "http w1"} <= set(lat):
+                h, g = lat["http w1"]["p99"], lat["grpc w1"]["p99"]
+                targets.append(
+                    f"| HTTP mode p99 <= gRPC mode p99 (fixed rate, same run) | {h:.0f} vs "
+                    f"{g:.0f} µs | {_target(h <= g)} |"
+                )
+
     if "export" in results:
         d = results["export"]
         med = d["median"]
@@ -229,6 +282,76 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     _chart(results, out.with_suffix(".png"))
+
+
+def _cache(c: dict[str, Result], targets: list[str]) -> list[str]:
+    lines = [
+        "## Decision cache (in process)",
+        "",
+        "The realistic request (1,000 rules, RS256 token) with the decision cache and without it "
+        "(*today*), alternating; a *miss* with a new path every call keeps the verified-token "
+        "cache warm, so it shows what looking up and filling the decision cache adds.",
+        "",
+        "| variant | µs per check | vs today |",
+        "|---|---:|---:|",
+    ]
+    pairs = [
+        ("cache hit: Engine.check", "today: Engine.check, warm token"),
+        ("cache miss: new path every call", "today: new path every call"),
+        ("cache miss: new token every call", "today: new token every call"),
+        ("cache hit: AuthorizationService.check", "today: AuthorizationService.check"),
+    ]
+    for variant, base in pairs:
+        for name in (base, variant):
+            ratio = c[name].median / c[base].median
+            lines.append(f"| {name} | {_us(c[name])} | {ratio:.2f}x |")
+    lines.append("")
+    miss = c["cache miss: new path every call"].median / c["today: new path every call"].median
+    targets.append(
+        f"| a decision-cache miss costs no more than today's check | "
+        f"{_us(c['cache miss: new path every call'])} vs {_us(c['today: new path every call'])} "
+        f"µs = {miss:.2f}x | {_target(miss <= 1.05)} (5% noise allowance) |"
+    )
+    return lines
+
+
+def _peers(d: dict[str, Any], targets: list[str]) -> list[str]:
+    med = d["median"]
+    lines = [
+        "## Peers at equal cores, behind the same Envoy (wrk)",
+        "",
+        "wrk -t1 -c32, the realistic request (RS256 bearer token); Envoy --concurrency 1. "
+        "*1 core*: the authorizer pinned to core 1 (`authz serve --workers 1`, OPA-Envoy "
+        "`GOMAXPROCS=1`, the empty servicers), Envoy and wrk pinned to core 0. *2 cores*: nothing "
+        "pinned. `opa jwt` verifies the RS256 token with `io.jwt.decode_verify` (same JWKS, iss, "
+        "aud; bench/opa.py), `opa path` checks method, host and path only.",
+        "",
+        "| layout | req/s per round | median | vs authz w1 |",
+        "|---|---|---:|---:|",
+    ]
+    base = med.get("authz w1 (1 core)") or 1.0
+    for n, rounds in d["throughput"].items():
+        lines.append(
+            f"| {n} | {', '.join(f'{x:,.0f}' for x in rounds)} | {med[n]:,.0f} | "
+            f"{med[n] / base:.2f}x |"
+        )
+    lines.append("")
+    empties = [med[k] for k in ("empty-aio (1 core)", "empty-sync-8 (1 core)") if k in med]
+    if empties:
+        ceiling = max(empties)
+        targets.append(
+            f"| behind Envoy, authz w1 >= 0.85x the fastest empty servicer | {base:,.0f} vs "
+            f"{ceiling:,.0f} = {base / ceiling:.2f}x | {_target(base / ceiling >= 0.85)} |"
+        )
+    for variant, want in (("jwt", 1.5), ("path", 1.0)):
+        key = f"opa {variant} GOMAXPROCS=1 (1 core)"
+        if key in med:
+            r = base / med[key]
+            targets.append(
+                f"| behind Envoy, authz w1 >= {want}x OPA-Envoy ({variant}) at GOMAXPROCS=1 | "
+                f"{base:,.0f} vs {med[key]:,.0f} = {r:.2f}x | {_target(r >= want)} |"
+            )
+    return lines
 
 
 def _kept_log(out: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""`authz serve`: run the ext_authz gRPC service.
+"""`authz serve`: run the ext_authz service (gRPC Check API, and the HTTP door with --http-listen).
 
 Its flags are derived from the settings declared in authz.config (one per setting, plus
 `--config`); a flag not given leaves the value to the environment, the config file or the
@@ -20,7 +20,7 @@ from authz.errors import ConfigError, PolicyError
 from authz.workers import Supervisor, check_worker_addresses, for_worker, worker_index
 
 NAME = "serve"
-HELP = "run the ext_authz gRPC service"
+HELP = "run the ext_authz service (gRPC, and HTTP with --http-listen)"
 EXIT_CONFIG, EXIT_LISTEN = 1, 2
 
 log = logging.getLogger("authz")
@@ -82,13 +82,16 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except ConfigError as error:
         return fail(EXIT_CONFIG, str(error))
+    if not settings.grpc and not settings.http_listen:
+        return fail(EXIT_CONFIG, "--no-grpc: nothing to serve without --http-listen ADDRESS")
     supervising = index is None and settings.workers > 1
     logs.configure(settings.log_level, settings.log_format, worker=index, supervisor=supervising)
-    if supervising:
+    if index is None:  # the workers' addresses, or one process's gRPC, HTTP and admin ones
         try:
             check_worker_addresses(settings)
         except ConfigError as error:
             return fail(EXIT_LISTEN, str(error))
+    if supervising:
         return Supervisor(settings.workers, getattr(args, "argv", sys.argv[1:])).run()
     raise_open_file_limit()
     if index is not None:

@@ -1,16 +1,24 @@
-"""`authz validate DIR`: does the policy set compile? Exit 0 if so, 1 with every problem if not."""
+"""`authz validate [DIR | FILE]`: does the policy set compile? Exit 0 if so, 1 with every problem
+if not. A single file is validated as a set of one (a role it uses from another file is then
+undefined)."""
 
 from __future__ import annotations
 
 import argparse
 
 NAME = "validate"
-HELP = "check that a policy directory loads and compiles; print every problem as FILE:LINE"
+HELP = (
+    "check that a policy directory (or file) loads and compiles; print every problem as FILE:LINE"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
+        "directory",
+        nargs="?",
+        default="policies",
+        metavar="PATH",
+        help="policy directory, or one policy file (default: ./policies)",
     )
 
 
@@ -18,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from authz.commands._problems import report_invalid
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
+    from authz.reload import rules_text
 
     try:
         policy_set = load_policy_set(args.directory)
@@ -29,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
     files = len(policy_set.files)
     print(
         f"{args.directory}: {files} file{'s' if files != 1 else ''}, "
-        f"{policy_set.rule_count} rules, revision {policy_set.revision}"
+        f"{rules_text(policy_set.rule_count)}, revision {policy_set.revision}"
     )
     return 0

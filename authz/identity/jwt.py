@@ -44,7 +44,7 @@ from authz.identity.cache import BoundedCache, deep_bytes, text_bytes
 from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, KeySet
 from authz.identity.keys import Refetch
-from authz.model import EndUser
+from authz.model import FROM_CACHE, EndUser, TokenCheck
 from authz.policy.spec import JwtProvider, TokenLocation
 
 __all__ = [
@@ -206,7 +206,27 @@ class JwtVerifier:
             hit = self._from_cache(cached.value, now, found_at, found_in)
             if hit is not None:
                 return hit
+        # A cold verification: its time goes to the check's trace, whatever the outcome.
+        started = time.time_ns()
+        try:
+            user = self._verify(token, cache_key, now, found_at, found_in, wait)
+        except TokenRejected as error:
+            error.token_check = TokenCheck(False, started, time.time_ns() - started)
+            raise
+        return dataclasses.replace(
+            user, token_check=TokenCheck(False, started, time.time_ns() - started)
+        )
 
+    def _verify(
+        self,
+        token: str,
+        cache_key: tuple[str, tuple[JwtProvider, ...]],
+        now: float,
+        found_at: TokenLocation | None,
+        found_in: frozenset[TokenLocation] | None,
+        wait: KeyWait,
+    ) -> EndUser:
+        providers = cache_key[1]
         header, payload = _parse_unverified(token)
         provider = _choose_provider(payload, providers, found_in)
         key_set = self._keys.key_set(provider)
@@ -248,7 +268,8 @@ class JwtVerifier:
         # The claims are the token's payload decoded: weighed as objects, since a small JSON
         # text (`[[],[],...]`) can decode to many times its size.
         size = text_bytes(token) + deep_bytes(payload, MAX_CACHED_TOKEN_BYTES)
-        self._cache.put(cache_key, _Cached(user, provider, key_set, exp, nbf), size)
+        cached = dataclasses.replace(user, token_check=FROM_CACHE)
+        self._cache.put(cache_key, _Cached(cached, provider, key_set, exp, nbf), size)
         return user
 
     def _after_refetch(

@@ -67,7 +67,8 @@ def source_key(provider: JwtProvider) -> SourceKey:
 class FetchResult:
     """One attempt to load a key set, for metrics (`on_fetch`) and logs.
 
-    `trigger` is "start", "refresh", "retry" or "unknown_kid"; `error` is None on success.
+    `trigger` is "start", "refresh", "retry", "unknown_kid" or "reload" (a policy reload
+    re-reads key files); `error` is None on success.
     """
 
     issuer: str
@@ -299,6 +300,10 @@ class _Source:
         self._thread = threading.Thread(target=self._run, name=f"jwks:{self.issuer}", daemon=True)
         self._thread.start()
 
+    def reload(self) -> None:
+        """Read a key file again now (the caller's thread: a local read, like `start`)."""
+        self._attempt("reload")
+
     def refetch(self) -> Refetch | None:
         """An unknown kid arrived: the refetch to wait for, or None when there is none to wait
         for (inline keys; cooldown; the refetch in flight is past its deadline). Starts a
@@ -449,9 +454,12 @@ class KeyRegistry:
 
     def ensure(self, providers: Iterable[JwtProvider]) -> None:
         """Start sources for new providers and stop those no provider uses any more. Called at
-        start and after each policy reload; inline and file keys are loaded before it returns."""
+        start and after each policy reload; inline and file keys are loaded before it returns.
+        Key files of sources that already run are read again: a reload happens because a file
+        changed, and that file may be the key file (its content is part of the revision)."""
         wanted = {source_key(p): p for p in providers}
         started: list[_Source] = []
+        reread: list[_Source] = []
         with self._changed:
             if self._closed:
                 raise RuntimeError("KeyRegistry is closed")
@@ -462,10 +470,14 @@ class KeyRegistry:
                     source = self._new_source(provider)
                     self._sources[key] = source
                     started.append(source)
+                elif provider.jwks_file is not None:
+                    reread.append(self._sources[key])
         for source in stopped:
             source.close()
         for source in started:
             source.start(load_now=True)
+        for source in reread:
+            source.reload()
 
     def key_set(self, provider: JwtProvider) -> KeySet | None:
         """The provider's current keys, or None when none have been loaded (yet). Never blocks.

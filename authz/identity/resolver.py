@@ -45,12 +45,33 @@ class IdentityResolver:
     ) -> None:
         self._peer = PeerIdentifier(settings)
         self._metadata = settings.jwt_authn_metadata is not None
+        self._verifies_certificates = bool(settings.ca_bundle)
+        self._trust_xfcc = settings.trust_xfcc
+        self._keys = keys
         self.verifier = JwtVerifier(
             keys,
             cache_size=token_cache_size,
             cache_bytes=token_cache_bytes,
             cache_ttl=token_cache_ttl,
         )
+
+    def cache_inputs(self, request: Request) -> tuple[str, ...] | None:
+        """What `resolve` reads of `request` besides the token's locations, for a decision
+        cache key; None when the identity may also depend on the time or on Envoy's metadata
+        (a peer certificate verified here, claims from jwt_authn): such checks are not cached."""
+        if self._verifies_certificates and request.peer_certificate:
+            return None
+        if self._metadata and request.jwt_metadata:
+            return None
+        if self._trust_xfcc:
+            return (request.peer_principal, request.headers.get("x-forwarded-client-cert", ""))
+        return (request.peer_principal,)
+
+    def key_sets(self, auth: Authentication) -> tuple[object, ...]:
+        """The current key set of each of `auth`'s providers: an identity resolved with these
+        stays right while every one of them is the same."""
+        key_set = self._keys.key_set
+        return tuple([key_set(p) for p in auth.jwt_providers])
 
     def resolve(
         self,

@@ -15,6 +15,7 @@ tests and several apps in one process do not collide).
 | `authz_policy_rules` | | rules in the policy set in force |
 | `authz_policy_info` | revision | 1 for the revision in force |
 | `authz_decision_log_dropped_total` | | decision log records not written |
+| `authz_trace_spans_dropped_total` | | spans not exported: the export queue was full |
 | `authz_build_info` | version, python, grpc | 1 |
 | `process_*`, `python_*` | | the prometheus_client process, platform and GC collectors |
 
@@ -132,6 +133,7 @@ class Metrics:
         decision_log_dropped: Callable[[], int] | None = None,
         key_states: Callable[[], Iterable[KeyFacts]] | None = None,
         policy_loaded_at: float | None = None,
+        trace_spans_dropped: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
@@ -168,7 +170,9 @@ class Metrics:
             registry=self.registry,
         )
         build.labels(_version(), platform.python_version(), grpc.__version__).set(1)
-        self.registry.register(_Snapshot(policy, decision_log_dropped, key_states))
+        self.registry.register(
+            _Snapshot(policy, decision_log_dropped, key_states, trace_spans_dropped)
+        )
 
     # -- observers -------------------------------------------------------------------------
 
@@ -344,17 +348,20 @@ def _version() -> str:
 
 
 class _Snapshot:
-    """Scrape-time values: the policy set in force, the decision log's drops, the key sets."""
+    """Scrape-time values: the policy set in force, the decision log's and the tracer's drops,
+    the key sets."""
 
     def __init__(
         self,
         policy: Callable[[], PolicyFacts | None] | None,
         dropped: Callable[[], int] | None,
         key_states: Callable[[], Iterable[KeyFacts]] | None,
+        spans_dropped: Callable[[], int] | None = None,
     ) -> None:
         self._policy = policy
         self._dropped = dropped
         self._key_states = key_states
+        self._spans_dropped = spans_dropped
 
     def collect(self) -> Iterator[Metric]:
         policy = self._policy() if self._policy is not None else None
@@ -371,6 +378,12 @@ class _Snapshot:
         )
         dropped.add_metric([], self._dropped() if self._dropped is not None else 0)
         yield dropped
+        spans = CounterMetricFamily(
+            "authz_trace_spans_dropped",
+            "Trace spans not exported: the export queue was full (the collector is slow or down).",
+        )
+        spans.add_metric([], self._spans_dropped() if self._spans_dropped is not None else 0)
+        yield spans
         yield from self._keys()
 
     def _keys(self) -> Iterator[Metric]:

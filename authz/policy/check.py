@@ -34,6 +34,9 @@ class Checker:
         self.file = file
         self.base_dir = base_dir
         self.problems: list[Problem] = []
+        # Local files the policy refers to (a `jwks_file`), as (absolute path, line): checkers
+        # read no file, so the loader checks these and puts their content in the revision.
+        self.local_files: list[tuple[str, int]] = []
 
     def err(self, line: int, message: str) -> None:
         self.problems.append(Problem(self.file, line, message))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from authz.errors import PolicyError, Problem
 from authz.policy.patterns import request_first_segment
-from authz.policy.rules import CompiledRule, compile_rule
+from authz.policy.rules import CompiledRule, Reads, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
 from authz.policy.spec import Authentication, JwtProvider
 
@@ -53,10 +53,53 @@ class RuleIndex:
                 into[rule.index] = rule
 
 
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """What a check of one host reads of a request besides method, path, host and the peer:
+    the header values its rules and token locations read, and whether the query string (a
+    token location), the destination port (`ports`) or the source IP (`ip_blocks`) matter.
+    A decision cache key made of exactly these tells apart every two requests the host's
+    policy could decide differently. `cacheable` is False when a rule reads something the key
+    cannot name (`Reads.opaque`): that host's checks are never cached."""
+
+    headers: tuple[str, ...]
+    query: bool
+    port: bool
+    source_ip: bool
+    cacheable: bool = True
+
+
+def key_plan(rules: Iterable[CompiledRule], authentication: Authentication) -> KeyPlan:
+    reads = Reads()
+    for rule in rules:
+        reads = reads | rule.reads
+    headers = set(reads.headers)
+    query = False
+    for provider in authentication.jwt_providers:
+        for location in provider.locations:
+            if location.header is not None:
+                headers.add(location.header.lower())
+            elif location.cookie is not None:
+                headers.add("cookie")
+            elif location.query is not None:
+                query = True
+    return KeyPlan(tuple(sorted(headers)), query, reads.port, reads.source_ip, not reads.opaque)
+
+
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
-    __slots__ = ("_indexes", "_rules", "authentication", "files", "read_claims", "read_headers")
+    __slots__ = (
+        "_candidates",
+        "_indexes",
+        "_rules",
+        "authentication",
+        "claim_headers",
+        "files",
+        "key_plan",
+        "read_claims",
+        "read_headers",
+    )
 
     def __init__(self, files: Sequence[_CompiledFile]):
         self.files: tuple[str, ...] = tuple(f.spec.file for f in files)
@@ -68,23 +111,47 @@ class HostPolicy:
         conditions = [c for r in self._rules for c in r.spec.when]
         self.read_claims = frozenset(c.name for c in conditions if c.kind == "claim")
         self.read_headers = frozenset(c.name.lower() for c in conditions if c.kind == "header")
+        self.key_plan = key_plan(self._rules, self.authentication)
+        self._candidates: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+        # Every header any provider of this host fills from claims, once each, in order: an
+        # allowed request gets each of them set from its token or removed.
+        self.claim_headers: tuple[str, ...] = tuple(
+            dict.fromkeys(
+                header
+                for provider in self.authentication.jwt_providers
+                for _, header in provider.claims_to_headers
+            )
+        )
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
         """All rules of the applying files, in set order."""
         return self._rules
 
-    def candidates(self, method: str, path: str) -> list[CompiledRule]:
+    def candidates(self, method: str, path: str) -> tuple[CompiledRule, ...]:
         """The rules that could match this method and normalized path, in set order.
 
         A superset of the matching rules (the index only rules out what cannot match);
-        exposed so tests can check that the index is used.
+        exposed so tests can check that the index is used. Memoised per (method, first
+        segment), bounded: both are the client's to choose.
         """
-        found: dict[int, CompiledRule] = {}
         segment = request_first_segment(path)
+        key = (method, segment)
+        found = self._candidates.get(key)
+        if found is not None:
+            return found
+        into: dict[int, CompiledRule] = {}
         for index in self._indexes:
-            index.collect(method, segment, found)
-        return [found[i] for i in sorted(found)]
+            index.collect(method, segment, into)
+        found = tuple(into[i] for i in sorted(into))
+        if len(method) + len(segment) <= 256:
+            if len(self._candidates) >= _CANDIDATES_LIMIT:
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
+
+
+_CANDIDATES_LIMIT = 4096
 
 
 def merge_authentication(files: Iterable[FileSpec]) -> Authentication:
@@ -110,6 +177,8 @@ class _CompiledFile:
 
 
 _MEMO_LIMIT = 100_000  # a safety net only: the number of file sets is bounded by the policy
+# Host names are the client's to invent: the by-name memo starts over when it reaches this.
+_NAME_MEMO_LIMIT = 4096
 
 
 class PolicySet:
@@ -149,6 +218,7 @@ class PolicySet:
         self._suffix = {k: tuple(v) for k, v in suffix.items()}
         self._hostless = tuple(hostless)
         self._memo: dict[tuple[int, ...], HostPolicy] = {}
+        self._by_name: dict[str, HostPolicy | None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -157,7 +227,22 @@ class PolicySet:
 
     def for_host(self, host: str) -> HostPolicy | None:
         """The policy for `host` (canonical: `normalize_host`'s result, as in `Request.host`),
-        or None when no file applies: the caller then denies with `no_policy_for_host`."""
+        or None when no file applies: the caller then denies with `no_policy_for_host`.
+
+        Memoised by the name as given (bounded), so a busy host costs one dict lookup."""
+        try:
+            return self._by_name[host]
+        except KeyError:
+            pass
+        policy = self._lookup(host)
+        if len(host) > 255:  # longer than any DNS name: answer, but do not keep it
+            return policy
+        if len(self._by_name) >= _NAME_MEMO_LIMIT:
+            self._by_name.clear()
+        self._by_name[host] = policy
+        return policy
+
+    def _lookup(self, host: str) -> HostPolicy | None:
         ids = set(self._hostless)
         ids.update(self._exact.get(host, ()))
         # "*.example.com" matches one or more labels before "example.com": try every suffix

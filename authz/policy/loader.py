@@ -1,4 +1,4 @@
-"""All policy file reading: a directory -> validated, compiled `PolicySet`.
+"""All policy file reading: a directory (or one file) -> validated, compiled `PolicySet`.
 
 Which files: every `*.yaml` / `*.yml` under the directory, recursively, except
 * names starting with `.`: hidden files, and the `..data` / `..2024_01_01_...` directories of
@@ -8,20 +8,40 @@ Which files: every `*.yaml` / `*.yml` under the directory, recursively, except
 Recursion is chosen so that a policy put in a subdirectory is not silently ignored (an
 ignored file could hold the deny rule that mattered). Directory symlinks are followed, each
 real directory and file is read once, so a symlink loop cannot recurse forever.
+
+Fail closed: an entry with a policy file's name that cannot be read as one (a dangling symlink,
+a symlink loop, no permission, a directory, a fifo or device) and a subdirectory that cannot be
+listed are problems that reject the whole set, never files quietly left out: the file that could
+not be read may be the one with the deny rule. (During a ConfigMap update kubelet may briefly
+leave a dangling name; that load is rejected, and the load after the update completes succeeds.)
+
+Local files a policy refers to (`jwks_file`) are read here too: one that is missing or
+unreadable is a problem at the line that names it, and their content is part of the revision,
+so a reload notices new keys.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Callable, Iterable
 
 from authz.errors import PolicyError, Problem
+from authz.identity.jwks import JwksError, parse_jwks
+from authz.policy import building
 from authz.policy.compiler import PolicySet, compile_policy_set
-from authz.policy.schema import FileSpec, parse_file
+from authz.policy.schema import FileSpec, validate_tree
+from authz.policy.yaml_source import YamlProblems, flatten, parse_yaml
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
+MAX_POLICY_BYTES = 64 * 1024 * 1024  # far above any real set; a bound before reading
+MAX_LOCAL_FILE_BYTES = 1024 * 1024  # a JWKS file; the key registry reads it with the same bound
+
+# Reads a local file a policy names: its bytes, or why it cannot be used.
+LocalReader = Callable[[str], bytes | str]
 
 
 def is_policy_file(name: str) -> bool:
@@ -36,29 +56,57 @@ def is_policy_file(name: str) -> bool:
 def find_policy_files(directory: str) -> list[str]:
     """Policy file paths under `directory` (relative to it, '/'-separated), sorted.
 
-    Raises PolicyError when the directory is missing or holds no policy file.
+    Raises PolicyError when the directory is missing, holds no policy file, or holds an entry
+    named like a policy file that cannot be read as one (see the module docstring).
     """
     if not os.path.isdir(directory):
         raise PolicyError([Problem(directory, 0, "policy directory does not exist")])
     found: list[str] = []
+    problems: list[Problem] = []
     seen_dirs: set[str] = set()
     seen_files: set[str] = set()
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        real_root = os.path.realpath(root)
-        if real_root in seen_dirs:
-            dirs[:] = []
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        path_dir = os.path.join(directory, rel_dir) if rel_dir else directory
+        real_dir = os.path.realpath(path_dir)
+        if real_dir in seen_dirs:
             continue
-        seen_dirs.add(real_root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
+        seen_dirs.add(real_dir)
+        try:
+            with os.scandir(path_dir) as scan:
+                names = sorted(entry.name for entry in scan)
+        except OSError as exc:
+            problems.append(Problem(path_dir, 0, f"cannot list directory: {_why(exc)}"))
+            continue
+        for name in names:
+            if name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            path = os.path.join(directory, rel)
+            try:
+                mode = os.stat(path).st_mode  # follows symlinks: what a read would get
+            except OSError as exc:
+                if is_policy_file(name):
+                    problems.append(Problem(path, 0, _unreadable(path, exc)))
+                continue
+            if stat.S_ISDIR(mode):
+                if is_policy_file(name):
+                    problems.append(Problem(path, 0, "a directory, not a policy file"))
+                else:
+                    pending.append(rel)
+                continue
             if not is_policy_file(name):
                 continue
-            path = os.path.join(root, name)
-            real = os.path.realpath(path)
-            if real in seen_files or not os.path.isfile(path):
+            if not stat.S_ISREG(mode):
+                problems.append(Problem(path, 0, f"not a regular file ({_kind(mode)})"))
                 continue
-            seen_files.add(real)
-            found.append(os.path.relpath(path, directory).replace(os.sep, "/"))
+            real = os.path.realpath(path)
+            if real not in seen_files:
+                seen_files.add(real)
+                found.append(rel)
+    if problems:
+        raise PolicyError(problems)
     if not found:
         raise PolicyError(
             [Problem(directory, 0, "no policy files (*.yaml, *.yml) in the policy directory")]
@@ -66,47 +114,136 @@ def find_policy_files(directory: str) -> list[str]:
     return sorted(found)
 
 
-def load_policy_set(directory: str) -> PolicySet:
-    """Read, validate and compile every policy file under `directory`.
+def load_policy_set(path: str) -> PolicySet:
+    """Read, validate and compile every policy file under the directory `path`, or the one
+    policy file `path`.
 
-    Raises PolicyError with every problem found; nothing of a bad set is ever used.
+    Raises PolicyError with every problem found; nothing of a bad set is ever used. The build
+    pauses the garbage collector and freezes the result (see `authz.policy.building`).
     """
+    if os.path.isfile(path):
+        paths = [path]
+    else:
+        paths = [os.path.join(path, rel) for rel in find_policy_files(path)]
     sources: list[tuple[str, str, str]] = []
     problems: list[Problem] = []
-    for rel in find_policy_files(directory):
-        path = os.path.join(directory, rel)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            text = data.decode("utf-8")
-        except OSError as exc:
-            problems.append(Problem(path, 0, f"cannot read: {exc.strerror or exc}"))
-            continue
-        except UnicodeDecodeError:
-            problems.append(Problem(path, 0, "not UTF-8 text"))
-            continue
-        sources.append((path, text, os.path.dirname(path)))
+    for file in paths:
+        text = _read_text(file, MAX_POLICY_BYTES, problems)
+        if text is not None:
+            sources.append((file, text, os.path.dirname(file)))
     if problems:
         raise PolicyError(problems)
-    return build_policy_set(sources)
+    with building.building():
+        return build_policy_set(sources, read_local=_read_local_file)
 
 
-def build_policy_set(sources: Iterable[tuple[str, str, str]]) -> PolicySet:
-    """Validate and compile (file name, text, base directory) triples; no file reading.
+def _read_text(path: str, limit: int, problems: list[Problem]) -> str | None:
+    try:
+        # O_NONBLOCK: a fifo swapped in after find_policy_files looked must not hang the load.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                problems.append(Problem(path, 0, "not a regular file"))
+                return None
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        problems.append(Problem(path, 0, _unreadable(path, exc)))
+        return None
+    if len(data) > limit:
+        problems.append(Problem(path, 0, f"larger than {limit} bytes"))
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(Problem(path, 0, "not UTF-8 text"))
+        return None
 
-    The revision is a short hash of the names and contents, so the same files give the
-    same revision on every replica.
+
+def _read_local_file(path: str) -> bytes | str:
+    """The content of a local file a policy names, or why it cannot be used."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return "not a regular file"
+            data = fh.read(MAX_LOCAL_FILE_BYTES + 1)
+    except OSError as exc:
+        return _unreadable(path, exc)
+    if len(data) > MAX_LOCAL_FILE_BYTES:
+        return f"larger than {MAX_LOCAL_FILE_BYTES} bytes"
+    try:
+        parse_jwks(data)
+    except JwksError as exc:
+        return f"not a usable JWKS: {exc}"
+    return data
+
+
+def build_policy_set(
+    sources: Iterable[tuple[str, str, str]],
+    *,
+    read_local: LocalReader | None = None,
+) -> PolicySet:
+    """Validate and compile (file name, text, base directory) triples.
+
+    `read_local(path)` reads a local file a policy names (`jwks_file`): bytes, or a string
+    saying why it cannot be used. Without it local files are neither checked nor part of the
+    revision (tools that only look at the rules). The revision is a short hash of the names and
+    contents (of those files too), so the same files give the same revision on every replica.
     """
     specs: list[FileSpec] = []
     problems: list[Problem] = []
     digest = hashlib.sha256()
     for file, text, base_dir in sorted(sources):
         digest.update(file.encode() + b"\0" + text.encode() + b"\0")
-        result = parse_file(file, text, base_dir)
+        try:
+            root = parse_yaml(file, text)
+        except YamlProblems as exc:
+            problems.extend(exc.problems)
+            continue
+        result = validate_tree(file, root, base_dir)
+        # Freed a slice at a time: a big file's tree is a million objects (building.py).
+        nodes = flatten(root)
+        del root
+        building.release(nodes)
         if isinstance(result, FileSpec):
             specs.append(result)
         else:
             problems.extend(result)
+    if read_local is not None:
+        for spec in specs:
+            for path, line in spec.local_files:
+                content = read_local(path)
+                if isinstance(content, str):
+                    problems.append(Problem(spec.file, line, f"jwks_file {path}: {content}"))
+                else:
+                    digest.update(path.encode() + b"\0" + content + b"\0")
     if problems:
         raise PolicyError(problems)
     return compile_policy_set(specs, digest.hexdigest()[:12])
+
+
+def _unreadable(path: str, exc: OSError) -> str:
+    """Why `path` cannot be read, in the words an operator looks for."""
+    if exc.errno == errno.ELOOP:
+        return "cannot read: symlink loop"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"cannot read: dangling symlink to {target}"
+    return f"cannot read: {_why(exc)}"
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"

@@ -161,6 +161,9 @@ def path_patterns(patterns: Iterable[str]) -> PathPatterns:
             suffixes.append(p[1:])
         elif p.endswith("*"):
             prefixes.append(p[:-1])
+        elif p.endswith("/{**}") and "{" not in p[:-5]:
+            # "/api/{**}" is the prefix "/api/": no regex to compile (a big set has thousands)
+            prefixes.append(p[:-4])
         elif "{" in p:
             regexes.append(_template_regex(p))
         else:

@@ -45,7 +45,12 @@ class CompiledEntry:
         return None
 
     def matches(self, ctx: RequestContext) -> bool:
-        return all(test(get(ctx)) for _, get, test in self.checks)
+        # Loops, not all()/any() over generators: these run for every candidate rule of every
+        # check, and a generator costs more than the comparisons it drives.
+        for _, get, test in self.checks:  # noqa: SIM110
+            if not test(get(ctx)):
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,29 @@ class CompiledCondition:
 
     def check(self, ctx: RequestContext) -> bool:
         return self.test(self.get(ctx))
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """Request fields a rule reads besides method, path, host and the identity.
+
+    `opaque` is set when a rule reads something this list does not name (a field declared
+    later that nobody taught the decision cache): such a host's checks are never cached, so a
+    new field can make the cache slower, never wrong.
+    """
+
+    headers: frozenset[str] = frozenset()
+    port: bool = False
+    source_ip: bool = False
+    opaque: bool = False
+
+    def __or__(self, other: Reads) -> Reads:
+        return Reads(
+            self.headers | other.headers,
+            self.port or other.port,
+            self.source_ip or other.source_ip,
+            self.opaque or other.opaque,
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -82,6 +110,9 @@ class CompiledRule:
     needs_jwt: bool
     index_keys: frozenset[tuple[str | None, str | None]]
     spec: RuleSpec
+    # What the rule reads of a request beyond method, path, host and identity (see `Reads`):
+    # the decision cache keys on exactly these.
+    reads: Reads
 
     @property
     def enforced(self) -> bool:
@@ -89,12 +120,24 @@ class CompiledRule:
         return self.action != "audit" and not self.dry_run
 
     def to_matches(self, ctx: RequestContext) -> bool:
-        return self.to is None or any(e.matches(ctx) for e in self.to)
+        if self.to is None:
+            return True
+        for entry in self.to:  # noqa: SIM110
+            if entry.matches(ctx):
+                return True
+        return False
 
     def from_and_when_match(self, ctx: RequestContext) -> bool:
-        if self.from_ is not None and not any(e.matches(ctx) for e in self.from_):
-            return False
-        return all(c.test(c.get(ctx)) for c in self.when)
+        if self.from_ is not None:
+            for entry in self.from_:
+                if entry.matches(ctx):
+                    break
+            else:
+                return False
+        for condition in self.when:  # noqa: SIM110
+            if not condition.test(condition.get(ctx)):
+                return False
+        return True
 
     def matches(self, ctx: RequestContext) -> bool:
         return self.to_matches(ctx) and self.from_and_when_match(ctx)
@@ -149,7 +192,55 @@ def compile_rule(
         needs_jwt=needs_jwt,
         index_keys=_index_keys(spec.to, roles),
         spec=spec,
+        reads=rule_reads(spec, roles),
     )
+
+
+# `RequestContext` attributes the decision cache key already covers: method, path and host are
+# in every key, the identity attributes follow from the peer and the token (both in the key).
+_KEYED = frozenset(
+    {"method", "path", "host", "principal", "namespace", "request_principal", "issuer"}
+    | {"authenticated", "claims"}
+)
+
+
+def _attribute_reads(attribute: str, subject: str | None = None) -> Reads:
+    if attribute in _KEYED:
+        return Reads()
+    if attribute == "port":
+        return Reads(port=True)
+    if attribute == "ip":
+        return Reads(source_ip=True)
+    if attribute == "headers" and subject is not None:
+        return Reads(headers=frozenset({subject.lower()}))
+    return Reads(opaque=True)
+
+
+def rule_reads(spec: RuleSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> Reads:
+    """The `Reads` of one rule, from the declarations of the fields it uses: its `from` and
+    `to` entries (and the entries of the roles it names, however deep) and its conditions."""
+    reads = Reads()
+    for condition in spec.when:
+        kind = next(k for k in CONDITION_KINDS if k.name == condition.kind)
+        reads = reads | _attribute_reads(kind.attribute, condition.name)
+    pending: list[tuple[EntrySpec, tuple[EntryField, ...]]] = [
+        *((e, FROM_FIELDS) for e in spec.from_ or ()),
+        *((e, TO_FIELDS) for e in spec.to or ()),
+    ]
+    seen: set[str] = set()
+    while pending:
+        entry, fields = pending.pop()
+        for f in fields:
+            if entry.get(f.name) is None and entry.get(f"not_{f.name}") is None:
+                continue
+            if f.name == "role":
+                for name in (*(entry.get("role") or ()), *(entry.get("not_role") or ())):
+                    if name not in seen:
+                        seen.add(name)
+                        pending.extend((e, TO_FIELDS) for e in roles.get(name, ()))
+                continue
+            reads = reads | _attribute_reads(f.reads)
+    return reads
 
 
 def _entry_checks(

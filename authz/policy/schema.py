@@ -53,6 +53,11 @@ def parse_file(file: str, text: str, base_dir: str = ".") -> FileSpec | list[Pro
         root = parse_yaml(file, text)
     except YamlProblems as exc:
         return exc.problems
+    return validate_tree(file, root, base_dir)
+
+
+def validate_tree(file: str, root: YNode | None, base_dir: str = ".") -> FileSpec | list[Problem]:
+    """`parse_file` for a document already parsed with `parse_yaml` (None: empty)."""
     v = _Validator(file, base_dir)
     if root is None:
         return [Problem(file, 1, "the file is empty")]
@@ -74,7 +79,9 @@ class _Validator(AuthChecker, RuleChecker):
             trust_domains, providers = self.authentication(doc.items["authentication"])
         roles = self.roles(doc.items["roles"]) if "roles" in doc.items else ()
         rules = self.rules(doc.items["rules"]) if "rules" in doc.items else ()
-        return FileSpec(self.file, hosts, trust_domains, providers, roles, rules)
+        return FileSpec(
+            self.file, hosts, trust_domains, providers, roles, rules, tuple(self.local_files)
+        )
 
     def roles(self, node: YNode) -> tuple[RoleSpec, ...]:
         roles_node = self.mapping(node, "roles")

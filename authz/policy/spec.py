@@ -131,3 +131,6 @@ class FileSpec:
     jwt_providers: tuple[JwtProvider, ...] = ()
     roles: tuple[RoleSpec, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
+    # Local files the policy refers to (a `jwks_file`), as (absolute path, line of the key):
+    # validation reads no file, so the loader checks these and puts them in the revision.
+    local_files: tuple[tuple[str, int], ...] = ()

@@ -89,7 +89,9 @@ class AuthChecker(Checker):
         path = self.string(node, "jwks_file")
         if path is None:
             return None
-        return os.path.normpath(os.path.join(os.path.abspath(self.base_dir), path))
+        resolved = os.path.normpath(os.path.join(os.path.abspath(self.base_dir), path))
+        self.local_files.append((resolved, node.line))
+        return resolved
 
     def inline_jwks(self, node: YNode) -> str | None:
         if isinstance(node, YScalar) and isinstance(node.value, str):

@@ -31,7 +31,8 @@ from authz.errors import (
 )
 from authz.model import Request
 from authz.paths import normalize_path
-from authz.policy.patterns import check_method, normalize_host
+from authz.policy.patterns import check_method as check_method_name
+from authz.policy.patterns import normalize_host
 
 # An IP address, IPv6 with an IPv4 tail and a zone included, is far shorter: longer is not one.
 _MAX_ADDRESS_BYTES = 128
@@ -54,28 +55,18 @@ def to_request(
     """
     attributes = message.attributes
     http = attributes.request.http
-    method = _method(http.method, limits)
+    method = check_method(http.method, limits)
     raw_path = http.path
-    if not raw_path:
-        raise BadRequest("the request has no path (attributes.request.http.path)")
-    if _too_long(raw_path, limits.max_path_bytes):
-        raise RequestTooLarge(f"the path is longer than the limit of {limits.max_path_bytes} bytes")
+    bound_path(raw_path, limits)
     source = attributes.source
-    principal, certificate = source.principal, source.certificate
-    _bound(principal, limits.max_principal_bytes, "source.principal")
-    _bound(certificate, limits.max_certificate_bytes, "source.certificate")
-    source_ip = source.address.socket_address.address
-    _bound(source_ip, _MAX_ADDRESS_BYTES, "source.address")
+    principal, certificate = check_peer(source.principal, source.certificate, limits)
+    source_ip = check_address(source.address.socket_address.address)
     request_id = http.id
     if _too_long(request_id, limits.max_header_value_bytes):
         raise _value_too_large("request.http.id", limits)
 
     headers = _headers(http, limits)
-    authority = http.host or headers.get(":authority") or headers.get("host") or ""
-    _bound(authority, limits.max_host_bytes, "host")
-    host = normalize_host(authority)
-    if host is None:
-        raise InvalidHost(f"the host {authority[:64]!r} is not a host name, IP or [IPv6] literal")
+    host = check_host(http.host or headers.get(":authority") or headers.get("host") or "", limits)
     path, query = normalize_path(raw_path)
     jwt_metadata: Mapping[str, Mapping[str, Any]] = {}
     if jwt_metadata_namespace is not None:
@@ -98,17 +89,49 @@ def to_request(
     )
 
 
-def _method(method: str, limits: Limits) -> str:
+# -- the checks both front doors apply (authz.wire.http uses them too: one rule, one place) --
+
+
+def check_method(method: str, limits: Limits) -> str:
     """docs/policy.md: the method as sent, an upper-case token. `get` is refused, never upper-cased:
     a GET rule would allow it while the upstream may treat it as another method (or 405)."""
     if not method:
         raise BadRequest("the request has no method (attributes.request.http.method)")
     _bound(method, limits.max_method_bytes, "method")
     try:
-        check_method(method)  # the policy's own rule for the methods it names
+        check_method_name(method)  # the policy's own rule for the methods it names
     except ValueError as error:
         raise InvalidMethod(f"the request method {error}") from None
     return method
+
+
+def bound_path(raw_path: str, limits: Limits) -> None:
+    """A request target is present and within `limits.max_path_bytes` (431 over it)."""
+    if not raw_path:
+        raise BadRequest("the request has no path (attributes.request.http.path)")
+    if _too_long(raw_path, limits.max_path_bytes):
+        raise RequestTooLarge(f"the path is longer than the limit of {limits.max_path_bytes} bytes")
+
+
+def check_host(authority: str, limits: Limits) -> str:
+    """The canonical host of `authority` (`normalize_host`), within `limits.max_host_bytes`."""
+    _bound(authority, limits.max_host_bytes, "host")
+    host = normalize_host(authority)
+    if host is None:
+        raise InvalidHost(f"the host {authority[:64]!r} is not a host name, IP or [IPv6] literal")
+    return host
+
+
+def check_peer(principal: str, certificate: str, limits: Limits) -> tuple[str, str]:
+    """The peer's principal and certificate, each within its limit."""
+    _bound(principal, limits.max_principal_bytes, "source.principal")
+    _bound(certificate, limits.max_certificate_bytes, "source.certificate")
+    return principal, certificate
+
+
+def check_address(address: str) -> str:
+    _bound(address, _MAX_ADDRESS_BYTES, "source.address")
+    return address
 
 
 def _bound(text: str, limit: int, name: str) -> None:
@@ -151,15 +174,29 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
         if len(http.headers) > limits.max_headers:
             raise _too_many(limits)
         pairs = list(http.headers.items())
+    return headers_from_pairs(pairs, limits, ordered=raw)
+
+
+def headers_from_pairs(
+    pairs: list[tuple[str, str]], limits: Limits, *, ordered: bool = True
+) -> dict[str, str]:
+    """Header fields as one lower-case-keyed dict, within the limits (count, each value after
+    joining, all together).
+
+    `ordered`: the pairs are in wire order, so a repeated name is joined as Envoy joins it;
+    otherwise (a protobuf map) a name repeated in another letter case is refused.
+    """
+    if len(pairs) > limits.max_headers:
+        raise _too_many(limits)
     size = 0
     headers: dict[str, str] = {}
     for name, value in pairs:
         size += len(name) + len(value)
         key = name.lower()
         previous = headers.get(key)
-        if previous is None or raw:
+        if previous is None or ordered:
             if previous is not None:
-                # header_map keeps wire order, so the join is well defined.
+                # wire order (header_map, HTTP) makes the join well defined.
                 value = f"{previous}{'; ' if key == _COOKIE else ','}{value}"
             if _too_long(value, limits.max_header_value_bytes):
                 raise _value_too_large(f"the header {key[:64]!r}", limits)

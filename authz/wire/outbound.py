@@ -89,7 +89,7 @@ def to_check_response(verdict: Verdict) -> CheckResponse:
         ok.headers_to_remove.extend(verdict.headers_to_remove)
         ok.query_parameters_to_remove.extend(verdict.query_parameters_to_remove)
         return response
-    status = decision.status if 400 <= decision.status <= 599 else _DEFAULT_DENY_STATUS
+    status = deny_status(decision.status)
     response = CheckResponse(
         status=Status(code=grpc_code_for(status)), dynamic_metadata=_metadata(verdict, status)
     )
@@ -136,9 +136,20 @@ def _denied(response: CheckResponse, status: int, decision_id: str, challenge: s
         option.header.value = challenge
         option.append.value = False
         option.append_action = _OVERWRITE
+    denied.body = deny_body(status, decision_id)
+
+
+def deny_status(status: int) -> int:
+    """The HTTP status a deny is sent with. Shared by both front doors."""
+    return status if 400 <= status <= 599 else _DEFAULT_DENY_STATUS
+
+
+def deny_body(status: int, decision_id: str) -> str:
+    """The JSON body of a deny: the public error and the decision id, never the reason.
+    Shared by both front doors."""
     public = _PUBLIC_ERROR.get(status, "forbidden" if status < 500 else "internal_error")
     # json.dumps only for the id: the public text is a fixed identifier.
-    denied.body = f'{{"error":"{public}","decision_id":{json.dumps(decision_id)}}}'
+    return f'{{"error":"{public}","decision_id":{json.dumps(decision_id)}}}'
 
 
 def _metadata(verdict: Verdict, status: int | None = None) -> Struct:

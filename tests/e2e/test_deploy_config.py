@@ -226,7 +226,7 @@ def test_compose_services_are_wired_as_documented(compose: dict[str, Any]) -> No
 def test_authz_dockerfile_installs_the_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "FROM python:3.12-slim" in dockerfile
-    assert "pip install ." in dockerfile
+    assert 'pip install ".[otel]"' in dockerfile
     assert 'ENTRYPOINT ["authz"]' in dockerfile
     assert "USER " in dockerfile  # not root
     ignored = {

@@ -37,6 +37,78 @@ def test_validate_ok_and_invalid(examples: Path) -> None:
     assert f"{examples}/broken.yaml:3: unknown action 'alow'" in bad.stdout
 
 
+def test_validate_a_single_file(examples: Path) -> None:
+    result = authz("validate", str(examples / "platform.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"{examples / 'platform.yaml'}: 1 file, ")
+
+
+def test_validate_says_1_rule(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("rules: [{name: a, action: allow}]\n")
+    result = authz("validate", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path}: 1 file, 1 rule, revision " in result.stdout
+
+
+def test_validate_a_missing_directory_names_it_without_a_line(tmp_path: Path) -> None:
+    result = authz("validate", str(tmp_path / "nope"))
+    assert result.returncode == 1
+    assert result.stdout == f"{tmp_path / 'nope'}: policy directory does not exist\n"
+
+
+def test_validate_rejects_a_dangling_policy_link(tmp_path: Path) -> None:
+    """Issue 10.1: a directory with an allow-all file and `deny.yaml -> /nonexistent` used to
+    validate as "1 file, 1 rules"."""
+    (tmp_path / "allow.yaml").write_text("rules: [{name: allow-all, action: allow}]\n")
+    (tmp_path / "deny.yaml").symlink_to("/nonexistent")
+    result = authz("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'deny.yaml'}: cannot read: dangling symlink to /nonexistent" in (
+        result.stdout
+    )
+
+
+def test_validate_deep_nesting_is_file_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "deep.yaml").write_text("rules: " + "[" * 100_000 + "\n")
+    result = authz("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'deep.yaml'}:1: YAML: " in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_validate_a_missing_jwks_file_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "authentication:\n  jwt:\n    - issuer: https://id.example\n"
+        "      jwks_file: keys.json\nrules: [{name: a, action: allow}]\n"
+    )
+    result = authz("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'a.yaml'}:4: jwks_file {tmp_path / 'keys.json'}: cannot read" in (
+        result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [("dangling", "deny.yaml: cannot read: dangling symlink to /nonexistent"),
+     ("deep", "deny.yaml:1: YAML: ")],
+)  # fmt: skip
+def test_serve_refuses_to_start_on_a_bad_set(tmp_path: Path, entry: str, expected: str) -> None:
+    from tests.support.ports import free_port
+
+    (tmp_path / "allow.yaml").write_text("rules: [{name: allow-all, action: allow}]\n")
+    if entry == "dangling":
+        (tmp_path / "deny.yaml").symlink_to("/nonexistent")
+    else:
+        (tmp_path / "deny.yaml").write_text("rules: " + "[" * 100_000 + "\n")
+    result = authz(
+        "serve", "--policies", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}", "--no-watch"
+    )
+    assert result.returncode == 1
+    assert f"{tmp_path}/{expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_lint_examples_and_strict(examples: Path) -> None:
     result = authz("lint", str(examples))
     assert result.returncode == 0

@@ -220,3 +220,65 @@ def test_sighup_reloads_when_watching_is_off(policy_dir: Path) -> None:
         os.kill(service.pid, signal.SIGHUP)
         checker.wait_for(2)
     checker.assert_consistent([1, 2])
+
+
+def admin_answer(service: ServiceProcess) -> tuple[int, str]:
+    response = parse_response(
+        service.check_bytes(check_request("GET", HOST, "/admin/x").SerializeToString())
+    )
+    return response_status(response), metadata_reason(response)
+
+
+def test_an_unreadable_deny_file_does_not_vanish_on_reload(tmp_path: Path) -> None:
+    """Issue 10.1: with an allow-all file, replacing `deny.yaml` by a dangling symlink and
+    reloading used to drop the deny rule silently (`/admin/x` went from 403 to allowed)."""
+    import subprocess
+    import sys
+
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    write(
+        directory / "allow.yaml",
+        f"hosts: [{HOST}]\nrules:\n  - name: allow-all\n    action: allow\n",
+    )
+    deny = directory / "deny.yaml"
+    write(
+        deny,
+        f"hosts: [{HOST}]\nrules:\n  - name: no-admin\n    action: deny\n"
+        '    to: [{paths: ["/admin/{**}"]}]\n',
+    )
+    with ServiceProcess(directory, extra_args=("--no-watch",)) as service:
+        assert admin_answer(service) == (403, "no-admin")
+        rejections = service.log().count("policy reload rejected")
+        deny.unlink()
+        deny.symlink_to("/nonexistent")
+        os.kill(service.pid, signal.SIGHUP)
+        wait_until(
+            lambda: service.log().count("policy reload rejected") > rejections, "the rejection"
+        )
+        assert f"{deny}: cannot read: dangling symlink to /nonexistent" in service.log()
+        assert admin_answer(service) == (403, "no-admin")  # the last good set is in force
+        assert service.terminate() == 0
+    validate = subprocess.run(
+        [sys.executable, "-m", "authz", "validate", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert validate.returncode == 1
+    assert f"{deny}: cannot read: dangling symlink to /nonexistent" in validate.stdout
+
+
+def test_deep_nesting_on_reload_is_one_clean_log_line(policy_dir: Path) -> None:
+    """Issue 10.6: a reload of deeply nested YAML logged a RecursionError traceback."""
+    with ServiceProcess(policy_dir, extra_args=("--no-watch",)) as service:
+        rejections = service.log().count("policy reload rejected")
+        write(policy_dir / "shop.yaml", "rules: " + "[" * 100_000 + "\n")
+        os.kill(service.pid, signal.SIGHUP)
+        wait_until(
+            lambda: service.log().count("policy reload rejected") > rejections, "the rejection"
+        )
+        log = service.log()
+        assert f"{policy_dir / 'shop.yaml'}:1: YAML: " in log
+        assert "Traceback" not in log and "RecursionError" not in log
+        assert service.terminate() == 0

@@ -384,13 +384,7 @@ class Envoy:
         self.port, self.admin_port = free_port(), free_port()
         while self.admin_port == self.port:
             self.admin_port = free_port()
-        bootstrap = build_bootstrap(
-            self.config,
-            listener_port=self.port,
-            admin_port=self.admin_port,
-            access_log=self.access_log_path,
-        )
-        self.config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+        self.config_path.write_text(yaml.safe_dump(self.bootstrap(), sort_keys=False))
         command = [
             envoy_binary(),
             "-c",
@@ -419,6 +413,15 @@ class Envoy:
                 start_new_session=True,
             )
         self._wait_ready()
+
+    def bootstrap(self) -> dict[str, Any]:
+        """The bootstrap for the ports just chosen (a subclass may build another one)."""
+        return build_bootstrap(
+            self.config,
+            listener_port=self.port,
+            admin_port=self.admin_port,
+            access_log=self.access_log_path,
+        )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout

@@ -273,6 +273,11 @@ def _sample(entry: Entry) -> tuple[object, str, str]:
         "socket_mode": ("0600", "'0600'", "0600"),
         "socket_group": ("0", "'0'", "0"),
         "log_headers": (("x-a",), "[x-a]", "x-a"),
+        "http_listen": (("127.0.0.1:7003",), "['127.0.0.1:7003']", "127.0.0.1:7003"),
+        "http_mode": ("forward-auth", "forward-auth", "forward-auth"),
+        "http_path_prefix": ("/authz", "/authz", "/authz"),
+        "otlp_endpoint": ("http://c:4318", "http://c:4318", "http://c:4318"),
+        "resource_attributes": (("env=ci",), "[env=ci]", "env=ci"),
     }
     if entry.key in samples:
         return samples[entry.key]

@@ -123,6 +123,10 @@ def test_jwt_user_allowed_with_claims_to_headers(shop: Engine) -> None:
     assert "x-authz-principal" in verdict.headers_to_remove
     # forward defaults to false (as Envoy's jwt_authn and Istio): the token stays here.
     assert "authorization" in verdict.headers_to_remove
+    # For traces: verified now, then from the cache.
+    assert verdict.token_check is not None and not verdict.token_check.cached
+    again = shop.check(request("/api/cart/items", headers={"authorization": f"Bearer {token}"}))
+    assert again.token_check is not None and again.token_check.cached
 
 
 def test_rejected_token_is_401_invalid_token(shop: Engine) -> None:
@@ -133,6 +137,7 @@ def test_rejected_token_is_401_invalid_token(shop: Engine) -> None:
     assert verdict.decision.challenge is not None
     assert verdict.decision.challenge.startswith('Bearer error="invalid_token"')
     assert verdict.headers_to_set == ()
+    assert verdict.token_check is not None and not verdict.token_check.cached
 
 
 def test_missing_token_where_one_would_help_is_401(shop: Engine) -> None:

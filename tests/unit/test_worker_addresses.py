@@ -39,3 +39,30 @@ def test_two_listen_addresses_that_meet_are_refused() -> None:
 def test_a_derived_port_over_65535_is_refused() -> None:
     with pytest.raises(ConfigError, match="the port is over 65535"):
         check_worker_addresses(Settings(listen=("127.0.0.1:65535",), workers=2))
+
+
+def test_http_addresses_are_derived_and_checked_like_grpc_ones() -> None:
+    settings = Settings(
+        listen=("127.0.0.1:9191",), http_listen=("127.0.0.1:9292", "unix:/run/h.sock"), workers=2
+    )
+    assert for_worker(settings, 1).http_listen == ("127.0.0.1:9293", "unix:/run/h.1.sock")
+    check_worker_addresses(settings)
+    clash = Settings(listen=("127.0.0.1:9191",), http_listen=("127.0.0.1:9192",), workers=2)
+    with pytest.raises(
+        ConfigError,
+        match=r"127\.0\.0\.1:9192 would be used by worker 0's --http-listen and "
+        r"worker 1's --listen",
+    ):
+        check_worker_addresses(clash)
+
+
+def test_one_process_cannot_serve_grpc_and_http_on_one_address() -> None:
+    same = Settings(listen=("127.0.0.1:9191",), http_listen=("127.0.0.1:9191",))
+    with pytest.raises(
+        ConfigError, match=r"would be used by --listen 127\.0\.0\.1:9191 and --http"
+    ):
+        check_worker_addresses(same)
+    # HTTP only: the gRPC address is not bound, so it collides with nothing.
+    check_worker_addresses(
+        Settings(grpc=False, listen=("127.0.0.1:9191",), http_listen=("127.0.0.1:9191",))
+    )

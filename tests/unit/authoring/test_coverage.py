@@ -13,11 +13,13 @@ from authz.cli import main
 from authz.policy import load_policy_set
 from tests.unit.authoring.conftest import write
 
+REPO = Path(__file__).resolve().parents[3]
+
 POLICY = """\
 hosts: [api.example.com]
 authentication:
   jwt:
-    - {issuer: https://id.example, audiences: [api], jwks_file: /dev/null}
+    - {issuer: https://id.example, audiences: [api], jwks_file: keys.json}
 roles:
   reader:
     - {methods: [GET], paths: ["/items/{*}"]}
@@ -63,6 +65,7 @@ cases:
 def policy_dir(tmp_path: Path) -> Path:
     d = tmp_path / "p"
     write(d, "api.yaml", POLICY)
+    write(d, "keys.json", (REPO / "policies" / "demo-jwks.json").read_text())
     write(d, "api_test.yaml", CASES)
     return d
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from authz.identity import KeyRegistry
 from authz.policy import PolicyStore, load_policy_set
 from authz.policy.spec import JwtProvider
 from authz.reload import PolicyReloader, directory_fingerprint
@@ -99,7 +102,9 @@ def test_a_failing_listener_does_not_stop_reloads(setup):  # type: ignore[no-unt
 def test_watcher_notices_a_change(setup, polling: bool):  # type: ignore[no-untyped-def]
     directory, store, _, reloader, _outcomes = setup
     done = threading.Event()
-    reloader.add_listener(lambda ok: done.set())
+    # Only a successful load counts: the watcher may catch a write half-done (an empty file is
+    # rejected), and then loads again once the write is complete.
+    reloader.add_listener(lambda ok: done.set() if ok else None)
     reloader._poll_interval = 0.1
     reloader.start(watch=True, polling=polling)
     try:
@@ -130,3 +135,88 @@ def test_configmap_style_symlink_swap_changes_the_fingerprint(tmp_path: Path) ->
     reloader = PolicyReloader(str(tmp_path), store)
     assert reloader.reload() is True
     assert [r.name for r in store.current.rules] == ["marker-v2"]
+
+
+def test_every_outcome_is_logged_including_unchanged(setup, caplog):  # type: ignore[no-untyped-def]
+    directory, store, _, reloader, _outcomes = setup
+    caplog.set_level(logging.INFO, logger="authz.reload")
+    revision = store.current.revision
+    assert reloader.reload() is True  # nothing changed
+    (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert f"revision {revision} unchanged (1 rule) in {directory}" in message
+    caplog.clear()
+    write(directory, "a.yaml", V2)
+    assert reloader.reload() is True
+    assert any("policies reloaded from" in r.getMessage() for r in caplog.records)
+
+
+def test_the_replaced_set_is_freed_by_the_reload(setup):  # type: ignore[no-untyped-def]
+    """The reload thread frees the old set (a slice at a time), not whichever check drops the
+    last reference to it."""
+    directory, store, _, reloader, _outcomes = setup
+    old = weakref.ref(store.current)
+    write(directory, "a.yaml", V2)
+    assert reloader.reload() is True
+    assert old() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("rules: " + "[" * 100_000, "nest"),
+        ("rules:\n" + "".join(" " * i + "a:\n" for i in range(1, 3000)), "nest"),
+    ],
+)
+def test_deep_nesting_on_reload_keeps_the_last_good_set(  # type: ignore[no-untyped-def]
+    setup, caplog, text: str, what: str
+):
+    directory, store, _, reloader, outcomes = setup
+    good = store.current
+    (directory / "a.yaml").write_text(text)
+    assert reloader.reload() is False
+    assert store.current is good and outcomes == [False]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"{directory / 'a.yaml'}:" in m and what in m for m in messages), messages
+    assert all(r.exc_info is None for r in caplog.records)  # a clean line, no traceback
+
+
+def test_a_dangling_policy_on_reload_keeps_the_last_good_set(setup, caplog):  # type: ignore[no-untyped-def]
+    directory, store, _, reloader, outcomes = setup
+    good = store.current
+    (directory / "deny.yaml").symlink_to("/nonexistent")
+    assert reloader.reload() is False
+    assert store.current is good and outcomes == [False]
+    assert any(
+        f"{directory / 'deny.yaml'}: cannot read: dangling symlink" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_changed_jwks_file_is_picked_up_by_a_reload(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        authentication:
+          jwt: [{issuer: https://id.example, jwks_file: keys.json}]
+        rules: [{name: a, action: allow}]
+        """,
+    )
+    key = '{"keys": [{"kty": "oct", "kid": "%s", "k": "c2VjcmV0"}]}'
+    write(tmp_path, "keys.json", key % "old")
+    store = PolicyStore(load_policy_set(str(tmp_path)))
+    keys = KeyRegistry()
+    try:
+        keys.ensure(store.current.jwt_providers)
+        (provider,) = store.current.jwt_providers
+        key_set = keys.key_set(provider)
+        assert key_set is not None and key_set.find("old") is not None
+        reloader = PolicyReloader(str(tmp_path), store, keys)
+        before = store.current.revision
+        write(tmp_path, "keys.json", key % "new")
+        assert reloader.reload() is True
+        assert store.current.revision != before
+        key_set = keys.key_set(provider)
+        assert key_set is not None and key_set.find("new") is not None
+    finally:
+        keys.close()

@@ -629,3 +629,22 @@ def test_issuer_that_cannot_be_a_header_is_refused(registries: Callable[..., Key
             NOW,
         )
     assert caught.value.reason == "jwt_invalid_claims"
+
+
+def test_how_the_token_was_judged_is_told_for_traces(
+    registries: Callable[..., KeyRegistry],
+) -> None:
+    key = make_key("ES256")
+    setup = Setup(registries, [key])
+    req = bearer(key.sign(good_claims()))
+    cold = setup.resolve(req).user
+    assert cold is not None and cold.token_check is not None
+    assert not cold.token_check.cached
+    assert cold.token_check.started_ns > 0 and cold.token_check.duration_ns > 0
+    warm = setup.resolve(req).user
+    assert warm is not None and warm.token_check is not None and warm.token_check.cached
+    # A refused token was verified too: the refusal carries its timing.
+    with pytest.raises(TokenRejected) as caught:
+        setup.resolve(bearer(tamper(key.sign(good_claims()))))
+    refused = caught.value.token_check
+    assert refused is not None and not refused.cached and refused.duration_ns > 0

@@ -117,3 +117,19 @@ def test_index_is_superset_of_matches() -> None:
 
 def _unused(_: Problem) -> None:
     return None
+
+
+def test_candidate_and_host_memos_stay_bounded_and_right() -> None:
+    """Both memos are keyed by what the client chooses (first segment, host name): bounded,
+    and a memoised answer is the same as a fresh one."""
+    p = compile_policy_set([_big_set(100)], "rev")
+    hp = p.for_host("shop.example.com")
+    assert hp is not None
+    first = [r.name for r in hp.candidates("PUT", "/svc42/x")]
+    assert "rule-42" in first
+    for i in range(20_000):
+        hp.candidates("GET", f"/junk{i}/x")
+        p.for_host(f"h{i}.example.com")
+    assert len(hp._candidates) <= 4096 and len(p._by_name) <= 4096
+    assert [r.name for r in hp.candidates("PUT", "/svc42/x")] == first
+    assert p.for_host("shop.example.com") is hp
