@@ -436,9 +436,19 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
 }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes a value shared by several keys in full each time (no `&id001` anchors): the
+    exported filters share sub-matchers, and people read this output."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render_yaml(document: Any, notes: Mapping[str, str] | None = None, header: str = "") -> str:
     """YAML text for `document`, with `notes[key]` as a comment above the first line setting key."""
-    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=4096)
+    text = yaml.dump(
+        document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=4096
+    )
     pending = dict(notes or {})
     out: list[str] = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
     for line in text.splitlines():

@@ -109,8 +109,9 @@ class EnvoyExport:
     def filter_dicts(self) -> list[dict[str, Any]]:
         """`http_filters` entries (name + typed_config with @type), snake_case as in YAML."""
         urls = dict(EXPORTED_FILTERS + HYBRID_FILTERS)
+        memo: dict[int, Any] = {}
         return [
-            {"name": name, "typed_config": {"@type": urls[name], **to_json(message)}}
+            {"name": name, "typed_config": {"@type": urls[name], **to_json(message, memo)}}
             for name, message in self.filters
         ]
 
@@ -119,12 +120,18 @@ _Fields = tuple[tuple[str, str, Any], ...]
 _FIELDS: dict[type, _Fields] = {}
 
 
-def to_json(message: Any) -> dict[str, Any]:
+def to_json(message: Any, memo: dict[int, Any] | None = None) -> dict[str, Any]:
     """A typed message as protobuf JSON with proto field names, defaults left out.
 
     betterproto2's own `to_dict` re-validates and re-reads type hints for every message (seconds
-    for a 1,000-rule set); the objects were validated when built, so this only walks them.
+    for a 1,000-rule set); the objects were validated when built, so this only walks them. A
+    sub-message shared by many rules (the workload check, a file's hosts) is walked once: `memo`
+    maps it to its (shared, never mutated) JSON.
     """
+    memo = {} if memo is None else memo
+    hit = memo.get(id(message))
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
     cls = type(message)
     fields = _FIELDS.get(cls)
     if fields is None:
@@ -139,7 +146,8 @@ def to_json(message: Any) -> dict[str, Any]:
         value = getattr(message, attr)
         if value is None or (default is not _NO_DEFAULT and value == default):
             continue
-        out[name] = _json_value(value)
+        out[name] = _json_value(value, memo)
+    memo[id(message)] = out
     return out
 
 
@@ -154,20 +162,20 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     return _NO_DEFAULT
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(value: Any, memo: dict[int, Any]) -> Any:
     if isinstance(value, enum.Enum):
         return value.name
     if isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):
-        return [_json_value(v) for v in value]
+        return [_json_value(v, memo) for v in value]
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: _json_value(v, memo) for k, v in value.items()}
     if isinstance(value, datetime.timedelta):
         return f"{value.total_seconds():g}s"
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
-    return to_json(value)
+    return to_json(value, memo)
 
 
 # --- small constructors -----------------------------------------------------------------------
@@ -177,10 +185,14 @@ class NotExportable(Exception):
     """Raised while building one rule: the engine's meaning has no RBAC equivalent."""
 
 
+# The constructors below are cached: the same matcher (a method, a host, the workload check)
+# recurs in many rules, and a typed object costs a validation to build. Never mutated.
+@functools.lru_cache(maxsize=8192)
 def s_exact(v: str, ignore_case: bool = False) -> m.StringMatcher:
     return m.StringMatcher(exact=v, ignore_case=ignore_case)
 
 
+@functools.lru_cache(maxsize=8192)
 def s_regex(r: str) -> m.StringMatcher:
     return m.StringMatcher(safe_regex=m.RegexMatcher(regex=r))
 

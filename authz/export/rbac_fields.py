@@ -9,6 +9,7 @@ the same walk the compiler makes, so the export cannot drift from evaluation.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -67,6 +68,7 @@ def _string_matcher(value: str) -> m.StringMatcher | None:
     return s_exact(text)
 
 
+@functools.lru_cache(maxsize=8192)
 def _principal(auth: _Auth, value: str) -> rbac.Principal:
     # Istio's short form stands for the spiffe:// ID (authz/policy/patterns.py principal_patterns).
     if not value.startswith(("*", "spiffe://")):
@@ -76,6 +78,7 @@ def _principal(auth: _Auth, value: str) -> rbac.Principal:
     return w if matcher is None else p_and([p_san(matcher), w])
 
 
+@functools.lru_cache(maxsize=8192)
 def _namespace(auth: _Auth, value: str) -> rbac.Principal:
     kind, text = _star(value)
     seg = {
@@ -88,6 +91,7 @@ def _namespace(auth: _Auth, value: str) -> rbac.Principal:
     return p_and([p_san(s_regex(f"{_TRUSTED}[^/]+/ns/{seg}/sa/[^/]+")), auth.workload])
 
 
+@functools.lru_cache(maxsize=8192)
 def _request_principal(auth: _Auth, value: str) -> rbac.Principal:
     """`<iss>/<sub>` patterns, split over the known issuers (the metadata holds iss and sub)."""
     kind, text = _star(value)
@@ -127,10 +131,12 @@ def _request_principal(auth: _Auth, value: str) -> rbac.Principal:
     return p_or(options) if options else p_not(p_any())
 
 
+@functools.lru_cache(maxsize=8192)
 def _issuer(_: _Auth, value: str) -> rbac.Principal:
     return p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(value)))
 
 
+@functools.lru_cache(maxsize=8192)
 def _ip_block(_: _Auth, value: str) -> rbac.Principal:
     net = ipaddress.ip_network(value, strict=True)
     ranges = [core.CidrRange(address_prefix=str(net.network_address), prefix_len=net.prefixlen)]
@@ -219,6 +225,7 @@ def _header(spec: ConditionSpec) -> rbac.Principal:
 # --- to -------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
 def host_matcher(value: str) -> m.StringMatcher:
     if value.startswith("*."):
         # one or more labels before the suffix; the 400 policy refuses an empty first label
@@ -269,7 +276,12 @@ def authenticated(ctx: ExportContext, _: bool) -> rbac.Principal:
 
 
 def methods(_: ExportContext, values: Sequence[str]) -> rbac.Permission:
-    return q_or([q_header(":method", s_exact(v)) for v in values])
+    return q_or([_method(v) for v in values])
+
+
+@functools.lru_cache(maxsize=1024)
+def _method(value: str) -> rbac.Permission:
+    return q_header(":method", s_exact(value))
 
 
 def paths(ctx: ExportContext, values: Sequence[str]) -> rbac.Permission:
