@@ -479,10 +479,26 @@ def _refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.P
         "invalid_path": rbac.Policy(
             permissions=[
                 q_header(":path", s_regex(r"(?s).*[\x00-\x1f\x7f\x{80}-\x{9f}\\].*")),
-                q_header(":path", s_regex(r"[^?#]*%[0-9A-Fa-f]?(?:[^0-9A-Fa-f].*)?")),
-                q_header(":path", s_regex(r"[^?#]*%(?:[01][0-9A-Fa-f]|7[Ff]).*")),
-                q_header(":path", s_regex(r"[^?#]*/\.\.?;.*")),
                 q_header(":path", s_regex(r"[^/].*")),
+                # The regexes below run only for a path with a '%' or a ';' (a substring test).
+                q_and(
+                    [
+                        q_header(":path", m.StringMatcher(contains="%")),
+                        q_header(
+                            ":path",
+                            s_regex(
+                                r"[^?#]*%(?:[0-9A-Fa-f]?(?:[^0-9A-Fa-f].*)?|[01][0-9A-Fa-f].*"
+                                r"|7[Ff].*)"
+                            ),
+                        ),
+                    ]
+                ),
+                q_and(
+                    [
+                        q_header(":path", m.StringMatcher(contains=";")),
+                        q_header(":path", s_regex(r"[^?#]*/\.\.?;.*")),
+                    ]
+                ),
             ],
             principals=any_principal,
         ),
