@@ -169,7 +169,7 @@ def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None
         result = export_envoy(current, hybrid=True)
         write_ecds(directory, result, current.revision)
         written["revision"] = current.revision
-        kept = [str(f) for f in result.findings if "kept in ext_authz" in f.why]
+        kept = [str(f) for f in result.findings if f.kept]
         log.info(
             "Envoy filters for revision %s written to %s%s",
             current.revision,

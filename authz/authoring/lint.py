@@ -85,7 +85,7 @@ def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
 
     for f in export_envoy(policy_set).findings:
         if f.decides:
-            yield Finding(f.file, f.line, "not-exportable", f.subject, f"not exportable: {f.why}")
+            yield Finding(f.file, f.line, "not-exportable", f.subject, f.why)
 
 
 # --- rules one by one -----------------------------------------------------------------------

@@ -89,9 +89,10 @@ class Finding:
     subject: str  # a rule name, "provider ISSUER" or "hosts PATTERN"
     why: str
     decides: bool = True
+    kept: bool = False  # --hybrid: not exportable, so its hosts stay with the service
 
     def __str__(self) -> str:
-        kind = "not exportable" if self.decides else "differs"
+        kind = "kept in ext_authz" if self.kept else "not exportable" if self.decides else "differs"
         return f"{self.file}:{self.line}: [{self.subject}] {kind}: {self.why}"
 
 
@@ -718,10 +719,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
         bad_labels = {f.subject.removeprefix("hosts ") for f in findings if f.decides}
         native = [c for c in classes if not bad.intersection(c.files) and c.label not in bad_labels]
         findings = [
-            dataclasses.replace(f, why=f"{f.why} (kept in ext_authz)", decides=False)
-            if f.decides
-            else f
-            for f in findings
+            dataclasses.replace(f, decides=False, kept=True) if f.decides else f for f in findings
         ]
     out.findings = findings
     jwt_classes = [

@@ -66,7 +66,7 @@ def test_lint_names_what_is_not_exportable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     main(["lint", str(_dir(tmp_path, NOT_EXPORTABLE))])
-    assert "[tenant] not-exportable: not exportable: header condition" in capsys.readouterr().out
+    assert "[tenant] not-exportable: header condition on :path" in capsys.readouterr().out
 
 
 def test_a_thousand_rules_export_in_well_under_a_second_of_work(tmp_path: Path) -> None:
@@ -123,3 +123,16 @@ def test_a_field_without_an_export_in_its_declaration_is_reported(
     assert [(f.subject, f.why) for f in result.findings if f.decides] == [
         ("on-port", "`not_ports` has no equivalent in Envoy's RBAC filter")
     ]
+
+
+def test_hybrid_keeps_what_it_cannot_export_in_ext_authz_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["export", "envoy", str(_dir(tmp_path, NOT_EXPORTABLE)), "--hybrid", "--format", "json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "[tenant] kept in ext_authz: header condition on :path" in captured.err
+    names = [f["name"] for f in json.loads(captured.out)["http_filters"]]
+    assert names[-3:] == ["authz.route", "authz.ext_authz", "authz.audit"]
