@@ -612,7 +612,8 @@ def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
         from_params=[loc.query for loc in p.locations if loc.query is not None],
         from_cookies=[loc.cookie for loc in p.locations if loc.cookie is not None],
         payload_in_metadata=PAYLOAD_KEY,
-        header_in_metadata=HEADER_KEY,
+        # Only read by the jwt_kid_required refusal, for a JWKS of several keys.
+        header_in_metadata=HEADER_KEY if _key_count(p) > 1 else "",
         clock_skew_seconds=60,
         claim_to_headers=[
             jwt.JwtClaimToHeader(header_name=h, claim_name=c) for c, h in p.claims_to_headers
