@@ -157,8 +157,13 @@ def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None
     reload listener that writes every later accepted set. The export is hybrid: hosts whose
     files Envoy cannot enforce alone stay with this service (ext_authz), and the log says which
     rules keep them there (docs/export.md)."""
-    from authz.export import export_envoy
-    from authz.export.ecds import write_ecds
+    try:
+        from authz.export import export_envoy
+        from authz.export.ecds import write_ecds
+    except ImportError as error:
+        raise ConfigError(
+            f"--export-envoy needs Envoy's API types: pip install 'authz[export]' ({error})"
+        ) from error
 
     written: dict[str, str] = {}
 

@@ -81,8 +81,10 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
 
 def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
     """What `authz export envoy` would refuse (it changes an allow or a deny), rule by rule."""
-    from authz.export import export_envoy  # Envoy's API types: loaded only when linting
-
+    try:
+        from authz.export import export_envoy  # Envoy's API types: the `authz[export]` extra
+    except ImportError:
+        return
     for f in export_envoy(policy_set).findings:
         if f.decides:
             yield Finding(f.file, f.line, "not-exportable", f.subject, f.why)
