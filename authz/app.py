@@ -211,7 +211,7 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
         current = store.current
         remembered = cache.get("set")
         if remembered is None or remembered() is not current:
-            cache["headers"] = token_headers(current.jwt_providers)
+            cache["headers"] = token_headers([*current.jwt_providers, *current.api_key_providers])
             cache["set"] = weakref.ref(current)
         headers: frozenset[str] = cache["headers"]
         return headers

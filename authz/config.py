@@ -81,6 +81,12 @@ class HeaderNames:
     decision_id: str = setting(
         "x-authz-decision-id", "header carrying the decision id", check=checks.header, lower=True
     )
+    api_key: str = setting(
+        "x-authz-api-key",
+        "header carrying the API-key principal (provider/id)",
+        check=checks.header,
+        lower=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,10 @@ class Limits:
     # serialized size and how deeply objects and arrays nest inside one payload.
     max_metadata_bytes: int = 16 * 1024
     max_metadata_depth: int = 16
+    # attributes.context_extensions (set per route by the operator, but bounded all the same):
+    # how many entries, and their keys and values together.
+    max_context_extensions: int = 64
+    max_context_bytes: int = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,9 @@ class BootstrapOptions:
     max_connections: int = 50000
     # Active gRPC health checks let Envoy route around a dead worker or replica.
     health_checks: bool = True
+    # Routes (path prefix, context_extensions) placed before the catch-all "/" route: each
+    # sends its entries to the service as `attributes.context_extensions` (`when: context`).
+    route_contexts: Sequence[tuple[str, Mapping[str, str]]] = ()
     # --native: Envoy enforces the exported filters read from this directory (ECDS); ext_authz
     # only for the hosts whose files Envoy cannot enforce alone.
     ecds_dir: str | None = None
@@ -290,10 +293,11 @@ def http_connection_manager(options: BootstrapOptions) -> Config:
                     "name": "protected",
                     "domains": ["*"],
                     "routes": [
+                        *(context_route(p, c) for p, c in _longest_first(options)),
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": UPSTREAM_CLUSTER, "timeout": "30s"},
-                        }
+                        },
                     ],
                 }
             ],
@@ -383,6 +387,41 @@ def bootstrap(options: BootstrapOptions) -> Config:
     }
 
 
+def _longest_first(options: BootstrapOptions) -> list[tuple[str, Mapping[str, str]]]:
+    # Envoy takes the first route that matches: a longer prefix must come first.
+    return sorted(options.route_contexts, key=lambda rc: -len(rc[0]))
+
+
+def context_route(prefix: str, context: Mapping[str, str]) -> Config:
+    """A route whose checks carry `context` (ExtAuthzPerRoute.check_settings)."""
+    return {
+        "match": {"prefix": prefix},
+        "route": {"cluster": UPSTREAM_CLUSTER, "timeout": "30s"},
+        "typed_per_filter_config": {
+            EXT_AUTHZ_FILTER: {
+                "@type": (
+                    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+                ),
+                "check_settings": {"context_extensions": dict(context)},
+            }
+        },
+    }
+
+
+def parse_route_context(text: str) -> tuple[str, dict[str, str]]:
+    """`/partners:api=partners,tier=b2b` -> ("/partners", {"api": "partners", "tier": "b2b"})."""
+    prefix, colon, pairs = text.partition(":")
+    if not prefix.startswith("/") or not colon or not pairs:
+        raise AddressError(f"--route-context {text!r}: write PREFIX:KEY=VALUE[,KEY=VALUE...]")
+    context: dict[str, str] = {}
+    for pair in pairs.split(","):
+        key, eq, value = pair.partition("=")
+        if not key or not eq:
+            raise AddressError(f"--route-context {text!r}: {pair!r} is not KEY=VALUE")
+        context[key] = value
+    return prefix, context
+
+
 # Comments placed above the first line that sets each key, by `render_yaml`.
 BOOTSTRAP_NOTES: Mapping[str, str] = {
     "admin": "Envoy's admin API: keep it on loopback, it can change Envoy's state.",
@@ -428,6 +467,11 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
     "health_checks": (
         "gRPC health: the service reports NOT_SERVING while starting or draining, and Envoy\n"
         "routes around that endpoint."
+    ),
+    "typed_per_filter_config": (
+        "Per-route context (ExtAuthzPerRoute.check_settings.context_extensions): every check\n"
+        "of this route carries these entries; a policy reads them with\n"
+        "`when: [{context: KEY, equals: VALUE}]`. Set them on any route or virtual host."
     ),
     "access_log": (
         "The decision id links each request to the service's decision log entry; reason is the\n"

@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from authz.commands import (
+    apikey,
     demo,
     envoy_config,
     explain,
@@ -31,7 +32,7 @@ class Command(Protocol):
 
 
 _MODULES: list[ModuleType] = [serve, envoy_config, demo]
-_MODULES += [validate, lint, test_cmd, explain, schema]  # tools for policy authors
-_MODULES += [usage, replay]
-_MODULES += [export]  # policies as Envoy's own filters  # audits of the decision log
+_MODULES += [validate, lint, test_cmd, explain, schema, apikey]  # tools for policy authors
+_MODULES += [usage, replay]  # audits of the decision log
+_MODULES += [export]  # policies as Envoy's own filters
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]

@@ -16,6 +16,7 @@ from authz.envoy_bootstrap import (
     istio_envoy_filter,
     istio_mesh_config,
     parse_endpoint,
+    parse_route_context,
     parse_selector,
     render_yaml,
 )
@@ -59,6 +60,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="Envoy enforces the filters `authz serve --export-envoy DIR` writes (ECDS files, "
         "reloaded when they change); ext_authz (--authz) only for hosts they leave to it",
+    )
+    parser.add_argument(
+        "--route-context",
+        action="append",
+        default=[],
+        metavar="PREFIX:KEY=VALUE[,...]",
+        help="add a route for PREFIX whose checks carry these context_extensions "
+        "(ExtAuthzPerRoute), read by `when: [{context: KEY, ...}]`; repeatable",
     )
     http = parser.add_argument_group("HTTP mode (authz serve --http-listen)")
     http.add_argument(
@@ -161,6 +170,7 @@ def bootstrap_text(args: argparse.Namespace) -> str:
         tls=tls,
         authz_timeout_ms=args.timeout_ms,
         ecds_dir=args.native,
+        route_contexts=tuple(parse_route_context(r) for r in args.route_context),
     )
     checker = f"ext_authz{' over HTTP' if args.http else ''} ({', '.join(authz)})"
     if args.native:
@@ -172,6 +182,9 @@ def bootstrap_text(args: argparse.Namespace) -> str:
         f"listener :{args.listen} -> {checker} -> upstream {args.upstream}."
         "\nRun: envoy -c this-file.yaml"
     )
+    if args.http and args.route_context:
+        # Envoy sends check_settings.context_extensions to a gRPC service only.
+        raise AddressError("--route-context needs gRPC: context_extensions are not sent over HTTP")
     if args.http:
         config = http_bootstrap(
             options, path_prefix=args.path_prefix, readyz_ports=args.readyz_port or ()

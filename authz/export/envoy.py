@@ -651,6 +651,28 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     for p in providers:
         first = next(f.file for f in files if p in f.jwt_providers)
         findings += _provider_findings(p, first)
+    for f in files:
+        lines = f.api_key_lines or (1,) * len(f.api_key_providers)
+        for line, key in zip(lines, f.api_key_providers, strict=False):
+            findings.append(
+                Finding(
+                    f.file,
+                    line,
+                    f"api_keys {key.name}",
+                    "API keys: Envoy cannot check a presented key (the service answers 401 for "
+                    "an unknown one) nor tell API-key identities apart",
+                )
+            )
+        if f.trust_domain_aliases:
+            findings.append(
+                Finding(
+                    f.file,
+                    1,
+                    "trust_domain_aliases",
+                    "trust_domain_aliases: the export does not expand principal patterns over "
+                    "the aliases yet",
+                )
+            )
     for c in classes:
         if len({p.locations for p in c.authentication.jwt_providers}) > 1:
             findings.append(

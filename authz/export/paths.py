@@ -20,11 +20,16 @@ def _esc(text: str) -> str:
     return re.escape(text)
 
 
+def _one_segment(seg: str) -> bool:
+    """`{*}`, or a capture `{name}` (it matches like `{*}`; only the engine reads the value)."""
+    return seg.startswith("{") and seg.endswith("}") and seg != "{**}"
+
+
 def template_regex(pattern: str) -> str:
-    """The full-match regex of a `{*}`/`{**}` template, exactly as the engine builds it."""
+    """The full-match regex of a `{*}`/`{name}`/`{**}` template, as the engine builds it."""
     parts: list[str] = []
     for seg in pattern.split("/")[1:]:
-        if seg == "{*}":
+        if _one_segment(seg):
             parts.append("[^/]+")
         elif seg == "{**}":
             parts.append(".*")
@@ -55,7 +60,7 @@ def stripped_regex(pattern: str) -> str | None:
 
 
 def _segment(seg: str) -> str:
-    if seg == "{*}":
+    if _one_segment(seg):
         return f"[^/;]+{_PARAM}"
     if seg == "{**}":
         return ".*"

@@ -276,6 +276,8 @@ def authenticated(ctx: ExportContext, _: bool) -> rbac.Principal:
 
 
 def methods(_: ExportContext, values: Sequence[str]) -> rbac.Permission:
+    if "*" in values:  # Istio's any method
+        return rbac.Permission(any=True)
     return q_or([_method(v) for v in values])
 
 
@@ -301,8 +303,12 @@ def role(ctx: ExportContext, names: Sequence[str]) -> rbac.Permission:
 
 
 def claim(subject: str, op: str, value: Any) -> rbac.Principal:
+    if op not in ("equals", "contains", "any_of", "present"):
+        raise NotExportable(f"`claim` `{op}` has no equivalent in Envoy's RBAC filter")
     return _claim(ConditionSpec(0, "claim", subject, op, value))
 
 
 def header(subject: str, op: str, value: Any) -> rbac.Principal:
+    if op not in ("equals", "prefix", "any_of", "present"):
+        raise NotExportable(f"`header` `{op}` has no equivalent in Envoy's RBAC filter")
     return _header(ConditionSpec(0, "header", subject, op, value))

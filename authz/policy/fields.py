@@ -71,6 +71,8 @@ class EntryField:
     negatable: bool = True
     # The field can only match a request with a verified JWT (for the 401 challenge).
     needs_jwt: bool = False
+    # The field can only match a request with a known API key (for the ApiKey challenge).
+    needs_api_key: bool = False
     # False for fields a role's own entries may not use (`role` inside a role).
     in_roles: bool = True
     # The `not_` form's description when "matches when none of these match" does not fit.
@@ -99,6 +101,11 @@ def _one_of(values: Any, _: RoleEntries) -> Test:
 
 def _ip_blocks(values: Sequence[str]) -> _Matcher:
     return pat.ip_blocks(pat.parse_ip_block(v) for v in values)
+
+
+def _methods(values: Any, _: RoleEntries) -> Test:
+    """Membership; `*` is any method, as in Istio (`not_methods: ["*"]` then matches none)."""
+    return bool if "*" in values else frozenset(values).__contains__
 
 
 def _truth(_: bool, __: RoleEntries) -> Test:
@@ -156,12 +163,20 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         export=exported("ip_blocks"),
     ),
     EntryField(
+        "api_keys",
+        kinds.STAR,
+        f"The API-key principal `<provider>/<id>` of a known key. {_STAR}",
+        "api_key_principal",
+        _by(pat.string_patterns),
+        needs_api_key=True,
+    ),
+    EntryField(
         "authenticated",
         kinds.FLAG,
-        "Any workload or end-user identity at all (only `true` is allowed).",
+        "Any workload, end-user or API-key identity at all (only `true` is allowed).",
         "authenticated",
         _truth,
-        not_description="No workload and no end-user identity (only `true` is allowed).",
+        not_description="No workload, end-user or API-key identity (only `true` is allowed).",
         export=exported("authenticated"),
     ),
 )
@@ -170,17 +185,18 @@ TO_FIELDS: tuple[EntryField, ...] = (
     EntryField(
         "methods",
         kinds.METHODS,
-        "The HTTP method, upper case; gRPC calls are `POST`.",
+        "The HTTP method, upper case; gRPC calls are `POST`. `*` is any method (Istio).",
         "method",
-        _one_of,
+        _methods,
         export=exported("methods"),
     ),
     EntryField(
         "paths",
         kinds.PATHS,
-        "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{**}` is zero "
-        "or more segments (last segment only); Istio's `prefix*`, `*suffix` and `*`. "
-        "gRPC methods are paths: `/pkg.Service/Method`.",
+        "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{name}` is one "
+        "segment captured as `name` (for `equals_capture`); `{**}` is zero or more segments "
+        "(last segment only); Istio's `prefix*`, `*suffix` and `*`. gRPC methods are paths: "
+        "`/pkg.Service/Method`.",
         "path",
         _by(pat.path_patterns),
         export=exported("paths"),

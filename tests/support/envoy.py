@@ -128,6 +128,8 @@ class EnvoyConfig:
     include_peer_certificate: bool = True
     ext_authz_overrides: Mapping[str, Any] = field(default_factory=dict)
     extra_clusters: Sequence[Mapping[str, Any]] = ()
+    # Routes placed before the catch-all "/" route (e.g. with per-route ext_authz settings).
+    extra_routes: Sequence[Mapping[str, Any]] = ()
     # When given, these are the HTTP filters before the router (jwt_authn and ext_authz are
     # then not added): e.g. the filters `authz export envoy` prints.
     http_filters: Sequence[Mapping[str, Any]] | None = None
@@ -210,10 +212,11 @@ def build_bootstrap(
                     "name": "all",
                     "domains": ["*"],
                     "routes": [
+                        *config.extra_routes,
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": "upstream", "timeout": "10s"},
-                        }
+                        },
                     ],
                 }
             ],

@@ -94,14 +94,8 @@ def test_the_complete_example_file_is_a_valid_policy(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [
-        "authentication: {api_keys: [{name: p, from: [{header: x-api-key}], keys_file: k}]}\n",
-        "rate_limits: [{name: l, key: principal, limit: 1, per: minute}]\n",
-        "rules: [{name: r, action: allow, when: [{query: a, present: true}]}]\n",
-        "rules: [{name: r, action: allow, when: [{context: a, present: true}]}]\n",
-        "authentication: {mtls: {trust_domain_aliases: [old.local]}}\n",
-    ],
-    ids=["api_keys", "rate_limits", "query", "context", "trust_domain_aliases"],
+    ["rate_limits: [{name: l, key: principal, limit: 1, per: minute}]\n"],
+    ids=["rate_limits"],
 )
 def test_planned_fields_are_not_accepted_yet(tmp_path: Path, text: str) -> None:
     # docs/policy.md lists these under "Planned": the day one is built, move it out of there.
@@ -137,6 +131,8 @@ def test_every_policy_example_in_the_reference_validates(tmp_path: Path) -> None
         directory.mkdir()
         text = block if "rules" in document else block + "rules: [{name: r, action: allow}]\n"
         (directory / "p.yaml").write_text(text, encoding="utf-8")
+        for keys_file in re.findall(r"keys_file: (\S+)", block):
+            (directory / keys_file).write_text("keys: []\n", encoding="utf-8")
         load_policy_set(str(directory))  # raises PolicyError with FILE:LINE on a bad example
         checked += 1
     assert checked >= 5

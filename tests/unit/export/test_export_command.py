@@ -136,3 +136,22 @@ def test_hybrid_keeps_what_it_cannot_export_in_ext_authz_and_exits_0(
     assert "[tenant] kept in ext_authz: header condition on :path" in captured.err
     names = [f["name"] for f in json.loads(captured.out)["http_filters"]]
     assert names[-3:] == ["authz.route", "authz.ext_authz", "authz.audit"]
+
+
+def test_the_languages_service_only_parts_are_named(tmp_path: Path) -> None:
+    """Captures export (they match like `{*}`), `equals_capture`, `query` and `methods: ["*"]`
+    are judged one by one; a condition Envoy cannot evaluate is named, never approximated."""
+    text = """\
+rules:
+  - {name: any-method, action: allow, to: [{methods: ["*"], paths: ["/t/{tenant}/{**}"]}]}
+  - name: own-tenant
+    action: allow
+    to: [{paths: ["/t/{tenant}/{**}"]}]
+    when: [{header: x-tenant, equals_capture: tenant}]
+  - {name: by-query, action: allow, when: [{query: debug, present: true}]}
+"""
+    result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
+    assert {f.subject: f.why for f in result.findings if f.decides} == {
+        "own-tenant": "`header` `equals_capture` has no equivalent in Envoy's RBAC filter",
+        "by-query": "`query` conditions have no equivalent in Envoy's RBAC filter",
+    }

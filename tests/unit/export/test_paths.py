@@ -13,7 +13,7 @@ from authz.policy.patterns import path_patterns
 PATTERNS = [
     "/admin", "/admin/{**}", "/admin*", "/api/orders/{*}", "/api/{*}/items", "/api/{**}",
     "*.json", "*/x.json", "*s/a", "/a;b", "*;b", "/", "/a/", "/*", "*", "/api/orders*",
-    "/a.b/{*}",
+    "/a.b/{*}", "/api/{tenant}/items", "/{seg}/{**}",
 ]  # fmt: skip
 SEGMENTS = ["admin", "admin;x=1", "api", "api;j", "orders", "o;", ";x", "", "x.json",
             "x.json;v=1", "items", "a.b", "a;b", "s", "a"]  # fmt: skip
