@@ -65,6 +65,7 @@ PATH_PATTERNS = (
     "/api/orders/{*}",
     "/api/{**}",
     "/api/orders/{*}/items",
+    "/api/{section}/{id}",
     "/admin",
     "/admin/{**}",
     "/admin*",
@@ -171,7 +172,7 @@ def _to_entry(rng: random.Random, roles: Sequence[str], in_role: bool = False) -
     while not entry:
         if rng.random() < 0.25:
             entry["methods" if rng.random() < 0.8 else "not_methods"] = _pick(
-                rng, ("GET", "POST", "DELETE")
+                rng, ("GET", "POST", "DELETE", "*")
             )
         if rng.random() < 0.7:
             entry["paths" if rng.random() < 0.8 else "not_paths"] = _pick(rng, PATH_PATTERNS)
@@ -222,7 +223,8 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
             auth["mtls"] = {"trust_domains": _pick(rng, ("cluster.local", "other.local"))}
         if rng.random() < 0.7:
             auth["jwt"] = [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks_file}]
-            if hybrid and rng.random() < 0.3:
+            # Service-only parts go in files with hosts, so some hosts stay with Envoy.
+            if hybrid and "hosts" in doc and rng.random() < 0.3:
                 auth["jwt"][0]["algorithms"] = ["ES256"]
         if auth:
             doc["authentication"] = auth
@@ -243,8 +245,15 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
                 rule["to"] = [_to_entry(rng, role_names) for _ in range(rng.randint(1, 2))]
             if "when" in parts:
                 rule["when"] = [_condition(rng)]
-            if hybrid and rng.random() < 0.15:
-                rule.setdefault("when", []).append({"header": ":method", "any_of": ["GET", "POST"]})
+            if hybrid and "hosts" in doc and rng.random() < 0.25:
+                rule.setdefault("when", []).append(
+                    rng.choice(
+                        [
+                            {"header": ":method", "any_of": ["GET", "POST"]},
+                            {"query": "x", "present": False},
+                        ]
+                    )
+                )
             rules.append(rule)
         doc["rules"] = rules
         files[f"f{i}.yaml"] = doc
