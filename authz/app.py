@@ -124,6 +124,9 @@ def build_app(settings: Settings) -> App:
         policy_set.revision,
     )
     reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
+    # Under --workers every worker loads the same files; one of them writes Envoy's copy.
+    if settings.export_envoy is not None and worker_index() in (None, 0):
+        reloader.add_listener(_envoy_exporter(settings.export_envoy, store))
     return App(
         settings, store, keys, engine, service, reloader, metrics, decision_log, tracing=tracing
     )
@@ -147,6 +150,52 @@ def _tracing(settings: Settings) -> Tracing | None:
         settings.trace_sample_ratio,
     )
     return tracing
+
+
+def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
+    """Write the current set as ECDS files now (ConfigError if it cannot be), and return the
+    reload listener that writes every later accepted set. The export is hybrid: hosts whose
+    files Envoy cannot enforce alone stay with this service (ext_authz), and the log says which
+    rules keep them there (docs/export.md)."""
+    try:
+        from authz.export import export_envoy
+        from authz.export.ecds import write_ecds
+    except ImportError as error:
+        raise ConfigError(
+            f"--export-envoy needs Envoy's API types: pip install 'authz[export]' ({error})"
+        ) from error
+
+    written: dict[str, str] = {}
+
+    def write() -> None:
+        current = store.current
+        if written.get("revision") == current.revision:
+            return
+        result = export_envoy(current, hybrid=True)
+        write_ecds(directory, result, current.revision)
+        written["revision"] = current.revision
+        kept = [str(f) for f in result.findings if f.kept]
+        log.info(
+            "Envoy filters for revision %s written to %s%s",
+            current.revision,
+            directory,
+            f"; decided by this service: {'; '.join(kept)}" if kept else "",
+        )
+
+    try:
+        write()
+    except OSError as error:
+        raise ConfigError(f"--export-envoy {directory}: {error}") from error
+
+    def on_reload(ok: bool) -> None:
+        if not ok:
+            return  # a rejected set never reaches Envoy
+        try:
+            write()
+        except OSError as error:
+            log.error("--export-envoy %s: %s; Envoy keeps the previous filters", directory, error)
+
+    return on_reload
 
 
 def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:

@@ -202,6 +202,13 @@ class Settings:
         metavar="NAME",
         lower=True,
     )
+    # Envoy enforces the set itself (authz export envoy): written as ECDS files on every accepted
+    # change; `authz envoy-config --native --ecds DIR` is the bootstrap that reads them.
+    export_envoy: str | None = setting(
+        None,
+        "write the policy set as Envoy filters (ECDS files) into DIR on every accepted change",
+        metavar="DIR",
+    )
     workers: int = setting(1, "worker processes", check=checks.at_least_one, metavar="N")
     # grpcio's sync server: a check holds a thread only while it runs (tens of µs) or waits
     # for a key refetch (at most unknown_kid_wait). 8 measured best on one core (4 is close,

@@ -56,7 +56,12 @@ CODES = {
     "host-overlap": "a file whose `hosts` cover another file's host: its allows apply there too",
     "api-key-label-without-key": "an `api_key_label` condition on a rule that does not require "
     "an API key",
+    "not-exportable": "informational: Envoy's own filters cannot enforce this (authz export envoy)",
 }
+
+
+# Codes that inform rather than warn: `--strict` does not fail on them, "lint clean" ignores them.
+INFORMATIONAL = frozenset({"not-exportable"})
 
 
 def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> list[Finding]:
@@ -76,7 +81,19 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
     findings.extend(_unauthenticated_hosts(policy_set, lines))
     findings.extend(_providers(policy_set.files, lines))
     findings.extend(_tenant_takeover(policy_set.files, lines))
+    findings.extend(_not_exportable(policy_set))
     return sorted(set(findings))
+
+
+def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
+    """What `authz export envoy` would refuse (it changes an allow or a deny), rule by rule."""
+    try:
+        from authz.export import export_envoy  # Envoy's API types: the `authz[export]` extra
+    except ImportError:
+        return
+    for f in export_envoy(policy_set).findings:
+        if f.decides:
+            yield Finding(f.file, f.line, "not-exportable", f.subject, f.why)
 
 
 # --- rules one by one -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from authz.commands import (
     demo,
     envoy_config,
     explain,
+    export,
     lint,
     replay,
     schema,
@@ -33,4 +34,5 @@ class Command(Protocol):
 _MODULES: list[ModuleType] = [serve, envoy_config, demo]
 _MODULES += [validate, lint, test_cmd, explain, schema, apikey]  # tools for policy authors
 _MODULES += [usage, replay]  # audits of the decision log
+_MODULES += [export]  # policies as Envoy's own filters
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]

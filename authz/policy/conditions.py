@@ -20,12 +20,21 @@ Build = Callable[[str, Any], Callable[[Any], bool]]
 
 
 class ConditionExport(Protocol):
-    """The condition as a fragment of Envoy's RBAC filter (filled by export; None: no
-    equivalent, export then refuses the rule)."""
+    """The condition as Envoy's RBAC `Principal` (a typed object), positive: the export negates
+    it for `not_` operators. An empty slot: no equivalent, the export refuses the rule."""
 
-    def __call__(
-        self, subject: str, op: str, value: Any, negated: bool
-    ) -> Mapping[str, Any] | None: ...
+    def __call__(self, subject: str, op: str, value: Any) -> Any: ...
+
+
+def exported(name: str) -> ConditionExport:
+    """The hook `authz.export.rbac_fields.<name>`, imported on first use (see fields.exported)."""
+
+    def hook(subject: str, op: str, value: Any) -> Any:
+        from authz.export import rbac_fields
+
+        return getattr(rbac_fields, name)(subject, op, value)
+
+    return hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +270,7 @@ CLAIM = ConditionKind(
         Operator("equals_capture", _CAPTURE, "capture", _claim_equals_capture),
     ),
     needs_jwt=True,
+    export=exported("claim"),
 )
 
 HEADER = ConditionKind(
@@ -287,6 +297,7 @@ HEADER = ConditionKind(
         Operator("present", _PRESENT, "flag", _header_present),
         Operator("equals_capture", _CAPTURE, "capture", _header_equals_capture),
     ),
+    export=exported("header"),
 )
 
 QUERY = ConditionKind(
