@@ -136,6 +136,9 @@ def build_app(settings: Settings) -> App:
         policy_set.revision,
     )
     reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
+    # Under --workers every worker loads the same files; one of them writes Envoy's copy.
+    if settings.export_envoy is not None and worker_index() in (None, 0):
+        reloader.add_listener(_envoy_exporter(settings.export_envoy, store))
     return App(
         settings,
         store,
@@ -170,6 +173,52 @@ def _tracing(settings: Settings) -> Tracing | None:
     return tracing
 
 
+def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
+    """Write the current set as ECDS files now (ConfigError if it cannot be), and return the
+    reload listener that writes every later accepted set. The export is hybrid: hosts whose
+    files Envoy cannot enforce alone stay with this service (ext_authz), and the log says which
+    rules keep them there (docs/export.md)."""
+    try:
+        from authz.export import export_envoy
+        from authz.export.ecds import write_ecds
+    except ImportError as error:
+        raise ConfigError(
+            f"--export-envoy needs Envoy's API types: pip install 'authz[export]' ({error})"
+        ) from error
+
+    written: dict[str, str] = {}
+
+    def write() -> None:
+        current = store.current
+        if written.get("revision") == current.revision:
+            return
+        result = export_envoy(current, hybrid=True)
+        write_ecds(directory, result, current.revision)
+        written["revision"] = current.revision
+        kept = [str(f) for f in result.findings if f.kept]
+        log.info(
+            "Envoy filters for revision %s written to %s%s",
+            current.revision,
+            directory,
+            f"; decided by this service: {'; '.join(kept)}" if kept else "",
+        )
+
+    try:
+        write()
+    except OSError as error:
+        raise ConfigError(f"--export-envoy {directory}: {error}") from error
+
+    def on_reload(ok: bool) -> None:
+        if not ok:
+            return  # a rejected set never reaches Envoy
+        try:
+            write()
+        except OSError as error:
+            log.error("--export-envoy %s: %s; Envoy keeps the previous filters", directory, error)
+
+    return on_reload
+
+
 def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
     """The started decision log of settings.decision_log, or None. Raises ConfigError."""
     if settings.decision_log is None:
@@ -183,7 +232,7 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
         current = store.current
         remembered = cache.get("set")
         if remembered is None or remembered() is not current:
-            cache["headers"] = token_headers(current.jwt_providers)
+            cache["headers"] = token_headers([*current.jwt_providers, *current.api_key_providers])
             cache["set"] = weakref.ref(current)
         headers: frozenset[str] = cache["headers"]
         return headers
@@ -210,15 +259,15 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
     interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
-    # HTTP only (`grpc` off): no gRPC server at all (grpc.aio's poller would share the loop for
-    # nothing); `health` is still the one readiness truth for /readyz.
-    server: grpc.aio.Server | None = None
+    # HTTP only (`grpc` off): no gRPC server at all (its threads would serve nothing);
+    # `health` is still the one readiness truth for /readyz.
+    server: grpc.Server | None = None
     if settings.grpc:
         server, health = build_server(app.service, settings, interceptors=interceptors)
     else:
         health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
-    await health.set_phase(Phase.STARTING)
+    health.set_phase(Phase.STARTING)
     app.start_admin(lambda: health.phase)
     http: HttpServers | None = None
     if settings.http_listen:
@@ -239,7 +288,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             if address.startswith("unix:"):
                 set_socket_access(address.removeprefix("unix:"), settings)
     if server is not None:
-        await server.start()
+        server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
@@ -253,7 +302,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
                     state.error or state.state,
                     key_wait_seconds,
                 )
-    await health.set_phase(Phase.SERVING)
+    health.set_phase(Phase.SERVING)
     log.info("%s", serving_line(app))
     try:
         await run_until_signalled(

@@ -81,6 +81,12 @@ class HeaderNames:
     decision_id: str = setting(
         "x-authz-decision-id", "header carrying the decision id", check=checks.header, lower=True
     )
+    api_key: str = setting(
+        "x-authz-api-key",
+        "header carrying the API-key principal (provider/id)",
+        check=checks.header,
+        lower=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,10 @@ class Limits:
     # serialized size and how deeply objects and arrays nest inside one payload.
     max_metadata_bytes: int = 16 * 1024
     max_metadata_depth: int = 16
+    # attributes.context_extensions (set per route by the operator, but bounded all the same):
+    # how many entries, and their keys and values together.
+    max_context_extensions: int = 64
+    max_context_bytes: int = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +202,21 @@ class Settings:
         metavar="NAME",
         lower=True,
     )
+    # Envoy enforces the set itself (authz export envoy): written as ECDS files on every accepted
+    # change; `authz envoy-config --native --ecds DIR` is the bootstrap that reads them.
+    export_envoy: str | None = setting(
+        None,
+        "write the policy set as Envoy filters (ECDS files) into DIR on every accepted change",
+        metavar="DIR",
+    )
     workers: int = setting(1, "worker processes", check=checks.at_least_one, metavar="N")
+    # grpcio's sync server: a check holds a thread only while it runs (tens of µs) or waits
+    # for a key refetch (at most unknown_kid_wait). 8 measured best on one core (4 is close,
+    # 16 loses to GIL hand-offs: docs/benchmarks.md, fast path log); more only helps when many
+    # checks wait on refetches at once.
+    grpc_threads: int = setting(
+        8, "threads serving gRPC calls in each worker", check=checks.at_least_one, metavar="N"
+    )
     watch: bool = setting(True, "watch the policy directory (else reload on SIGHUP only)")
     poll_policies: bool = setting(
         False, "watch the policy directory by polling (file systems without change events)"

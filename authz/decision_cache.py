@@ -2,10 +2,12 @@
 
 The key is exactly what a check of the request's host reads (`KeyPlan`, computed per host when
 the policy is compiled): host, method, normalized path, what the identity layer reads of the
-peer (`IdentityResolver.cache_inputs`), the header values holding the token and those `when`
-conditions name, the query string only when a token may sit there, the port only when a rule
-names `ports`, the source IP only when one names `ip_blocks`. Two requests with equal keys get
-the same verdict from the same policy set and keys, save for the decision id and time.
+peer (`IdentityResolver.cache_inputs`), the header values holding the token or an API key and
+those `when` conditions name, the query string only when a credential may sit there or a rule
+has a `query` condition, the route's context only when a rule has a `context` condition, the
+port only when a rule names `ports`, the source IP only when one names `ip_blocks`. Two
+requests with equal keys get the same verdict from the same policy set and keys, save for the
+decision id and time.
 
 So an entry is used only
 * under the very policy set it was made with (a reload starts an empty cache),
@@ -60,6 +62,8 @@ def request_key(plan: KeyPlan, request: Request, peer: tuple[str, ...]) -> Key:
         key.append(request.destination_port)
     if plan.source_ip:
         key.append(request.source_ip)
+    if plan.context:
+        key.append(tuple(sorted(request.context.items())))
     key.extend([get(name) for name in plan.headers])  # None (absent) differs from ""
     return tuple(key)
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from authz.config import HeaderNames
 from authz.decision_cache import Cached, DecisionCache, entry_size, request_key
-from authz.errors import AuthzError, TokenRejected
+from authz.errors import ApiKeyRejected, AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
 from authz.identity.jwt import CLOCK_SKEW_SECONDS
+from authz.identity.lookup import parse_query
 from authz.limits import Limiter, LocalCounter
 from authz.limits.stage import Plan
 from authz.model import (
@@ -34,6 +35,8 @@ from authz.model import (
 )
 from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
 from authz.policy.context import RequestContext
+from authz.policy.evaluate import api_key_challenge
+from authz.policy.spec import ApiKeyProvider
 
 
 def new_decision_id(_urandom: Callable[[int], bytes] = os.urandom) -> str:
@@ -57,6 +60,8 @@ def rejection(error: AuthzError) -> Decision:
     challenge = None
     if isinstance(error, TokenRejected):
         challenge = _invalid_token_challenge(str(error))
+    elif isinstance(error, ApiKeyRejected):
+        challenge = api_key_challenge(error.realm)
     return Decision(allowed=False, status=error.status, reason=error.reason, challenge=challenge)
 
 
@@ -234,7 +239,7 @@ class Engine:
         except AuthzError as error:
             token, reason = (
                 ("rejected", error.reason)
-                if isinstance(error, TokenRejected)
+                if isinstance(error, (TokenRejected, ApiKeyRejected))
                 else (
                     "unchecked",
                     "",
@@ -280,6 +285,8 @@ class Engine:
         workload, user = identity.workload, identity.user
         principal = workload.principal if workload else ""
         request_principal = user.principal if user else ""
+        api_key = identity.api_key
+        api_key_principal = api_key.principal if api_key else ""
         decision_id = self._new_id()
         if not decision.allowed:
             return Verdict(
@@ -288,6 +295,7 @@ class Engine:
                 policy_revision=checked.revision,
                 principal=principal,
                 request_principal=request_principal,
+                api_key_principal=api_key_principal,
                 evidence=checked.evidence,
                 token_check=checked.token_check,
             )
@@ -297,6 +305,10 @@ class Engine:
         to_remove: list[str] = []
         _set_or_remove(to_set, to_remove, names.principal, principal)
         _set_or_remove(to_set, to_remove, names.request_principal, request_principal)
+        if api_key_principal:  # inline: this runs on every allow
+            to_set.append((names.api_key, api_key_principal))
+        else:
+            to_remove.append(names.api_key)
 
         # Every header any provider of this host may fill from claims is either set from the
         # verified token or removed, so a client can never smuggle its own x-user-id upstream.
@@ -311,6 +323,7 @@ class Engine:
             _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
 
         query_to_remove: tuple[str, ...] = ()
+        cookies: tuple[str, ...] = ()
         if user is not None and user.provider is not None and not user.provider.forward:
             where = user.found_at
             if where is not None and where.header:
@@ -318,7 +331,14 @@ class Engine:
             elif where is not None and where.query:
                 query_to_remove = (where.query,)
             elif where is not None and where.cookie:
-                _strip_cookie(request, where.cookie, to_set, to_remove)
+                cookies = (where.cookie,)
+        key_providers = checked.host_policy.authentication.api_key_providers
+        if key_providers:
+            query_to_remove, cookies = _remove_api_keys(
+                request, key_providers, to_remove, query_to_remove, cookies
+            )
+        if cookies:
+            _strip_cookies(request, frozenset(cookies), to_set, to_remove)
 
         return Verdict(
             decision=decision,
@@ -326,6 +346,7 @@ class Engine:
             policy_revision=checked.revision,
             principal=principal,
             request_principal=request_principal,
+            api_key_principal=api_key_principal,
             headers_to_set=tuple(dict(to_set).items()),
             headers_to_remove=tuple(dict.fromkeys(to_remove)),
             query_parameters_to_remove=query_to_remove,
@@ -364,14 +385,41 @@ def _claim_text(claims: object, dotted: str) -> str | None:
     return text if is_header_value(text) else None
 
 
-def _strip_cookie(
-    request: Request, name: str, to_set: list[tuple[str, str]], to_remove: list[str]
+def _remove_api_keys(
+    request: Request,
+    providers: Iterable[ApiKeyProvider],
+    to_remove: list[str],
+    query_to_remove: tuple[str, ...],
+    cookies: tuple[str, ...],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An API key never goes upstream, wherever a provider of the host looks for one, presented
+    or not (docs/policy.md, "API keys"): its header is removed, and so are its query parameter
+    and cookie when the request has them. Returns the query parameters and cookies to remove."""
+    queries, crumbs = list(query_to_remove), list(cookies)
+    parsed: Mapping[str, list[str]] | None = None
+    for provider in providers:
+        for where in provider.locations:
+            if where.header:
+                to_remove.append(where.header.lower())
+            elif where.query:
+                parsed = parse_query(request.query) if parsed is None else parsed
+                if where.query in parsed and where.query not in queries:
+                    queries.append(where.query)
+            elif where.cookie and where.cookie not in crumbs:
+                crumbs.append(where.cookie)
+    return tuple(queries), tuple(crumbs)
+
+
+def _strip_cookies(
+    request: Request, names: frozenset[str], to_set: list[tuple[str, str]], to_remove: list[str]
 ) -> None:
-    kept = [
-        part.strip()
-        for part in request.headers.get("cookie", "").split(";")
-        if part.strip() and part.strip().split("=", 1)[0].strip() != name
-    ]
+    header = request.headers.get("cookie")
+    if header is None:
+        return
+    parts = [part.strip() for part in header.split(";") if part.strip()]
+    kept = [part for part in parts if part.split("=", 1)[0].strip() not in names]
+    if len(kept) == len(parts):
+        return
     if kept:
         to_set.append(("cookie", "; ".join(kept)))
     else:

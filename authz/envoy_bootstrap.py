@@ -8,6 +8,7 @@ the deliberate choices, keyed by field name, because a dict cannot carry them.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,57 @@ class BootstrapOptions:
     max_connections: int = 50000
     # Active gRPC health checks let Envoy route around a dead worker or replica.
     health_checks: bool = True
+    # Routes (path prefix, context_extensions) placed before the catch-all "/" route: each
+    # sends its entries to the service as `attributes.context_extensions` (`when: context`).
+    route_contexts: Sequence[tuple[str, Mapping[str, str]]] = ()
+    # --native: Envoy enforces the exported filters read from this directory (ECDS); ext_authz
+    # only for the hosts whose files Envoy cannot enforce alone.
+    ecds_dir: str | None = None
+
+
+# The filters `authz export envoy` makes, in order, with their config types: the ECDS names
+# `authz serve --export-envoy DIR` writes and `authz envoy-config --native` reads.
+_T = "type.googleapis.com/envoy.extensions.filters.http."
+EXPORTED_FILTERS: tuple[tuple[str, str], ...] = (
+    ("authz.strip", _T + "header_mutation.v3.HeaderMutation"),
+    ("authz.jwt_authn", _T + "jwt_authn.v3.JwtAuthentication"),
+    ("authz.deny", _T + "rbac.v3.RBAC"),
+    ("authz.allow", _T + "rbac.v3.RBAC"),
+    ("authz.audit", _T + "rbac.v3.RBAC"),
+)
+# --hybrid adds, before authz.audit: the LOG filter marking requests ext_authz must decide
+# (hosts whose files Envoy cannot enforce alone) and ext_authz, enabled only for those.
+HYBRID_FILTERS: tuple[tuple[str, str], ...] = (
+    ("authz.route", _T + "rbac.v3.RBAC"),
+    ("authz.ext_authz", _T + "ext_authz.v3.ExtAuthz"),
+)
+
+
+# What `authz serve --export-envoy` writes: the hybrid export, whatever the set (hosts Envoy
+# cannot decide alone go to ext_authz), so every accepted set can be written.
+ECDS_FILTERS = (*EXPORTED_FILTERS[:4], *HYBRID_FILTERS, *EXPORTED_FILTERS[4:])
+
+
+def ecds_http_filters(directory: str) -> list[Config]:
+    """HCM `http_filters` entries that read the exported filters from `directory` (ECDS files
+    written by `authz serve --export-envoy`; Envoy reloads them when the directory's `..data`
+    link moves). Its ext_authz filter calls the `authz` cluster."""
+    directory = os.path.abspath(directory)
+    return [
+        {
+            "name": name,
+            "config_discovery": {
+                "config_source": {
+                    "path_config_source": {
+                        "path": os.path.join(directory, f"{name}.yaml"),
+                        "watched_directory": {"path": directory},
+                    },
+                },
+                "type_urls": [type_url],
+            },
+        }
+        for name, type_url in ECDS_FILTERS
+    ]
 
 
 def _duration(ms: int) -> str:
@@ -241,16 +293,21 @@ def http_connection_manager(options: BootstrapOptions) -> Config:
                     "name": "protected",
                     "domains": ["*"],
                     "routes": [
+                        *(context_route(p, c) for p, c in _longest_first(options)),
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": UPSTREAM_CLUSTER, "timeout": "30s"},
-                        }
+                        },
                     ],
                 }
             ],
         },
         "http_filters": [
-            ext_authz_filter(options),
+            *(
+                ecds_http_filters(options.ecds_dir)
+                if options.ecds_dir is not None
+                else [ext_authz_filter(options)]
+            ),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
@@ -288,7 +345,10 @@ def bootstrap(options: BootstrapOptions) -> Config:
     chain: Config = {"filters": [http_connection_manager(options)]}
     if options.tls is not None:
         chain["transport_socket"] = downstream_tls(options.tls)
+    # File-based config sources (ECDS) need a node identity.
+    node: Config = {"node": {"id": "authz-native", "cluster": "authz-native"}}
     return {
+        **(node if options.ecds_dir is not None else {}),
         "admin": {
             "address": {
                 "socket_address": {
@@ -325,6 +385,41 @@ def bootstrap(options: BootstrapOptions) -> Config:
             ]
         },
     }
+
+
+def _longest_first(options: BootstrapOptions) -> list[tuple[str, Mapping[str, str]]]:
+    # Envoy takes the first route that matches: a longer prefix must come first.
+    return sorted(options.route_contexts, key=lambda rc: -len(rc[0]))
+
+
+def context_route(prefix: str, context: Mapping[str, str]) -> Config:
+    """A route whose checks carry `context` (ExtAuthzPerRoute.check_settings)."""
+    return {
+        "match": {"prefix": prefix},
+        "route": {"cluster": UPSTREAM_CLUSTER, "timeout": "30s"},
+        "typed_per_filter_config": {
+            EXT_AUTHZ_FILTER: {
+                "@type": (
+                    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+                ),
+                "check_settings": {"context_extensions": dict(context)},
+            }
+        },
+    }
+
+
+def parse_route_context(text: str) -> tuple[str, dict[str, str]]:
+    """`/partners:api=partners,tier=b2b` -> ("/partners", {"api": "partners", "tier": "b2b"})."""
+    prefix, colon, pairs = text.partition(":")
+    if not prefix.startswith("/") or not colon or not pairs:
+        raise AddressError(f"--route-context {text!r}: write PREFIX:KEY=VALUE[,KEY=VALUE...]")
+    context: dict[str, str] = {}
+    for pair in pairs.split(","):
+        key, eq, value = pair.partition("=")
+        if not key or not eq:
+            raise AddressError(f"--route-context {text!r}: {pair!r} is not KEY=VALUE")
+        context[key] = value
+    return prefix, context
 
 
 # Comments placed above the first line that sets each key, by `render_yaml`.
@@ -373,6 +468,11 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
         "gRPC health: the service reports NOT_SERVING while starting or draining, and Envoy\n"
         "routes around that endpoint."
     ),
+    "typed_per_filter_config": (
+        "Per-route context (ExtAuthzPerRoute.check_settings.context_extensions): every check\n"
+        "of this route carries these entries; a policy reads them with\n"
+        "`when: [{context: KEY, equals: VALUE}]`. Set them on any route or virtual host."
+    ),
     "access_log": (
         "The decision id links each request to the service's decision log entry; reason is the\n"
         "rule name or reason code."
@@ -380,9 +480,19 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
 }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes a value shared by several keys in full each time (no `&id001` anchors): the
+    exported filters share sub-matchers, and people read this output."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render_yaml(document: Any, notes: Mapping[str, str] | None = None, header: str = "") -> str:
     """YAML text for `document`, with `notes[key]` as a comment above the first line setting key."""
-    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=4096)
+    text = yaml.dump(
+        document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=4096
+    )
     pending = dict(notes or {})
     out: list[str] = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
     for line in text.splitlines():

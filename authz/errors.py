@@ -73,6 +73,19 @@ class TokenRejected(AuthzError):
     token_check: TokenCheck | None = None
 
 
+class ApiKeyRejected(AuthzError):
+    """An API key was presented and is not known (or several were): denied at once with 401.
+
+    `realm` is the provider whose location held the key, for the `WWW-Authenticate` challenge.
+    """
+
+    reason = Reason.API_KEY_INVALID
+
+    def __init__(self, message: str, *, realm: str):
+        super().__init__(message)
+        self.realm = realm
+
+
 class WorkloadRejected(AuthzError):
     """The peer certificate was given but could not be verified."""
 

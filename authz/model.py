@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # policy-schema types, only named here: the model never builds them
-    from authz.policy.spec import JwtProvider, TokenLocation
+    from authz.policy.spec import ApiKey, JwtProvider, TokenLocation
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -44,6 +44,9 @@ class Request:
     # filter's payload_in_metadata name. Only used when the operator enables it.
     jwt_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
     request_id: str = ""
+    # Envoy's `attributes.context_extensions`: set per route (ExtAuthzPerRoute.check_settings),
+    # bounded by `Limits` in the wire; read by `when: [{context: key}]` and rate-limit keys.
+    context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +93,31 @@ class EndUser:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKeyUser:
+    """A known API key: the provider that knows it and its entry. Principal `<name>/<id>`."""
+
+    provider: str
+    key: ApiKey
+    found_at: TokenLocation | None = field(default=None, compare=False)
+
+    @property
+    def principal(self) -> str:
+        return f"{self.provider}/{self.key.id}"
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.key.labels
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     workload: Workload | None = None
     user: EndUser | None = None
+    api_key: ApiKeyUser | None = None
 
     @property
     def authenticated(self) -> bool:
-        return self.workload is not None or self.user is not None
+        return self.workload is not None or self.user is not None or self.api_key is not None
 
 
 ANONYMOUS = Identity()
@@ -152,6 +173,7 @@ class Verdict:
     policy_revision: str = ""
     principal: str = ""
     request_principal: str = ""
+    api_key_principal: str = ""
     # Headers for the upstream (allow only), always sent with append=false.
     headers_to_set: tuple[tuple[str, str], ...] = ()
     # Headers removed on the way upstream (allow only): identity headers we did not set, and a

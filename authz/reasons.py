@@ -67,6 +67,13 @@ class Reason(StrEnum):
     JWT_EXPIRED = "jwt_expired", 401, "exp is past (60 s of clock skew allowed)"
     JWT_NOT_YET_VALID = "jwt_not_yet_valid", 401, "nbf is in the future (60 s of skew allowed)"
 
+    # -- API keys (authz.identity.apikeys) -------------------------------------------------------
+    API_KEY_INVALID = (
+        "api_key_invalid",
+        401,
+        "an API key was presented that no provider of the host knows (or several were)",
+    )
+
     # -- workload identity (authz.identity.peer) ------------------------------------------------
     PEER_CERTIFICATE_INVALID = (
         "peer_certificate_invalid",

@@ -1,4 +1,9 @@
-"""The grpc.aio server: Envoy's Authorization/Check, gRPC health and server reflection.
+"""The gRPC server: Envoy's Authorization/Check, gRPC health and server reflection.
+
+grpcio's synchronous server with a pool of `settings.grpc_threads` threads, chosen by
+measurement over grpc.aio (docs/benchmarks.md, fast path log: the same `check` is served 1.5-2x
+faster directly and ~1.2x behind Envoy; the empty sync servicer is the higher ceiling too). The
+process's asyncio loop (admin endpoint, HTTP door, signals) runs beside it on the main thread.
 
 Every check goes inbound -> engine -> outbound. Nothing that goes wrong inside a check can turn
 into an allow: an unexpected exception is logged and answered with a deny.
@@ -7,14 +12,15 @@ into an allow: an unexpected exception is logged and answered with a deny.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import shutil
 import signal
 import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -28,7 +34,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 from authz.config import Settings
 from authz.engine import Engine, new_decision_id
 from authz.errors import AuthzError
-from authz.identity import KeysPending, KeyWait
+from authz.identity import KeyWait
 from authz.model import Request, Verdict
 from authz.wire.inbound import to_request
 from authz.wire.outbound import internal_error_response, to_check_response
@@ -63,29 +69,24 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     observers: Sequence[Observer] = ()
     tracer: Tracer | None = None
 
-    async def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         # Envoy's ext_authz client sends its span's context in the call's metadata, not in the
         # CheckRequest (whose headers are the downstream request's). Read only when tracing.
         carrier = dict(context.invocation_metadata() or ()) if self.tracer is not None else None
-        try:
-            return self.check(request, wait=KeyWait.DEFER, carrier=carrier)
-        except KeysPending as pending:
-            # The token names a kid that a JWKS refetch in flight may bring (a key rotation):
-            # await it (bounded) without holding the event loop, then decide with what there is.
-            await pending.refetch.wait_async()
-            return self.check(request, wait=KeyWait.NEVER, carrier=carrier)
+        # On a pool thread: a kid that a JWKS refetch in flight may bring (a key rotation) is
+        # waited for here, bounded by `unknown_kid_wait`, while the other threads keep serving.
+        return self.check(request, carrier=carrier)
 
     def check(
         self,
         message: external_auth_pb2.CheckRequest,
         *,
-        wait: KeyWait = KeyWait.BLOCK,
         carrier: Mapping[str, str] | None = None,
     ) -> external_auth_pb2.CheckResponse:
-        """One check, synchronous: nothing in it waits on I/O; with the default `wait` it may
-        wait (bounded) for a key refetch on this thread (for a thread-pool server)."""
+        """One check, synchronous: nothing in it waits on I/O but a key refetch in flight,
+        for at most `unknown_kid_wait` seconds, on this thread."""
         started = time.perf_counter()
         try:
             request: Request | None
@@ -100,10 +101,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 source = message.attributes.source.address.socket_address.address or None
                 request, verdict = None, self.engine.refuse(error, source)
             else:
-                verdict = self.engine.check(request, wait=wait)
+                verdict = self.engine.check(request, wait=KeyWait.BLOCK)
             response = to_check_response(verdict)
-        except KeysPending:
-            raise  # not a failure: Check awaits the refetch and asks again
         except Exception:
             decision_id = new_decision_id()
             log.exception("check failed; denied (decision %s)", decision_id)
@@ -148,11 +147,21 @@ def build_server(
     service: AuthorizationService,
     settings: Settings,
     *,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-) -> tuple[grpc.aio.Server, Health]:
-    """A grpc.aio server with Check, health and reflection bound to every `settings.listen`
-    address (`host:port` or `unix:/path`). Raises ListenError for an address it cannot bind."""
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+) -> tuple[grpc.Server, Health]:
+    """A grpcio server (not started) with Check, health and reflection bound to every
+    `settings.listen` address (`host:port` or `unix:/path`), served by `settings.grpc_threads`
+    threads. Raises ListenError for an address it cannot bind."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
+        # The guard innermost, so the metrics see its refusals.
+        interceptors=[*interceptors, GuardInterceptor(max(1, settings.grpc_threads // 4))],
+        options=server_options(settings),
+        # Calls beyond the threads wait in grpc's queue (bounded by max_concurrent_streams per
+        # connection) rather than being refused: Envoy's ext_authz would turn a refusal into a
+        # deny, and a busy second is better answered late than wrongly.
+        maximum_concurrent_rpcs=None,
+    )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_state = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
@@ -162,9 +171,11 @@ def build_server(
     for address in settings.listen:
         probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
         try:
-            server.add_insecure_port(address)
+            bound = server.add_insecure_port(address)
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
+        if bound == 0 and not address.startswith("unix:"):  # the sync server returns 0
+            raise ListenError(address, "cannot bind")
         if address.startswith("unix:"):
             set_socket_access(address.removeprefix("unix:"), settings)
     return server, health_state
@@ -217,13 +228,13 @@ def set_socket_access(path: str, settings: Settings) -> None:
         raise ListenError(f"unix:{path}", f"cannot set its owner or mode: {reason}") from error
 
 
-def enable_reflection(services: Sequence[str], server: grpc.aio.Server) -> None:
+def enable_reflection(services: Sequence[str], server: grpc.Server) -> None:
     """Server reflection as `grpc.reflection.v1alpha` (grpcio-reflection) and `grpc.reflection.v1`
     (what current grpcurl and Postman ask first). v1 is v1alpha renamed, message for message and
     field for field, so one servicer answers both; v1's file descriptor (v1alpha's with the
     package renamed) is added to the pool so that v1 can describe itself too."""
     names = [*services, reflection.SERVICE_NAME, _reflection_v1_service()]
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = reflection.ReflectionServicer(names)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
@@ -271,14 +282,14 @@ class Health:
     /readyz reads `phase` too, so the two always agree."""
 
     def __init__(self) -> None:
-        self.servicer = health.aio.HealthServicer()
+        self.servicer = health.HealthServicer()
         self.phase = Phase.STARTING
 
     @property
     def serving(self) -> bool:
         return self.phase is Phase.SERVING
 
-    async def set_phase(self, phase: Phase) -> None:
+    def set_phase(self, phase: Phase) -> None:
         self.phase = phase
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -286,7 +297,7 @@ class Health:
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", AUTHORIZATION_SERVICE):
-            await self.servicer.set(name, status)
+            self.servicer.set(name, status)
 
 
 class RpcRecorder(Protocol):
@@ -295,7 +306,109 @@ class RpcRecorder(Protocol):
     def handled(self, code: str, seconds: float) -> None: ...
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+# grpc's handler factory and the handler attribute holding the behavior, per
+# (request_streaming, response_streaming).
+_KINDS: dict[tuple[bool, bool], tuple[str, Callable[..., grpc.RpcMethodHandler]]] = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+UNDECODABLE = "Exception deserializing request!"  # what grpc itself answers, with INTERNAL
+
+
+def _non_blocking(behavior: Callable[..., Any]) -> bool:
+    """A behavior that answers through a callback and returns at once (grpc_health's Watch):
+    it holds no thread while its stream is open, and wrappers must keep it so."""
+    return bool(getattr(behavior, "experimental_non_blocking", False))
+
+
+class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Two guards the thread-pool server needs, on every registered method:
+
+    * Requests are decoded in the handler, not by grpc: grpcio's sync server (1.85) never
+      closes the HTTP/2 stream of a request that fails to decode, so 1,024 undecodable
+      messages make a connection refuse every later call. Undecodable bytes are answered as
+      grpc would (INTERNAL, "Exception deserializing request!") and the stream is closed.
+    * A blocking stream (reflection) holds a pool thread while it is open: at most
+      `max_streams` are open at once, more are refused (RESOURCE_EXHAUSTED), so idle
+      reflection clients can never take the threads that serve checks.
+    """
+
+    def __init__(self, max_streams: int) -> None:
+        self._streams = threading.BoundedSemaphore(max_streams)
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._handlers[method] = self._guarded(handler)
+        return wrapped
+
+    def _open_stream(self, context: grpc.ServicerContext) -> None:
+        if not self._streams.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams")
+
+    def _guarded(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        streaming_in, streaming_out = handler.request_streaming, handler.response_streaming
+        attribute, make = _KINDS[(streaming_in, streaming_out)]
+        behavior: Callable[..., Any] = getattr(handler, attribute)
+        decode: Callable[[bytes], Any] = handler.request_deserializer or (lambda raw: raw)
+
+        def decoded(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                return decode(raw)
+            except Exception:
+                context.abort(grpc.StatusCode.INTERNAL, UNDECODABLE)
+                raise  # not reached: abort raises
+
+        def argument(request: Any, context: grpc.ServicerContext) -> Any:
+            if streaming_in:
+                return (decoded(raw, context) for raw in request)
+            return decoded(request, context)
+
+        run: Callable[..., Any]
+        if _non_blocking(behavior):
+
+            def run(request: Any, context: grpc.ServicerContext, send: Any = None) -> Any:
+                return behavior(argument(request, context), context, send)
+
+            run.experimental_non_blocking = True  # type: ignore[attr-defined]
+        elif streaming_out:
+
+            def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                self._open_stream(context)
+                try:
+                    yield from behavior(argument(request, context), context)
+                finally:
+                    self._streams.release()
+
+        elif streaming_in:
+
+            def run(request: Any, context: grpc.ServicerContext) -> Any:
+                self._open_stream(context)
+                try:
+                    return behavior(argument(request, context), context)
+                finally:
+                    self._streams.release()
+
+        else:
+
+            def run(request: Any, context: grpc.ServicerContext) -> Any:
+                return behavior(decoded(request, context), context)
+
+        return make(run, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """go-grpc-prometheus's server metrics for every registered method: handled by status code,
     and handling time (`grpc_server_started_total` is left out: it is `handled` plus the calls
     in flight, and counting it would cost a lock per call). Unknown methods are not counted
@@ -310,18 +423,19 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._metrics = metrics
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
+    def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
         wrapped = self._handlers.get(method)
         if wrapped is None:
-            handler = await continuation(handler_call_details)
+            handler = continuation(handler_call_details)
             if handler is None:
-                return handler  # unknown method: UNIMPLEMENTED, not counted
-            # Registered handlers are fixed objects, so one wrap per method serves every call.
+                return None  # unknown method: UNIMPLEMENTED, not counted
+            # Registered handlers are fixed objects, so one wrap per method serves every call
+            # (two threads wrapping the same method at once store equal wrappers).
             wrapped = self._handlers[method] = _measured(handler, method, self._metrics)
         return wrapped
 
@@ -336,50 +450,43 @@ def _measured(
         else ("server_stream" if streaming_out else "unary")
     )
     recorder = metrics(grpc_type, method)
-    kind = {
-        (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
-        (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
-        (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
-        (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
-    }
-    attribute, make = kind[(streaming_in, streaming_out)]
+    attribute, make = _KINDS[(streaming_in, streaming_out)]
     behavior = getattr(handler, attribute)
+    if _non_blocking(behavior):
+        measure = _measure_non_blocking
+    else:
+        measure = _measure_stream if streaming_out else _measure_unary
     return make(
-        _measure(behavior, recorder),
+        measure(behavior, recorder),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
 
-def _measure(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..., Any]:
-    """`behavior` (a coroutine function, an async generator function or a plain function, as
-    grpc.aio allows) with its start, status code and duration recorded."""
-    if inspect.isasyncgenfunction(behavior):
+def _measure_non_blocking(
+    behavior: Callable[..., Any], recorder: RpcRecorder
+) -> Callable[..., Any]:
+    """A callback-answering `behavior` (returns at once) recorded when its RPC ends."""
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            code = "OK"
-            try:
-                async for message in behavior(request, context):
-                    yield message
-                code = _code_of(context, None)
-            except BaseException as error:
-                code = _code_of(context, error)
-                raise
-            finally:
-                recorder.handled(code, time.perf_counter() - started)
+    def call(request: Any, context: grpc.ServicerContext, send: Any = None) -> Any:
+        started = time.perf_counter()
+        context.add_callback(
+            lambda: recorder.handled(_code_of(context, None), time.perf_counter() - started)
+        )
+        return behavior(request, context, send)
 
-        return stream
+    call.experimental_non_blocking = True  # type: ignore[attr-defined]
+    return call
 
-    is_coroutine = inspect.iscoroutinefunction(behavior)
 
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+def _measure_unary(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..., Any]:
+    """`behavior` (returning one response) with its status code and duration recorded."""
+
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         code = "OK"
         try:
             result = behavior(request, context)
-            if is_coroutine:
-                result = await result
             code = _code_of(context, None)
             return result
         except BaseException as error:
@@ -391,7 +498,25 @@ def _measure(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..
     return call
 
 
-def _code_of(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+def _measure_stream(behavior: Callable[..., Any], recorder: RpcRecorder) -> Callable[..., Any]:
+    """`behavior` (a generator of responses) with its status code and duration recorded."""
+
+    def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            yield from behavior(request, context)
+            code = _code_of(context, None)
+        except BaseException as error:
+            code = _code_of(context, error)
+            raise
+        finally:
+            recorder.handled(code, time.perf_counter() - started)
+
+    return stream
+
+
+def _code_of(context: grpc.ServicerContext, error: BaseException | None) -> str:
     """The status code an RPC ended with, as a `grpc.StatusCode` name."""
     code = context.code()
     if code is None:
@@ -399,15 +524,14 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any], error: BaseException |
         # CANCELLED for a cancelled call, else UNKNOWN (what grpc sends for an exception).
         if error is None:
             return "OK"
-        return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
+        return "CANCELLED" if isinstance(error, GeneratorExit) else "UNKNOWN"
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
-    # Some grpc versions keep the number.
     return next((str(c.name) for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
 
 
 async def run_until_signalled(
-    server: grpc.aio.Server | None,
+    server: grpc.Server | None,
     health_state: Health,
     *,
     grace_seconds: float = 10.0,
@@ -425,11 +549,13 @@ async def run_until_signalled(
     await stop.wait()
     log.info("stopping: letting in-flight checks finish (up to %.0fs)", grace_seconds)
     # Tell health checkers first so Envoy shifts traffic before the listener goes away.
-    await health_state.set_phase(Phase.DRAINING)
+    health_state.set_phase(Phase.DRAINING)
     stopping: list[Awaitable[Any]] = []
     if also_stop is not None:
         stopping.append(also_stop())
     if server is not None:
-        stopping.append(server.stop(grace_seconds))
+        # The sync server's stop returns at once; its event is set when the last call is done.
+        stopped = server.stop(grace_seconds)
+        stopping.append(asyncio.to_thread(stopped.wait))
     await asyncio.gather(*stopping)
     log.info("stopped")

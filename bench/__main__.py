@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_load, grpc_load, h2load, http_mode, inproc, server_models
+from bench import envoy_load, export_load, grpc_load, h2load, http_mode, inproc, server_models
 from bench.procs import REPO
 
 
@@ -93,6 +93,12 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
             print("http mode done", flush=True)
         else:
             results["skipped"].append("HTTP mode: Envoy or wrk is not installed")
+    if "export" in parts:
+        if envoy_load.available():
+            results["export"] = export_load.compare(rounds=3 if quick else 7, seconds=3)
+            print("export done", flush=True)
+        else:
+            results["skipped"].append("exported policy: Envoy or wrk is not installed")
     results["seconds"] = time.time() - started
     from bench.report import write
 
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
     r.add_argument(
         "--parts",
-        default="engine,identity,cache,grpc,e2e,peers,models,http",
+        default="engine,identity,cache,grpc,e2e,peers,models,http,export",
         help="comma-separated subset",
     )
     args = parser.parse_args(argv)

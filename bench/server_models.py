@@ -11,6 +11,12 @@ real Envoy (wrk; Envoy and wrk on the other core), in alternating rounds; median
 
 Serving process: `python -m bench.server_models serve MODEL ADDRESS POLICY_DIR` where MODEL is
 `aio`, `sync-T`, `empty-aio` or `empty-sync-T`.
+
+Whole services: `serve` is this checkout's `authz serve` (health, reflection, metrics
+interceptor: what ships), `serve@DIR` the `authz serve` of the code in DIR (e.g. a `git archive`
+of an older main, to compare server models release to release), `serve-tN` this checkout's with
+`--grpc-threads N`. Pick models on the command line:
+`python -m bench.server_models ROUNDS MODEL...`.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from bench import envoy_load, fixtures, h2load
-from bench.grpc_load import assert_allows
+from bench.grpc_load import _authz_argv, assert_allows
 from bench.procs import CORES, PYTHON, free_port, pinned, started, wait_port
 
 SERVER_CORE = "0"
@@ -127,11 +133,20 @@ def _servers(
         ports: dict[str, int] = {}
         for model in models:
             port = free_port()
-            log = tmp / f"{model}-{port}.log"
-            argv = [PYTHON, "-m", "bench.server_models", "serve", model, f"127.0.0.1:{port}"]
-            proc = stack.enter_context(
-                started(pinned([*argv, str(policies)], SERVER_CORE), log=log)
-            )
+            log = tmp / f"{model.replace('/', '_')}-{port}.log"
+            env: dict[str, str] = {}
+            if model.startswith(("serve-t", "serve@")) or model == "serve":
+                argv = _authz_argv(policies, f"127.0.0.1:{port}")
+                if model.startswith("serve-t"):
+                    env["AUTHZ_GRPC_THREADS"] = model.removeprefix("serve-t")
+                if model.startswith("serve@"):
+                    # -P: not the working directory (this checkout) ahead of PYTHONPATH.
+                    argv = [argv[0], "-P", *argv[1:]]
+                    env["PYTHONPATH"] = model.removeprefix("serve@")
+            else:
+                argv = [PYTHON, "-m", "bench.server_models", "serve", model, f"127.0.0.1:{port}"]
+                argv.append(str(policies))
+            proc = stack.enter_context(started(pinned(argv, SERVER_CORE), log=log, env=env))
             wait_port(port, proc, log)
             if not model.startswith("empty"):
                 assert_allows(f"127.0.0.1:{port}", message)
@@ -198,10 +213,12 @@ def _direct(port: int, body: Path, requests: int) -> float:
 def table(result: dict[str, Any]) -> list[str]:
     """Markdown rows: model, direct req/s per round and median, behind Envoy likewise."""
     dm, em = result["direct_median"], result["envoy_median"]
-    aio_d, aio_e = dm.get("aio") or 1.0, em.get("aio") or 1.0
+    # The reference: `aio` when measured, else the first `serve@DIR` (the older service).
+    base = "aio" if "aio" in dm else next((m for m in dm if m.startswith("serve@")), "aio")
+    aio_d, aio_e = dm.get(base) or 1.0, em.get(base) or 1.0
     lines = [
-        "| server (1 core) | direct Check/s per round | median | vs aio | behind Envoy req/s "
-        "per round | median | vs aio |",
+        f"| server (1 core) | direct Check/s per round | median | vs {base} | behind Envoy req/s "
+        f"per round | median | vs {base} |",
         "|---|---|---:|---:|---|---:|---:|",
     ]
     for m in dm:
@@ -219,7 +236,7 @@ def main(argv: list[str]) -> int:
         _serve(argv[1], argv[2], argv[3])
         return 0
     rounds = int(argv[0]) if argv else 3
-    result = compare(rounds=rounds)
+    result = compare(rounds=rounds, models=argv[1:]) if argv[1:] else compare(rounds=rounds)
     print("\n".join(table(result)))
     return 0
 

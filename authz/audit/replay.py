@@ -44,6 +44,7 @@ def scenario_of(record: dict[str, Any]) -> Scenario | None:
     headers = record.get("headers")
     claims = record.get("claims") if record.get("token") == "verified" else None
     port = record.get("port")
+    api_key, context = record.get("api_key_principal"), record.get("context")
     return Scenario(
         method=method,
         path=path,
@@ -53,6 +54,11 @@ def scenario_of(record: dict[str, Any]) -> Scenario | None:
         claims=claims if isinstance(claims, dict) else None,
         source_ip=record.get("source"),
         port=port if isinstance(port, int) else None,
+        # The key by its principal, judged against the candidate's key files; the route's
+        # context as logged. (The query string is never logged, so `query` conditions are
+        # re-decided as if it were empty.)
+        api_key=api_key if isinstance(api_key, str) else None,
+        context=context if isinstance(context, dict) else {},
     )
 
 

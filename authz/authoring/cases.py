@@ -10,6 +10,7 @@ cases:
       path: /api/orders/42
       principal: spiffe://cluster.local/ns/shop/sa/frontend
       # also: host, headers: {name: value}, claims: {iss: ..., sub: ..., scope: ...},
+      #       api_key: partners/acme-1, context: {key: value}, query: {name: value},
       #       source_ip, port
     expect:
       decision: allow           # allow | deny
@@ -32,6 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from authz.authoring.scenario import Explanation, Scenario, explain_scenario
 from authz.errors import PolicyError, Problem
@@ -43,7 +45,19 @@ from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, p
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 
 REQUEST_FIELDS = frozenset(
-    {"method", "path", "host", "principal", "headers", "claims", "source_ip", "port"}
+    {
+        "method",
+        "path",
+        "host",
+        "principal",
+        "headers",
+        "claims",
+        "api_key",
+        "context",
+        "query",
+        "source_ip",
+        "port",
+    }
 )
 EXPECT_FIELDS = frozenset({"decision", "status", "reason"})
 MAX_REPEAT = 100_000  # a case's requests are decided one by one: keep `authz test` quick
@@ -267,6 +281,20 @@ class _Parser:
                         self.err(
                             c.line, f"claims stand for a verified JWT: they need an `{key}` string"
                         )
+        api_key = self.optional_text(fields, "api_key")
+        if api_key is not None and api_key.count("/") != 1:
+            self.err(fields["api_key"].line, "api_key names a key as <provider>/<id>")
+        context = self.strings(fields, "context")
+        query: list[tuple[str, str]] = []
+        if "query" in fields:
+            q = self.mapping(fields["query"], "query")
+            for key, value in q.items.items() if q is not None else ():
+                values = value.items if isinstance(value, YSeq) else (value,)
+                for v in values:
+                    if not isinstance(v, YScalar) or not isinstance(v.value, str):
+                        self.err(v.line, f"query {key!r}: a value is a string")
+                    else:
+                        query.append((key, v.value))
         port: int | None = None
         if "port" in fields:
             p = fields["port"]
@@ -281,7 +309,32 @@ class _Parser:
                 port = p.value
         if method is None or path is None or host is None:
             return None
-        return Scenario(method, path, host, principal, headers, claims, source_ip, port)
+        if query:
+            path += ("&" if "?" in path else "?") + urlencode(query)
+        return Scenario(
+            method,
+            path,
+            host,
+            principal,
+            headers,
+            claims,
+            source_ip,
+            port,
+            api_key=api_key,
+            context=context,
+        )
+
+    def strings(self, fields: Mapping[str, YNode], key: str) -> dict[str, str]:
+        """A mapping of strings (`context`), problems for anything else."""
+        out: dict[str, str] = {}
+        if key in fields:
+            m = self.mapping(fields[key], key)
+            for name, value in m.items.items() if m is not None else ():
+                if not isinstance(value, YScalar) or not isinstance(value.value, str):
+                    self.err(value.line, f"{key} {name!r}: the value must be a string")
+                else:
+                    out[name] = value.value
+        return out
 
     def expectation(self, node: YNode | None, line: int) -> Expectation | None:
         if node is None:

@@ -48,6 +48,24 @@ _REQUEST_PROPERTIES: dict[str, dict[str, Any]] = {
             "sub": {**_NONEMPTY, "description": "The subject."},
         },
     },
+    "api_key": {
+        **_NONEMPTY,
+        "pattern": "^[^/]+/[^/]+$",
+        "description": "An API key of the set, as `<provider>/<id>` (key files hold only hashes, "
+        "so a case names the key); one the set does not know is refused with api_key_invalid.",
+    },
+    "context": {
+        "type": "object",
+        "description": "Envoy's per-route context_extensions: key -> value.",
+        "additionalProperties": {"type": "string"},
+    },
+    "query": {
+        "type": "object",
+        "description": "Query parameters added to the path: name -> value or list of values.",
+        "additionalProperties": {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+        },
+    },
     "source_ip": {**_NONEMPTY, "description": "The client address, IPv4 or IPv6."},
     "port": {
         "type": "integer",

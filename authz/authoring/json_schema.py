@@ -17,7 +17,7 @@ from typing import Any
 from authz.policy import sections as sec
 from authz.policy.conditions import CONDITION_KINDS, ConditionKind, Operator
 from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField, not_description
-from authz.policy.kinds import Schema, listed, text
+from authz.policy.kinds import CAPTURE_NAME, Schema, listed, text
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy.schema.json"
 
@@ -43,6 +43,8 @@ def _entry(description: str, fields: Iterable[EntryField]) -> Schema:
 def _operand(kind: ConditionKind, op: Operator) -> Schema:
     if op.shape == "flag":
         return {"type": "boolean", "description": op.description}
+    if op.shape == "capture":
+        return text(op.description, f"^{CAPTURE_NAME.pattern}$")
     value = {"type": kind.value_json_types, "description": f"A {kind.name} value."}
     if op.shape == "list":
         return listed(op.description, value)
@@ -86,6 +88,7 @@ def policy_schema() -> dict[str, Any]:
             "authentication": sec.AUTHENTICATION.json_schema(),
             "mtls": sec.MTLS.json_schema(),
             "provider": sec.PROVIDER.json_schema(),
+            "api_key_provider": sec.API_KEY_PROVIDER.json_schema(),
             "token_location": sec.TOKEN_LOCATION.json_schema(),
             "rule": sec.RULE.json_schema(),
             "rate_limit": sec.RATE_LIMIT.json_schema(),

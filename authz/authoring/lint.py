@@ -57,7 +57,14 @@ CODES = {
     "hostless-allow": "an allow rule in a file without `hosts`: it applies to every tenant's host",
     "host-overlap": "a file whose `hosts` cover another file's host: its allows apply there too",
     **LIMIT_CODES,
+    "api-key-label-without-key": "an `api_key_label` condition on a rule that does not require "
+    "an API key",
+    "not-exportable": "informational: Envoy's own filters cannot enforce this (authz export envoy)",
 }
+
+
+# Codes that inform rather than warn: `--strict` does not fail on them, "lint clean" ignores them.
+INFORMATIONAL = frozenset({"not-exportable"})
 
 
 def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> list[Finding]:
@@ -77,8 +84,20 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
     findings.extend(_unauthenticated_hosts(policy_set, lines))
     findings.extend(_providers(policy_set.files, lines))
     findings.extend(_tenant_takeover(policy_set.files, lines))
+    findings.extend(_not_exportable(policy_set))
     findings.extend(limit_findings(policy_set.files, roles, _expand, Finding))
     return sorted(set(findings))
+
+
+def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
+    """What `authz export envoy` would refuse (it changes an allow or a deny), rule by rule."""
+    try:
+        from authz.export import export_envoy  # Envoy's API types: the `authz[export]` extra
+    except ImportError:
+        return
+    for f in export_envoy(policy_set).findings:
+        if f.decides:
+            yield Finding(f.file, f.line, "not-exportable", f.subject, f.why)
 
 
 # --- rules one by one -----------------------------------------------------------------------
@@ -95,6 +114,15 @@ def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
         )
     if rule.action == "audit":
         yield finding("audit-rule", "audit rules only log; remove it once the audit is over")
+    if any(c.kind == "api_key_label" for c in rule.when) and (
+        rule.from_ is None or any(e.get("api_keys") is None for e in rule.from_)
+    ):
+        yield finding(
+            "api-key-label-without-key",
+            "an `api_key_label` condition, but not every `from` entry requires an API key "
+            "(`api_keys`): a `not_` operator or `present: false` then also holds for requests "
+            "without any key; add `from: [{api_keys: [...]}]`",
+        )
     if rule.action != "allow" or not _broad(rule.to, roles):
         return
     where = "every path" if rule.to is None else "broad paths"
@@ -155,7 +183,10 @@ def _expand(entries: Iterable[ToSpec], roles: Roles) -> list[ToSpec]:
 
 def _unreachable(rule: RuleSpec, policy_set: PolicySet) -> Iterable[Finding]:
     issuers = {p.issuer for p in policy_set.jwt_providers}
-    domains = {td for f in policy_set.files for td in f.trust_domains or ()}
+    domains = {
+        td for f in policy_set.files for td in (*(f.trust_domains or ()), *f.trust_domain_aliases)
+    }
+    has_keys = any(f.api_key_providers for f in policy_set.files)
     own_file = next((f for f in policy_set.files if f.file == rule.file), None)
     restricted = own_file is not None and own_file.trust_domains is not None
 
@@ -169,6 +200,12 @@ def _unreachable(rule: RuleSpec, policy_set: PolicySet) -> Iterable[Finding]:
             return
     if not issuers and any(c.kind == "claim" for c in rule.when):
         yield finding("never matches: it has a claim condition and the set has no JWT provider")
+        return
+    if not has_keys and (
+        any(e.get("api_keys") is not None for e in rule.from_ or ())
+        and all(e.get("api_keys") is not None for e in rule.from_ or ())
+    ):
+        yield finding("never matches: it needs an API key and the set has no api_keys provider")
         return
     if rule.to is not None:
         reasons = [_to_never(e) for e in rule.to]
@@ -200,6 +237,8 @@ def _excluded(entry: FromSpec | ToSpec, fields: Iterable[EntryField]) -> str | N
 
 
 def _to_never(entry: ToSpec) -> str | None:
+    if "*" in (entry.get("not_methods") or ()):
+        return "`not_methods: ['*']` excludes every method"
     return _excluded(entry, TO_FIELDS)
 
 
@@ -269,7 +308,8 @@ def _entry_covers(d: ToSpec, a: ToSpec) -> bool:
         if d.get(field) is not None and d.get(field) != a.get(field):
             return False
     d_methods, a_methods = d.get("methods"), a.get("methods")
-    if d_methods is not None and (a_methods is None or not set(a_methods) <= set(d_methods)):
+    any_method = d_methods is None or "*" in d_methods  # `methods: ["*"]` is any method
+    if not any_method and (a_methods is None or not set(a_methods) <= set(d_methods)):
         return False
     d_paths, a_paths = d.get("paths"), a.get("paths")
     if d_paths is not None:
@@ -326,14 +366,15 @@ def _unauthenticated_hosts(policy_set: PolicySet, lines: _Lines) -> Iterable[Fin
                 continue
             auth = policy.authentication
             serves = any(r.action == "allow" and r.enforced for r in policy.rules)
-            if serves and auth.trust_domains is None and not auth.jwt_providers:
+            unauthenticated = not (auth.jwt_providers or auth.api_key_providers)
+            if serves and auth.trust_domains is None and unauthenticated:
                 yield Finding(
                     f.file,
                     lines.host(f.file, host),
                     "unauthenticated-host",
                     host,
-                    "allow rules apply and no file for this host sets mtls.trust_domains or jwt: "
-                    "peers of any trust domain count as authenticated",
+                    "allow rules apply and no file for this host sets mtls.trust_domains, jwt or "
+                    "api_keys: peers of any trust domain count as authenticated",
                 )
 
 

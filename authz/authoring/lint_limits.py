@@ -82,10 +82,17 @@ def _key_may_be_absent(limit: RateLimitSpec) -> str | None:
         if any(c.kind == "claim" for c in positive):
             return None
         return "a request without a token"
-    if kind in ("header", "claim"):
+    if kind == "api_key":
+        entries = limit.from_ or ()
+        if entries and all(e.get("api_keys") is not None for e in entries):
+            return None
+        if any(c.kind == "api_key_label" for c in positive):
+            return None
+        return "a request without an API key"
+    if kind in ("header", "claim", "context"):
         if any(c.kind == kind and c.name.lower() == name.lower() for c in positive):
             return None
-        return f"a request without {'header' if kind == 'header' else 'claim'} {name}"
+        return f"a request without {kind} {name}"
     return None
 
 

@@ -21,11 +21,11 @@ from types import MappingProxyType
 from typing import Any
 
 from authz.engine import rejection
-from authz.errors import InvalidHost, InvalidMethod, InvalidPath, TokenRejected
+from authz.errors import ApiKeyRejected, InvalidHost, InvalidMethod, InvalidPath, TokenRejected
 from authz.identity.jwt import check_claims
 from authz.identity.spiffe import workload_for
 from authz.limits import Count, Counter, Limiter, LocalCounter, counter_key
-from authz.model import ANONYMOUS, Decision, EndUser, Identity, Request
+from authz.model import ANONYMOUS, ApiKeyUser, Decision, EndUser, Identity, Request
 from authz.paths import normalize_path
 from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
 from authz.policy.context import RequestContext
@@ -46,6 +46,10 @@ class Scenario:
     claims: Mapping[str, Any] | None = None
     source_ip: str | None = None
     port: int | None = None
+    # `<provider>/<id>` of a key the set knows (key files hold only hashes), and Envoy's
+    # per-route context_extensions.
+    api_key: str | None = None
+    context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class RuleTrace:
     failed: str | None
     effect: str
     decides: bool = False
+    # What the rule's matching path captured (`{tenant}`), for a rule that compares with one.
+    captures: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,7 @@ class Explanation:
     files: tuple[str, ...] = ()
     principal: str | None = None
     request_principal: str | None = None
+    api_key_principal: str | None = None
     rules: tuple[RuleTrace, ...] = ()
     notes: tuple[str, ...] = ()
     limits: tuple[LimitTrace, ...] = ()
@@ -152,6 +159,7 @@ def prepare(policy_set: PolicySet, scenario: Scenario, now: float) -> Prepared:
         source_ip=scenario.source_ip,
         destination_port=scenario.port,
         peer_principal=scenario.principal or "",
+        context=MappingProxyType(dict(scenario.context)),
     )
     notes: list[str] = []
     identity, refused = _identity(scenario, host_policy, now, notes)
@@ -188,6 +196,7 @@ def explain_scenario(
     identity = p.identity
     workload = identity.workload.principal if identity.workload is not None else None
     user = identity.user.principal if identity.user is not None else None
+    key = identity.api_key.principal if identity.api_key is not None else None
     base = Explanation(
         decision=decide(p),
         revision=revision,
@@ -196,6 +205,7 @@ def explain_scenario(
         files=p.host_policy.files,
         principal=workload,
         request_principal=user,
+        api_key_principal=key,
         notes=p.notes,
     )
     if p.refused is not None:
@@ -312,7 +322,18 @@ def _identity(
             except TokenRejected as error:
                 notes.append(f"the service would refuse this token: {error}")
                 return Identity(workload=workload), rejection(error)
-    return Identity(workload=workload, user=user), None
+    api_key: ApiKeyUser | None = None
+    if scenario.api_key is not None:
+        name, _, key_id = scenario.api_key.partition("/")
+        keys = next((k for k in auth.api_key_providers if k.name == name), None)
+        key = next((k for k in keys.keys.values() if k.id == key_id), None) if keys else None
+        if keys is None or key is None:
+            where = f"provider {name!r}" if keys else "no API-key provider of this host"
+            notes.append(f"API key {scenario.api_key!r} is unknown to {where}")
+            rejected = ApiKeyRejected("the API key is not known", realm=name)
+            return Identity(workload=workload, user=user), rejection(rejected)
+        api_key = ApiKeyUser(keys.name, key, found_at=keys.locations[0])
+    return Identity(workload=workload, user=user, api_key=api_key), None
 
 
 def _trace(
@@ -342,6 +363,7 @@ def _trace(
                 failed=failed,
                 effect=effect,
                 decides=matched and rule.enforced and decision.rule == rule.name,
+                captures=rule.captures(ctx),
             )
         )
     return tuple(out)

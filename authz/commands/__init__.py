@@ -7,9 +7,11 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from authz.commands import (
+    apikey,
     demo,
     envoy_config,
     explain,
+    export,
     lint,
     replay,
     schema,
@@ -30,6 +32,7 @@ class Command(Protocol):
 
 
 _MODULES: list[ModuleType] = [serve, envoy_config, demo]
-_MODULES += [validate, lint, test_cmd, explain, schema]  # tools for policy authors
+_MODULES += [validate, lint, test_cmd, explain, schema, apikey]  # tools for policy authors
 _MODULES += [usage, replay]  # audits of the decision log
+_MODULES += [export]  # policies as Envoy's own filters
 COMMANDS: list[Command] = [cast(Command, module) for module in _MODULES]

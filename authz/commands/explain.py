@@ -38,6 +38,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a request header; may be repeated",
     )
+    parser.add_argument(
+        "--api-key",
+        metavar="PROVIDER/ID",
+        help="a key of the set, named as <provider>/<id> (key files hold only hashes)",
+    )
+    parser.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a context_extensions entry of the route; may be repeated",
+    )
     parser.add_argument("--source-ip", help="the client address")
     parser.add_argument("--port", type=int, help="the destination port")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -58,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             claims=_claims(args.claims),
             source_ip=args.source_ip,
             port=args.port,
+            api_key=args.api_key,
+            context=_pairs(args.context, "--context"),
         )
     except ValueError as error:
         print(f"authz explain: {error}", file=sys.stderr)
@@ -84,6 +98,16 @@ def _headers(pairs: list[str]) -> dict[str, str]:
             raise ValueError(f"--header {pair!r}: write NAME=VALUE")
         headers[name.strip().lower()] = value
     return headers
+
+
+def _pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {pair!r}: write KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def _claims(text: str | None) -> dict[str, Any] | None:
@@ -121,7 +145,7 @@ def render(explanation: Any) -> str:
         lines.append(f"files: {', '.join(explanation.files)}")
     lines.append(
         f"workload: {explanation.principal or '-'}  end user: "
-        f"{explanation.request_principal or '-'}"
+        f"{explanation.request_principal or '-'}  api key: {explanation.api_key_principal or '-'}"
     )
     for note in explanation.notes:
         lines.append(f"note: {note}")
@@ -136,6 +160,9 @@ def render(explanation: Any) -> str:
             meaning = _meaning(r.failed)
             if meaning is not None:
                 lines.append(f"    {' ' * width}  {meaning}")
+            if r.captures:
+                bound = ", ".join(f"{k}={v!r}" for k, v in sorted(r.captures.items()))
+                lines.append(f"    {' ' * width}  captures: {bound}")
     if explanation.limits:
         lines.append("rate limits:")
         width = max(len(x.name) for x in explanation.limits)

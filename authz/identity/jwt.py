@@ -108,7 +108,7 @@ class KeyWait(enum.Enum):
     """What a check does when its token's kid is unknown and a refetch may bring it."""
 
     BLOCK = "block"
-    """Wait on this thread (bounded by the refetch's deadline): for a thread-pool server, the
+    """Wait on this thread (bounded by the refetch's deadline): for the gRPC server's pool, the
     CLI and tests."""
     DEFER = "defer"
     """Raise KeysPending: the caller (an event loop) awaits `refetch.wait_async()` and asks

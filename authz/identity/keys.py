@@ -12,9 +12,9 @@ refetch it triggers can bring, so `KeyRegistry.refetch` hands out a `Refetch` th
 wait for, all for the same fetch, and never past `unknown_kid_wait` seconds after it started
 (well inside Envoy's 0.5 s check timeout). Checks whose kid is known never wait.
 
-Plain threads and urllib are used on purpose: the registry works the same under grpc.aio, in
-the CLI and in tests, and never touches the caller's event loop (`Refetch.wait_async` only
-schedules a wake-up on it).
+Plain threads and urllib are used on purpose: the registry works the same on the gRPC server's
+threads, on the HTTP door's event loop, in the CLI and in tests, and never touches the caller's
+event loop (`Refetch.wait_async` only schedules a wake-up on it).
 """
 
 from __future__ import annotations

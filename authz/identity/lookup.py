@@ -51,11 +51,11 @@ def find_token(request: Request, providers: Iterable[JwtProvider]) -> FoundToken
                 values = _from_header(request, location)
             elif location.query is not None:
                 if query is None:
-                    query = _parse_query(request.query)
+                    query = parse_query(request.query)
                 values = query.get(location.query, [])
             elif location.cookie is not None:
                 if cookies is None:
-                    cookies = _parse_cookies(request.headers.get("cookie", ""))
+                    cookies = parse_cookies(request.headers.get("cookie", ""))
                 values = cookies.get(location.cookie, [])
             else:
                 continue
@@ -91,12 +91,12 @@ def _from_header(request: Request, location: TokenLocation) -> list[str]:
     return found
 
 
-def _parse_query(query: str) -> dict[str, list[str]]:
+def parse_query(query: str) -> dict[str, list[str]]:
     # keep_blank_values: `?access_token=` is an empty token (rejected), not "no token".
     return urllib.parse.parse_qs(query.lstrip("?"), keep_blank_values=True)
 
 
-def _parse_cookies(header: str) -> dict[str, list[str]]:
+def parse_cookies(header: str) -> dict[str, list[str]]:
     # RFC 6265 section 4.2.1: cookie-pairs separated by "; ", values optionally in DQUOTEs.
     cookies: dict[str, list[str]] = {}
     for part in header.split(";"):

@@ -1,4 +1,4 @@
-"""Request -> Identity: the workload from the peer, the end user from a JWT."""
+"""Request -> Identity: the workload from the peer, the end user from a JWT, the API key."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from authz.config import Settings
 from authz.errors import TokenRejected
+from authz.identity.apikeys import find_api_key
 from authz.identity.jwt import (
     TOKEN_CACHE_BYTES,
     JwtVerifier,
@@ -89,9 +90,11 @@ class IdentityResolver:
         """
         workload = self._peer.workload(request, auth.trust_domains, now)
         user = self._end_user(request, auth, now, wait)
-        if workload is None and user is None:
+        # Raises ApiKeyRejected (401 `api_key_invalid`) for a presented key nobody knows.
+        api_key = find_api_key(request, auth.api_key_providers) if auth.api_key_providers else None
+        if workload is None and user is None and api_key is None:
             return ANONYMOUS
-        return Identity(workload=workload, user=user)
+        return Identity(workload=workload, user=user, api_key=api_key)
 
     def _end_user(
         self, request: Request, auth: Authentication, now: float, wait: KeyWait

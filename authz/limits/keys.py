@@ -44,9 +44,12 @@ def _source_ip(ctx: RequestContext, _: str) -> str | None:
     return str(ip) if ip is not None else None
 
 
-# One entry per kind. `api_key` and `context:` need the identity and the request context the
-# `language` work adds: each is one entry here.
+# One entry per kind.
 _READERS: dict[str, Read] = {
+    # The key's principal (`<provider>/<id>`), never the key: a revoked and reissued key with
+    # the same id shares its counter.
+    "api_key": lambda ctx, _: _text(ctx.api_key_principal),
+    "context": lambda ctx, name: ctx.context.get(name) or None,
     "principal": lambda ctx, _: _text(ctx.workload.principal if ctx.workload else None),
     "request_principal": lambda ctx, _: _text(ctx.user.principal if ctx.user else None),
     "source_ip": _source_ip,
@@ -99,8 +102,7 @@ def parse_key(text: str) -> LimitKey:
 
 
 def supported(key: LimitKey) -> bool:
-    """Whether this build can read the key (api_key and context: come with the `language`
-    additions; until then a limit on them is refused when the policy is loaded)."""
+    """Whether this build can read the key (a kind without a reader is refused at load)."""
     return key.kind in _READERS
 
 

@@ -63,7 +63,9 @@ class CompiledLimit:
             own = Reads(headers=frozenset({self.key.name}))
         elif self.key.kind == "source_ip":
             own = Reads(source_ip=True)
-        elif self.key.kind not in ("principal", "request_principal", "claim"):
+        elif self.key.kind == "context":
+            own = Reads(context=True)
+        elif self.key.kind not in ("principal", "request_principal", "claim", "api_key"):
             own = Reads(opaque=True)  # a kind the cache key cannot name: never cached
         return self.matcher.reads | own
 

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from authz.model import Request, Verdict
 from authz.policy.conditions import MISSING, claim_value
-from authz.policy.spec import JwtProvider
+from authz.policy.spec import ApiKeyProvider, JwtProvider
 
 log = logging.getLogger("authz.decision_log")
 
@@ -54,8 +54,8 @@ REPLAY_CLAIMS = ("iss", "sub", "aud")
 _STOP = object()  # the writer's sentinel: everything queued before it is written first
 
 
-def token_headers(providers: Iterable[JwtProvider]) -> frozenset[str]:
-    """The (lower-case) header names the given JWT providers read tokens from."""
+def token_headers(providers: Iterable[JwtProvider | ApiKeyProvider]) -> frozenset[str]:
+    """The (lower-case) header names the given JWT and API-key providers read credentials from."""
     return frozenset(
         location.header.lower()
         for provider in providers
@@ -140,6 +140,10 @@ def decision_record(
     record["source"] = request.source_ip
     record["port"] = request.destination_port
     record["request_id"] = request.request_id or None
+    if verdict.api_key_principal:  # the key's principal, never the key
+        record["api_key_principal"] = verdict.api_key_principal
+    if request.context:
+        record["context"] = dict(request.context)
     if request.peer_principal and request.peer_principal != verdict.principal:
         # What Envoy said the peer is, when the identity layer did not accept it (another trust
         # domain): a replay under other trust domains needs it.

@@ -24,10 +24,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from authz.errors import PolicyError, Problem
+from authz.policy.aliases import expand_aliases
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, Reads, compile_rule
 from authz.policy.schema import FileSpec, ToSpec
-from authz.policy.spec import Authentication, JwtProvider, RateLimitSpec, RuleSpec
+from authz.policy.spec import (
+    ApiKeyProvider,
+    Authentication,
+    JwtProvider,
+    RateLimitSpec,
+    RuleSpec,
+    TokenLocation,
+)
 
 if TYPE_CHECKING:  # authz.limits reads policy contexts: no import cycle at run time
     from authz.limits.stage import CompiledLimit
@@ -71,6 +79,7 @@ class KeyPlan:
     port: bool
     source_ip: bool
     cacheable: bool = True
+    context: bool = False  # the route's context_extensions (`when: context`)
 
 
 def key_plan(
@@ -86,16 +95,28 @@ def key_plan(
     for limit in limits:
         reads = reads | limit.reads
     headers = set(reads.headers)
-    query = False
-    for provider in authentication.jwt_providers:
-        for location in provider.locations:
-            if location.header is not None:
-                headers.add(location.header.lower())
-            elif location.cookie is not None:
-                headers.add("cookie")
-            elif location.query is not None:
-                query = True
-    return KeyPlan(tuple(sorted(headers)), query, reads.port, reads.source_ip, not reads.opaque)
+    query = reads.query
+    # Where credentials are looked for: the identity (and the API-key principal header of an
+    # allow) depends on what they hold.
+    locations: list[TokenLocation] = [
+        *(loc for provider in authentication.jwt_providers for loc in provider.locations),
+        *(loc for provider in authentication.api_key_providers for loc in provider.locations),
+    ]
+    for location in locations:
+        if location.header is not None:
+            headers.add(location.header.lower())
+        elif location.cookie is not None:
+            headers.add("cookie")
+        elif location.query is not None:
+            query = True
+    return KeyPlan(
+        tuple(sorted(headers)),
+        query,
+        reads.port,
+        reads.source_ip,
+        not reads.opaque,
+        reads.context,
+    )
 
 
 class HostPolicy:
@@ -170,17 +191,23 @@ _CANDIDATES_LIMIT = 4096
 
 
 def merge_authentication(files: Iterable[FileSpec]) -> Authentication:
-    """Trust domains: union of the files' lists (None when none lists any); providers: all,
-    without duplicates, in file order."""
+    """Trust domains: union of the files' lists and aliases (None when none lists any);
+    providers (JWT and API key): all, without duplicates, in file order."""
     domains: set[str] | None = None
+    aliases: set[str] = set()
     providers: dict[JwtProvider, None] = {}
+    api_keys: dict[ApiKeyProvider, None] = {}
     for f in files:
         if f.trust_domains is not None:
-            domains = (domains or set()) | set(f.trust_domains)
+            domains = (domains or set()) | set(f.trust_domains) | set(f.trust_domain_aliases)
+            aliases.update(f.trust_domain_aliases)
         providers.update(dict.fromkeys(f.jwt_providers))
+        api_keys.update(dict.fromkeys(f.api_key_providers))
     return Authentication(
         trust_domains=frozenset(domains) if domains is not None else None,
         jwt_providers=tuple(providers),
+        api_key_providers=tuple(api_keys),
+        trust_domain_aliases=frozenset(aliases),
     )
 
 
@@ -202,9 +229,10 @@ class PolicySet:
 
     def __init__(self, files: Sequence[FileSpec], revision: str):
         """Compile `files` (validated by the schema); raise PolicyError on set-wide problems."""
-        files = sorted(files, key=lambda f: f.file)
+        files = expand_aliases(sorted(files, key=lambda f: f.file))
         roles = _collect_roles(files)  # raises on problems
         _check_rules(files, roles)
+        _check_api_key_providers(files)
         compiled: list[_CompiledFile] = []
         index = 0
         for f in files:
@@ -217,7 +245,10 @@ class PolicySet:
         self.revision = revision
         self.files: tuple[FileSpec, ...] = tuple(files)
         self.rules: tuple[CompiledRule, ...] = tuple(r for c in compiled for r in c.rules)
-        self.jwt_providers: tuple[JwtProvider, ...] = merge_authentication(files).jwt_providers
+        merged = merge_authentication(files)
+        self.jwt_providers: tuple[JwtProvider, ...] = merged.jwt_providers
+        # Where API keys are looked for (the decision log never writes those headers).
+        self.api_key_providers: tuple[ApiKeyProvider, ...] = merged.api_key_providers
         self._compiled = tuple(compiled)
         exact: dict[str, list[int]] = defaultdict(list)
         suffix: dict[str, list[int]] = defaultdict(list)
@@ -342,6 +373,25 @@ def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
     if problems:
         raise PolicyError(problems)
     return roles
+
+
+def _check_api_key_providers(files: Sequence[FileSpec]) -> None:
+    """API-key provider names are unique across the set: a principal `<name>/<id>` must say
+    which key file vouched for it."""
+    problems: list[Problem] = []
+    where: dict[str, tuple[str, int]] = {}
+    for f in files:
+        for provider, line in zip(f.api_key_providers, f.api_key_lines, strict=True):
+            _first_use(
+                where,
+                problems,
+                f"api_keys provider {provider.name!r} is also defined at",
+                provider.name,
+                f.file,
+                line,
+            )
+    if problems:
+        raise PolicyError(problems)
 
 
 def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]) -> None:

@@ -20,18 +20,29 @@ Build = Callable[[str, Any], Callable[[Any], bool]]
 
 
 class ConditionExport(Protocol):
-    """The condition as a fragment of Envoy's RBAC filter (filled by export; None: no
-    equivalent, export then refuses the rule)."""
+    """The condition as Envoy's RBAC `Principal` (a typed object), positive: the export negates
+    it for `not_` operators. An empty slot: no equivalent, the export refuses the rule."""
 
-    def __call__(
-        self, subject: str, op: str, value: Any, negated: bool
-    ) -> Mapping[str, Any] | None: ...
+    def __call__(self, subject: str, op: str, value: Any) -> Any: ...
+
+
+def exported(name: str) -> ConditionExport:
+    """The hook `authz.export.rbac_fields.<name>`, imported on first use (see fields.exported)."""
+
+    def hook(subject: str, op: str, value: Any) -> Any:
+        from authz.export import rbac_fields
+
+        return getattr(rbac_fields, name)(subject, op, value)
+
+    return hook
 
 
 @dataclass(frozen=True, slots=True)
 class Operator:
-    """`shape` is "scalar" (one value), "list" (a non-empty list of values) or "flag" (a
-    boolean). Every operator but a flag has a `not_` form, which holds when it does not."""
+    """`shape` is "scalar" (one value), "list" (a non-empty list of values), "flag" (a
+    boolean) or "capture" (the name of a path capture: the test then gets the pair (what the
+    kind reads, the captured segment or None)). Every operator but a flag has a `not_` form,
+    which holds when it does not."""
 
     name: str
     description: str
@@ -61,6 +72,7 @@ class ConditionKind:
     attribute: str  # what it reads: the `RequestContext` attribute
     operators: tuple[Operator, ...]
     needs_jwt: bool = False
+    needs_api_key: bool = False
     export: ConditionExport | None = None
 
     @property
@@ -141,6 +153,18 @@ def _claim_contains(name: str, value: Any) -> Callable[[Any], bool]:
     return contains
 
 
+def _claim_equals_capture(name: str, _: Any) -> Callable[[Any], bool]:
+    def equals(pair: tuple[Mapping[str, Any] | None, str | None]) -> bool:
+        claims, captured = pair
+        got = claim_value(claims, name)
+        # A path segment is text: a string claim, or an integer claim in decimal (`42`).
+        if isinstance(got, int) and not isinstance(got, bool):
+            got = str(got)
+        return captured is not None and isinstance(got, str) and got == captured
+
+    return equals
+
+
 def _claim_any_of(name: str, value: Any) -> Callable[[Any], bool]:
     def any_of(claims: Mapping[str, Any] | None) -> bool:
         got = claim_value(claims, name)
@@ -176,11 +200,49 @@ def _header_any_of(name: str, value: Any) -> Callable[[Any], bool]:
     return lambda headers: headers.get(name) in options
 
 
+def _header_equals_capture(name: str, _: Any) -> Callable[[Any], bool]:
+    def equals(pair: tuple[Mapping[str, str], str | None]) -> bool:
+        headers, captured = pair
+        return captured is not None and headers.get(name) == captured
+
+    return equals
+
+
+# --- query parameters, context extensions, API-key labels -----------------------------------
+# Query parameters read `{name: (value, ...)}`: a repeated parameter holds when any value does.
+
+
+def _query_present(name: str, value: Any) -> Callable[[Any], bool]:
+    want = bool(value)
+    return lambda query: (name in query) == want
+
+
+def _query_equals(name: str, value: Any) -> Callable[[Any], bool]:
+    return lambda query: value in query.get(name, ())
+
+
+def _query_any_of(name: str, value: Any) -> Callable[[Any], bool]:
+    options = frozenset(value)
+    return lambda query: not options.isdisjoint(query.get(name, ()))
+
+
+def _query_equals_capture(name: str, _: Any) -> Callable[[Any], bool]:
+    def equals(pair: tuple[Mapping[str, tuple[str, ...]], str | None]) -> bool:
+        query, captured = pair
+        return captured is not None and captured in query.get(name, ())
+
+    return equals
+
+
 def _empty_prefix(value: Any) -> str | None:
     return "an empty prefix matches everything; use `present: true`" if value == "" else None
 
 
 _PRESENT = "True: the value is there; false: it is not."
+_CAPTURE = (
+    "The value equals the path segment the rule's matching path captured as `{name}` "
+    "(decoded); the name must be bound by every path of the rule's `to`."
+)
 
 CLAIM = ConditionKind(
     name="claim",
@@ -205,8 +267,10 @@ CLAIM = ConditionKind(
             "any_of", "The claim (or one of its items) is one of these.", "list", _claim_any_of
         ),
         Operator("present", _PRESENT, "flag", _claim_present),
+        Operator("equals_capture", _CAPTURE, "capture", _claim_equals_capture),
     ),
     needs_jwt=True,
+    export=exported("claim"),
 )
 
 HEADER = ConditionKind(
@@ -231,7 +295,65 @@ HEADER = ConditionKind(
         ),
         Operator("any_of", "The header is one of these.", "list", _header_any_of),
         Operator("present", _PRESENT, "flag", _header_present),
+        Operator("equals_capture", _CAPTURE, "capture", _header_equals_capture),
+    ),
+    export=exported("header"),
+)
+
+QUERY = ConditionKind(
+    name="query",
+    description="A condition on a query parameter of the original path (name and values "
+    "percent-decoded; a repeated parameter holds when any of its values does).",
+    subject="A query parameter name (decoded).",
+    subject_pattern=kinds.NONBLANK,
+    check_subject=None,
+    value_types=(str,),
+    value_noun="a query value is a string",
+    value_json_types="string",
+    attribute="query",
+    operators=(
+        Operator("equals", "A value of the parameter equals this.", "scalar", _query_equals),
+        Operator("any_of", "A value of the parameter is one of these.", "list", _query_any_of),
+        Operator("present", _PRESENT, "flag", _query_present),
+        Operator("equals_capture", _CAPTURE, "capture", _query_equals_capture),
     ),
 )
 
-CONDITION_KINDS: tuple[ConditionKind, ...] = (CLAIM, HEADER)
+CONTEXT = ConditionKind(
+    name="context",
+    description="A condition on Envoy's per-route `context_extensions` (set with "
+    "ExtAuthzPerRoute.check_settings; see `authz envoy-config --route-context`).",
+    subject="A context_extensions key.",
+    subject_pattern=kinds.NONBLANK,
+    check_subject=None,
+    value_types=(str,),
+    value_noun="a context value is a string",
+    value_json_types="string",
+    attribute="context",
+    operators=(
+        Operator("equals", "The context value equals this.", "scalar", _header_equals),
+        Operator("any_of", "The context value is one of these.", "list", _header_any_of),
+        Operator("present", _PRESENT, "flag", _header_present),
+    ),
+)
+
+API_KEY_LABEL = ConditionKind(
+    name="api_key_label",
+    description="A condition on a label of the presented API key (from its key file).",
+    subject="A label name.",
+    subject_pattern=kinds.NONBLANK,
+    check_subject=None,
+    value_types=(str,),
+    value_noun="a label value is a string",
+    value_json_types="string",
+    attribute="api_key_labels",
+    operators=(
+        Operator("equals", "The label equals this.", "scalar", _header_equals),
+        Operator("any_of", "The label is one of these.", "list", _header_any_of),
+        Operator("present", _PRESENT, "flag", _header_present),
+        Operator("equals_capture", _CAPTURE, "capture", _header_equals_capture),
+    ),
+    needs_api_key=True,
+)
+
+CONDITION_KINDS: tuple[ConditionKind, ...] = (CLAIM, HEADER, QUERY, CONTEXT, API_KEY_LABEL)

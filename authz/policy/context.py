@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import parse_qsl
 
-from authz.model import EndUser, Identity, Request, Workload
+from authz.model import ApiKeyUser, EndUser, Identity, Request, Workload
 from authz.policy.patterns import IPAddress, request_first_segment
 from authz.policy.spec import Authentication
 
 _UNSET: Any = object()
+_NONE: Mapping[str, str] = MappingProxyType({})
 
 
 class RequestContext:
@@ -22,7 +25,9 @@ class RequestContext:
 
     __slots__ = (
         "_ip",
-        "_source_ip",
+        "_query",
+        "_request",
+        "api_key",
         "claims",
         "first_segment",
         "headers",
@@ -60,19 +65,54 @@ class RequestContext:
         self.request_principal = self.user.principal if self.user is not None else None
         self.issuer = self.user.issuer if self.user is not None else None
         self.claims: Mapping[str, Any] | None = self.user.claims if self.user is not None else None
-        self._source_ip = request.source_ip
+        self.api_key: ApiKeyUser | None = identity.api_key
+        # What only some rules read (the source IP, the query, the route's context) is taken
+        # from the request when first read: a check pays for none of it up front.
+        self._request = request
         self._ip: IPAddress | None = _UNSET
 
     @property
     def authenticated(self) -> bool:
-        return self.workload is not None or self.user is not None
+        return self.workload is not None or self.user is not None or self.api_key is not None
+
+    @property
+    def api_key_principal(self) -> str | None:
+        return self.api_key.principal if self.api_key is not None else None
+
+    @property
+    def api_key_labels(self) -> Mapping[str, str]:
+        return self.api_key.labels if self.api_key is not None else _NONE
+
+    @property
+    def context(self) -> Mapping[str, str]:
+        """Envoy's `context_extensions` for the request's route."""
+        return self._request.context
+
+    @property
+    def query(self) -> Mapping[str, tuple[str, ...]]:
+        """The decoded query parameters, parsed on first use: a name spelled with different
+        encodings (`a%62c`, `abc`) is one parameter, and a repeated one has all its values."""
+        try:
+            return self._query  # set on first use only
+        except AttributeError:
+            self._query: Mapping[str, tuple[str, ...]] = parse_query(self._request.query)
+            return self._query
 
     @property
     def ip(self) -> IPAddress | None:
         """The source address, parsed on first use; None when absent or unparsable."""
         if self._ip is _UNSET:
-            self._ip = _parse_ip(self._source_ip)
+            self._ip = _parse_ip(self._request.source_ip)
         return self._ip
+
+
+def parse_query(raw: str) -> Mapping[str, tuple[str, ...]]:
+    """A query string as `{name: values}`, names and values percent-decoded (and `+` as a
+    space, as HTML forms send it). An escape that does not decode as UTF-8 stays U+FFFD."""
+    found: dict[str, list[str]] = {}
+    for name, value in parse_qsl(raw.lstrip("?"), keep_blank_values=True):
+        found.setdefault(name, []).append(value)
+    return {k: tuple(v) for k, v in found.items()}
 
 
 def _parse_ip(raw: str | None) -> IPAddress | None:

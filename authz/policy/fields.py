@@ -11,7 +11,7 @@ adding one entry (tests/unit/policy/test_field_declarations.py runs it through e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,13 +30,26 @@ class RoleEntries(Protocol):
 
 
 class ExportHook(Protocol):
-    """The field as a fragment of Envoy's RBAC `Principal`/`Permission` (filled by export).
+    """The field as Envoy's RBAC `Principal` (from) or `Permission` (to), a typed object.
 
-    `values` is the checked value (a tuple, or True for a flag); `negated` is the `not_` form.
-    Returns None when the field has no RBAC equivalent (export then refuses the rule).
+    `values` is the checked value (a tuple, or True for a flag); the result is the positive
+    match, and the export negates it for the `not_` form, as the compiler does. A field whose
+    slot is empty has no RBAC equivalent: the export refuses the rule and says so.
     """
 
-    def __call__(self, values: Any, negated: bool) -> Mapping[str, Any] | None: ...
+    def __call__(self, ctx: Any, values: Any) -> Any: ...
+
+
+def exported(name: str) -> ExportHook:
+    """The hook `authz.export.rbac_fields.<name>`, imported on first use: the policy core stays
+    free of Envoy's API types, which only the export loads."""
+
+    def hook(ctx: Any, values: Any) -> Any:
+        from authz.export import rbac_fields
+
+        return getattr(rbac_fields, name)(ctx, values)
+
+    return hook
 
 
 # A test over the value of the field's request attribute (`EntryField.reads`).
@@ -58,6 +71,8 @@ class EntryField:
     negatable: bool = True
     # The field can only match a request with a verified JWT (for the 401 challenge).
     needs_jwt: bool = False
+    # The field can only match a request with a known API key (for the ApiKey challenge).
+    needs_api_key: bool = False
     # False for fields a role's own entries may not use (`role` inside a role).
     in_roles: bool = True
     # The `not_` form's description when "matches when none of these match" does not fit.
@@ -88,6 +103,11 @@ def _ip_blocks(values: Sequence[str]) -> _Matcher:
     return pat.ip_blocks(pat.parse_ip_block(v) for v in values)
 
 
+def _methods(values: Any, _: RoleEntries) -> Test:
+    """Membership; `*` is any method, as in Istio (`not_methods: ["*"]` then matches none)."""
+    return bool if "*" in values else frozenset(values).__contains__
+
+
 def _truth(_: bool, __: RoleEntries) -> Test:
     return bool
 
@@ -106,6 +126,7 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         f"`td/ns/x/sa/y`. `*` = any authenticated workload. {_STAR}",
         "principal",
         _by(pat.principal_patterns),
+        export=exported("principals"),
     ),
     EntryField(
         "namespaces",
@@ -113,6 +134,7 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         f"The SPIFFE namespace of the workload principal. {_STAR}",
         "namespace",
         _by(pat.string_patterns),
+        export=exported("namespaces"),
     ),
     EntryField(
         "request_principals",
@@ -121,9 +143,16 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         "request_principal",
         _by(pat.string_patterns),
         needs_jwt=True,
+        export=exported("request_principals"),
     ),
     EntryField(
-        "issuers", kinds.TEXT, "`iss` of the verified JWT.", "issuer", _one_of, needs_jwt=True
+        "issuers",
+        kinds.TEXT,
+        "`iss` of the verified JWT.",
+        "issuer",
+        _one_of,
+        needs_jwt=True,
+        export=exported("issuers"),
     ),
     EntryField(
         "ip_blocks",
@@ -131,14 +160,24 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         "The source address: single IPs or CIDRs, IPv4 and IPv6 (host bits zero).",
         "ip",
         _by(_ip_blocks),
+        export=exported("ip_blocks"),
+    ),
+    EntryField(
+        "api_keys",
+        kinds.STAR,
+        f"The API-key principal `<provider>/<id>` of a known key. {_STAR}",
+        "api_key_principal",
+        _by(pat.string_patterns),
+        needs_api_key=True,
     ),
     EntryField(
         "authenticated",
         kinds.FLAG,
-        "Any workload or end-user identity at all (only `true` is allowed).",
+        "Any workload, end-user or API-key identity at all (only `true` is allowed).",
         "authenticated",
         _truth,
-        not_description="No workload and no end-user identity (only `true` is allowed).",
+        not_description="No workload, end-user or API-key identity (only `true` is allowed).",
+        export=exported("authenticated"),
     ),
 )
 
@@ -146,18 +185,21 @@ TO_FIELDS: tuple[EntryField, ...] = (
     EntryField(
         "methods",
         kinds.METHODS,
-        "The HTTP method, upper case; gRPC calls are `POST`.",
+        "The HTTP method, upper case; gRPC calls are `POST`. `*` is any method (Istio).",
         "method",
-        _one_of,
+        _methods,
+        export=exported("methods"),
     ),
     EntryField(
         "paths",
         kinds.PATHS,
-        "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{**}` is zero "
-        "or more segments (last segment only); Istio's `prefix*`, `*suffix` and `*`. "
-        "gRPC methods are paths: `/pkg.Service/Method`.",
+        "The normalized path. `/exact/path`; `{*}` is exactly one segment; `{name}` is one "
+        "segment captured as `name` (for `equals_capture`); `{**}` is zero or more segments "
+        "(last segment only); Istio's `prefix*`, `*suffix` and `*`. gRPC methods are paths: "
+        "`/pkg.Service/Method`.",
         "path",
         _by(pat.path_patterns),
+        export=exported("paths"),
     ),
     EntryField(
         "hosts",
@@ -165,6 +207,7 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "The request host (`:authority`, lower-cased, without port): exact or `*.suffix`.",
         "host",
         _by(pat.host_patterns),
+        export=exported("hosts"),
     ),
     EntryField(
         "ports",
@@ -172,6 +215,7 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "The destination port (`attributes.destination.address`).",
         "port",
         _one_of,
+        export=exported("ports"),
     ),
     EntryField(
         "role",
@@ -181,6 +225,7 @@ TO_FIELDS: tuple[EntryField, ...] = (
         _role,
         in_roles=False,
         not_description="Matches when none of these roles' entries do.",
+        export=exported("role"),
     ),
 )
 

@@ -20,6 +20,8 @@ Schema = dict[str, Any]
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 NAME_PATTERN = f"^{NAME.pattern}$"
+# A path capture `{name}` (authz.policy.patterns), as `equals_capture` names it.
+CAPTURE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 # A `*` only as the whole value, its first or its last character, not both.
 STAR_PATTERN = r"^(\*|\*[^*]+|[^*]+\*?)$"
 HOST_PATTERN = (
@@ -87,7 +89,7 @@ def _read_names(c: Checker, node: YNode, key: str) -> tuple[str, ...] | None:
 STAR = strings("A pattern.", STAR_PATTERN, pat.check_star_pattern)
 TEXT = strings("A value.")
 IP_BLOCKS = strings("An IP address or CIDR.", r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$", pat.parse_ip_block)
-METHODS = strings("An HTTP method in upper case.", METHOD_PATTERN, pat.check_method)
+METHODS = strings("An HTTP method in upper case, or `*` for any.", METHOD_PATTERN, pat.check_method)
 PATHS = strings("A path pattern, in normal form.", r"^[/*]", pat.check_path_pattern)
 HOSTS = strings("A host name or `*.suffix`.", HOST_PATTERN, pat.check_host_pattern)
 PORTS = ValueKind(

@@ -4,7 +4,10 @@ Which files: every `*.yaml` / `*.yml` under the directory, recursively, except
 * names starting with `.`: hidden files, and the `..data` / `..2024_01_01_...` directories of
   a Kubernetes ConfigMap mount (the visible top-level names are symlinks into them, so reading
   them too would load every policy twice);
-* `*_test.yaml` / `*_test.yml`: policy *tests* for `authz test`, never policies.
+* `*_test.yaml` / `*_test.yml`: policy *tests* for `authz test`, never policies;
+* `*.keys.yaml` / `*.keys.yml`: API key files (`authz.policy.keyfile`), read when a policy's
+  `api_keys` provider names one (so they reload with the policies, and a bad one rejects the
+  set) but never as policies.
 Recursion is chosen so that a policy put in a subdirectory is not silently ignored (an
 ignored file could hold the deny rule that mattered). Directory symlinks are followed, each
 real directory and file is read once, so a symlink loop cannot recurse forever.
@@ -26,13 +29,17 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
 
 from authz.errors import PolicyError, Problem
 from authz.identity.jwks import JwksError, parse_jwks
 from authz.policy import building
 from authz.policy.compiler import PolicySet, compile_policy_set
+from authz.policy.keyfile import is_key_file, parse_key_file
 from authz.policy.schema import FileSpec, validate_tree
+from authz.policy.spec import ApiKey
 from authz.policy.yaml_source import YamlProblems, flatten, parse_yaml
 
 POLICY_SUFFIXES = (".yaml", ".yml")
@@ -42,6 +49,8 @@ MAX_LOCAL_FILE_BYTES = 1024 * 1024  # a JWKS file; the key registry reads it wit
 
 # Reads a local file a policy names: its bytes, or why it cannot be used.
 LocalReader = Callable[[str], bytes | str]
+# Reads a key file a policy names: its text, or None after adding a problem.
+KeyReader = Callable[[str, list[Problem]], str | None]
 
 
 def is_policy_file(name: str) -> bool:
@@ -50,14 +59,16 @@ def is_policy_file(name: str) -> bool:
         not name.startswith(".")
         and name.endswith(POLICY_SUFFIXES)
         and not name.endswith(TEST_SUFFIXES)
+        and not is_key_file(name)
     )
 
 
-def find_policy_files(directory: str) -> list[str]:
+def find_policy_files(directory: str, wanted: Callable[[str], bool] = is_policy_file) -> list[str]:
     """Policy file paths under `directory` (relative to it, '/'-separated), sorted.
 
     Raises PolicyError when the directory is missing, holds no policy file, or holds an entry
-    named like a policy file that cannot be read as one (see the module docstring).
+    named like a policy file that cannot be read as one (see the module docstring). `wanted`
+    picks other files the same way (`is_key_file`); then finding none is no problem.
     """
     if not os.path.isdir(directory):
         raise PolicyError([Problem(directory, 0, "policy directory does not exist")])
@@ -87,16 +98,16 @@ def find_policy_files(directory: str) -> list[str]:
             try:
                 mode = os.stat(path).st_mode  # follows symlinks: what a read would get
             except OSError as exc:
-                if is_policy_file(name):
+                if wanted(name):
                     problems.append(Problem(path, 0, _unreadable(path, exc)))
                 continue
             if stat.S_ISDIR(mode):
-                if is_policy_file(name):
+                if wanted(name):
                     problems.append(Problem(path, 0, "a directory, not a policy file"))
                 else:
                     pending.append(rel)
                 continue
-            if not is_policy_file(name):
+            if not wanted(name):
                 continue
             if not stat.S_ISREG(mode):
                 problems.append(Problem(path, 0, f"not a regular file ({_kind(mode)})"))
@@ -107,7 +118,7 @@ def find_policy_files(directory: str) -> list[str]:
                 found.append(rel)
     if problems:
         raise PolicyError(problems)
-    if not found:
+    if not found and wanted is is_policy_file:
         raise PolicyError(
             [Problem(directory, 0, "no policy files (*.yaml, *.yml) in the policy directory")]
         )
@@ -121,20 +132,36 @@ def load_policy_set(path: str) -> PolicySet:
     Raises PolicyError with every problem found; nothing of a bad set is ever used. The build
     pauses the garbage collector and freezes the result (see `authz.policy.building`).
     """
+    key_paths: list[str] = []
     if os.path.isfile(path):
         paths = [path]
     else:
         paths = [os.path.join(path, rel) for rel in find_policy_files(path)]
+        # Every key file of the directory, named by a provider or not: a bad one rejects the
+        # set like any bad file (one named elsewhere is read when a provider names it).
+        key_paths = [os.path.join(path, rel) for rel in find_policy_files(path, is_key_file)]
     sources: list[tuple[str, str, str]] = []
+    key_files: list[tuple[str, str]] = []
     problems: list[Problem] = []
     for file in paths:
         text = _read_text(file, MAX_POLICY_BYTES, problems)
         if text is not None:
             sources.append((file, text, os.path.dirname(file)))
+    for file in key_paths:
+        text = _read_key_file(file, problems)
+        if text is not None:
+            key_files.append((file, text))
     if problems:
         raise PolicyError(problems)
     with building.building():
-        return build_policy_set(sources, read_local=_read_local_file)
+        return build_policy_set(
+            sources, key_files, read_local=_read_local_file, read_keys=_read_key_file
+        )
+
+
+def _read_key_file(path: str, problems: list[Problem]) -> str | None:
+    """A key file's text (bounded like a local file), or None after saying why not."""
+    return _read_text(path, MAX_LOCAL_FILE_BYTES, problems)
 
 
 def _read_text(path: str, limit: int, problems: list[Problem]) -> str | None:
@@ -180,10 +207,15 @@ def _read_local_file(path: str) -> bytes | str:
 
 def build_policy_set(
     sources: Iterable[tuple[str, str, str]],
+    key_files: Iterable[tuple[str, str]] = (),
     *,
     read_local: LocalReader | None = None,
+    read_keys: KeyReader | None = None,
 ) -> PolicySet:
     """Validate and compile (file name, text, base directory) triples.
+
+    `key_files` are (path, text) of API key files; a key file a provider names that is not
+    among them is read with `read_keys` (when given). Key files are part of the revision.
 
     `read_local(path)` reads a local file a policy names (`jwks_file`): bytes, or a string
     saying why it cannot be used. Without it local files are neither checked nor part of the
@@ -209,6 +241,8 @@ def build_policy_set(
             specs.append(result)
         else:
             problems.extend(result)
+    tables = _key_tables(specs, key_files, read_keys, problems, digest)
+    specs = [_bind_key_files(spec, tables, problems) for spec in specs]
     if read_local is not None:
         for spec in specs:
             for path, line in spec.local_files:
@@ -247,3 +281,54 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a file"
+
+
+def _key_tables(
+    specs: Iterable[FileSpec],
+    key_files: Iterable[tuple[str, str]],
+    read_keys: KeyReader | None,
+    problems: list[Problem],
+    digest: Any,
+) -> dict[str, Mapping[str, ApiKey]]:
+    """Every key file the providers name, parsed (problems at FILE:LINE of the key file)."""
+    texts = {os.path.normpath(os.path.abspath(path)): text for path, text in key_files}
+    if read_keys is not None:
+        for spec in specs:
+            for provider in spec.api_key_providers:
+                if provider.keys_file not in texts and os.path.exists(provider.keys_file):
+                    text = read_keys(provider.keys_file, problems)
+                    if text is not None:
+                        texts[provider.keys_file] = text
+    tables: dict[str, Mapping[str, ApiKey]] = {}
+    for path, text in sorted(texts.items()):
+        digest.update(b"keys\0" + path.encode() + b"\0" + text.encode() + b"\0")
+        table = parse_key_file(path, text)
+        if isinstance(table, list):
+            problems.extend(table)
+        else:
+            tables[path] = table
+    return tables
+
+
+def _bind_key_files(
+    spec: FileSpec, tables: Mapping[str, Mapping[str, ApiKey]], problems: list[Problem]
+) -> FileSpec:
+    """The file with each API-key provider given the keys of its `keys_file`."""
+    if not spec.api_key_providers:
+        return spec
+    bound = []
+    for provider, line in zip(spec.api_key_providers, spec.api_key_lines, strict=True):
+        table = tables.get(provider.keys_file)
+        if table is None:
+            if not any(p.file == provider.keys_file for p in problems):
+                problems.append(
+                    Problem(
+                        spec.file,
+                        line,
+                        f"keys_file {os.path.basename(provider.keys_file)!r} of API-key "
+                        f"provider {provider.name!r} is not a key file in the policy directory",
+                    )
+                )
+            continue
+        bound.append(replace(provider, keys=table))
+    return replace(spec, api_key_providers=tuple(bound))

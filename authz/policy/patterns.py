@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from authz.errors import InvalidPath
 from authz.paths import normalize_path
@@ -126,21 +127,32 @@ def check_path_pattern(pattern: str) -> None:
         raise ValueError(f"{pattern!r}: a path pattern starts with '/' (or is '*' or '*suffix')")
     body = pattern[:-1] if pattern.endswith("*") else pattern
     segments = body.split("/")
+    names: set[str] = set()
     for i, seg in enumerate(segments):
-        if seg in ("{*}", "{**}"):
+        capture = _CAPTURE.fullmatch(seg)
+        if capture is not None and seg not in ("{*}", "{**}"):
+            if capture[1] in names:
+                raise ValueError(f"{pattern!r}: the capture {seg} is bound twice")
+            names.add(capture[1])
+            if pattern.endswith("*") and i == len(segments) - 1:
+                raise ValueError(f"{pattern!r}: a template cannot end with a '*' prefix")
+        elif seg in ("{*}", "{**}"):
             if seg == "{**}" and i != len(segments) - 1:
                 raise ValueError(f"{pattern!r}: '{{**}}' may only be the last segment")
             if pattern.endswith("*") and i == len(segments) - 1:
                 raise ValueError(f"{pattern!r}: a template cannot end with a '*' prefix")
         elif "{" in seg or "}" in seg:
-            raise ValueError(f"{pattern!r}: '{{*}}' and '{{**}}' must be whole segments")
+            raise ValueError(
+                f"{pattern!r}: '{{*}}', '{{**}}' and captures '{{name}}' must be whole segments"
+                " (a capture name is lower-case letters, digits and '_')"
+            )
     try:
-        normal, _query = normalize_path(body)
+        normal, _query = normalize_path(_CAPTURE_ANY.sub("{*}", body))
     except InvalidPath as exc:
         raise ValueError(f"{pattern!r}: {exc}") from None
     if "?" in body or "#" in body:
         raise ValueError(f"{pattern!r}: a path pattern has no query or fragment")
-    if normal != body:
+    if normal != _CAPTURE_ANY.sub("{*}", body):
         raise ValueError(
             f"{pattern!r}: not in normal form (paths are normalized before matching); "
             f"did you mean {normal + ('*' if pattern.endswith('*') else '')!r}?"
@@ -172,17 +184,56 @@ def path_patterns(patterns: Iterable[str]) -> PathPatterns:
     return PathPatterns(frozenset(exact), tuple(prefixes), tuple(suffixes), template, any_)
 
 
-def _template_regex(pattern: str) -> str:
+def _template_regex(pattern: str, groups: bool = False) -> str:
     parts: list[str] = []
     for seg in pattern.split("/")[1:]:
-        if seg == "{*}":
-            parts.append("[^/]+")
+        capture = _CAPTURE.fullmatch(seg)
+        if capture is not None and seg != "{**}":
+            # `{name}` matches like `{*}`; only the capture matcher names the group.
+            named = groups and seg != "{*}"
+            parts.append(f"(?P<{capture[1]}>[^/]+)" if named else "[^/]+")
         elif seg == "{**}":
             # zero or more segments: "/api/{**}" matches "/api/", "/api/a", "/api/a/b"
             parts.append(".*")
         else:
             parts.append(re.escape(seg))
     return "/" + "/".join(parts)
+
+
+# `{*}` and a capture `{name}` (its name as group 1); `{**}` is told apart by the callers.
+_CAPTURE = re.compile(r"\{([a-z_][a-z0-9_]*|\*)\}")
+_CAPTURE_ANY = re.compile(r"\{[a-z_][a-z0-9_]*\}")
+
+
+def path_captures(pattern: str) -> frozenset[str]:
+    """The capture names a path pattern binds: `/t/{tenant}/{**}` binds `tenant`."""
+    if pattern.startswith("*"):
+        return frozenset()
+    return frozenset(m[0][1:-1] for m in _CAPTURE_ANY.finditer(pattern))
+
+
+class PathCaptures:
+    """Captures of paths, for `equals_capture`: built only for rules that use one, so a rule
+    without captures pays nothing. `capture` gives the segments bound by the first pattern
+    (in the order written) that matches, each decoded (`%20` -> space), or None when none
+    matches or a segment does not decode as UTF-8."""
+
+    __slots__ = ("_regexes",)
+
+    def __init__(self, patterns: Iterable[str]):
+        self._regexes = tuple(
+            re.compile(_template_regex(p, groups=True)) for p in patterns if path_captures(p)
+        )
+
+    def capture(self, path: str) -> dict[str, str] | None:
+        for regex in self._regexes:
+            match = regex.fullmatch(path)
+            if match is not None:
+                try:
+                    return {k: unquote(v, errors="strict") for k, v in match.groupdict().items()}
+                except UnicodeDecodeError:
+                    return None
+        return None
 
 
 def path_first_segment(pattern: str) -> str | None:
@@ -196,7 +247,7 @@ def path_first_segment(pattern: str) -> str | None:
             return None
         body = body[:-1]
     first = body.split("/", 1)[0]
-    if first in ("{*}", "{**}"):
+    if first == "{**}" or _CAPTURE.fullmatch(first):
         return None
     return first
 

@@ -21,6 +21,7 @@ from authz.policy.spec import Authentication, ConditionSpec, EntrySpec, FromSpec
 
 Getter = Callable[[RequestContext], Any]
 Check = tuple[str, Getter, Test]
+Captures = Callable[[RequestContext], "Mapping[str, str] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class CompiledCondition:
     get: Getter
     test: Test
     needs_jwt: bool
+    needs_api_key: bool = False
 
     def check(self, ctx: RequestContext) -> bool:
         return self.test(self.get(ctx))
@@ -80,6 +82,8 @@ class Reads:
     port: bool = False
     source_ip: bool = False
     opaque: bool = False
+    query: bool = False  # `when: query` reads the query string
+    context: bool = False  # `when: context` reads the route's context_extensions
 
     def __or__(self, other: Reads) -> Reads:
         return Reads(
@@ -87,6 +91,8 @@ class Reads:
             self.port or other.port,
             self.source_ip or other.source_ip,
             self.opaque or other.opaque,
+            self.query or other.query,
+            self.context or other.context,
         )
 
 
@@ -113,6 +119,14 @@ class CompiledRule:
     # What the rule reads of a request beyond method, path, host and identity (see `Reads`):
     # the decision cache keys on exactly these.
     reads: Reads
+    # The rule can only match a request with a known API key (for the ApiKey challenge).
+    needs_api_key: bool = False
+    # The path captures of the first matching `to` entry; None for a rule that uses none.
+    captures_of: Captures | None = None
+
+    def captures(self, ctx: RequestContext) -> Mapping[str, str] | None:
+        """What the rule's matching path captured (`{tenant}` -> `acme`), for explain."""
+        return self.captures_of(ctx) if self.captures_of is not None else None
 
     @property
     def enforced(self) -> bool:
@@ -175,9 +189,16 @@ def compile_rule(
     """Compile one validated rule; every role it names must be in `roles`."""
     from_ = tuple(compile_from(f) for f in spec.from_) if spec.from_ is not None else None
     to = tuple(compile_to(t, roles) for t in spec.to) if spec.to is not None else None
-    when = tuple(compile_condition(c) for c in spec.when)
+    # Only a rule that compares with a capture computes captures: no cost for the others.
+    captures = None
+    if to is not None and spec.to is not None and any(c.op == "equals_capture" for c in spec.when):
+        captures = _captures(to, spec.to)
+    when = tuple(compile_condition(c, captures) for c in spec.when)
     needs_jwt = any(c.needs_jwt for c in when) or any(
         e.get(f.name) is not None for e in spec.from_ or () for f in FROM_FIELDS if f.needs_jwt
+    )
+    needs_api_key = any(c.needs_api_key for c in when) or any(
+        e.get(f.name) is not None for e in spec.from_ or () for f in FROM_FIELDS if f.needs_api_key
     )
     return CompiledRule(
         index=index,
@@ -193,14 +214,33 @@ def compile_rule(
         index_keys=_index_keys(spec.to, roles),
         spec=spec,
         reads=rule_reads(spec, roles),
+        needs_api_key=needs_api_key,
+        captures_of=captures,
     )
 
 
+def _captures(to: tuple[CompiledEntry, ...], specs: tuple[ToSpec, ...]) -> Captures:
+    """The captures of the first `to` entry that matches, by its first matching path."""
+    entries = tuple(
+        (entry, pat.PathCaptures(spec.get("paths") or ()))
+        for entry, spec in zip(to, specs, strict=True)
+    )
+
+    def captures(ctx: RequestContext) -> Mapping[str, str] | None:
+        for entry, paths in entries:
+            if entry.matches(ctx):
+                return paths.capture(ctx.path)
+        return None
+
+    return captures
+
+
 # `RequestContext` attributes the decision cache key already covers: method, path and host are
-# in every key, the identity attributes follow from the peer and the token (both in the key).
+# in every key, the identity attributes follow from the peer, the token and the API key (all
+# in the key: `key_plan` adds every API-key location of the host).
 _KEYED = frozenset(
     {"method", "path", "host", "principal", "namespace", "request_principal", "issuer"}
-    | {"authenticated", "claims"}
+    | {"authenticated", "claims", "api_key_principal", "api_key_labels"}
 )
 
 
@@ -213,6 +253,10 @@ def _attribute_reads(attribute: str, subject: str | None = None) -> Reads:
         return Reads(source_ip=True)
     if attribute == "headers" and subject is not None:
         return Reads(headers=frozenset({subject.lower()}))
+    if attribute == "query":
+        return Reads(query=True)
+    if attribute == "context":
+        return Reads(context=True)
     return Reads(opaque=True)
 
 
@@ -299,15 +343,32 @@ def compile_to(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> Compile
     return _entry_checks(spec, TO_FIELDS, role_entries, own)
 
 
-def compile_condition(spec: ConditionSpec) -> CompiledCondition:
-    """`not_<op>` holds exactly when `<op>` does not (an absent claim or header included)."""
+def compile_condition(spec: ConditionSpec, captures: Captures | None = None) -> CompiledCondition:
+    """`not_<op>` holds exactly when `<op>` does not (an absent claim or header included).
+
+    An `equals_capture` test gets (what the kind reads, the captured segment or None) from
+    `captures`, the rule's (validation made sure every path of the rule binds the name)."""
     kind = next(k for k in CONDITION_KINDS if k.name == spec.kind)
     op, _ = kind.operator(spec.op)
     test: Test = op.build(spec.name, spec.value)
     if spec.negated:
         test = _negate(test)
     label = f"{spec.kind} {spec.name} {'not_' if spec.negated else ''}{spec.op} {spec.value!r}"
-    return CompiledCondition(spec.line, label, attrgetter(kind.attribute), test, kind.needs_jwt)
+    get: Getter = attrgetter(kind.attribute)
+    if op.shape == "capture":
+        assert captures is not None, "equals_capture outside a rule with captures"
+        get = _with_capture(get, captures, spec.value)
+    return CompiledCondition(
+        spec.line, label, get, test, kind.needs_jwt, needs_api_key=kind.needs_api_key
+    )
+
+
+def _with_capture(read: Getter, captures: Captures, name: str) -> Getter:
+    def get(ctx: RequestContext) -> tuple[Any, str | None]:
+        bound = captures(ctx)
+        return read(ctx), bound.get(name) if bound is not None else None
+
+    return get
 
 
 # --- index keys -----------------------------------------------------------------------------
@@ -319,7 +380,9 @@ def _narrowing(
     keys: set[tuple[str | None, str | None]] = set()
     for e in entries:
         own_methods, paths, role = e.get("methods"), e.get("paths"), e.get("role")
-        methods: set[str | None] | None = set(own_methods) if own_methods is not None else None
+        # `methods: ["*"]` is any method: indexed under "any", like no `methods` at all.
+        any_method = own_methods is None or "*" in own_methods
+        methods: set[str | None] | None = None if any_method else set(own_methods)
         segs: set[str | None] | None = None
         if paths is not None:
             first = {pat.path_first_segment(p) for p in paths}

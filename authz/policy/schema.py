@@ -21,13 +21,12 @@ from authz.policy.spec import (
     ConditionSpec,
     FileSpec,
     FromSpec,
-    JwtProvider,
     RateLimitSpec,
     RoleSpec,
     RuleSpec,
     ToSpec,
 )
-from authz.policy.validate_auth import AuthChecker
+from authz.policy.validate_auth import Auth, AuthChecker
 from authz.policy.validate_rules import RuleChecker
 from authz.policy.yaml_source import YamlProblems, YNode, parse_yaml
 
@@ -75,10 +74,9 @@ class _Validator(AuthChecker, RuleChecker):
         hosts = None
         if "hosts" in doc.items:
             hosts = self.str_list(doc.items["hosts"], "hosts", pat.check_host_pattern)
-        trust_domains: tuple[str, ...] | None = None
-        providers: tuple[JwtProvider, ...] = ()
+        auth = Auth()
         if "authentication" in doc.items:
-            trust_domains, providers = self.authentication(doc.items["authentication"])
+            auth = self.authentication(doc.items["authentication"])
         roles = self.roles(doc.items["roles"]) if "roles" in doc.items else ()
         rules = self.rules(doc.items["rules"]) if "rules" in doc.items else ()
         limits = (
@@ -87,10 +85,13 @@ class _Validator(AuthChecker, RuleChecker):
         return FileSpec(
             self.file,
             hosts,
-            trust_domains,
-            providers,
+            auth.trust_domains,
+            auth.jwt_providers,
             roles,
             rules,
+            api_key_providers=auth.api_key_providers,
+            api_key_lines=auth.api_key_lines,
+            trust_domain_aliases=auth.trust_domain_aliases,
             local_files=tuple(self.local_files),
             rate_limits=limits,
         )

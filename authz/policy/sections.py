@@ -317,6 +317,46 @@ MTLS = Section(
                 text("A trust domain, like cluster.local.", r"^[^/:\s]+$"),
             ),
         ),
+        Key(
+            "trust_domain_aliases",
+            listed(
+                "Istio's trustDomainAliases (needs trust_domains): peers in an alias are "
+                "authenticated too, and a principal written with any trust domain of the set "
+                "matches the same ns/sa in all of them.",
+                text("A trust domain, like old.local.", r"^[^/:\s]+$"),
+            ),
+        ),
+    ),
+    {"dependentRequired": {"trust_domain_aliases": ["trust_domains"]}},
+)
+
+API_KEY_PROVIDER = Section(
+    "an api_keys provider",
+    "API keys as an identity: where the key is looked for, and the key file holding the "
+    "SHA-256 of each key (`authz apikey new` makes keys).",
+    (
+        Key(
+            "name",
+            text("Unique across the set; the principal is `<name>/<id>`.", NAME_PATTERN),
+            required=True,
+        ),
+        Key(
+            "from",
+            listed(
+                "Where the key is looked for: a header (optional prefix), query or cookie.",
+                _ref("token_location"),
+            ),
+            required=True,
+        ),
+        Key(
+            "keys_file",
+            text(
+                "The key file (`*.keys.yaml`), relative to this file, inside the policy "
+                "directory; reloaded with it.",
+                r"\.keys\.ya?ml$",
+            ),
+            required=True,
+        ),
     ),
 )
 
@@ -326,6 +366,7 @@ AUTHENTICATION = Section(
     (
         Key("mtls", _ref("mtls")),
         Key("jwt", listed("End-user identity from JWTs.", _ref("provider"))),
+        Key("api_keys", listed("API keys as an identity.", _ref("api_key_provider"))),
     ),
 )
 

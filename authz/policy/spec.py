@@ -7,11 +7,15 @@ identity layer can name the authentication types without pulling in the policy c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from authz.limits.keys import LimitKey
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,30 @@ class JwtProvider:
     algorithms: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ApiKey:
+    """One entry of a key file: an id, the SHA-256 of the key (hex) and labels. Never the key."""
+
+    id: str
+    sha256: str
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ApiKeyProvider:
+    """One `authentication.api_keys` entry, bound to its parsed key file.
+
+    `keys` maps the hex SHA-256 of a key to its entry: a presented key is hashed first and the
+    hash looked up, so the lookup's timing depends only on the hash (docs/policy.md, "API keys").
+    Compared by identity: provider names are unique across a set.
+    """
+
+    name: str
+    locations: tuple[TokenLocation, ...]
+    keys_file: str
+    keys: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
+
+
 @dataclass(frozen=True, slots=True)
 class Authentication:
     """The authentication in force for one host: the union of its applying files.
@@ -56,6 +84,10 @@ class Authentication:
 
     trust_domains: frozenset[str] | None = None
     jwt_providers: tuple[JwtProvider, ...] = ()
+    api_key_providers: tuple[ApiKeyProvider, ...] = ()
+    # Istio's trustDomainAliases: also in `trust_domains` (so their peers are authenticated);
+    # principal patterns are expanded to every trust domain of the set when compiled.
+    trust_domain_aliases: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +183,10 @@ class FileSpec:
     jwt_providers: tuple[JwtProvider, ...] = ()
     roles: tuple[RoleSpec, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
+    # Bound to their key files by the loader; `api_key_lines` are their lines, for problems.
+    api_key_providers: tuple[ApiKeyProvider, ...] = ()
+    api_key_lines: tuple[int, ...] = ()
+    trust_domain_aliases: tuple[str, ...] = ()
     # Local files the policy refers to (a `jwks_file`), as (absolute path, line of the key):
     # validation reads no file, so the loader checks these and puts them in the revision.
     local_files: tuple[tuple[str, int], ...] = ()

@@ -10,31 +10,104 @@ import difflib
 import json
 import os.path
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from authz.policy import patterns as pat
 from authz.policy import sections as sec
 from authz.policy.check import Checker, kind_of
-from authz.policy.spec import JwtProvider, TokenLocation
+from authz.policy.keyfile import KEY_FILE_SUFFIXES
+from authz.policy.kinds import NAME
+from authz.policy.spec import ApiKeyProvider, JwtProvider, TokenLocation
 from authz.policy.yaml_source import YMap, YNode, YScalar, to_plain
 
-Auth = tuple[tuple[str, ...] | None, tuple[JwtProvider, ...]]
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """A file's `authentication`, checked (API-key providers not yet bound to their keys)."""
+
+    trust_domains: tuple[str, ...] | None = None
+    jwt_providers: tuple[JwtProvider, ...] = ()
+    api_key_providers: tuple[ApiKeyProvider, ...] = ()
+    api_key_lines: tuple[int, ...] = ()
+    trust_domain_aliases: tuple[str, ...] = ()
 
 
 class AuthChecker(Checker):
     def authentication(self, node: YNode) -> Auth:
         m = self.section(node, sec.AUTHENTICATION)
         if m is None:
-            return None, ()
+            return Auth()
         trust_domains = None
+        aliases: tuple[str, ...] = ()
         mtls = self.section(m.items["mtls"], sec.MTLS) if "mtls" in m.items else None
         if mtls is not None and "trust_domains" in mtls.items:
             trust_domains = self.str_list(
                 mtls.items["trust_domains"], "trust_domains", _check_trust_domain
             )
+        if mtls is not None and "trust_domain_aliases" in mtls.items:
+            node_aliases = mtls.items["trust_domain_aliases"]
+            aliases = self.str_list(node_aliases, "trust_domain_aliases", _check_trust_domain) or ()
+            if "trust_domains" not in mtls.items:
+                self.err(
+                    node_aliases.line,
+                    "trust_domain_aliases needs trust_domains: aliases are other names of them",
+                )
         items = self.seq(m.items["jwt"], "jwt") if "jwt" in m.items else None
         providers = [self.provider(item) for item in items or ()]
-        return trust_domains, tuple(p for p in providers if p is not None)
+        keys = self.seq(m.items["api_keys"], "api_keys") if "api_keys" in m.items else None
+        api_keys = [(self.api_key_provider(item), item.line) for item in keys or ()]
+        bound = [(p, line) for p, line in api_keys if p is not None]
+        return Auth(
+            trust_domains,
+            tuple(p for p in providers if p is not None),
+            tuple(p for p, _ in bound),
+            tuple(line for _, line in bound),
+            aliases,
+        )
+
+    def api_key_provider(self, node: YNode) -> ApiKeyProvider | None:
+        """A provider whose `keys_file` is resolved against the policy file's directory; the
+        loader binds it to the key file's parsed keys."""
+        m = self.section(node, sec.API_KEY_PROVIDER)
+        if m is None:
+            return None
+        before = len(self.problems)
+        name = self.required(m, "name", "an api_keys provider needs a name", self.key_name)
+        locations = self.required(
+            m, "from", "an api_keys provider needs `from`: where the key is", self.key_from
+        )
+        keys_file = self.required(
+            m, "keys_file", "an api_keys provider needs a keys_file", self.keys_file
+        )
+        if len(self.problems) > before or name is None or not locations or keys_file is None:
+            return None
+        return ApiKeyProvider(name, locations, keys_file)
+
+    def key_name(self, node: YNode, what: str) -> str | None:
+        name = self.string(node, what)
+        if name is not None and not NAME.fullmatch(name):
+            self.err(node.line, f"api_keys name {name!r}: use letters, digits, '-', '_' and '.'")
+            return None
+        return name
+
+    def key_from(self, node: YNode, _: str) -> tuple[TokenLocation, ...] | None:
+        return self.locations(node)
+
+    def keys_file(self, node: YNode, what: str) -> str | None:
+        path = self.string(node, what)
+        if path is None:
+            return None
+        if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+            self.err(node.line, f"keys_file {path!r}: a key file sits in the policy directory")
+            return None
+        if not path.endswith(KEY_FILE_SUFFIXES):
+            self.err(
+                node.line,
+                f"keys_file {path!r}: a key file is named *.keys.yaml (never read as a policy)",
+            )
+            return None
+        return os.path.normpath(os.path.join(os.path.abspath(self.base_dir), path))
 
     def provider(self, node: YNode) -> JwtProvider | None:
         m = self.section(node, sec.PROVIDER)

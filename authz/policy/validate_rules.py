@@ -10,11 +10,12 @@ import difflib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from authz.policy import patterns as pat
 from authz.policy import sections as sec
 from authz.policy.check import Checker, kind_of
 from authz.policy.conditions import CONDITION_KINDS, ConditionKind, Operator
 from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
-from authz.policy.kinds import NAME
+from authz.policy.kinds import CAPTURE_NAME, NAME
 from authz.policy.spec import ConditionSpec, EntrySpec, FromSpec, RoleSpec, RuleSpec, ToSpec
 from authz.policy.yaml_source import YMap, YNode, YScalar
 
@@ -63,6 +64,7 @@ class RuleChecker(Checker):
         from_ = self.listed(m, "from", self.from_entry)
         to = self.listed(m, "to", lambda n: self.to_entry(n, "a `to` entry", in_role=False))
         when = self.listed(m, "when", self.condition) or ()
+        self.captures_bound(when, to)
         if len(self.problems) > before or name is None or action is None:
             return None
         return RuleSpec(name, self.file, m.line, action, dry_run, from_, to, when)
@@ -164,6 +166,25 @@ class RuleChecker(Checker):
             return None
         return ConditionSpec(m.line, kind.name, subject, op.name, value, negated)
 
+    def captures_bound(
+        self, when: tuple[ConditionSpec, ...], to: tuple[ToSpec, ...] | None
+    ) -> None:
+        """A capture used in `when` must be bound by every path of every `to` entry: else the
+        condition would compare against nothing on some matching request."""
+        for cond in when:
+            if cond.op != "equals_capture":
+                continue
+            paths = [p for e in to or () for p in e.get("paths") or ()]
+            unbound = to is None or any(e.get("paths") is None for e in to)
+            unbound = unbound or any(cond.value not in pat.path_captures(p) for p in paths)
+            if unbound:
+                self.err(
+                    cond.line,
+                    f"equals_capture: the capture {{{cond.value}}} is not bound by every path "
+                    "of this rule's `to` (each entry needs `paths`, each path a "
+                    f"`{{{cond.value}}}` segment)",
+                )
+
     def subject(self, node: YNode, kind: ConditionKind) -> str | None:
         name = self.string(node, kind.name)
         if name is None or kind.check_subject is None:
@@ -178,6 +199,12 @@ class RuleChecker(Checker):
     def operand(self, node: YNode, key: str, kind: ConditionKind, op: Operator) -> Any:
         if op.shape == "flag":
             return self.boolean(node, key)
+        if op.shape == "capture":
+            name = self.string(node, key)
+            if name is not None and not CAPTURE_NAME.fullmatch(name):
+                self.err(node.line, f"{key}: {name!r} is not a capture name (as in `{{name}}`)")
+                return None
+            return name
         if op.shape == "list":
             items = self.seq(node, key)
             vals = [self.scalar(i, key, kind) for i in items or ()]

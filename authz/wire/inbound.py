@@ -2,7 +2,8 @@
 
 What is read, from Envoy's `attribute_context.proto` (AttributeContext):
 `request.http.{method,path,host,id,headers|header_map}`, `source.address`, `source.principal`,
-`source.certificate`, `destination.address` and, when asked, `metadata_context`.
+`source.certificate`, `destination.address`, `context_extensions` and, when asked,
+`metadata_context`.
 
 Bad input raises only our own errors, each with a message saying what was wrong and a stable
 reason code: `InvalidMethod`, `InvalidHost`, `InvalidPath` (from `authz.paths.normalize_path`),
@@ -86,7 +87,29 @@ def to_request(
         peer_certificate=certificate,
         jwt_metadata=jwt_metadata,
         request_id=request_id or headers.get("x-request-id", ""),
+        context=_context_extensions(attributes, limits),
     )
+
+
+def _context_extensions(attributes: AttributeContext, limits: Limits) -> Mapping[str, str]:
+    """`attributes.context_extensions` (ExtAuthzPerRoute.check_settings), within the limits."""
+    extensions = attributes.context_extensions
+    if not extensions:
+        return {}
+    if len(extensions) > limits.max_context_extensions:
+        raise AttributeTooLarge(
+            f"context_extensions has more entries than the limit of {limits.max_context_extensions}"
+        )
+    context = dict(extensions)
+    size = sum(len(k) + len(v) for k, v in context.items())
+    if size * _MAX_UTF8 > limits.max_context_bytes and (
+        sum(len(k.encode()) + len(v.encode()) for k, v in context.items())
+        > limits.max_context_bytes
+    ):
+        raise AttributeTooLarge(
+            f"context_extensions is larger than the limit of {limits.max_context_bytes} bytes"
+        )
+    return context
 
 
 # -- the checks both front doors apply (authz.wire.http uses them too: one rule, one place) --

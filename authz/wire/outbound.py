@@ -169,6 +169,8 @@ def _metadata(verdict: Verdict, status: int | None = None) -> Struct:
     fields["status"].number_value = decision.status if status is None else status
     fields["principal"].string_value = verdict.principal
     fields["request_principal"].string_value = verdict.request_principal
+    if verdict.api_key_principal:  # only when a key was presented: no cost for the others
+        fields["api_key_principal"].string_value = verdict.api_key_principal
     fields["policy_revision"].string_value = verdict.policy_revision
     # "rule:action" for audit rules, "rule:would_action" for dry-run ones; always a list.
     shadow = fields["shadow"].list_value

@@ -26,12 +26,20 @@ def test_in_process_benches_and_report(tmp_path: Path) -> None:
         "engine": {"evaluate": evaluated, "check": checked},
         "identity": identity,
         "full_check": full,
+        # The export layout's shape (bench/export_load.py `compare`), numbers made up.
+        "export": {
+            "throughput": {"envoy + export": [2.0], "envoy + jwt_authn + rbac": [2.0]},
+            "median": {"envoy + export": 2.0, "envoy + jwt_authn + rbac": 2.0},
+            "export_seconds": 0.5,
+            "vs_hand_written": 1.0,
+            "vs_authz_w1": 5.0,
+        },
     }
     # The report wants the 10 and 10,000 rows for its target; the smoke run reuses 1,000.
     checked["10000"] = checked["1000"]
     out = tmp_path / "benchmarks.md"
     write(results, out, command="smoke")
-    assert "## Targets" in out.read_text()
+    assert "## Targets" in out.read_text() and "export of 1,000 rules" in out.read_text()
 
 
 @pytest.mark.skipif(not h2load.available(), reason="h2load is not installed")

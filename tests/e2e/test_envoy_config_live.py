@@ -100,6 +100,7 @@ def _start(
     tmp_path: Path,
     policies: dict[str, str],
     adjust: Callable[[dict[str, Any]], None] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     directory = tmp_path / "policies"
     directory.mkdir()
@@ -132,6 +133,7 @@ def _start(
                 str(admin_port),
                 "-o",
                 str(config),
+                *extra_args,
             ],
             check=True,
             timeout=60,
@@ -163,6 +165,30 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 @pytest.fixture
 def hosts_stack(tmp_path: Path) -> Iterator[Stack]:
     yield from _start(tmp_path, {"shop.yaml": SHOP_POLICY}, _two_virtual_hosts)
+
+
+CONTEXT_POLICY = """\
+rules:
+  - name: partner-route
+    action: allow
+    to: [{paths: ["/partners/{**}", "/other/{**}"]}]
+    when: [{context: api, equals: partners}]
+"""
+
+
+@pytest.fixture
+def context_stack(tmp_path: Path) -> Iterator[Stack]:
+    yield from _start(
+        tmp_path,
+        {"partners.yaml": CONTEXT_POLICY},
+        extra_args=("--route-context", "/partners/:api=partners"),
+    )
+
+
+def test_route_context_from_envoy_config_reaches_the_policy(context_stack: Stack) -> None:
+    # Only the route that `--route-context` configured carries api=partners to the service.
+    assert http_get(f"{context_stack.base}/partners/x")[0] == 200
+    assert http_get(f"{context_stack.base}/other/x")[0] == 403
 
 
 def test_allowed_denied_and_outage(stack: Stack) -> None:

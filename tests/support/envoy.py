@@ -128,6 +128,13 @@ class EnvoyConfig:
     include_peer_certificate: bool = True
     ext_authz_overrides: Mapping[str, Any] = field(default_factory=dict)
     extra_clusters: Sequence[Mapping[str, Any]] = ()
+    # Routes placed before the catch-all "/" route (e.g. with per-route ext_authz settings).
+    extra_routes: Sequence[Mapping[str, Any]] = ()
+    # When given, these are the HTTP filters before the router (jwt_authn and ext_authz are
+    # then not added): e.g. the filters `authz export envoy` prints.
+    http_filters: Sequence[Mapping[str, Any]] | None = None
+    # Merged into the HTTP connection manager (e.g. authz/envoy_bootstrap.py REQUEST_HARDENING).
+    hcm_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _seconds(value: float) -> str:
@@ -165,6 +172,8 @@ def build_bootstrap(
             }
         )
     http_filters.append({"name": EXT_AUTHZ_FILTER, "typed_config": ext_authz})
+    if config.http_filters is not None:
+        http_filters = [dict(f) for f in config.http_filters]
     http_filters.append(
         {
             "name": "envoy.filters.http.router",
@@ -203,16 +212,18 @@ def build_bootstrap(
                     "name": "all",
                     "domains": ["*"],
                     "routes": [
+                        *config.extra_routes,
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": "upstream", "timeout": "10s"},
-                        }
+                        },
                     ],
                 }
             ],
         },
         "http_filters": http_filters,
     }
+    hcm.update(config.hcm_overrides)
 
     filter_chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]

@@ -418,3 +418,25 @@ def test_envoy_accepts_dns_and_unix_clusters(tmp_path: Path) -> None:
         assert main(argv) == 0
         result = _envoy_validate(path)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_route_context_adds_a_route_with_context_extensions() -> None:
+    from authz.envoy_bootstrap import BootstrapOptions, bootstrap, parse_route_context
+
+    options = BootstrapOptions(
+        route_contexts=(parse_route_context("/p:api=partners,tier=b2b"), ("/p/long", {"a": "b"}))
+    )
+    routes = _hcm(bootstrap(options))["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["match"]["prefix"] for r in routes] == ["/p/long", "/p", "/"]
+    per_route = routes[1]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+    assert per_route["@type"].endswith("ext_authz.v3.ExtAuthzPerRoute")
+    assert per_route["check_settings"] == {"context_extensions": {"api": "partners", "tier": "b2b"}}
+    assert "typed_per_filter_config" not in routes[2]
+
+
+@pytest.mark.parametrize("text", ["p:a=b", "/p", "/p:", "/p:a"])
+def test_route_context_is_checked(text: str) -> None:
+    from authz.envoy_bootstrap import AddressError, parse_route_context
+
+    with pytest.raises(AddressError):
+        parse_route_context(text)

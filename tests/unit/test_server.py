@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -42,11 +43,11 @@ def app() -> App:
 async def channel(app: App, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     address = f"unix:{tmp_path / 'authz.sock'}"
     server, health = build_server(app.service, replace(app.settings, listen=(address,)))
-    await server.start()
-    await health.set_phase(Phase.SERVING)
+    server.start()
+    health.set_phase(Phase.SERVING)
     async with grpc.aio.insecure_channel(address) as open_channel:
         yield open_channel
-    await server.stop(None)
+    server.stop(None)
 
 
 async def test_checks_over_a_unix_socket(channel: grpc.aio.Channel) -> None:
@@ -139,20 +140,20 @@ async def test_health_state_is_what_grpc_health_says(app: App, tmp_path: Path) -
     """/readyz reads Health.phase; it must always match what gRPC health answers."""
     address = f"unix:{tmp_path / 'h.sock'}"
     server, health = build_server(app.service, replace(app.settings, listen=(address,)))
-    await server.start()
+    server.start()
     assert health.phase is Phase.STARTING and not health.serving
     try:
         async with grpc.aio.insecure_channel(address) as open_channel:
             stub = health_pb2_grpc.HealthStub(open_channel)
             for phase in (Phase.STARTING, Phase.SERVING, Phase.DRAINING):
-                await health.set_phase(phase)
+                health.set_phase(phase)
                 answer = await stub.Check(
                     health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE)
                 )
                 assert health.serving is (phase is Phase.SERVING)
                 assert (answer.status == health_pb2.HealthCheckResponse.SERVING) is health.serving
     finally:
-        await server.stop(None)
+        server.stop(None)
 
 
 async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) -> None:
@@ -165,8 +166,8 @@ async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) 
         replace(app.settings, listen=(address,)),
         interceptors=[MetricsInterceptor(metrics.rpc)],
     )
-    await server.start()
-    await health.set_phase(Phase.SERVING)
+    server.start()
+    health.set_phase(Phase.SERVING)
     try:
         async with grpc.aio.insecure_channel(address) as open_channel:
             check = external_auth_pb2_grpc.AuthorizationStub(open_channel)
@@ -184,7 +185,7 @@ async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) 
             with pytest.raises(grpc.aio.AioRpcError):  # unknown method: not counted
                 await open_channel.unary_unary("/no.Such/Method")(b"")
     finally:
-        await server.stop(None)
+        server.stop(None)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(metrics.render().decode())
@@ -217,3 +218,67 @@ async def test_grpc_server_metrics_by_method_and_code(app: App, tmp_path: Path) 
     assert samples[("grpc_server_handled_total", labels(*health_check, grpc_code="NOT_FOUND"))] == 1
     assert samples[("grpc_server_handled_total", labels(*info_stream, grpc_code="OK"))] == 1
     assert not [k for k in samples if "no.Such" in str(k)]
+
+
+async def test_undecodable_requests_do_not_wedge_the_connection(
+    channel: grpc.aio.Channel,
+) -> None:
+    """grpcio's sync server leaks the stream of a request that fails to decode: past 1,024 of
+    them the connection refused every call (UNAVAILABLE). Decoded in the handler, each is
+    answered INTERNAL and the connection keeps serving."""
+    raw = channel.unary_unary(f"/{AUTHORIZATION_SERVICE}/Check")
+    for _ in range(1100):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw(b"\xff\xff\xff")
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(1100):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await channel.unary_unary("/grpc.health.v1.Health/Check")(b"\xff\xff\xff")
+    answer = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+        check_request("/api/orders")
+    )
+    assert answer.status.code == 0
+    assert (await health.Check(health_pb2.HealthCheckRequest())).status == 1
+
+
+async def test_open_streams_cannot_take_the_threads_that_serve_checks(
+    channel: grpc.aio.Channel,
+) -> None:
+    """A reflection stream holds a pool thread while open: only grpc_threads // 4 (8 -> 2) may
+    be open at once; health Watch streams hold no thread at all. Checks are answered."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    held = []
+    for _ in range(2):
+        call = stub.ServerReflectionInfo()
+        await call.write(request)
+        assert (await call.read()).HasField("list_services_response")
+        held.append(call)
+    refused = stub.ServerReflectionInfo()
+    await refused.write(request)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await refused.read()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    health = health_pb2_grpc.HealthStub(channel)
+    watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(20)]
+    for watch in watches:
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    check = external_auth_pb2_grpc.AuthorizationStub(channel)
+    answers = [await check.Check(check_request("/api/orders")) for _ in range(50)]
+    assert all(answer.status.code == 0 for answer in answers)
+    for call in [*held, *watches]:
+        call.cancel()
+    # A closed stream gives its place back (once the server has seen the cancel: retried).
+    for _ in range(100):
+        reopened = stub.ServerReflectionInfo()
+        await reopened.write(request)
+        try:
+            assert (await reopened.read()).HasField("list_services_response")
+            break
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the cancelled streams never gave their places back")
+    reopened.cancel()

@@ -182,3 +182,19 @@ def test_removing_one_allow_rule_flips_exactly_what_it_allowed(
     assert report.count(ALLOW_TO_DENY) == len(allowed_by_rule)
     assert report.count(DENY_TO_ALLOW) == report.count(STATUS) == 0
     assert list(report.groups) == [(ALLOW_TO_DENY, "frontend-places-orders")]
+
+
+def test_a_logged_api_key_and_context_are_replayed() -> None:
+    from authz.audit.replay import scenario_of
+
+    record = {
+        "method": "GET",
+        "host": "h",
+        "path": "/p",
+        "token": "none",
+        "api_key_principal": "partners/acme-1",
+        "context": {"zone": "internal"},
+    }
+    scenario = scenario_of(record)
+    assert scenario is not None
+    assert scenario.api_key == "partners/acme-1" and scenario.context == {"zone": "internal"}

@@ -220,3 +220,32 @@ def test_a_changed_jwks_file_is_picked_up_by_a_reload(tmp_path: Path) -> None:
         assert key_set is not None and key_set.find("new") is not None
     finally:
         keys.close()
+
+
+def test_key_files_reload_with_the_policies_and_a_bad_one_keeps_the_last_good_set(
+    tmp_path: Path,
+) -> None:
+    from authz.identity.apikeys import key_hash
+
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        authentication:
+          api_keys: [{name: partners, from: [{header: x-api-key}], keys_file: p.keys.yaml}]
+        rules: [{name: keyed, action: allow, from: [{api_keys: ["partners/*"]}]}]
+        """,
+    )
+    write(tmp_path, "p.keys.yaml", f"keys: [{{id: one, sha256: {key_hash('1')}}}]\n")
+    store = PolicyStore(load_policy_set(str(tmp_path)))
+    reloader = PolicyReloader(str(tmp_path), store, None)
+
+    def ids() -> set[str]:
+        (provider,) = store.current.for_host("h").authentication.api_key_providers
+        return {k.id for k in provider.keys.values()}
+
+    assert ids() == {"one"}
+    write(tmp_path, "p.keys.yaml", f"keys: [{{id: two, sha256: {key_hash('2')}}}]\n")
+    assert reloader.reload() is True and ids() == {"two"}
+    write(tmp_path, "p.keys.yaml", "keys: [{id: three, sha256: the-key-itself}]\n")
+    assert reloader.reload() is False and ids() == {"two"}

@@ -1,25 +1,27 @@
-"""Waiting for a key refetch on the grpc.aio event loop (issue 10.8), with a real JWKS server.
+"""Waiting for a key refetch on the gRPC server's threads (issue 10.8), with a real JWKS server.
 
-The service's `Check` coroutine is driven on the test's event loop exactly as grpc.aio drives
-it: a check whose kid only a refetch can bring awaits that refetch without holding the loop, so
-other checks are answered meanwhile; a thousand concurrent made-up kids share one fetch.
+A check whose kid only a refetch can bring waits for that refetch on its own thread, bounded by
+`unknown_kid_wait`, so other checks are answered meanwhile (by other threads of the pool; and by
+the same threads once the bound passes); a thousand concurrent made-up kids share one fetch.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.config import Settings
 from authz.engine import Engine
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.policy import PolicyStore, load_policy_set
-from authz.server import AuthorizationService
+from authz.server import AuthorizationService, build_server
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, claims, make_key
 
@@ -67,22 +69,23 @@ def sign(key: SigningKey, server: JwksServer, kid: str | bool = True) -> str:
     return key.sign(claims(server.issuer, now=NOW), kid=kid)
 
 
-async def check(service: AuthorizationService, token: str) -> int:
-    return status(await service.Check(message(token), None))  # type: ignore[arg-type]
+def check(service: AuthorizationService, token: str) -> int:
+    # As the gRPC server calls it, on one of its threads (no tracer: the context is not read).
+    return status(service.Check(message(token), None))  # type: ignore[arg-type]
 
 
-async def test_first_token_of_a_rotated_key_is_allowed(
+def test_first_token_of_a_rotated_key_is_allowed(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
     old, new = make_key("ES256"), make_key("ES256")
     server.rotate(old)
     service = service_for(registries, server, tmp_path)
     server.rotate(old, new)
-    assert await check(service, sign(new, server)) == 200
+    assert check(service, sign(new, server)) == 200
     assert server.fetches == 2
 
 
-async def test_other_checks_are_answered_while_a_refetch_is_slow(
+def test_other_checks_are_answered_while_a_refetch_is_slow(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
     old, new = make_key("ES256"), make_key("ES256")
@@ -90,30 +93,32 @@ async def test_other_checks_are_answered_while_a_refetch_is_slow(
     service = service_for(registries, server, tmp_path)
     server.rotate(old, new)
     server.hold()  # the refetch reaches the server and hangs there
-    waiting = asyncio.create_task(check(service, sign(new, server)))
-    assert await asyncio.to_thread(server.wait_for_fetches, 2)
-    # The loop is free: a check with a known key is answered while the other one waits.
-    for _ in range(20):
-        assert await check(service, sign(old, server)) == 200
-    assert not waiting.done()
-    server.release()
-    assert await waiting == 200
+    with futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(check, service, sign(new, server))
+        assert server.wait_for_fetches(2)
+        # Only the waiting check's thread waits: a check with a known key is answered.
+        for _ in range(20):
+            assert check(service, sign(old, server)) == 200
+        assert not waiting.done()
+        server.release()
+        assert waiting.result() == 200
 
 
-async def test_a_thousand_concurrent_made_up_kids_cost_one_fetch(
+def test_a_thousand_concurrent_made_up_kids_cost_one_fetch(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
     old, new = make_key("ES256"), make_key("ES256")
     server.rotate(old)
     service = service_for(registries, server, tmp_path)
     server.rotate(old, new)
-    made_up = [check(service, sign(old, server, kid=f"made-up-{i}")) for i in range(1000)]
-    answers = await asyncio.gather(*made_up, check(service, sign(new, server)))
+    tokens = [sign(old, server, kid=f"made-up-{i}") for i in range(1000)] + [sign(new, server)]
+    with futures.ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(lambda token: check(service, token), tokens))
     assert answers == [401] * 1000 + [200]  # the real new key rode on the same refetch
     assert server.fetches == 2
 
 
-async def test_a_refetch_past_its_deadline_is_not_waited_for(
+def test_a_refetch_past_its_deadline_is_not_waited_for(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
     old, new = make_key("ES256"), make_key("ES256")
@@ -121,7 +126,68 @@ async def test_a_refetch_past_its_deadline_is_not_waited_for(
     service = service_for(registries, server, tmp_path, unknown_kid_wait=0.01)
     server.rotate(old, new)
     server.hold()
-    assert await check(service, sign(new, server)) == 401  # the deadline passed: refused
-    assert await asyncio.to_thread(server.wait_for_fetches, 2)
-    assert await check(service, sign(new, server)) == 401  # still in flight, not waited for
+    assert check(service, sign(new, server)) == 401  # the deadline passed: refused
+    assert server.wait_for_fetches(2)
+    assert check(service, sign(new, server)) == 401  # still in flight, not waited for
     server.release()
+
+
+def serving(service: AuthorizationService, tmp_path: Path, threads: int) -> grpc.Server:
+    address = f"unix:{tmp_path / 'authz.sock'}"
+    grpc_server, _health = build_server(
+        service, replace(service.settings, listen=(address,), grpc_threads=threads)
+    )
+    grpc_server.start()
+    return grpc_server
+
+
+def test_the_thread_pool_is_not_starved_by_checks_waiting_on_a_slow_refetch(
+    registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
+) -> None:
+    """Through the real gRPC server with 2 threads: more checks wait on a hung JWKS refetch
+    than there are threads, and many concurrent checks with a known key are still all
+    answered, because each wait ends at `unknown_kid_wait` (then the kid is refused)."""
+    old, new = make_key("ES256"), make_key("ES256")
+    server.rotate(old)
+    service = service_for(registries, server, tmp_path, unknown_kid_wait=0.2)
+    server.rotate(old, new)
+    server.hold()  # the refetch never answers during the test
+    grpc_server = serving(service, tmp_path, threads=2)
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'authz.sock'}") as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            waiting = [stub.Check.future(message(sign(new, server)), timeout=30) for _ in range(4)]
+            assert server.wait_for_fetches(2)
+            known = [stub.Check.future(message(sign(old, server)), timeout=30) for _ in range(200)]
+            assert [status(call.result()) for call in known] == [200] * 200
+            assert [status(call.result()) for call in waiting] == [401] * 4
+            assert server.fetches == 2
+    finally:
+        server.release()
+        grpc_server.stop(None)
+
+
+def test_a_check_waiting_on_a_refetch_holds_only_its_own_thread(
+    registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
+) -> None:
+    """Through the real gRPC server: while one check waits (unbounded here) for the new key,
+    the other threads answer many concurrent checks; then the waiting one is allowed."""
+    old, new = make_key("ES256"), make_key("ES256")
+    server.rotate(old)
+    service = service_for(registries, server, tmp_path)
+    server.rotate(old, new)
+    server.hold()
+    grpc_server = serving(service, tmp_path, threads=2)
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'authz.sock'}") as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            waiting = stub.Check.future(message(sign(new, server)), timeout=60)
+            assert server.wait_for_fetches(2)
+            known = [stub.Check.future(message(sign(old, server)), timeout=30) for _ in range(200)]
+            assert [status(call.result()) for call in known] == [200] * 200
+            assert not waiting.done()
+            server.release()
+            assert status(waiting.result()) == 200
+    finally:
+        server.release()
+        grpc_server.stop(None)

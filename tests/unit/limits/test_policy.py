@@ -93,7 +93,6 @@ def test_dry_run_limits_only_say_would_limit() -> None:
         ("{name: x, key: source_ip, limit: 5, per: minute, paths: [/]}", "unknown field 'paths'"),
         ("{name: open, key: source_ip, limit: 5, per: minute}", "duplicate rule name 'open'"),
         ("{name: no_matching_rule, key: source_ip, limit: 5, per: minute}", "reserved"),
-        ("{name: x, key: api_key, limit: 1, per: minute}", "not supported"),
     ],
 )
 def test_bad_limits_are_named_with_file_and_line(entry: str, message: str) -> None:

@@ -302,3 +302,28 @@ def test_v2_peer_certificate_expiry(tmp_path: Path) -> None:
     want = x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc.timestamp()
     assert record["cert_not_after"] == rfc3339(want)
     assert "cert_not_after" not in decision_record(0.0, request(), verdict(), 0.0)
+
+
+def test_api_key_headers_are_secret_and_the_principal_and_context_are_logged() -> None:
+    from authz.model import Decision, Request, Verdict
+    from authz.observe.decision_log import SECRET_HEADERS, decision_record, token_headers
+    from authz.policy.spec import ApiKeyProvider, TokenLocation
+
+    provider = ApiKeyProvider("partners", (TokenLocation(header="X-Partner-Key"),), "/p.keys.yaml")
+    secrets = SECRET_HEADERS | token_headers([provider])
+    assert "x-partner-key" in secrets
+    request = Request(
+        "GET",
+        "/p",
+        "h",
+        raw_path="/p",
+        headers={"x-partner-key": "the-key"},
+        context={"zone": "internal"},
+    )
+    verdict = Verdict(Decision(True, 200, "r", rule="r"), "id", api_key_principal="partners/a")
+    record = decision_record(
+        0.0, request, verdict, 0.001, log_headers=("x-partner-key",), secret_headers=secrets
+    )
+    assert "the-key" not in str(record)
+    assert record["api_key_principal"] == "partners/a"
+    assert record["context"] == {"zone": "internal"}

@@ -26,6 +26,7 @@ _VALID = {
     "request_principals": ["https://id.example/*"],
     "issuers": ["https://id.example"],
     "ip_blocks": ["10.0.0.0/8"],
+    "api_keys": ["partners/*"],
     "authenticated": True,
     "methods": ["GET"],
     "paths": ["/api/{**}"],
@@ -72,7 +73,7 @@ def test_the_json_schema_lists_every_declared_key_with_its_description(
         assert describe("to" if section != "from" else "from", f.name) == f.description
 
 
-_SAMPLE = {"scalar": "x", "list": ["x", "y"], "flag": True}
+_SAMPLE = {"scalar": "x", "list": ["x", "y"], "flag": True, "capture": "t"}
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,10 @@ def test_every_declared_operator_validates_compiles_and_is_in_the_schema(
     kind = next(k for k in CONDITION_KINDS if k.name == kind_name)
     op, _ = kind.operator(key)
     cond = {kind_name: "x-subject", key: _SAMPLE[op.shape]}
-    doc = {"rules": [{"name": "r", "action": "allow", "when": [cond]}]}
+    rule = {"name": "r", "action": "allow", "when": [cond]}
+    if op.shape == "capture":  # a capture compared with must be bound by the rule's paths
+        rule["to"] = [{"paths": ["/x/{t}"]}]
+    doc = {"rules": [rule]}
     text = yaml.safe_dump(doc)
     spec = parse_file("p.yaml", text, str(tmp_path))
     assert not isinstance(spec, list), spec

@@ -512,3 +512,25 @@ def test_jwt_metadata_depth_limit() -> None:
     # Lists count as a level too.
     listed = _with_payload({"a": [[[{"b": 1}]]]})  # payload 1, list 2, list 3, list 4, object 5
     _raises_attribute_too_large(listed, limits, "nests deeper")
+
+
+def test_context_extensions_are_read() -> None:
+    message = check_request()
+    message.attributes.context_extensions.update({"api": "partners", "tier": "b2b"})
+    assert to_request(message, LIMITS).context == {"api": "partners", "tier": "b2b"}
+    assert to_request(check_request(), LIMITS).context == {}
+
+
+@pytest.mark.parametrize(
+    ("extensions", "limits"),
+    [
+        ({f"k{i}": "v" for i in range(5)}, Limits(max_context_extensions=4)),
+        ({"k": "v" * 100}, Limits(max_context_bytes=64)),
+        ({"k": "é" * 40}, Limits(max_context_bytes=64)),  # 80 bytes in 41 characters
+    ],
+)
+def test_context_extensions_are_bounded(extensions: dict[str, str], limits: Limits) -> None:
+    message = check_request()
+    message.attributes.context_extensions.update(extensions)
+    with pytest.raises(AttributeTooLarge, match="context_extensions"):
+        to_request(message, limits)

@@ -214,3 +214,14 @@ def test_responses_survive_the_wire() -> None:
         internal_error_response("d"),
     ):
         assert CheckResponse.FromString(response.SerializeToString()) == response
+
+
+def test_the_api_key_principal_is_in_the_metadata_only_when_a_key_was_presented() -> None:
+    from authz.model import Decision, Verdict
+    from authz.wire.outbound import to_check_response
+
+    decision = Decision(allowed=True, status=200, reason="r", rule="r")
+    keyed = to_check_response(Verdict(decision, "id-1", api_key_principal="partners/acme-1"))
+    assert keyed.dynamic_metadata.fields["api_key_principal"].string_value == "partners/acme-1"
+    plain = to_check_response(Verdict(decision, "id-2"))
+    assert "api_key_principal" not in plain.dynamic_metadata.fields
