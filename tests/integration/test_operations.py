@@ -238,7 +238,11 @@ def test_checks_show_in_metrics_readiness_and_the_decision_log(
     service.start()
     try:
         assert service.get("/healthz")[0] == 200
-        assert json.loads(service.get("/readyz")[1]) == {"ready": True, "phase": "serving"}
+        assert json.loads(service.get("/readyz")[1]) == {
+            "ready": True,
+            "phase": "serving",
+            "rate_limits": {"store": "memory", "state": "local"},
+        }
 
         secrets = {
             "authorization": f"Bearer {token}",
