@@ -27,11 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from authz.addresses import AddressError
 from authz.envoy_bootstrap import (
     AUTHZ_CLUSTER,
     BOOTSTRAP_NOTES,
     EXT_AUTHZ_FILTER,
-    AddressError,
     BootstrapOptions,
     Config,
     bootstrap,

@@ -25,7 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 
-from authz.envoy_bootstrap import BootstrapOptions, Endpoint, bootstrap, render_yaml
+from authz.addresses import Address
+from authz.envoy_bootstrap import BootstrapOptions, bootstrap, render_yaml
 
 NAME = "demo"
 HELP = "run Envoy, this service and an echo upstream locally and print requests to try"
@@ -200,8 +201,8 @@ def write_demo_bootstrap(
     directory: Path, *, listen_port: int, admin_port: int, authz_port: int, upstream_port: int
 ) -> Path:
     options = BootstrapOptions(
-        authz=(Endpoint(LOOPBACK, authz_port),),
-        upstream=Endpoint(LOOPBACK, upstream_port),
+        authz=(Address(LOOPBACK, authz_port),),
+        upstream=Address(LOOPBACK, upstream_port),
         listen_address=LOOPBACK,
         listen_port=listen_port,
         admin_port=admin_port,

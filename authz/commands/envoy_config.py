@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from authz.addresses import AddressError
 from authz.envoy_bootstrap import (
     BOOTSTRAP_NOTES,
-    AddressError,
     BootstrapOptions,
     IstioOptions,
     TlsFiles,

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 from authz.errors import InvalidPath
 from authz.paths import normalize_path
+from authz.syntax import SPIFFE_PREFIX, TOKEN
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-SPIFFE = "spiffe://"
 
 
 # --- plain strings with Istio's `*` forms -------------------------------------------------
@@ -85,9 +84,9 @@ def principal_patterns(patterns: Iterable[str]) -> StringPatterns:
 
 
 def _spiffe_form(pattern: str) -> str:
-    if pattern.startswith(("*", SPIFFE)):
+    if pattern.startswith(("*", SPIFFE_PREFIX)):
         return pattern
-    return SPIFFE + pattern
+    return SPIFFE_PREFIX + pattern
 
 
 # --- paths ----------------------------------------------------------------------------------
@@ -327,12 +326,9 @@ def ip_blocks(networks: Iterable[IPNetwork]) -> IPBlocks:
     return IPBlocks(tuple(v4), tuple(v6))
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 section 5.6.2
-
-
 def check_method(method: str) -> None:
     """HTTP methods are case-sensitive tokens; the policy writes them as sent (upper case)."""
-    if not _TOKEN.fullmatch(method):
+    if not TOKEN.fullmatch(method):
         raise ValueError(f"{method!r} is not an HTTP method")
     if method != method.upper():
         raise ValueError(f"{method!r}: methods are upper case; did you mean {method.upper()!r}?")
@@ -340,6 +336,6 @@ def check_method(method: str) -> None:
 
 def check_header_name(name: str) -> str:
     """Return the lower-cased header name; raise ValueError unless an HTTP token."""
-    if not _TOKEN.fullmatch(name) and not (name.startswith(":") and _TOKEN.fullmatch(name[1:])):
+    if not TOKEN.fullmatch(name) and not (name.startswith(":") and TOKEN.fullmatch(name[1:])):
         raise ValueError(f"{name!r} is not a header name")
     return name.lower()
