@@ -94,10 +94,6 @@ class Identity:
     workload: Workload | None = None
     user: EndUser | None = None
 
-    @property
-    def authenticated(self) -> bool:
-        return self.workload is not None or self.user is not None
-
 
 ANONYMOUS = Identity()
 

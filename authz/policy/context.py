@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from authz.model import EndUser, Identity, Request, Workload
-from authz.policy.patterns import IPAddress, request_first_segment
+from authz.policy.patterns import IPAddress
 from authz.policy.spec import Authentication
 
 _UNSET: Any = object()
@@ -24,7 +24,6 @@ class RequestContext:
         "_ip",
         "_source_ip",
         "claims",
-        "first_segment",
         "headers",
         "host",
         "issuer",
@@ -41,7 +40,6 @@ class RequestContext:
     def __init__(self, request: Request, identity: Identity, authentication: Authentication):
         self.method = request.method
         self.path = request.path
-        self.first_segment = request_first_segment(request.path)
         self.host = request.host  # canonical already (authz.wire.inbound)
         self.port = request.destination_port
         self.headers: Mapping[str, str] = request.headers
