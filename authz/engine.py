@@ -253,19 +253,21 @@ class Engine:
 
         # Every header any provider of this host may fill from claims is either set from the
         # verified token or removed, so a client can never smuggle its own x-user-id upstream.
+        assert checked.host_policy is not None  # allowed implies a policy applied
+        token = identity.token
+        plan = checked.host_policy.token_plans[token.provider] if token is not None else None
         claim_headers: dict[str, str] = {}
-        if user is not None and user.provider is not None:
-            for claim, header in user.provider.claims_to_headers:
+        if user is not None and plan is not None:
+            for claim, header in plan.claims_to_headers:
                 value = _claim_text(user.claims, claim)
                 if value is not None:
                     claim_headers[header] = value
-        assert checked.host_policy is not None  # allowed implies a policy applied
         for header in checked.host_policy.claim_headers:
             _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
 
         query_to_remove: tuple[str, ...] = ()
-        if user is not None and user.provider is not None and not user.provider.forward:
-            where = user.found_at
+        if token is not None and plan is not None and plan.strip:
+            where = token.found_at
             if where is not None and where.header:
                 to_remove.append(where.header)
             elif where is not None and where.query:
