@@ -148,27 +148,22 @@ def check_path_pattern(pattern: str) -> None:
 
 def path_patterns(patterns: Iterable[str]) -> PathPatterns:
     """Build a matcher from patterns already checked with `check_path_pattern`."""
-    exact: set[str] = set()
+    plain: list[str] = []  # exact paths and Istio's `*` forms: as for any string
     prefixes: list[str] = []
-    suffixes: list[str] = []
     regexes: list[str] = []
-    any_ = False
     for p in patterns:
-        if p == "*":
-            any_ = True
-        elif p.startswith("*"):
-            suffixes.append(p[1:])
-        elif p.endswith("*"):
-            prefixes.append(p[:-1])
+        if p.startswith("*") or p.endswith("*") or "{" not in p:
+            plain.append(p)
         elif p.endswith("/{**}") and "{" not in p[:-5]:
             # "/api/{**}" is the prefix "/api/": no regex to compile (a big set has thousands)
             prefixes.append(p[:-4])
-        elif "{" in p:
-            regexes.append(_template_regex(p))
         else:
-            exact.add(p)
+            regexes.append(_template_regex(p))
+    strings = string_patterns(plain)
     template = re.compile("|".join(f"(?:{r})" for r in regexes)) if regexes else None
-    return PathPatterns(frozenset(exact), tuple(prefixes), tuple(suffixes), template, any_)
+    return PathPatterns(
+        strings.exact, strings.prefixes + tuple(prefixes), strings.suffixes, template, strings.any
+    )
 
 
 def _template_regex(pattern: str) -> str:
