@@ -113,18 +113,24 @@ def authz_cluster(options: BootstrapOptions) -> Config:
     }
     if options.health_checks:
         cluster["health_checks"] = [
-            {
-                "timeout": "1s",
-                "interval": "5s",
-                # Envoy checks an idle cluster only every 60s by default; a replica that comes
-                # back should be noticed sooner.
-                "no_traffic_interval": "5s",
-                "unhealthy_threshold": 2,
-                "healthy_threshold": 1,
-                "grpc_health_check": {"service_name": AUTHORIZATION_SERVICE},
-            }
+            health_check({"grpc_health_check": {"service_name": AUTHORIZATION_SERVICE}})
         ]
     return cluster
+
+
+def health_check(check: Config) -> Config:
+    """An active health check of the authz cluster: the timings the gRPC and HTTP modes share,
+    and `check` (how to ask)."""
+    return {
+        "timeout": "1s",
+        "interval": "5s",
+        # Envoy checks an idle cluster only every 60s by default; a replica that comes back
+        # should be noticed sooner.
+        "no_traffic_interval": "5s",
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 1,
+        **check,
+    }
 
 
 def upstream_cluster(options: BootstrapOptions) -> Config:
