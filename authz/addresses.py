@@ -62,17 +62,22 @@ def parse(text: str, *, allow_unix: bool = True, port_zero: bool = False) -> Add
         raise AddressError(f"{text!r}: the port {port!r} is not a number")
     if not (0 if port_zero else 1) <= int(port) <= 65535:
         raise AddressError(f"{text!r}: the port {port} is out of range (1-65535)")
+    return Address(_host(text, host, port), int(port))
+
+
+def _host(text: str, host: str, port: str) -> str:
+    """The host part of `text` without IPv6 brackets; raises AddressError."""
     if host.startswith("[") and host.endswith("]"):
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             raise AddressError(f"{text!r}: {host} is not an IPv6 address") from None
-        return Address(host[1:-1], int(port))
+        return host[1:-1]
     if ":" in host:
         raise AddressError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:{port}")
     if not _HOST_NAME.match(host):
         raise AddressError(f"{text!r}: {host!r} is not a host name or IP address")
-    return Address(host, int(port))
+    return host
 
 
 def shifted(text: str, index: int) -> str:
