@@ -21,7 +21,7 @@ from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, to
 from authz.observe.cert_expiry import PeerCertificateExpiry
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.policy import PolicyStore, load_policy_set
-from authz.reload import PolicyReloader
+from authz.reload import PolicyReloader, ReloadListener
 from authz.server import (
     AuthorizationService,
     Health,
@@ -135,10 +135,11 @@ def build_app(settings: Settings) -> App:
         policy_set.rule_count,
         policy_set.revision,
     )
-    reloader = PolicyReloader(settings.policies, store, keys, listeners=[metrics.record_reload])
+    listeners: list[ReloadListener] = [metrics.record_reload]
     # Under --workers every worker loads the same files; one of them writes Envoy's copy.
     if settings.export_envoy is not None and worker_index() in (None, 0):
-        reloader.add_listener(_envoy_exporter(settings.export_envoy, store))
+        listeners.append(_envoy_exporter(settings.export_envoy, store))
+    reloader = PolicyReloader(settings.policies, store, keys, listeners=listeners)
     return App(
         settings,
         store,

@@ -4,19 +4,15 @@ the few that look at the file system, which declare `paths=True` there)."""
 from __future__ import annotations
 
 import grp
-import ipaddress
 import os
-import re
 import urllib.parse
 from collections.abc import Callable
 
+from authz import addresses
+from authz.syntax import TOKEN
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")  # RFC 9110 token, lower case
-_HOST_NAME = re.compile(
-    r"^[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*$"
-)
 
 
 class Invalid(Exception):
@@ -25,29 +21,10 @@ class Invalid(Exception):
 
 def check_address(address: str, *, allow_unix: bool) -> None:
     """`host:port` (`[v6]:port` for IPv6) with a port in 1-65535, or `unix:/path`."""
-    if address.startswith("unix:"):
-        if not allow_unix:
-            raise Invalid(f"{address!r}: a unix socket is not supported here; use HOST:PORT")
-        if len(address) == len("unix:"):
-            raise Invalid(f"{address!r}: the unix socket needs a path")
-        return
-    host, sep, port = address.rpartition(":")
-    if not sep or not host:
-        raise Invalid(f"{address!r} is not HOST:PORT")
-    if not port.isdigit():
-        raise Invalid(f"{address!r}: the port {port!r} is not a number")
-    if not 1 <= int(port) <= 65535:
-        raise Invalid(f"{address!r}: the port {port} is out of range (1-65535)")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise Invalid(f"{address!r}: {host} is not an IPv6 address") from None
-        return
-    if ":" in host:
-        raise Invalid(f"{address!r}: write an IPv6 address in brackets, e.g. [::1]:{port}")
-    if not _HOST_NAME.match(host):
-        raise Invalid(f"{address!r}: {host!r} is not a host name or IP address")
+    try:
+        addresses.parse(address, allow_unix=allow_unix)
+    except addresses.AddressError as error:
+        raise Invalid(str(error)) from None
 
 
 def listen_addresses(value: tuple[str, ...]) -> None:
@@ -104,7 +81,7 @@ def log_path(value: str | None) -> None:
 
 
 def header(value: str) -> None:
-    if not _HEADER_NAME.match(value.lower()):
+    if not TOKEN.fullmatch(value):
         raise Invalid(f"{value!r} is not a valid header name")
 
 

@@ -281,78 +281,91 @@ class Engine:
         )
 
     def _verdict(self, request: Request, checked: _Checked) -> Verdict:
-        decision, identity = checked.decision, checked.identity
+        identity = checked.identity
         workload, user = identity.workload, identity.user
         principal = workload.principal if workload else ""
         request_principal = user.principal if user else ""
         api_key = identity.api_key
         api_key_principal = api_key.principal if api_key else ""
         decision_id = self._new_id()
-        if not decision.allowed:
-            return Verdict(
-                decision=decision,
-                decision_id=decision_id,
-                policy_revision=checked.revision,
-                principal=principal,
-                request_principal=request_principal,
-                api_key_principal=api_key_principal,
-                evidence=checked.evidence,
-                token_check=checked.token_check,
+        edits: _Edits = ((), (), ())
+        if checked.decision.allowed:
+            assert checked.host_policy is not None  # allowed implies a policy applied
+            edits = self._edits(
+                request,
+                identity,
+                checked.host_policy,
+                decision_id,
+                (principal, request_principal, api_key_principal),
             )
+        return Verdict(
+            decision=checked.decision,
+            decision_id=decision_id,
+            policy_revision=checked.revision,
+            principal=principal,
+            request_principal=request_principal,
+            api_key_principal=api_key_principal,
+            headers_to_set=edits[0],
+            headers_to_remove=edits[1],
+            query_parameters_to_remove=edits[2],
+            evidence=checked.evidence,
+            token_check=checked.token_check,
+        )
 
+    def _edits(
+        self,
+        request: Request,
+        identity: Identity,
+        host_policy: HostPolicy,
+        decision_id: str,
+        principals: tuple[str, str, str],
+    ) -> _Edits:
+        """What an allowed request carries upstream: headers set, headers and query
+        parameters removed. `principals`: workload, request and API-key principal."""
+        principal, request_principal, api_key_principal = principals
         names = self._headers
         to_set: list[tuple[str, str]] = [(names.decision_id, decision_id)]
         to_remove: list[str] = []
         _set_or_remove(to_set, to_remove, names.principal, principal)
         _set_or_remove(to_set, to_remove, names.request_principal, request_principal)
-        if api_key_principal:  # inline: this runs on every allow
-            to_set.append((names.api_key, api_key_principal))
-        else:
-            to_remove.append(names.api_key)
+        _set_or_remove(to_set, to_remove, names.api_key, api_key_principal)
 
         # Every header any provider of this host may fill from claims is either set from the
         # verified token or removed, so a client can never smuggle its own x-user-id upstream.
+        user, token = identity.user, identity.token
+        plan = host_policy.token_plans[token.provider] if token is not None else None
         claim_headers: dict[str, str] = {}
-        if user is not None and user.provider is not None:
-            for claim, header in user.provider.claims_to_headers:
+        if user is not None and plan is not None:
+            for claim, header in plan.claims_to_headers:
                 value = _claim_text(user.claims, claim)
                 if value is not None:
                     claim_headers[header] = value
-        assert checked.host_policy is not None  # allowed implies a policy applied
-        for header in checked.host_policy.claim_headers:
+        for header in host_policy.claim_headers:
             _set_or_remove(to_set, to_remove, header, claim_headers.get(header, ""))
 
         query_to_remove: tuple[str, ...] = ()
         cookies: tuple[str, ...] = ()
-        if user is not None and user.provider is not None and not user.provider.forward:
-            where = user.found_at
+        if token is not None and plan is not None and plan.strip:
+            where = token.found_at
             if where is not None and where.header:
                 to_remove.append(where.header)
             elif where is not None and where.query:
                 query_to_remove = (where.query,)
             elif where is not None and where.cookie:
                 cookies = (where.cookie,)
-        key_providers = checked.host_policy.authentication.api_key_providers
+        key_providers = host_policy.authentication.api_key_providers
         if key_providers:
             query_to_remove, cookies = _remove_api_keys(
                 request, key_providers, to_remove, query_to_remove, cookies
             )
         if cookies:
             _strip_cookies(request, frozenset(cookies), to_set, to_remove)
+        return tuple(dict(to_set).items()), tuple(dict.fromkeys(to_remove)), query_to_remove
 
-        return Verdict(
-            decision=decision,
-            decision_id=decision_id,
-            policy_revision=checked.revision,
-            principal=principal,
-            request_principal=request_principal,
-            api_key_principal=api_key_principal,
-            headers_to_set=tuple(dict(to_set).items()),
-            headers_to_remove=tuple(dict.fromkeys(to_remove)),
-            query_parameters_to_remove=query_to_remove,
-            evidence=checked.evidence,
-            token_check=checked.token_check,
-        )
+
+# What an allowed request carries upstream: headers to set, headers and query parameters to
+# remove (all empty for a denial).
+_Edits = tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]
 
 
 def _set_or_remove(

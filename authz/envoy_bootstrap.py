@@ -7,13 +7,14 @@ the deliberate choices, keyed by field name, because a dict cannot carry them.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from authz.addresses import Address, AddressError, parse
 
 AUTHZ_CLUSTER = "authz"
 UPSTREAM_CLUSTER = "upstream"
@@ -29,52 +30,18 @@ HCM_TYPE = (
 Config = dict[str, Any]
 
 
-class AddressError(ValueError):
-    """An address given on the command line cannot be used."""
+def parse_endpoint(text: str, *, allow_unix: bool = True) -> Address:
+    """An address `authz serve --listen` takes; Envoy is given unix socket paths absolute."""
+    endpoint = parse(text, allow_unix=allow_unix)
+    if endpoint.unix_path is not None and not endpoint.unix_path.startswith("/"):
+        raise AddressError(f"{text!r}: a unix socket path must be absolute")
+    return endpoint
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """`host:port` (an IP or a DNS name) or a unix socket path."""
-
-    host: str = ""
-    port: int = 0
-    unix_path: str | None = None
-
-    @property
-    def is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
-
-    def envoy_address(self) -> Config:
-        if self.unix_path is not None:
-            return {"pipe": {"path": self.unix_path}}
-        return {"socket_address": {"address": self.host, "port_value": self.port}}
-
-
-def parse_endpoint(text: str, *, allow_unix: bool = True) -> Endpoint:
-    """Parse `host:port`, `[v6]:port` or `unix:/path` (the forms `authz serve --listen` takes)."""
-    if text.startswith("unix:"):
-        path = text[len("unix:") :]
-        if not allow_unix:
-            raise AddressError(f"{text!r}: a unix socket is not allowed here")
-        if not path.startswith("/"):
-            raise AddressError(f"{text!r}: a unix socket path must be absolute")
-        return Endpoint(unix_path=path)
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise AddressError(
-            f"{text!r}: expected HOST:PORT" + (" or unix:/path" if allow_unix else "")
-        )
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise AddressError(f"{text!r}: port out of range")
-    return Endpoint(host=host, port=port)
+def _envoy_address(endpoint: Address) -> Config:
+    if endpoint.unix_path is not None:
+        return {"pipe": {"path": endpoint.unix_path}}
+    return {"socket_address": {"address": endpoint.host, "port_value": endpoint.port}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +57,8 @@ class TlsFiles:
 class BootstrapOptions:
     """Everything `authz envoy-config` can vary."""
 
-    authz: Sequence[Endpoint] = field(default_factory=lambda: (Endpoint("127.0.0.1", 9191),))
-    upstream: Endpoint = Endpoint("127.0.0.1", 8000)
+    authz: Sequence[Address] = field(default_factory=lambda: (Address("127.0.0.1", 9191),))
+    upstream: Address = field(default_factory=lambda: Address("127.0.0.1", 8000))
     listen_address: str = "0.0.0.0"
     listen_port: int = 8080
     admin_address: str = "127.0.0.1"
@@ -162,7 +129,7 @@ def _duration(ms: int) -> str:
     return f"{ms / 1000:g}s"
 
 
-def _cluster_type(endpoints: Sequence[Endpoint]) -> str:
+def _cluster_type(endpoints: Sequence[Address]) -> str:
     """STATIC for IPs and unix sockets; STRICT_DNS (every A record an endpoint) for names."""
     names = [e for e in endpoints if e.unix_path is None and not e.is_ip]
     if names and any(e.unix_path is not None for e in endpoints):
@@ -170,11 +137,11 @@ def _cluster_type(endpoints: Sequence[Endpoint]) -> str:
     return "STRICT_DNS" if names else "STATIC"
 
 
-def _load_assignment(name: str, endpoints: Sequence[Endpoint]) -> Config:
+def _load_assignment(name: str, endpoints: Sequence[Address]) -> Config:
     return {
         "cluster_name": name,
         "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": e.envoy_address()}} for e in endpoints]}
+            {"lb_endpoints": [{"endpoint": {"address": _envoy_address(e)}} for e in endpoints]}
         ],
     }
 
@@ -198,18 +165,24 @@ def authz_cluster(options: BootstrapOptions) -> Config:
     }
     if options.health_checks:
         cluster["health_checks"] = [
-            {
-                "timeout": "1s",
-                "interval": "5s",
-                # Envoy checks an idle cluster only every 60s by default; a replica that comes
-                # back should be noticed sooner.
-                "no_traffic_interval": "5s",
-                "unhealthy_threshold": 2,
-                "healthy_threshold": 1,
-                "grpc_health_check": {"service_name": AUTHORIZATION_SERVICE},
-            }
+            health_check({"grpc_health_check": {"service_name": AUTHORIZATION_SERVICE}})
         ]
     return cluster
+
+
+def health_check(check: Config) -> Config:
+    """An active health check of the authz cluster: the timings the gRPC and HTTP modes share,
+    and `check` (how to ask)."""
+    return {
+        "timeout": "1s",
+        "interval": "5s",
+        # Envoy checks an idle cluster only every 60s by default; a replica that comes back
+        # should be noticed sooner.
+        "no_traffic_interval": "5s",
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 1,
+        **check,
+    }
 
 
 def upstream_cluster(options: BootstrapOptions) -> Config:

@@ -27,14 +27,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from authz.addresses import AddressError
 from authz.envoy_bootstrap import (
     AUTHZ_CLUSTER,
     BOOTSTRAP_NOTES,
     EXT_AUTHZ_FILTER,
-    AddressError,
     BootstrapOptions,
     Config,
     bootstrap,
+    health_check,
 )
 from authz.wire.http import ENVOY_PATH_HEADER
 
@@ -173,17 +174,9 @@ def _health_check_readyz(cluster: dict[str, Any], ports: Sequence[int]) -> None:
     endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     for lb_endpoint, port in zip(endpoints, ports, strict=True):
         lb_endpoint["endpoint"]["health_check_config"] = {"port_value": port}
-    cluster["health_checks"] = [
-        {
-            "timeout": "1s",
-            "interval": "5s",
-            "no_traffic_interval": "5s",
-            "unhealthy_threshold": 2,
-            "healthy_threshold": 1,
-            # 200 exactly when serving (authz.server.Health): 503 while starting or draining.
-            "http_health_check": {"path": "/readyz"},
-        }
-    ]
+    # /readyz answers 200 exactly when serving (authz.server.Health): 503 while starting or
+    # draining.
+    cluster["health_checks"] = [health_check({"http_health_check": {"path": "/readyz"}})]
 
 
 HTTP_BOOTSTRAP_NOTES: Mapping[str, str] = {

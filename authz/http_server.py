@@ -28,9 +28,9 @@ from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
+from authz import addresses
 from authz.config import Limits
 from authz.engine import Engine, new_decision_id
-from authz.envoy_bootstrap import parse_endpoint
 from authz.errors import AuthzError
 from authz.identity import KeysPending, KeyWait
 from authz.model import Request, Verdict
@@ -124,7 +124,7 @@ class HttpAuthorizationApp:
 
 
 def _server(app: Any, address: str, limits: Limits) -> Server:
-    endpoint = parse_endpoint(address)
+    endpoint = addresses.parse(address)
     where: dict[str, Any] = (
         {"uds": Path(endpoint.unix_path)}
         if endpoint.unix_path is not None

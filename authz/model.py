@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # policy-schema types, only named here: the model never builds them
-    from authz.policy.spec import ApiKey, JwtProvider, TokenLocation
+    from authz.policy.spec import ApiKey, TokenLocation
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -79,10 +79,6 @@ class EndUser:
     issuer: str
     subject: str
     claims: Mapping[str, Any]
-    # Which provider verified the token and where it was found: the engine needs them for
-    # claims_to_headers and forward: false. Not part of equality.
-    provider: JwtProvider | None = field(default=None, compare=False)
-    found_at: TokenLocation | None = field(default=None, compare=False)
     # How this check judged the token (None: Envoy's jwt_authn verified it). Not part of equality.
     token_check: TokenCheck | None = field(default=None, compare=False)
 
@@ -110,10 +106,24 @@ class ApiKeyUser:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenUse:
+    """Which provider accepted the end user's token, and where the token was: what the engine
+    needs to apply that provider's plan (claims_to_headers, forward: false) to an allowed request.
+
+    `provider` indexes the host's `authentication.jwt_providers` (and `HostPolicy.token_plans`).
+    `found_at` is None when Envoy's jwt_authn verified the token (nothing here to strip)."""
+
+    provider: int
+    found_at: TokenLocation | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     workload: Workload | None = None
     user: EndUser | None = None
     api_key: ApiKeyUser | None = None
+    # Set with `user` when this service verified the token. Not part of who the caller is.
+    token: TokenUse | None = field(default=None, compare=False)
 
     @property
     def authenticated(self) -> bool:

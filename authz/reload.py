@@ -23,10 +23,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from authz.errors import PolicyError
-from authz.policy.spec import JwtProvider
+
+if TYPE_CHECKING:  # the policy package is imported late at run time (see _default_loader)
+    from authz.policy.compiler import PolicySet
+    from authz.policy.rules import CompiledRule
+    from authz.policy.spec import JwtProvider
+    from authz.policy.store import PolicyStore
 
 log = logging.getLogger("authz.reload")
 
@@ -35,29 +40,13 @@ log = logging.getLogger("authz.reload")
 ReloadListener = Callable[[bool], None]
 
 
-class _PolicySet(Protocol):
-    @property
-    def revision(self) -> str: ...
-
-    @property
-    def rule_count(self) -> int: ...
-
-    @property
-    def jwt_providers(self) -> Iterable[JwtProvider]: ...
-
-
-class _Store(Protocol):
-    @property
-    def current(self) -> Any: ...
-
-    def swap(self, new: Any) -> Any: ...
-
-
 class _Keys(Protocol):
+    """What the reloader needs of the key registry (authz.identity.keys.KeyRegistry)."""
+
     def ensure(self, providers: Iterable[JwtProvider]) -> None: ...
 
 
-def _default_loader(directory: str) -> Any:
+def _default_loader(directory: str) -> PolicySet:
     # Imported late: the reloader is a leaf of the app and must not pull in the policy package
     # at import time of the CLI.
     from authz.policy import load_policy_set
@@ -77,11 +66,11 @@ class PolicyReloader:
     def __init__(
         self,
         directory: str,
-        store: _Store,
+        store: PolicyStore,
         keys: _Keys | None = None,
         *,
         listeners: Iterable[ReloadListener] = (),
-        loader: Callable[[str], Any] = _default_loader,
+        loader: Callable[[str], PolicySet] = _default_loader,
         poll_interval: float = 1.0,
     ) -> None:
         self.directory = directory
@@ -94,12 +83,6 @@ class PolicyReloader:
         self._pending = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        # How the directory is watched ("watchfiles", "polling" or "off"): shown in the log.
-        self.watch_mode = "off"
-
-    def add_listener(self, listener: ReloadListener) -> None:
-        """Call `listener(ok)` after every reload attempt (e.g. a metrics counter)."""
-        self._listeners.append(listener)
 
     # -- reloading -------------------------------------------------------------------------
 
@@ -207,7 +190,6 @@ class PolicyReloader:
         except ImportError:
             self._poll()
             return
-        self.watch_mode = "watchfiles"
         log.info("watching %s for policy changes", self.directory)
         try:
             # No filter: a ConfigMap update is a rename of the `..data` symlink, which is no
@@ -236,7 +218,6 @@ class PolicyReloader:
             self._poll()
 
     def _poll(self) -> None:
-        self.watch_mode = "polling"
         last = directory_fingerprint(self.directory)
         while not self._stop.wait(self._poll_interval):
             now = directory_fingerprint(self.directory)
@@ -259,12 +240,9 @@ class _Retired:
     # waits that long at most, so the rules are freed here and not in that check.
     WAIT_SECONDS = 2.0
 
-    def __init__(self, policy_set: Any) -> None:
-        self._rules: list[Any] = list(getattr(policy_set, "rules", ()))
-        try:
-            self._set: Callable[[], Any] = weakref.ref(policy_set)
-        except TypeError:  # a stand-in set in a test
-            self._set = lambda: None
+    def __init__(self, policy_set: PolicySet) -> None:
+        self._rules: list[CompiledRule] = list(policy_set.rules)
+        self._set: Callable[[], PolicySet | None] = weakref.ref(policy_set)
 
     def release(self) -> None:
         from authz.policy import building  # late, as _default_loader

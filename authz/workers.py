@@ -29,8 +29,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 
+from authz import addresses
 from authz.config import Settings
 from authz.errors import ConfigError
 
@@ -51,13 +51,7 @@ def worker_index() -> int | None:
 
 def address_for_worker(address: str, index: int) -> str:
     """Worker `index`'s variant of a listen or admin address."""
-    if index == 0:
-        return address
-    if address.startswith("unix:"):
-        path = PurePosixPath(address.removeprefix("unix:"))
-        return f"unix:{path.with_name(f'{path.stem}.{index}{path.suffix}')}"
-    host, _, port = address.rpartition(":")
-    return f"{host}:{int(port) + index}"
+    return addresses.shifted(address, index)
 
 
 def addresses_for_worker(addresses: Sequence[str], index: int) -> tuple[str, ...]:
@@ -75,6 +69,14 @@ def for_worker(settings: Settings, index: int) -> Settings:
     )
 
 
+def _usable(address: str) -> bool:
+    try:
+        addresses.parse(address)
+    except addresses.AddressError:
+        return False
+    return True
+
+
 def check_worker_addresses(settings: Settings) -> None:
     """Raises ConfigError when two workers (or one worker's gRPC, HTTP and admin) would use the same
     address, or a derived port is over 65535."""
@@ -87,7 +89,7 @@ def check_worker_addresses(settings: Settings) -> None:
         if mine.admin:
             named.append((f"--admin {mine.admin}", mine.admin))
         for what, address in named:
-            if not address.startswith("unix:") and int(address.rpartition(":")[2]) > 65535:
+            if not _usable(address):
                 problems.append(f"worker {index}: {what}: the port is over 65535")
             owner = f"worker {index}'s {what.split()[0]}" if settings.workers > 1 else what
             if address in seen:

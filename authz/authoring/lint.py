@@ -25,6 +25,7 @@ from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
 from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
 from authz.policy.spec import JwtProvider
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
+from authz.syntax import without_spiffe_prefix
 
 Roles = Mapping[str, tuple[ToSpec, ...]]
 
@@ -244,7 +245,7 @@ def _to_never(entry: ToSpec) -> str | None:
 
 def _principal_domain(pattern: str) -> str | None:
     """The trust domain a principal pattern pins, or None when it can vary (`*`, `*suffix`)."""
-    body = pattern[len("spiffe://") :] if pattern.startswith("spiffe://") else pattern
+    body = without_spiffe_prefix(pattern)
     if body.startswith("*") or "/" not in body:
         return None
     return body.split("/", 1)[0].lower()

@@ -1,14 +1,15 @@
 """`authz demo`: Envoy + this service + an echo upstream on loopback, without Docker.
 
 One command starts the three, prints curl lines to try (allowed, denied, and one with a JWT
-signed by the demo issuer), and stops everything on Ctrl-C or SIGTERM. The pieces (echo upstream,
-process start and readiness waits) are public so the end-to-end tests can use them too.
+signed by the demo issuer), and stops everything on Ctrl-C or SIGTERM. It runs the repository's
+own pieces, as docker-compose does: the echo upstream is deploy/upstream/echo.py and the token
+comes from examples/demo-issuer/mint.py. The process start and readiness waits are public so the
+end-to-end tests can use them too.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import signal
@@ -21,79 +22,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 
-from authz.envoy_bootstrap import BootstrapOptions, Endpoint, bootstrap, render_yaml
+from authz.addresses import Address
+from authz.envoy_bootstrap import BootstrapOptions, bootstrap, render_yaml
 
 NAME = "demo"
 HELP = "run Envoy, this service and an echo upstream locally and print requests to try"
 
 LOOPBACK = "127.0.0.1"
 DEMO_HOST = "shop.example.com"  # a host the example policies (policies/shop.yaml) cover
-DEMO_ISSUER = "https://id.shop.example"
-DEMO_AUDIENCE = "shop-api"
-DEMO_KID = "demo-2026"
-
-
-# ---- the echo upstream -------------------------------------------------------------------
-
-
-class _EchoHandler(BaseHTTPRequestHandler):
-    """Answers every request with what reached it, so one can see the headers ext_authz set."""
-
-    server_version = "authz-demo-echo"
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = (
-            json.dumps(
-                {
-                    "upstream": "echo",
-                    "method": self.command,
-                    "path": self.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                },
-                indent=2,
-            ).encode()
-            + b"\n"
-        )
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # Envoy's access log already shows every request
-
-
-class EchoUpstream:
-    """An HTTP/1.1 echo server in a daemon thread."""
-
-    def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
-        self._server = ThreadingHTTPServer((host, port), _EchoHandler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="echo", daemon=True)
-
-    @property
-    def port(self) -> int:
-        port: int = self._server.server_address[1]
-        return port
-
-    def start(self) -> EchoUpstream:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+TOKEN_SECONDS = 8 * 3600  # the printed curl line keeps working for a working day
 
 
 # ---- processes ---------------------------------------------------------------------------
@@ -137,6 +77,14 @@ def start_authz(policies: str, port: int, *, log_level: str = "info") -> subproc
         ],
         # Own session: a terminal's Ctrl-C reaches only the demo, which then stops the children
         # in order (Envoy first, so no request meets a missing service).
+        start_new_session=True,
+    )
+
+
+def start_echo(script: Path, port: int) -> subprocess.Popen[bytes]:
+    """The echo upstream docker-compose runs (deploy/upstream/echo.py), on loopback."""
+    return subprocess.Popen(
+        [sys.executable, str(script), "--host", LOOPBACK, "--port", str(port)],
         start_new_session=True,
     )
 
@@ -200,8 +148,8 @@ def write_demo_bootstrap(
     directory: Path, *, listen_port: int, admin_port: int, authz_port: int, upstream_port: int
 ) -> Path:
     options = BootstrapOptions(
-        authz=(Endpoint(LOOPBACK, authz_port),),
-        upstream=Endpoint(LOOPBACK, upstream_port),
+        authz=(Address(LOOPBACK, authz_port),),
+        upstream=Address(LOOPBACK, upstream_port),
         listen_address=LOOPBACK,
         listen_port=listen_port,
         admin_port=admin_port,
@@ -214,21 +162,19 @@ def write_demo_bootstrap(
 # ---- the demo token ----------------------------------------------------------------------
 
 
-def mint_demo_token(key_path: Path, *, scope: str = "cart", lifetime: int = 8 * 3600) -> str:
-    """An ES256 JWT from the demo issuer (examples/demo-issuer), accepted by policies/shop.yaml."""
-    import jwt  # PyJWT; imported here so the other commands do not pay for it
-
-    now = int(time.time())
-    claims = {
-        "iss": DEMO_ISSUER,
-        "aud": DEMO_AUDIENCE,
-        "sub": "demo-customer",
-        "scope": scope,
-        "iat": now,
-        "nbf": now,
-        "exp": now + lifetime,
-    }
-    return jwt.encode(claims, key_path.read_bytes(), algorithm="ES256", headers={"kid": DEMO_KID})
+def mint_demo_token(mint_script: Path, key: Path) -> str:
+    """A JWT from the demo issuer (examples/demo-issuer/mint.py), accepted by policies/shop.yaml."""
+    minted = subprocess.run(
+        [
+            *(sys.executable, str(mint_script), "--key", str(key)),
+            *("--sub", "demo-customer", "--scope", "cart", "--ttl", str(TOKEN_SECONDS)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return minted.stdout.strip()
 
 
 def tries(port: int, token: str | None) -> list[tuple[str, int, str]]:
@@ -267,7 +213,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--issuer-key",
         default="examples/demo-issuer/private-key.pem",
-        help="the demo issuer's private key, to mint a token for the JWT example",
+        help="the demo issuer's private key; the mint.py beside it mints the JWT example's token",
+    )
+    parser.add_argument(
+        "--echo",
+        default="deploy/upstream/echo.py",
+        help="the echo upstream to run (deploy/upstream/echo.py, as docker-compose runs it)",
     )
     parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds (30)")
 
@@ -289,15 +240,17 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    echo: EchoUpstream | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="authz-demo-") as tmp:
-            echo = EchoUpstream(LOOPBACK, args.upstream_port).start()
             ports = {
                 "listen": args.port or free_port(),
                 "admin": args.admin_port or free_port(),
                 "authz": args.authz_port or free_port(),
+                "upstream": args.upstream_port or free_port(),
             }
+            echo = start_echo(Path(args.echo), ports["upstream"])
+            children.append(("upstream", echo))
+            wait_for_port(ports["upstream"], args.startup_timeout, echo)
             authz = start_authz(args.policies, ports["authz"])
             children.append(("authz", authz))
             wait_for_port(ports["authz"], args.startup_timeout, authz)
@@ -306,23 +259,21 @@ def run(args: argparse.Namespace) -> int:
                 listen_port=ports["listen"],
                 admin_port=ports["admin"],
                 authz_port=ports["authz"],
-                upstream_port=echo.port,
+                upstream_port=ports["upstream"],
             )
             proxy = start_envoy(envoy, config)
             children.append(("envoy", proxy))
             wait_for_envoy(ports["admin"], args.startup_timeout, proxy)
             wait_for_port(ports["listen"], args.startup_timeout, proxy)
-            _announce(args, ports, echo.port, children)
+            _announce(args, ports, children)
             return _supervise(stop, children)
-    except (RuntimeError, TimeoutError, OSError) as error:
+    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as error:
         print(f"authz demo: {error}", file=sys.stderr)
         return 1
     finally:
         # Envoy first: while it drains, the service is still there to answer its checks.
         for _name, process in reversed(children):
             stop_process(process)
-        if echo is not None:
-            echo.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _say("authz demo: stopped")
@@ -331,19 +282,21 @@ def run(args: argparse.Namespace) -> int:
 def _announce(
     args: argparse.Namespace,
     ports: dict[str, int],
-    upstream_port: int,
     children: Sequence[tuple[str, subprocess.Popen[bytes]]],
 ) -> None:
     token: str | None = None
     key = Path(args.issuer_key)
-    if key.exists():
-        token = mint_demo_token(key)
+    mint_script = key.with_name("mint.py")
+    if key.exists() and mint_script.exists():
+        token = mint_demo_token(mint_script, key)
     _say("authz demo is running on loopback:")
     _say(
         f"  envoy     http://{LOOPBACK}:{ports['listen']}   admin http://{LOOPBACK}:{ports['admin']}"
     )
     _say(f"  authz     {LOOPBACK}:{ports['authz']}   policies {args.policies}")
-    _say(f"  upstream  http://{LOOPBACK}:{upstream_port}   (echo: shows the headers it received)")
+    _say(
+        f"  upstream  http://{LOOPBACK}:{ports['upstream']}   (echo: shows the headers it received)"
+    )
     _say("  pids      " + " ".join(f"{name}={process.pid}" for name, process in children))
     _say()
     _say("Try:")
@@ -351,7 +304,7 @@ def _announce(
         _say(f"  # {description}: expect {status}")
         _say(f"  {line}")
     if token is None:
-        _say(f"  (no JWT example: {key} not found; pass --issuer-key)")
+        _say(f"  (no JWT example: {key} or {mint_script} not found; pass --issuer-key)")
     _say()
     _say("Envoy's access log follows (decision= is the decision id). Ctrl-C stops everything.")
 

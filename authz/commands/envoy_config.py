@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from authz.addresses import AddressError
+from authz.commands._output import add_output_argument, write_output
 from authz.envoy_bootstrap import (
     BOOTSTRAP_NOTES,
-    AddressError,
     BootstrapOptions,
     IstioOptions,
     TlsFiles,
@@ -106,7 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     istio.add_argument("--istio-port", type=int, default=9191)
     istio.add_argument("--istio-selector", default="app=shop", metavar="LABEL=VALUE[,...]")
     istio.add_argument("--istio-namespace", default="shop")
-    parser.add_argument("-o", "--output", help="write to this file instead of stdout")
+    add_output_argument(parser)
 
 
 def build_text(args: argparse.Namespace) -> str:
@@ -201,9 +202,4 @@ def run(args: argparse.Namespace) -> int:
     except AddressError as error:
         print(f"authz envoy-config: {error}", file=sys.stderr)
         return 2
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_output(args, text)

@@ -6,22 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from authz.commands._logs import add_log_arguments, open_logs
+
 NAME = "replay"
 HELP = "re-decide logged requests under a candidate policy set and report decisions that flip"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("candidate", help="the candidate policy directory")
-    parser.add_argument(
-        "--decision-log",
-        action="append",
-        required=True,
-        metavar="FILE",
-        help="a decision log (plain or gzip); may be repeated, e.g. for rotated files",
-    )
-    parser.add_argument("--since", metavar="TIME", help="only records at or after TIME (ISO 8601)")
-    parser.add_argument("--until", metavar="TIME", help="only records before TIME (ISO 8601)")
-    parser.add_argument("--json", action="store_true", help="the report as JSON")
+    add_log_arguments(parser)
     parser.add_argument(
         "--allow-flips",
         action="store_true",
@@ -32,23 +25,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from authz.audit.logs import LogReader, parse_time
     from authz.audit.replay import ALLOW_TO_DENY, replay, report_text
-    from authz.commands._problems import report_invalid
-    from authz.errors import PolicyError
-    from authz.policy import load_policy_set
 
-    try:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
-    except ValueError as error:
-        print(f"authz replay: {error}", file=sys.stderr)
-        return 2
-    try:
-        policy_set = load_policy_set(args.candidate)
-    except PolicyError as error:
-        return report_invalid(error, f"{args.candidate}: the candidate set is invalid")
-    reader = LogReader(args.decision_log, since, until)
+    opened = open_logs(
+        NAME, args, args.candidate, f"{args.candidate}: the candidate set is invalid"
+    )
+    if isinstance(opened, int):
+        return opened
+    policy_set, reader = opened
     try:
         report = replay(policy_set, reader)
     except OSError as error:

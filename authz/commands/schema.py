@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from authz.authoring.cases_schema import cases_schema_text
 from authz.authoring.json_schema import schema_text
+from authz.commands._output import add_output_argument, write_output
 
 NAME = "schema"
 HELP = "print the JSON Schema (draft 2020-12) of a policy file (or, with --tests, a test file)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", help="write to this file instead of standard output")
+    add_output_argument(parser)
     parser.add_argument(
         "--tests",
         action="store_true",
@@ -23,9 +23,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     text = cases_schema_text() if args.tests else schema_text()
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_output(args, text)

@@ -134,6 +134,7 @@ def _reject(reason: str, message: str) -> TokenRejected:
 class _Cached:
     user: EndUser
     provider: JwtProvider
+    index: int  # of `provider` in the cache key's providers
     key_set: KeySet
     exp: float | None
     nbf: float | None
@@ -187,11 +188,11 @@ class JwtVerifier:
         providers: Sequence[JwtProvider],
         now: float,
         *,
-        found_at: TokenLocation | None = None,
         found_in: frozenset[TokenLocation] | None = None,
         wait: KeyWait = KeyWait.BLOCK,
-    ) -> EndUser:
-        """Verify `token` with the provider its `iss` names. Raises TokenRejected.
+    ) -> tuple[EndUser, int]:
+        """Verify `token` with the provider its `iss` names: the user, and that provider's index
+        in `providers`. Raises TokenRejected.
 
         `found_in`: the locations the token was found in; a provider is only considered when
         it reads tokens from one of them (as Envoy's per-provider `from_*` settings do).
@@ -203,32 +204,31 @@ class JwtVerifier:
         cache_key = (token, tuple(providers))
         cached = self._cache.get(cache_key)
         if cached is not None:
-            hit = self._from_cache(cached.value, now, found_at, found_in)
+            hit = self._from_cache(cached.value, now, found_in)
             if hit is not None:
-                return hit
+                return hit, cached.value.index
         # A cold verification: its time goes to the check's trace, whatever the outcome.
         started = time.time_ns()
         try:
-            user = self._verify(token, cache_key, now, found_at, found_in, wait)
+            user, index = self._verify(token, cache_key, now, found_in, wait)
         except TokenRejected as error:
             error.token_check = TokenCheck(False, started, time.time_ns() - started)
             raise
-        return dataclasses.replace(
-            user, token_check=TokenCheck(False, started, time.time_ns() - started)
-        )
+        check = TokenCheck(False, started, time.time_ns() - started)
+        return dataclasses.replace(user, token_check=check), index
 
     def _verify(
         self,
         token: str,
         cache_key: tuple[str, tuple[JwtProvider, ...]],
         now: float,
-        found_at: TokenLocation | None,
         found_in: frozenset[TokenLocation] | None,
         wait: KeyWait,
-    ) -> EndUser:
+    ) -> tuple[EndUser, int]:
         providers = cache_key[1]
         header, payload = _parse_unverified(token)
-        provider = _choose_provider(payload, providers, found_in)
+        index = _choose_provider(payload, providers, found_in)
+        provider = providers[index]
         key_set = self._keys.key_set(provider)
 
         alg = header.get("alg")
@@ -263,14 +263,14 @@ class JwtVerifier:
         except (PyJWTError, ValueError, TypeError) as error:
             raise _reject("jwt_bad_signature", "the token could not be verified") from error
 
-        user = check_claims(payload, provider, now, found_at=found_at)
+        user = check_claims(payload, provider, now)
         exp, nbf = _number(payload, "exp"), _number(payload, "nbf")
         # The claims are the token's payload decoded: weighed as objects, since a small JSON
         # text (`[[],[],...]`) can decode to many times its size.
         size = text_bytes(token) + deep_bytes(payload, MAX_CACHED_TOKEN_BYTES)
         cached = dataclasses.replace(user, token_check=FROM_CACHE)
-        self._cache.put(cache_key, _Cached(cached, provider, key_set, exp, nbf), size)
-        return user
+        self._cache.put(cache_key, _Cached(cached, provider, index, key_set, exp, nbf), size)
+        return user, index
 
     def _after_refetch(
         self, provider: JwtProvider, kid: str | None, wait: KeyWait
@@ -296,7 +296,6 @@ class JwtVerifier:
         self,
         cached: _Cached,
         now: float,
-        found_at: TokenLocation | None,
         found_in: frozenset[TokenLocation] | None,
     ) -> EndUser | None:
         """The cached user, or None when the entry cannot be used (verify in full instead)."""
@@ -309,20 +308,13 @@ class JwtVerifier:
         # even while its entry is still in the cache.
         _check_times(cached.exp, cached.nbf, now)
         self.cache_hits += 1
-        user = cached.user
-        if user.found_at != found_at:
-            # Same token, other place (header now, cookie before): forward: false must strip
-            # the place it is in now.
-            user = dataclasses.replace(user, found_at=found_at)
-        return user
+        return cached.user
 
 
 def check_claims(
     claims: Mapping[str, Any],
     provider: JwtProvider,
     now: float,
-    *,
-    found_at: TokenLocation | None = None,
 ) -> EndUser:
     """Check the claims of a token whose signature is verified (by us, or by Envoy's
     jwt_authn) and build the EndUser. Raises TokenRejected."""
@@ -351,8 +343,6 @@ def check_claims(
         issuer=provider.issuer,
         subject=sub,
         claims=MappingProxyType(dict(claims)),
-        provider=provider,
-        found_at=found_at,
     )
 
 
@@ -372,17 +362,18 @@ def _choose_provider(
     payload: Mapping[str, Any],
     providers: Sequence[JwtProvider],
     found_in: frozenset[TokenLocation] | None,
-) -> JwtProvider:
+) -> int:
+    """The index in `providers` of the one to verify with."""
     iss = payload.get("iss")
     if iss is None:
         raise _reject("jwt_missing_claim", "the token has no issuer")
     if not isinstance(iss, str):
         raise _reject("jwt_malformed", "the token's issuer is not a string")
-    matching = [p for p in providers if p.issuer == iss]
+    matching = [i for i, p in enumerate(providers) if p.issuer == iss]
     if not matching:
         raise _reject("jwt_unknown_issuer", "the token's issuer is not accepted here")
     if found_in is not None:
-        matching = [p for p in matching if found_in.intersection(p.locations)]
+        matching = [i for i in matching if found_in.intersection(providers[i].locations)]
         if not matching:
             raise _reject("jwt_bad_issuer", "the token's issuer does not use this location")
     return matching[0]

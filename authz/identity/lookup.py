@@ -39,27 +39,13 @@ def find_token(request: Request, providers: Iterable[JwtProvider]) -> FoundToken
     first: TokenLocation | None = None
     seen: set[TokenLocation] = set()
     where: set[TokenLocation] = set()
-    query: dict[str, list[str]] | None = None
-    cookies: dict[str, list[str]] | None = None
+    sources = _Sources(request)
     for provider in providers:
         for location in provider.locations:
             if location in seen:
                 continue
             seen.add(location)
-            values: list[str]
-            if location.header is not None:
-                values = _from_header(request, location)
-            elif location.query is not None:
-                if query is None:
-                    query = parse_query(request.query)
-                values = query.get(location.query, [])
-            elif location.cookie is not None:
-                if cookies is None:
-                    cookies = parse_cookies(request.headers.get("cookie", ""))
-                values = cookies.get(location.cookie, [])
-            else:
-                continue
-            for value in values:
+            for value in sources.values(location):
                 if not value:
                     raise TokenRejected("the token is empty", reason="jwt_malformed")
                 if token is None:
@@ -70,6 +56,28 @@ def find_token(request: Request, providers: Iterable[JwtProvider]) -> FoundToken
     if token is None or first is None:
         return None
     return FoundToken(token, first, frozenset(where))
+
+
+class _Sources:
+    """Where a request can carry a token; the query and the cookies are parsed at most once."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._query: dict[str, list[str]] | None = None
+        self._cookies: dict[str, list[str]] | None = None
+
+    def values(self, location: TokenLocation) -> list[str]:
+        if location.header is not None:
+            return _from_header(self._request, location)
+        if location.query is not None:
+            if self._query is None:
+                self._query = parse_query(self._request.query)
+            return self._query.get(location.query, [])
+        if location.cookie is not None:
+            if self._cookies is None:
+                self._cookies = parse_cookies(self._request.headers.get("cookie", ""))
+            return self._cookies.get(location.cookie, [])
+        return []
 
 
 def _from_header(request: Request, location: TokenLocation) -> list[str]:

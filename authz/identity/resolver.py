@@ -17,7 +17,7 @@ from authz.identity.jwt import (
 )
 from authz.identity.lookup import find_token
 from authz.identity.peer import PeerIdentifier
-from authz.model import ANONYMOUS, EndUser, Identity, Request
+from authz.model import ANONYMOUS, EndUser, Identity, Request, TokenUse
 from authz.policy.spec import Authentication
 
 __all__ = ["IdentityResolver"]
@@ -89,45 +89,42 @@ class IdentityResolver:
         KeysPending (with `wait=KeyWait.DEFER`) when the token's kid may come with a refetch.
         """
         workload = self._peer.workload(request, auth.trust_domains, now)
-        user = self._end_user(request, auth, now, wait)
+        user, token = self._end_user(request, auth, now, wait)
         # Raises ApiKeyRejected (401 `api_key_invalid`) for a presented key nobody knows.
         api_key = find_api_key(request, auth.api_key_providers) if auth.api_key_providers else None
         if workload is None and user is None and api_key is None:
             return ANONYMOUS
-        return Identity(workload=workload, user=user, api_key=api_key)
+        return Identity(workload=workload, user=user, api_key=api_key, token=token)
 
     def _end_user(
         self, request: Request, auth: Authentication, now: float, wait: KeyWait
-    ) -> EndUser | None:
+    ) -> tuple[EndUser | None, TokenUse | None]:
         providers = auth.jwt_providers
         if not providers:
             # No provider for this host: a token is not ours to judge, the request is anonymous.
-            return None
+            return None, None
         if self._metadata and request.jwt_metadata:
-            user = _from_metadata(request.jwt_metadata, auth, now)
-            if user is not None:
-                return user
+            from_envoy = _from_metadata(request.jwt_metadata, auth, now)
+            if from_envoy is not None:
+                return from_envoy
         found = find_token(request, providers)
         if found is None:
-            return None
-        return self.verifier.verify(
-            found.token,
-            providers,
-            now,
-            found_at=found.location,
-            found_in=found.locations,
-            wait=wait,
+            return None, None
+        user, index = self.verifier.verify(
+            found.token, providers, now, found_in=found.locations, wait=wait
         )
+        return user, TokenUse(index, found.location)
 
 
 def _from_metadata(
     metadata: Mapping[str, Mapping[str, Any]], auth: Authentication, now: float
-) -> EndUser | None:
+) -> tuple[EndUser, TokenUse] | None:
     # Providers in policy order, so the choice does not depend on metadata key order.
-    for provider in auth.jwt_providers:
+    for index, provider in enumerate(auth.jwt_providers):
         for claims in metadata.values():
             if isinstance(claims, Mapping) and claims.get("iss") == provider.issuer:
-                return check_claims(claims, provider, now)
+                # Envoy's jwt_authn had the token: nothing of it here to strip.
+                return check_claims(claims, provider, now), TokenUse(index)
     if any(isinstance(c, Mapping) and "iss" in c for c in metadata.values()):
         # Envoy verified a token of an issuer this host does not accept.
         raise TokenRejected("the token's issuer is not accepted here", reason="jwt_unknown_issuer")

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from authz.identity.cache import BoundedCache, text_bytes
 from authz.identity.header_value import is_header_value
 from authz.model import Workload
+from authz.syntax import SPIFFE_PREFIX
 
 __all__ = ["SpiffeId", "parse_spiffe_id", "workload_for"]
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_LENGTH = 2048
-_PREFIX = "spiffe://"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +70,11 @@ def parse_spiffe_id(text: str) -> SpiffeId | None:
 
 
 def _parse(text: str) -> SpiffeId | None:
-    if len(text.encode("utf-8", "surrogatepass")) > _MAX_LENGTH or not text.startswith(_PREFIX):
+    if len(text.encode("utf-8", "surrogatepass")) > _MAX_LENGTH or not text.startswith(
+        SPIFFE_PREFIX
+    ):
         return None
-    rest = text[len(_PREFIX) :]
+    rest = text[len(SPIFFE_PREFIX) :]
     trust_domain, slash, path = rest.partition("/")
     # `?`, `#`, `:`, `@` and `%` are all outside the allowed character sets, so matching the
     # sets rejects queries, fragments, ports, user info and percent-encoding at once.
@@ -121,7 +123,7 @@ def _workload(principal: str, trust_domains: frozenset[str] | None) -> Workload 
         return None
     spiffe = parse_spiffe_id(principal)
     if spiffe is None:
-        if trust_domains is not None or principal[:9].lower() == _PREFIX:
+        if trust_domains is not None or principal[: len(SPIFFE_PREFIX)].lower() == SPIFFE_PREFIX:
             return None
         if not is_header_value(principal):
             # It would go upstream in the principal header, which Envoy would refuse.

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from authz import addresses
+
 log = logging.getLogger("authz.admin")
 
 
@@ -57,16 +59,6 @@ def readiness_check(
     return check
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port). Raises ValueError."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"{address!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
-
-
 class AdminServer:
     """`/metrics`, `/healthz`, `/readyz` on `address`. `start()` binds (raising OSError when it
     cannot) and serves on a daemon thread; `close()` stops it and frees the port."""
@@ -93,7 +85,8 @@ class AdminServer:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        host, port = parse_address(self.address)
+        where = addresses.parse(self.address, allow_unix=False, port_zero=True)
+        host, port = where.host, where.port
         handler = _handler_class(self)
         server_class = _V6Server if ":" in host else ThreadingHTTPServer
         server = server_class((host, port), handler)

@@ -124,7 +124,7 @@ class KeyFacts(Protocol):
 
 class Metrics:
     """The service's metrics. `__call__` is an `authz.server.Observer`; `record_fetch` fits
-    `KeyRegistry.add_fetch_listener`; `record_reload` fits `PolicyReloader.add_listener`;
+    `KeyRegistry.add_fetch_listener`; `record_reload` is a `PolicyReloader` listener;
     `rpc` feeds `authz.server.MetricsInterceptor`."""
 
     def __init__(

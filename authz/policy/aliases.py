@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from authz.policy.patterns import SPIFFE
 from authz.policy.spec import EntrySpec, FileSpec
+from authz.syntax import SPIFFE_PREFIX as SPIFFE
 
 _PRINCIPAL_KEYS = ("principals", "not_principals")
 

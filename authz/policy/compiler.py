@@ -119,6 +119,16 @@ def key_plan(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TokenPlan:
+    """What an allowed request gets from a token one provider of the host accepted: headers
+    set from its claims, and with `strip` (the provider's forward: false) the token removed
+    from wherever it was found."""
+
+    claims_to_headers: tuple[tuple[str, str], ...]
+    strip: bool
+
+
 class HostPolicy:
     """The rules and authentication of the files that apply to one host."""
 
@@ -133,6 +143,7 @@ class HostPolicy:
         "rate_limits",
         "read_claims",
         "read_headers",
+        "token_plans",
     )
 
     def __init__(self, files: Sequence[_CompiledFile]):
@@ -157,6 +168,11 @@ class HostPolicy:
                 for provider in self.authentication.jwt_providers
                 for _, header in provider.claims_to_headers
             )
+        )
+        # One per provider, in `authentication.jwt_providers` order (`TokenUse.provider`).
+        self.token_plans: tuple[TokenPlan, ...] = tuple(
+            TokenPlan(p.claims_to_headers, strip=not p.forward)
+            for p in self.authentication.jwt_providers
         )
 
     @property

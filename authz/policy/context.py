@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from authz.model import ApiKeyUser, EndUser, Identity, Request, Workload
-from authz.policy.patterns import IPAddress, request_first_segment
+from authz.policy.patterns import IPAddress
 from authz.policy.spec import Authentication
 
 _UNSET: Any = object()
@@ -29,7 +29,6 @@ class RequestContext:
         "_request",
         "api_key",
         "claims",
-        "first_segment",
         "headers",
         "host",
         "issuer",
@@ -46,7 +45,6 @@ class RequestContext:
     def __init__(self, request: Request, identity: Identity, authentication: Authentication):
         self.method = request.method
         self.path = request.path
-        self.first_segment = request_first_segment(request.path)
         self.host = request.host  # canonical already (authz.wire.inbound)
         self.port = request.destination_port
         self.headers: Mapping[str, str] = request.headers

@@ -17,9 +17,6 @@ from typing import Any, Protocol
 
 from authz.policy import kinds
 from authz.policy import patterns as pat
-from authz.policy.context import RequestContext
-
-Predicate = Callable[[RequestContext], bool]
 
 
 class RoleEntries(Protocol):

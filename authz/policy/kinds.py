@@ -15,6 +15,7 @@ from typing import Any
 from authz.policy import patterns as pat
 from authz.policy.check import Checker
 from authz.policy.yaml_source import YNode, YScalar
+from authz.syntax import TCHAR, UPPER_TCHAR
 
 Schema = dict[str, Any]
 
@@ -28,8 +29,8 @@ HOST_PATTERN = (
     r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"  # first label, maybe after "*."
     r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$"  # then ".label" any number of times
 )
-METHOD_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Z-]+$"
-HEADER_PATTERN = r"^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+METHOD_PATTERN = f"^[{UPPER_TCHAR}]+$"
+HEADER_PATTERN = f"^:?[{TCHAR}]+$"
 NONBLANK = r"\S"
 
 

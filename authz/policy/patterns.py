@@ -16,11 +16,10 @@ from urllib.parse import unquote
 
 from authz.errors import InvalidPath
 from authz.paths import normalize_path
+from authz.syntax import SPIFFE_PREFIX, TOKEN
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-SPIFFE = "spiffe://"
 
 
 # --- plain strings with Istio's `*` forms -------------------------------------------------
@@ -86,9 +85,9 @@ def principal_patterns(patterns: Iterable[str]) -> StringPatterns:
 
 
 def _spiffe_form(pattern: str) -> str:
-    if pattern.startswith(("*", SPIFFE)):
+    if pattern.startswith(("*", SPIFFE_PREFIX)):
         return pattern
-    return SPIFFE + pattern
+    return SPIFFE_PREFIX + pattern
 
 
 # --- paths ----------------------------------------------------------------------------------
@@ -161,27 +160,22 @@ def check_path_pattern(pattern: str) -> None:
 
 def path_patterns(patterns: Iterable[str]) -> PathPatterns:
     """Build a matcher from patterns already checked with `check_path_pattern`."""
-    exact: set[str] = set()
+    plain: list[str] = []  # exact paths and Istio's `*` forms: as for any string
     prefixes: list[str] = []
-    suffixes: list[str] = []
     regexes: list[str] = []
-    any_ = False
     for p in patterns:
-        if p == "*":
-            any_ = True
-        elif p.startswith("*"):
-            suffixes.append(p[1:])
-        elif p.endswith("*"):
-            prefixes.append(p[:-1])
+        if p.startswith("*") or p.endswith("*") or "{" not in p:
+            plain.append(p)
         elif p.endswith("/{**}") and "{" not in p[:-5]:
             # "/api/{**}" is the prefix "/api/": no regex to compile (a big set has thousands)
             prefixes.append(p[:-4])
-        elif "{" in p:
-            regexes.append(_template_regex(p))
         else:
-            exact.add(p)
+            regexes.append(_template_regex(p))
+    strings = string_patterns(plain)
     template = re.compile("|".join(f"(?:{r})" for r in regexes)) if regexes else None
-    return PathPatterns(frozenset(exact), tuple(prefixes), tuple(suffixes), template, any_)
+    return PathPatterns(
+        strings.exact, strings.prefixes + tuple(prefixes), strings.suffixes, template, strings.any
+    )
 
 
 def _template_regex(pattern: str, groups: bool = False) -> str:
@@ -378,12 +372,9 @@ def ip_blocks(networks: Iterable[IPNetwork]) -> IPBlocks:
     return IPBlocks(tuple(v4), tuple(v6))
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 section 5.6.2
-
-
 def check_method(method: str) -> None:
     """HTTP methods are case-sensitive tokens; the policy writes them as sent (upper case)."""
-    if not _TOKEN.fullmatch(method):
+    if not TOKEN.fullmatch(method):
         raise ValueError(f"{method!r} is not an HTTP method")
     if method != method.upper():
         raise ValueError(f"{method!r}: methods are upper case; did you mean {method.upper()!r}?")
@@ -391,6 +382,6 @@ def check_method(method: str) -> None:
 
 def check_header_name(name: str) -> str:
     """Return the lower-cased header name; raise ValueError unless an HTTP token."""
-    if not _TOKEN.fullmatch(name) and not (name.startswith(":") and _TOKEN.fullmatch(name[1:])):
+    if not TOKEN.fullmatch(name) and not (name.startswith(":") and TOKEN.fullmatch(name[1:])):
         raise ValueError(f"{name!r} is not a header name")
     return name.lower()

@@ -5,6 +5,9 @@ shows what the authz service changed: the x-authz-* headers it added, headers it
 the path exactly as Envoy forwarded it.
 
     python echo.py --host 0.0.0.0 --port 8000
+
+The one echo upstream: docker-compose runs it, `authz demo` runs it, and the end-to-end tests
+(tests/support/upstream.py) serve this handler and record what `received` is given.
 """
 
 from __future__ import annotations
@@ -25,12 +28,34 @@ class EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "shop-echo"
 
-    def _echo(self) -> None:
+    def received(self, header_list: list[tuple[str, str]], body: bytes) -> None:
+        """Called with each request (header names lower-cased, in order); for subclasses."""
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                length = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if length == 0:
+                    # Skip trailers up to the empty line that ends the message.
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunk = self.rfile.read(length)
+                size += len(chunk)
+                if size <= _MAX_BODY:
+                    chunks.append(chunk)
+                self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(min(length, _MAX_BODY)) if length > 0 else b""
+        return self.rfile.read(min(length, _MAX_BODY)) if length > 0 else b""
+
+    def _echo(self) -> None:
+        body = self._read_body()
+        header_list = [(k.lower(), v) for k, v in self.headers.items()]
+        self.received(header_list, body)
         headers: dict[str, str] = {}
-        for key, value in self.headers.items():
-            key = key.lower()
+        for key, value in header_list:
             headers[key] = f"{headers[key]},{value}" if key in headers else value
         payload = (
             json.dumps(
@@ -38,6 +63,7 @@ class EchoHandler(BaseHTTPRequestHandler):
                     "method": self.command,
                     "path": self.path,
                     "headers": headers,
+                    "header_list": [list(h) for h in header_list],
                     "body": body.decode("utf-8", "replace"),
                 },
                 indent=2,

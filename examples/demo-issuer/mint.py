@@ -17,7 +17,9 @@ ISSUER = "https://id.shop.example"
 KEY = Path(__file__).with_name("private-key.pem")
 
 
-def mint(sub: str, scope: str, *, audience: str = "shop-api", ttl: int = 3600) -> str:
+def mint(
+    sub: str, scope: str, *, audience: str = "shop-api", ttl: int = 3600, key: Path = KEY
+) -> str:
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -27,7 +29,7 @@ def mint(sub: str, scope: str, *, audience: str = "shop-api", ttl: int = 3600) -
         "iat": now,
         "exp": now + ttl,
     }
-    return jwt.encode(claims, KEY.read_text(), algorithm="ES256", headers={"kid": "demo-2026"})
+    return jwt.encode(claims, key.read_text(), algorithm="ES256", headers={"kid": "demo-2026"})
 
 
 def main() -> None:
@@ -38,8 +40,9 @@ def main() -> None:
     parser.add_argument("--scope", default="cart")
     parser.add_argument("--aud", default="shop-api")
     parser.add_argument("--ttl", type=int, default=3600, help="seconds (negative: already expired)")
+    parser.add_argument("--key", type=Path, default=KEY, help="the issuer's private key (beside)")
     args = parser.parse_args()
-    print(mint(args.sub, args.scope, audience=args.aud, ttl=args.ttl))
+    print(mint(args.sub, args.scope, audience=args.aud, ttl=args.ttl, key=args.key))
 
 
 if __name__ == "__main__":

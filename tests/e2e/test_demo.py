@@ -135,7 +135,7 @@ def test_demo_requests_and_clean_shutdown(
 
     pid_line = next(line for line in output if line.strip().startswith("pids"))
     pids = {name: int(pid) for name, pid in re.findall(r"(\w+)=(\d+)", pid_line)}
-    assert set(pids) == {"authz", "envoy"}
+    assert set(pids) == {"authz", "envoy", "upstream"}
     assert _children_of(process.pid) <= set(pids.values())
 
     tried = 0

@@ -1,4 +1,4 @@
-"""An HTTP echo upstream: answers every request with JSON describing what it received.
+"""The echo upstream (deploy/upstream/echo.py) served in-process, recording each request.
 
 End-to-end tests need to see what Envoy actually forwarded (the raw path, headers the authz
 service added or removed), so the server records every request and echoes it back.
@@ -6,15 +6,14 @@ service added or removed), so the server records every request and echoes it bac
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 
-from .ports import LOOPBACK
+from deploy.upstream.echo import EchoHandler
 
-_MAX_BODY = 1 << 20
+from .ports import LOOPBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,55 +36,13 @@ class RecordedRequest:
         return [v for k, v in self.headers if k == wanted]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 so Envoy can keep its upstream connections open; every answer has a length.
-    protocol_version = "HTTP/1.1"
+class _Handler(EchoHandler):
+    """deploy/upstream/echo.py's handler (the one echo upstream), recording each request."""
+
     server: _EchoHTTPServer
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    # Skip trailers up to the empty line that ends the message.
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(min(length, _MAX_BODY)) if length > 0 else b""
-
-    def _echo(self) -> None:
-        body = self._read_body()
-        record = RecordedRequest(
-            method=self.command,
-            path=self.path,
-            headers=tuple((k.lower(), v) for k, v in self.headers.items()),
-            body=body,
-        )
-        self.server.record(record)
-        headers: dict[str, str] = {}
-        for key, value in record.headers:
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-        payload = json.dumps(
-            {
-                "method": record.method,
-                "path": record.path,
-                "headers": headers,
-                "header_list": [list(h) for h in record.headers],
-                "body": body.decode("utf-8", "replace"),
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _echo
+    def received(self, header_list: list[tuple[str, str]], body: bytes) -> None:
+        self.server.record(RecordedRequest(self.command, self.path, tuple(header_list), body))
 
     def log_message(self, format: str, *args: object) -> None:
         # Requests are recorded; writing each to stderr would only clutter pytest output.

@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from authz.addresses import Address as Endpoint
+from authz.addresses import AddressError
 from authz.cli import main
 from authz.commands.demo import write_demo_bootstrap
 from authz.envoy_bootstrap import (
     BOOTSTRAP_NOTES,
-    AddressError,
     BootstrapOptions,
-    Endpoint,
     IstioOptions,
     TlsFiles,
     bootstrap,

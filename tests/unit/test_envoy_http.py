@@ -9,7 +9,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.envoy_bootstrap import AddressError, BootstrapOptions, Endpoint, render_yaml
+from authz.addresses import Address as Endpoint
+from authz.addresses import AddressError
+from authz.envoy_bootstrap import BootstrapOptions, render_yaml
 from authz.envoy_http import (
     HTTP_BOOTSTRAP_NOTES,
     TRANSPORT_HEADERS,

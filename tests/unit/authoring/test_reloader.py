@@ -87,12 +87,12 @@ def test_unchanged_files_do_not_swap(setup):  # type: ignore[no-untyped-def]
 
 
 def test_a_failing_listener_does_not_stop_reloads(setup):  # type: ignore[no-untyped-def]
-    directory, _store, _, reloader, outcomes = setup
+    directory, store, _, _, outcomes = setup
 
     def broken(ok: bool) -> None:
         raise RuntimeError("metrics down")
 
-    reloader.add_listener(broken)
+    reloader = PolicyReloader(str(directory), store, listeners=[broken, outcomes.append])
     write(directory, "a.yaml", V2)
     assert reloader.reload() is True
     assert outcomes == [True]
@@ -100,12 +100,16 @@ def test_a_failing_listener_does_not_stop_reloads(setup):  # type: ignore[no-unt
 
 @pytest.mark.parametrize("polling", [False, True])
 def test_watcher_notices_a_change(setup, polling: bool):  # type: ignore[no-untyped-def]
-    directory, store, _, reloader, _outcomes = setup
+    directory, store, _, _, _outcomes = setup
     done = threading.Event()
     # Only a successful load counts: the watcher may catch a write half-done (an empty file is
     # rejected), and then loads again once the write is complete.
-    reloader.add_listener(lambda ok: done.set() if ok else None)
-    reloader._poll_interval = 0.1
+    reloader = PolicyReloader(
+        str(directory),
+        store,
+        listeners=[lambda ok: done.set() if ok else None],
+        poll_interval=0.1,
+    )
     reloader.start(watch=True, polling=polling)
     try:
         # The watcher may start after our write: keep writing new content until it reacts.

@@ -12,7 +12,7 @@ from jwt.exceptions import PyJWTError
 from authz.config import Settings
 from authz.errors import TokenRejected
 from authz.identity import MAX_TOKEN_BYTES, IdentityResolver, KeyRegistry
-from authz.model import Identity, Request
+from authz.model import Identity, Request, TokenUse
 from authz.policy.spec import Authentication, JwtProvider, TokenLocation
 from tests.support.tokens import (
     ALL_ALGORITHMS,
@@ -81,8 +81,7 @@ def test_valid(alg_setup: tuple[Setup, SigningKey]) -> None:
     assert identity.user is not None
     assert identity.user.principal == f"{ISS}/alice"
     assert identity.user.claims["scope"] == "cart"
-    assert identity.user.provider == setup.provider
-    assert identity.user.found_at == TokenLocation(header="authorization", prefix="Bearer ")
+    assert identity.token == TokenUse(0, TokenLocation(header="authorization", prefix="Bearer "))
 
 
 @pytest.mark.parametrize(
@@ -312,7 +311,8 @@ def test_token_locations(
 ) -> None:
     setup, key = located
     identity = setup.resolve(make_request(key.sign(good_claims())))
-    assert identity.user is not None and identity.user.found_at == where
+    assert identity.user is not None and identity.token is not None
+    assert identity.token.found_at == where
 
 
 def test_same_token_in_two_places_is_fine(located: tuple[Setup, SigningKey]) -> None:
@@ -344,10 +344,11 @@ def test_provider_chosen_by_issuer(registries: Callable[..., KeyRegistry]) -> No
     registry.ensure(providers)
     resolver = IdentityResolver(Settings(), registry)
     auth = Authentication(jwt_providers=providers)
-    user = resolver.resolve(
+    identity = resolver.resolve(
         bearer(second.sign(claims("https://two.example", now=NOW))), auth, NOW
-    ).user
-    assert user is not None and user.provider == providers[1]
+    )
+    assert identity.user is not None and identity.token is not None
+    assert identity.token.provider == 1
     # Signed by the first issuer's key but claiming the second issuer: not its key.
     with pytest.raises(TokenRejected) as caught:
         resolver.resolve(bearer(first.sign(claims("https://two.example", now=NOW))), auth, NOW)
@@ -543,11 +544,11 @@ def test_claims_are_read_only(registries: Callable[..., KeyRegistry]) -> None:
 def test_cache_hit_reports_where_the_token_is_now(located: tuple[Setup, SigningKey]) -> None:
     setup, key = located
     token = key.sign(good_claims())
-    first = setup.resolve(request(headers={"authorization": f"Bearer {token}"})).user
-    again = setup.resolve(request(headers={"cookie": f"session={token}"})).user
-    assert first is not None and again is not None
+    first = setup.resolve(request(headers={"authorization": f"Bearer {token}"}))
+    again = setup.resolve(request(headers={"cookie": f"session={token}"}))
+    assert first.user is not None and again.user is not None
     assert setup.resolver.verifier.cache_hits == 1
-    assert again.found_at == TokenLocation(cookie="session")
+    assert again.token == TokenUse(0, TokenLocation(cookie="session"))
 
 
 def test_cached_token_not_accepted_by_another_hosts_providers(

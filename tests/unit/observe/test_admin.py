@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz.observe.admin import AdminServer, Readiness, parse_address, readiness_check
+from authz.observe.admin import AdminServer, Readiness, readiness_check
 from authz.observe.metrics import CONTENT_TYPE, Metrics
 
 
@@ -103,10 +103,3 @@ def test_readiness_is_the_phase_and_lists_providers_without_fresh_keys() -> None
     assert check().jwks == {"https://b": "stale: timeout", "https://c": "unavailable: HTTP 500"}
     phase[0] = "draining"
     assert check() == Readiness(False, "draining", check().jwks)
-
-
-def test_parse_address() -> None:
-    assert parse_address("0.0.0.0:9092") == ("0.0.0.0", 9092)
-    assert parse_address("[::1]:80") == ("::1", 80)
-    with pytest.raises(ValueError):
-        parse_address("localhost")
