@@ -30,6 +30,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from authz import addresses
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.config import Settings
 from authz.engine import Engine, new_decision_id
@@ -184,19 +185,20 @@ def build_server(
 def probe_bind(address: str) -> None:
     """Bind `address` with a plain socket (as grpc would: SO_REUSEADDR) and release it, so an
     address that cannot be used is reported with the system's reason. Raises ListenError."""
-    if address.startswith("unix:"):
-        path = address.removeprefix("unix:")
-        parent = os.path.dirname(os.path.abspath(path))
+    try:
+        parsed = addresses.parse(address, port_zero=True)
+    except addresses.AddressError as error:
+        raise ListenError(address, str(error)) from error
+    if parsed.unix_path is not None:
+        parent = os.path.dirname(os.path.abspath(parsed.unix_path))
         if not os.path.isdir(parent):
             raise ListenError(address, f"the directory {parent} does not exist")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise ListenError(address, f"permission denied in {parent}")
         return
-    host, _, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
     try:
         infos = socket.getaddrinfo(
-            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            parsed.host, parsed.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as error:
         raise ListenError(address, str(error.strerror).lower()) from error
