@@ -16,6 +16,7 @@ from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import ConfigError
 from authz.identity import IdentityResolver, KeyRegistry
+from authz.interceptors import MetricsInterceptor
 from authz.limits import Counter, Limiter, open_counter
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.cert_expiry import PeerCertificateExpiry
@@ -26,7 +27,6 @@ from authz.server import (
     AuthorizationService,
     Health,
     ListenError,
-    MetricsInterceptor,
     Observer,
     Phase,
     build_server,

@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.app import App, build_app
 from authz.config import Settings
+from authz.interceptors import MetricsInterceptor
 from authz.observe.metrics import Metrics
-from authz.server import AUTHORIZATION_SERVICE, MetricsInterceptor, Phase, build_server
+from authz.server import AUTHORIZATION_SERVICE, Phase, build_server
 
 REPO = Path(__file__).resolve().parents[2]
 FRONTEND = "spiffe://cluster.local/ns/shop/sa/frontend"
