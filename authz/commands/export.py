@@ -26,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from authz.commands._problems import report_invalid
-    from authz.envoy_bootstrap import REQUEST_HARDENING, render_yaml
+    from authz.envoy_bootstrap import REQUEST_HARDENING
+    from authz.envoy_yaml import render_yaml
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
