@@ -39,25 +39,19 @@ from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.envoy_bootstrap import AUTHZ_CLUSTER, EXPORTED_FILTERS, HYBRID_FILTERS
 from authz.export.hosts import HostClass, _Auth, host_classes
-from authz.export.jwt_authn import _jwt_authn, _key_count, _needs_jwt, _provider_findings
+from authz.export.jwt_authn import jwt_authn, needs_jwt, provider_findings
 from authz.export.matchers import (
-    _HEADER_VALUE,
-    _VALID_HOST,
-    HEADER_KEY,
-    PAYLOAD_KEY,
     NotExportable,
     p_and,
     p_any,
-    p_meta,
     p_not,
     p_or,
     q_and,
     q_header,
     q_not,
     q_or,
-    s_exact,
-    s_regex,
 )
+from authz.export.refusals import refusals
 from authz.export.render import EnvoyExport, Finding
 from authz.policy.compiler import PolicySet
 from authz.policy.conditions import CONDITION_KINDS
@@ -67,7 +61,6 @@ from authz.policy.spec import (
     ConditionSpec,
     EntrySpec,
     FromSpec,
-    JwtProvider,
     RuleSpec,
     ToSpec,
 )
@@ -157,91 +150,6 @@ def _rule_policy(
     return rbac.Policy(permissions=[permission], principals=[p_and(who)])
 
 
-def _refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:
-    """What the engine answers before any rule (400s, tokens it refuses): DENY policies."""
-    any_principal = [p_any()]
-
-    def on(header: str, regex: str) -> rbac.Policy:
-        return rbac.Policy(permissions=[q_header(header, s_regex(regex))], principals=any_principal)
-
-    policies = {
-        # authz/paths.py: control characters and '\' anywhere; in the path part an invalid or
-        # a control escape, and a dot segment with a ;param. (%2F/%5C: the HCM rejects them.)
-        "invalid_path": rbac.Policy(
-            permissions=[
-                q_header(":path", s_regex(r"(?s).*[\x00-\x1f\x7f\x{80}-\x{9f}\\].*")),
-                q_header(":path", s_regex(r"[^/].*")),
-                # The regexes below run only for a path with a '%' or a ';' (a substring test).
-                q_and(
-                    [
-                        q_header(":path", m.StringMatcher(contains="%")),
-                        q_header(
-                            ":path",
-                            s_regex(
-                                r"[^?#]*%(?:[0-9A-Fa-f]?(?:[^0-9A-Fa-f].*)?|[01][0-9A-Fa-f].*"
-                                r"|7[Ff].*)"
-                            ),
-                        ),
-                    ]
-                ),
-                q_and(
-                    [
-                        q_header(":path", m.StringMatcher(contains=";")),
-                        q_header(":path", s_regex(r"[^?#]*/\.\.?;.*")),
-                    ]
-                ),
-            ],
-            principals=any_principal,
-        ),
-        "invalid_method": on(":method", ".*[a-z].*"),
-        "invalid_host": rbac.Policy(
-            permissions=[q_not(q_header(":authority", s_regex(_VALID_HOST)))],
-            principals=any_principal,
-        ),
-    }
-    if providers:
-        # authz/identity/jwt.py: a verified token needs a sub that is a header value.
-        policies["jwt_missing_claim"] = rbac.Policy(
-            permissions=[rbac.Permission(any=True)],
-            principals=[
-                p_and(
-                    [
-                        p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(present_match=True)),
-                        p_not(
-                            p_meta(
-                                [PAYLOAD_KEY, "sub"],
-                                m.ValueMatcher(string_match=s_regex(_HEADER_VALUE)),
-                            )
-                        ),
-                    ]
-                )
-            ],
-        )
-        several = [p for p in providers if _key_count(p) > 1]
-        if several:
-            # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen.
-            policies["jwt_kid_required"] = rbac.Policy(
-                permissions=[rbac.Permission(any=True)],
-                principals=[
-                    p_and(
-                        [
-                            p_or(
-                                [
-                                    p_meta(
-                                        [PAYLOAD_KEY, "iss"],
-                                        m.ValueMatcher(string_match=s_exact(p.issuer)),
-                                    )
-                                    for p in several
-                                ]
-                            ),
-                            p_not(p_meta([HEADER_KEY, "kid"], m.ValueMatcher(present_match=True))),
-                        ]
-                    )
-                ],
-            )
-    return policies
-
-
 def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     """The Envoy filters enforcing `policy`, and every finding.
 
@@ -262,7 +170,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     findings: list[Finding] = []
     for p in providers:
         first = next(f.file for f in files if p in f.jwt_providers)
-        findings += _provider_findings(p, first)
+        findings += provider_findings(p, first)
     for f in files:
         lines = f.api_key_lines or (1,) * len(f.api_key_providers)
         for line, key in zip(lines, f.api_key_providers, strict=False):
@@ -299,7 +207,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     token_headers = {
         loc.header for p in providers if not p.forward for loc in p.locations if loc.header
     }
-    deny = _refusals(auth, providers)
+    deny = refusals(auth, providers)
     deny_shadow: dict[str, rbac.Policy] = {}
     allow: dict[str, rbac.Policy] = {}
     allow_shadow: dict[str, rbac.Policy] = {}
@@ -334,7 +242,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
             target[rule.name] = policy_
             if second is not None:
                 target[rule.name + ";params"] = second
-            if rule.action == "allow" and not rule.dry_run and _needs_jwt(rule):
+            if rule.action == "allow" and not rule.dry_run and needs_jwt(rule):
                 findings.append(
                     Finding(
                         *where,
@@ -370,7 +278,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                 )
             ),
         ),
-        (FILTER_NAMES[1], _jwt_authn(providers, jwt_classes)),
+        (FILTER_NAMES[1], jwt_authn(providers, jwt_classes)),
     ]
     if hybrid:
         # The same seven filters whatever the split (ECDS names them once in the bootstrap);

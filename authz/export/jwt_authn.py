@@ -28,7 +28,7 @@ def _jwks_text(p: JwtProvider) -> str | None:
     return None
 
 
-def _key_count(p: JwtProvider) -> int:
+def key_count(p: JwtProvider) -> int:
     text = _jwks_text(p)
     try:
         keys = json.loads(text).get("keys", []) if text else []
@@ -37,7 +37,7 @@ def _key_count(p: JwtProvider) -> int:
     return len(keys) if isinstance(keys, list) else 0
 
 
-def _provider_findings(p: JwtProvider, file: str) -> list[Finding]:
+def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     out: list[Finding] = []
     where = (file, 1, f"provider {p.issuer}")
     if p.discovery:
@@ -80,7 +80,7 @@ def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
         from_cookies=[loc.cookie for loc in p.locations if loc.cookie is not None],
         payload_in_metadata=PAYLOAD_KEY,
         # Only read by the jwt_kid_required refusal, for a JWKS of several keys.
-        header_in_metadata=HEADER_KEY if _key_count(p) > 1 else "",
+        header_in_metadata=HEADER_KEY if key_count(p) > 1 else "",
         clock_skew_seconds=60,
         claim_to_headers=[
             jwt.JwtClaimToHeader(header_name=h, claim_name=c) for c, h in p.claims_to_headers
@@ -88,14 +88,14 @@ def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
     )
 
 
-def _needs_jwt(rule: RuleSpec) -> bool:
+def needs_jwt(rule: RuleSpec) -> bool:
     """As the compiler's `needs_jwt` (authz/policy/rules.py): claims, or a JWT-only field."""
     return any(k.needs_jwt for c in rule.when for k in CONDITION_KINDS if k.name == c.kind) or any(
         e.get(f.name) is not None for e in rule.from_ or () for f in FROM_FIELDS if f.needs_jwt
     )
 
 
-def _jwt_authn(
+def jwt_authn(
     providers: Sequence[JwtProvider], classes: Sequence[HostClass]
 ) -> jwt.JwtAuthentication:
     """Each host class verifies the tokens of its own providers (first matching rule wins): a
