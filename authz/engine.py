@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from authz.claims import nested_claim, scalar_text
 from authz.config import HeaderNames
 from authz.decision_cache import Cached, DecisionCache, entry_size, request_key
 from authz.errors import ApiKeyRejected, AuthzError, TokenRejected
@@ -380,19 +381,12 @@ def _set_or_remove(
 def _claim_text(claims: object, dotted: str) -> str | None:
     """A claim as header text: strings as they are, lists joined with ',', numbers and booleans
     in JSON spelling. Objects are not sent (a header is no place for them)."""
-    value: object = claims
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
+    value = nested_claim(claims, dotted)
+    text = scalar_text(value)
+    if text is None:
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
             return None
-        value = value[part]
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        text = str(value)
-    elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
         text = ",".join(str(v) for v in value)
-    else:
-        return None
     # A value Envoy would refuse is dropped (the header is removed), by the same check that
     # refuses such an `iss`/`sub` in identity.
     return text if is_header_value(text) else None

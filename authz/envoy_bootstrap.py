@@ -1,8 +1,8 @@
-"""Envoy v3 bootstrap (and Istio config) that puts this service in front of an upstream.
+"""Envoy v3 bootstrap that puts this service in front of an upstream.
 
 Pure: every function takes options and returns plain dicts/lists ready for YAML. Printing and
-file handling live in `authz.commands.envoy_config`. `render_yaml` adds the comments that explain
-the deliberate choices, keyed by field name, because a dict cannot carry them.
+file handling live in `authz.commands.envoy_config`; `authz.envoy_yaml.render_yaml` writes them
+with the comments that explain the deliberate choices, `authz.envoy_istio` the Istio config.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import yaml
 
 from authz.addresses import Address, AddressError, parse
 
@@ -234,7 +232,8 @@ def access_log() -> Config:
 
 # The HTTP connection manager settings every Envoy in front of this service needs, declared once:
 # `authz envoy-config` (plain, mTLS and the Istio EnvoyFilter), `authz demo`, and checked against
-# deploy/envoy/envoy.yaml and the README by tests. Why each one: BOOTSTRAP_NOTES below.
+# deploy/envoy/envoy.yaml and the README by tests. Why each one: authz/envoy_yaml.py
+# BOOTSTRAP_NOTES.
 REQUEST_HARDENING: Mapping[str, Any] = {
     "normalize_path": True,
     "merge_slashes": True,
@@ -393,182 +392,3 @@ def parse_route_context(text: str) -> tuple[str, dict[str, str]]:
             raise AddressError(f"--route-context {text!r}: {pair!r} is not KEY=VALUE")
         context[key] = value
     return prefix, context
-
-
-# Comments placed above the first line that sets each key, by `render_yaml`.
-BOOTSTRAP_NOTES: Mapping[str, str] = {
-    "admin": "Envoy's admin API: keep it on loopback, it can change Envoy's state.",
-    "use_remote_address": (
-        "Envoy is the edge: the client address is the connection's peer, not a client-sent\n"
-        "x-forwarded-for (the service's ip_blocks rules read that address)."
-    ),
-    "normalize_path": (
-        "Path normalization happens in Envoy, before ext_authz, and the normalized path is also\n"
-        "what the upstream receives: the service and the upstream see the same path, so\n"
-        "/public/../admin cannot be checked as one thing and served as another (RFC 3986 5.2.4)."
-    ),
-    "merge_slashes": "For the same reason: //admin is checked and served as /admin.",
-    "path_with_escaped_slashes_action": (
-        "%2F and %5C are ambiguous (one segment or two?) and upstreams disagree; the policy\n"
-        "language rejects them too (invalid_path). Reject here, before anything reads them."
-    ),
-    "strip_any_host_port": (
-        "The service judges a request under the policy of its host with the port and one\n"
-        "trailing dot removed. Envoy must route on that same host: otherwise\n"
-        "`Host: shop.example.com:8080` or `shop.example.com.` misses the shop.example.com\n"
-        "virtual host, is routed by another one (a catch-all, another upstream) and is still\n"
-        "judged under shop.example.com's policy. Stripping here makes routing and policy agree."
-    ),
-    "strip_trailing_host_dot": "For the same reason: shop.example.com. routes as shop.example.com.",
-    "headers_with_underscores_action": (
-        "Some upstreams (CGI, nginx) read x_user_id as x-user-id; rejecting underscores keeps a\n"
-        "client from smuggling a header the service strips."
-    ),
-    "failure_mode_allow": "Fail closed: if the service cannot answer, nothing gets through.",
-    "status_on_error": (
-        "An outage answers 503, so it is never mistaken for a policy deny (403) in logs or by "
-        "clients."
-    ),
-    "include_peer_certificate": (
-        "Send the verified client certificate, so the service can read its SAN itself."
-    ),
-    "forward_client_cert_details": (
-        "Drop any client-sent x-forwarded-client-cert: only Envoy's own TLS view counts."
-    ),
-    "typed_extension_protocol_options": "gRPC needs HTTP/2 to the service.",
-    "overload_manager": "Caps open client connections (Envoy warns when there is no cap).",
-    "health_checks": (
-        "gRPC health: the service reports NOT_SERVING while starting or draining, and Envoy\n"
-        "routes around that endpoint."
-    ),
-    "typed_per_filter_config": (
-        "Per-route context (ExtAuthzPerRoute.check_settings.context_extensions): every check\n"
-        "of this route carries these entries; a policy reads them with\n"
-        "`when: [{context: KEY, equals: VALUE}]`. Set them on any route or virtual host."
-    ),
-    "access_log": (
-        "The decision id links each request to the service's decision log entry; reason is the\n"
-        "rule name or reason code."
-    ),
-}
-
-
-class _NoAliases(yaml.SafeDumper):
-    """Writes a value shared by several keys in full each time (no `&id001` anchors): the
-    exported filters share sub-matchers, and people read this output."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def render_yaml(document: Any, notes: Mapping[str, str] | None = None, header: str = "") -> str:
-    """YAML text for `document`, with `notes[key]` as a comment above the first line setting key."""
-    text = yaml.dump(
-        document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=4096
-    )
-    pending = dict(notes or {})
-    out: list[str] = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
-    for line in text.splitlines():
-        stripped = line.lstrip(" -")
-        key = stripped.split(":", 1)[0] if ":" in stripped else ""
-        if key in pending:
-            indent = " " * (len(line) - len(line.lstrip(" ")))
-            for note_line in pending.pop(key).splitlines():
-                out.append(f"{indent}# {note_line}")
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
-# ---- Istio ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IstioOptions:
-    """The mesh-wide provider and the CUSTOM policy that uses it."""
-
-    provider: str = "authz"
-    service: str = "authz.authz.svc.cluster.local"
-    port: int = 9191
-    timeout_ms: int = 500
-    namespace: str = "shop"
-    selector: Mapping[str, str] = field(default_factory=lambda: {"app": "shop"})
-    policy_name: str = "ext-authz"
-
-
-def istio_extension_provider(options: IstioOptions) -> Config:
-    """A MeshConfig `extensionProviders` entry. gRPC ext_authz always sends every request header,
-    so there is no includeRequestHeadersInCheck here (that field exists only for the HTTP
-    provider); the body is not sent because policies never read it."""
-    return {
-        "name": options.provider,
-        "envoyExtAuthzGrpc": {
-            "service": options.service,
-            "port": options.port,
-            "timeout": _duration(options.timeout_ms),
-            "failOpen": False,
-            "statusOnError": "503",
-        },
-    }
-
-
-def istio_mesh_config(options: IstioOptions) -> Config:
-    """The snippet to merge into MeshConfig (the `mesh` key of the istio ConfigMap, or
-    `meshConfig` in IstioOperator / Helm values)."""
-    return {"extensionProviders": [istio_extension_provider(options)]}
-
-
-def istio_authorization_policy(options: IstioOptions) -> Config:
-    """A CUSTOM AuthorizationPolicy: every request to the selected workloads is checked by the
-    provider (one empty rule matches every request)."""
-    return {
-        "apiVersion": "security.istio.io/v1",
-        "kind": "AuthorizationPolicy",
-        "metadata": {"name": options.policy_name, "namespace": options.namespace},
-        "spec": {
-            "selector": {"matchLabels": dict(options.selector)},
-            "action": "CUSTOM",
-            "provider": {"name": options.provider},
-            "rules": [{}],
-        },
-    }
-
-
-def istio_envoy_filter(options: IstioOptions) -> Config:
-    """An EnvoyFilter that gives the selected workloads' inbound HTTP connection manager the
-    REQUEST_HARDENING settings: Istio has no MeshConfig field for most of them, and a sidecar
-    must route and normalize as the service judges, as a standalone Envoy does."""
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": {
-            "name": f"{options.policy_name}-request-hardening",
-            "namespace": options.namespace,
-        },
-        "spec": {
-            "workloadSelector": {"labels": dict(options.selector)},
-            "configPatches": [
-                {
-                    "applyTo": "NETWORK_FILTER",
-                    "match": {
-                        "context": "SIDECAR_INBOUND",
-                        "listener": {"filterChain": {"filter": {"name": HCM_FILTER}}},
-                    },
-                    "patch": {
-                        "operation": "MERGE",
-                        "value": {"typed_config": {"@type": HCM_TYPE, **REQUEST_HARDENING}},
-                    },
-                }
-            ],
-        },
-    }
-
-
-def parse_selector(text: str) -> dict[str, str]:
-    """`app=shop,tier=web` -> {"app": "shop", "tier": "web"}."""
-    labels: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep or not key:
-            raise AddressError(f"{text!r}: expected LABEL=VALUE[,LABEL=VALUE]")
-        labels[key] = value
-    return labels

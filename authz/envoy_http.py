@@ -30,13 +30,13 @@ from typing import Any
 from authz.addresses import AddressError
 from authz.envoy_bootstrap import (
     AUTHZ_CLUSTER,
-    BOOTSTRAP_NOTES,
     EXT_AUTHZ_FILTER,
     BootstrapOptions,
     Config,
     bootstrap,
     health_check,
 )
+from authz.envoy_yaml import BOOTSTRAP_NOTES
 from authz.wire.http import ENVOY_PATH_HEADER
 
 CLIENT_HEADERS = ("content-type", "www-authenticate")

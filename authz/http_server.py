@@ -34,7 +34,7 @@ from authz.engine import Engine, new_decision_id
 from authz.errors import AuthzError
 from authz.identity import KeysPending, KeyWait
 from authz.model import Request, Verdict
-from authz.server import ListenError, Observer, probe_bind
+from authz.server import ListenError, Observer, notify, probe_bind
 from authz.wire.http import (
     HttpAnswer,
     HttpListener,
@@ -94,11 +94,7 @@ class HttpAuthorizationApp:
             log.exception("check failed; denied (decision %s)", decision_id)
             return internal_error_answer(decision_id)
         elapsed = time.perf_counter() - started
-        for observe in self.observers:
-            try:
-                observe(request, verdict, elapsed)
-            except Exception:  # an observer's fault must never change or delay an answer
-                log.exception("observer failed")
+        notify(self.observers, request, verdict, elapsed)
         return answer
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:

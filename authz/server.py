@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -49,18 +49,22 @@ AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authoriza
 Observer = Callable[[Request | None, Verdict, float], None]
 
 
-class Tracer(Protocol):
-    """An Observer that also takes the trace context the transport carried (`carrier`, the
-    gRPC metadata): `authz.observe.tracing.Tracing`. A front door whose transport headers are
-    the request's headers (HTTP) calls it as a plain Observer."""
+# An Observer that also takes the trace context the transport carried (the gRPC metadata):
+# `authz.observe.tracing.Tracing`, whose `carrier` defaults to None so that a front door whose
+# transport headers are the request's headers (HTTP) calls it as a plain Observer.
+Tracer = Callable[[Request | None, Verdict, float, Mapping[str, str] | None], None]
 
-    def __call__(
-        self,
-        request: Request | None,
-        verdict: Verdict,
-        seconds: float,
-        carrier: Mapping[str, str] | None = None,
-    ) -> None: ...
+
+def notify(
+    observers: Sequence[Observer], request: Request | None, verdict: Verdict, seconds: float
+) -> None:
+    """Each observer, after a check of either door: an observer's fault must never change or
+    delay an answer, so it is logged and the others still run."""
+    for observe in observers:
+        try:
+            observe(request, verdict, seconds)
+        except Exception:
+            log.exception("observer failed")
 
 
 @dataclass(slots=True)
@@ -109,11 +113,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             log.exception("check failed; denied (decision %s)", decision_id)
             return internal_error_response(decision_id)
         elapsed = time.perf_counter() - started
-        for observe in self.observers:
-            try:
-                observe(request, verdict, elapsed)
-            except Exception:  # an observer's fault must never change or delay an answer
-                log.exception("observer failed")
+        notify(self.observers, request, verdict, elapsed)
         if self.tracer is not None:
             try:
                 self.tracer(request, verdict, elapsed, carrier)

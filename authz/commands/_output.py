@@ -1,4 +1,4 @@
-"""Where the commands that print a document (`envoy-config`, `schema`) put it."""
+"""Where the commands that print a document (`envoy-config`, `export`, `schema`) put it."""
 
 from __future__ import annotations
 

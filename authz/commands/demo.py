@@ -26,7 +26,8 @@ from pathlib import Path
 from types import FrameType
 
 from authz.addresses import Address
-from authz.envoy_bootstrap import BootstrapOptions, bootstrap, render_yaml
+from authz.envoy_bootstrap import BootstrapOptions, bootstrap
+from authz.envoy_yaml import render_yaml
 
 NAME = "demo"
 HELP = "run Envoy, this service and an echo upstream locally and print requests to try"

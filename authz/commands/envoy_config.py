@@ -8,20 +8,21 @@ import sys
 from authz.addresses import AddressError
 from authz.commands._output import add_output_argument, write_output
 from authz.envoy_bootstrap import (
-    BOOTSTRAP_NOTES,
     BootstrapOptions,
-    IstioOptions,
     TlsFiles,
     bootstrap,
+    parse_endpoint,
+    parse_route_context,
+)
+from authz.envoy_http import HTTP_BOOTSTRAP_NOTES, http_bootstrap
+from authz.envoy_istio import (
+    IstioOptions,
     istio_authorization_policy,
     istio_envoy_filter,
     istio_mesh_config,
-    parse_endpoint,
-    parse_route_context,
     parse_selector,
-    render_yaml,
 )
-from authz.envoy_http import HTTP_BOOTSTRAP_NOTES, http_bootstrap
+from authz.envoy_yaml import BOOTSTRAP_NOTES, render_yaml
 
 NAME = "envoy-config"
 HELP = "print an Envoy v3 bootstrap (or, with --istio, Istio config) that protects an upstream"

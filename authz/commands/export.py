@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from authz.commands._output import add_output_argument, write_output
+
 NAME = "export"
 HELP = "print the HTTP filters that enforce a policy set inside Envoy (jwt_authn + RBAC)"
 
@@ -21,12 +23,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export what Envoy decides alone and keep ext_authz for the hosts it cannot",
     )
-    parser.add_argument("-o", "--output", help="write to this file instead of stdout")
+    add_output_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from authz.commands._problems import report_invalid
-    from authz.envoy_bootstrap import REQUEST_HARDENING, render_yaml
+    from authz.envoy_bootstrap import REQUEST_HARDENING
+    from authz.envoy_yaml import render_yaml
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
@@ -68,9 +71,4 @@ def run(args: argparse.Namespace) -> int:
             "before the router.",
         )
     )
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_output(args, text)

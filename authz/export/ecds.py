@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from authz.envoy_bootstrap import ECDS_FILTERS
 
 if TYPE_CHECKING:
-    from authz.export.envoy import EnvoyExport
+    from authz.export.render import EnvoyExport
 
 DATA = "..data"  # also named in authz/envoy_bootstrap.py ecds_http_filters
 TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"

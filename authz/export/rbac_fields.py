@@ -21,14 +21,13 @@ from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.export import paths as xpaths
-from authz.export.envoy import (
-    _LIST_STRING_CLAIMS,
+from authz.export.envoy import ExportContext
+from authz.export.hosts import _Auth
+from authz.export.matchers import (
     _TRUSTED,
     _WS,
     PAYLOAD_KEY,
-    ExportContext,
     NotExportable,
-    _Auth,
     p_and,
     p_any,
     p_meta,
@@ -42,6 +41,7 @@ from authz.export.envoy import (
     s_exact,
     s_regex,
 )
+from authz.policy.conditions import _LIST_STRING_CLAIMS
 from authz.policy.spec import ConditionSpec
 
 

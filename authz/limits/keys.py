@@ -11,9 +11,11 @@ header value.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from authz.claims import nested_claim, scalar_text
 
 if TYPE_CHECKING:  # authz.policy reads these modules: no import cycle at run time
     from authz.policy.context import RequestContext
@@ -22,17 +24,8 @@ Read = Callable[["RequestContext", str], "str | None"]
 
 
 def _claim(ctx: RequestContext, dotted: str) -> str | None:
-    value: object = ctx.claims
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        text = str(value)
-        return text or None
-    return None  # objects and lists are no key: which element would it be?
+    # Objects and lists are no key: which element would it be?
+    return scalar_text(nested_claim(ctx.claims, dotted)) or None
 
 
 def _text(value: str | None) -> str | None:

@@ -20,19 +20,15 @@ from authz.addresses import Address as Endpoint
 from authz.addresses import AddressError
 from authz.cli import main
 from authz.commands.demo import write_demo_bootstrap
-from authz.envoy_bootstrap import (
-    BOOTSTRAP_NOTES,
-    BootstrapOptions,
+from authz.envoy_bootstrap import BootstrapOptions, TlsFiles, bootstrap, parse_endpoint
+from authz.envoy_istio import (
     IstioOptions,
-    TlsFiles,
-    bootstrap,
     istio_authorization_policy,
     istio_envoy_filter,
     istio_extension_provider,
-    parse_endpoint,
     parse_selector,
-    render_yaml,
 )
+from authz.envoy_yaml import BOOTSTRAP_NOTES, render_yaml
 
 ENVOY = Path(sys.executable).parent / "envoy"
 

@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 
 from authz.addresses import Address as Endpoint
 from authz.addresses import AddressError
-from authz.envoy_bootstrap import BootstrapOptions, render_yaml
+from authz.envoy_bootstrap import BootstrapOptions
 from authz.envoy_http import (
     HTTP_BOOTSTRAP_NOTES,
     TRANSPORT_HEADERS,
     any_header_but,
     http_bootstrap,
 )
+from authz.envoy_yaml import render_yaml
 from authz.wire.http import ENVOY_PATH_HEADER
 
 PATTERNS = [re.compile(regex) for regex in any_header_but(TRANSPORT_HEADERS)]

@@ -19,7 +19,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authz.envoy_bootstrap import (
+from authz.envoy_istio import (
     IstioOptions,
     istio_authorization_policy,
     istio_envoy_filter,

@@ -1,0 +1,129 @@
+"""The `envoy.filters.http.jwt_authn` filter: the providers, and per host class which of
+them a present token must verify against."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.config.route import v3 as route
+from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as jwt
+from envoy_data_plane.google.protobuf import Empty
+
+from authz.export.hosts import HostClass
+from authz.export.matchers import HEADER_KEY, PAYLOAD_KEY
+from authz.export.render import Finding
+from authz.policy.conditions import CONDITION_KINDS
+from authz.policy.fields import FROM_FIELDS
+from authz.policy.spec import JwtProvider, RuleSpec
+
+
+def _jwks_text(p: JwtProvider) -> str | None:
+    if p.jwks_json is not None:
+        return p.jwks_json
+    if p.jwks_file is not None:
+        with open(p.jwks_file, encoding="utf-8") as f:
+            return f.read()
+    return None
+
+
+def key_count(p: JwtProvider) -> int:
+    text = _jwks_text(p)
+    try:
+        keys = json.loads(text).get("keys", []) if text else []
+    except (ValueError, AttributeError):
+        return 0
+    return len(keys) if isinstance(keys, list) else 0
+
+
+def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
+    out: list[Finding] = []
+    where = (file, 1, f"provider {p.issuer}")
+    if p.discovery:
+        out.append(Finding(*where, "discovery: Envoy's jwt_authn has no OpenID discovery"))
+    if p.jwks_uri is not None:
+        out.append(
+            Finding(
+                *where,
+                "jwks_uri: Envoy cannot tell whether a remote JWKS has one key, so it cannot "
+                "refuse a token without kid the way the service does; use jwks_file or jwks",
+            )
+        )
+    if p.algorithms:
+        out.append(Finding(*where, "algorithms: jwt_authn cannot restrict a provider's algorithms"))
+    if p.claims_to_headers:
+        out.append(
+            Finding(
+                *where,
+                "claims_to_headers: jwt_authn sets only string, number and boolean claims",
+                decides=False,
+            )
+        )
+    return out
+
+
+def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
+    headers = [
+        jwt.JwtHeader(name=loc.header, value_prefix=loc.prefix)
+        for loc in p.locations
+        if loc.header is not None
+    ]
+    text = _jwks_text(p)
+    return jwt.JwtProvider(
+        issuer=p.issuer,
+        audiences=list(p.audiences),
+        local_jwks=core.DataSource(inline_string=text) if text is not None else None,
+        forward=p.forward,
+        from_headers=headers,
+        from_params=[loc.query for loc in p.locations if loc.query is not None],
+        from_cookies=[loc.cookie for loc in p.locations if loc.cookie is not None],
+        payload_in_metadata=PAYLOAD_KEY,
+        # Only read by the jwt_kid_required refusal, for a JWKS of several keys.
+        header_in_metadata=HEADER_KEY if key_count(p) > 1 else "",
+        clock_skew_seconds=60,
+        claim_to_headers=[
+            jwt.JwtClaimToHeader(header_name=h, claim_name=c) for c, h in p.claims_to_headers
+        ],
+    )
+
+
+def needs_jwt(rule: RuleSpec) -> bool:
+    """As the compiler's `needs_jwt` (authz/policy/rules.py): claims, or a JWT-only field."""
+    return any(k.needs_jwt for c in rule.when for k in CONDITION_KINDS if k.name == c.kind) or any(
+        e.get(f.name) is not None for e in rule.from_ or () for f in FROM_FIELDS if f.needs_jwt
+    )
+
+
+def jwt_authn(
+    providers: Sequence[JwtProvider], classes: Sequence[HostClass]
+) -> jwt.JwtAuthentication:
+    """Each host class verifies the tokens of its own providers (first matching rule wins): a
+    present token must verify, a missing one is allowed; a host without providers ignores it."""
+    names = {p: f"p{i}" for i, p in enumerate(providers)}
+    rules: list[jwt.RequirementRule] = []
+    for c in classes:
+        mine = c.authentication.jwt_providers
+        # Negated matchers cannot be said in a RouteMatch; the classes are tried most specific
+        # first, so the positive part selects the class.
+        headers = [h for h, neg in c.header_matchers() if not neg]
+        requires = (
+            jwt.JwtRequirement(
+                requires_any=jwt.JwtRequirementOrList(
+                    requirements=[
+                        *(jwt.JwtRequirement(provider_name=names[p]) for p in mine),
+                        jwt.JwtRequirement(allow_missing=Empty()),
+                    ]
+                )
+            )
+            if mine
+            else None
+        )
+        rules.append(
+            jwt.RequirementRule(
+                match=route.RouteMatch(prefix="/", headers=headers), requires=requires
+            )
+        )
+    return jwt.JwtAuthentication(
+        providers={n: _jwt_provider(p) for p, n in names.items()}, rules=rules
+    )

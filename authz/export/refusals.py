@@ -1,0 +1,115 @@
+"""What the engine answers before any rule, as RBAC DENY policies: an invalid path, method or
+host (400s), and the verified tokens it refuses (no usable `sub`; no `kid` where the JWKS has
+several keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy_data_plane.envoy.config.rbac import v3 as rbac
+from envoy_data_plane.envoy.type.matcher import v3 as m
+
+from authz.export.hosts import _Auth
+from authz.export.jwt_authn import key_count
+from authz.export.matchers import (
+    _HEADER_VALUE,
+    _VALID_HOST,
+    HEADER_KEY,
+    PAYLOAD_KEY,
+    p_and,
+    p_any,
+    p_meta,
+    p_not,
+    p_or,
+    q_and,
+    q_header,
+    q_not,
+    s_exact,
+    s_regex,
+)
+from authz.policy.spec import JwtProvider
+
+
+def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:
+    """What the engine answers before any rule (400s, tokens it refuses): DENY policies."""
+    any_principal = [p_any()]
+
+    def on(header: str, regex: str) -> rbac.Policy:
+        return rbac.Policy(permissions=[q_header(header, s_regex(regex))], principals=any_principal)
+
+    policies = {
+        # authz/paths.py: control characters and '\' anywhere; in the path part an invalid or
+        # a control escape, and a dot segment with a ;param. (%2F/%5C: the HCM rejects them.)
+        "invalid_path": rbac.Policy(
+            permissions=[
+                q_header(":path", s_regex(r"(?s).*[\x00-\x1f\x7f\x{80}-\x{9f}\\].*")),
+                q_header(":path", s_regex(r"[^/].*")),
+                # The regexes below run only for a path with a '%' or a ';' (a substring test).
+                q_and(
+                    [
+                        q_header(":path", m.StringMatcher(contains="%")),
+                        q_header(
+                            ":path",
+                            s_regex(
+                                r"[^?#]*%(?:[0-9A-Fa-f]?(?:[^0-9A-Fa-f].*)?|[01][0-9A-Fa-f].*"
+                                r"|7[Ff].*)"
+                            ),
+                        ),
+                    ]
+                ),
+                q_and(
+                    [
+                        q_header(":path", m.StringMatcher(contains=";")),
+                        q_header(":path", s_regex(r"[^?#]*/\.\.?;.*")),
+                    ]
+                ),
+            ],
+            principals=any_principal,
+        ),
+        "invalid_method": on(":method", ".*[a-z].*"),
+        "invalid_host": rbac.Policy(
+            permissions=[q_not(q_header(":authority", s_regex(_VALID_HOST)))],
+            principals=any_principal,
+        ),
+    }
+    if providers:
+        # authz/identity/jwt.py: a verified token needs a sub that is a header value.
+        policies["jwt_missing_claim"] = rbac.Policy(
+            permissions=[rbac.Permission(any=True)],
+            principals=[
+                p_and(
+                    [
+                        p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(present_match=True)),
+                        p_not(
+                            p_meta(
+                                [PAYLOAD_KEY, "sub"],
+                                m.ValueMatcher(string_match=s_regex(_HEADER_VALUE)),
+                            )
+                        ),
+                    ]
+                )
+            ],
+        )
+        several = [p for p in providers if key_count(p) > 1]
+        if several:
+            # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen.
+            policies["jwt_kid_required"] = rbac.Policy(
+                permissions=[rbac.Permission(any=True)],
+                principals=[
+                    p_and(
+                        [
+                            p_or(
+                                [
+                                    p_meta(
+                                        [PAYLOAD_KEY, "iss"],
+                                        m.ValueMatcher(string_match=s_exact(p.issuer)),
+                                    )
+                                    for p in several
+                                ]
+                            ),
+                            p_not(p_meta([HEADER_KEY, "kid"], m.ValueMatcher(present_match=True))),
+                        ]
+                    )
+                ],
+            )
+    return policies
