@@ -38,7 +38,13 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         "absolute numbers move between runs; ratios are what to read.",
         "",
     ]
-    lines += ["![benchmarks](benchmarks.png)", ""]
+    # The chart needs the bench extra (matplotlib); without it no chart is shown, and a chart
+    # left by an earlier run is removed rather than shown beside numbers it does not plot.
+    chart = out.with_suffix(".png")
+    if _chart(results, chart):
+        lines += [f"![benchmarks]({chart.name})", ""]
+    else:
+        chart.unlink(missing_ok=True)
     targets: list[str] = []
 
     if "engine" in results:
@@ -281,7 +287,6 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
     lines += _kept_log(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    _chart(results, out.with_suffix(".png"))
 
 
 def _cache(c: dict[str, Result], targets: list[str]) -> list[str]:
@@ -361,17 +366,18 @@ def _kept_log(out: Path) -> list[str]:
     return [LOG_START, "## Fast path log", "", "(none yet)", LOG_END]
 
 
-def _chart(results: dict[str, Any], path: Path) -> None:
+def _chart(results: dict[str, Any], path: Path) -> bool:
+    """Draw the chart into `path`; False when matplotlib is not installed or nothing to draw."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return
+        return False
     panels = [k for k in ("engine", "identity", "grpc", "e2e") if k in results]
     if not panels:
-        return
+        return False
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     axes = [axes] if len(panels) == 1 else list(axes)
     for ax, panel in zip(axes, panels, strict=True):
@@ -405,6 +411,7 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 __all__ = ["statistics", "write"]
