@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,18 @@ def service_for(
     return AuthorizationService(engine, Settings())
 
 
+def rotated(
+    registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path, **options: Any
+) -> tuple[SigningKey, SigningKey, AuthorizationService]:
+    """A service that has fetched the JWKS holding `old` only; the server now also serves
+    `new`, so a token signed with `new` needs a refetch."""
+    old, new = make_key("ES256"), make_key("ES256")
+    server.rotate(old)
+    service = service_for(registries, server, tmp_path, **options)
+    server.rotate(old, new)
+    return old, new, service
+
+
 def message(token: str) -> external_auth_pb2.CheckRequest:
     request = external_auth_pb2.CheckRequest()
     http = request.attributes.request.http
@@ -77,10 +90,7 @@ def check(service: AuthorizationService, token: str) -> int:
 def test_first_token_of_a_rotated_key_is_allowed(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
-    old, new = make_key("ES256"), make_key("ES256")
-    server.rotate(old)
-    service = service_for(registries, server, tmp_path)
-    server.rotate(old, new)
+    _old, new, service = rotated(registries, server, tmp_path)
     assert check(service, sign(new, server)) == 200
     assert server.fetches == 2
 
@@ -88,10 +98,7 @@ def test_first_token_of_a_rotated_key_is_allowed(
 def test_other_checks_are_answered_while_a_refetch_is_slow(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
-    old, new = make_key("ES256"), make_key("ES256")
-    server.rotate(old)
-    service = service_for(registries, server, tmp_path)
-    server.rotate(old, new)
+    old, new, service = rotated(registries, server, tmp_path)
     server.hold()  # the refetch reaches the server and hangs there
     with futures.ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(check, service, sign(new, server))
@@ -107,10 +114,7 @@ def test_other_checks_are_answered_while_a_refetch_is_slow(
 def test_a_thousand_concurrent_made_up_kids_cost_one_fetch(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
-    old, new = make_key("ES256"), make_key("ES256")
-    server.rotate(old)
-    service = service_for(registries, server, tmp_path)
-    server.rotate(old, new)
+    old, new, service = rotated(registries, server, tmp_path)
     tokens = [sign(old, server, kid=f"made-up-{i}") for i in range(1000)] + [sign(new, server)]
     with futures.ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(lambda token: check(service, token), tokens))
@@ -121,10 +125,7 @@ def test_a_thousand_concurrent_made_up_kids_cost_one_fetch(
 def test_a_refetch_past_its_deadline_is_not_waited_for(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
-    old, new = make_key("ES256"), make_key("ES256")
-    server.rotate(old)
-    service = service_for(registries, server, tmp_path, unknown_kid_wait=0.01)
-    server.rotate(old, new)
+    _old, new, service = rotated(registries, server, tmp_path, unknown_kid_wait=0.01)
     server.hold()
     assert check(service, sign(new, server)) == 401  # the deadline passed: refused
     assert server.wait_for_fetches(2)
@@ -132,13 +133,24 @@ def test_a_refetch_past_its_deadline_is_not_waited_for(
     server.release()
 
 
-def serving(service: AuthorizationService, tmp_path: Path, threads: int) -> grpc.Server:
+@contextmanager
+def held_stub(
+    service: AuthorizationService, server: JwksServer, tmp_path: Path
+) -> Iterator[external_auth_pb2_grpc.AuthorizationStub]:
+    """`service` behind the real gRPC server with 2 threads, while the JWKS server holds every
+    refetch (released on exit whatever happened, so no thread is left waiting)."""
     address = f"unix:{tmp_path / 'authz.sock'}"
+    server.hold()
     grpc_server, _health = build_server(
-        service, replace(service.settings, listen=(address,), grpc_threads=threads)
+        service, replace(service.settings, listen=(address,), grpc_threads=2)
     )
     grpc_server.start()
-    return grpc_server
+    try:
+        with grpc.insecure_channel(address) as channel:
+            yield external_auth_pb2_grpc.AuthorizationStub(channel)
+    finally:
+        server.release()
+        grpc_server.stop(None)
 
 
 def test_the_thread_pool_is_not_starved_by_checks_waiting_on_a_slow_refetch(
@@ -147,24 +159,14 @@ def test_the_thread_pool_is_not_starved_by_checks_waiting_on_a_slow_refetch(
     """Through the real gRPC server with 2 threads: more checks wait on a hung JWKS refetch
     than there are threads, and many concurrent checks with a known key are still all
     answered, because each wait ends at `unknown_kid_wait` (then the kid is refused)."""
-    old, new = make_key("ES256"), make_key("ES256")
-    server.rotate(old)
-    service = service_for(registries, server, tmp_path, unknown_kid_wait=0.2)
-    server.rotate(old, new)
-    server.hold()  # the refetch never answers during the test
-    grpc_server = serving(service, tmp_path, threads=2)
-    try:
-        with grpc.insecure_channel(f"unix:{tmp_path / 'authz.sock'}") as channel:
-            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-            waiting = [stub.Check.future(message(sign(new, server)), timeout=30) for _ in range(4)]
-            assert server.wait_for_fetches(2)
-            known = [stub.Check.future(message(sign(old, server)), timeout=30) for _ in range(200)]
-            assert [status(call.result()) for call in known] == [200] * 200
-            assert [status(call.result()) for call in waiting] == [401] * 4
-            assert server.fetches == 2
-    finally:
-        server.release()
-        grpc_server.stop(None)
+    old, new, service = rotated(registries, server, tmp_path, unknown_kid_wait=0.2)
+    with held_stub(service, server, tmp_path) as stub:  # the refetch never answers during the test
+        waiting = [stub.Check.future(message(sign(new, server)), timeout=30) for _ in range(4)]
+        assert server.wait_for_fetches(2)
+        known = [stub.Check.future(message(sign(old, server)), timeout=30) for _ in range(200)]
+        assert [status(call.result()) for call in known] == [200] * 200
+        assert [status(call.result()) for call in waiting] == [401] * 4
+        assert server.fetches == 2
 
 
 def test_a_check_waiting_on_a_refetch_holds_only_its_own_thread(
@@ -172,22 +174,12 @@ def test_a_check_waiting_on_a_refetch_holds_only_its_own_thread(
 ) -> None:
     """Through the real gRPC server: while one check waits (unbounded here) for the new key,
     the other threads answer many concurrent checks; then the waiting one is allowed."""
-    old, new = make_key("ES256"), make_key("ES256")
-    server.rotate(old)
-    service = service_for(registries, server, tmp_path)
-    server.rotate(old, new)
-    server.hold()
-    grpc_server = serving(service, tmp_path, threads=2)
-    try:
-        with grpc.insecure_channel(f"unix:{tmp_path / 'authz.sock'}") as channel:
-            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-            waiting = stub.Check.future(message(sign(new, server)), timeout=60)
-            assert server.wait_for_fetches(2)
-            known = [stub.Check.future(message(sign(old, server)), timeout=30) for _ in range(200)]
-            assert [status(call.result()) for call in known] == [200] * 200
-            assert not waiting.done()
-            server.release()
-            assert status(waiting.result()) == 200
-    finally:
+    old, new, service = rotated(registries, server, tmp_path)
+    with held_stub(service, server, tmp_path) as stub:
+        waiting = stub.Check.future(message(sign(new, server)), timeout=60)
+        assert server.wait_for_fetches(2)
+        known = [stub.Check.future(message(sign(old, server)), timeout=30) for _ in range(200)]
+        assert [status(call.result()) for call in known] == [200] * 200
+        assert not waiting.done()
         server.release()
-        grpc_server.stop(None)
+        assert status(waiting.result()) == 200
