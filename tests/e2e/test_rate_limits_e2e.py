@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -24,11 +23,11 @@ from tests.support import https
 from tests.support.envoy import _authz_address
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.redis import RedisServer
+from tests.support.service import spawn_serve
 from tests.support.upstream import EchoUpstream
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 
 # Per hour, so a 2,000-request burst never straddles a window (fixed windows start afresh).
 POLICY = """\
@@ -54,25 +53,17 @@ class Replica:
             for i in range(workers)
         ]
         self.admin_port = free_port()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "authz",
-                "serve",
-                "--policies",
-                str(directory / "policies"),
-                "--listen",
-                self.sockets[0],
-                "--admin",
-                f"{LOOPBACK}:{self.admin_port}",
-                "--workers",
-                str(workers),
-                "--rate-limit-store",
-                store,
-                "--no-watch",
-            ],
-            cwd=REPO,
+        self.process = spawn_serve(
+            directory / "policies",
+            "--listen",
+            self.sockets[0],
+            "--admin",
+            f"{LOOPBACK}:{self.admin_port}",
+            "--workers",
+            str(workers),
+            "--rate-limit-store",
+            store,
+            "--no-watch",
             stdout=subprocess.DEVNULL,
             stderr=(directory / f"{name}.log").open("wb"),
             start_new_session=True,

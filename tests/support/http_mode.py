@@ -29,9 +29,8 @@ import yaml
 
 from .envoy import Envoy, EnvoyConfig, TlsConfig
 from .ports import LOOPBACK, free_port
+from .service import REPO_ROOT, spawn_serve
 from .upstream import EchoUpstream
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port_run(count: int) -> int:
@@ -85,15 +84,14 @@ class ServeProcess:
             self.http_port, self.grpc_port, self.admin_port = (
                 free_port_run(self.workers) for _ in range(3)
             )
-            argv = [
-                sys.executable, "-m", "authz", "serve", "--policies", self.policies,
+            args = [
                 "--http-listen", self.http_address(), "--listen", self.grpc_address(),
                 "--admin", f"{LOOPBACK}:{self.admin_port}", "--workers", str(self.workers),
                 "--no-watch", *self.args,
             ]  # fmt: skip
-            self.process = subprocess.Popen(
-                argv,
-                cwd=REPO_ROOT,
+            self.process = spawn_serve(
+                self.policies,
+                *args,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

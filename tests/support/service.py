@@ -26,6 +26,16 @@ CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def spawn_serve(
+    policies: str | os.PathLike[str], *args: str, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """`python -m authz serve --policies POLICIES ARGS...` started from the repo root; `popen`
+    (stdout, stderr, env, ...) goes to subprocess.Popen as it is. Every test that runs the real
+    service starts it here."""
+    argv = [sys.executable, "-m", "authz", "serve", "--policies", str(policies), *args]
+    return subprocess.Popen(argv, cwd=REPO_ROOT, **popen)
+
+
 class ServiceProcess:
     """`python -m authz serve --policies DIR --listen 127.0.0.1:PORT`, ready when its gRPC health
     says SERVING. Stopped with SIGTERM (then SIGKILL after a bound) on exit."""
@@ -60,19 +70,11 @@ class ServiceProcess:
         last = ""
         for _attempt in range(5):  # free_port is racy: retry on "address in use"
             self.port = free_port()
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "authz",
-                    "serve",
-                    "--policies",
-                    self.policies,
-                    "--listen",
-                    self.address,
-                    *self.extra_args,
-                ],
-                cwd=REPO_ROOT,
+            self.process = spawn_serve(
+                self.policies,
+                "--listen",
+                self.address,
+                *self.extra_args,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
