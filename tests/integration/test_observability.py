@@ -75,17 +75,8 @@ def test_metrics_as_prometheus_reads_them(tmp_path: Path) -> None:
     # 203 rules: every one that decides a check must not become its own series.
     policy(tmp_path / "policies", f"jwks_file: {jwks}", rules=203)
     started = time.time()
-    service = Service(
-        [
-            "--policies",
-            str(tmp_path / "policies"),
-            "--listen",
-            "127.0.0.1:{grpc}",
-            "--admin",
-            "127.0.0.1:{admin}",
-            "--no-watch",
-        ],
-        tmp_path / "stderr.log",
+    service = Service.on_loopback(
+        tmp_path / "policies", tmp_path / "stderr.log", "--no-watch"
     ).start()
     try:
         token = key.sign(claims(ISSUER, now=time.time(), audience="shop"))
@@ -147,18 +138,7 @@ def test_readiness_is_one_truth_with_the_identity_provider_down(tmp_path: Path) 
     with JwksServer() as idp:
         idp.fail(503)
         policy(tmp_path / "policies", f"jwks_uri: {idp.jwks_uri}")
-        service = Service(
-            [
-                "--policies",
-                str(tmp_path / "policies"),
-                "--listen",
-                "127.0.0.1:{grpc}",
-                "--admin",
-                "127.0.0.1:{admin}",
-                "--no-watch",
-            ],
-            tmp_path / "stderr.log",
-        )
+        service = Service.on_loopback(tmp_path / "policies", tmp_path / "stderr.log", "--no-watch")
         service.grpc_port, service.admin_port = free_port(), free_port()
         service.process = service.launch()
         try:
@@ -208,17 +188,8 @@ def test_with_keys_both_are_ready_and_list_no_provider(tmp_path: Path) -> None:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(jwks_json(key), encoding="utf-8")
     policy(tmp_path / "policies", f"jwks_file: {jwks}")
-    service = Service(
-        [
-            "--policies",
-            str(tmp_path / "policies"),
-            "--listen",
-            "127.0.0.1:{grpc}",
-            "--admin",
-            "127.0.0.1:{admin}",
-            "--no-watch",
-        ],
-        tmp_path / "stderr.log",
+    service = Service.on_loopback(
+        tmp_path / "policies", tmp_path / "stderr.log", "--no-watch"
     ).start()
     try:
         status, body = service.get("/readyz")

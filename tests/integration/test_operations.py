@@ -81,6 +81,13 @@ class Service:
         self.process: subprocess.Popen[bytes] | None = None
         self.grpc_port = self.admin_port = 0
 
+    @classmethod
+    def on_loopback(cls, policies: Path, log: Path, *extra: str) -> Service:
+        """`authz serve --policies POLICIES` on free loopback gRPC and admin ports, with `extra`
+        args (not started)."""
+        ports = ["--listen", "127.0.0.1:{grpc}", "--admin", "127.0.0.1:{admin}"]
+        return cls(["--policies", str(policies), *ports, *extra], log)
+
     def start(self) -> Service:
         last = ""
         for _ in range(3):  # free ports are racy: retry when one was taken meanwhile
@@ -215,25 +222,18 @@ def test_checks_show_in_metrics_readiness_and_the_decision_log(
     )
     cookie_secret = "session=cookie-secret-4711"
     query_secret = "query-secret-0815"
-    service = Service(
-        [
-            "--policies",
-            str(policies),
-            "--listen",
-            "127.0.0.1:{grpc}",
-            "--admin",
-            "127.0.0.1:{admin}",
-            "--decision-log",
-            str(log),
-            "--log-header",
-            "x-trace",
-            "--log-header",
-            "authorization",
-            "--log-header",
-            "cookie",
-            "--no-watch",
-        ],
+    service = Service.on_loopback(
+        policies,
         tmp_path / "stderr.log",
+        "--decision-log",
+        str(log),
+        "--log-header",
+        "x-trace",
+        "--log-header",
+        "authorization",
+        "--log-header",
+        "cookie",
+        "--no-watch",
     )
     service.start()
     try:

@@ -56,19 +56,8 @@ def serve(tmp_path: Path, endpoint: str, *extra: str) -> tuple[Service, Any]:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(jwks_json(key), encoding="utf-8")
     write_policies(tmp_path / "policies", jwks)
-    service = Service(
-        [
-            "--policies",
-            str(tmp_path / "policies"),
-            "--listen",
-            "127.0.0.1:{grpc}",
-            "--admin",
-            "127.0.0.1:{admin}",
-            "--otlp-endpoint",
-            endpoint,
-            *extra,
-        ],
-        tmp_path / "serve.log",
+    service = Service.on_loopback(
+        tmp_path / "policies", tmp_path / "serve.log", "--otlp-endpoint", endpoint, *extra
     ).start()
     return service, key
 
