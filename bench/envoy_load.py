@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,36 @@ def envoy_binary() -> str | None:
 
 def available() -> bool:
     return envoy_binary() is not None and shutil.which("wrk") is not None
+
+
+Translate = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def rbac_pair(
+    rules: list[dict[str, Any]], permission: Translate, principal: Translate
+) -> list[dict[str, Any]]:
+    """Envoy's RBAC filters for `rules` (the deny rules, then the allow rules), each rule's
+    permission and principal translated by the caller."""
+
+    def rbac(action: str, subset: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "name": "envoy.filters.http.rbac",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                "rules": {
+                    "action": action,
+                    "policies": {
+                        r["name"]: {"permissions": [permission(r)], "principals": [principal(r)]}
+                        for r in subset
+                    },
+                },
+            },
+        }
+
+    return [
+        rbac("DENY", [r for r in rules if r["action"] == "deny"]),
+        rbac("ALLOW", [r for r in rules if r["action"] == "allow"]),
+    ]
 
 
 def _rbac_filters(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,25 +105,7 @@ def _rbac_filters(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return {"header": {"name": "authorization", "present_match": True}}
         return {"any": True}
 
-    def rbac(action: str, subset: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "name": "envoy.filters.http.rbac",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                "rules": {
-                    "action": action,
-                    "policies": {
-                        r["name"]: {"permissions": [permission(r)], "principals": [principal(r)]}
-                        for r in subset
-                    },
-                },
-            },
-        }
-
-    return [
-        rbac("DENY", [r for r in rules if r["action"] == "deny"]),
-        rbac("ALLOW", [r for r in rules if r["action"] == "allow"]),
-    ]
+    return rbac_pair(rules, permission, principal)
 
 
 def bootstrap(listener: int, admin: int, layout: str, authz_ports: list[int]) -> dict[str, Any]:
@@ -266,6 +278,21 @@ def authz(
         yield ports
 
 
+def interleaved_throughput(
+    listeners: dict[str, int], token: str, rounds: int, seconds: float
+) -> dict[str, list[float]]:
+    """wrk throughput per layout: one warm-up each (and proof every layout answers 200), then
+    `rounds` runs each, the order reversed every other round so drift hits all alike."""
+    names = list(listeners)
+    for n in names:
+        wrk(listeners[n], token, seconds=1)
+    throughput: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else names[::-1]:
+            throughput[n].append(wrk(listeners[n], token, seconds=seconds))
+    return throughput
+
+
 def wrk(
     port: int, token: str, *, seconds: float, connections: int = 32, cores: str | None = None
 ) -> float:
@@ -355,13 +382,7 @@ def compare(
         for n in workers:
             ports = stack.enter_context(authz(tmp, policies, n, message))
             listeners[f"envoy + authz w{n}"] = stack.enter_context(envoy(tmp, "authz", ports))
-        names = list(listeners)
-        for n in names:  # warm-up, and proof every layout answers 200
-            wrk(listeners[n], token, seconds=1)
-        throughput: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(rounds):
-            for n in names if r % 2 == 0 else names[::-1]:
-                throughput[n].append(wrk(listeners[n], token, seconds=seconds))
+        throughput = interleaved_throughput(listeners, token, rounds, seconds)
         latency: dict[str, dict[str, float]] = {}
         if h2load.available():
             samples: dict[str, list[float]] = {n: [] for n in ("envoy alone", "envoy + authz w1")}

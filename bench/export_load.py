@@ -88,21 +88,6 @@ def _hand_written(jwks: str) -> list[dict[str, Any]]:
                 )
         return {"or_ids": {"ids": ids}} if len(ids) > 1 else ids[0]
 
-    def rbac(action: str, subset: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "name": "envoy.filters.http.rbac",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                "rules": {
-                    "action": action,
-                    "policies": {
-                        r["name"]: {"permissions": [permission(r)], "principals": [principal(r)]}
-                        for r in subset
-                    },
-                },
-            },
-        }
-
     jwt_authn = {
         "name": JWT,
         "typed_config": {
@@ -127,11 +112,7 @@ def _hand_written(jwks: str) -> list[dict[str, Any]]:
             ],
         },
     }
-    return [
-        jwt_authn,
-        rbac("DENY", [r for r in rules if r["action"] == "deny"]),
-        rbac("ALLOW", [r for r in rules if r["action"] == "allow"]),
-    ]
+    return [jwt_authn, *envoy_load.rbac_pair(rules, permission, principal)]
 
 
 def _bootstrap(listener: int, admin: int, filters: list[dict[str, Any]]) -> dict[str, Any]:

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import fixtures, h2load
-from bench.envoy_load import bootstrap, envoy_binary, fixed_rate, percentile, wrk
+from bench.envoy_load import (
+    bootstrap,
+    envoy_binary,
+    fixed_rate,
+    interleaved_throughput,
+    percentile,
+)
 from bench.procs import REPO, free_port, started, wait_port
 
 
@@ -117,13 +123,7 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
         ):
             listener, admin = free_port(), free_port()
             listeners[n] = stack.enter_context(_envoy(tmp, make(listener, admin), listener))
-        names = list(listeners)
-        for n in names:  # warm-up, and proof every layout answers 200
-            wrk(listeners[n], token, seconds=1)
-        throughput: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(rounds):
-            for n in names if r % 2 == 0 else names[::-1]:
-                throughput[n].append(wrk(listeners[n], token, seconds=seconds))
+        throughput = interleaved_throughput(listeners, token, rounds, seconds)
         # Latency added at a fixed rate (h2load --rps to Envoy), same rounds interleaved.
         latency: dict[str, dict[str, float]] = {}
         if h2load.available():
