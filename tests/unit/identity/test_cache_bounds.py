@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from authz.identity import spiffe as spiffe_module
 from authz.identity.cache import ENTRY_OVERHEAD, BoundedCache
 from authz.identity.peer import MAX_CACHED_PEM_BYTES, PeerCertificateVerifier
 from authz.policy.spec import Authentication, JwtProvider
-from tests.support.tokens import claims, jwks_json, make_key
+from tests.support.tokens import SigningKey, claims, jwks_json, make_key
 
 from .conftest import NOW, bearer
 from .test_peer import Ca, envoy_pem, make_ca, make_leaf
@@ -101,16 +102,23 @@ def test_oversized_principals_are_never_cached() -> None:
 # -- the verified-token cache --------------------------------------------------------------------
 
 
-def test_token_cache_stays_within_its_byte_budget(
-    registries: Callable[..., KeyRegistry],
-) -> None:
+def one_provider(
+    registries: Callable[..., KeyRegistry], **resolver_options: Any
+) -> tuple[SigningKey, JwtProvider, IdentityResolver, Authentication]:
+    """A fresh ES256 key, a provider with that key inline, and a resolver that knows it."""
     key = make_key("ES256")
     provider = JwtProvider(issuer="https://id.example.com", jwks_json=jwks_json(key))
     registry = registries()
     registry.ensure([provider])
+    resolver = IdentityResolver(Settings(), registry, **resolver_options)
+    return key, provider, resolver, Authentication(jwt_providers=(provider,))
+
+
+def test_token_cache_stays_within_its_byte_budget(
+    registries: Callable[..., KeyRegistry],
+) -> None:
     budget = MiB
-    resolver = IdentityResolver(Settings(), registry, token_cache_bytes=budget)
-    auth = Authentication(jwt_providers=(provider,))
+    key, provider, resolver, auth = one_provider(registries, token_cache_bytes=budget)
     # Large distinct valid tokens (about 12 KiB each): 300 of them are 3.6 MiB of tokens alone.
     tokens = [
         key.sign(claims(provider.issuer, now=NOW, subject=f"u{i}", pad="p" * 9000))
@@ -130,12 +138,7 @@ def test_token_cache_stays_within_its_byte_budget(
 def test_token_whose_claims_are_too_large_is_never_cached(
     registries: Callable[..., KeyRegistry],
 ) -> None:
-    key = make_key("ES256")
-    provider = JwtProvider(issuer="https://id.example.com", jwks_json=jwks_json(key))
-    registry = registries()
-    registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry)
-    auth = Authentication(jwt_providers=(provider,))
+    key, provider, resolver, auth = one_provider(registries)
     # About 10 KiB of JSON that decodes to about 200 KiB of objects (3500 empty lists).
     token = key.sign(claims(provider.issuer, now=NOW, nest=[[] for _ in range(3500)]))
     for _ in range(3):
