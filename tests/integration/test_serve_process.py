@@ -27,6 +27,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from tests.support import service
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,18 +84,7 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 
 def wait_serving(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """Until gRPC health on `address` says SERVING (bounded)."""
-    deadline = time.monotonic() + BOUND
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"not serving: {log.read_text(errors='replace')[-3000:]}")
+    service.wait_serving(address, process, BOUND, lambda: log.read_text(errors="replace"))
 
 
 @contextmanager

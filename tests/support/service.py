@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,29 @@ def spawn_serve(
     service starts it here."""
     argv = [sys.executable, "-m", "authz", "serve", "--policies", str(policies), *args]
     return subprocess.Popen(argv, cwd=REPO_ROOT, **popen)
+
+
+def wait_serving(
+    address: str, process: subprocess.Popen[bytes], timeout: float, log: Callable[[], str]
+) -> None:
+    """Until gRPC health on `address` says SERVING. RuntimeError with the tail of `log()` if
+    `process` exits first or `timeout` seconds pass."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"exited with {process.returncode}: {log()[-3000:]}")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"not SERVING after {timeout} s: {log()[-3000:]}")
 
 
 class ServiceProcess:
@@ -90,28 +114,8 @@ class ServiceProcess:
         raise RuntimeError(f"the service did not start: {last}")
 
     def _wait_ready(self) -> None:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         assert self.process is not None
-        deadline = time.monotonic() + self.ready_timeout
-        channel = grpc.insecure_channel(self.address)
-        try:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"exited with {self.process.returncode}: {self.log()[-2000:]}"
-                    )
-                try:
-                    answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        finally:
-            channel.close()
-        raise RuntimeError(f"not SERVING after {self.ready_timeout} s: {self.log()[-2000:]}")
+        wait_serving(self.address, self.process, self.ready_timeout, self.log)
 
     def log(self) -> str:
         self._log.seek(0)
