@@ -14,16 +14,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.e2e.conftest import EnvoyFactory
 from tests.support import https
 from tests.support.envoy import _authz_address
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.redis import RedisServer
-from tests.support.service import spawn_serve
+from tests.support.service import is_serving, spawn_serve
 from tests.support.upstream import EchoUpstream
 
 pytestmark = pytest.mark.e2e
@@ -70,17 +68,7 @@ class Replica:
         )
 
     def serving(self) -> bool:
-        for address in self.sockets:
-            with grpc.insecure_channel(address) as channel:
-                try:
-                    answer = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                except grpc.RpcError:
-                    return False
-                if answer.status != health_pb2.HealthCheckResponse.SERVING:
-                    return False
-        return True
+        return all(is_serving(address) for address in self.sockets)
 
     def readyz(self) -> dict[str, object]:
         """Worker 0's /readyz (it is ready whatever the store does)."""

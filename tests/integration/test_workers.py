@@ -12,10 +12,10 @@ import uuid
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.workers import address_for_worker
+from tests.support.service import is_serving
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,17 +40,6 @@ def _two_free_ports() -> int:
                     continue
         return int(port)
     raise RuntimeError("no two adjacent free ports")
-
-
-def _serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-        except grpc.RpcError:
-            return False
-    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def _wait(condition: object, timeout: float = 30.0) -> None:
@@ -101,7 +90,7 @@ def test_two_workers_serve_and_stop_cleanly() -> None:
     )
     try:
         for address in addresses:
-            _wait(lambda a=address: _serving(a))
+            _wait(lambda a=address: is_serving(a))
         # Each worker answers with its own random decision ids (UUIDv7, no shared counter).
         ids = [uuid.UUID(_decision_id(a)) for a in addresses]
         assert len(set(ids)) == 2 and all(i.version == 7 for i in ids)
@@ -116,7 +105,7 @@ def test_two_workers_serve_and_stop_cleanly() -> None:
                 and set(_children(supervisor.pid)) != set(workers)
             )
         )
-        _wait(lambda: _serving(addresses[1]))
+        _wait(lambda: is_serving(addresses[1]))
 
         workers = _children(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)
@@ -127,7 +116,7 @@ def test_two_workers_serve_and_stop_cleanly() -> None:
                 or "zombie" in Path(f"/proc/{pid}/status").read_text()
             )
         for address in addresses:
-            assert not _serving(address)
+            assert not is_serving(address)
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

@@ -37,6 +37,20 @@ def spawn_serve(
     return subprocess.Popen(argv, cwd=REPO_ROOT, **popen)
 
 
+def is_serving(address: str) -> bool:
+    """One gRPC health check on `address` (1 s bound): does it say SERVING?"""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def wait_serving(
     address: str, process: subprocess.Popen[bytes], timeout: float, log: Callable[[], str]
 ) -> None:
