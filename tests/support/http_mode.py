@@ -29,7 +29,7 @@ import yaml
 
 from .envoy import Envoy, EnvoyConfig, TlsConfig
 from .ports import LOOPBACK, free_port
-from .service import REPO_ROOT, spawn_serve
+from .service import REPO_ROOT, ServeBase
 from .upstream import EchoUpstream
 
 
@@ -50,9 +50,11 @@ def free_port_run(count: int) -> int:
     raise RuntimeError(f"no run of {count} free ports")
 
 
-class ServeProcess:
+class ServeProcess(ServeBase):
     """`python -m authz serve` with `--http-listen` (and `--listen` unless `--no-grpc` is among
     `args`) and `--admin`, `workers` processes."""
+
+    RETRY_ON = ("in use", "collide")
 
     def __init__(
         self,
@@ -79,32 +81,18 @@ class ServeProcess:
         return f"http://{LOOPBACK}:{self.admin_port + worker}"
 
     def start(self) -> ServeProcess:
-        last = ""
-        for _attempt in range(5):  # free ports are racy: retry on "address in use"
-            self.http_port, self.grpc_port, self.admin_port = (
-                free_port_run(self.workers) for _ in range(3)
-            )
-            args = [
-                "--http-listen", self.http_address(), "--listen", self.grpc_address(),
-                "--admin", f"{LOOPBACK}:{self.admin_port}", "--workers", str(self.workers),
-                "--no-watch", *self.args,
-            ]  # fmt: skip
-            self.process = spawn_serve(
-                self.policies,
-                *args,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            try:
-                self._wait_ready()
-                return self
-            except RuntimeError as error:
-                last = str(error)
-                self._kill()
-                if "in use" not in last and "collide" not in last:
-                    break
-        raise RuntimeError(f"the service did not start: {last}")
+        self._start_serving()
+        return self
+
+    def _serve_args(self) -> list[str]:
+        self.http_port, self.grpc_port, self.admin_port = (
+            free_port_run(self.workers) for _ in range(3)
+        )
+        return [
+            "--http-listen", self.http_address(), "--listen", self.grpc_address(),
+            "--admin", f"{LOOPBACK}:{self.admin_port}", "--workers", str(self.workers),
+            "--no-watch", *self.args,
+        ]  # fmt: skip
 
     def ready(self, worker: int) -> int:
         """The status of worker `worker`'s /readyz (0: no answer)."""
@@ -131,10 +119,6 @@ class ServeProcess:
         with urllib.request.urlopen(f"{self.admin_url(worker)}/metrics", timeout=5.0) as answer:
             return str(answer.read().decode())
 
-    def log(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, then wait for the exit (SIGKILL after `timeout`); the exit code."""
         if self.process is None:
@@ -146,11 +130,6 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self._kill()
         return self.process.returncode
-
-    def _kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
     def __enter__(self) -> ServeProcess:
         return self.start()

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 
@@ -74,9 +74,58 @@ def wait_serving(
     raise RuntimeError(f"not SERVING after {timeout} s: {log()[-3000:]}")
 
 
-class ServiceProcess:
+class ServeBase:
+    """What the serve wrappers share: `authz serve` started with its output in a temporary
+    file, retried on fresh ports when a free port was taken meanwhile, killed on the way out."""
+
+    # Lower-case words in a start error that mean "a port was taken": try other ports.
+    RETRY_ON: tuple[str, ...] = ()
+    policies: str
+    process: subprocess.Popen[bytes] | None
+    _log: IO[bytes]
+
+    def _serve_args(self) -> list[str]:
+        """Pick fresh ports; the serve args after `--policies DIR`."""
+        raise NotImplementedError
+
+    def _wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def _start_serving(self) -> None:
+        last = ""
+        for _attempt in range(5):  # free ports are racy: retry on "address in use"
+            self.process = spawn_serve(
+                self.policies,
+                *self._serve_args(),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError as error:
+                last = str(error)
+                self._kill()
+                if not any(word in last.lower() for word in self.RETRY_ON):
+                    break
+        raise RuntimeError(f"the service did not start: {last}")
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class ServiceProcess(ServeBase):
     """`python -m authz serve --policies DIR --listen 127.0.0.1:PORT`, ready when its gRPC health
     says SERVING. Stopped with SIGTERM (then SIGKILL after a bound) on exit."""
+
+    RETRY_ON = ("cannot listen", "address")
 
     def __init__(
         self,
@@ -105,35 +154,16 @@ class ServiceProcess:
         return self.process.pid
 
     def start(self) -> ServiceProcess:
-        last = ""
-        for _attempt in range(5):  # free_port is racy: retry on "address in use"
-            self.port = free_port()
-            self.process = spawn_serve(
-                self.policies,
-                "--listen",
-                self.address,
-                *self.extra_args,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            try:
-                self._wait_ready()
-                return self
-            except RuntimeError as error:
-                last = str(error)
-                self._kill()
-                if "cannot listen" not in last and "address" not in last.lower():
-                    break
-        raise RuntimeError(f"the service did not start: {last}")
+        self._start_serving()
+        return self
+
+    def _serve_args(self) -> list[str]:
+        self.port = free_port()
+        return ["--listen", self.address, *self.extra_args]
 
     def _wait_ready(self) -> None:
         assert self.process is not None
         wait_serving(self.address, self.process, self.ready_timeout, self.log)
-
-    def log(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(
@@ -181,11 +211,6 @@ class ServiceProcess:
                 self._kill()
                 raise
         return int(self.process.returncode)
-
-    def _kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
     def __enter__(self) -> ServiceProcess:
         return self.start()
