@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -123,12 +122,7 @@ class ServeProcess(ServeBase):
         """SIGTERM, then wait for the exit (SIGKILL after `timeout`); the exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._kill()
+        self._sigterm(timeout)
         return self.process.returncode
 
     def __enter__(self) -> ServeProcess:

@@ -120,6 +120,19 @@ class ServeBase:
             self.process.kill()
             self.process.wait(10)
 
+    def _sigterm(self, timeout: float) -> bool:
+        """SIGTERM if still running, then wait up to `timeout`; SIGKILL if it has not exited
+        by then. False when it took the SIGKILL."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                return False
+        return True
+
 
 class ServiceProcess(ServeBase):
     """`python -m authz serve --policies DIR --listen 127.0.0.1:PORT`, ready when its gRPC health
@@ -203,13 +216,8 @@ class ServiceProcess(ServeBase):
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._kill()
-                raise
+        if not self._sigterm(timeout):
+            raise subprocess.TimeoutExpired(self.process.args, timeout)
         return int(self.process.returncode)
 
     def __enter__(self) -> ServiceProcess:
