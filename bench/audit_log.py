@@ -63,13 +63,20 @@ METHODS = ["GET", "GET", "GET", "HEAD", "POST", "POST", "PUT", "DELETE"]
 HOSTS = ["shop.example.com", "orders.shop.svc.cluster.local", "unknown.example.org"]
 
 
-def _token(rng: random.Random, key: str, now: int) -> str | None:
+def random_token(
+    rng: random.Random,
+    key: str,
+    now: int,
+    subjects: tuple[str, ...] = ("alice", "bob", "carol", "dave"),
+) -> str | None:
+    """A random bearer for the demo issuer: none, good, expired, for another audience or
+    tampered (the replay tests draw theirs here too)."""
     kind = rng.choice(["none", "none", "good", "good", "expired", "audience", "tampered"])
     if kind == "none":
         return None
     claims = {
         "iss": ISSUER,
-        "sub": rng.choice(["alice", "bob", "carol", "dave"]),
+        "sub": rng.choice(subjects),
         "aud": "other-api" if kind == "audience" else "shop-api",
         "scope": rng.choice(["cart", "orders.read", "cart orders.read", "profile"]),
         "iat": now - 7200,
@@ -98,7 +105,7 @@ def base_records(count: int, seed: int = 18, policies: Path = POLICIES) -> list[
         records = []
         for i in range(count):
             raw = rng.choice(PATHS).format(n=rng.randrange(1, 500))
-            bearer = _token(rng, key, now)
+            bearer = random_token(rng, key, now)
             headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
             source = f"10.0.{rng.randrange(0, 4)}.{rng.randrange(1, 250)}"
             try:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 
 from authz.audit.replay import ALLOW_TO_DENY, DENY_TO_ALLOW, STATUS, redecide, replay
@@ -27,6 +26,7 @@ from authz.model import Request
 from authz.observe.decision_log import decision_record
 from authz.paths import normalize_path
 from authz.policy import PolicyStore, load_policy_set
+from bench.audit_log import random_token
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO_KEY = (REPO / "examples/demo-issuer/private-key.pem").read_text()
@@ -60,26 +60,6 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 HOSTS = ["shop.example.com", "orders.shop.svc.cluster.local", "unknown.example.org"]
 
 
-def token(rng: random.Random, now: int) -> str | None:
-    kind = rng.choice(["none", "none", "good", "good", "expired", "audience", "tampered"])
-    if kind == "none":
-        return None
-    claims = {
-        "iss": ISSUER,
-        "sub": rng.choice(["alice", "bob", "carol"]),
-        "aud": "other-api" if kind == "audience" else "shop-api",
-        "scope": rng.choice(["cart", "orders.read", "cart orders.read", "profile"]),
-        "iat": now - 7200,
-        "exp": now - 3600 if kind == "expired" else now + 3600,
-    }
-    text = jwt.encode(claims, DEMO_KEY, algorithm="ES256", headers={"kid": "demo-2026"})
-    return (
-        text[:-4] + ("AAAA" if not text.endswith("AAAA") else "BBBB")
-        if kind == "tampered"
-        else text
-    )
-
-
 def make_log(policies: Path, seed: int = 18) -> list[dict[str, Any]]:
     """COUNT records as the service writes them: the real engine, the real record code."""
     policy_set = load_policy_set(policies)
@@ -94,7 +74,7 @@ def make_log(policies: Path, seed: int = 18) -> list[dict[str, Any]]:
         for i in range(COUNT):
             raw = rng.choice(PATHS)
             headers = {}
-            bearer = token(rng, now)
+            bearer = random_token(rng, DEMO_KEY, now, ("alice", "bob", "carol"))
             if bearer is not None:
                 headers["authorization"] = f"Bearer {bearer}"
             try:
