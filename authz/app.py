@@ -138,7 +138,7 @@ def build_app(settings: Settings) -> App:
     listeners: list[ReloadListener] = [metrics.record_reload]
     # Under --workers every worker loads the same files; one of them writes Envoy's copy.
     if settings.export_envoy is not None and worker_index() in (None, 0):
-        listeners.append(_envoy_exporter(settings.export_envoy, store))
+        listeners.append(_envoy_exporter(settings.export_envoy, store, settings.export_svid_only))
     reloader = PolicyReloader(settings.policies, store, keys, listeners=listeners)
     return App(
         settings,
@@ -174,7 +174,9 @@ def _tracing(settings: Settings) -> Tracing | None:
     return tracing
 
 
-def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
+def _envoy_exporter(
+    directory: str, store: PolicyStore, svid_only: bool = False
+) -> Callable[[bool], None]:
     """Write the current set as ECDS files now (ConfigError if it cannot be), and return the
     reload listener that writes every later accepted set. The export is hybrid: hosts whose
     files Envoy cannot enforce alone stay with this service (ext_authz), and the log says which
@@ -193,7 +195,7 @@ def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None
         current = store.current
         if written.get("revision") == current.revision:
             return
-        result = export_envoy(current, hybrid=True)
+        result = export_envoy(current, hybrid=True, svid_only=svid_only)
         write_ecds(directory, result, current.revision)
         written["revision"] = current.revision
         kept = [str(f) for f in result.findings if f.kept]

@@ -23,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export what Envoy decides alone and keep ext_authz for the hosts it cannot",
     )
+    parser.add_argument(
+        "--svid-only",
+        action="store_true",
+        help="the mesh CA issues SVIDs alone (one URI SAN per certificate): allow rules may "
+        "name principals and namespaces (Envoy's RBAC matches any SAN)",
+    )
     add_output_argument(parser)
 
 
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
         return report_invalid(error, f"{args.directory}: invalid")
-    result = export_envoy(policy_set, hybrid=args.hybrid)
+    result = export_envoy(policy_set, hybrid=args.hybrid, svid_only=args.svid_only)
     for finding in result.findings:
         print(f"authz export: {finding}", file=sys.stderr)
     if not result.exportable:

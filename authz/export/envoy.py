@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
@@ -38,119 +35,27 @@ from envoy_data_plane.envoy.type import v3 as http_type
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.envoy_bootstrap import AUTHZ_CLUSTER, EXPORTED_FILTERS, HYBRID_FILTERS
-from authz.export.hosts import HostClass, _Auth, host_classes
+from authz.export.hosts import Auth, HostClass, host_classes
 from authz.export.jwt_authn import jwt_authn, needs_jwt, provider_findings
 from authz.export.matchers import (
     NotExportable,
-    p_and,
     p_any,
-    p_not,
-    p_or,
     q_and,
-    q_header,
     q_not,
     q_or,
 )
 from authz.export.refusals import refusals
 from authz.export.render import EnvoyExport, Finding
+from authz.export.rules import rule_policy
 from authz.policy.compiler import PolicySet
-from authz.policy.conditions import CONDITION_KINDS
-from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
 from authz.policy.spec import (
     Authentication,
-    ConditionSpec,
-    EntrySpec,
-    FromSpec,
-    RuleSpec,
-    ToSpec,
 )
 
 FILTER_NAMES = tuple(name for name, _ in EXPORTED_FILTERS)
 
 
-@dataclass(frozen=True, slots=True)
-class ExportContext:
-    """What a field's export hook (authz/export/rbac_fields.py) may use."""
-
-    auth: _Auth
-    roles: Mapping[str, tuple[ToSpec, ...]]
-    stripped: bool  # the deny rules' second view: the path with `;params` cut
-
-    def from_entry(self, spec: FromSpec) -> rbac.Principal:
-        return p_and(_entry(self, spec, FROM_FIELDS, p_not))
-
-    def to_entry(self, spec: ToSpec) -> rbac.Permission:
-        return q_and(_entry(self, spec, TO_FIELDS, q_not))
-
-
-def _entry(
-    ctx: ExportContext, spec: EntrySpec, fields: Sequence[EntryField], negate: Any
-) -> list[Any]:
-    """Each field of the entry through its declaration's export hook, as the compiler walks
-    them (authz/policy/rules.py `_entry_checks`): `not_<field>` is the negated match."""
-    parts: list[Any] = []
-    for f in fields:
-        value = spec.get(f.name)
-        given: list[tuple[str, Any, bool]] = []
-        if f.kind.flag:
-            if value is not None:
-                given.append((f.name if value else f"not_{f.name}", True, not value))
-        else:
-            if value is not None:
-                given.append((f.name, value, False))
-            other = spec.get(f"not_{f.name}") if f.negatable else None
-            if other is not None:
-                given.append((f"not_{f.name}", other, True))
-        for key, values, negated in given:
-            if f.export is None:
-                raise NotExportable(f"`{key}` has no equivalent in Envoy's RBAC filter")
-            one = f.export(ctx, values)
-            parts.append(negate(one) if negated else one)
-    return parts
-
-
-def _condition(spec: ConditionSpec) -> rbac.Principal:
-    kind = next(k for k in CONDITION_KINDS if k.name == spec.kind)
-    if kind.export is None:
-        raise NotExportable(f"`{spec.kind}` conditions have no equivalent in Envoy's RBAC filter")
-    positive: rbac.Principal = kind.export(spec.name, spec.op, spec.value)
-    return p_not(positive) if spec.negated else positive
-
-
-@functools.lru_cache(maxsize=1024)
-def q_hosts(values: tuple[str, ...]) -> rbac.Permission:
-    """A file's `hosts` (shared by its rules: built once)."""
-    from authz.export.rbac_fields import host_matcher
-
-    return q_or([q_header(":authority", host_matcher(v)) for v in values])
-
-
-# --- rules and filters --------------------------------------------------------------------------
-
-
-def _rule_policy(
-    rule: RuleSpec,
-    hosts: tuple[str, ...] | None,
-    auth: _Auth,
-    roles: Mapping[str, tuple[ToSpec, ...]],
-    stripped: bool = False,
-) -> rbac.Policy:
-    ctx = ExportContext(auth, roles, stripped)
-    perm = [q_or([ctx.to_entry(e) for e in rule.to])] if rule.to is not None else []
-    scope = [q_hosts(hosts)] if hosts is not None else []
-    # Cheapest test first (RBAC's and_rules stop at the first miss): the `;params` view only
-    # differs from the plain one when the path has a ';'; the rule's own `to` narrows more than
-    # its file's hosts.
-    guard = [q_header(":path", m.StringMatcher(contains=";"))] if stripped else []
-    permission = q_and([*guard, *perm, *scope])
-    who: list[rbac.Principal] = []
-    if rule.from_ is not None:
-        who.append(p_or([ctx.from_entry(f) for f in rule.from_]))
-    who += [_condition(c) for c in rule.when]
-    return rbac.Policy(permissions=[permission], principals=[p_and(who)])
-
-
-def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
+def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = False) -> EnvoyExport:
     """The Envoy filters enforcing `policy`, and every finding.
 
     `hybrid`: hosts whose applying files are all exportable are decided by Envoy alone (their
@@ -166,7 +71,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     if len({c.authentication for c in classes}) == 1 and not hybrid:
         classes = [HostClass("(every host)", (), classes[0].authentication)]
     providers = tuple(policy.jwt_providers)
-    auth = _Auth(tuple(classes), tuple(p.issuer for p in providers))
+    auth = Auth(tuple(classes), tuple(p.issuer for p in providers))
     findings: list[Finding] = []
     for p in providers:
         first = next(f.file for f in files if p in f.jwt_providers)
@@ -221,9 +126,9 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                         raise NotExportable(
                             f"header condition on {cond.name}: jwt_authn sets or removes it first"
                         )
-                policy_ = _rule_policy(rule, f.hosts, auth, roles)
+                policy_ = rule_policy(rule, f.hosts, auth, roles, svid_only=svid_only)
                 second = (
-                    _rule_policy(rule, f.hosts, auth, roles, stripped=True)
+                    rule_policy(rule, f.hosts, auth, roles, True, svid_only)
                     if rule.action == "deny"
                     else None
                 )

@@ -52,6 +52,15 @@ def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
         )
     if p.algorithms:
         out.append(Finding(*where, "algorithms: jwt_authn cannot restrict a provider's algorithms"))
+    for loc in p.locations:
+        if sum(c.isalpha() for c in loc.prefix) > MAX_PREFIX_LETTERS:
+            out.append(
+                Finding(
+                    *where,
+                    f"from: prefix {loc.prefix!r}: jwt_authn compares a prefix case-sensitively; "
+                    f"the export lists every spelling, for at most {MAX_PREFIX_LETTERS} letters",
+                )
+            )
     if p.claims_to_headers:
         out.append(
             Finding(
@@ -63,11 +72,27 @@ def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     return out
 
 
+# jwt_authn compares `value_prefix` case-sensitively; the service reads the auth scheme in
+# any case (RFC 9110 section 11.1). One `from_headers` entry per spelling makes Envoy read the
+# same token; the refusal of every other spelling (refusals.py) makes the rest equal.
+MAX_PREFIX_LETTERS = 8
+
+
+def prefix_spellings(prefix: str) -> list[str]:
+    """Every upper/lower-case spelling of `prefix` (2 ** letters of them)."""
+    out = [""]
+    for c in prefix:
+        options = {c.lower(), c.upper()} if c.isascii() and c.isalpha() else {c}
+        out = [head + o for head in out for o in sorted(options)]
+    return out
+
+
 def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
     headers = [
-        jwt.JwtHeader(name=loc.header, value_prefix=loc.prefix)
+        jwt.JwtHeader(name=loc.header, value_prefix=spelling)
         for loc in p.locations
         if loc.header is not None
+        for spelling in prefix_spellings(loc.prefix)
     ]
     text = _jwks_text(p)
     return jwt.JwtProvider(

@@ -7,15 +7,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy_data_plane.envoy.config.rbac import v3 as rbac
+from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
-from authz.export.hosts import _Auth
+from authz.export.hosts import Auth
 from authz.export.jwt_authn import key_count
 from authz.export.matchers import (
-    _HEADER_VALUE,
-    _VALID_HOST,
     HEADER_KEY,
+    HEADER_VALUE,
     PAYLOAD_KEY,
+    VALID_HOST,
     p_and,
     p_any,
     p_meta,
@@ -24,13 +25,15 @@ from authz.export.matchers import (
     q_and,
     q_header,
     q_not,
+    q_or,
     s_exact,
     s_regex,
 )
+from authz.identity.lookup import header_token_regex, prefix_regex
 from authz.policy.spec import JwtProvider
 
 
-def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:
+def refusals(auth: Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:
     """What the engine answers before any rule (400s, tokens it refuses): DENY policies."""
     any_principal = [p_any()]
 
@@ -68,7 +71,7 @@ def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Po
         ),
         "invalid_method": on(":method", ".*[a-z].*"),
         "invalid_host": rbac.Policy(
-            permissions=[q_not(q_header(":authority", s_regex(_VALID_HOST)))],
+            permissions=[q_not(q_header(":authority", s_regex(VALID_HOST)))],
             principals=any_principal,
         ),
     }
@@ -83,7 +86,7 @@ def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Po
                         p_not(
                             p_meta(
                                 [PAYLOAD_KEY, "sub"],
-                                m.ValueMatcher(string_match=s_regex(_HEADER_VALUE)),
+                                m.ValueMatcher(string_match=s_regex(HEADER_VALUE)),
                             )
                         ),
                     ]
@@ -112,4 +115,34 @@ def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Po
                     )
                 ],
             )
+        spelling = _token_spellings(auth)
+        if spelling is not None:
+            policies["jwt_malformed"] = spelling
     return policies
+
+
+def _token_spellings(auth: Auth) -> rbac.Policy | None:
+    """A token header that mentions its prefix (in any case) but is not exactly the prefix and
+    one token: the service refuses it (authz/identity/lookup.py), and jwt_authn, which finds
+    the prefix anywhere in the joined value, might read another token than the service would."""
+    where: dict[tuple[str, str], list[rbac.Permission]] = {}
+    for c in auth.classes:
+        for p in c.authentication.jwt_providers:
+            for loc in p.locations:
+                if loc.header is not None:
+                    places = where.setdefault((loc.header.lower(), loc.prefix), [])
+                    if c.permission() not in places:
+                        places.append(c.permission())
+    if not where:
+        return None
+    permissions: list[rbac.Permission] = []
+    for (header, prefix), places in sorted(where.items(), key=lambda kv: kv[0]):
+        bad = q_not(q_header(header, s_regex(header_token_regex(prefix))))
+        mentioned = (
+            q_header(header, s_regex(f"(?s).*{prefix_regex(prefix)}.*"))
+            if prefix
+            else rbac.Permission(header=route.HeaderMatcher(name=header, present_match=True))
+        )
+        scope = [] if len(places) == len(auth.classes) else [q_or(places)]
+        permissions.append(q_and([mentioned, bad, *scope]))
+    return rbac.Policy(permissions=permissions, principals=[p_any()])

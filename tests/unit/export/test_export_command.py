@@ -104,24 +104,21 @@ def _mk(tmp_path: Path) -> Path:
     return _dir(d, EXPORTABLE)
 
 
-def test_a_field_without_an_export_in_its_declaration_is_reported(
+def test_a_field_the_table_refuses_is_reported_rule_by_rule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The declaration's empty `export` slot is what makes a field not exportable (a new
-    field, say, added with no RBAC equivalent): each rule using it is named, the rest export."""
-    import dataclasses
+    """A `Refused` entry in the export's table (a new field, say, with no RBAC equivalent) is
+    what makes a field not exportable: each rule using it is named, the rest export."""
+    from authz.export import field_table
+    from authz.policy.fields import TO_FIELDS
 
-    from authz.export import envoy
-    from authz.policy import fields
-
-    without = tuple(
-        dataclasses.replace(f, export=None) if f.name == "ports" else f for f in fields.TO_FIELDS
-    )
-    monkeypatch.setattr(envoy, "TO_FIELDS", without)
+    ports = next(f for f in TO_FIELDS if f.name == "ports")
+    table = {**field_table.FIELD_EXPORTS, ports: field_table.Refused("no such thing in RBAC")}
+    monkeypatch.setattr("authz.export.rules.FIELD_EXPORTS", table)
     text = EXPORTABLE + "  - {name: on-port, action: allow, to: [{not_ports: [8443]}]}\n"
     result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
     assert [(f.subject, f.why) for f in result.findings if f.decides] == [
-        ("on-port", "`not_ports` has no equivalent in Envoy's RBAC filter")
+        ("on-port", "`not_ports`: no such thing in RBAC")
     ]
 
 
@@ -153,5 +150,5 @@ rules:
     result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
     assert {f.subject: f.why for f in result.findings if f.decides} == {
         "own-tenant": "`header` `equals_capture` has no equivalent in Envoy's RBAC filter",
-        "by-query": "`query` conditions have no equivalent in Envoy's RBAC filter",
+        "by-query": "`query` conditions: Envoy's RBAC cannot read a decoded query parameter",
     }
