@@ -83,6 +83,9 @@ class BootstrapOptions:
 _T = "type.googleapis.com/envoy.extensions.filters.http."
 EXPORTED_FILTERS: tuple[tuple[str, str], ...] = (
     ("authz.strip", _T + "header_mutation.v3.HeaderMutation"),
+    # RBAC DENY on what jwt_authn would read differently from the service (token spellings):
+    # before jwt_authn, which removes the token header it verified.
+    ("authz.tokens", _T + "rbac.v3.RBAC"),
     ("authz.jwt_authn", _T + "jwt_authn.v3.JwtAuthentication"),
     ("authz.deny", _T + "rbac.v3.RBAC"),
     ("authz.allow", _T + "rbac.v3.RBAC"),
@@ -98,7 +101,7 @@ HYBRID_FILTERS: tuple[tuple[str, str], ...] = (
 
 # What `authz serve --export-envoy` writes: the hybrid export, whatever the set (hosts Envoy
 # cannot decide alone go to ext_authz), so every accepted set can be written.
-ECDS_FILTERS = (*EXPORTED_FILTERS[:4], *HYBRID_FILTERS, *EXPORTED_FILTERS[4:])
+ECDS_FILTERS = (*EXPORTED_FILTERS[:-1], *HYBRID_FILTERS, EXPORTED_FILTERS[-1])
 
 
 def ecds_http_filters(directory: str) -> list[Config]:

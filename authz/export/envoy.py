@@ -47,6 +47,7 @@ from authz.export.matchers import (
 from authz.export.refusals import refusals
 from authz.export.render import EnvoyExport, Finding
 from authz.export.rules import rule_policy
+from authz.export.tokens import tokens_filter
 from authz.policy.compiler import PolicySet
 from authz.policy.spec import (
     Authentication,
@@ -183,7 +184,8 @@ def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = Fals
                 )
             ),
         ),
-        (FILTER_NAMES[1], jwt_authn(providers, jwt_classes)),
+        (FILTER_NAMES[1], tokens_filter(auth)),
+        (FILTER_NAMES[2], jwt_authn(providers, jwt_classes)),
     ]
     if hybrid:
         # The same seven filters whatever the split (ECDS names them once in the bootstrap);
@@ -200,17 +202,17 @@ def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = Fals
             theirs = rbac.Policy(permissions=[q_not(mine)], principals=[p_any()])
             allow["authz.ext_authz"] = route["authz.ext_authz"] = theirs
         filters += [
-            (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
-            (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+            (FILTER_NAMES[3], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+            (FILTER_NAMES[4], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
             (HYBRID_FILTERS[0][0], _rbac(rbac.RbacAction.LOG, route, None, "")),
             (HYBRID_FILTERS[1][0], _ext_authz()),
         ]
     else:
         filters += [
-            (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
-            (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+            (FILTER_NAMES[3], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+            (FILTER_NAMES[4], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
         ]
-    filters.append((FILTER_NAMES[4], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")))
+    filters.append((FILTER_NAMES[5], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")))
     out.filters = filters
     return out
 

@@ -209,17 +209,16 @@ def _claim(spec: ConditionSpec) -> rbac.Principal:
     return p_not(positive) if spec.negated else positive
 
 
-# A repeated header reaches RBAC (and the service) joined with ","; the service reads each
-# comma-separated element, blanks around it trimmed (docs/policy.md, "Rules").
+# A header sent several times reaches the service joined with ","; the service reads each
+# comma-separated element, blanks around it trimmed (docs/policy.md, "Rules"). Envoy's RBAC
+# matches each value of a repeated header on its own, and holds when some value matches: so
+# "some element" is "some value has an element", and its negation "no element"; "every
+# element" (an allow rule's condition, a deny rule's `not_` form) cannot be said.
 _OWS = "[ \\t]*"
 
 
-def _elements(element: str, every: bool) -> m.StringMatcher:
-    """Every element (allow rules) or some element (deny rules) full-matches `element`."""
-    one = f"{_OWS}(?:{element}){_OWS}"
-    if every:
-        return s_regex(f"{one}(?:,{one})*")
-    return s_regex(f"(?s)(?:.*,)?{one}(?:,.*)?")
+def _some_element(element: str) -> m.StringMatcher:
+    return s_regex(f"(?s)(?:.*,)?{_OWS}(?:{element}){_OWS}(?:,.*)?")
 
 
 def _header(spec: ConditionSpec, every: bool) -> rbac.Principal:
@@ -229,6 +228,12 @@ def _header(spec: ConditionSpec, every: bool) -> rbac.Principal:
     if spec.op == "present":
         present = rbac.Principal(header=route.HeaderMatcher(name=name, present_match=True))
         return present if spec.value else p_not(present)
+    if every:
+        raise NotExportable(
+            f"header condition on {name}: an allow rule's condition (a deny rule's `not_` "
+            "form) must hold for every element of a repeated header, and Envoy's RBAC "
+            "matches a header's values one by one"
+        )
     values = [spec.value] if spec.op in ("equals", "prefix") else list(spec.value)
     # An element never holds a ",": such a value matches no element.
     values = [v for v in values if "," not in v]
@@ -238,7 +243,7 @@ def _header(spec: ConditionSpec, every: bool) -> rbac.Principal:
     if spec.op == "prefix":
         alternatives = f"(?:{alternatives})[^,]*"
     return rbac.Principal(
-        header=route.HeaderMatcher(name=name, string_match=_elements(alternatives, every))
+        header=route.HeaderMatcher(name=name, string_match=_some_element(alternatives))
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy_data_plane.envoy.config.rbac import v3 as rbac
-from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.export.hosts import Auth
@@ -25,11 +24,9 @@ from authz.export.matchers import (
     q_and,
     q_header,
     q_not,
-    q_or,
     s_exact,
     s_regex,
 )
-from authz.identity.lookup import header_token_regex, prefix_regex
 from authz.policy.spec import JwtProvider
 
 
@@ -115,34 +112,4 @@ def refusals(auth: Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Pol
                     )
                 ],
             )
-        spelling = _token_spellings(auth)
-        if spelling is not None:
-            policies["jwt_malformed"] = spelling
     return policies
-
-
-def _token_spellings(auth: Auth) -> rbac.Policy | None:
-    """A token header that mentions its prefix (in any case) but is not exactly the prefix and
-    one token: the service refuses it (authz/identity/lookup.py), and jwt_authn, which finds
-    the prefix anywhere in the joined value, might read another token than the service would."""
-    where: dict[tuple[str, str], list[rbac.Permission]] = {}
-    for c in auth.classes:
-        for p in c.authentication.jwt_providers:
-            for loc in p.locations:
-                if loc.header is not None:
-                    places = where.setdefault((loc.header.lower(), loc.prefix), [])
-                    if c.permission() not in places:
-                        places.append(c.permission())
-    if not where:
-        return None
-    permissions: list[rbac.Permission] = []
-    for (header, prefix), places in sorted(where.items(), key=lambda kv: kv[0]):
-        bad = q_not(q_header(header, s_regex(header_token_regex(prefix))))
-        mentioned = (
-            q_header(header, s_regex(f"(?s).*{prefix_regex(prefix)}.*"))
-            if prefix
-            else rbac.Permission(header=route.HeaderMatcher(name=header, present_match=True))
-        )
-        scope = [] if len(places) == len(auth.classes) else [q_or(places)]
-        permissions.append(q_and([mentioned, bad, *scope]))
-    return rbac.Policy(permissions=permissions, principals=[p_any()])

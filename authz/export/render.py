@@ -46,7 +46,14 @@ class EnvoyExport:
         urls = dict(EXPORTED_FILTERS + HYBRID_FILTERS)
         memo: dict[int, Any] = {}
         return [
-            {"name": name, "typed_config": {"@type": urls[name], **to_json(message, memo)}}
+            {
+                "name": name,
+                "typed_config": {
+                    "@type": urls[name],
+                    # A dict is already protobuf JSON (authz/export/tokens.py says why).
+                    **(message if isinstance(message, dict) else to_json(message, memo)),
+                },
+            }
             for name, message in self.filters
         ]
 

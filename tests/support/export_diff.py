@@ -54,6 +54,7 @@ REQUEST_HOSTS = (
     "SHOP.example.com",
     "shop.example.com:8443",
     "shop.example.com.",
+    "shop.example.com..",
     "a.svc.local",
     "x.b.a.svc.local",
     "other.example",
@@ -103,6 +104,11 @@ REQUEST_PATHS = (
     "/api/orders/a;b",
     "/x/y.json",
     "/x/y.json;v=1",
+    "//",
+    "///%2E/",
+    "//;x",
+    "/secret/data;.json",
+    "/admin;jsessionid=1/",
 )
 METHODS = ("GET", "GET", "POST", "DELETE")
 NAMESPACES = ("shop", "ops", "team-*", "*-a", "*")
@@ -117,6 +123,31 @@ PRINCIPALS = (
 )
 REQUEST_PRINCIPALS = (f"{ISSUER}/alice", f"{ISSUER}/*", "*", "*/bob", "https://id.diff.*")
 TOKENS = ("none", "none", "alice", "alice", "bob", "carol", "carol")
+# How the token is written in its header: `{}` is the token; a list sends the header twice.
+SPELLINGS: tuple[tuple[str, ...], ...] = (
+    ("{p}{t}",),
+    ("{p}{t}",),
+    ("{p}{t}",),
+    ("bearer {t}",),
+    ("BEARER {t}",),
+    ("{p} {t}",),
+    ("Basic dXNlcg==, {p}{t}",),
+    ("x{p}{t}",),
+    ("{p}{t}", "{p}{t}"),
+    ("{p}{t}", "{p}{other}"),
+    ("{p}{t} junk",),
+    ("Basic dXNlcg==",),
+)
+# x-tenant as sent: None (absent), one value, or the header twice.
+TENANTS: tuple[tuple[str, ...] | None, ...] = (
+    None,
+    ("acme",),
+    ("other",),
+    ("acmex",),
+    ("acme", "acme"),
+    ("acme", "other"),
+    ("acme, other",),
+)
 BAD_TOKENS = ("expired", "tampered", "no_sub", "wrong_aud", "no_kid")
 
 
@@ -127,11 +158,12 @@ class Case:
     host: str
     cert: int | None  # index into SPIFFE_IDS, None: no client certificate
     token: str
-    tenant: str | None
+    tenant: tuple[str, ...] | None
+    spelling: tuple[str, ...] = SPELLINGS[0]
 
     def describe(self) -> str:
         who = SPIFFE_IDS[self.cert] if self.cert is not None else "no cert"
-        extra = f"token {self.token}; x-tenant {self.tenant}"
+        extra = f"token {self.token} as {self.spelling}; x-tenant {self.tenant}"
         return f"{self.method} {self.host}{self.path} [{who}; {extra}]"
 
 
@@ -143,6 +175,8 @@ class Scenario:
     statuses: Counter[tuple[int, int]] = field(default_factory=Counter)  # (service, export)
     # --hybrid: how many checks the exporting Envoy sent to the service (0 when all native).
     hybrid_checks: int = 0
+    # Where the generated providers look for tokens: (header, prefix).
+    token_header: tuple[str, str] = ("authorization", "Bearer ")
 
 
 def _pick(rng: random.Random, pool: Sequence[Any], most: int = 2) -> list[Any]:
@@ -185,7 +219,7 @@ def _to_entry(rng: random.Random, roles: Sequence[str], in_role: bool = False) -
     return entry
 
 
-def _condition(rng: random.Random) -> dict[str, Any]:
+def _condition(rng: random.Random, action: str) -> dict[str, Any]:
     options: list[dict[str, Any]] = [
         {"claim": "scope", "contains": rng.choice(["orders.read", "cart"])},
         {"claim": "tier", "equals": rng.choice(["gold", "free"])},
@@ -200,7 +234,15 @@ def _condition(rng: random.Random) -> dict[str, Any]:
     ]
     cond = rng.choice(options)
     op = next(k for k in cond if k not in ("claim", "header"))
-    if op != "present" and rng.random() < 0.25:
+    if op == "present":
+        return cond
+    if "header" in cond:
+        # Envoy's RBAC can say "some element of the header" and its negation only: an allow
+        # rule's header condition is exportable in its `not_` form, a deny rule's as written.
+        negated = action == "allow"
+    else:
+        negated = rng.random() < 0.25
+    if negated:
         cond[f"not_{op}"] = cond.pop(op)
     return cond
 
@@ -211,6 +253,8 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
     restricted to some algorithms), which `--hybrid` keeps in ext_authz."""
     rng = random.Random(seed)
     files: dict[str, Any] = {}
+    # Now and then the providers read a prefix-less header, sent twice by some requests.
+    token_header = ("x-jwt", "") if rng.random() < 0.25 else ("authorization", "Bearer ")
     role_names = ["readers", "writers"][: rng.randint(0, 2)]
     n_files = rng.randint(1, 3)
     rule_no = 0
@@ -223,6 +267,8 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
             auth["mtls"] = {"trust_domains": _pick(rng, ("cluster.local", "other.local"))}
         if rng.random() < 0.7:
             auth["jwt"] = [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks_file}]
+            if token_header[0] != "authorization":
+                auth["jwt"][0]["from"] = [{"header": token_header[0]}]
             # Service-only parts go in files with hosts, so some hosts stay with Envoy.
             if hybrid and "hosts" in doc and rng.random() < 0.3:
                 auth["jwt"][0]["algorithms"] = ["ES256"]
@@ -244,7 +290,7 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
             if "to" in parts:
                 rule["to"] = [_to_entry(rng, role_names) for _ in range(rng.randint(1, 2))]
             if "when" in parts:
-                rule["when"] = [_condition(rng)]
+                rule["when"] = [_condition(rng, action)]
             if hybrid and "hosts" in doc and rng.random() < 0.25:
                 rule.setdefault("when", []).append(
                     rng.choice(
@@ -257,7 +303,7 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
             rules.append(rule)
         doc["rules"] = rules
         files[f"f{i}.yaml"] = doc
-    scenario = Scenario(seed, files)
+    scenario = Scenario(seed, files, token_header=token_header)
     for _ in range(REQUESTS):
         odd = rng.random() < 0.1  # now and then, input the service refuses before any rule
         scenario.cases.append(
@@ -269,7 +315,8 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
                 host=rng.choice(ODD_HOSTS if odd else REQUEST_HOSTS),
                 cert=rng.choice([None, 0, 0, 1, 2, 3]),
                 token=rng.choice(BAD_TOKENS if rng.random() < 0.12 else TOKENS),
-                tenant=rng.choice([None, "acme", "other", "acmex"]),
+                tenant=rng.choice(TENANTS),
+                spelling=rng.choice(SPELLINGS),
             )
         )
     return scenario
@@ -331,12 +378,23 @@ class Disagreement:
         return f"{self.case.describe()}: service {self.via_service}, export {self.via_export}"
 
 
-def _send(envoy: Envoy, world: World, case: Case, token: str | None) -> int:
+def _send(
+    envoy: Envoy,
+    world: World,
+    case: Case,
+    token: tuple[str, str] | None,
+    token_header: tuple[str, str],
+) -> int:
     headers: list[tuple[str, str]] = [("host", case.host)]
     if token is not None:
-        headers.append(("authorization", f"Bearer {token}"))
-    if case.tenant is not None:
-        headers.append(("x-tenant", case.tenant))
+        name, prefix = token_header
+        for spelling in case.spelling:
+            if not prefix:  # a prefix-less header: the spelling's repeats only
+                spelling = "{t}"
+            value = spelling.format(p=prefix, t=token[0], other=token[1])
+            headers.append((name, value))
+    for value in case.tenant or ():
+        headers.append(("x-tenant", value))
     try:
         return https.request(
             envoy.url,
@@ -358,7 +416,8 @@ def run_seed(
     policies.mkdir(parents=True)
     for name, doc in scenario.files.items():
         (policies / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    exported = export_envoy(load_policy_set(str(policies)), hybrid=hybrid)
+    # Every test certificate has one URI SAN: the operator's `--svid-only` holds.
+    exported = export_envoy(load_policy_set(str(policies)), hybrid=hybrid, svid_only=True)
     problems = [str(f) for f in exported.findings if f.decides]
     if problems:
         raise AssertionError(f"seed {seed}: generated set not exportable: {problems}")
@@ -393,8 +452,9 @@ def run_seed(
 
         def both(case: Case) -> Disagreement | None:
             token = world.keys.token(case.token, now)
-            a = _send(via_service, world, case, token)
-            b = _send(via_export, world, case, token)
+            pair = None if token is None else (token, world.keys.token("bob", now) or "")
+            a = _send(via_service, world, case, pair, scenario.token_header)
+            b = _send(via_export, world, case, pair, scenario.token_header)
             scenario.statuses[(a, b)] += 1
             if (a == 200) != (b == 200):
                 return Disagreement(case, a, b)

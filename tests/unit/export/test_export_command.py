@@ -47,9 +47,12 @@ def test_prints_the_filters_in_order_and_the_hcm_settings(
     assert code == 0
     assert [f["name"] for f in out["http_filters"]] == list(FILTER_NAMES)
     assert out["http_connection_manager"]["normalize_path"] is True
-    deny = out["http_filters"][2]["typed_config"]["rules"]
+    filters = {f["name"]: f["typed_config"] for f in out["http_filters"]}
+    deny = filters["authz.deny"]["rules"]
     assert deny["action"] == "DENY" and {"no-admin", "no-admin;params"} <= set(deny["policies"])
-    assert set(out["http_filters"][3]["typed_config"]["rules"]["policies"]) == {"reads"}
+    assert set(filters["authz.allow"]["rules"]["policies"]) == {"reads"}
+    tokens = filters["authz.tokens"]["matcher"]
+    assert tokens["on_no_match"]["action"]["typed_config"]["action"] == "ALLOW"
 
 
 def test_lists_each_unexportable_rule_and_provider_and_exits_1(
