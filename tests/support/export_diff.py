@@ -236,12 +236,9 @@ def _condition(rng: random.Random, action: str) -> dict[str, Any]:
     op = next(k for k in cond if k not in ("claim", "header"))
     if op == "present":
         return cond
-    if "header" in cond:
-        # Envoy's RBAC can say "some element of the header" and its negation only: an allow
-        # rule's header condition is exportable in its `not_` form, a deny rule's as written.
-        negated = action == "allow"
-    else:
-        negated = rng.random() < 0.25
+    # Envoy's RBAC can say "some element of the header" and its negation only: an allow rule's
+    # header condition is exportable in its `not_` form, a deny rule's as written.
+    negated = action == "allow" if "header" in cond else rng.random() < 0.25
     if negated:
         cond[f"not_{op}"] = cond.pop(op)
     return cond
