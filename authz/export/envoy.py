@@ -89,16 +89,6 @@ def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = Fals
                     "an unknown one) nor tell API-key identities apart",
                 )
             )
-        if f.trust_domain_aliases:
-            findings.append(
-                Finding(
-                    f.file,
-                    1,
-                    "trust_domain_aliases",
-                    "trust_domain_aliases: the export does not expand principal patterns over "
-                    "the aliases yet",
-                )
-            )
     for c in classes:
         if len({p.locations for p in c.authentication.jwt_providers}) > 1:
             findings.append(

@@ -37,6 +37,11 @@ def key_count(p: JwtProvider) -> int:
     return len(keys) if isinstance(keys, list) else 0
 
 
+def reads_header(p: JwtProvider) -> bool:
+    """Whether a refusal reads this provider's verified token header (refusals.py)."""
+    return key_count(p) > 1 or bool(p.algorithms)
+
+
 def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     out: list[Finding] = []
     where = (file, 1, f"provider {p.issuer}")
@@ -50,8 +55,6 @@ def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
                 "refuse a token without kid the way the service does; use jwks_file or jwks",
             )
         )
-    if p.algorithms:
-        out.append(Finding(*where, "algorithms: jwt_authn cannot restrict a provider's algorithms"))
     for loc in p.locations:
         if sum(c.isalpha() for c in loc.prefix) > MAX_PREFIX_LETTERS:
             out.append(
@@ -104,8 +107,9 @@ def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
         from_params=[loc.query for loc in p.locations if loc.query is not None],
         from_cookies=[loc.cookie for loc in p.locations if loc.cookie is not None],
         payload_in_metadata=PAYLOAD_KEY,
-        # Only read by the jwt_kid_required refusal, for a JWKS of several keys.
-        header_in_metadata=HEADER_KEY if key_count(p) > 1 else "",
+        # Only read by the refusals on the token's header (refusals.py): no kid for a JWKS of
+        # several keys, an algorithm the provider does not list.
+        header_in_metadata=HEADER_KEY if reads_header(p) else "",
         clock_skew_seconds=60,
         claim_to_headers=[
             jwt.JwtClaimToHeader(header_name=h, claim_name=c) for c, h in p.claims_to_headers

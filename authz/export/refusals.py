@@ -112,4 +112,36 @@ def refusals(auth: Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Pol
                     )
                 ],
             )
+        listed = [p for p in providers if p.algorithms]
+        if listed:
+            # authz/identity/jwt.py: a provider that lists `algorithms` accepts only those.
+            policies["jwt_alg_not_allowed"] = rbac.Policy(
+                permissions=[rbac.Permission(any=True)],
+                principals=[
+                    p_or(
+                        [
+                            p_and(
+                                [
+                                    p_meta(
+                                        [PAYLOAD_KEY, "iss"],
+                                        m.ValueMatcher(string_match=s_exact(p.issuer)),
+                                    ),
+                                    p_not(
+                                        p_or(
+                                            [
+                                                p_meta(
+                                                    [HEADER_KEY, "alg"],
+                                                    m.ValueMatcher(string_match=s_exact(alg)),
+                                                )
+                                                for alg in p.algorithms
+                                            ]
+                                        )
+                                    ),
+                                ]
+                            )
+                            for p in listed
+                        ]
+                    )
+                ],
+            )
     return policies

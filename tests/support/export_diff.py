@@ -246,12 +246,14 @@ def _condition(rng: random.Random, action: str) -> dict[str, Any]:
 
 def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
     """A random policy set over the exportable subset, and random requests for it. `hybrid`:
-    some files also hold what Envoy cannot enforce (a pseudo-header condition, a provider
-    restricted to some algorithms), which `--hybrid` keeps in ext_authz."""
+    some files also hold what Envoy cannot enforce (a pseudo-header or a query condition),
+    which `--hybrid` keeps in ext_authz."""
     rng = random.Random(seed)
     files: dict[str, Any] = {}
     # Now and then the providers read a prefix-less header, sent twice by some requests.
     token_header = ("x-jwt", "") if rng.random() < 0.25 else ("authorization", "Bearer ")
+    # Now and then the provider lists its algorithms: bob's tokens are ES256, the others RS256.
+    algorithms = rng.choice([None, None, ["ES256"], ["RS256", "PS256"]])
     role_names = ["readers", "writers"][: rng.randint(0, 2)]
     n_files = rng.randint(1, 3)
     rule_no = 0
@@ -262,13 +264,19 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
         auth: dict[str, Any] = {}
         if rng.random() < 0.5:
             auth["mtls"] = {"trust_domains": _pick(rng, ("cluster.local", "other.local"))}
+            if len(auth["mtls"]["trust_domains"]) == 1 and rng.random() < 0.4:
+                # Istio's trustDomainAliases: the principals expand over both trust domains.
+                alias = next(
+                    td for td in ("cluster.local", "other.local")
+                    if td not in auth["mtls"]["trust_domains"]
+                )  # fmt: skip
+                auth["mtls"]["trust_domain_aliases"] = [alias]
         if rng.random() < 0.7:
             auth["jwt"] = [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks_file}]
             if token_header[0] != "authorization":
                 auth["jwt"][0]["from"] = [{"header": token_header[0]}]
-            # Service-only parts go in files with hosts, so some hosts stay with Envoy.
-            if hybrid and "hosts" in doc and rng.random() < 0.3:
-                auth["jwt"][0]["algorithms"] = ["ES256"]
+            if algorithms:
+                auth["jwt"][0]["algorithms"] = algorithms
         if auth:
             doc["authentication"] = auth
         if i == 0 and role_names:
