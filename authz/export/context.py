@@ -20,7 +20,9 @@ class ExportContext:
     request (docs/policy.md, "One rule for ambiguous requests"); otherwise (deny, audit) under
     any reading. A `not_` form is the negation of the positive match under the other mode, so
     the walker hands it `dual()`.
-    `stripped`: the path view with every `;param` cut (the second reading of the path).
+    `view`: which reading of the path a deny rule's policy is built for ("plain": as sent;
+    "cut": every `;param` cut), or "both" (an allow rule: its path condition must hold for
+    both readings, docs/policy.md).
     `svid_only`: the operator says the mesh CA issues SVIDs alone (one URI SAN per
     certificate), so Envoy's any-SAN match is the one reading.
     """
@@ -29,7 +31,7 @@ class ExportContext:
     roles: Mapping[str, tuple[ToSpec, ...]]
     to_entry: Callable[[ExportContext, ToSpec], rbac.Permission]
     every: bool = False
-    stripped: bool = False
+    view: str = "both"
     svid_only: bool = False
 
     def dual(self) -> ExportContext:

@@ -307,9 +307,9 @@ def _one_reading(ctx: ExportContext, field: str) -> None:
     issues SVIDs alone (`--svid-only`; docs/export.md)."""
     if ctx.every and not ctx.svid_only:
         raise NotExportable(
-            f"`{field}`: Envoy's RBAC matches any SAN of a certificate, and an allow rule must "
-            "hold under every reading; export with --svid-only if the mesh CA issues SVIDs "
-            "alone"
+            f"`{field}`: Envoy's RBAC matches any SAN of a certificate, and here (an allow rule, "
+            "or a deny rule's `not_` form) the match must hold for every SAN; export with "
+            "--svid-only if the mesh CA issues SVIDs alone"
         )
 
 
@@ -352,7 +352,45 @@ def _method(value: str) -> rbac.Permission:
 
 
 def paths(ctx: ExportContext, values: Sequence[str]) -> rbac.Permission:
-    return q_or([_path_permission(v, ctx.stripped) for v in values])
+    if ctx.view != "both":
+        return q_or([_path_permission(v, ctx.view == "cut") for v in values])
+    if ctx.every:
+        return q_or([_every_reading(v) for v in values])
+    return q_or([_some_reading(v) for v in values])
+
+
+_HAS_PARAM = q_header(":path", m.StringMatcher(contains=";"))
+
+
+@functools.lru_cache(maxsize=8192)
+def _every_reading(value: str) -> rbac.Permission:
+    """`value` matches the path as sent and, when it has a ';', the path with `;params` cut.
+
+    Where the plain match implies the cut one, nothing is added: an exact, prefix or `{**}`
+    pattern without ';' matched by the path as sent has no ';' in its literal part, so cutting
+    params leaves that part alone. A `{*}` segment stays non-empty once cut unless it starts
+    with ';'. Suffixes (`*.json` and `/secret/data;.json`) and patterns with a ';' need both.
+    """
+    plain = _path_permission(value, False)
+    if ";" not in value and not value.startswith("*") and value != "*":
+        if "{" not in value or all(s == "{**}" or not s.startswith("{") for s in value.split("/")):
+            return plain
+        if _envoy_matches_slashes(value) == pat.path_patterns([value]).matches("/"):
+            regex = xpaths.template_regex(value).replace("[^/]+", "[^/;][^/]*")
+            return q_path(s_regex(regex))
+    if value == "*":
+        return plain
+    return q_and([plain, q_or([q_not(_HAS_PARAM), _path_permission(value, True)])])
+
+
+@functools.lru_cache(maxsize=8192)
+def _some_reading(value: str) -> rbac.Permission:
+    """`value` matches the path as sent, or the path with `;params` cut (the negation of an
+    allow rule's `not_paths` is "no reading matches")."""
+    plain = _path_permission(value, False)
+    if value == "*":
+        return plain
+    return q_or([plain, q_and([_HAS_PARAM, _path_permission(value, True)])])
 
 
 def hosts(_: ExportContext, values: Sequence[str]) -> rbac.Permission:

@@ -80,13 +80,6 @@ def q_hosts(values: tuple[str, ...]) -> rbac.Permission:
     return q_or([q_header(":authority", host_matcher(v)) for v in values])
 
 
-def _reads_path(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> bool:
-    if spec.get("paths") is not None or spec.get("not_paths") is not None:
-        return True
-    names = (*(spec.get("role") or ()), *(spec.get("not_role") or ()))
-    return any(_reads_path(e, roles) for n in names for e in roles[n])
-
-
 _HAS_PARAM = q_header(":path", m.StringMatcher(contains=";"))
 
 
@@ -99,20 +92,15 @@ def rule_policy(
     svid_only: bool = False,
 ) -> rbac.Policy:
     """The rule as one RBAC policy. A deny rule is exported twice (the caller asks for the
-    `stripped` view too: it holds under either reading of the path); an allow rule's `to`
-    must hold under both readings at once (docs/policy.md, "One rule for ambiguous
-    requests"): the `;params` view is checked whenever the path has a ';'."""
+    `stripped` view too: it holds under either reading of the path); an allow rule's path
+    conditions must hold under both readings at once (docs/policy.md, "One rule for ambiguous
+    requests"; authz/export/rbac_fields.py `paths`)."""
     every = rule.action == "allow"
-    ctx = ExportContext(auth, roles, to_entry, every=every, svid_only=svid_only)
-    perm: list[rbac.Permission] = []
-    if rule.to is not None:
-        perm.append(q_or([to_entry(ctx, e) for e in rule.to]))
-        if every and any(_reads_path(e, roles) for e in rule.to):
-            cut = ExportContext(auth, roles, to_entry, every, True, svid_only)
-            perm.append(q_or([q_not(_HAS_PARAM), q_or([to_entry(cut, e) for e in rule.to])]))
-    if stripped:
-        ctx = ExportContext(auth, roles, to_entry, every, True, svid_only)
-        perm = [q_or([to_entry(ctx, e) for e in rule.to])] if rule.to is not None else []
+    # A deny rule's policy is built once per reading of the path; an allow rule's path
+    # conditions read both at once.
+    view = ("cut" if stripped else "plain") if not every else "both"
+    ctx = ExportContext(auth, roles, to_entry, every=every, view=view, svid_only=svid_only)
+    perm = [q_or([to_entry(ctx, e) for e in rule.to])] if rule.to is not None else []
     scope = [q_hosts(hosts)] if hosts is not None else []
     # Cheapest test first (RBAC's and_rules stop at the first miss): the `;params` view only
     # differs from the plain one when the path has a ';'; the rule's own `to` narrows more than
