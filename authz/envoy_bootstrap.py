@@ -126,6 +126,25 @@ def ecds_http_filters(directory: str) -> list[Config]:
     ]
 
 
+# The clusters the exported filters name (remote JWKS servers), a CDS file beside the filters.
+CLUSTERS_FILE = "authz.clusters.yaml"
+
+
+def ecds_clusters(directory: str) -> Config:
+    """`dynamic_resources` reading the exported clusters from `directory` (CDS, swapped with the
+    filters when `..data` moves)."""
+    directory = os.path.abspath(directory)
+    return {
+        "cds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": os.path.join(directory, CLUSTERS_FILE),
+                "watched_directory": {"path": directory},
+            },
+        }
+    }
+
+
 def _duration(ms: int) -> str:
     return f"{ms / 1000:g}s"
 
@@ -324,6 +343,11 @@ def bootstrap(options: BootstrapOptions) -> Config:
     node: Config = {"node": {"id": "authz-native", "cluster": "authz-native"}}
     return {
         **(node if options.ecds_dir is not None else {}),
+        **(
+            {"dynamic_resources": ecds_clusters(options.ecds_dir)}
+            if options.ecds_dir is not None
+            else {}
+        ),
         "admin": {
             "address": {
                 "socket_address": {

@@ -29,6 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the mesh CA issues SVIDs alone (one URI SAN per certificate): allow rules may "
         "name principals and namespaces (Envoy's RBAC matches any SAN)",
     )
+    parser.add_argument(
+        "--jwks-ca",
+        metavar="FILE",
+        help="CA bundle Envoy checks remote JWKS servers against (default: the trust store the "
+        "service's own fetch uses: SSL_CERT_FILE or the system's)",
+    )
     add_output_argument(parser)
 
 
@@ -52,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
         return report_invalid(error, f"{args.directory}: invalid")
-    result = export_envoy(policy_set, hybrid=args.hybrid, svid_only=args.svid_only)
+    result = export_envoy(
+        policy_set, hybrid=args.hybrid, svid_only=args.svid_only, ca_file=args.jwks_ca
+    )
     for finding in result.findings:
         print(f"authz export: {finding}", file=sys.stderr)
     if not result.exportable:
@@ -67,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         # way the service's rules expect it (authz/envoy_bootstrap.py REQUEST_HARDENING).
         "http_connection_manager": dict(REQUEST_HARDENING),
         "http_filters": result.filter_dicts(),
+        # The clusters the filters name (remote JWKS servers), for static_resources.clusters.
+        **({"clusters": result.clusters} if result.clusters else {}),
     }
     text = (
         # Compact: a 1,000-rule set is 9 MB indented and 1.6 MB not, and indenting costs more

@@ -45,24 +45,33 @@ from authz.export.matchers import (
     q_or,
 )
 from authz.export.refusals import refusals
+from authz.export.remote_jwks import RemoteSet, cluster, resolve
 from authz.export.render import EnvoyExport, Finding
 from authz.export.rules import rule_policy
 from authz.export.tokens import tokens_filter
+from authz.identity.keys import REFRESH_SECONDS
 from authz.policy.compiler import PolicySet
-from authz.policy.spec import (
-    Authentication,
-)
+from authz.policy.spec import Authentication, JwtProvider
 
 FILTER_NAMES = tuple(name for name, _ in EXPORTED_FILTERS)
 
 
-def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = False) -> EnvoyExport:
+def export_envoy(
+    policy: PolicySet,
+    hybrid: bool = False,
+    svid_only: bool = False,
+    ca_file: str | None = None,
+) -> EnvoyExport:
     """The Envoy filters enforcing `policy`, and every finding.
 
     `hybrid`: hosts whose applying files are all exportable are decided by Envoy alone (their
     requests never reach ext_authz); every other host is decided by the service, through
     ext_authz, exactly as without the export (its rules, tokens and 400s); what cannot be
     exported is then reported as kept in ext_authz, not refused.
+    `svid_only`: the operator says the mesh CA issues SVIDs alone (one URI SAN per
+    certificate), so allow rules may name `principals` and `namespaces` (rbac_fields.py).
+    `ca_file`: the CA bundle Envoy checks a remote JWKS server's certificate against (default:
+    the trust store the service's own fetch uses). `discovery: true` is resolved now.
     """
     out = EnvoyExport()
     files = policy.files
@@ -74,9 +83,28 @@ def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = Fals
     providers = tuple(policy.jwt_providers)
     auth = Auth(tuple(classes), tuple(p.issuer for p in providers))
     findings: list[Finding] = []
+    remotes: dict[JwtProvider, RemoteSet] = {}
     for p in providers:
         first = next(f.file for f in files if p in f.jwt_providers)
         findings += provider_findings(p, first)
+        try:
+            remote = resolve(p)
+        except ValueError as error:
+            findings.append(Finding(first, 1, f"provider {p.issuer}", str(error)))
+            continue
+        if remote is not None:
+            remotes[p] = remote
+            findings.append(
+                Finding(
+                    first,
+                    1,
+                    f"provider {p.issuer}",
+                    f"keys fetched by Envoy from {remote.uri} ({remote.source}), every "
+                    f"{REFRESH_SECONDS:g} s: a token signed by a newly rotated key is accepted "
+                    "once Envoy's copy is refreshed, by the service at once",
+                    decides=False,
+                )
+            )
     for f in files:
         lines = f.api_key_lines or (1,) * len(f.api_key_providers)
         for line, key in zip(lines, f.api_key_providers, strict=False):
@@ -175,7 +203,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = Fals
             ),
         ),
         (FILTER_NAMES[1], tokens_filter(auth)),
-        (FILTER_NAMES[2], jwt_authn(providers, jwt_classes)),
+        (FILTER_NAMES[2], jwt_authn(providers, jwt_classes, remotes)),
     ]
     if hybrid:
         # The same seven filters whatever the split (ECDS names them once in the bootstrap);
@@ -204,6 +232,7 @@ def export_envoy(policy: PolicySet, hybrid: bool = False, svid_only: bool = Fals
         ]
     filters.append((FILTER_NAMES[5], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")))
     out.filters = filters
+    out.clusters = [cluster(r, ca_file) for r in {r.cluster: r for r in remotes.values()}.values()]
     return out
 
 

@@ -4,7 +4,7 @@ them a present token must verify against."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.route import v3 as route
@@ -13,6 +13,7 @@ from envoy_data_plane.google.protobuf import Empty
 
 from authz.export.hosts import HostClass
 from authz.export.matchers import HEADER_KEY, PAYLOAD_KEY
+from authz.export.remote_jwks import RemoteSet, remote_jwks
 from authz.export.render import Finding
 from authz.policy.conditions import CONDITION_KINDS
 from authz.policy.fields import FROM_FIELDS
@@ -37,24 +38,24 @@ def key_count(p: JwtProvider) -> int:
     return len(keys) if isinstance(keys, list) else 0
 
 
+def is_remote(p: JwtProvider) -> bool:
+    return p.jwks_uri is not None or p.discovery
+
+
+def kid_required(p: JwtProvider) -> bool:
+    """The service refuses a token without kid: the set has several keys, or is remote (its
+    size may change between fetches, authz/identity/jwt.py)."""
+    return is_remote(p) or key_count(p) > 1
+
+
 def reads_header(p: JwtProvider) -> bool:
     """Whether a refusal reads this provider's verified token header (refusals.py)."""
-    return key_count(p) > 1 or bool(p.algorithms)
+    return kid_required(p) or bool(p.algorithms)
 
 
 def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     out: list[Finding] = []
     where = (file, 1, f"provider {p.issuer}")
-    if p.discovery:
-        out.append(Finding(*where, "discovery: Envoy's jwt_authn has no OpenID discovery"))
-    if p.jwks_uri is not None:
-        out.append(
-            Finding(
-                *where,
-                "jwks_uri: Envoy cannot tell whether a remote JWKS has one key, so it cannot "
-                "refuse a token without kid the way the service does; use jwks_file or jwks",
-            )
-        )
     for loc in p.locations:
         if sum(c.isalpha() for c in loc.prefix) > MAX_PREFIX_LETTERS:
             out.append(
@@ -90,7 +91,7 @@ def prefix_spellings(prefix: str) -> list[str]:
     return out
 
 
-def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
+def _jwt_provider(p: JwtProvider, remote: RemoteSet | None) -> jwt.JwtProvider:
     headers = [
         jwt.JwtHeader(name=loc.header, value_prefix=spelling)
         for loc in p.locations
@@ -102,6 +103,7 @@ def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
         issuer=p.issuer,
         audiences=list(p.audiences),
         local_jwks=core.DataSource(inline_string=text) if text is not None else None,
+        remote_jwks=remote_jwks(remote) if remote is not None else None,
         forward=p.forward,
         from_headers=headers,
         from_params=[loc.query for loc in p.locations if loc.query is not None],
@@ -125,7 +127,9 @@ def needs_jwt(rule: RuleSpec) -> bool:
 
 
 def jwt_authn(
-    providers: Sequence[JwtProvider], classes: Sequence[HostClass]
+    providers: Sequence[JwtProvider],
+    classes: Sequence[HostClass],
+    remotes: Mapping[JwtProvider, RemoteSet],
 ) -> jwt.JwtAuthentication:
     """Each host class verifies the tokens of its own providers (first matching rule wins): a
     present token must verify, a missing one is allowed; a host without providers ignores it."""
@@ -154,5 +158,5 @@ def jwt_authn(
             )
         )
     return jwt.JwtAuthentication(
-        providers={n: _jwt_provider(p) for p, n in names.items()}, rules=rules
+        providers={n: _jwt_provider(p, remotes.get(p)) for p, n in names.items()}, rules=rules
     )

@@ -10,7 +10,7 @@ from envoy_data_plane.envoy.config.rbac import v3 as rbac
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.export.hosts import Auth
-from authz.export.jwt_authn import key_count
+from authz.export.jwt_authn import kid_required
 from authz.export.matchers import (
     HEADER_KEY,
     HEADER_VALUE,
@@ -90,9 +90,10 @@ def refusals(auth: Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Pol
                 )
             ],
         )
-        several = [p for p in providers if key_count(p) > 1]
+        several = [p for p in providers if kid_required(p)]
         if several:
-            # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen.
+            # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen; a
+            # remote set needs a kid whatever its size (authz/identity/jwt.py).
             policies["jwt_kid_required"] = rbac.Policy(
                 permissions=[rbac.Permission(any=True)],
                 principals=[

@@ -36,6 +36,8 @@ class EnvoyExport:
 
     filters: list[tuple[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Clusters the filters name (a remote JWKS server each), as protobuf JSON.
+    clusters: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exportable(self) -> bool:

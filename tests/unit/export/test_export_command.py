@@ -25,8 +25,8 @@ rules:
 NOT_EXPORTABLE = """\
 authentication:
   jwt:
-    - issuer: https://id.example
-      jwks_uri: https://id.example/jwks.json
+    - issuer: https://127.0.0.1:9
+      discovery: true
 rules:
   - name: tenant
     action: allow
@@ -61,8 +61,48 @@ def test_lists_each_unexportable_rule_and_provider_and_exits_1(
     code = main(["export", "envoy", str(_dir(tmp_path, NOT_EXPORTABLE))])
     err = capsys.readouterr().err
     assert code == 1
-    assert "[provider https://id.example] not exportable: jwks_uri" in err
+    # Discovery is resolved at export time; an issuer that does not answer is named.
+    assert "[provider https://127.0.0.1:9] not exportable: discovery: " in err
     assert "p.yaml:6: [tenant] not exportable: header condition on :path" in err
+
+
+def test_a_jwks_uri_provider_is_fetched_by_envoy_from_its_own_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXPORTABLE.replace(
+        "rules:",
+        "authentication:\n  jwt:\n    - issuer: https://id.example\n"
+        "      jwks_uri: https://id.example:8443/keys\nrules:",
+    )
+    (tmp_path / "ca.pem").write_text("")
+    code = main(
+        ["export", "envoy", str(_dir(tmp_path, text)), "--format", "json", "--jwks-ca",
+         str(tmp_path / "ca.pem")]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "keys fetched by Envoy from https://id.example:8443/keys (jwks_uri)" in captured.err
+    out = json.loads(captured.out)
+    [cluster] = out["clusters"]
+    assert cluster["name"] == "authz_jwks_id.example_8443" and cluster["type"] == "LOGICAL_DNS"
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["sni"] == "id.example"
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"]["filename"] == str(tmp_path / "ca.pem")
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "id.example"}}
+    ]
+    filters = {f["name"]: f["typed_config"] for f in out["http_filters"]}
+    [provider] = filters["authz.jwt_authn"]["providers"].values()
+    remote = provider["remote_jwks"]
+    assert remote["http_uri"] == {
+        "uri": "https://id.example:8443/keys",
+        "cluster": "authz_jwks_id.example_8443",
+        "timeout": "5s",
+    }
+    assert remote["cache_duration"] == "300s" and "async_fetch" in remote
+    # A remote set may change size: a token without kid is refused, as the service does.
+    assert "jwt_kid_required" in filters["authz.deny"]["rules"]["policies"]
 
 
 def test_lint_names_what_is_not_exportable(
