@@ -61,6 +61,7 @@ def export_envoy(
     hybrid: bool = False,
     svid_only: bool = False,
     ca_file: str | None = None,
+    jwks_refresh_seconds: float = REFRESH_SECONDS,
 ) -> EnvoyExport:
     """The Envoy filters enforcing `policy`, and every finding.
 
@@ -72,6 +73,8 @@ def export_envoy(
     certificate), so allow rules may name `principals` and `namespaces` (rbac_fields.py).
     `ca_file`: the CA bundle Envoy checks a remote JWKS server's certificate against (default:
     the trust store the service's own fetch uses). `discovery: true` is resolved now.
+    `jwks_refresh_seconds`: how long Envoy keeps a fetched remote set (the service's refresh
+    period unless the service is configured otherwise).
     """
     out = EnvoyExport()
     files = policy.files
@@ -100,8 +103,8 @@ def export_envoy(
                     1,
                     f"provider {p.issuer}",
                     f"keys fetched by Envoy from {remote.uri} ({remote.source}), every "
-                    f"{REFRESH_SECONDS:g} s: a token signed by a newly rotated key is accepted "
-                    "once Envoy's copy is refreshed, by the service at once",
+                    f"{jwks_refresh_seconds:g} s: a token signed by a newly rotated key is "
+                    "accepted once Envoy's copy is refreshed, by the service at once",
                     decides=False,
                 )
             )
@@ -203,7 +206,7 @@ def export_envoy(
             ),
         ),
         (FILTER_NAMES[1], tokens_filter(auth)),
-        (FILTER_NAMES[2], jwt_authn(providers, jwt_classes, remotes)),
+        (FILTER_NAMES[2], jwt_authn(providers, jwt_classes, remotes, jwks_refresh_seconds)),
     ]
     if hybrid:
         # The same seven filters whatever the split (ECDS names them once in the bootstrap);

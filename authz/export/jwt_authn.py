@@ -91,7 +91,7 @@ def prefix_spellings(prefix: str) -> list[str]:
     return out
 
 
-def _jwt_provider(p: JwtProvider, remote: RemoteSet | None) -> jwt.JwtProvider:
+def _jwt_provider(p: JwtProvider, remote: RemoteSet | None, refresh: float) -> jwt.JwtProvider:
     headers = [
         jwt.JwtHeader(name=loc.header, value_prefix=spelling)
         for loc in p.locations
@@ -103,7 +103,7 @@ def _jwt_provider(p: JwtProvider, remote: RemoteSet | None) -> jwt.JwtProvider:
         issuer=p.issuer,
         audiences=list(p.audiences),
         local_jwks=core.DataSource(inline_string=text) if text is not None else None,
-        remote_jwks=remote_jwks(remote) if remote is not None else None,
+        remote_jwks=remote_jwks(remote, refresh) if remote is not None else None,
         forward=p.forward,
         from_headers=headers,
         from_params=[loc.query for loc in p.locations if loc.query is not None],
@@ -130,6 +130,7 @@ def jwt_authn(
     providers: Sequence[JwtProvider],
     classes: Sequence[HostClass],
     remotes: Mapping[JwtProvider, RemoteSet],
+    refresh_seconds: float,
 ) -> jwt.JwtAuthentication:
     """Each host class verifies the tokens of its own providers (first matching rule wins): a
     present token must verify, a missing one is allowed; a host without providers ignores it."""
@@ -158,5 +159,6 @@ def jwt_authn(
             )
         )
     return jwt.JwtAuthentication(
-        providers={n: _jwt_provider(p, remotes.get(p)) for p, n in names.items()}, rules=rules
+        providers={n: _jwt_provider(p, remotes.get(p), refresh_seconds) for p, n in names.items()},
+        rules=rules,
     )

@@ -57,14 +57,14 @@ def resolve(p: JwtProvider) -> RemoteSet | None:
     return RemoteSet(uri, f"discovery: {p.issuer.rstrip('/')}/.well-known/openid-configuration")
 
 
-def remote_jwks(remote: RemoteSet) -> jwt.RemoteJwks:
+def remote_jwks(remote: RemoteSet, refresh_seconds: float = REFRESH_SECONDS) -> jwt.RemoteJwks:
     return jwt.RemoteJwks(
         http_uri=core.HttpUri(
             uri=remote.uri,
             cluster=remote.cluster,
             timeout=datetime.timedelta(seconds=FETCH_TIMEOUT_SECONDS),
         ),
-        cache_duration=datetime.timedelta(seconds=REFRESH_SECONDS),
+        cache_duration=datetime.timedelta(seconds=refresh_seconds),
         # Fetched when the filter starts, refreshed before it expires; a failed fetch is
         # retried after one second, as the service retries soon after a failure.
         async_fetch=jwt.JwksAsyncFetch(failed_refetch_duration=datetime.timedelta(seconds=1)),
