@@ -35,6 +35,7 @@ from authz.policy import load_policy_set
 from tests.support import https
 from tests.support.certs import CertPaths, Pki, make_pki
 from tests.support.envoy import Envoy, EnvoyConfig, TlsConfig
+from tests.support.jwks_server import JwksServer
 from tests.support.service import ServiceProcess
 from tests.support.tokens import SigningKey, claims, jwks_json, make_key, tamper
 from tests.support.upstream import EchoUpstream
@@ -244,7 +245,7 @@ def _condition(rng: random.Random, action: str) -> dict[str, Any]:
     return cond
 
 
-def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
+def generate(seed: int, jwks_file: str, hybrid: bool = False, jwks_uri: str = "") -> Scenario:
     """A random policy set over the exportable subset, and random requests for it. `hybrid`:
     some files also hold what Envoy cannot enforce (a pseudo-header or a query condition),
     which `--hybrid` keeps in ext_authz."""
@@ -252,6 +253,8 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
     files: dict[str, Any] = {}
     # Now and then the providers read a prefix-less header, sent twice by some requests.
     token_header = ("x-jwt", "") if rng.random() < 0.25 else ("authorization", "Bearer ")
+    # Half the seeds fetch the keys over HTTPS (jwks_uri: Envoy's remote_jwks), when given.
+    source = {"jwks_uri": jwks_uri} if jwks_uri and rng.random() < 0.5 else {"jwks_file": jwks_file}
     # Now and then the provider lists its algorithms: bob's tokens are ES256, the others RS256.
     algorithms = rng.choice([None, None, ["ES256"], ["RS256", "PS256"]])
     role_names = ["readers", "writers"][: rng.randint(0, 2)]
@@ -272,7 +275,7 @@ def generate(seed: int, jwks_file: str, hybrid: bool = False) -> Scenario:
                 )  # fmt: skip
                 auth["mtls"]["trust_domain_aliases"] = [alias]
         if rng.random() < 0.7:
-            auth["jwt"] = [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks_file}]
+            auth["jwt"] = [{"issuer": ISSUER, "audiences": [AUDIENCE], **source}]
             if token_header[0] != "authorization":
                 auth["jwt"][0]["from"] = [{"header": token_header[0]}]
             if algorithms:
@@ -364,13 +367,15 @@ class Keys:
 
 @dataclass
 class World:
-    """What every seed shares: certificates, keys, the upstream."""
+    """What every seed shares: certificates, keys, the upstream, the JWKS (a file, and the same
+    keys served over HTTPS on loopback for `jwks_uri` providers)."""
 
     pki: Pki
     certs: list[CertPaths]
     keys: Keys
     jwks_path: Path
     upstream: EchoUpstream
+    jwks_server: JwksServer
 
 
 @dataclass
@@ -416,13 +421,15 @@ def _send(
 def run_seed(
     world: World, seed: int, workdir: Path, hybrid: bool = False
 ) -> tuple[Scenario, list[Disagreement]]:
-    scenario = generate(seed, str(world.jwks_path), hybrid)
+    scenario = generate(seed, str(world.jwks_path), hybrid, world.jwks_server.jwks_uri)
     policies = workdir / f"seed-{seed}{'-hybrid' if hybrid else ''}"
     policies.mkdir(parents=True)
     for name, doc in scenario.files.items():
         (policies / name).write_text(yaml.safe_dump(doc, sort_keys=False))
     # Every test certificate has one URI SAN: the operator's `--svid-only` holds.
-    exported = export_envoy(load_policy_set(str(policies)), hybrid=hybrid, svid_only=True)
+    exported = export_envoy(
+        load_policy_set(str(policies)), hybrid=hybrid, svid_only=True, ca_file=str(world.pki.ca)
+    )
     problems = [str(f) for f in exported.findings if f.decides]
     if problems:
         raise AssertionError(f"seed {seed}: generated set not exportable: {problems}")
@@ -439,7 +446,9 @@ def run_seed(
     }
     now = time.time()
     with ExitStack() as stack:
-        service = stack.enter_context(ServiceProcess(policies))
+        # The service trusts the test CA for the JWKS server, as Envoy does (ca_file above).
+        env = {"SSL_CERT_FILE": str(world.pki.ca)}
+        service = stack.enter_context(ServiceProcess(policies, extra_env=env))
         via_service = stack.enter_context(
             Envoy(EnvoyConfig(authz_address=service.address, **common), workdir / f"a-{seed}")
         )
@@ -448,12 +457,18 @@ def run_seed(
                 EnvoyConfig(
                     authz_address=service.address,
                     http_filters=exported.filter_dicts(),
-                    extra_clusters=[_authz_cluster(service.address)] if hybrid else [],
+                    extra_clusters=[
+                        *exported.clusters,
+                        *([_authz_cluster(service.address)] if hybrid else []),
+                    ],
                     **common,
                 ),
                 workdir / f"b-{seed}",
             )
         )
+
+        for c in exported.clusters:  # Envoy fetches a remote JWKS after it starts listening
+            _wait_fetched(via_export, c["name"])
 
         def both(case: Case) -> Disagreement | None:
             token = world.keys.token(case.token, now)
@@ -472,6 +487,14 @@ def run_seed(
                 via_export.stats(f"cluster.{AUTHZ_CLUSTER}.upstream_rq_total").values()
             )
     return scenario, found
+
+
+def _wait_fetched(envoy: Envoy, cluster: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not sum(envoy.stats(f"cluster.{cluster}.upstream_rq_200").values()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Envoy did not fetch the JWKS through {cluster}")
+        time.sleep(0.1)
 
 
 def _authz_cluster(address: str) -> dict[str, Any]:
@@ -503,8 +526,8 @@ def make_world(directory: Path) -> Iterator[World]:
     keys = Keys(make_key("RS256"), make_key("ES256"))
     jwks_path = directory / "jwks.json"
     jwks_path.write_text(jwks_json(keys.one, keys.two))
-    with EchoUpstream() as upstream:
-        yield World(pki, certs, keys, jwks_path, upstream)
+    with EchoUpstream() as upstream, JwksServer([keys.one, keys.two], tls=pki.server) as server:
+        yield World(pki, certs, keys, jwks_path, upstream, server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
