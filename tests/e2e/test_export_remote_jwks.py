@@ -153,3 +153,33 @@ def test_the_idp_down_at_start_then_up_then_down_again(idp: Idp) -> None:
         fetches = idp.server.fetches
         assert _eventually(lambda: idp.server.fetches > fetches, REFRESH * 5)
         assert _status(envoy, "/me", idp.token(key)) == 200
+
+
+def test_discovery_is_resolved_at_export_time(idp: Idp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`discovery: true`: the export reads the issuer's OpenID configuration (with the
+    service's own fetcher and trust store) and says where the key URI came from."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(idp.pki.ca))
+    key = make_key("RS256")
+    idp.server.rotate(key)
+    policies = idp.root / "discovery"
+    policies.mkdir()
+    (policies / "p.yaml").write_text(
+        POLICY.replace("ISSUER", idp.server.issuer).replace("jwks_uri: JWKS_URI", "discovery: true")
+    )
+    exported = export_envoy(load_policy_set(str(policies)), ca_file=str(idp.pki.ca))
+    assert exported.exportable, [str(f) for f in exported.findings]
+    assert idp.server.discovery_fetches == 1
+    [note] = [f for f in exported.findings if "keys fetched" in f.why]
+    configuration = f"{idp.server.issuer}/.well-known/openid-configuration"
+    assert f"from {idp.server.jwks_uri} (discovery: {configuration})" in note.why
+    with Envoy(
+        EnvoyConfig(
+            authz_address="127.0.0.1:1",
+            upstream_port=_UPSTREAM.port,
+            http_filters=exported.filter_dicts(),
+            extra_clusters=exported.clusters,
+            hcm_overrides=dict(REQUEST_HARDENING),
+        ),
+        idp.root / "envoy-discovery",
+    ) as envoy:
+        assert _eventually(lambda: _status(envoy, "/me", idp.token(key)) == 200, 10)
