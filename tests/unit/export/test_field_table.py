@@ -18,3 +18,23 @@ def test_refusals_say_why() -> None:
             assert len(entry.why) > 20, entry
         else:
             assert callable(entry)
+
+
+def test_the_policy_language_never_imports_the_export() -> None:
+    """The export reads the declarations; the declarations never name the export (not even
+    lazily or under TYPE_CHECKING): no import circle between policy/ and export/."""
+    import ast
+    from pathlib import Path
+
+    import authz.policy
+
+    for path in Path(authz.policy.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n.startswith("authz.export") for n in names), path
