@@ -57,6 +57,16 @@ def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     out: list[Finding] = []
     where = (file, 1, f"provider {p.issuer}")
     for loc in p.locations:
+        if loc.query is not None or loc.cookie is not None:
+            kind = f"query {loc.query}" if loc.query is not None else f"cookie {loc.cookie}"
+            out.append(
+                Finding(
+                    *where,
+                    f"from: {kind}: jwt_authn reads the first of two values, where the service "
+                    "refuses two different tokens (and reads every spelling of a parameter's "
+                    "name); only a header's joined value can be checked first",
+                )
+            )
         if sum(c.isalpha() for c in loc.prefix) > MAX_PREFIX_LETTERS:
             out.append(
                 Finding(

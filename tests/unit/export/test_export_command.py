@@ -195,3 +195,17 @@ rules:
         "own-tenant": "`header` `equals_capture` has no equivalent in Envoy's RBAC filter",
         "by-query": "`query` conditions: Envoy's RBAC cannot read a decoded query parameter",
     }
+
+
+def test_a_token_in_a_query_parameter_or_cookie_is_not_exported(tmp_path: Path) -> None:
+    """jwt_authn reads the first of two values; the service refuses two different tokens."""
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    text = EXPORTABLE.replace(
+        "rules:",
+        "authentication:\n  jwt:\n    - issuer: https://id.example\n"
+        "      jwks_uri: https://id.example/keys\n"
+        "      from: [{query: access_token}, {cookie: session}]\nrules:",
+    )
+    result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
+    refused = [f.why for f in result.findings if f.decides]
+    assert len(refused) == 2 and all("first of two values" in why for why in refused)
