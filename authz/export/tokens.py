@@ -18,7 +18,7 @@ from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.export.hosts import Auth, HostClass
 from authz.export.render import to_json
-from authz.identity.lookup import header_token_regex, prefix_regex
+from authz.identity.lookup import header_token_regex, mentions_regex
 
 _INPUT = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"
 _ACTION = "type.googleapis.com/envoy.config.rbac.v3.Action"
@@ -74,9 +74,7 @@ def tokens_filter(auth: Auth) -> dict[str, Any]:
     matchers = []
     for (header, prefix), classes in sorted(where.items(), key=lambda kv: kv[0]):
         # An absent header is no input: a single predicate on it never matches.
-        mentioned = _single(
-            header, _regex(f"(?s).*{prefix_regex(prefix)}.*" if prefix else "(?s).*")
-        )
+        mentioned = _single(header, _regex(mentions_regex(prefix) if prefix else "(?s).*"))
         bad = {"not_matcher": _single(header, _regex(header_token_regex(prefix)))}
         scope = [] if len(classes) == len(auth.classes) else [_any([_host(c) for c in classes])]
         matchers.append(

@@ -24,7 +24,14 @@ from authz.errors import TokenRejected
 from authz.model import Request
 from authz.policy.spec import JwtProvider, TokenLocation
 
-__all__ = ["TOKEN_CHARS", "FoundToken", "find_token", "header_token_regex", "prefix_regex"]
+__all__ = [
+    "TOKEN_CHARS",
+    "FoundToken",
+    "find_token",
+    "header_token_regex",
+    "mentions_regex",
+    "prefix_regex",
+]
 
 # A compact JWS: base64url parts joined by "." (RFC 7515 section 7.1), what jwt_authn reads.
 TOKEN_CHARS = "[A-Za-z0-9_.-]+"
@@ -34,6 +41,12 @@ def prefix_regex(prefix: str) -> str:
     """`prefix` in any case, as a regex both Python and RE2 (Envoy) read the same."""
     escaped = "".join(c if c.isalnum() or c == " " else "\\" + c for c in prefix)
     return f"(?i:{escaped})"
+
+
+def mentions_regex(prefix: str) -> str:
+    """A header value that is meant as a token header: it holds the prefix (in any case), or
+    is the prefix alone once trimmed (an empty token)."""
+    return f"(?s).*{prefix_regex(prefix)}.*|{prefix_regex(prefix.strip())}"
 
 
 def header_token_regex(prefix: str) -> str:
@@ -112,6 +125,9 @@ def _from_header(request: Request, location: TokenLocation) -> list[str]:
     # header (or junk beside a token) is refused: it cannot hide a bad token either.
     prefix = location.prefix
     value = joined.strip()
+    if prefix and value.lower() == prefix.strip().lower():
+        # `Authorization: Bearer ` (Envoy trims the blank): a token header with no token.
+        raise TokenRejected("the token is empty", reason="jwt_malformed")
     if prefix and prefix.lower() not in value.lower():
         return []  # `Authorization: Basic ...` is simply not a bearer token
     if value and not _spelling(prefix).fullmatch(value):

@@ -145,6 +145,8 @@ def test_token_header_spellings_the_service_refuses_are_denied(setup: Setup) -> 
         [("authorization", f"xBearer {token}")],
         [("authorization", f"Bearer {token} junk")],
         [("authorization", f"Bearer {token}+")],
+        [("authorization", "Bearer ")],  # Envoy trims it to `Bearer`: an empty token
+        [("authorization", "bearer")],
     ):
         assert setup.status("/", headers) == 403, headers
     # A header that does not mention the scheme is no token: the anonymous rule applies.

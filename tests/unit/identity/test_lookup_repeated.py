@@ -32,6 +32,11 @@ def test_a_token_beside_junk_is_refused_not_read() -> None:
     _refused("Bearer a.b.c extra")
 
 
+def test_the_scheme_alone_is_an_empty_token() -> None:
+    _refused("Bearer")
+    _refused("bearer \t")
+
+
 def test_the_same_token_twice_is_refused() -> None:
     _refused("Bearer a.b.c,Bearer a.b.c")
 
