@@ -183,3 +183,42 @@ def test_discovery_is_resolved_at_export_time(idp: Idp, monkeypatch: pytest.Monk
         idp.root / "envoy-discovery",
     ) as envoy:
         assert _eventually(lambda: _status(envoy, "/me", idp.token(key)) == 200, 10)
+
+
+def test_serve_export_envoy_writes_the_idp_cluster_beside_the_filters(idp: Idp) -> None:
+    """`authz serve --export-envoy DIR`: the remote set's cluster is a CDS file in DIR, read by
+    the bootstrap `authz envoy-config --native` makes (ecds_clusters); a reload that turns the
+    provider to discovery resolves it again and Envoy follows without a restart."""
+    from authz.envoy_bootstrap import ecds_clusters, ecds_http_filters
+    from tests.support.export_diff import _authz_cluster
+    from tests.support.service import ServiceProcess
+
+    key = make_key("RS256")
+    idp.server.rotate(key)
+    policies, ecds = idp.root / "served", idp.root / "ecds"
+    policies.mkdir()
+    text = POLICY.replace("ISSUER", idp.server.issuer).replace("JWKS_URI", idp.server.jwks_uri)
+    (policies / "p.yaml").write_text(text)
+    env = {"SSL_CERT_FILE": str(idp.pki.ca)}
+    with ServiceProcess(policies, extra_args=("--export-envoy", str(ecds)), extra_env=env) as svc:
+        config = EnvoyConfig(
+            authz_address=svc.address,
+            upstream_port=_UPSTREAM.port,
+            http_filters=ecds_http_filters(str(ecds)),
+            dynamic_resources=ecds_clusters(str(ecds)),
+            hcm_overrides=dict(REQUEST_HARDENING),
+            extra_clusters=[_authz_cluster(svc.address)],
+        )
+        with Envoy(config, idp.root / "envoy-served") as envoy:
+            assert _eventually(lambda: _status(envoy, "/me", idp.token(key)) == 200, 15)
+            assert not envoy.stats(f"cluster.{_AUTHZ}.upstream_rq_total").get(
+                f"cluster.{_AUTHZ}.upstream_rq_total"
+            )  # decided by Envoy alone
+            discovery = text.replace(f"jwks_uri: {idp.server.jwks_uri}", "discovery: true")
+            (policies / "p.yaml").write_text(discovery.replace("/open", "/open2"))
+            assert _eventually(lambda: _status(envoy, "/open2", None) == 200, 30)
+            assert idp.server.discovery_fetches >= 1
+            assert _status(envoy, "/me", idp.token(key)) == 200
+
+
+_AUTHZ = "authz"
