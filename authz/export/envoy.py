@@ -4,15 +4,19 @@ The filters, in order (docs/export.md explains each):
 
 1. `envoy.filters.http.header_mutation`: removes client-sent copies of the headers jwt_authn
    sets from claims (the service removes them too, so a client never smuggles `x-user-id`);
-2. `envoy.filters.http.jwt_authn`: the providers; a present token must verify (401 otherwise),
-   a missing one is allowed; the verified payload and header go to dynamic metadata;
-3. `envoy.filters.http.rbac`, action DENY: what the engine refuses before any rule (400s:
-   invalid path, method, host; a verified token without `sub` or, for a JWKS of several keys,
-   without `kid`) and the enforced deny rules, each twice: on the path as sent and on the path
+2. `envoy.filters.http.rbac` (a matcher tree), `authz.tokens`: the token-header spellings the
+   service refuses (authz/export/tokens.py), before jwt_authn reads or removes the header;
+3. `envoy.filters.http.jwt_authn`: the providers (inline, file or remote key sets); a present
+   token must verify (401 otherwise), a missing one is allowed; the verified payload and
+   header go to dynamic metadata;
+4. `envoy.filters.http.rbac`, action DENY: what the engine refuses before any rule (400s:
+   invalid path, method, host; a verified token without `sub`, without `kid` for a JWKS of
+   several keys or a remote one, or with an `alg` its provider does not list) and the enforced
+   deny rules, each twice: on the path as sent and on the path
    with `;params` cut (the engine's hardening); dry_run deny rules as shadow rules;
-4. `envoy.filters.http.rbac`, action ALLOW: the enforced allow rules; dry_run allow rules as
+5. `envoy.filters.http.rbac`, action ALLOW: the enforced allow rules; dry_run allow rules as
    shadow rules. Nothing matches: 403;
-5. `envoy.filters.http.rbac`, action LOG: the audit rules (Envoy marks the access log).
+6. `envoy.filters.http.rbac`, action LOG: the audit rules (Envoy marks the access log).
 
 Every rule is guarded by its file's `hosts`. What Envoy cannot decide the way the engine does is
 a `Finding` naming the rule (or the provider) and why; `decides=True` findings would change an

@@ -359,7 +359,8 @@ def paths(ctx: ExportContext, values: Sequence[str]) -> rbac.Permission:
     return q_or([_some_reading(v) for v in values])
 
 
-_HAS_PARAM = q_header(":path", m.StringMatcher(contains=";"))
+# The path has a ';': its `;params`-cut reading may differ from the path as sent.
+HAS_PARAM = q_header(":path", m.StringMatcher(contains=";"))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -380,7 +381,7 @@ def _every_reading(value: str) -> rbac.Permission:
             return q_path(s_regex(regex))
     if value == "*":
         return plain
-    return q_and([plain, q_or([q_not(_HAS_PARAM), _path_permission(value, True)])])
+    return q_and([plain, q_or([q_not(HAS_PARAM), _path_permission(value, True)])])
 
 
 @functools.lru_cache(maxsize=8192)
@@ -390,7 +391,7 @@ def _some_reading(value: str) -> rbac.Permission:
     plain = _path_permission(value, False)
     if value == "*":
         return plain
-    return q_or([plain, q_and([_HAS_PARAM, _path_permission(value, True)])])
+    return q_or([plain, q_and([HAS_PARAM, _path_permission(value, True)])])
 
 
 def hosts(_: ExportContext, values: Sequence[str]) -> rbac.Permission:

@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envoy_data_plane.envoy.config.rbac import v3 as rbac
-from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.export.context import ExportContext
 from authz.export.field_table import CONDITION_EXPORTS, FIELD_EXPORTS, Refused
@@ -23,7 +22,7 @@ from authz.export.matchers import (
     q_not,
     q_or,
 )
-from authz.export.rbac_fields import host_matcher
+from authz.export.rbac_fields import HAS_PARAM, host_matcher
 from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
 from authz.policy.spec import ConditionSpec, EntrySpec, FromSpec, RuleSpec, ToSpec
 
@@ -80,9 +79,6 @@ def q_hosts(values: tuple[str, ...]) -> rbac.Permission:
     return q_or([q_header(":authority", host_matcher(v)) for v in values])
 
 
-_HAS_PARAM = q_header(":path", m.StringMatcher(contains=";"))
-
-
 def rule_policy(
     rule: RuleSpec,
     hosts: tuple[str, ...] | None,
@@ -105,7 +101,7 @@ def rule_policy(
     # Cheapest test first (RBAC's and_rules stop at the first miss): the `;params` view only
     # differs from the plain one when the path has a ';'; the rule's own `to` narrows more than
     # its file's hosts.
-    guard = [_HAS_PARAM] if stripped else []
+    guard = [HAS_PARAM] if stripped else []
     permission = q_and([*guard, *perm, *scope])
     who: list[rbac.Principal] = []
     if rule.from_ is not None:
