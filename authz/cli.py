@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,20 @@ def version() -> str:
         return "unknown"
 
 
+def unrecognized(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """`unrecognized arguments: --polices pol (did you mean --policies?)`."""
+    # argparse keeps every option string of a parser (its groups' too) in this table.
+    flags = sorted(parser._option_string_actions)
+    hints = []
+    for word in unknown:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.partition("=")[0], flags, n=1)
+            hints += [f"did you mean {close[0]}?"] if close else []
+    return f"unrecognized arguments: {' '.join(unknown)}" + (
+        f" ({'; '.join(hints)})" if hints else ""
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="authz", description="External authorization for Envoy (ext_authz v3)."
@@ -25,12 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"authz {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runners = {}
+    parsers = {}
     for command in COMMANDS:
         sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.HELP)
         command.configure(sub)
         runners[command.NAME] = command.run
+        parsers[command.NAME] = sub
     raw = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(raw)
+    args, unknown = parser.parse_known_args(raw)
+    if unknown:  # the command's usage and a close flag, not the top level's usage alone
+        parsers[args.command].error(unrecognized(unknown, parsers[args.command]))
     args.argv = raw  # the supervisor of `serve --workers N` starts each worker with these
     try:
         code = runners[args.command](args)
