@@ -69,3 +69,37 @@ def test_check_without_a_service_says_so_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("authz check: no answer from 127.0.0.1:1")
     assert "is `authz serve` running?" in result.stderr and "Traceback" not in result.stderr
+
+
+MINT = REPO_ROOT / "examples" / "demo-issuer" / "mint.py"
+TENANTS = REPO_ROOT / "examples" / "multi-tenant"
+
+
+def mint(*claims: str) -> str:
+    argv = [sys.executable, str(MINT), *(a for c in claims for a in ("--claim", c))]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_multi_tenant_example_serves_tokens_the_demo_issuer_mints() -> None:
+    """mint.py mints the tenant_id and roles claims examples/multi-tenant reads, and the
+    example's key file is inside its own directory (issue 25.11)."""
+    text = (TENANTS / "tenants.yaml").read_text(encoding="utf-8")
+    (jwks_file,) = re.findall(r"jwks_file: (\S+)", text)
+    assert (TENANTS / jwks_file).resolve().parent == TENANTS
+    assert (TENANTS / jwks_file).read_bytes() == (
+        REPO_ROOT / "policies/demo-jwks.json"
+    ).read_bytes()
+    member = mint("tenant_id=acme")
+    admin = mint("tenant_id=acme", 'roles=["tenant-admin"]')
+    host = ("--host", "app.tenants.example.com")
+    with ServiceProcess(TENANTS) as service:
+
+        def check(path: str, token: str, method: str = "GET") -> str:
+            argv = ["check", "--authz", service.address, *host, "--path", path]
+            result = authz([*argv, "--token", token, "--method", method])
+            return result.stdout.splitlines()[0]
+
+        assert check("/tenants/acme/orders", member).startswith("ALLOW 200 reason=members-use")
+        assert check("/tenants/globex/orders", member).startswith("DENY 403")
+        assert check("/admin/tenants/acme", member, "DELETE").startswith("DENY 403")
+        assert check("/admin/tenants/acme", admin, "DELETE").startswith("ALLOW 200 reason=admins")
