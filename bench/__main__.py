@@ -1,7 +1,9 @@
-"""`python -m bench run [--quick]`: every bench, side by side, then docs/benchmarks.md + .png.
+"""`python -m bench run [--quick] [--out FILE]`: every bench, side by side, then a report (+ .png).
 
-Parts that need a tool that is not installed (h2load, wrk, Envoy) are skipped and the report
-says so. Nothing asserts a number: the report prints medians and ratios.
+The report goes to a temporary file unless `--out` names one: docs/benchmarks.md changes only
+when asked (`--out docs/benchmarks.md`, after a full run). Parts that need a tool that is not
+installed (h2load, wrk, Envoy, the OPA-Envoy binary) are skipped and the report says so and how
+to get it. Nothing asserts a number: the report prints medians and ratios.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_load, export_load, grpc_load, h2load, http_mode, inproc, server_models
-from bench.procs import REPO
+from bench import envoy_load, export_load, grpc_load, h2load, http_mode, inproc, opa, server_models
 
 
 def machine() -> dict[str, str]:
@@ -111,16 +113,38 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the benches and write the report")
     r.add_argument("--quick", action="store_true", help="short rounds (about a minute)")
-    r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
+    r.add_argument(
+        "--out",
+        type=Path,
+        help="write the report here, e.g. docs/benchmarks.md after a full run (default: a "
+        "temporary file; the docs change only when asked)",
+    )
+    r.add_argument(
+        "--opa-envoy",
+        metavar="PATH",
+        help=f"the OPA-Envoy binary (or an .xz of it) for the peers part (default: ${opa.ENV})",
+    )
     r.add_argument(
         "--parts",
         default="engine,identity,cache,grpc,e2e,peers,models,http,export",
         help="comma-separated subset",
     )
     args = parser.parse_args(argv)
-    run(args.quick, args.out, set(args.parts.split(",")))
-    print(f"wrote {args.out}")
+    if args.opa_envoy:
+        os.environ[opa.ENV] = args.opa_envoy  # bench.opa reads it there, in this process
+    if "peers" in args.parts.split(",") and opa.missing_reason():
+        print(opa.missing_reason(), file=sys.stderr)
+    out = args.out or report_path()
+    run(args.quick, out, set(args.parts.split(",")))
+    print(f"wrote {out}")
     return 0
+
+
+def report_path() -> Path:
+    """A fresh temporary file for a report nobody asked to keep in the repository."""
+    handle, name = tempfile.mkstemp(prefix="authz-bench-", suffix=".md")
+    os.close(handle)
+    return Path(name)
 
 
 if __name__ == "__main__":
