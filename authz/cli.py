@@ -33,26 +33,31 @@ def unrecognized(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as `authz` reads it: exits 2 with the command's usage when it is wrong,
+    without running anything (tests check the documented command lines with it)."""
     parser = argparse.ArgumentParser(
         prog="authz", description="External authorization for Envoy (ext_authz v3)."
     )
     parser.add_argument("--version", action="version", version=f"authz {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    runners = {}
     parsers = {}
     for command in COMMANDS:
         sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.HELP)
         command.configure(sub)
-        runners[command.NAME] = command.run
+        sub.set_defaults(run=command.run)
         parsers[command.NAME] = sub
-    raw = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = parser.parse_known_args(raw)
+    args, unknown = parser.parse_known_args(argv)
     if unknown:  # the command's usage and a close flag, not the top level's usage alone
         parsers[args.command].error(unrecognized(unknown, parsers[args.command]))
-    args.argv = raw  # the supervisor of `serve --workers N` starts each worker with these
+    args.argv = list(argv)  # the supervisor of `serve --workers N` starts each worker with these
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     try:
-        code = runners[args.command](args)
+        code: int = args.run(args)
         sys.stdout.flush()
     except BrokenPipeError:
         # `authz explain ... | head`: the reader is gone, which is not an error. Point stdout at
