@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 UNIX = "unix:"
-ALL_INTERFACES = "0.0.0.0"  # what `:port` means
+ALL_INTERFACES = "0.0.0.0"  # what `:port` means to a server
+LOOPBACK = "127.0.0.1"  # where a client on this machine reaches a `:port` server
 
 _HOST_NAME = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*$"
@@ -97,6 +98,12 @@ def shifted(text: str, index: int) -> str:
         return f"{UNIX}{path.with_name(f'{path.stem}.{index}{path.suffix}')}"
     host, _, port = text.rpartition(":")
     return f"{host}:{int(port) + index}"
+
+
+def reachable(text: str) -> str:
+    """`text` as a client on this machine connects to it: `:port` (a server on every interface)
+    at loopback; anything else as it is."""
+    return LOOPBACK + text if text.startswith(":") else text
 
 
 def bindable(text: str) -> str:

@@ -12,9 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz.addresses import Address, AddressError, parse
-
-LOOPBACK = "127.0.0.1"  # where `--authz :PORT` is reached
+from authz.addresses import Address, AddressError, parse, reachable
 
 AUTHZ_CLUSTER = "authz"
 UPSTREAM_CLUSTER = "upstream"
@@ -33,9 +31,7 @@ Config = dict[str, Any]
 def parse_endpoint(text: str, *, allow_unix: bool = True) -> Address:
     """An address `authz serve --listen` takes; Envoy is given unix socket paths absolute.
     `:PORT` (a service listening on every interface) is reached on this machine's loopback."""
-    endpoint = parse(text, allow_unix=allow_unix)
-    if text.startswith(":"):
-        return Address(LOOPBACK, endpoint.port)
+    endpoint = parse(reachable(text), allow_unix=allow_unix)
     if endpoint.unix_path is not None and not endpoint.unix_path.startswith("/"):
         raise AddressError(f"{text!r}: a unix socket path must be absolute")
     return endpoint

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         headers["authorization"] = f"Bearer {args.token}"
     probe = Probe(args.method, args.path, args.host, headers, args.principal, args.source_ip)
     try:
-        answer = send_check(args.authz, probe, args.timeout)
+        answer = send_check(addresses.reachable(args.authz), probe, args.timeout)
     except grpc.RpcError as error:
         detail = error.details() if isinstance(error, grpc.Call) else str(error)
         print(

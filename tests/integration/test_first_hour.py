@@ -46,6 +46,15 @@ def test_colon_port_listens_on_every_interface_and_the_default_level_is_quiet() 
             assert _status(f"http://{LOOPBACK}:{admin_port}/readyz") == 200
             # The HTTP door answers (a request without Envoy's original-path header: 400).
             assert _status(f"http://{LOOPBACK}:{http_port}/") == 400
+            # The same spelling on the client side reaches it on this machine.
+            checked = subprocess.run(
+                [sys.executable, "-m", "authz", "check", "--authz", f":{grpc_port}"]
+                + ["--path", "/debug/vars"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert checked.stdout.startswith("DENY 403 reason=no-debug-endpoints"), checked
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz.addresses import Address, AddressError, bindable, parse, shifted
+from authz.addresses import Address, AddressError, bindable, parse, reachable, shifted
 
 
 def test_parse() -> None:
@@ -16,6 +16,7 @@ def test_parse() -> None:
     # Every interface, as `--addr :9191` means to OPA and the README's examples to us.
     assert parse(":9191") == Address("0.0.0.0", 9191)
     assert bindable(":9191") == "0.0.0.0:9191" and bindable("unix:/a.sock") == "unix:/a.sock"
+    assert reachable(":9191") == "127.0.0.1:9191" and reachable("h:1") == "h:1"
 
 
 @pytest.mark.parametrize(
