@@ -48,8 +48,14 @@ def test_colon_port_listens_on_every_interface_and_the_default_level_is_quiet() 
             assert _status(f"http://{LOOPBACK}:{http_port}/") == 400
             # The same spelling on the client side reaches it on this machine.
             checked = subprocess.run(
-                [sys.executable, "-m", "authz", "check", "--authz", f":{grpc_port}"]
-                + ["--path", "/debug/vars"],
+                [
+                    sys.executable,
+                    "-m",
+                    "authz",
+                    "check",
+                    f"--authz=:{grpc_port}",
+                    "--path=/debug/vars",
+                ],
                 capture_output=True,
                 text=True,
                 timeout=60,
