@@ -85,6 +85,6 @@ def explain_line(args: argparse.Namespace) -> str:
         words += ["--principal", args.principal]
     for header in args.header:
         words += ["--header", header]
-    if args.token:
-        words += ["--claims", "'<the token's claims as JSON>'"]
-    return " ".join(shlex.quote(w) if not w.startswith("'<") else w for w in words)
+    quoted = " ".join(shlex.quote(w) for w in words)
+    # explain reads verified claims, not a token: the reader fills them in.
+    return quoted + " --claims CLAIMS_JSON" if args.token else quoted
