@@ -233,23 +233,29 @@ def test_a_fully_populated_check_request_parses_field_for_field() -> None:
 
 
 @pytest.mark.parametrize(
-    "theirs",
+    ("theirs", "kind"),
     [
-        edp_core.Address(pipe=edp_core.Pipe(path="@abstract/envoy.sock", mode=0o600)),
-        edp_core.Address(
-            envoy_internal_address=edp_core.EnvoyInternalAddress(
-                server_listener_name="internal-listener", endpoint_id="ep-1"
-            )
+        (edp_core.Address(pipe=edp_core.Pipe(path="@abstract/envoy.sock", mode=0o600)), "pipe"),
+        (
+            edp_core.Address(
+                envoy_internal_address=edp_core.EnvoyInternalAddress(
+                    server_listener_name="internal-listener", endpoint_id="ep-1"
+                )
+            ),
+            "envoy_internal_address",
         ),
-        edp_core.Address(
-            socket_address=edp_core.SocketAddress(address="10.0.0.2", named_port="http")
+        (
+            edp_core.Address(
+                socket_address=edp_core.SocketAddress(address="10.0.0.2", named_port="http")
+            ),
+            "socket_address",
         ),
     ],
     ids=["pipe", "internal", "named-port"],
 )
-def test_every_address_kind_parses(theirs: Any) -> None:
+def test_every_address_kind_parses(theirs: Any, kind: str) -> None:
     ours = address_pb2.Address.FromString(bytes(theirs))
-    assert ours.WhichOneof("address") is not None
+    assert ours.WhichOneof("address") == kind
     assert_same(ours, theirs)
 
 
