@@ -17,6 +17,7 @@ the `envoy + export` layout starting at all.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import statistics
@@ -190,5 +191,10 @@ def compare(*, rounds: int, seconds: float) -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":
-    print(json.dumps(compare(rounds=3, seconds=3), indent=1))
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench export-load")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3)
+    args = parser.parse_args(argv)
+    print(json.dumps(compare(rounds=args.rounds, seconds=args.seconds), indent=1))
+    return 0

@@ -1,6 +1,6 @@
 """HTTP mode vs gRPC mode through a real Envoy, side by side in one run (issue 14).
 
-    python -m bench.http_mode [--rounds 3] [--seconds 8]
+    python -m bench http-mode [--rounds 3] [--seconds 8]
 
 Layouts (Envoy --concurrency 1, direct response, wrk -t1 -c32, the bench's 1,000-rule policy
 and an RS256 token, alternating rounds):
@@ -9,7 +9,7 @@ and an RS256 token, alternating rounds):
                  `python -m authz serve --no-grpc --http-listen` (one process);
 * `empty http`   the same http_service to an empty granian RSGI app that answers 200.
 Then the latency (p50/p90/p99, µs, Envoy included) of `grpc w1` and `http w1` at 500 req/s.
-The empty app runs from `python -m bench.http_mode serve-empty HOST:PORT` until SIGTERM.
+The empty app runs from `python -m bench serve empty-http HOST:PORT` until SIGTERM.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ from bench.envoy_load import (
 from bench.procs import REPO, free_port, started, wait_port
 
 
-def _serve_empty(address: str) -> None:
-    """An empty RSGI app (200, no headers) on the service's own granian setup: the ceiling."""
+def serve_empty(argv: list[str]) -> None:
+    """`ADDRESS`: an empty RSGI app (200, no headers) on the service's own granian setup, the
+    ceiling."""
+    (address,) = argv
     from authz.config import Limits
     from authz.http_server import HttpServers
 
@@ -113,7 +115,7 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
         stack.enter_context(_process(tmp, [py, "-m", "authz", "serve", "--policies", str(policies),
             "--no-grpc", "--http-listen", f"127.0.0.1:{ports['http']}", "--no-watch",
             "--log-level", "warning"], ports["http"], "http"))  # fmt: skip
-        stack.enter_context(_process(tmp, [py, "-m", "bench.http_mode", "serve-empty",
+        stack.enter_context(_process(tmp, [py, "-m", "bench", "serve", "empty-http",
             f"127.0.0.1:{ports['empty']}"], ports["empty"], "empty"))  # fmt: skip
         listeners: dict[str, int] = {}
         for n, make in (
@@ -143,16 +145,10 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "serve-empty":
-        _serve_empty(sys.argv[2])
-        return
-    parser = argparse.ArgumentParser()
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench http-mode")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(json.dumps(compare(args.rounds, args.seconds), indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

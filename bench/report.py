@@ -213,7 +213,7 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         lines += [
             "## Server model: today's `check` on grpc.aio vs grpcio's sync server",
             "",
-            "`python -m bench.server_models`: the same `build_app` service (check unchanged), each "
+            "`python -m bench server-models`: the same `build_app` service (check unchanged), each "
             "server one process pinned to core 0; direct = h2load (4 connections x 16 streams) on "
             "core 1; behind Envoy = wrk -c32 through Envoy --concurrency 1, both on core 1. "
             "`empty-*` answer a static OK.",
@@ -225,7 +225,7 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         d = results["http_mode"]
         med = d["median"]
         lines += [
-            "## HTTP mode vs gRPC mode through Envoy (bench.http_mode)",
+            "## HTTP mode vs gRPC mode through Envoy (`python -m bench http-mode`)",
             "",
             "Same wrk load as above; ext_authz `grpc_service` to `authz serve` (one process) vs "
             "`http_service` (authz.envoy_http) to `authz serve --no-grpc --http-listen` (one "
