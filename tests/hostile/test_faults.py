@@ -251,7 +251,7 @@ def test_a_flood_of_unknown_kids_does_not_hammer_the_idp(server: JwksServer) -> 
 def test_distinct_tokens_keep_the_token_cache_bounded() -> None:
     """A burst of distinct valid tokens fifty times the cache's limit, then distinct garbage ones:
     the verified token cache never holds more than its limit (we measure the cache, not RSS).
-    A 100-entry cache proves the bound a 2,000-entry one does; AUTHZ_TEST_LONG=1 runs the
+    A 100-entry cache proves the bound a 2,000-entry one does; LONG_TESTS=1 runs the
     original 100,000 tokens against 2,000 entries."""
     secret = os.urandom(32)
     issuer = "https://id.example.com"

@@ -1,5 +1,5 @@
 """The soak (tests/hostile/soak.py) in its short form: a few seconds of mixed hostile traffic with
-faults (AUTHZ_TEST_LONG=1: 10 s, 20,000 checks)."""
+faults (LONG_TESTS=1: 10 s, 20,000 checks)."""
 
 from __future__ import annotations
 

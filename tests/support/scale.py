@@ -1,7 +1,7 @@
 """How long the slow properties and soaks run.
 
 The default run keeps each of them to a size that still proves its bound (a cache many times
-over its limit, a soak with every fault kind); `AUTHZ_TEST_LONG=1 ./dev test ...` runs the long
+over its limit, a soak with every fault kind); `LONG_TESTS=1 ./dev test ...` runs the long
 forms the issues were first checked with.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-LONG = os.environ.get("AUTHZ_TEST_LONG", "") not in ("", "0")
+LONG = os.environ.get("LONG_TESTS", "") not in ("", "0")
 
 
 def scaled(default: int, long: int) -> int:
-    """`default` in the everyday run, `long` when AUTHZ_TEST_LONG is set."""
+    """`default` in the everyday run, `long` when LONG_TESTS is set."""
     return long if LONG else default
