@@ -231,16 +231,34 @@ def free_pair() -> int:
 def envoy(
     tmp: Path, layout: str, authz_ports: list[int], *, cores: str | None = None
 ) -> Iterator[int]:
+    """An Envoy of one of `bootstrap`'s layouts; yields its listener port."""
     listener, admin = free_port(), free_port()
-    config = tmp / f"envoy-{layout}-{listener}.json"
-    config.write_text(json.dumps(bootstrap(listener, admin, layout, authz_ports)))
+    config = bootstrap(listener, admin, layout, authz_ports)
+    with run_envoy(tmp, layout, config, listener, admin, cores=cores) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def run_envoy(
+    tmp: Path,
+    name: str,
+    config: dict[str, Any],
+    listener: int,
+    admin: int,
+    *,
+    cores: str | None = None,
+) -> Iterator[int]:
+    """Envoy --concurrency 1 on `config` (listening on `listener`, its admin on `admin`),
+    pinned to `cores`; yields `listener` once the admin endpoint says LIVE."""
+    path = tmp / f"envoy-{name}-{listener}.json"
+    path.write_text(json.dumps(config))
     binary = envoy_binary()
     assert binary is not None
-    log = tmp / f"envoy-{listener}.log"
+    log = tmp / f"envoy-{name}-{listener}.log"
     argv = [
         binary,
         "-c",
-        str(config),
+        str(path),
         "--concurrency",
         "1",
         "--log-level",

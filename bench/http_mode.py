@@ -29,10 +29,10 @@ from typing import Any
 from bench import fixtures, h2load
 from bench.envoy_load import (
     bootstrap,
-    envoy_binary,
     fixed_rate,
     interleaved_throughput,
     percentile,
+    run_envoy,
 )
 from bench.procs import REPO, free_port, started, wait_port
 
@@ -60,7 +60,7 @@ def serve_empty(argv: list[str]) -> None:
     asyncio.run(main())
 
 
-def _http_bootstrap(listener: int, admin: int, port: int) -> dict[str, Any]:
+def http_bootstrap(listener: int, admin: int, port: int) -> dict[str, Any]:
     from authz.envoy_bootstrap import BootstrapOptions
     from authz.envoy_http import http_ext_authz_filter
 
@@ -76,21 +76,7 @@ def _http_bootstrap(listener: int, admin: int, port: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _envoy(tmp: Path, config: dict[str, Any], listener: int) -> Iterator[int]:
-    path = tmp / f"envoy-{listener}.json"
-    path.write_text(json.dumps(config))
-    log = tmp / f"envoy-{listener}.log"
-    binary = envoy_binary()
-    assert binary is not None
-    argv = [binary, "-c", str(path), "--concurrency", "1", "--log-level", "warn",
-            "--disable-hot-restart"]  # fmt: skip
-    with started(argv, log=log) as proc:
-        wait_port(listener, proc, log)
-        yield listener
-
-
-@contextlib.contextmanager
-def _process(tmp: Path, argv: list[str], port: int, name: str) -> Iterator[int]:
+def authz_process(tmp: Path, argv: list[str], port: int, name: str) -> Iterator[int]:
     log = tmp / f"{name}.log"
     # cwd is the repository: `-m authz` and `-m bench` import this checkout.
     with started(argv, log=log, env={"PYTHONPATH": str(REPO)}) as proc:
@@ -109,22 +95,23 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
         policies = fixtures.write_policies(tmp / "policies", 1000, [key])
         py = sys.executable
         ports = {n: free_port() for n in ("grpc", "http", "empty")}
-        stack.enter_context(_process(tmp, [py, "-m", "authz", "serve", "--policies", str(policies),
-            "--listen", f"127.0.0.1:{ports['grpc']}", "--no-watch", "--log-level", "warning"],
-            ports["grpc"], "grpc"))  # fmt: skip
-        stack.enter_context(_process(tmp, [py, "-m", "authz", "serve", "--policies", str(policies),
-            "--no-grpc", "--http-listen", f"127.0.0.1:{ports['http']}", "--no-watch",
-            "--log-level", "warning"], ports["http"], "http"))  # fmt: skip
-        stack.enter_context(_process(tmp, [py, "-m", "bench", "serve", "empty-http",
-            f"127.0.0.1:{ports['empty']}"], ports["empty"], "empty"))  # fmt: skip
+        serve = [py, "-m", "authz", "serve", "--policies", str(policies), "--no-watch"]
+        quiet = ["--log-level", "warning"]
+        grpc = [*serve, "--listen", f"127.0.0.1:{ports['grpc']}", *quiet]
+        http = [*serve, "--no-grpc", "--http-listen", f"127.0.0.1:{ports['http']}", *quiet]
+        empty = [py, "-m", "bench", "serve", "empty-http", f"127.0.0.1:{ports['empty']}"]
+        for kind, argv in (("grpc", grpc), ("http", http), ("empty", empty)):
+            stack.enter_context(authz_process(tmp, argv, ports[kind], kind))
         listeners: dict[str, int] = {}
         for n, make in (
             ("grpc w1", lambda li, ad: bootstrap(li, ad, "authz", [ports["grpc"]])),
-            ("http w1", lambda li, ad: _http_bootstrap(li, ad, ports["http"])),
-            ("empty http", lambda li, ad: _http_bootstrap(li, ad, ports["empty"])),
+            ("http w1", lambda li, ad: http_bootstrap(li, ad, ports["http"])),
+            ("empty http", lambda li, ad: http_bootstrap(li, ad, ports["empty"])),
         ):
             listener, admin = free_port(), free_port()
-            listeners[n] = stack.enter_context(_envoy(tmp, make(listener, admin), listener))
+            listeners[n] = stack.enter_context(
+                run_envoy(tmp, "http", make(listener, admin), listener, admin)
+            )
         throughput = interleaved_throughput(listeners, token, rounds, seconds)
         # Latency added at a fixed rate (h2load --rps to Envoy), same rounds interleaved.
         latency: dict[str, dict[str, float]] = {}

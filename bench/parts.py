@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import envoy_load, export_load, grpc_load, h2load, http_mode, inproc, server_models
+from bench import (
+    envoy_load,
+    export_load,
+    grpc_load,
+    h2load,
+    http_mode,
+    inproc,
+    latency,
+    server_models,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,10 @@ def _http(size: Size) -> dict[str, Any]:
     return {"http_mode": http_mode.compare(rounds=size.pick(2, 5), seconds=size.pick(2, 5))}
 
 
+def _latency(size: Size) -> dict[str, Any]:
+    return {"latency": latency.compare(rounds=size.pick(2, 5), seconds=size.pick(3, 6))}
+
+
 def _export(size: Size) -> dict[str, Any]:
     return {"export": export_load.compare(rounds=size.rounds, seconds=3)}
 
@@ -117,4 +130,5 @@ PARTS: tuple[Part, ...] = (
     Part("models", "server models", _needs(ENVOY_WRK, H2LOAD), _models),
     Part("http", "HTTP mode", _needs(ENVOY_WRK), _http),
     Part("export", "exported policy", _needs(ENVOY_WRK), _export),
+    Part("latency", "fixed-rate latency", _needs(ENVOY_WRK, H2LOAD), _latency),
 )

@@ -281,6 +281,9 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
             f"{_target(d['export_seconds'] < 1)} |",
         ]
 
+    if "latency" in results:
+        lines += _latency(results["latency"], targets)
+
     for skipped in results["skipped"]:
         lines.append(f"Skipped: {skipped}.")
     lines += ["## Targets", "", "| target | measured | status |", "|---|---|---|", *targets, ""]
@@ -355,6 +358,22 @@ def _peers(d: dict[str, Any], targets: list[str]) -> list[str]:
             targets.append(
                 f"| behind Envoy, authz w1 >= {want}x OPA-Envoy ({variant}) at GOMAXPROCS=1 | "
                 f"{base:,.0f} vs {med[key]:,.0f} = {r:.2f}x | {_target(r >= want)} |"
+            )
+    return lines
+
+
+def _latency(d: dict[str, Any], targets: list[str]) -> list[str]:
+    from bench.latency import table
+
+    lines = ["## Latency added at a fixed rate (`python -m bench latency`)", "", *table(d), ""]
+    added = d["added_us"]
+    if "opa jwt" in added and "authz gRPC w1" in added:
+        ours, theirs = added["authz gRPC w1"], added["opa jwt"]
+        for q in ("p50", "p99"):
+            targets.append(
+                f"| gRPC door: {q} added <= OPA-Envoy's (jwt) at {d['rate']} req/s | "
+                f"{ours[q] / 1000:+.2f} vs {theirs[q] / 1000:+.2f} ms | "
+                f"{_target(ours[q] <= theirs[q])} |"
             )
     return lines
 
