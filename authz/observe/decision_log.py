@@ -304,12 +304,11 @@ class DecisionLog:
         try:
             secrets = SECRET_HEADERS | self._token_headers()
             record = decision_record(*item, log_headers=self._log_headers, secret_headers=secrets)
-            if self.recent is not None:
-                self.recent.add(record)
-            if self.path is None:
-                return None
             # default=str: a value we did not foresee must not cost the whole line.
-            return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+            line = json.dumps(record, separators=(",", ":"), default=str)
+            if self.recent is not None:
+                self.recent.add(record, len(line))
+            return None if self.path is None else line + "\n"
         except Exception:
             log.exception("formatting a decision log record failed")
             self._count_drop()

@@ -11,7 +11,6 @@ every decision of the last minutes, however many the ring keeps.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter, deque
@@ -28,10 +27,7 @@ OTHER_REASONS = "(other)"
 # What the page can filter on: query parameter -> the record field it matches exactly.
 FILTERS = {
     "id": "decision_id",
-    "host": "host",
-    "principal": "principal",
-    "reason": "reason",
-    "status": "status",
+    **{name: name for name in ("host", "principal", "reason", "status")},
 }
 
 
@@ -56,9 +52,9 @@ class RecentDecisions:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def add(self, record: Mapping[str, Any]) -> None:
-        """Keep one record (called on the decision log's writer thread)."""
-        size = len(json.dumps(record, separators=(",", ":"), default=str))
+    def add(self, record: Mapping[str, Any], size: int) -> None:
+        """Keep one record whose JSON form is `size` bytes (called on the decision log's writer
+        thread, which has that form at hand)."""
         reason = str(record.get("reason"))
         with self._lock:
             self._count(reason)
