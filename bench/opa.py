@@ -1,7 +1,7 @@
 """OPA-Envoy as a peer: the prebuilt binary, a Rego policy that makes the bench's decision, and a
 process pinned to N cores (`GOMAXPROCS=N` + `taskset`).
 
-The binary is the user's: `python -m bench run --opa-envoy PATH` or `$AUTHZ_BENCH_OPA_ENVOY`
+The binary is the user's: `python -m bench run --opa-envoy PATH` or `$BENCH_OPA_ENVOY`
 names it (the executable, or an `.xz` of it, unpacked to a temporary path at bench time, never
 into the repository). Without it the OPA layouts are skipped, with a message saying how to get one.
 
@@ -28,13 +28,13 @@ from bench import fixtures
 from bench.procs import free_port, pinned, started, wait_port
 
 # Where the binary is named (`--opa-envoy PATH` sets it for the run); the one place it is read.
-ENV = "AUTHZ_BENCH_OPA_ENVOY"
+ENV = "BENCH_OPA_ENVOY"
 MEASURED = "opa-envoy 1.9.0, linux-amd64"  # the version docs/benchmarks.md reports
 VARIANTS = ("jwt", "path")
 
 
 def archive() -> Path | None:
-    """The binary (or an `.xz` of it) that $AUTHZ_BENCH_OPA_ENVOY names, if it is a file."""
+    """The binary (or an `.xz` of it) that $BENCH_OPA_ENVOY names, if it is a file."""
     named = os.environ.get(ENV, "")
     return Path(named) if named and Path(named).is_file() else None
 
