@@ -16,6 +16,7 @@ tests and several apps in one process do not collide).
 | `authz_policy_info` | revision | 1 for the revision in force |
 | `authz_decision_log_dropped_total` | | decision log records not written |
 | `authz_trace_spans_dropped_total` | | spans not exported: the export queue was full |
+| `authz_log_lines_suppressed_total` | logger | client-caused log lines left out (authz.logs) |
 | `authz_build_info` | version, python, grpc | 1 |
 | `process_*`, `python_*` | | the prometheus_client process, platform and GC collectors |
 
@@ -59,6 +60,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
+from authz.logs import CLIENT_CAUSED, CLIENT_LINES
 from authz.model import Request, Verdict
 from authz.reasons import CODES
 
@@ -393,6 +395,15 @@ class _Snapshot:
         )
         spans.add_metric([], self._spans_dropped() if self._spans_dropped is not None else 0)
         yield spans
+        lines = CounterMetricFamily(
+            "authz_log_lines_suppressed",
+            "Log lines a client can cause that were left out: one per kind and minute is written.",
+            labels=("logger",),
+        )
+        suppressed = CLIENT_LINES.counts()
+        for name in CLIENT_CAUSED:
+            lines.add_metric([name], suppressed.get(name, 0))
+        yield lines
         yield from self._keys()
 
     def _keys(self) -> Iterator[Metric]:
