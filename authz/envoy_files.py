@@ -57,6 +57,12 @@ def _hybrid_writer() -> Writer:
     return write
 
 
+def _why(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return f"{type(error).__name__}: {error}"
+
+
 class EnvoyFiles:
     """The ECDS files in `directory`: `publish(set)` writes a set (the reloader calls it after
     each reload; False when the write failed and a retry is scheduled); `start(current)` runs
@@ -91,10 +97,8 @@ class EnvoyFiles:
                 return True
             try:
                 kept = self._write(self.directory, policy_set)
-            except OSError as error:
-                self._error = error.strerror or str(error)
-                if error.filename:
-                    self._error += f": {error.filename}"
+            except Exception as error:  # a bug in the export leaves Envoy behind just as well
+                self._error = _why(error)
                 self._failures += 1
                 self._streak += 1
                 log.error(
@@ -105,6 +109,7 @@ class EnvoyFiles:
                     self._error,
                     self._written or "(none)",
                     self._delay,
+                    exc_info=not isinstance(error, OSError),
                 )
                 self._retry.set()
                 return False
@@ -134,11 +139,7 @@ class EnvoyFiles:
                 return
             self._retry.clear()
             self._delay = min(self._delay * 2, MAX_RETRY_SECONDS)
-            try:
-                self.publish(current())
-            except Exception:  # never let the retries die: a later one may succeed
-                log.exception("retrying the Envoy filters failed")
-                self._retry.set()
+            self.publish(current())
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
