@@ -23,6 +23,7 @@ from authz.observe.decision_log import rfc3339
 
 _GZIP_MAGIC = b"\x1f\x8b"
 MAX_LINE_BYTES = 1024 * 1024  # far above any record the service writes
+CHUNK_BYTES = 256 * 1024  # read at a time (split in C: much faster than a readline per line)
 EXAMPLES = 5  # bad lines kept to show, with their file and line number
 
 
@@ -117,6 +118,8 @@ def _parse(line: bytes | None) -> tuple[dict[str, Any] | None, str]:
         text = line.decode()  # the service writes UTF-8; json.loads would guess UTF-16 too
     except UnicodeDecodeError:
         return None, "not UTF-8"
+    if not text.strip():
+        return None, "an empty line"
     try:
         record = json.loads(text)
     except RecursionError:
@@ -135,17 +138,19 @@ def _lines(path: str) -> Iterator[tuple[int, bytes | None]]:
     number = 0
     try:
         with _open(path) as stream:
-            while True:
-                line = stream.readline(MAX_LINE_BYTES + 1)
-                if not line:
-                    return
+            rest, skipping = b"", False  # the unfinished last line; in a line over the bound
+            while chunk := stream.read(CHUNK_BYTES):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    number += 1
+                    yield number, None if skipping or len(line) > MAX_LINE_BYTES else line
+                    skipping = False
+                if len(rest) > MAX_LINE_BYTES:
+                    rest, skipping = b"", True
+            if rest or skipping:
                 number += 1
-                if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
-                    yield number, line
-                    continue
-                while line and not line.endswith(b"\n"):  # the rest of the long line
-                    line = stream.readline(MAX_LINE_BYTES)
-                yield number, None
+                yield number, None if skipping else rest
     except (OSError, EOFError, zlib.error) as error:
         # OSError: missing, unreadable, not gzip after all; EOFError: a gzip cut short.
         where = f"{path}, after line {number}" if number else path
