@@ -31,6 +31,7 @@ CLIENT_CAUSED = (
     "authz.server",  # a gRPC check that failed (denied): a request may hit a bug each time
     "authz.http",  # the same on the HTTP door
     "authz.decision_log",  # a record that could not be formatted
+    "authz.admin",  # an admin request (the decision page's, by path) that failed
 )
 INTERVAL_SECONDS = 60.0
 MAX_MESSAGE = 300
