@@ -49,7 +49,7 @@ class Readiness:
     jwks: Mapping[str, str] = field(default_factory=dict)
     # The rate-limit counters (authz.limits): shown, never a reason to be unready (a Redis
     # that is down makes each process count locally; restarting the pod would not help).
-    rate_limits: Mapping[str, str] = field(default_factory=dict)
+    rate_limits: Mapping[str, str | float] = field(default_factory=dict)
     # With --export-envoy: whether Envoy's copy holds the set in force. Shown, never a reason
     # to be unready (this service decides right; the copy is retried: authz.envoy_files).
     envoy_export: Mapping[str, str] = field(default_factory=dict)
@@ -58,7 +58,7 @@ class Readiness:
 def readiness_check(
     phase: Callable[[], str],
     key_status: Callable[[], Mapping[str, str]],
-    rate_limits: Callable[[], Mapping[str, str]] | None = None,
+    rate_limits: Callable[[], Mapping[str, str | float]] | None = None,
     envoy_export: Callable[[], Mapping[str, str]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
