@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -123,6 +123,8 @@ class PolicyReloader:
             # Unchanged too: a SIGHUP retries a copy that could not be written before.
             if ok and self._publish is not None and not self._publish(self._store.current):
                 result = ReloadResult.EXPORT_ERROR
+                if self.last is not None:  # the decision page shows it as the reload's outcome
+                    self.last = replace(self.last, outcome=str(result))
         for listener in list(self._listeners):
             try:
                 listener(result)
