@@ -296,7 +296,7 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
                 ]
                 if cli
                 else []
-            ),  # fmt: skip
+            ),
         ]
 
     if "latency" in results:
