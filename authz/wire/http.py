@@ -39,8 +39,8 @@ from authz.config import Limits
 from authz.errors import BadRequest, WorkloadRejected
 from authz.identity.peer import XfccError, parse_xfcc
 from authz.model import Decision, Request, Verdict
-from authz.paths import normalize_path
 from authz.reasons import Reason
+from authz.request.paths import normalize_path
 from authz.wire.inbound import (
     bound_path,
     check_address,

@@ -6,11 +6,11 @@ What is read, from Envoy's `attribute_context.proto` (AttributeContext):
 `metadata_context`.
 
 Bad input raises only our own errors, each with a message saying what was wrong and a stable
-reason code: `InvalidMethod`, `InvalidHost`, `InvalidPath` (from `authz.paths.normalize_path`),
-`AttributeTooLarge` (400), `RequestTooLarge` (431: headers, path) or `BadRequest` (400, a
-missing method or path). Every attribute is bounded by `authz.config.Limits` before it is
-parsed or kept. This runs on every check: the common request costs one pass over the headers
-and no copies beyond the resulting dict.
+reason code: `InvalidMethod`, `InvalidHost`, `InvalidPath` (from
+`authz.request.paths.normalize_path`), `AttributeTooLarge` (400), `RequestTooLarge` (431:
+headers, path) or `BadRequest` (400, a missing method or path). Every attribute is bounded by
+`authz.config.Limits` before it is parsed or kept. This runs on every check: the common request
+costs one pass over the headers and no copies beyond the resulting dict.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from authz.errors import (
     RequestTooLarge,
 )
 from authz.model import Request
-from authz.paths import normalize_path
 from authz.policy.patterns import check_method as check_method_name
 from authz.policy.patterns import normalize_host
+from authz.request.paths import normalize_path
 
 # An IP address, IPv6 with an IPv4 tail and a zone included, is far shorter: longer is not one.
 _MAX_ADDRESS_BYTES = 128
