@@ -19,9 +19,9 @@ from authz.errors import (
 )
 from authz.model import Decision, Verdict
 from authz.wire.http import (
-    ENVOY_HEADERS_TO_REMOVE,
     ENVOY_ADDRESS_HEADER,
     ENVOY_CONTENT_LENGTH_HEADER,
+    ENVOY_HEADERS_TO_REMOVE,
     ENVOY_PATH_HEADER,
     UNSUPPORTED_IN_HTTP_MODE,
     HttpListener,
