@@ -131,6 +131,7 @@ def _san_principal(names: list[x509.GeneralName]) -> str | None:
     # AttributeContext.Peer.principal). A verified certificate without SAN gives us nothing we
     # can match a SPIFFE or DNS rule against, so there is no subject fallback here.
     uris = [n.value for n in names if isinstance(n, x509.UniformResourceIdentifier)]
+    _one_uri_san(len(uris))
     if uris:
         return str(uris[0])
     dns = [n.value for n in names if isinstance(n, x509.DNSName)]
@@ -152,8 +153,18 @@ class XfccElement:
 
     def principal(self) -> str | None:
         """URI, else the first DNS, else Subject: the same order Envoy uses for
-        `source.principal`."""
+        `source.principal`. Raises WorkloadRejected for a certificate with several URI SANs."""
+        _one_uri_san(sum(1 for name, _ in self.pairs if name == "uri"))
         return self.get("uri") or self.get("dns") or self.get("subject") or None
+
+
+def _one_uri_san(count: int) -> None:
+    """An X.509-SVID has exactly one URI SAN. A certificate with more is not a workload
+    identity: Envoy's RBAC would match any of them, this service the first, so which SAN
+    names the peer would depend on the enforcement point (docs/policy.md, "One rule for
+    ambiguous requests"). Refused wherever the service sees the certificate."""
+    if count > 1:
+        raise WorkloadRejected("the peer certificate has more than one URI SAN")
 
 
 class XfccError(ValueError):
