@@ -263,3 +263,29 @@ rules:
     assert not admin.matcher.matches(ctx("/api/orders;x=/admin"))
     assert guests.matcher.matches(ctx("/", {"x-role": "admin,guest"}))
     assert not guests.matcher.matches(ctx("/", {"x-role": "admin"}))
+
+
+def test_a_header_key_counts_under_each_element() -> None:
+    from authz.limits import Limiter, LocalCounter
+
+    policy = """
+rate_limits:
+  - {name: per-tenant, key: "header:x-tenant", limit: 2, per: hour}
+rules:
+  - {name: open, action: allow}
+"""
+    host_policy = build_policy_set([("p.yaml", policy, ".")]).for_host("h")
+    assert host_policy is not None
+    limiter = Limiter(LocalCounter(), clock=lambda: 1000.0)
+
+    def count(tenant: str) -> bool:
+        request = Request("GET", "/", "h", headers={"x-tenant": tenant})
+        ctx = RequestContext(request, ANONYMOUS, host_policy.authentication)
+        plan = limiter.plan(host_policy.rate_limits, ctx)
+        return limiter.count(plan, evaluate(host_policy, request, ANONYMOUS)) is None
+
+    # Repeating the header, or adding an element, reaches no fresh counter.
+    assert count("acme")
+    assert count("acme, acme")
+    assert not count("acme,other")
+    assert count("other")
