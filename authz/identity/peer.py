@@ -28,7 +28,13 @@ from authz.identity.cache import BoundedCache, deep_bytes, text_bytes
 from authz.identity.spiffe import workload_for
 from authz.model import Request, Workload
 
-__all__ = ["PeerCertificateVerifier", "PeerIdentifier", "XfccElement", "parse_xfcc"]
+__all__ = [
+    "PeerCertificateVerifier",
+    "PeerIdentifier",
+    "XfccElement",
+    "parse_xfcc",
+    "xfcc_peer",
+]
 
 _MAX_CHAIN = 8
 # Caches keyed by what the peer sends, bounded in bytes too (issue 10.2). A chain of _MAX_CHAIN
@@ -257,6 +263,21 @@ def _parse_xfcc(value: str) -> tuple[XfccElement, ...]:
     return tuple(elements)
 
 
+def xfcc_peer(value: str) -> tuple[str, str]:
+    """(principal, URL-encoded PEM certificate) of the last element of a trusted
+    x-forwarded-client-cert: the one the nearest proxy, Envoy, appended (or the only one, with
+    SANITIZE_SET). The one reader of XFCC for both doors. Raises WorkloadRejected."""
+    try:
+        element = parse_xfcc(value)[-1]
+    except XfccError as error:
+        # The operator says a trusted proxy sets this header; a value we cannot read means
+        # something is wrong on the path: refuse rather than guess.
+        raise WorkloadRejected(
+            f"x-forwarded-client-cert is malformed: {error}", reason="xfcc_invalid"
+        ) from error
+    return element.principal() or "", element.get("cert") or ""
+
+
 class PeerIdentifier:
     """Request -> Workload | None, by the rules in this module's docstring."""
 
@@ -279,15 +300,7 @@ class PeerIdentifier:
         if self._trust_xfcc:
             header = request.headers.get("x-forwarded-client-cert", "")
             if header:
-                try:
-                    elements = parse_xfcc(header)
-                except XfccError as error:
-                    # The operator says a trusted proxy sets this header; a value we cannot
-                    # read means something is wrong on the path: refuse rather than guess.
-                    raise WorkloadRejected(
-                        f"x-forwarded-client-cert is malformed: {error}", reason="xfcc_invalid"
-                    ) from error
-                return elements[-1].principal() or ""
+                return xfcc_peer(header)[0]
         return ""
 
     def workload(

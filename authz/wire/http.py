@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from authz.config import Limits
-from authz.errors import BadRequest, WorkloadRejected
-from authz.identity.peer import XfccError, parse_xfcc
+from authz.errors import BadRequest
+from authz.identity.peer import xfcc_peer
 from authz.model import Decision, Request, Verdict
 from authz.reasons import Reason
 from authz.request.paths import normalize_path
@@ -134,7 +134,7 @@ def to_request(
     peer_principal = peer_certificate = ""
     xfcc = headers.pop(XFCC, "") if not listener.trust_xfcc else headers.get(XFCC, "")
     if listener.trust_xfcc and xfcc:
-        peer_principal, peer_certificate = check_peer(*_xfcc_peer(xfcc), limits)
+        peer_principal, peer_certificate = check_peer(*xfcc_peer(xfcc), limits)
     # The gRPC door's headers are Envoy's: the pseudo-headers, and no `host` (HTTP/1's Host is
     # `:authority` there). The same here, so a condition on either reads the same at both doors.
     headers.pop("host", None)
@@ -190,20 +190,6 @@ def _one_of(headers: dict[str, str], first: str, second: str, what: str) -> str:
     if not value:
         raise BadRequest(f"forward-auth: the proxy sent neither {first} nor {second}")
     return value
-
-
-def _xfcc_peer(value: str) -> tuple[str, str]:
-    """(principal, URL-encoded PEM certificate) of the last XFCC element: the one the nearest
-    proxy, Envoy, appended (or the only one, with SANITIZE_SET)."""
-    try:
-        element = parse_xfcc(value)[-1]
-    except XfccError as error:
-        # The operator says a trusted proxy sets this header; a value we cannot read means
-        # something is wrong on the path: refuse rather than guess.
-        raise WorkloadRejected(
-            f"x-forwarded-client-cert is malformed: {error}", reason="xfcc_invalid"
-        ) from error
-    return element.principal() or "", element.get("cert") or ""
 
 
 def expressible(verdict: Verdict) -> Verdict:
