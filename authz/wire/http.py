@@ -45,7 +45,7 @@ from authz.identity.peer import xfcc_peer
 from authz.model import Decision, Request, Verdict
 from authz.reasons import Reason
 from authz.request.paths import normalize_path
-from authz.wire.outbound import deny_body, deny_status
+from authz.wire.deny import deny_body, deny_status
 from authz.wire.view import (
     bound_path,
     check_address,
