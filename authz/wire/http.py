@@ -24,8 +24,9 @@ client's value and sets its own); elsewhere that header is dropped before anythi
 The client address: in `envoy` mode from `x-authz-client-address`, which the generated config
 sets to Envoy's own view of the peer (never `x-forwarded-for`, which a client can write and which
 behind that config is not the client's); in `forward-auth` mode the last `x-forwarded-for` entry
-(the one the proxy appended). Both modes fill the pseudo-headers `:method`, `:path` and
-`:authority` and drop `host`, as the gRPC door's headers have them.
+(the one the proxy appended). Both modes fill the pseudo-headers `:method`, `:path`,
+`:authority` and `:scheme` (`x-authz-original-scheme` from Envoy, `x-forwarded-proto` from a
+forward-auth proxy) and drop `host`, as the gRPC door's headers have them.
 
 The answer: an allow is 200 with the headers for the upstream (Envoy copies those its
 `allowed_upstream_headers` matches) and `x-envoy-auth-headers-to-remove` naming the headers to
@@ -62,6 +63,8 @@ ENVOY_PATH_HEADER = "x-authz-original-path"
 ENVOY_ADDRESS_HEADER = "x-authz-client-address"
 # Set by Envoy (headers_to_add: "%REQ(content-length)%"): the request's own content-length.
 ENVOY_CONTENT_LENGTH_HEADER = "x-authz-original-content-length"
+# Set by Envoy (headers_to_add: "%REQ(:SCHEME)%"): the request's `:scheme` pseudo-header.
+ENVOY_SCHEME_HEADER = "x-authz-original-scheme"
 # Envoy's ext_authz HTTP client removes the headers named here (comma-separated) upstream.
 ENVOY_HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 XFCC = "x-forwarded-client-cert"
@@ -121,12 +124,14 @@ def to_request(
         # request has its own, 0). x-forwarded-for is not the client's address here.
         source_ip = check_address(headers.pop(ENVOY_ADDRESS_HEADER, "").strip()) or None
         _restore(headers, "content-length", headers.pop(ENVOY_CONTENT_LENGTH_HEADER, None))
+        _restore(headers, ":scheme", headers.pop(ENVOY_SCHEME_HEADER, None))
     else:
         original_method = _one_of(headers, _TRAEFIK_METHOD, _NGINX_METHOD, "method")
         target = _one_of(headers, _TRAEFIK_URI, _NGINX_URI, "URI")
         authority = headers.get(_FORWARDED_HOST) or headers.get("host", "")
         forwarded_for = headers.get("x-forwarded-for", "")
         source_ip = check_address(forwarded_for.rsplit(",", 1)[-1].strip()) or None
+        _restore(headers, ":scheme", headers.get("x-forwarded-proto"))
     checked_method = check_method(original_method, limits)
     bound_path(target, limits)
     host = check_host(authority, limits)

@@ -34,6 +34,8 @@ rules:
   - {name: no-guests, action: deny, when: [{header: x-role, equals: guest}]}
   - {name: no-internal, action: deny, when: [{header: ":path", prefix: /open/internal}]}
   - {name: no-delete, action: deny, when: [{header: ":method", equals: DELETE}]}
+  - {name: tls-only, action: deny, to: [{paths: [/open/plain]}],
+     when: [{header: ":scheme", equals: https}]}
   - {name: no-blocked-host, action: deny, when: [{header: ":authority", prefix: blocked.}]}
   - {name: no-host-header, action: deny, when: [{header: host, present: true}]}
   - {name: no-five-bytes, action: deny, when: [{header: content-length, equals: "5"}]}
@@ -64,6 +66,7 @@ CORPUS: list[tuple[str, str, list[tuple[str, str]], bytes | None, int]] = [
     ("GET", "/staff", [("x-team", "ops")], None, 200),
     ("GET", "/staff", [("x-team", "ops"), ("x-team", "contractors")], None, 403),
     ("GET", "/open/internal/x", [], None, 403),
+    ("GET", "/open/plain", [], None, 403),
     ("DELETE", "/open/x", [], None, 403),
     ("GET", "/open/x", [("host", "blocked.example.com")], None, 403),
     ("GET", "/open/x", [("host", "fine.example.com")], None, 200),
