@@ -7,7 +7,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -34,11 +34,14 @@ from authz.server import (
     run_until_signalled,
     set_socket_access,
 )
+from authz.tls.certs import ServingCertificates
+from authz.tls.plan import ADMIN, GRPC, HTTP, tls_plan
 from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
 
 if TYPE_CHECKING:
     from authz.http_server import HttpServers
+    from authz.tls.material import Files, Material
 if TYPE_CHECKING:  # imported at run time only with settings.otlp_endpoint
     from authz.observe.tracing import Tracing
 
@@ -62,12 +65,22 @@ class App:
     counter: Counter | None = None
     # With settings.otlp_endpoint only (the module is imported only then).
     tracing: Tracing | None = None
+    # The TLS listeners' certificates (authz.tls); None when every listener is plaintext.
+    certificates: ServingCertificates | None = None
+    # What serve() set up for TLS and close() undoes (private copies of keys among them).
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
         /readyz is 200 exactly when `phase()` is "serving" (`Health.phase`)."""
         if self.settings.admin is None or self.admin is not None:
             return self.admin
+        tls = None
+        if self.certificates is not None and ADMIN in self.certificates.plan:
+            from authz.tls.contexts import RotatingContext
+
+            tls = RotatingContext(self.certificates, ADMIN)
+            self.closers.append(tls.close)
         admin = AdminServer(
             self.settings.admin,
             metrics=self.metrics.render if self.metrics is not None else None,
@@ -77,6 +90,7 @@ class App:
                 self.keys.status,
                 self.counter.status if self.counter is not None else None,
             ),
+            tls=tls,
         )
         try:
             admin.start()
@@ -88,6 +102,10 @@ class App:
     def close(self) -> None:
         if self.admin is not None:
             self.admin.close()
+        if self.certificates is not None:
+            self.certificates.close()
+        for close in self.closers:
+            close()
         if self.reloader is not None:
             self.reloader.close()
         self.keys.close()
@@ -125,6 +143,10 @@ def build_app(settings: Settings) -> App:
     engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
     cert_expiry = PeerCertificateExpiry()
     metrics.registry.register(cert_expiry)
+    plan = tls_plan(settings)  # ConfigError; the files are read by serve()
+    certificates = ServingCertificates(plan) if plan else None
+    if certificates is not None:
+        metrics.registry.register(certificates)
     observers: list[Observer] = [metrics, cert_expiry]
     if decision_log is not None:
         observers.append(decision_log)
@@ -151,6 +173,7 @@ def build_app(settings: Settings) -> App:
         decision_log,
         tracing=tracing,
         counter=counter,
+        certificates=certificates,
     )
 
 
@@ -259,12 +282,23 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Policies reload on SIGHUP and, with `settings.watch`, when the policy directory changes.
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
-    interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
+    certificates = app.certificates
+    if certificates is not None:
+        certificates.load_all()  # MaterialError (expired, not yet valid, key not the cert's)
+    interceptors: list[grpc.ServerInterceptor] = (
+        [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
+    )
+    credentials = None
+    if certificates is not None and GRPC in certificates.plan:
+        credentials, peer_check = grpc_tls(certificates)
+        interceptors[:0] = peer_check  # first: a refused client reaches nothing else
     # HTTP only (`grpc` off): no gRPC server at all (its threads would serve nothing);
     # `health` is still the one readiness truth for /readyz.
     server: grpc.Server | None = None
     if settings.grpc:
-        server, health = build_server(app.service, settings, interceptors=interceptors)
+        server, health = build_server(
+            app.service, settings, interceptors=interceptors, credentials=credentials
+        )
     else:
         health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
@@ -276,6 +310,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         # itself, which `authz serve` does (and logs) on its own for the gRPC-only service.
         from authz.http_server import HttpServers
 
+        http_tls = http_tls_files(app, asyncio.get_running_loop(), lambda: http)
         http = HttpServers.for_engine(
             app.engine,
             settings.limits,
@@ -283,6 +318,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             # The same metrics and decision log records as gRPC checks; the span's parent comes
             # from the request's own trace headers (Envoy's http_service client forwards them).
             [*app.service.observers, *([app.tracing] if app.tracing is not None else [])],
+            tls=http_tls,
         )
         await http.start()  # raises ListenError
         for address in settings.http_listen:
@@ -292,6 +328,8 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
+    if certificates is not None:
+        certificates.start()
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
     if not ready:
         for state in app.keys.states():
@@ -309,11 +347,65 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         await run_until_signalled(
             server,
             health,
-            on_reload=app.reloader.request_reload if app.reloader is not None else None,
+            on_reload=lambda: reload_all(app),
             also_stop=http.stop if http is not None else None,
         )
     finally:
         app.close()
+
+
+def reload_all(app: App) -> None:
+    """SIGHUP: the policies and the TLS files are read again (both off the signal handler)."""
+    if app.reloader is not None:
+        app.reloader.request_reload()
+    if app.certificates is not None:
+        app.certificates.request_reload()
+
+
+def grpc_tls(
+    certificates: ServingCertificates,
+) -> tuple[grpc.ServerCredentials, list[grpc.ServerInterceptor]]:
+    """The gRPC door's credentials, and the interceptor checking allowed client identities."""
+    from authz.interceptors import PeerInterceptor
+    from authz.tls.grpc_tls import grpc_server_credentials, peer_permitted
+
+    allowed = certificates.plan[GRPC].allowed
+    checks: list[grpc.ServerInterceptor] = []
+    if allowed is not None:
+        checks.append(
+            PeerInterceptor(
+                lambda auth: peer_permitted(allowed, auth),
+                lambda: certificates.refused(GRPC, "identity"),
+            )
+        )
+    return grpc_server_credentials(certificates), checks
+
+
+def http_tls_files(
+    app: App, loop: asyncio.AbstractEventLoop, servers: Callable[[], HttpServers | None]
+) -> Files | None:
+    """The HTTP door's first TLS files (private copies of the checked material), and a
+    subscription that hands every later material to the running `servers()`."""
+    certificates = app.certificates
+    if certificates is None or HTTP not in certificates.plan:
+        return None
+    from authz.tls.copies import PrivateCopies
+
+    copies = PrivateCopies()
+    app.closers.append(copies.close)
+    written = [copies.write(certificates.current(HTTP))]
+
+    def rotate(material: Material) -> None:
+        files = copies.write(material)
+        written.append(files)
+        while len(written) > 2:  # the worker still starting may read the previous copy
+            copies.remove(written.pop(0))
+        running = servers()
+        if running is not None:
+            loop.call_soon_threadsafe(running.use_tls, files)
+
+    certificates.subscribe(HTTP, rotate)
+    return written[0]
 
 
 def http_listener(settings: Settings) -> HttpListener:

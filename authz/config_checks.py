@@ -123,6 +123,15 @@ def key_values(values: tuple[str, ...]) -> None:
             raise Invalid(f"{value!r}: must be KEY=VALUE")
 
 
+def client_identities(values: tuple[str, ...]) -> None:
+    from authz.tls.clients import entry_problem
+
+    for value in values:
+        problem = entry_problem(value)
+        if problem is not None:
+            raise Invalid(problem)
+
+
 def one_of(*choices: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         if value not in choices:

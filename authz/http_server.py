@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from granian.constants import Interfaces
+from granian.constants import Interfaces, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
@@ -35,6 +35,7 @@ from authz.errors import AuthzError
 from authz.identity import KeysPending, KeyWait
 from authz.model import Request, Verdict
 from authz.server import ListenError, Observer, notify, probe_bind
+from authz.tls.material import Files
 from authz.wire.http import (
     HttpAnswer,
     HttpListener,
@@ -119,7 +120,21 @@ class HttpAuthorizationApp:
             proto.response_empty(answer.status, answer.headers)
 
 
-def _server(app: Any, address: str, limits: Limits) -> Server:
+def _tls_options(files: Files | None) -> dict[str, Any]:
+    """granian's TLS arguments: rustls, TLS 1.2 and 1.3 (its cipher suites are all AEAD)."""
+    if files is None:
+        return {}
+    ca = Path(files.client_ca) if files.client_ca is not None else None
+    return {
+        "ssl_cert": Path(files.cert),
+        "ssl_key": Path(files.key),
+        "ssl_protocol_min": SSLProtocols.tls12,
+        "ssl_ca": ca,
+        "ssl_client_verify": ca is not None,
+    }
+
+
+def _server(app: Any, address: str, limits: Limits, tls: Files | None = None) -> Server:
     endpoint = addresses.parse(address)
     where: dict[str, Any] = (
         {"uds": Path(endpoint.unix_path)}
@@ -140,6 +155,7 @@ def _server(app: Any, address: str, limits: Limits) -> Server:
             "loggers": {"_granian": {"handlers": [], "propagate": True}},
             "handlers": {},
         },
+        **_tls_options(tls),
         **where,
     )
 
@@ -149,10 +165,30 @@ class HttpServers:
     running event loop. `start()` binds them all or raises OSError; `stop()` stops accepting
     and lets in-flight checks finish."""
 
-    def __init__(self, apps: Sequence[tuple[Any, str]], limits: Limits) -> None:
-        """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address)."""
-        self._servers = [(_server(app, address, limits), address) for app, address in apps]
+    def __init__(
+        self, apps: Sequence[tuple[Any, str]], limits: Limits, tls: Files | None = None
+    ) -> None:
+        """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address);
+        `tls`: the certificate files to serve (private copies: authz.tls.copies)."""
+        self._servers = [(_server(app, address, limits, tls), address) for app, address in apps]
         self._tasks: list[asyncio.Task[None]] = []
+
+    def use_tls(self, files: Files) -> None:
+        """Serve `files` to new connections, on the event loop's thread. granian cannot swap a
+        certificate in place: each server starts a new worker with them on the same listening
+        socket, then stops the old worker gracefully (its in-flight checks are answered)."""
+        for server, _ in self._servers:
+            options = _tls_options(files)
+            server.build_ssl_context(
+                options["ssl_cert"],
+                options["ssl_key"],
+                None,
+                options["ssl_protocol_min"],
+                options["ssl_ca"],
+                [],
+                options["ssl_client_verify"],
+            )
+            server.reload()  # type: ignore[no-untyped-call]
 
     @classmethod
     def for_engine(
@@ -161,12 +197,14 @@ class HttpServers:
         limits: Limits,
         listeners: Sequence[tuple[str, HttpListener]],
         observers: Sequence[Observer] = (),
+        tls: Files | None = None,
     ) -> HttpServers:
         """The servers `authz serve` runs: one HttpAuthorizationApp per (address, listener)."""
         return cls(
             [(HttpAuthorizationApp(engine, limits, listener, observers), address)
              for address, listener in listeners],
             limits,
+            tls,
         )  # fmt: skip
 
     async def start(self) -> None:

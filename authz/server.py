@@ -149,10 +149,12 @@ def build_server(
     settings: Settings,
     *,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, Health]:
     """A grpcio server (not started) with Check, health and reflection bound to every
     `settings.listen` address (`host:port` or `unix:/path`), served by `settings.grpc_threads`
-    threads. Raises ListenError for an address it cannot bind."""
+    threads, over TLS with `credentials` (authz.tls.grpc_tls). Raises ListenError for an
+    address it cannot bind."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         # The guard innermost, so the metrics see its refusals.
@@ -172,7 +174,10 @@ def build_server(
     for address in settings.listen:
         probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
         try:
-            bound = server.add_insecure_port(address)
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if bound == 0 and not address.startswith("unix:"):  # the sync server returns 0

@@ -68,6 +68,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace) -> int:
     from authz.app import build_app, serve
     from authz.server import ListenError
+    from authz.tls.material import MaterialError
 
     index = worker_index()
     # Start-up errors are for a person reading the terminal or `kubectl logs`: plain lines,
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(EXIT_CONFIG, str(error))
     try:
         asyncio.run(serve(app))
-    except ListenError as error:
+    except (ListenError, MaterialError) as error:
         app.close()
         return fail(EXIT_LISTEN, str(error))
     return 0
