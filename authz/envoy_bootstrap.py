@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.addresses import Address, AddressError, parse
+from authz.envoy_tls import UpstreamTls, upstream_tls_socket
 
 AUTHZ_CLUSTER = "authz"
 UPSTREAM_CLUSTER = "upstream"
@@ -76,6 +77,8 @@ class BootstrapOptions:
     # --native: Envoy enforces the exported filters read from this directory (ECDS); ext_authz
     # only for the hosts whose files Envoy cannot enforce alone.
     ecds_dir: str | None = None
+    # TLS from Envoy to this service (`authz serve --tls-cert`), authz.envoy_tls.
+    authz_tls: UpstreamTls | None = None
 
 
 # The filters `authz export envoy` makes, in order, with their config types: the ECDS names
@@ -161,6 +164,8 @@ def authz_cluster(options: BootstrapOptions) -> Config:
         },
         "load_assignment": _load_assignment(AUTHZ_CLUSTER, options.authz),
     }
+    if options.authz_tls is not None:
+        cluster["transport_socket"] = upstream_tls_socket(options.authz_tls, ("h2",))
     if options.health_checks:
         cluster["health_checks"] = [
             health_check({"grpc_health_check": {"service_name": AUTHORIZATION_SERVICE}})

@@ -36,6 +36,7 @@ from authz.envoy_bootstrap import (
     bootstrap,
     health_check,
 )
+from authz.envoy_tls import upstream_tls_socket
 from authz.envoy_yaml import BOOTSTRAP_NOTES
 from authz.wire.http import ENVOY_PATH_HEADER
 
@@ -165,6 +166,8 @@ def http_bootstrap(
         if cluster["name"] == AUTHZ_CLUSTER:
             # HTTP/1.1 with a connection pool: the HTTP door needs no HTTP/2.
             cluster.pop("typed_extension_protocol_options", None)
+            if options.authz_tls is not None:
+                cluster["transport_socket"] = upstream_tls_socket(options.authz_tls, ("http/1.1",))
             if readyz_ports:
                 _health_check_readyz(cluster, readyz_ports)
     return config
