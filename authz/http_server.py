@@ -51,6 +51,9 @@ log = logging.getLogger("authz.http")
 # granian before our code sees it (the limits then answer 431 for what fits).
 _FRAMING_BYTES = 4096
 HEADER_READ_TIMEOUT_MS = 10_000
+# use_tls: how long the worker with the new certificate runs beside the old one before the
+# old one stops accepting (granian's default, 3.5 s, would serve the old pair that long).
+RESPAWN_SECONDS = 1.0
 # How long start() waits for granian to bind before it reports the address as unusable.
 _BIND_WAIT_SECONDS = 5.0
 
@@ -171,6 +174,8 @@ class HttpServers:
         """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address);
         `tls`: the certificate files to serve (private copies: authz.tls.copies)."""
         self._servers = [(_server(app, address, limits, tls), address) for app, address in apps]
+        for server, _ in self._servers:
+            server.respawn_interval = RESPAWN_SECONDS
         self._tasks: list[asyncio.Task[None]] = []
 
     def use_tls(self, files: Files) -> None:
