@@ -81,20 +81,22 @@ def client_context(
 def handshake(port: int, context: ssl.SSLContext, timeout: float = 5.0) -> tuple[str, str | None]:
     """A new TLS connection: the server certificate's SHA-256 and the negotiated ALPN protocol.
     Raises ssl.SSLError / OSError when the server refuses."""
-    with socket.create_connection((LOOPBACK, port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            der = tls.getpeercert(binary_form=True)
-            assert der is not None
-            # TLS 1.3: a refused client certificate is reported after the handshake, on read;
-            # a server that accepted the client waits for its first request instead.
-            tls.settimeout(0.5)
-            try:
-                data = tls.recv(1)
-            except (TimeoutError, ssl.SSLWantReadError):
-                data = None
-            if data == b"":
-                raise ConnectionError("the server closed the connection after the handshake")
-            return fingerprint(der), tls.selected_alpn_protocol()
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        # TLS 1.3: a refused client certificate is reported after the handshake, on read;
+        # a server that accepted the client waits for its first request instead.
+        tls.settimeout(0.5)
+        try:
+            data = tls.recv(1)
+        except (TimeoutError, ssl.SSLWantReadError):
+            data = None
+        if data == b"":
+            raise ConnectionError("the server closed the connection after the handshake")
+        return fingerprint(der), tls.selected_alpn_protocol()
 
 
 def grpc_credentials(pki: Pki, client: CertPaths | None) -> grpc.ChannelCredentials:
