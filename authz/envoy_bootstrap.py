@@ -322,10 +322,10 @@ def bootstrap(options: BootstrapOptions) -> Config:
     chain: Config = {"filters": [http_connection_manager(options)]}
     if options.tls is not None:
         chain["transport_socket"] = downstream_tls(options.tls)
-    # File-based config sources (ECDS) need a node identity.
+    # File-based config sources (ECDS, an SDS file) need a node identity.
     node: Config = {"node": {"id": "authz-native", "cluster": "authz-native"}}
     return {
-        **(node if options.ecds_dir is not None else {}),
+        **(node if options.ecds_dir is not None or _reads_sds_file(options) else {}),
         "admin": {
             "address": {
                 "socket_address": {
@@ -362,6 +362,10 @@ def bootstrap(options: BootstrapOptions) -> Config:
             ]
         },
     }
+
+
+def _reads_sds_file(options: BootstrapOptions) -> bool:
+    return options.authz_tls is not None and options.authz_tls.sds_file is not None
 
 
 def _longest_first(options: BootstrapOptions) -> list[tuple[str, Mapping[str, str]]]:

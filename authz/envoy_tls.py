@@ -20,8 +20,8 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS_TYPE = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 )
-SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-# The name of the client certificate's Secret inside an SDS file (`sds_file`).
+# The name of the client certificate's Secret inside an SDS file (`sds_file`): a file holding
+# `resources: [{"@type": ...tls.v3.Secret, name: authz-client, tls_certificate: {...}}]`.
 CLIENT_SECRET = "authz-client"
 
 
@@ -42,24 +42,6 @@ class UpstreamTls:
 def _san_matcher(name: str) -> Config:
     kind = "URI" if name.startswith("spiffe://") else "DNS"
     return {"san_type": kind, "matcher": {"exact": name}}
-
-
-def client_secret(cert: str, key: str) -> Config:
-    """The SDS file content for `--authz-client-sds`: Envoy's client pair, re-read when the
-    directory holding `cert` changes."""
-    return {
-        "resources": [
-            {
-                "@type": SECRET_TYPE,
-                "name": CLIENT_SECRET,
-                "tls_certificate": {
-                    "certificate_chain": {"filename": cert},
-                    "private_key": {"filename": key},
-                    "watched_directory": {"path": os.path.dirname(os.path.abspath(cert))},
-                },
-            }
-        ]
-    }
 
 
 def upstream_tls_socket(tls: UpstreamTls, alpn: Sequence[str]) -> Config:
