@@ -2,10 +2,10 @@
 
 An entry is a SPIFFE ID (`spiffe://cluster.local/ns/mesh/sa/envoy`, or a prefix ending in `*`:
 `spiffe://cluster.local/ns/mesh/*`) or a DNS name (`envoy.mesh.svc`, or `*.mesh.svc`: one or
-more labels before the suffix). Under POLICY.md's rule for ambiguous requests a client is let in
-only under every reading of its certificate: a SPIFFE entry needs exactly one URI SAN (an
-X.509-SVID has one), and that one must match; a DNS entry needs a DNS SAN that matches, as TLS
-name verification does.
+more labels before the suffix). As the rule for ambiguous requests asks (docs/policy.md), a
+client is let in only under every reading of its certificate: a SPIFFE entry needs exactly one
+URI SAN (an X.509-SVID has one), and that one must match; a DNS entry needs a DNS SAN that
+matches, as TLS name verification does.
 """
 
 from __future__ import annotations

@@ -294,6 +294,7 @@ def _sample(entry: Entry) -> tuple[object, str, str]:
         "http_path_prefix": ("/authz", "/authz", "/authz"),
         "otlp_endpoint": ("http://c:4318", "http://c:4318", "http://c:4318"),
         "resource_attributes": (("env=ci",), "[env=ci]", "env=ci"),
+        "tls_allowed_clients": (("envoy.mesh",), "[envoy.mesh]", "envoy.mesh"),
     }
     if entry.key in samples:
         return samples[entry.key]
