@@ -423,12 +423,16 @@ def serving_line(app: App) -> str:
     from google.protobuf.internal import api_implementation
 
     settings, current = app.settings, app.store.current
-    admin = f", admin http://{settings.admin}" if settings.admin else ""
+    plan = app.certificates.plan if app.certificates is not None else {}
+    scheme = "https" if ADMIN in plan else "http"
+    admin = f", admin {scheme}://{settings.admin}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
     where = list(settings.listen) if settings.grpc else []
     if settings.http_listen:
         where.append(f"HTTP ({settings.http_mode}) {', '.join(settings.http_listen)}")
+    if plan:
+        admin += f"; TLS on the {', '.join(sorted(plan))} listener{'s' if len(plan) > 1 else ''}"
     return (
         f"serving on {', '.join(where)}{admin}: policy revision {current.revision}, "
         f"{current.rule_count} rule{'' if current.rule_count == 1 else 's'} from "

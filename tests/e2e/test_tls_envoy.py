@@ -132,6 +132,9 @@ def test_envoy_over_mutual_tls_answers_and_wrong_clients_get_none(
         with GeneratedEnvoy(tmp_path / f"bad-{index}", argv) as envoy:
             statuses = {get(envoy, "/public/a") for _ in range(3)}
             assert statuses == {503}, (client, envoy.log_tail())
+            if client is not stranger:  # refused at the handshake: Envoy counts it
+                counted = {k: v for k, v in envoy.stats("cluster.authz").items() if v}
+                assert counted.get("cluster.authz.upstream_cx_connect_fail", 0) > 0, counted
 
 
 def load(envoy: Envoy, stop: threading.Event, tally: Counter[str]) -> None:
