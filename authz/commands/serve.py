@@ -93,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as error:
             return fail(EXIT_LISTEN, str(error))
     if supervising:
+        # Each worker checks its TLS files too; checked here first, a pair that cannot be served
+        # is one line and exit 2, not every worker failing until the supervisor gives up.
+        try:
+            check_tls_files(settings)
+        except ConfigError as error:
+            return fail(EXIT_CONFIG, str(error))
+        except MaterialError as error:
+            return fail(EXIT_LISTEN, str(error))
         return Supervisor(settings.workers, getattr(args, "argv", sys.argv[1:])).run()
     raise_open_file_limit()
     if index is not None:
@@ -110,6 +118,14 @@ def run(args: argparse.Namespace) -> int:
         app.close()
         return fail(EXIT_LISTEN, str(error))
     return 0
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Read and check every TLS pair `settings` names (ConfigError, MaterialError)."""
+    from authz.tls.certs import ServingCertificates
+    from authz.tls.plan import tls_plan
+
+    ServingCertificates(tls_plan(settings)).load_all()
 
 
 def raise_open_file_limit() -> None:

@@ -259,3 +259,17 @@ def test_start_refuses_a_pair_it_cannot_serve(
     }[problem]
     (last,) = [text for text in result.stderr.splitlines() if text.startswith("authz:")]
     assert line in last and "grpc listener" in last
+
+
+def test_workers_supervisor_refuses_an_expired_pair_before_starting_any(
+    tmp_path: Path, pki: Pki, policies: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "authz", "serve", "--policies", str(policies),
+         "--listen", f"{LOOPBACK}:{free_port()}", "--workers", "2",
+         "--tls-cert", str(pki.client_expired.cert), "--tls-key", str(pki.client_expired.key)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "expired on" in result.stderr and "[worker" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
