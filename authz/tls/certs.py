@@ -72,6 +72,7 @@ class ServingCertificates:
         self._force = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._expired_said: dict[str, Material] = {}
 
     def load_all(self) -> None:
         """Load every listener's files now (MaterialError, naming the file, if one cannot be
@@ -164,8 +165,23 @@ class ServingCertificates:
             force, self._force = self._force, False
             try:
                 self.reload(force=force)
+                self._warn_expired()
             except Exception:  # the watcher must outlive any one bad reload
                 log.exception("TLS reload failed")
+
+    def _warn_expired(self) -> None:
+        """Say once per certificate when the one in force has expired: clients refuse it, and
+        only new files (a renewal that did not happen) can help."""
+        now = self._clock()
+        for name, material in self._current.items():
+            if now >= material.not_after and self._expired_said.get(name) is not material:
+                self._expired_said[name] = material
+                log.error(
+                    "TLS on the %s listener: the certificate in force has expired, clients "
+                    "refuse it: %s",
+                    name,
+                    material.describe(),
+                )
 
     # -- metrics ---------------------------------------------------------------------------
 

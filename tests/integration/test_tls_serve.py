@@ -33,6 +33,9 @@ from tests.support.tls_serve import (
     wait_until,
 )
 
+# The tests offer TLS 1.1 on purpose, to see it refused.
+pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
+
 POLICY = """\
 rules:
   - name: public-reads
@@ -160,6 +163,20 @@ def test_http_door_and_plaintext_admin(tmp_path: Path, pki: Pki, policies: Path)
         for client in (None, pki.client_other_ca):
             with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
                 https_get(service.http_port, "/public/a", client_context(pki, client))
+        old = client_context(pki, pki.client, alpn="http/1.1")
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with pytest.raises((ssl.SSLError, OSError)):
+            handshake(service.http_port, old)
+        with pytest.raises(OSError):  # plaintext HTTP to the TLS door gets no answer
+            plain = http.client.HTTPConnection(LOOPBACK, service.http_port, timeout=5)
+            try:
+                plain.request("GET", "/public/a", headers={"x-authz-original-path": "/public/a"})
+                status = plain.getresponse().status
+            except http.client.HTTPException as error:
+                raise OSError(str(error)) from error
+            finally:
+                plain.close()
+            assert status not in (200, 403), status
         # The probes and /metrics stay plaintext when the operator says so.
         assert "authz_tls_certificate_expiry_timestamp_seconds" in admin_metrics(
             service.admin_port, None

@@ -150,3 +150,24 @@ def test_an_expiring_pair_is_refused_on_reload_too(pki: Pki, tmp_path: Path) -> 
     directory.swap(expired)
     certificates.reload()
     assert certificates.current(GRPC) is first
+
+
+def test_the_certificate_in_force_expiring_is_said_once(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = CertDir(tmp_path / "serving", pki.server)
+    now = [time.time()]
+    certificates = ServingCertificates(
+        {GRPC: ListenerTls(GRPC, Files(directory.cert, directory.key))}, clock=lambda: now[0]
+    )
+    certificates.load_all()
+    certificates.start(poll_seconds=0.02)
+    try:
+        now[0] = certificates.current(GRPC).not_after + 1
+        deadline = time.monotonic() + 5
+        while "has expired" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+    finally:
+        certificates.close()
+    assert caplog.text.count("the certificate in force has expired") == 1
