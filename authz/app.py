@@ -41,7 +41,6 @@ from authz.workers import worker_index
 
 if TYPE_CHECKING:
     from authz.http_server import HttpServers
-    from authz.tls.material import Files, Material
 if TYPE_CHECKING:  # imported at run time only with settings.otlp_endpoint
     from authz.observe.tracing import Tracing
 
@@ -290,6 +289,8 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     )
     credentials = None
     if certificates is not None and GRPC in certificates.plan:
+        from authz.tls.serving import grpc_tls
+
         credentials, peer_check = grpc_tls(certificates)
         interceptors[:0] = peer_check  # first: a refused client reaches nothing else
     # HTTP only (`grpc` off): no gRPC server at all (its threads would serve nothing);
@@ -310,7 +311,14 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         # itself, which `authz serve` does (and logs) on its own for the gRPC-only service.
         from authz.http_server import HttpServers
 
-        http_tls = http_tls_files(app, asyncio.get_running_loop(), lambda: http)
+        http_tls = None
+        if app.certificates is not None and HTTP in app.certificates.plan:
+            from authz.tls.serving import http_tls_files
+
+            http_tls, close_copies = http_tls_files(
+                app.certificates, asyncio.get_running_loop(), lambda: http
+            )
+            app.closers.append(close_copies)
         http = HttpServers.for_engine(
             app.engine,
             settings.limits,
@@ -360,52 +368,6 @@ def reload_all(app: App) -> None:
         app.reloader.request_reload()
     if app.certificates is not None:
         app.certificates.request_reload()
-
-
-def grpc_tls(
-    certificates: ServingCertificates,
-) -> tuple[grpc.ServerCredentials, list[grpc.ServerInterceptor]]:
-    """The gRPC door's credentials, and the interceptor checking allowed client identities."""
-    from authz.interceptors import PeerInterceptor
-    from authz.tls.grpc_tls import grpc_server_credentials, peer_permitted
-
-    allowed = certificates.plan[GRPC].allowed
-    checks: list[grpc.ServerInterceptor] = []
-    if allowed is not None:
-        checks.append(
-            PeerInterceptor(
-                lambda auth: peer_permitted(allowed, auth),
-                lambda: certificates.refused(GRPC, "identity"),
-            )
-        )
-    return grpc_server_credentials(certificates), checks
-
-
-def http_tls_files(
-    app: App, loop: asyncio.AbstractEventLoop, servers: Callable[[], HttpServers | None]
-) -> Files | None:
-    """The HTTP door's first TLS files (private copies of the checked material), and a
-    subscription that hands every later material to the running `servers()`."""
-    certificates = app.certificates
-    if certificates is None or HTTP not in certificates.plan:
-        return None
-    from authz.tls.copies import PrivateCopies
-
-    copies = PrivateCopies()
-    app.closers.append(copies.close)
-    written = [copies.write(certificates.current(HTTP))]
-
-    def rotate(material: Material) -> None:
-        files = copies.write(material)
-        written.append(files)
-        while len(written) > 2:  # the worker still starting may read the previous copy
-            copies.remove(written.pop(0))
-        running = servers()
-        if running is not None:
-            loop.call_soon_threadsafe(running.use_tls, files)
-
-    certificates.subscribe(HTTP, rotate)
-    return written[0]
 
 
 def http_listener(settings: Settings) -> HttpListener:
