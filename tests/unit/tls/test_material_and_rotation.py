@@ -171,3 +171,21 @@ def test_the_certificate_in_force_expiring_is_said_once(
     finally:
         certificates.close()
     assert caplog.text.count("the certificate in force has expired") == 1
+
+
+def test_files_rewritten_in_place_one_after_the_other(pki: Pki, tmp_path: Path) -> None:
+    # SPIRE's spiffe-helper (and a hand-run `cp`) rewrite the files themselves, one at a time:
+    # the half-way state (new certificate, old key) is refused, the completed one loads.
+    cert, key = tmp_path / "svid.pem", tmp_path / "svid_key.pem"
+    cert.write_bytes(pki.server.cert.read_bytes())
+    key.write_bytes(pki.server.key.read_bytes())
+    certificates = ServingCertificates({GRPC: ListenerTls(GRPC, Files(str(cert), str(key)))})
+    certificates.load_all()
+    first = certificates.current(GRPC)
+    renewed = pki.authority.issue(tmp_path, "renewed", common_name="localhost", server=True)
+    cert.write_bytes(renewed.cert.read_bytes())
+    certificates.reload()
+    assert certificates.current(GRPC) is first
+    key.write_bytes(renewed.key.read_bytes())
+    certificates.reload()
+    assert certificates.current(GRPC).fingerprint == fingerprint(renewed.cert.read_bytes())
