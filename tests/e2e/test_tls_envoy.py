@@ -118,11 +118,21 @@ def test_envoy_over_mutual_tls_answers_and_wrong_clients_get_none(
     port = service.http_port if http else service.port
     authz = f"{LOOPBACK}:{port}"
     upstream = ("--upstream", f"{LOOPBACK}:{echo.port}")
-    with GeneratedEnvoy(
-        tmp_path / "good", (*tls_argv(own_pki, authz, own_pki.client, http=http), *upstream)
-    ) as envoy:
+    # Health checks go through the same TLS socket: gRPC health on the gRPC door, the admin
+    # endpoint's /readyz (TLS too here) for the HTTP door.
+    checks = ("--readyz-port", str(service.admin_port)) if http else ()
+    good = (*tls_argv(own_pki, authz, own_pki.client, http=http), *upstream, *checks)
+    with GeneratedEnvoy(tmp_path / "good", good) as envoy:
         assert get(envoy, "/public/a") == 200
         assert get(envoy, "/private") == 403
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            stats = envoy.stats("cluster.authz.health_check.")
+            if stats.get("cluster.authz.health_check.success", 0) > 0:
+                break
+            time.sleep(0.2)
+        assert stats.get("cluster.authz.health_check.success", 0) > 0, stats
+        assert stats.get("cluster.authz.health_check.failure", 0) == 0, stats
     stranger = own_pki.client_for("spiffe://cluster.local/ns/other/sa/intruder")
     wrong: list[CertPaths | None] = [None, own_pki.client_other_ca]
     if not http:  # the HTTP door leaves identities to its dedicated CA
