@@ -290,3 +290,21 @@ def test_workers_supervisor_refuses_an_expired_pair_before_starting_any(
     assert result.returncode == 2, result.stderr
     assert "expired on" in result.stderr and "[worker" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_only_tls12_aead_suites_and_tls13_on_every_listener(
+    tmp_path: Path, pki: Pki, policies: Path
+) -> None:
+    files = CertDir(tmp_path / "serving", pki.server)
+    with TlsService(policies, files, pki, http=True, admin=True) as service:
+        doors = ((service.port, "h2"), (service.http_port, "http/1.1"))
+        for port, alpn in (*doors, (service.admin_port, "http/1.1")):
+            modern = client_context(pki, None, alpn=alpn)
+            modern.maximum_version = ssl.TLSVersion.TLSv1_2
+            modern.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+            handshake(port, modern)  # TLS 1.2 with an AEAD suite: served
+            weak = client_context(pki, None, alpn=alpn)
+            weak.maximum_version = ssl.TLSVersion.TLSv1_2
+            weak.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # CBC, no AEAD: refused
+            with pytest.raises((ssl.SSLError, OSError)):
+                handshake(port, weak)
