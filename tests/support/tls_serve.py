@@ -78,9 +78,12 @@ def client_context(
     return context
 
 
-def handshake(port: int, context: ssl.SSLContext, timeout: float = 5.0) -> tuple[str, str | None]:
+def handshake(
+    port: int, context: ssl.SSLContext, timeout: float = 5.0, *, settle: float = 0.5
+) -> tuple[str, str | None]:
     """A new TLS connection: the server certificate's SHA-256 and the negotiated ALPN protocol.
-    Raises ssl.SSLError / OSError when the server refuses."""
+    Raises ssl.SSLError / OSError when the server refuses (within `settle` seconds of the
+    client's half of the handshake, for a refusal TLS 1.3 sends late)."""
     with (
         socket.create_connection((LOOPBACK, port), timeout=timeout) as raw,
         context.wrap_socket(raw, server_hostname="localhost") as tls,
@@ -89,7 +92,7 @@ def handshake(port: int, context: ssl.SSLContext, timeout: float = 5.0) -> tuple
         assert der is not None
         # TLS 1.3: a refused client certificate is reported after the handshake, on read;
         # a server that accepted the client waits for its first request instead.
-        tls.settimeout(0.5)
+        tls.settimeout(settle)
         try:
             data = tls.recv(1)
         except (TimeoutError, ssl.SSLWantReadError):
