@@ -312,11 +312,12 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         from authz.http_server import HttpServers
 
         http_tls = None
-        if app.certificates is not None and HTTP in app.certificates.plan:
+        if certificates is not None and HTTP in certificates.plan:
             from authz.tls.serving import http_tls_files
 
+            # Rotations reach `http` once it exists (the lambda reads it when called).
             http_tls, close_copies = http_tls_files(
-                app.certificates, asyncio.get_running_loop(), lambda: http
+                certificates, asyncio.get_running_loop(), lambda: http
             )
             app.closers.append(close_copies)
         http = HttpServers.for_engine(

@@ -182,8 +182,8 @@ class HttpServers:
         """Serve `files` to new connections, on the event loop's thread. granian cannot swap a
         certificate in place: each server starts a new worker with them on the same listening
         socket, then stops the old worker gracefully (its in-flight checks are answered)."""
+        options = _tls_options(files)
         for server, _ in self._servers:
-            options = _tls_options(files)
             server.build_ssl_context(
                 options["ssl_cert"],
                 options["ssl_key"],
