@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from authz.config import Settings
+from authz.config_file import load_settings
 from authz.errors import ConfigError
 from authz.tls.clients import ClientAllowList, entry_problem
 from authz.tls.plan import ADMIN, GRPC, HTTP, tls_plan
@@ -102,3 +104,15 @@ def test_allowed_clients_with_a_dedicated_http_ca() -> None:
     )  # fmt: skip
     assert plan[GRPC].allowed is not None and plan[HTTP].allowed is None
     assert plan[HTTP].files.client_ca == "http-ca"
+
+
+def test_the_config_file_example_in_the_docs_loads(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    example = text.split("# authz serve --config authz.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "authz.yaml").write_text(example)
+    loaded = load_settings(str(tmp_path / "authz.yaml"), check_paths=False)
+    plan = tls_plan(
+        dataclasses.replace(loaded, http_listen=("127.0.0.1:9292",), admin="127.0.0.1:9090")
+    )
+    assert set(plan) == {GRPC, HTTP}  # the admin endpoint stays plaintext
+    assert plan[GRPC].allowed is not None and plan[HTTP].files.client_ca.endswith("envoy-ca.crt")
