@@ -2,7 +2,7 @@
 request) over plaintext, TLS with a client certificate, and that plus `--tls-allowed-client`
 (read from the connection at every call), in alternating rounds of one run; medians and ratios.
 
-    python -m bench.tls --rounds 5 --seconds 3
+    python -m bench tls --rounds 5 --seconds 3
 
 The client is Python (grpc.aio, `--concurrency` calls in flight on one HTTP/2 connection, as
 Envoy keeps one), pinned to the other core than the servers when there are two: it caps the
@@ -172,7 +172,7 @@ def compare(*, rounds: int, seconds: float, concurrency: int) -> dict[str, list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tls")
+    parser = argparse.ArgumentParser(prog="python -m bench tls")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -189,7 +189,3 @@ def main(argv: list[str] | None = None) -> int:
         shown = " ".join(f"{r:.0f}" for r in rates)
         print(f"{name:24} {median:16.0f} {median / base:12.2f}x   {shown}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
