@@ -212,3 +212,24 @@ def test_rotation_during_traffic_fails_no_check(
                 worker.join(30)
     print(f"{door}: {SOAK_SECONDS:g} s of load, {flips} flip(s): {dict(tally)}")  # shown with -s
     assert set(tally) == {"200"} and tally["200"] > 0, (dict(tally), envoy.log_tail())
+
+
+@pytest.mark.parametrize("impostor", ["another name", "another CA"])
+def test_envoy_refuses_a_service_it_cannot_verify(
+    tmp_path: Path, own_pki: Pki, service: TlsService, echo: EchoUpstream, impostor: str
+) -> None:
+    # What stands between Envoy and the service must not be able to answer for it: a server
+    # whose certificate lacks the expected SAN, or is from a CA Envoy does not trust, gets no
+    # check through (503), never an allow.
+    argv = list(tls_argv(own_pki, f"{LOOPBACK}:{service.port}", own_pki.client, http=False))
+    if impostor == "another name":
+        argv[argv.index("--authz-san") + 1] = "authz.elsewhere.svc"
+    else:
+        argv[argv.index("--authz-ca") + 1] = str(own_pki.other_ca)
+    argv += ["--upstream", f"{LOOPBACK}:{echo.port}"]
+    with GeneratedEnvoy(tmp_path / "envoy", tuple(argv)) as envoy:
+        assert {get(envoy, "/public/a") for _ in range(3)} == {503}
+        stats = envoy.stats("cluster.authz.ssl.")
+        refused = stats.get("cluster.authz.ssl.fail_verify_san", 0)
+        refused += stats.get("cluster.authz.ssl.fail_verify_error", 0)
+        assert refused > 0, {k: v for k, v in stats.items() if v}
