@@ -257,8 +257,15 @@ class Settings:
         paths=True,
         metavar="FILE",
     )
-    # Kubernetes probes and many scrapers cannot present a client certificate: the admin
-    # endpoint never asks for one, and may stay plaintext on a private address.
+    # Kubernetes probes cannot present a client certificate: the admin endpoint asks for one
+    # only when told (a scraper with its own certificate), and may stay plaintext instead.
+    admin_tls_client_ca: str | None = setting(
+        None,
+        "require a client certificate from these CAs on the admin endpoint (not for probes)",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
     admin_plaintext: bool = setting(
         False, "keep /metrics, /healthz and /readyz plaintext even with --tls-cert"
     )

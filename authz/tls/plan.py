@@ -48,6 +48,10 @@ def tls_plan(settings: Settings) -> dict[str, ListenerTls]:
         raise ConfigError("--http-tls-client-ca needs the HTTP door to serve TLS (--http-tls-cert)")
     if settings.http_plaintext and http_own is not None:
         raise ConfigError("--http-plaintext and --http-tls-cert contradict each other")
+    if settings.admin_tls_client_ca is not None and (
+        settings.admin_plaintext or not (admin_own or shared)
+    ):
+        raise ConfigError("--admin-tls-client-ca needs the admin endpoint to serve TLS")
     if settings.admin_plaintext and admin_own is not None:
         raise ConfigError("--admin-plaintext and --admin-tls-cert contradict each other")
     plan: dict[str, ListenerTls] = {}
@@ -69,5 +73,5 @@ def tls_plan(settings: Settings) -> dict[str, ListenerTls]:
             plan[HTTP] = ListenerTls(HTTP, Files(*http, settings.tls_client_ca))
     admin = None if settings.admin_plaintext else (admin_own or shared)
     if settings.admin is not None and admin is not None:
-        plan[ADMIN] = ListenerTls(ADMIN, Files(*admin))
+        plan[ADMIN] = ListenerTls(ADMIN, Files(*admin, settings.admin_tls_client_ca))
     return plan

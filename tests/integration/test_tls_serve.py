@@ -309,3 +309,16 @@ def test_only_tls12_aead_suites_and_tls13_on_every_listener(
             weak.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # CBC, no AEAD: refused
             with pytest.raises((ssl.SSLError, OSError)):
                 handshake(port, weak)
+
+
+def test_admin_endpoint_with_its_own_client_ca(tmp_path: Path, pki: Pki, policies: Path) -> None:
+    files = CertDir(tmp_path / "serving", pki.server)
+    args = ("--admin-tls-client-ca", str(pki.ca))
+    with TlsService(policies, files, pki, *args, admin=True) as service:
+        scraper = client_context(pki, pki.client, alpn="http/1.1")
+        assert "authz_tls_refused_total" in admin_metrics(service.admin_port, scraper)
+        for client in (None, pki.client_other_ca):
+            with pytest.raises((urllib.error.URLError, http.client.HTTPException, OSError)):
+                admin_metrics(service.admin_port, client_context(pki, client, alpn="http/1.1"))
+        text = admin_metrics(service.admin_port, scraper)
+        assert metric(text, "authz_tls_refused_total", listener="admin", reason="handshake") == 2

@@ -88,6 +88,7 @@ def test_one_pair_serves_every_listener_and_each_may_have_its_own() -> None:
         ),
         ({"http_tls_client_ca": "ca", "http_listen": ("127.0.0.1:9292",)}, "needs the HTTP door"),
         ({"admin_plaintext": True, "admin_tls_cert": "c", "admin_tls_key": "k"}, "contradict"),
+        ({"admin_tls_client_ca": "ca", "admin": "127.0.0.1:9090"}, "needs the admin endpoint"),
     ],
 )  # fmt: skip
 def test_settings_that_do_not_fit(values: dict[str, object], message: str) -> None:
