@@ -325,7 +325,7 @@ def bootstrap(options: BootstrapOptions) -> Config:
     # File-based config sources (ECDS, an SDS file) need a node identity.
     node: Config = {"node": {"id": "authz-native", "cluster": "authz-native"}}
     return {
-        **(node if options.ecds_dir is not None or _reads_sds_file(options) else {}),
+        **(node if options.ecds_dir is not None or _reads_sds_files(options) else {}),
         "admin": {
             "address": {
                 "socket_address": {
@@ -364,8 +364,8 @@ def bootstrap(options: BootstrapOptions) -> Config:
     }
 
 
-def _reads_sds_file(options: BootstrapOptions) -> bool:
-    return options.authz_tls is not None and options.authz_tls.sds_file is not None
+def _reads_sds_files(options: BootstrapOptions) -> bool:
+    return options.authz_tls is not None and options.authz_tls.sds_dir is not None
 
 
 def _longest_first(options: BootstrapOptions) -> list[tuple[str, Mapping[str, str]]]:

@@ -2,10 +2,13 @@
 cluster's `UpstreamTlsContext`, and, for Istio, the DestinationRule that makes a sidecar
 originate it. Pure, like `authz.envoy_bootstrap`: options in, plain dicts out.
 
-Envoy reads certificate files named directly in a cluster once, at start. To rotate its client
-certificate without a restart, name an SDS file (`--authz-client-sds FILE`): a file holding one
-`Secret` whose `tls_certificate` has a `watched_directory`; Envoy re-reads the pair when that
-directory's `..data` link moves (cert-manager, Kubernetes Secrets, SPIRE's helper).
+Envoy reads certificate files named directly in a cluster once, at start. To rotate without a
+restart, name a directory of SDS files instead (`--authz-sds DIR`): `authz-client.yaml` holds
+Envoy's client pair (a `Secret` named `authz-client` with a `tls_certificate`) and
+`authz-ca.yaml` the CAs that verify the service (`authz-ca`, a `validation_context`), each with
+a `watched_directory`; Envoy re-reads them when that directory's `..data` link moves
+(cert-manager, Kubernetes Secrets, SPIRE's helper). One Secret per file: Envoy refuses a file
+source with more.
 """
 
 from __future__ import annotations
@@ -20,23 +23,30 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS_TYPE = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 )
-# The name of the client certificate's Secret inside an SDS file (`sds_file`): a file holding
+# The Secrets of the SDS directory (`sds_dir`), each in `<name>.yaml`:
 # `resources: [{"@type": ...tls.v3.Secret, name: authz-client, tls_certificate: {...}}]`.
 CLIENT_SECRET = "authz-client"
+CA_SECRET = "authz-ca"
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTls:
     """How Envoy verifies this service and which certificate it presents to it."""
 
-    ca: str  # PEM bundle of the CAs that issue the service's certificate
+    # The CAs that issue the service's certificate (a PEM file read at start), or a directory
+    # of SDS files holding them and Envoy's client pair (re-read when they rotate): one of two.
+    ca: str | None = None
+    sds_dir: str | None = None
     # The service's expected names (a `spiffe://` URI SAN, else a DNS SAN); empty: any
     # certificate the CA issued is accepted, which trusts everything that CA ever signed.
     sans: Sequence[str] = ()
-    client_cert: str | None = None  # Envoy's own certificate (mutual TLS), read at start
+    client_cert: str | None = None  # with `ca`: Envoy's own certificate (mutual TLS)
     client_key: str | None = None
-    sds_file: str | None = None  # or: an SDS file holding the client certificate (rotates)
     sni: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ca is None) == (self.sds_dir is None):
+            raise ValueError("UpstreamTls needs `ca` or `sds_dir`, not both")
 
 
 def _san_matcher(name: str) -> Config:
@@ -44,36 +54,44 @@ def _san_matcher(name: str) -> Config:
     return {"san_type": kind, "matcher": {"exact": name}}
 
 
+def _from_sds_dir(directory: str, name: str) -> Config:
+    return {
+        "name": name,
+        "sds_config": {
+            "path_config_source": {
+                "path": os.path.join(directory, f"{name}.yaml"),
+                "watched_directory": {"path": directory},
+            },
+            "resource_api_version": "V3",
+        },
+    }
+
+
 def upstream_tls_socket(tls: UpstreamTls, alpn: Sequence[str]) -> Config:
     """The ext_authz cluster's `transport_socket`: TLS 1.2+ with `alpn` (`h2` for gRPC)."""
-    validation: Config = {"trusted_ca": {"filename": tls.ca}}
+    names: Config = {}
     if tls.sans:
-        validation["match_typed_subject_alt_names"] = [_san_matcher(n) for n in tls.sans]
+        names["match_typed_subject_alt_names"] = [_san_matcher(n) for n in tls.sans]
     common: Config = {
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
         "alpn_protocols": list(alpn),
-        "validation_context": validation,
     }
-    if tls.sds_file is not None:
-        common["tls_certificate_sds_secret_configs"] = [
-            {
-                "name": CLIENT_SECRET,
-                "sds_config": {
-                    "path_config_source": {
-                        "path": tls.sds_file,
-                        "watched_directory": {"path": os.path.dirname(tls.sds_file)},
-                    },
-                    "resource_api_version": "V3",
-                },
-            }
-        ]
-    elif tls.client_cert is not None and tls.client_key is not None:
-        common["tls_certificates"] = [
-            {
-                "certificate_chain": {"filename": tls.client_cert},
-                "private_key": {"filename": tls.client_key},
-            }
-        ]
+    if tls.sds_dir is not None:
+        # The CAs come from their file; the names to match stay here, in the bootstrap.
+        common["combined_validation_context"] = {
+            "default_validation_context": names,
+            "validation_context_sds_secret_config": _from_sds_dir(tls.sds_dir, CA_SECRET),
+        }
+        common["tls_certificate_sds_secret_configs"] = [_from_sds_dir(tls.sds_dir, CLIENT_SECRET)]
+    else:
+        common["validation_context"] = {"trusted_ca": {"filename": tls.ca}, **names}
+        if tls.client_cert is not None and tls.client_key is not None:
+            common["tls_certificates"] = [
+                {
+                    "certificate_chain": {"filename": tls.client_cert},
+                    "private_key": {"filename": tls.client_key},
+                }
+            ]
     typed: Config = {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": common}
     if tls.sni is not None:
         typed["sni"] = tls.sni

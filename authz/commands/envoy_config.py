@@ -113,6 +113,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--authz-ca", metavar="PEM", help="verify the service with these CAs: turns TLS on"
     )
     upstream_tls.add_argument(
+        "--authz-sds",
+        metavar="DIR",
+        help="or: the CAs and Envoy's certificate from the SDS files authz-ca.yaml and "
+        "authz-client.yaml in DIR, re-read when they rotate: turns mutual TLS on",
+    )
+    upstream_tls.add_argument(
         "--authz-san",
         action="append",
         default=[],
@@ -120,14 +126,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the service's expected SAN (spiffe://... URI, else DNS name); repeatable",
     )
     upstream_tls.add_argument(
-        "--authz-client-cert", metavar="PEM", help="Envoy's own certificate (mutual TLS)"
+        "--authz-client-cert", metavar="PEM", help="with --authz-ca: Envoy's own certificate"
     )
     upstream_tls.add_argument("--authz-client-key", metavar="PEM")
-    upstream_tls.add_argument(
-        "--authz-client-sds",
-        metavar="FILE",
-        help="or: Envoy's certificate from this SDS file (re-read when it rotates)",
-    )
     upstream_tls.add_argument("--authz-sni", metavar="NAME", help="SNI sent to the service")
     istio = parser.add_argument_group("Istio")
     istio.add_argument(
@@ -145,24 +146,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def upstream_tls(args: argparse.Namespace) -> UpstreamTls | None:
     """The `--authz-*` TLS flags (AddressError when they do not fit together)."""
-    given = [args.authz_san, args.authz_client_cert, args.authz_client_key]
-    given += [args.authz_client_sds, args.authz_sni]
-    if args.authz_ca is None:
+    if args.authz_ca is None and args.authz_sds is None:
+        given = [args.authz_san, args.authz_client_cert, args.authz_client_key, args.authz_sni]
         if any(given):
-            raise AddressError("the --authz-* TLS flags need --authz-ca (the service's CAs)")
+            raise AddressError("the --authz-* TLS flags need --authz-ca or --authz-sds")
         return None
+    if args.authz_ca is not None and args.authz_sds is not None:
+        raise AddressError("--authz-ca or --authz-sds (which holds the CAs too), not both")
     if (args.authz_client_cert is None) != (args.authz_client_key is None):
         raise AddressError("--authz-client-cert and --authz-client-key go together")
-    if args.authz_client_sds is not None and args.authz_client_cert is not None:
-        raise AddressError("--authz-client-sds or --authz-client-cert, not both")
-    if args.istio and args.authz_client_sds is not None:
-        raise AddressError("--istio: give the sidecar's files with --authz-client-cert/-key")
+    if args.authz_sds is not None and args.authz_client_cert is not None:
+        raise AddressError("--authz-sds holds Envoy's certificate: drop --authz-client-cert")
+    if args.istio and args.authz_sds is not None:
+        raise AddressError("--istio: give the sidecar's files with --authz-ca/--authz-client-*")
     return UpstreamTls(
         ca=args.authz_ca,
+        sds_dir=os.path.abspath(args.authz_sds) if args.authz_sds else None,
         sans=tuple(args.authz_san),
         client_cert=args.authz_client_cert,
         client_key=args.authz_client_key,
-        sds_file=os.path.abspath(args.authz_client_sds) if args.authz_client_sds else None,
         sni=args.authz_sni,
     )
 

@@ -25,7 +25,14 @@ from tests.support.certs import FRONTEND_SPIFFE_ID, CertPaths, Pki, make_pki
 from tests.support.envoy import Envoy, EnvoyConfig
 from tests.support.ports import LOOPBACK
 from tests.support.scale import scaled
-from tests.support.tls_serve import CertDir, TlsService, client_context, fingerprint, handshake
+from tests.support.tls_serve import (
+    CertDir,
+    TlsService,
+    client_context,
+    fingerprint,
+    handshake,
+    write_sds,
+)
 from tests.support.upstream import EchoUpstream
 
 pytestmark = pytest.mark.e2e
@@ -233,3 +240,15 @@ def test_envoy_refuses_a_service_it_cannot_verify(
         refused = stats.get("cluster.authz.ssl.fail_verify_san", 0)
         refused += stats.get("cluster.authz.ssl.fail_verify_error", 0)
         assert refused > 0, {k: v for k, v in stats.items() if v}
+
+
+def test_envoy_reads_its_certificate_and_the_cas_from_sds_files(
+    tmp_path: Path, own_pki: Pki, service: TlsService, echo: EchoUpstream
+) -> None:
+    client = own_pki.client
+    sds = write_sds(tmp_path / "sds", client.cert, client.key, own_pki.ca)
+    argv = ("--authz", f"{LOOPBACK}:{service.port}", "--authz-sds", str(sds))
+    argv += ("--authz-san", "localhost", "--upstream", f"{LOOPBACK}:{echo.port}")
+    with GeneratedEnvoy(tmp_path / "envoy", argv) as envoy:
+        assert get(envoy, "/public/a") == 200, envoy.log_tail()
+        assert get(envoy, "/private") == 403

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import yaml
 
 from .certs import CertPaths, Pki
 from .ports import LOOPBACK, free_port
@@ -196,3 +197,31 @@ def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.1) -> bool
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+def write_sds(directory: Path, cert: Path, key: Path, ca: Path) -> Path:
+    """The SDS directory docs/operations.md describes (`authz envoy-config --authz-sds DIR`):
+    authz-client.yaml with Envoy's pair and authz-ca.yaml with the service's CAs, one Secret
+    each (Envoy refuses a file source holding more)."""
+    secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+    watched = {"path": str(cert.parent)}
+    contents = {
+        "authz-client": {
+            "tls_certificate": {
+                "certificate_chain": {"filename": str(cert)},
+                "private_key": {"filename": str(key)},
+                "watched_directory": watched,
+            }
+        },
+        "authz-ca": {
+            "validation_context": {
+                "trusted_ca": {"filename": str(ca)},
+                "watched_directory": watched,
+            }
+        },
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in contents.items():
+        resource = {"@type": secret, "name": name, **content}
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump({"resources": [resource]}))
+    return directory

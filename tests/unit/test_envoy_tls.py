@@ -14,6 +14,7 @@ from authz.addresses import AddressError
 from authz.commands import envoy_config
 from tests.support.certs import Pki, make_pki
 from tests.support.envoy import validate
+from tests.support.tls_serve import write_sds
 
 
 @pytest.fixture(scope="module")
@@ -70,37 +71,29 @@ def test_every_bootstrap_mode_verifies_the_service_and_presents_envoys_certifica
     validate(path)
 
 
-def test_client_certificate_from_an_sds_file_validates(tmp_path: Path, pki: Pki) -> None:
-    # The file cert-manager users mount (docs/operations.md): Envoy re-reads the pair when the
-    # Secret's `..data` link moves.
-    sds = tmp_path / "sds" / "authz-client.yaml"
-    sds.parent.mkdir()
-    sds.write_text(
-        yaml.safe_dump(
-            {
-                "resources": [
-                    {
-                        "@type": "type.googleapis.com/"
-                        "envoy.extensions.transport_sockets.tls.v3.Secret",
-                        "name": "authz-client",
-                        "tls_certificate": {
-                            "certificate_chain": {"filename": str(pki.client.cert)},
-                            "private_key": {"filename": str(pki.client.key)},
-                            "watched_directory": {"path": str(pki.directory)},
-                        },
-                    }
-                ]
-            }
-        )
-    )
-    output = text("--authz-ca", str(pki.ca), "--authz-client-sds", str(sds))
+def test_certificate_and_cas_from_sds_files_validate(tmp_path: Path, pki: Pki) -> None:
+    # Both rotate without an Envoy restart: Envoy re-reads them when the directory changes.
+    sds = write_sds(tmp_path / "sds", pki.client.cert, pki.client.key, pki.ca)
+    san = "spiffe://cluster.local/ns/authz/sa/authz"
+    output = text("--authz-sds", str(sds), "--authz-san", san)
     common = authz_cluster(yaml.safe_load(output))["transport_socket"]["typed_config"][
         "common_tls_context"
     ]
     (secret,) = common["tls_certificate_sds_secret_configs"]
     assert secret["name"] == "authz-client"
-    assert secret["sds_config"]["path_config_source"]["path"] == str(sds)
-    assert "tls_certificates" not in common
+    source = secret["sds_config"]["path_config_source"]
+    assert source == {
+        "path": str(sds / "authz-client.yaml"),
+        "watched_directory": {"path": str(sds)},
+    }
+    combined = common["combined_validation_context"]
+    ca_source = combined["validation_context_sds_secret_config"]
+    assert ca_source["name"] == "authz-ca"
+    assert ca_source["sds_config"]["path_config_source"]["path"] == str(sds / "authz-ca.yaml")
+    assert combined["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": san}}
+    ]
+    assert "tls_certificates" not in common and "validation_context" not in common
     path = tmp_path / "envoy.yaml"
     path.write_text(output)
     validate(path)
@@ -113,14 +106,15 @@ def test_without_tls_flags_the_cluster_is_plaintext() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("--authz-san", "x"), "need --authz-ca"),
+        (("--authz-san", "x"), "need --authz-ca or --authz-sds"),
         (("--authz-ca", "ca.pem", "--authz-client-cert", "c.pem"), "go together"),
+        (("--authz-ca", "ca.pem", "--authz-sds", "sds"), "not both"),
         (
-            ("--authz-ca", "ca.pem", "--authz-client-sds", "s.yaml",
-             "--authz-client-cert", "c.pem", "--authz-client-key", "k.pem"),
-            "not both",
+            ("--authz-sds", "sds", "--authz-client-cert", "c.pem",
+             "--authz-client-key", "k.pem"),
+            "drop --authz-client-cert",
         ),
-        (("--istio", "--authz-ca", "ca.pem", "--authz-client-sds", "s.yaml"), "--istio"),
+        (("--istio", "--authz-sds", "sds"), "--istio"),
     ],
 )  # fmt: skip
 def test_flags_that_do_not_fit_are_refused(argv: tuple[str, ...], message: str) -> None:

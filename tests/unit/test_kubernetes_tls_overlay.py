@@ -14,7 +14,7 @@ import yaml
 
 from authz.commands import envoy_config, serve
 from authz.config_file import load_settings
-from authz.envoy_tls import CLIENT_SECRET
+from authz.envoy_tls import CA_SECRET, CLIENT_SECRET
 from authz.tls.plan import GRPC, tls_plan
 from tests.support.certs import make_pki
 from tests.support.envoy import validate
@@ -96,26 +96,24 @@ def test_the_documented_envoy_side_validates(tmp_path: Path) -> None:
         (mounted / name).write_bytes(source.read_bytes())
     (mounted / "ca.crt").write_bytes(pki.ca.read_bytes())
     configmap = next(d for d in docs("envoy-client.yaml") if d["kind"] == "ConfigMap")
-    sds_text = configmap["data"]["authz-client.yaml"]
-    (secret,) = yaml.safe_load(sds_text)["resources"]
-    assert secret["name"] == CLIENT_SECRET
-    pair = secret["tls_certificate"]
-    assert (
-        os.path.dirname(pair["certificate_chain"]["filename"]) == pair["watched_directory"]["path"]
-    )
-    sds = tmp_path / "sds" / "authz-client.yaml"
-    sds.parent.mkdir()
-    sds.write_text(sds_text.replace("/etc/envoy/authz-client", str(mounted)))
+    assert set(configmap["data"]) == {f"{CLIENT_SECRET}.yaml", f"{CA_SECRET}.yaml"}
+    sds = tmp_path / "sds"
+    sds.mkdir()
+    for file_name, sds_text in configmap["data"].items():
+        (secret,) = yaml.safe_load(sds_text)["resources"]  # Envoy takes one per file
+        assert f"{secret['name']}.yaml" == file_name
+        content = secret.get("tls_certificate") or secret["validation_context"]
+        named = content.get("certificate_chain") or content["trusted_ca"]
+        assert os.path.dirname(named["filename"]) == content["watched_directory"]["path"]
+        (sds / file_name).write_text(sds_text.replace("/etc/envoy/authz-client", str(mounted)))
     comment = (OVERLAY / "envoy-client.yaml").read_text()
-    for documented in ("--authz-ca /etc/envoy/authz-client/ca.crt", "--authz-client-sds"):
-        assert documented in comment
+    assert "--authz-sds /etc/envoy/sds " in comment
     parser = argparse.ArgumentParser()
     envoy_config.configure(parser)
     argv = [
         "--authz", "authz-pods.authz.svc.cluster.local:9191",
-        "--authz-ca", str(mounted / "ca.crt"),
+        "--authz-sds", str(sds),
         "--authz-san", "spiffe://cluster.local/ns/authz/sa/authz",
-        "--authz-client-sds", str(sds),
     ]  # fmt: skip
     config = tmp_path / "envoy.yaml"
     config.write_text(envoy_config.build_text(parser.parse_args(argv)))
