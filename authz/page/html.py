@@ -13,7 +13,7 @@ import html
 import json
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from authz.observe.recent import FILTERS
@@ -234,41 +234,51 @@ def _explanation(explanation: Mapping[str, Any]) -> str:
     ]
     for note in explanation["notes"]:
         parts.append(f'<p class="note">{_t(note)}</p>')
-    if explanation["rules"]:
-        parts.append("<h2>Rules of the host, now</h2>")
-        parts.append(
-            _table(
-                ("", "rule", "action", "outcome", "where"),
-                (
-                    (
-                        "&#9654;" if rule["decides"] else "",
-                        f"<b>{_t(rule['name'])}</b>" if rule["decides"] else _t(rule["name"]),
-                        _t(rule["action"] + (" (dry_run)" if rule["dry_run"] else "")),
-                        _t(rule["effect"] if rule["matched"] else f"no match: {rule['failed']}"),
-                        f"<code>{_t(rule['file'])}:{_t(rule['line'])}</code>",
-                    )
-                    for rule in explanation["rules"]
-                ),
-            )
+    parts.append(
+        _traces(
+            "Rules of the host, now",
+            ("rule", "action", "outcome"),
+            explanation["rules"],
+            lambda rule: (
+                f"<b>{_t(rule['name'])}</b>" if rule["decides"] else _t(rule["name"]),
+                _t(rule["action"] + (" (dry_run)" if rule["dry_run"] else "")),
+                _t(rule["effect"] if rule["matched"] else f"no match: {rule['failed']}"),
+            ),
         )
-    if explanation["limits"]:
-        parts.append("<h2>Rate limits of the host</h2>")
-        parts.append(
-            _table(
-                ("", "limit", "key", "outcome", "where"),
-                (
-                    (
-                        "&#9654;" if limit["decides"] else "",
-                        _t(limit["name"]),
-                        _t(f"{limit['key']}: {'present' if limit['key_present'] else 'absent'}"),
-                        _t(limit["state"] if limit["matched"] else f"no match: {limit['failed']}"),
-                        f"<code>{_t(limit['file'])}:{_t(limit['line'])}</code>",
-                    )
-                    for limit in explanation["limits"]
-                ),
-            )
+    )
+    parts.append(
+        _traces(
+            "Rate limits of the host",
+            ("limit", "key", "outcome"),
+            explanation["limits"],
+            lambda limit: (
+                _t(limit["name"]),
+                _t(f"{limit['key']}: {'present' if limit['key_present'] else 'absent'}"),
+                _t(limit["state"] if limit["matched"] else f"no match: {limit['failed']}"),
+            ),
         )
+    )
     return "".join(parts)
+
+
+def _traces(
+    title: str,
+    headings: tuple[str, ...],
+    traces: list[Mapping[str, Any]],
+    cells: Callable[[Mapping[str, Any]], tuple[str, ...]],
+) -> str:
+    """A rule or limit trace as a table: the deciding one marked, then `cells`, then where."""
+    if not traces:
+        return ""
+    rows = (
+        (
+            "&#9654;" if trace["decides"] else "",
+            *cells(trace),
+            f"<code>{_t(trace['file'])}:{_t(trace['line'])}</code>",
+        )
+        for trace in traces
+    )
+    return f"<h2>{_t(title)}</h2>" + _table(("", *headings, "where"), rows)
 
 
 def message(status: int, text: str) -> str:
