@@ -64,6 +64,13 @@ def test_every_bootstrap_mode_verifies_the_service_and_presents_envoys_certifica
     ]
     (pair,) = common["tls_certificates"]
     assert pair["certificate_chain"] == {"filename": str(pki.client.cert)}
+    if mode == ("--http",):
+        # The HTTP door replaces its worker to rotate: a reset on an idle connection is retried.
+        filters = yaml.safe_load(output)["static_resources"]["listeners"][0]["filter_chains"][0]
+        hcm = filters["filters"][0]["typed_config"]
+        (ext_authz,) = [f for f in hcm["http_filters"] if f["name"].endswith("ext_authz")]
+        retry = ext_authz["typed_config"]["http_service"]["retry_policy"]
+        assert retry == {"retry_on": "reset,connect-failure", "num_retries": 1}
     path = tmp_path / "envoy.yaml"
     path.write_text(output)
     if mode and mode[0] == "--native":
