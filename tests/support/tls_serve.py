@@ -25,7 +25,7 @@ import yaml
 
 from .certs import CertPaths, Pki
 from .ports import LOOPBACK, free_port
-from .service import ServeBase
+from .service import ServeBase, wait_serving
 
 
 class CertDir:
@@ -154,25 +154,9 @@ class TlsService(ServeBase):
         return args
 
     def _wait_ready(self) -> None:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         assert self.process is not None
-        deadline = time.monotonic() + self.ready_timeout
-        with secure_channel(self.port, self.pki, self.pki.client) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"exited with {self.process.returncode}: {self.log()[-3000:]}"
-                    )
-                try:
-                    answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        raise RuntimeError(f"not SERVING after {self.ready_timeout} s: {self.log()[-3000:]}")
+        channel = secure_channel(self.port, self.pki, self.pki.client)
+        wait_serving(f"{LOOPBACK}:{self.port}", self.process, self.ready_timeout, self.log, channel)
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
