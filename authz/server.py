@@ -177,9 +177,9 @@ def build_server(
         probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
         try:
             if credentials is None:
-                bound = server.add_insecure_port(address)
+                bound = server.add_insecure_port(addresses.bindable(address))
             else:
-                bound = server.add_secure_port(address, credentials)
+                bound = server.add_secure_port(addresses.bindable(address), credentials)
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if bound == 0 and not address.startswith("unix:"):  # the sync server returns 0

@@ -50,13 +50,13 @@ class Readiness:
     jwks: Mapping[str, str] = field(default_factory=dict)
     # The rate-limit counters (authz.limits): shown, never a reason to be unready (a Redis
     # that is down makes each process count locally; restarting the pod would not help).
-    rate_limits: Mapping[str, str] = field(default_factory=dict)
+    rate_limits: Mapping[str, str | float] = field(default_factory=dict)
 
 
 def readiness_check(
     phase: Callable[[], str],
     key_status: Callable[[], Mapping[str, str]],
-    rate_limits: Callable[[], Mapping[str, str]] | None = None,
+    rate_limits: Callable[[], Mapping[str, str | float]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
     gRPC health answers from, so /readyz and gRPC health cannot disagree.
