@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -110,7 +111,8 @@ def test_redis_holds_no_raw_key(redis: RedisServer) -> None:
         secret = "sk_live_0123456789abcdef"
         counter.take(counter_key("per-key", secret), 10, 60, time.time())
         names = [k.decode() for k in redis.client().keys("*")]
-        assert names and all(n.startswith("authz:rl:60:") for n in names)
+        # One hash tag per limit and identity: every window of it on one cluster slot.
+        assert names and all(re.fullmatch(r"authz:rl:\{[0-9a-f]{32}\}:60:\d+", n) for n in names)
         assert not any(secret in n for n in names)
         assert all(0 < redis.client().ttl(n) <= 61 for n in names)
     finally:
