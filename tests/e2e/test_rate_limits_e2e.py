@@ -3,12 +3,6 @@ counters through a real Redis server, which is killed and restarted mid-test."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,81 +13,11 @@ import pytest
 from tests.e2e.conftest import EnvoyFactory
 from tests.support import https
 from tests.support.envoy import _authz_address
-from tests.support.ports import LOOPBACK, free_port
 from tests.support.redis import RedisServer
-from tests.support.service import is_serving, spawn_serve
+from tests.support.replicas import Replica, start_replicas, wait_until, write_policy
 from tests.support.upstream import EchoUpstream
 
 pytestmark = pytest.mark.e2e
-
-
-# Per hour, so a 2,000-request burst never straddles a window (fixed windows start afresh).
-POLICY = """\
-rules:
-  - name: open
-    action: allow
-    to: [{paths: ["/{**}"]}]
-rate_limits:
-  - name: per-client
-    to: [{paths: ["/limited/{**}"]}]
-    key: header:x-client
-    limit: 100
-    per: hour
-"""
-
-
-class Replica:
-    """`authz serve --workers N` on unix sockets (no port races), sharing `store`."""
-
-    def __init__(self, directory: Path, name: str, workers: int, store: str) -> None:
-        self.sockets = [
-            f"unix:{directory / name}.sock" if i == 0 else f"unix:{directory / name}.{i}.sock"
-            for i in range(workers)
-        ]
-        self.admin_port = free_port()
-        self.process = spawn_serve(
-            directory / "policies",
-            "--listen",
-            self.sockets[0],
-            "--admin",
-            f"{LOOPBACK}:{self.admin_port}",
-            "--workers",
-            str(workers),
-            "--rate-limit-store",
-            store,
-            "--no-watch",
-            stdout=subprocess.DEVNULL,
-            stderr=(directory / f"{name}.log").open("wb"),
-            start_new_session=True,
-        )
-
-    def serving(self) -> bool:
-        return all(is_serving(address) for address in self.sockets)
-
-    def readyz(self) -> dict[str, object]:
-        """Worker 0's /readyz (it is ready whatever the store does)."""
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.admin_port}/readyz", timeout=5) as r:
-            assert r.status == 200
-            answer: dict[str, object] = json.loads(r.read())
-            return answer
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0, why: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not reached in {timeout:g}s{why}")
 
 
 @pytest.fixture
@@ -108,22 +32,11 @@ def replicas(
 ) -> Iterator[Callable[[int], list[Replica]]]:
     # A short directory: unix socket paths are limited to ~100 bytes.
     directory = Path(tmp_path_factory.mktemp("rl"))
-    (directory / "policies").mkdir()
-    (directory / "policies" / "limits.yaml").write_text(POLICY)
+    write_policy(directory)
     started: list[Replica] = []
 
     def start(workers: int) -> list[Replica]:
-        for name in ("a", "b"):
-            started.append(Replica(directory, name, workers, redis.url))
-        # Generous: eight Python processes start at once on a shared two-core machine.
-        try:
-            wait_until(lambda: all(r.serving() for r in started), timeout=240)
-        except AssertionError as error:
-            logs = "".join(
-                f"\n{p.name}: {p.read_text(errors='replace')[-2000:]}"
-                for p in directory.glob("*.log")
-            )
-            raise AssertionError(f"{error}: the replicas' logs:{logs}") from None
+        started.extend(start_replicas(directory, redis.url, workers=workers))
         return started
 
     try:

@@ -237,3 +237,25 @@ def test_rediss_verifies_the_server_with_the_ca_named_in_the_url(tmp_path: Path)
         finally:
             verified.close()
             unverified.close()
+
+
+def test_a_counter_tampered_with_in_redis_is_a_lie(redis: RedisServer) -> None:
+    """A real Redis whose counter someone set below what was handed out: INCRBY then answers
+    less than was added, so nothing it says is believed (no tokens from it), and the store is
+    not asked again for `distrust` seconds."""
+    counter = SharedCounter(redis.url, probe_interval=0.05, distrust=60)
+    try:
+        key = counter_key("l", "mallory")
+        now = time.time()
+        assert counter.take(key, 100, 3600, now).allowed
+        client = redis.client()
+        (name,) = client.keys("authz:rl:{*")
+        client.set(name, -1000)
+        passed = sum(counter.take(key, 100, 3600, now).allowed for _ in range(300))
+        wait_until(lambda: counter.state == LOCAL)
+        assert counter.lies == 1 and counter.status()["reason"].startswith("the store lied")
+        assert passed <= 99  # never more than the limit in this process
+        time.sleep(0.3)
+        assert counter.state == LOCAL  # distrusted: not probed back within `distrust`
+    finally:
+        counter.close()
