@@ -1,0 +1,185 @@
+"""Issue 30: the shared counters on a real Redis Cluster (3 masters + 3 replicas) and on a real
+Sentinel-managed master: sharing, hash tags, a master killed mid-traffic, a slot migration.
+
+Each topology starts once per module (a few seconds); tests that kill a master leave the
+topology failed over (the killed node restarted as a replica), which later tests accept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authz.limits import counter_key
+from authz.limits.shared import LOCAL, SHARED, SharedCounter
+from tests.support.redis import RedisCluster, RedisSentinel
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with RedisCluster(Path(tmp_path_factory.mktemp("cluster"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    with RedisSentinel(Path(tmp_path_factory.mktemp("sentinel"))) as running:
+        yield running
+
+
+def wait_until(condition: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def counters(url: str, n: int, **options: float) -> list[SharedCounter]:
+    made = [SharedCounter(url, **options) for _ in range(n)]  # type: ignore[arg-type]
+    wait_until(lambda: all(c.state == SHARED for c in made))
+    return made
+
+
+def test_eight_processes_on_a_cluster_share_one_limit(cluster: RedisCluster) -> None:
+    """Eight counters (8 processes' worth) on 3 masters, 2,000 checks of one key and 2,000 of
+    keys spread over every master: each key gets between its limit and limit + 10%."""
+    group = counters(cluster.url, 8)
+    try:
+        now = time.time()
+        key = counter_key("per-client", "alice")
+        passed = sum(group[i % 8].take(key, 100, 3600, now).allowed for i in range(2000))
+        assert 100 <= passed <= 110
+        spread = [counter_key("per-client", f"user{i}") for i in range(20)]
+        tally = dict.fromkeys(spread, 0)
+        for i in range(2000):
+            k = spread[i % 20]
+            tally[k] += group[i % 8].take(k, 10, 3600, now).allowed
+        assert all(10 <= v <= 11 for v in tally.values()), tally
+        assert all(c.state == SHARED and c.status()["mode"] == "cluster" for c in group)
+        # Every window of one limit and identity on one slot (the hash tag), and the keys of
+        # different identities spread over the masters.
+        client, hashtag = cluster.client(), f"{{{key.hex()}}}"
+        names = cluster.master_of(hashtag).client().keys(f"authz:rl:{hashtag}:*")
+        assert names and {client.keyslot(n) for n in names} == {client.keyslot(hashtag)}
+        masters = {cluster.master_of(f"{{{k.hex()}}}").port for k in spread}
+        assert len(masters) == 3
+    finally:
+        for c in group:
+            c.close()
+
+
+def kill_during_traffic(
+    group: list[SharedCounter], key: bytes, limit: int, kill: object, wait_failover: object
+) -> tuple[int, list[bool]]:
+    """Checks from every counter while `kill()` runs, then until the failover is over: how
+    many passed, and whether each counter went local at some point."""
+    went_local = [False] * len(group)
+    stop = threading.Event()
+    passed = [0]
+
+    def traffic() -> None:
+        now = time.time()
+        while not stop.is_set():
+            for i, c in enumerate(group):
+                passed[0] += c.take(key, limit, 3600, now).allowed
+                went_local[i] |= c.state == LOCAL
+            time.sleep(0.002)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        killed = kill()  # type: ignore[operator]
+        wait_failover(killed)  # type: ignore[operator]
+        wait_until(lambda: all(c.state == SHARED for c in group), timeout=30)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    return passed[0], went_local
+
+
+def test_a_cluster_master_killed_during_traffic(cluster: RedisCluster) -> None:
+    group = counters(cluster.url, 4, probe_interval=0.1)
+    try:
+        key = counter_key("per-client", "failover")
+        hashtag = f"{{{key.hex()}}}"
+        passed, went_local = kill_during_traffic(
+            group, key, 1000, lambda: cluster.kill_master_of(hashtag), cluster.wait_failover
+        )
+        # Every counter noticed, counted locally, and came back to the shared count.
+        assert all(went_local)
+        assert all(int(c.status()["fallbacks"]) >= 1 for c in group)
+        # The documented bound while the store is unusable: each process at most the limit.
+        assert 0 < passed <= 4 * 1000
+        # Back to shared: the new master counts what every process let through since.
+        wait_until(lambda: sum(c.take(key, 1000, 3600, time.time()).allowed for c in group) == 0)
+    finally:
+        for c in group:
+            c.close()
+    for node in cluster.nodes:  # the killed master comes back as a replica
+        if node.process is None:
+            node.start()
+    cluster.wait_ok()
+
+
+def test_a_slot_migrating_between_masters(cluster: RedisCluster) -> None:
+    """ASK and MOVED while a key's slot moves to another master: every check answered, the
+    limit held, and the counters end up shared on the new owner."""
+    group = counters(cluster.url, 4, probe_interval=0.1)
+    try:
+        key = counter_key("per-client", "migrating")
+        hashtag = f"{{{key.hex()}}}"
+        now = time.time()
+        passed = sum(group[i % 4].take(key, 200, 3600, now).allowed for i in range(100))
+        source = cluster.master_of(hashtag)
+        target = next(
+            n
+            for n in cluster.live()
+            if n is not source and n.client().info("replication")["role"] == "master"
+        )
+        slot = cluster.client().keyslot(hashtag)
+        src, dst = source.client(), target.client()
+        dst_id, src_id = dst.cluster("myid"), src.cluster("myid")
+        dst.cluster("setslot", slot, "importing", src_id)
+        src.cluster("setslot", slot, "migrating", dst_id)
+        # Half-way: keys still on the source answer there, new ones are ASKed to the target.
+        passed += sum(group[i % 4].take(key, 200, 3600, now).allowed for i in range(100))
+        for name in src.cluster("getkeysinslot", slot, 100):
+            src.migrate("127.0.0.1", target.port, name, 0, 5000)
+        for node in (dst, src):
+            node.cluster("setslot", slot, "node", dst_id)
+        passed += sum(group[i % 4].take(key, 200, 3600, now).allowed for i in range(400))
+        assert 200 <= passed <= 220
+        wait_until(lambda: all(c.state == SHARED for c in group))
+        assert cluster.master_of(hashtag).port == target.port
+    finally:
+        for c in group:
+            c.close()
+
+
+def test_sentinel_shares_and_follows_a_failover(sentinel: RedisSentinel) -> None:
+    group = counters(sentinel.url, 4, probe_interval=0.1)
+    try:
+        now = time.time()
+        key = counter_key("per-client", "sentinel")
+        passed = sum(group[i % 4].take(key, 100, 3600, now).allowed for i in range(1000))
+        assert 100 <= passed <= 110
+        assert all(c.status()["mode"] == "sentinel" for c in group)
+        key = counter_key("per-client", "sentinel-failover")
+        passed, went_local = kill_during_traffic(
+            group, key, 1000, sentinel.kill_master, sentinel.wait_failover
+        )
+        assert all(went_local) and 0 < passed <= 4 * 1000
+        # The new master holds the shared count again.
+        assert all(c.state == SHARED for c in group)
+        assert sentinel.master_port() != 0
+    finally:
+        for c in group:
+            c.close()
