@@ -3,6 +3,8 @@ counters through a real Redis server, which is killed and restarted mid-test."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from authz.limits import counter_key
 from tests.e2e.conftest import EnvoyFactory
 from tests.support import https
 from tests.support.envoy import _authz_address
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisCluster, RedisSentinel, RedisServer
 from tests.support.replicas import Replica, start_replicas, wait_until, write_policy
 from tests.support.upstream import EchoUpstream
 
@@ -133,3 +136,81 @@ def test_redis_killed_and_restarted_mid_traffic(
     wait_until(lambda: all(r.readyz()["rate_limits"]["state"] == "shared" for r in started))
     statuses = Counter(a.status for a in burst(url, "dave", 150))
     assert 100 <= statuses[200] <= 110, statuses
+
+
+# -- issue 30: a Redis Cluster and Sentinel behind the same replicas ---------------------------
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def topology(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster | RedisSentinel]:
+    directory = Path(tmp_path_factory.mktemp(request.param))
+    kind = RedisCluster if request.param == "cluster" else RedisSentinel
+    with kind(directory) as running:
+        yield running
+
+
+def test_a_shared_cluster_or_sentinel_holds_the_limit_and_survives_a_failover(
+    topology: RedisCluster | RedisSentinel,
+    tmp_path_factory: pytest.TempPathFactory,
+    envoy_factory: EnvoyFactory,
+    upstream: EchoUpstream,
+) -> None:
+    """8 processes (2 replicas x 4 workers) through one Envoy: 100 to 110 of 2,000 requests
+    pass a limit of 100; then a master is killed during traffic: no 5xx, a request the policy
+    denies is never allowed, each process says it counts locally and comes back to shared."""
+    directory = Path(tmp_path_factory.mktemp("rl"))
+    write_policy(directory)
+    started = start_replicas(directory, topology.url, workers=4)
+    try:
+        url = envoy_for(envoy_factory, started)
+        statuses = Counter(a.status for a in burst(url, "alice", 2000))
+        assert set(statuses) == {200, 429} and 100 <= statuses[200] <= 110, statuses
+        assert all(r.store_state() == "shared" for r in started)
+
+        # A master killed while requests flow: the limited key's own master for a cluster.
+        client = "carol"
+        tag = "{" + counter_key("per-client", client).hex() + "}"
+        answers: list[tuple[str, int]] = []
+        stop = threading.Event()
+
+        def traffic() -> None:
+            while not stop.is_set():
+                for path in ("/limited/cart", "/admin/panel"):
+                    answer = https.request(url, path, headers={"x-client": client})
+                    answers.append((path, answer.status))
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            flows = [pool.submit(traffic) for _ in range(4)]
+            time.sleep(1.0)
+            if isinstance(topology, RedisCluster):
+                killed = topology.kill_master_of(tag)
+            else:
+                killed = topology.kill_master()
+            wait_until(lambda: all(r.store_state() == "local" for r in started), timeout=30)
+            topology.wait_failover(killed)
+            wait_until(lambda: all(r.store_state() == "shared" for r in started), timeout=60)
+            time.sleep(1.0)
+            stop.set()
+            for flow in flows:
+                flow.result(timeout=60)
+        by_path = {path: Counter(s for p, s in answers if p == path) for path, _ in answers}
+        assert set(by_path["/admin/panel"]) == {403}, by_path  # the policy's deny, always
+        assert set(by_path["/limited/cart"]) <= {200, 429}, by_path  # never a 5xx
+        # The documented bound while the store is unusable: each process at most the limit.
+        assert 100 <= by_path["/limited/cart"][200] <= 8 * 100, by_path
+        for replica in started:
+            limits = replica.readyz()["rate_limits"]
+            assert int(limits["fallbacks"]) >= 1, limits
+            assert "unusable" in replica.log()
+        assert all(
+            m in started[0].admin("/metrics")
+            for m in ("authz_rate_limit_store_shared", "authz_rate_limit_store_fallbacks_total")
+        )
+        # Back on shared counts: a fresh key gets the limit, across all eight processes.
+        statuses = Counter(a.status for a in burst(url, "dave", 400))
+        assert 100 <= statuses[200] <= 110, statuses
+    finally:
+        for replica in started:
+            replica.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -58,7 +59,7 @@ class Replica:
             for i in range(workers)
         ]
         self.log_path = directory / f"{name}.log"
-        self.admin_port = free_port()
+        self.admin_port = free_run(workers)  # worker i's admin endpoint is on port + i
         self.process = spawn_serve(
             directory / "policies",
             "--listen",
@@ -136,18 +137,46 @@ def start_replicas(
 ) -> list[Replica]:
     """Start `replicas` replicas of `workers` workers each and wait (bounded) until all serve;
     on a failure every one is stopped and the logs are in the error."""
-    started = [
-        Replica(directory, chr(ord("a") + i), workers, store, *args) for i in range(replicas)
-    ]
-    try:
-        # Generous: eight Python processes start at once on a shared two-core machine.
-        wait_until(lambda: all(r.serving() for r in started), timeout=240)
-    except AssertionError as error:
-        logs = "".join(f"\n{r.log_path.name}: {r.log()[-2000:]}" for r in started)
-        for replica in started:
-            replica.stop()
-        raise AssertionError(f"{error}: the replicas' logs:{logs}") from None
-    return started
+    for attempt in range(2):  # a port taken meanwhile ("address already in use"): once more
+        started = [
+            Replica(directory, chr(ord("a") + i), workers, store, *args) for i in range(replicas)
+        ]
+        try:
+            # Generous: eight Python processes start at once on a shared two-core machine.
+            wait_until(_all_serving(started), timeout=240)
+            return started
+        except AssertionError as error:
+            logs = "".join(f"\n{r.log_path.name}: {r.log()[-2000:]}" for r in started)
+            for replica in started:
+                replica.stop()
+            if attempt or "already in use" not in logs:
+                raise AssertionError(f"{error}: the replicas' logs:{logs}") from None
+    raise AssertionError("unreachable")
+
+
+def _all_serving(replicas: list[Replica]) -> Callable[[], bool]:
+    def check() -> bool:
+        if any(r.process.poll() is not None for r in replicas):
+            raise AssertionError("a replica exited")
+        return all(r.serving() for r in replicas)
+
+    return check
+
+
+def free_run(n: int) -> int:
+    """The first of `n` consecutive loopback ports that were free a moment ago."""
+    for _ in range(100):
+        base = free_port()
+        if base + n > 65535:
+            continue
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as probe:
+                    probe.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, why: str = "") -> None:
