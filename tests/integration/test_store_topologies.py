@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,6 +181,76 @@ def test_sentinel_shares_and_follows_a_failover(sentinel: RedisSentinel) -> None
         # The new master holds the shared count again.
         assert all(c.state == SHARED for c in group)
         assert sentinel.master_port() != 0
+    finally:
+        for c in group:
+            c.close()
+
+
+def test_a_lease_round_is_one_pipeline_per_master(
+    cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many keys over the three masters, taken from several threads: each lease round writes
+    once to each master it needs (one pipelined round trip per node), never once per key."""
+    import redis.cluster
+    import redis.connection
+
+    rounds: list[list[tuple[int, int]]] = []  # per round: (port, INCRBYs) of each write
+    send = redis.connection.AbstractConnection.send_packed_command
+    execute = redis.cluster.ClusterPipeline.execute
+
+    def recording_send(self: Any, command: Any, check_health: bool = True) -> None:
+        if rounds and isinstance(command, list):
+            packed = b"".join(bytes(part) for part in command)
+            rounds[-1].append((self.port, packed.count(b"INCRBY")))
+        send(self, command, check_health)
+
+    def recording_execute(self: Any, raise_on_error: bool = True) -> Any:
+        rounds.append([])
+        return execute(self, raise_on_error)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", recording_send)
+    monkeypatch.setattr(redis.cluster.ClusterPipeline, "execute", recording_execute)
+    (counter,) = counters(cluster.url, 1)
+    try:
+        keys = [counter_key("per-client", f"round{i}") for i in range(60)]
+        now = time.time()
+
+        def take_all() -> None:
+            for key in keys:
+                counter.take(key, 10_000, 3600, now)
+
+        threads = [threading.Thread(target=take_all) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        lease_rounds = [r for r in rounds if any(n for _, n in r)]
+        assert lease_rounds
+        for writes in lease_rounds:
+            # (writes without an INCRBY are a new connection's handshake)
+            ports = [port for port, n in writes if n]
+            assert len(ports) == len(set(ports)) <= 3, writes  # one write per master
+        incrbys = sum(n for r in lease_rounds for _, n in r)
+        assert incrbys >= len(keys)
+        assert len(lease_rounds) < incrbys  # rounds carried several keys' batches
+        assert max(len({p for p, n in r if n}) for r in lease_rounds) > 1  # several masters
+    finally:
+        counter.close()
+
+
+def test_a_replica_down_changes_nothing(cluster: RedisCluster) -> None:
+    group = counters(cluster.url, 2, probe_interval=0.1)
+    try:
+        replica = next(
+            n for n in cluster.live() if n.client().info("replication")["role"] == "slave"
+        )
+        replica.kill()
+        now = time.time()
+        key = counter_key("per-client", "replica-down")
+        passed = sum(group[i % 2].take(key, 50, 3600, now).allowed for i in range(200))
+        assert 50 <= passed <= 55
+        assert all(c.state == SHARED and c.fallbacks == 0 for c in group)
+        replica.start()
     finally:
         for c in group:
             c.close()
