@@ -103,6 +103,7 @@ class SharedCounter:
         probe_interval: float = 0.5,
         slow: float = 0.05,
         distrust: float = 30.0,
+        start_timeout: float = 2.0,
         client: Callable[[], Any] | None = None,
     ) -> None:
         self.url = url
@@ -126,8 +127,12 @@ class SharedCounter:
         self.late = 0  # checks whose batch did not come within `wait` (a metric)
         self.lies = 0  # rounds whose replies broke the checks (a metric)
         self.round_trip = 0.0  # seconds, the last batch's
+        self._started = threading.Event()  # the first probe answered or failed
         self._thread = threading.Thread(target=self._run, name="authz-rate-limits", daemon=True)
         self._thread.start()
+        # Checks before the store is reached would all be late: wait for it (bounded: a store
+        # that does not answer is found out by the client's timeouts, and counted locally).
+        self._started.wait(start_timeout)
 
     # -- the check path --------------------------------------------------------------------
 
@@ -203,6 +208,7 @@ class SharedCounter:
         if client is None:
             with self._lock:
                 self._go_local(self.reason)
+        self._started.set()
         while not self._closed:
             if self.state != SHARED:
                 self._wake.wait(self._probe_interval)

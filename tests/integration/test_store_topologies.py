@@ -18,6 +18,7 @@ import pytest
 
 from authz.limits import counter_key
 from authz.limits.shared import LOCAL, SHARED, SharedCounter
+from tests.support.certs import make_pki
 from tests.support.redis import RedisCluster, RedisSentinel
 
 
@@ -206,6 +207,7 @@ def test_a_lease_round_is_one_pipeline_per_master(
         send(self, command, check_health)
 
     def recording_execute(self: Any, raise_on_error: bool = True) -> Any:
+        time.sleep(0.02)  # a slower network: batches of many keys queue up meanwhile
         rounds.append([])
         return execute(self, raise_on_error)
 
@@ -225,6 +227,7 @@ def test_a_lease_round_is_one_pipeline_per_master(
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
+        time.sleep(0.5)  # the rounds still queued
         lease_rounds = [r for r in rounds if any(n for _, n in r)]
         assert lease_rounds
         for writes in lease_rounds:
@@ -311,3 +314,24 @@ def test_soak_masters_killed_again_and_again(cluster: RedisCluster) -> None:
             clear += 1
             assert count >= 50, (window, key.hex(), count)  # and not stricter than the limit
     assert clear  # some windows were clear of failovers, so the shared bound was checked
+
+
+def test_rediss_cluster_verifies_every_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `rediss+cluster` form: TLS to every node, verified against the CA the URL names;
+    without that CA (the system's CAs) the nodes are refused and each process counts locally."""
+    pki = make_pki(tmp_path / "pki")
+    with RedisCluster(tmp_path / "tls", tls=pki) as tls_cluster:
+        (verified,) = counters(tls_cluster.url, 1)
+        unverified = SharedCounter(tls_cluster.url.split("?")[0], probe_interval=60)
+        try:
+            now = time.time()
+            key = counter_key("per-client", "tls")
+            assert sum(verified.take(key, 20, 3600, now).allowed for _ in range(40)) == 20
+            assert verified.state == SHARED and verified.status()["mode"] == "cluster"
+            wait_until(lambda: unverified.state == LOCAL)
+            assert "SSL" in unverified.reason or "certificate" in unverified.reason
+        finally:
+            verified.close()
+            unverified.close()

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.certs import CertPaths
+from tests.support.certs import CertPaths, Pki
 from tests.support.ports import LOOPBACK, free_port, wait_for_port
 
 
@@ -148,8 +148,8 @@ def _node_args(port: int, directory: Path, *extra: str) -> list[str]:
 class _Node:
     """One server process (a cluster node, a master, a replica or a Sentinel) on `port`."""
 
-    def __init__(self, argv: list[str], port: int) -> None:
-        self.argv, self.port = argv, port
+    def __init__(self, argv: list[str], port: int, ca: Path | None = None) -> None:
+        self.argv, self.port, self.ca = argv, port, ca
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -167,7 +167,10 @@ class _Node:
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=5, decode_responses=True)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.ca is not None else {}
+        return redis.Redis(
+            host=LOOPBACK, port=self.port, socket_timeout=5, decode_responses=True, **tls
+        )
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -189,14 +192,26 @@ class RedisCluster:
 
     NODE_TIMEOUT_MS = 1000
 
-    def __init__(self, directory: Path, nodes: int = 6) -> None:
+    def __init__(self, directory: Path, nodes: int = 6, tls: Pki | None = None) -> None:
+        """`tls`: every node, the cluster bus and replication speak TLS only, with the PKI's
+        server certificate (the URL is then rediss+cluster://...?ssl_ca_certs=CA)."""
         self.directory = directory
         self.binary = redis_binary()
+        self.tls = tls
+        self.size = nodes
         self.nodes: list[_Node] = []
-        for i in range(nodes):
+        self.url = ""
+        self._make_nodes()
+
+    def _make_nodes(self) -> None:
+        """Fresh ports and empty directories for every node."""
+        directory, tls = self.directory, self.tls
+        self.nodes = []
+        for i in range(self.size):
             port, bus = free_port(), free_port()
             node_dir = directory / f"node{i}"
-            node_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(node_dir, ignore_errors=True)  # no nodes.conf of a failed attempt
+            node_dir.mkdir(parents=True)
             argv = [
                 self.binary,
                 *_node_args(
@@ -206,20 +221,53 @@ class RedisCluster:
                     "--cluster-port", str(bus),
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
+                    *self._tls_args(port),
                 ),
             ]  # fmt: skip
-            self.nodes.append(_Node(argv, port))
-        self.url = "redis+cluster://" + ",".join(f"{LOOPBACK}:{n.port}" for n in self.nodes[:3])
+            self.nodes.append(_Node(argv, port, tls.ca if tls is not None else None))
+        hosts = ",".join(f"{LOOPBACK}:{n.port}" for n in self.nodes[:3])
+        self.url = f"redis+cluster://{hosts}"
+        if tls is not None:
+            self.url = f"rediss+cluster://{hosts}?ssl_ca_certs={tls.ca}"
+
+    def _tls_args(self, port: int) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cluster", "yes",
+            "--tls-replication", "yes",
+            "--tls-cert-file", str(self.tls.server.cert),
+            "--tls-key-file", str(self.tls.server.key),
+            # The cluster bus always verifies both ends: nodes present a clientAuth certificate.
+            "--tls-client-cert-file", str(self.tls.client.cert),
+            "--tls-client-key-file", str(self.tls.client.key),
+            "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def start(self) -> None:
+        for attempt in range(3):  # a free port taken meanwhile: again, on other ports
+            try:
+                self._start()
+                return
+            except (TimeoutError, subprocess.CalledProcessError, RuntimeError):
+                self.kill()
+                if attempt == 2:
+                    raise
+                self._make_nodes()
+
+    def _start(self) -> None:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
         if cli is None:
             pytest.skip("no redis-cli: ./dev test installs it with redis-server")
+        tls = ["--tls", "--cacert", str(self.tls.ca)] if self.tls is not None else []
         subprocess.run(
             [
-                cli, "--cluster", "create",
+                cli, *tls, "--cluster", "create",
                 *(f"{LOOPBACK}:{n.port}" for n in self.nodes),
                 "--cluster-replicas", "1", "--cluster-yes",
             ],
@@ -250,7 +298,8 @@ class RedisCluster:
         from redis.cluster import RedisCluster as Client
 
         node = self.live()[0]
-        return Client(host=LOOPBACK, port=node.port, socket_timeout=5, decode_responses=True)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls is not None else {}
+        return Client(host=LOOPBACK, port=node.port, socket_timeout=5, decode_responses=True, **tls)
 
     def master_of(self, key: str) -> _Node:
         slot = self.client().keyslot(key)
