@@ -27,7 +27,9 @@ redis-py cannot follow, every process counts locally (from Redis's last count fo
 never more than `limit` per process and window: the contract's "counts locally"), logs the
 change once, and a probe every `probe_interval` seconds (a fresh key incremented twice and
 checked; in a cluster every master answering PING) brings it back to shared counting; what it
-let through meanwhile is added to the shared counters then, so other replicas see it.
+let through meanwhile is added to the shared counters then, so other replicas see it. The same
+probe runs after a second without rounds, so a store that died while no check needed it (every
+key exhausted, no traffic) shows in /readyz and the metrics all the same.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ class SharedCounter:
         self._wait = wait
         self._batch_max = batch_max
         self._probe_interval = probe_interval
+        # While shared and idle, a probe this often keeps /readyz and the metrics true even
+        # when no check needs the store (every key exhausted, say).
+        self._idle_probe = max(probe_interval, 1.0)
         self._distrust = distrust
         self._connect = client or (lambda: connect(self.store))
         self._queue: deque[tuple[_Lease, str, int]] = deque()
@@ -216,12 +221,17 @@ class SharedCounter:
                 if time.monotonic() >= self._trust_at:
                     client = self._probe(client)
                 continue
-            self._wake.wait(1.0)
+            busy = self._wake.wait(self._idle_probe)
             self._wake.clear()
             with self._lock:
                 batch = self._drain()
             if batch:
                 client = self._round(client, batch)
+            elif not busy:  # nothing to count for a while: is the store still there?
+                client = self._probe(client)
+                if client is None:
+                    with self._lock:
+                        self._go_local(self.reason)
 
     def _drain(self) -> list[_Entry]:
         batch: list[_Entry] = []
@@ -309,8 +319,9 @@ class SharedCounter:
                 self.reason = _describe(error)
             return _close(client)
         with self._lock:
+            back = self.state != SHARED
             self.state, self.reason = SHARED, ""
-        if self.fallbacks:
+        if back:
             log.warning("rate-limit store %s answers: counting shared again", safe(self.url))
         return client
 

@@ -183,16 +183,18 @@ def test_a_shared_cluster_or_sentinel_holds_the_limit_and_survives_a_failover(
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             flows = [pool.submit(traffic) for _ in range(4)]
-            time.sleep(1.0)
-            if isinstance(topology, RedisCluster):
-                killed = topology.kill_master_of(tag)
-            else:
-                killed = topology.kill_master()
-            wait_until(lambda: all(r.store_state() == "local" for r in started), timeout=30)
-            topology.wait_failover(killed)
-            wait_until(lambda: all(r.store_state() == "shared" for r in started), timeout=60)
-            time.sleep(1.0)
-            stop.set()
+            try:
+                time.sleep(1.0)
+                if isinstance(topology, RedisCluster):
+                    killed = topology.kill_master_of(tag)
+                else:
+                    killed = topology.kill_master()
+                wait_until(lambda: all(r.store_state() == "local" for r in started), timeout=30)
+                topology.wait_failover(killed)
+                wait_until(lambda: all(r.store_state() == "shared" for r in started), timeout=60)
+                time.sleep(1.0)
+            finally:
+                stop.set()  # the traffic ends whatever failed, so the pool can shut down
             for flow in flows:
                 flow.result(timeout=60)
         by_path = {path: Counter(s for p, s in answers if p == path) for path, _ in answers}
