@@ -18,7 +18,7 @@ is ~0.2 ms). When the batch is late the check may still pass *ahead* of it, at m
 past that it is refused until the batch comes. So a slow store (200 ms a reply, say) costs
 refusals, never looseness: N processes let at most `limit + N * advance(limit)` through.
 
-Every reply is checked before it is believed (`_lie`): INCRBY answers an integer in range, at
+Every reply is checked before it is believed (`implausible`): INCRBY answers an integer in range, at
 least what was added, and on one connection a counter never shrinks; EXPIREAT answers 1. A store
 that breaks one of these is treated as down, and not asked again for `distrust` seconds.
 
@@ -57,7 +57,7 @@ def advance(limit: int) -> int:
     return max(1, limit // 100)
 
 
-class _Lease:
+class Lease:
     """One key's state in this process for one window."""
 
     __slots__ = (
@@ -88,7 +88,7 @@ class _Lease:
 
 # One lease's part of a round: the lease, its Redis key, when the key expires, the batch asked
 # and the debt handed in.
-_Entry = tuple[_Lease, str, int, int, int]
+Entry = tuple[Lease, str, int, int, int]
 
 
 class SharedCounter:
@@ -120,7 +120,7 @@ class SharedCounter:
         self._idle_probe = max(probe_interval, 1.0)
         self._distrust = distrust
         self._connect = client or (lambda: connect(self.store))
-        self._queue: deque[tuple[_Lease, str, int]] = deque()
+        self._queue: deque[tuple[Lease, str, int]] = deque()
         self._wake = threading.Event()
         self._closed = False
         self._slow = slow
@@ -148,8 +148,8 @@ class SharedCounter:
             table = self._tables.table(per, window)
             slot = self._tables.slot(table, key)
             lease = table.get(slot)
-            if not isinstance(lease, _Lease):
-                lease = table[slot] = _Lease(limit, self._batch(limit, limit))
+            if not isinstance(lease, Lease):
+                lease = table[slot] = Lease(limit, self._batch(limit, limit))
             passed = self._spend(lease, slot, window, per)
             if passed is not None:
                 return Count(passed, lease.tokens, reset)
@@ -163,7 +163,7 @@ class SharedCounter:
                 lease.ahead += passed
             return Count(passed, lease.tokens, reset)
 
-    def _spend(self, lease: _Lease, slot: bytes, window: int, per: int) -> bool | None:
+    def _spend(self, lease: Lease, slot: bytes, window: int, per: int) -> bool | None:
         """Under the lock: True/False when the request can be decided now, None when it must
         wait for a batch."""
         if lease.tokens > 0:
@@ -185,7 +185,7 @@ class SharedCounter:
             self._fetch(lease, slot, window, per)  # back to shared: hand in the debt
         return None
 
-    def _count_locally(self, lease: _Lease) -> bool:
+    def _count_locally(self, lease: Lease) -> bool:
         """Decide without Redis: from what Redis said last (`seen`) plus what this process let
         through since, and never more than `limit` in this process."""
         if lease.passed >= lease.limit or lease.seen + lease.debt >= lease.limit:
@@ -194,7 +194,7 @@ class SharedCounter:
         lease.debt += 1
         return True
 
-    def _fetch(self, lease: _Lease, slot: bytes, window: int, per: int) -> threading.Event:
+    def _fetch(self, lease: Lease, slot: bytes, window: int, per: int) -> threading.Event:
         event = lease.pending = threading.Event()
         # The Redis key: the same in every replica; the hash tag puts every window of one limit
         # and identity on one cluster slot.
@@ -233,15 +233,15 @@ class SharedCounter:
                     with self._lock:
                         self._go_local(self.reason)
 
-    def _drain(self) -> list[_Entry]:
-        batch: list[_Entry] = []
+    def _drain(self) -> list[Entry]:
+        batch: list[Entry] = []
         while self._queue and len(batch) < 512:
             lease, name, expires_at = self._queue.popleft()
             batch.append((lease, name, expires_at, lease.want, lease.debt))
             lease.debt = 0
         return batch
 
-    def _round(self, client: Any, batch: list[_Entry]) -> Any:
+    def _round(self, client: Any, batch: list[Entry]) -> Any:
         """One lease round: every batch and debt in one pipeline; the client to use next."""
         try:
             if client is None:
@@ -258,7 +258,7 @@ class SharedCounter:
             return _close(client)
         with self._lock:
             self.round_trip = elapsed
-            lie = _lie(batch, replies, self._session)
+            lie = implausible(batch, replies, self._session)
             if lie is not None:
                 self.lies += 1
                 self._trust_at = time.monotonic() + self._distrust
@@ -279,7 +279,7 @@ class SharedCounter:
             self._release(batch)
         return client
 
-    def _fail(self, batch: list[_Entry], reason: str) -> None:
+    def _fail(self, batch: list[Entry], reason: str) -> None:
         with self._lock:
             for lease, _, _, _, debt in batch:
                 lease.debt += debt  # maybe not counted there: hand it in later (stricter)
@@ -291,7 +291,7 @@ class SharedCounter:
         self._session += 1
         return client
 
-    def _release(self, batch: Sequence[_Entry]) -> None:
+    def _release(self, batch: Sequence[Entry]) -> None:
         for lease, *_ in batch:
             if lease.pending is not None:
                 lease.pending.set()
@@ -372,7 +372,7 @@ class SharedCounter:
         return len(self._tables)
 
 
-def _lie(batch: Sequence[_Entry], replies: Sequence[object], session: int) -> str | None:
+def implausible(batch: Sequence[Entry], replies: Sequence[object], session: int) -> str | None:
     """What is wrong with a round's replies, or None when every one can be believed."""
     if len(replies) != 2 * len(batch):
         return f"{len(replies)} replies to {2 * len(batch)} commands"
