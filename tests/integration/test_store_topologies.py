@@ -260,6 +260,28 @@ def test_a_replica_down_changes_nothing(cluster: RedisCluster) -> None:
             c.close()
 
 
+def test_sentinel_with_a_password_on_the_data_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password ($AUTHZ_RATE_LIMIT_STORE_PASSWORD) is the master's; the Sentinels are asked
+    without one. Without it the master refuses, and each process counts locally."""
+    with RedisSentinel(tmp_path, password="s3cret") as protected:
+        wrong = SharedCounter(protected.url, probe_interval=60)
+        try:
+            assert wrong.state == LOCAL and "Authentication" in wrong.reason, wrong.reason
+        finally:
+            wrong.close()
+        monkeypatch.setenv("AUTHZ_RATE_LIMIT_STORE_PASSWORD", "s3cret")
+        (right,) = counters(protected.url, 1)
+        try:
+            now = time.time()
+            key = counter_key("per-client", "sentinel-auth")
+            assert sum(right.take(key, 20, 3600, now).allowed for _ in range(40)) == 20
+            assert right.state == SHARED
+        finally:
+            right.close()
+
+
 SOAK_SECONDS = float(os.environ.get("RATE_LIMIT_SOAK_SECONDS", "0"))
 
 

@@ -148,8 +148,10 @@ def _node_args(port: int, directory: Path, *extra: str) -> list[str]:
 class _Node:
     """One server process (a cluster node, a master, a replica or a Sentinel) on `port`."""
 
-    def __init__(self, argv: list[str], port: int, ca: Path | None = None) -> None:
-        self.argv, self.port, self.ca = argv, port, ca
+    def __init__(
+        self, argv: list[str], port: int, ca: Path | None = None, password: str | None = None
+    ) -> None:
+        self.argv, self.port, self.ca, self.password = argv, port, ca, password
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -169,7 +171,12 @@ class _Node:
 
         tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.ca is not None else {}
         return redis.Redis(
-            host=LOOPBACK, port=self.port, socket_timeout=5, decode_responses=True, **tls
+            host=LOOPBACK,
+            port=self.port,
+            socket_timeout=5,
+            decode_responses=True,
+            password=self.password,
+            **tls,
         )
 
 
@@ -350,18 +357,28 @@ class RedisSentinel:
 
     MASTER = "authz"
 
-    def __init__(self, directory: Path, sentinels: int = 3) -> None:
+    def __init__(self, directory: Path, sentinels: int = 3, password: str | None = None) -> None:
+        """`password`: the master and the replica require it (the Sentinels do not)."""
         self.directory = directory
         self.binary = redis_binary()
+        self.password = password
         directory.mkdir(parents=True, exist_ok=True)
         master_port, replica_port = free_port(), free_port()
-        self.master = _Node([self.binary, *_node_args(master_port, directory)], master_port)
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.master = _Node(
+            [self.binary, *_node_args(master_port, directory, *auth)],
+            master_port,
+            password=password,
+        )
         self.replica = _Node(
             [
                 self.binary,
-                *_node_args(replica_port, directory, "--replicaof", LOOPBACK, str(master_port)),
+                *_node_args(
+                    replica_port, directory, "--replicaof", LOOPBACK, str(master_port), *auth
+                ),
             ],
             replica_port,
+            password=password,
         )
         self.sentinels: list[_Node] = []
         for i in range(sentinels):
@@ -372,6 +389,7 @@ class RedisSentinel:
                 f"sentinel monitor {self.MASTER} {LOOPBACK} {master_port} 2\n"
                 f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
                 f"sentinel failover-timeout {self.MASTER} 4000\n"
+                + (f"sentinel auth-pass {self.MASTER} {password}\n" if password else "")
             )
             self.sentinels.append(_Node([self.binary, str(config), "--sentinel"], port))
         hosts = ",".join(f"{LOOPBACK}:{s.port}" for s in self.sentinels)
