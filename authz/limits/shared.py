@@ -161,6 +161,10 @@ class SharedCounter:
                 self.late += 1
                 passed = lease.ahead < advance(limit) and self._count_locally(lease)
                 lease.ahead += passed
+                if not passed and not lease.exhausted:
+                    # Refused only until the batch comes: "retry in a second", not at the
+                    # window's end.
+                    return Count(False, 0, min(reset, 1.0))
             return Count(passed, lease.tokens, reset)
 
     def _spend(self, lease: Lease, slot: bytes, window: int, per: int) -> bool | None:

@@ -259,3 +259,24 @@ def test_a_counter_tampered_with_in_redis_is_a_lie(redis: RedisServer) -> None:
         assert counter.state == LOCAL  # distrusted: not probed back within `distrust`
     finally:
         counter.close()
+
+
+def test_a_slow_store_refuses_ahead_of_its_batch_for_a_second_only() -> None:
+    """200 ms a reply: one check passes ahead of the batch (the advance), the next are refused
+    with a reset of at most a second (Retry-After: 1), and the limit is never passed."""
+    from tests.support.resp import LyingRedis
+
+    with LyingRedis("slow", delay=0.2) as store:
+        counter = SharedCounter(store.url)
+        try:
+            key, now = counter_key("l", "slow"), time.time()
+            first, second = counter.take(key, 5, 3600, now), counter.take(key, 5, 3600, now)
+            assert first.allowed and not second.allowed
+            assert second.reset <= 1.0 and counter.late >= 2
+            passed = 1
+            for _ in range(60):
+                passed += counter.take(key, 5, 3600, now).allowed
+                time.sleep(0.02)
+            assert passed <= 5 and counter.state == SHARED
+        finally:
+            counter.close()
