@@ -174,7 +174,7 @@ def build_server(
     for address in settings.listen:
         probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
         try:
-            bound = server.add_insecure_port(address)
+            bound = server.add_insecure_port(addresses.bindable(address))
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if bound == 0 and not address.startswith("unix:"):  # the sync server returns 0

@@ -3,8 +3,10 @@
     python -m bench run [--quick] [--parts a,b] [--out FILE]   every part side by side, the report
     python -m bench TOOL [args]                                one focused measurement (see --help)
 
-Parts that need a tool that is not installed (h2load, wrk, Envoy) are skipped and the report
-says so. Nothing asserts a number: the report prints medians and ratios.
+The report goes to a temporary file unless `--out` names one: docs/benchmarks.md changes only
+when asked (`--out docs/benchmarks.md`, after a full run). Parts that need a tool that is not
+installed (h2load, wrk, Envoy, the OPA-Envoy binary) are skipped and the report says so and how
+to get it. Nothing asserts a number: the report prints medians and ratios.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ from bench import (
     http_mode,
     latency,
     miss_cost,
+    opa,
     profile,
     rate_limits,
     reload_stall,
@@ -33,7 +37,6 @@ from bench import (
     tracing,
 )
 from bench.parts import PARTS, Size
-from bench.procs import REPO
 
 # The focused measurements: name -> its main(argv). Each prints what it measured.
 TOOLS: dict[str, tuple[Callable[[list[str]], int], str]] = {
@@ -110,7 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the benches and write the report")
     r.add_argument("--quick", action="store_true", help="short rounds (about a minute)")
-    r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
+    r.add_argument(
+        "--out",
+        type=Path,
+        help="write the report here, e.g. docs/benchmarks.md after a full run (default: a "
+        "temporary file; the docs change only when asked)",
+    )
+    r.add_argument(
+        "--opa-envoy",
+        metavar="PATH",
+        help=f"the OPA-Envoy binary (or an .xz of it) for the peers part (default: ${opa.ENV})",
+    )
     r.add_argument(
         "--parts",
         default=",".join(part.name for part in PARTS),
@@ -120,9 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.parts.split(",")) - {part.name for part in PARTS}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
-    run(args.quick, args.out, set(args.parts.split(",")))
-    print(f"wrote {args.out}")
+    if args.opa_envoy:
+        os.environ[opa.ENV] = args.opa_envoy  # bench.opa reads it there, in this process
+    if {"peers", "latency"} & set(args.parts.split(",")) and opa.missing_reason():
+        print(opa.missing_reason(), file=sys.stderr)
+    out = args.out or report_path()
+    run(args.quick, out, set(args.parts.split(",")))
+    print(f"wrote {out}")
     return 0
+
+
+def report_path() -> Path:
+    """A fresh temporary file for a report nobody asked to keep in the repository."""
+    handle, name = tempfile.mkstemp(prefix="authz-bench-", suffix=".md")
+    os.close(handle)
+    return Path(name)
 
 
 if __name__ == "__main__":

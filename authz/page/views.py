@@ -37,7 +37,7 @@ class Sources:
     started_at: float
     last_reload: Callable[[], ReloadRecord | None]
     key_states: Callable[[], Iterable[KeyState]]
-    rate_limits: Callable[[], Mapping[str, str]]
+    rate_limits: Callable[[], Mapping[str, str | float]]
     recent: RecentDecisions
     clock: Callable[[], float] = time.time
 

@@ -63,11 +63,11 @@ def test_a_lying_store_is_not_believed(directory: Path, mode: str, counters_only
         wait_until(lambda: replica.store_state() == "local", timeout=20)
         limits = replica.readyz()["rate_limits"]
         assert replica.readyz()["ready"] is True
-        assert limits["fallbacks"] == "1", limits
+        assert limits["fallbacks"] == 1, limits
         reason = limits["reason"]
         if counters_only:  # the probe was answered honestly: the counters' replies lied
             assert reason.startswith("the store lied"), limits
-            assert limits["lies"] == "1", limits
+            assert limits["lies"] == 1, limits
         else:  # found out at start, by the probe
             assert "fresh counter" in reason, limits
         metrics = replica.admin("/metrics")

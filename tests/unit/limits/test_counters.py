@@ -132,6 +132,10 @@ def test_redis_killed_and_restarted(redis: RedisServer) -> None:
         wait_until(lambda: counter.state == LOCAL)
         assert counter.fallbacks == 1
         assert counter.status()["state"] == LOCAL and counter.status()["reason"]
+        # Numbers are numbers, so /readyz's JSON says `"fallbacks": 1`, not `"1"` (issue 25).
+        status = counter.status()
+        assert status["fallbacks"] == 1 and isinstance(status["late_checks"], int)
+        assert isinstance(status["round_trip_ms"], float)
         redis.start()
         wait_until(lambda: counter.state == SHARED)
         # What was let through locally is handed in to the shared counter.
@@ -253,7 +257,7 @@ def test_a_counter_tampered_with_in_redis_is_a_lie(redis: RedisServer) -> None:
         client.set(name, -1000)
         passed = sum(counter.take(key, 100, 3600, now).allowed for _ in range(300))
         wait_until(lambda: counter.state == LOCAL)
-        assert counter.lies == 1 and counter.status()["reason"].startswith("the store lied")
+        assert counter.lies == 1 and str(counter.status()["reason"]).startswith("the store lied")
         assert passed <= 99  # never more than the limit in this process
         time.sleep(0.3)
         assert counter.state == LOCAL  # distrusted: not probed back within `distrust`
