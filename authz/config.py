@@ -349,8 +349,9 @@ class Settings:
     # replica and worker (authz.limits.shared). Its password: $AUTHZ_RATE_LIMIT_STORE_PASSWORD.
     rate_limit_store: str | None = setting(
         None,
-        "count rate limits in this Redis (redis://HOST:PORT/DB, rediss://...) shared by all "
-        "replicas, instead of in each process",
+        "count rate limits in this Redis shared by all replicas, instead of in each process: "
+        "redis://HOST:PORT/DB, rediss://..., redis+cluster://H1:P1,H2:P2, "
+        "redis+sentinel://H1:P1,H2:P2/MASTER",
         check=checks.rate_limit_store,
         metavar="URL",
     )
