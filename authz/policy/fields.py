@@ -51,6 +51,10 @@ class EntryField:
     in_roles: bool = True
     # The `not_` form's description when "matches when none of these match" does not fit.
     not_description: str = ""
+    # The `RequestContext` attribute holding every reading of `reads` (`paths`: the path as
+    # sent and with `;params` cut), when a request can be read several ways: the compiler then
+    # asks the test of each reading (docs/policy.md, "One rule for ambiguous requests").
+    readings: str = ""
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -165,6 +169,7 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "`/pkg.Service/Method`.",
         "path",
         _by(pat.path_patterns),
+        readings="paths",
     ),
     EntryField(
         "hosts",
