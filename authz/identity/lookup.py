@@ -144,4 +144,3 @@ def _spelling(prefix: str) -> re.Pattern[str]:
     if pattern is None:
         pattern = _SPELLINGS[prefix] = re.compile(header_token_regex(prefix))
     return pattern
-
