@@ -15,7 +15,8 @@ import grpc
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import ConfigError
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.interceptors import MetricsInterceptor
 from authz.limits import Counter, Limiter, open_counter
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
@@ -121,7 +122,7 @@ def build_app(settings: Settings) -> App:
     if tracing is not None:
         keys.add_fetch_listener(tracing.record_fetch)
     keys.ensure(policy_set.jwt_providers)
-    resolver = IdentityResolver(settings, keys)
+    resolver = ServiceResolver(settings, keys)
     engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
     cert_expiry = PeerCertificateExpiry()
     metrics.registry.register(cert_expiry)
@@ -233,7 +234,13 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
         current = store.current
         remembered = cache.get("set")
         if remembered is None or remembered() is not current:
-            cache["headers"] = token_headers([*current.jwt_providers, *current.api_key_providers])
+            cache["headers"] = token_headers(
+                [
+                    *current.jwt_providers,
+                    *current.introspection_providers,
+                    *current.api_key_providers,
+                ]
+            )
             cache["set"] = weakref.ref(current)
         headers: frozenset[str] = cache["headers"]
         return headers

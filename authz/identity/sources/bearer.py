@@ -1,0 +1,47 @@
+"""What the bearer-token sources (JWT, introspection) share: the verifier seam, telling a JWT
+from an opaque token, and which source a token belongs to."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+from authz.identity.jwt import KeyWait
+from authz.model import EndUser
+from authz.policy.spec import Authentication, JwtProvider, TokenLocation
+
+__all__ = ["TokenVerifier", "looks_like_jwt", "token_locations"]
+
+# RFC 7515 section 7.1: the JWS compact serialization is three base64url parts joined by dots.
+_JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+
+
+class TokenVerifier(Protocol):
+    """Verifies a JWT for one of a host's providers (`authz.identity.jwt.JwtVerifier`)."""
+
+    def verify(
+        self,
+        token: str,
+        providers: Sequence[JwtProvider],
+        now: float,
+        *,
+        found_in: frozenset[TokenLocation] | None = None,
+        wait: KeyWait = KeyWait.BLOCK,
+    ) -> tuple[EndUser, int]:
+        """The user and the index in `providers` of the provider that accepted the token."""
+
+
+def looks_like_jwt(token: str) -> bool:
+    """The token has the shape of a JWS (three dot-separated base64url parts)."""
+    return _JWS_COMPACT.fullmatch(token) is not None
+
+
+def token_locations(auth: Authentication) -> frozenset[TokenLocation]:
+    """Every location any bearer-token provider of the host reads."""
+    return frozenset(
+        where
+        for providers in (auth.jwt_providers, auth.introspection_providers)
+        for p in providers
+        for where in p.locations
+    )
