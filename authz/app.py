@@ -16,11 +16,13 @@ from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import ConfigError
 from authz.identity import KeyRegistry
+from authz.identity.introspection import Introspector
 from authz.identity.sources import ServiceResolver
 from authz.interceptors import MetricsInterceptor
 from authz.limits import Counter, Limiter, open_counter
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.cert_expiry import PeerCertificateExpiry
+from authz.observe.introspection_metrics import IntrospectionMetrics
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader, ReloadListener
@@ -63,6 +65,8 @@ class App:
     counter: Counter | None = None
     # With settings.otlp_endpoint only (the module is imported only then).
     tracing: Tracing | None = None
+    # The token introspection client (its pool threads, its answer cache).
+    introspector: Introspector | None = None
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
@@ -77,6 +81,7 @@ class App:
                 phase,
                 self.keys.status,
                 self.counter.status if self.counter is not None else None,
+                self.introspector.status if self.introspector is not None else None,
             ),
         )
         try:
@@ -92,6 +97,8 @@ class App:
         if self.reloader is not None:
             self.reloader.close()
         self.keys.close()
+        if self.introspector is not None:
+            self.introspector.close()
         if self.counter is not None:
             self.counter.close()
         # Last: the checks answered while draining are still logged and traced.
@@ -122,7 +129,11 @@ def build_app(settings: Settings) -> App:
     if tracing is not None:
         keys.add_fetch_listener(tracing.record_fetch)
     keys.ensure(policy_set.jwt_providers)
-    resolver = ServiceResolver(settings, keys)
+    introspection = IntrospectionMetrics(metrics.registry)
+    introspector = Introspector(
+        on_request=introspection.record_request, on_hit=introspection.record_hit
+    )
+    resolver = ServiceResolver(settings, keys, introspection=introspector)
     engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
     cert_expiry = PeerCertificateExpiry()
     metrics.registry.register(cert_expiry)
@@ -152,6 +163,7 @@ def build_app(settings: Settings) -> App:
         decision_log,
         tracing=tracing,
         counter=counter,
+        introspector=introspector,
     )
 
 

@@ -89,6 +89,8 @@ def policy_schema() -> dict[str, Any]:
             "mtls": sec.MTLS.json_schema(),
             "provider": sec.PROVIDER.json_schema(),
             "api_key_provider": sec.API_KEY_PROVIDER.json_schema(),
+            "introspection_provider": sec.INTROSPECTION_PROVIDER.json_schema(),
+            "introspection_cache": sec.INTROSPECTION_CACHE.json_schema(),
             "token_location": sec.TOKEN_LOCATION.json_schema(),
             "rule": sec.RULE.json_schema(),
             "rate_limit": sec.RATE_LIMIT.json_schema(),

@@ -11,12 +11,18 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from authz.errors import TokenRejected
 from authz.model import Request
-from authz.policy.spec import JwtProvider, TokenLocation
+from authz.policy.spec import TokenLocation
 
 __all__ = ["FoundToken", "find_token"]
+
+
+class _Reads(Protocol):
+    @property
+    def locations(self) -> tuple[TokenLocation, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +34,7 @@ class FoundToken:
     locations: frozenset[TokenLocation]
 
 
-def find_token(request: Request, providers: Iterable[JwtProvider]) -> FoundToken | None:
+def find_token(request: Request, providers: Iterable[_Reads]) -> FoundToken | None:
     """The request's token, looked for in the locations of all `providers`, or None.
 
     Raises TokenRejected (jwt_malformed) when the request carries two *different* tokens: the

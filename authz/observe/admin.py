@@ -33,12 +33,16 @@ class Readiness:
     # The rate-limit counters (authz.limits): shown, never a reason to be unready (a Redis
     # that is down makes each process count locally; restarting the pod would not help).
     rate_limits: Mapping[str, str] = field(default_factory=dict)
+    # Introspection providers whose last request failed (their tokens get 503): shown, never a
+    # reason to be unready, for the same reason as a JWKS outage below.
+    introspection: Mapping[str, str] = field(default_factory=dict)
 
 
 def readiness_check(
     phase: Callable[[], str],
     key_status: Callable[[], Mapping[str, str]],
     rate_limits: Callable[[], Mapping[str, str]] | None = None,
+    introspection: Callable[[], Mapping[str, str]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
     gRPC health answers from, so /readyz and gRPC health cannot disagree.
@@ -54,7 +58,8 @@ def readiness_check(
         current = phase()
         keys = {issuer: status for issuer, status in key_status().items() if status != "ready"}
         limits = dict(rate_limits()) if rate_limits is not None else {}
-        return Readiness(current == "serving", current, keys, limits)
+        failing = dict(introspection()) if introspection is not None else {}
+        return Readiness(current == "serving", current, keys, limits, failing)
 
     return check
 
@@ -125,6 +130,8 @@ class AdminServer:
                 body["jwks"] = dict(state.jwks)
             if state.rate_limits:
                 body["rate_limits"] = dict(state.rate_limits)
+            if state.introspection:
+                body["introspection"] = dict(state.introspection)
             return (200 if state.ready else 503), "application/json", _json(body)
         if path == "/metrics" and self._metrics is not None:
             return 200, self._content_type, self._metrics()

@@ -94,6 +94,7 @@ class _Validator(AuthChecker, RuleChecker):
             trust_domain_aliases=auth.trust_domain_aliases,
             local_files=tuple(self.local_files),
             rate_limits=limits,
+            introspection_providers=auth.introspection_providers,
         )
 
     def roles(self, node: YNode) -> tuple[RoleSpec, ...]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from authz.limits.keys import KINDS as LIMIT_KEY_KINDS
 from authz.limits.stage import PERIODS
 from authz.policy.kinds import HEADER_PATTERN, HOST_PATTERN, NAME_PATTERN, Schema, listed, text
-from authz.policy.spec import JwtProvider, TokenLocation
+from authz.policy.spec import IntrospectionProvider, JwtProvider, TokenLocation
 from authz.reasons import CODES
 
 # A rate limit's key kinds and windows are declared in authz.limits; the schema spells them.
@@ -292,6 +292,15 @@ PROVIDER = Section(
                 {"enum": sorted(KNOWN_ALGORITHMS)},
             ),
         ),
+        Key(
+            "certificate_bound",
+            {
+                "type": "boolean",
+                "default": False,
+                "description": "RFC 8705: the token's cnf x5t#S256 must be the SHA-256 "
+                "thumbprint of the client certificate (else 401 token_not_bound).",
+            },
+        ),
     ),
     {
         "oneOf": [
@@ -360,6 +369,148 @@ API_KEY_PROVIDER = Section(
     ),
 )
 
+_INTROSPECTION_DEFAULTS = IntrospectionProvider("", "", "", "")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+INTROSPECTION_CACHE = Section(
+    "an introspection cache",
+    "Bounds of the introspection answer cache (keyed by a SHA-256 digest of the token).",
+    (
+        Key(
+            "max_ttl",
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 86400,
+                "default": _INTROSPECTION_DEFAULTS.cache_ttl,
+                "description": "Seconds an active answer is used at most (never past the "
+                "token's exp): the revocation delay.",
+            },
+        ),
+        Key(
+            "inactive_ttl",
+            {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 3600,
+                "default": _INTROSPECTION_DEFAULTS.inactive_ttl,
+                "description": "Seconds an inactive answer is used.",
+            },
+        ),
+        Key(
+            "entries",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 10**7,
+                "default": _INTROSPECTION_DEFAULTS.cache_entries,
+                "description": "At most this many answers.",
+            },
+        ),
+        Key(
+            "bytes",
+            {
+                "type": "integer",
+                "minimum": 65536,
+                "maximum": 2**34,
+                "default": _INTROSPECTION_DEFAULTS.cache_bytes,
+                "description": "At most this many bytes of answers.",
+            },
+        ),
+    ),
+)
+
+INTROSPECTION_PROVIDER = Section(
+    "an introspection provider",
+    "OAuth 2.0 token introspection (RFC 7662) for opaque tokens. The client secret is read "
+    "from client_secret_file or client_secret_env, never written here.",
+    (
+        Key("name", text("Unique across the set.", NAME_PATTERN), required=True),
+        Key(
+            "endpoint",
+            text(
+                "The introspection endpoint: https, or http on loopback only.",
+                r"^(https://[^/\s]+|http://(127\.0\.0\.1|localhost|\[::1\])([:/]|$))",
+            ),
+            required=True,
+        ),
+        Key(
+            "issuer",
+            text("The iss of an answer that has none (for request_principals)."),
+            required=True,
+        ),
+        Key("client_id", text("The client id for client_secret_basic."), required=True),
+        Key(
+            "client_secret_file",
+            text("A file holding the client secret, relative to the policy file."),
+        ),
+        Key("client_secret_env", text("An environment variable holding the client secret.")),
+        Key(
+            "from",
+            listed(
+                "Where the token is looked for; default: `Authorization: Bearer`.",
+                _ref("token_location"),
+            )
+            | {"default": [_location_default(loc) for loc in _INTROSPECTION_DEFAULTS.locations]},
+        ),
+        Key(
+            "tokens",
+            {
+                "enum": ["opaque", "all"],
+                "default": _INTROSPECTION_DEFAULTS.tokens,
+                "description": "opaque: tokens that are not JWTs (JWTs go to the jwt "
+                "providers); all: every token.",
+            },
+        ),
+        Key(
+            "audiences",
+            listed("The answer's aud must contain one of these.", text("An audience.")),
+        ),
+        Key(
+            "timeout",
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 30,
+                "default": _INTROSPECTION_DEFAULTS.timeout,
+                "description": "Seconds to wait for the endpoint; then 503.",
+            },
+        ),
+        Key("cache", _ref("introspection_cache")),
+        Key(
+            "forward",
+            {
+                "type": "boolean",
+                "default": _INTROSPECTION_DEFAULTS.forward,
+                "description": "true: the token also goes upstream (default: removed).",
+            },
+        ),
+        Key(
+            "claims_to_headers",
+            {
+                "type": "object",
+                "description": "Answer member -> request header sent upstream.",
+                "additionalProperties": text("A header name.", HEADER_PATTERN),
+            },
+        ),
+        Key(
+            "certificate_bound",
+            {
+                "type": "boolean",
+                "default": False,
+                "description": "RFC 8705: the token's cnf x5t#S256 must be the SHA-256 "
+                "thumbprint of the client certificate (else 401 token_not_bound).",
+            },
+        ),
+    ),
+    {
+        "oneOf": [
+            {"required": ["client_secret_file"]},
+            {"required": ["client_secret_env"]},
+        ]
+    },
+)
+
 AUTHENTICATION = Section(
     "authentication",
     "How requests to these hosts are authenticated.",
@@ -367,6 +518,13 @@ AUTHENTICATION = Section(
         Key("mtls", _ref("mtls")),
         Key("jwt", listed("End-user identity from JWTs.", _ref("provider"))),
         Key("api_keys", listed("API keys as an identity.", _ref("api_key_provider"))),
+        Key(
+            "introspection",
+            listed(
+                "Opaque tokens checked at an RFC 7662 introspection endpoint.",
+                _ref("introspection_provider"),
+            ),
+        ),
     ),
 )
 

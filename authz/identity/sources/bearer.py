@@ -11,7 +11,7 @@ from authz.identity.jwt import KeyWait
 from authz.model import EndUser
 from authz.policy.spec import Authentication, JwtProvider, TokenLocation
 
-__all__ = ["TokenVerifier", "looks_like_jwt", "token_locations"]
+__all__ = ["TokenVerifier", "introspected_by", "looks_like_jwt", "token_locations"]
 
 # RFC 7515 section 7.1: the JWS compact serialization is three base64url parts joined by dots.
 _JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
@@ -45,3 +45,17 @@ def token_locations(auth: Authentication) -> frozenset[TokenLocation]:
         for p in providers
         for where in p.locations
     )
+
+
+def introspected_by(
+    auth: Authentication, token: str, found_in: frozenset[TokenLocation]
+) -> int | None:
+    """The index in `auth.introspection_providers` of the provider that judges `token` (found
+    in `found_in`), None when the JWT providers judge it (docs/policy.md, "Which tokens"): a
+    token that is not a JWT, or any token for `tokens: all`, or any token on a host without
+    JWT providers, goes to the first introspection provider reading one of its locations."""
+    jwt = bool(auth.jwt_providers) and looks_like_jwt(token)
+    for index, provider in enumerate(auth.introspection_providers):
+        if found_in.intersection(provider.locations) and (not jwt or provider.tokens == "all"):
+            return index
+    return None

@@ -17,7 +17,7 @@ from authz.errors import TokenRejected
 from authz.identity.binding import Thumbprints
 from authz.identity.jwt import KeyLookup, KeyWait, check_claims
 from authz.identity.lookup import find_token
-from authz.identity.sources.bearer import TokenVerifier, looks_like_jwt
+from authz.identity.sources.bearer import TokenVerifier, introspected_by
 from authz.model import Identity, Request, TokenUse
 from authz.policy.spec import Authentication
 
@@ -62,8 +62,13 @@ class JwtSource:
         found = find_token(request, providers)
         if found is None:
             return None
-        if auth.introspection_providers and not looks_like_jwt(found.token):
-            return None  # an opaque token: the introspection providers judge it
+        if auth.introspection_providers:
+            everywhere = find_token(request, auth.token_providers)
+            if (
+                everywhere is not None
+                and introspected_by(auth, everywhere.token, everywhere.locations) is not None
+            ):
+                return None  # the introspection source judges it
         user, index = self.verifier.verify(
             found.token, providers, now, found_in=found.locations, wait=wait
         )

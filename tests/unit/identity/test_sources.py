@@ -15,7 +15,13 @@ from authz.engine import Engine
 from authz.errors import TokenRejected
 from authz.identity import KeyRegistry, KeyWait
 from authz.identity.source import IdentitySource
-from authz.identity.sources import ApiKeySource, JwtSource, PeerSource, ServiceResolver
+from authz.identity.sources import (
+    ApiKeySource,
+    IntrospectionSource,
+    JwtSource,
+    PeerSource,
+    ServiceResolver,
+)
 from authz.model import EndUser, Identity, Request
 from authz.policy import PolicyStore, load_policy_set
 from authz.policy.spec import Authentication
@@ -71,7 +77,7 @@ def setup(tmp_path: Path) -> tuple[Engine, RobotSource]:
 def test_the_service_sources_follow_the_protocol() -> None:
     resolver = ServiceResolver(Settings(), KeyRegistry())
     kinds = [type(s) for s in resolver.sources]
-    assert kinds == [PeerSource, JwtSource, ApiKeySource]
+    assert kinds == [PeerSource, JwtSource, IntrospectionSource, ApiKeySource]
     for source in resolver.sources:
         assert isinstance(source.name, str)
         _typed: IdentitySource = source  # mypy checks the protocol
