@@ -31,7 +31,9 @@ authentication:
       claims_to_headers: {sub: x-user}
       certificate_bound: true
   jwt:
-    - {issuer: https://jwt.example.com, jwks_uri: https://jwt.example.com/k, certificate_bound: true}
+    - issuer: https://jwt.example.com
+      jwks_uri: https://jwt.example.com/k
+      certificate_bound: true
 """
 
 
