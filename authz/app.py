@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from authz.checkpoint import Observer
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import ConfigError
@@ -20,23 +21,14 @@ from authz.identity.introspection import Introspector
 from authz.identity.sources import ServiceResolver
 from authz.interceptors import MetricsInterceptor
 from authz.limits import Counter, Limiter, open_counter
+from authz.listen import ListenError, describe_os_error, set_socket_access
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.cert_expiry import PeerCertificateExpiry
 from authz.observe.introspection_metrics import IntrospectionMetrics
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader, ReloadListener
-from authz.server import (
-    AuthorizationService,
-    Health,
-    ListenError,
-    Observer,
-    Phase,
-    build_server,
-    describe_os_error,
-    run_until_signalled,
-    set_socket_access,
-)
+from authz.server import AuthorizationService, Health, Phase, build_server, run_until_signalled
 from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
 
@@ -301,7 +293,8 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             [(address, http_listener(settings)) for address in settings.http_listen],
             # The same metrics and decision log records as gRPC checks; the span's parent comes
             # from the request's own trace headers (Envoy's http_service client forwards them).
-            [*app.service.observers, *([app.tracing] if app.tracing is not None else [])],
+            app.service.observers,
+            app.tracing,
         )
         await http.start()  # raises ListenError
         for address in settings.http_listen:

@@ -9,7 +9,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from authz import addresses
-from authz.syntax import TOKEN
+from authz.request.syntax import TOKEN
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")

@@ -37,8 +37,17 @@ from authz.envoy_bootstrap import (
     health_check,
 )
 from authz.envoy_yaml import BOOTSTRAP_NOTES
-from authz.wire.http import ENVOY_PATH_HEADER
+from authz.wire.http import ENVOY_ADDRESS_HEADER, ENVOY_CONTENT_LENGTH_HEADER, ENVOY_PATH_HEADER
 
+# What the HTTP door needs beyond the request's own headers to fill the same request view as
+# the gRPC door (docs/http-mode.md lists them for a hand-written config): the undecoded :path,
+# the peer address (gRPC's `source.address`) and the request's content-length (Envoy's
+# authorization request carries its own). Each overrides a client value of the same name.
+VIEW_HEADERS: list[Config] = [
+    {"key": ENVOY_PATH_HEADER, "value": "%REQ(:PATH)%"},
+    {"key": ENVOY_ADDRESS_HEADER, "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%"},
+    {"key": ENVOY_CONTENT_LENGTH_HEADER, "value": "%REQ(CONTENT-LENGTH)%"},
+]
 CLIENT_HEADERS = ("content-type", "www-authenticate")
 # The headers the HTTP server itself puts on an allow answer (granian: server, date,
 # content-length; an allow has no body, so no content-type): copied upstream they would break the
@@ -107,9 +116,7 @@ def http_ext_authz_filter(options: BootstrapOptions, *, path_prefix: str = "") -
                     "timeout": f"{options.authz_timeout_ms / 1000:g}s",
                 },
                 "path_prefix": path_prefix,
-                "authorization_request": {
-                    "headers_to_add": [{"key": ENVOY_PATH_HEADER, "value": "%REQ(:PATH)%"}],
-                },
+                "authorization_request": {"headers_to_add": VIEW_HEADERS},
                 "authorization_response": {
                     "allowed_upstream_headers": {
                         "patterns": [
@@ -182,8 +189,9 @@ def _health_check_readyz(cluster: dict[str, Any], ports: Sequence[int]) -> None:
 HTTP_BOOTSTRAP_NOTES: Mapping[str, str] = {
     **BOOTSTRAP_NOTES,
     "headers_to_add": (
-        "The undecoded :path, which the service judges (its HTTP server decodes the URL path);\n"
-        "this overrides any client-sent header of the same name."
+        "The undecoded :path, which the service judges (its HTTP server decodes the URL path),\n"
+        "the client's address (x-forwarded-for is not it) and the request's content-length:\n"
+        "each overrides any client-sent header of the same name."
     ),
     "allowed_upstream_headers": (
         "Every header the service's allow sets reaches the upstream, except the HTTP transport's\n"

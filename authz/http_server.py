@@ -1,8 +1,7 @@
 """The HTTP authorization server: granian (RSGI) on the service's own event loop.
 
-Every check goes wire.http -> engine -> wire.http, like the gRPC door's inbound -> engine ->
-outbound, with the same observers (metrics, decision log). Nothing that goes wrong inside a
-check can turn into an allow: an unexpected exception is logged and answered with a deny.
+Every check goes wire.http -> engine -> wire.http through the same checkpoint as the gRPC
+door's (`authz.checkpoint`: timing, the deny-on-exception guard, observers, tracing).
 
 Why granian, embedded: measured behind Envoy (docs/benchmarks.md, issue 14) an empty RSGI app
 answers several times faster than an empty grpc.aio servicer, and its RSGI interface is ~1.5x
@@ -29,12 +28,11 @@ from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
 from authz import addresses
+from authz.checkpoint import Checkpoint, Observer, Tracer
 from authz.config import Limits
-from authz.engine import Engine, new_decision_id
-from authz.errors import AuthzError
+from authz.engine import Engine
 from authz.identity import KeysPending, KeyWait
-from authz.model import Request, Verdict
-from authz.server import ListenError, Observer, notify, probe_bind
+from authz.listen import ListenError, probe_bind
 from authz.wire.http import (
     HttpAnswer,
     HttpListener,
@@ -62,6 +60,9 @@ class HttpAuthorizationApp:
     limits: Limits
     listener: HttpListener = field(default_factory=HttpListener)
     observers: Sequence[Observer] = ()
+    # The trace's parent comes from the request's own headers (Envoy's http_service client
+    # forwards them): no transport carrier.
+    tracer: Tracer | None = None
 
     def check(
         self,
@@ -74,28 +75,16 @@ class HttpAuthorizationApp:
     ) -> HttpAnswer:
         """One check, synchronous: nothing in it waits on I/O; with the default `wait` it may
         wait (bounded) for a key refetch on this thread, as the gRPC door's `check`."""
-        started = time.perf_counter()
-        try:
-            request: Request | None
-            verdict: Verdict
-            try:
-                request = to_request(
-                    self.listener, self.limits, method=method, path=path, query=query, pairs=pairs
-                )
-            except AuthzError as error:
-                request, verdict = None, self.engine.refuse(error)
-            else:
-                verdict = expressible(self.engine.check(request, wait=wait))
-            answer = to_answer(verdict)
-        except KeysPending:
-            raise  # not a failure: __rsgi__ awaits the refetch and asks again
-        except Exception:
-            decision_id = new_decision_id()
-            log.exception("check failed; denied (decision %s)", decision_id)
-            return internal_error_answer(decision_id)
-        elapsed = time.perf_counter() - started
-        notify(self.observers, request, verdict, elapsed)
-        return answer
+        listener, limits = self.listener, self.limits
+        return Checkpoint(self.engine, self.observers, self.tracer).run(
+            lambda: to_request(
+                listener, limits, method=method, path=path, query=query, pairs=pairs
+            ),
+            to_answer,
+            internal_error_answer,
+            wait=wait,
+            expressible=expressible,
+        )
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":  # websockets are off; nothing else is served
@@ -161,10 +150,11 @@ class HttpServers:
         limits: Limits,
         listeners: Sequence[tuple[str, HttpListener]],
         observers: Sequence[Observer] = (),
+        tracer: Tracer | None = None,
     ) -> HttpServers:
         """The servers `authz serve` runs: one HttpAuthorizationApp per (address, listener)."""
         return cls(
-            [(HttpAuthorizationApp(engine, limits, listener, observers), address)
+            [(HttpAuthorizationApp(engine, limits, listener, observers, tracer), address)
              for address, listener in listeners],
             limits,
         )  # fmt: skip

@@ -32,8 +32,8 @@ from authz.identity import KeyRegistry
 from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.observe.decision_log import decision_record
-from authz.paths import normalize_path
 from authz.policy import PolicyStore, load_policy_set
+from authz.request.paths import normalize_path
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"

@@ -67,7 +67,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     from authz.app import build_app, serve
-    from authz.server import ListenError
+    from authz.listen import ListenError
 
     index = worker_index()
     # Start-up errors are for a person reading the terminal or `kubectl logs`: plain lines,

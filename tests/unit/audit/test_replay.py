@@ -25,8 +25,8 @@ from authz.identity import KeyRegistry
 from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.observe.decision_log import decision_record
-from authz.paths import normalize_path
 from authz.policy import PolicyStore, load_policy_set
+from authz.request.paths import normalize_path
 from bench.audit_log import random_token
 
 REPO = Path(__file__).resolve().parents[3]
