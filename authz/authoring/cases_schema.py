@@ -48,6 +48,13 @@ _REQUEST_PROPERTIES: dict[str, dict[str, Any]] = {
             "sub": {**_NONEMPTY, "description": "The subject."},
         },
     },
+    "introspection": {
+        "type": "object",
+        "description": "What an introspection endpoint answers for the request's opaque token "
+        "(RFC 7662: `active` and the members, e.g. sub, scope, exp, cnf).",
+        "required": ["active"],
+        "properties": {"active": {"type": "boolean", "description": "Whether it is active."}},
+    },
     "api_key": {
         **_NONEMPTY,
         "pattern": "^[^/]+/[^/]+$",
