@@ -444,7 +444,14 @@ INTROSPECTION_PROVIDER = Section(
             "client_secret_file",
             text("A file holding the client secret, relative to the policy file."),
         ),
-        Key("client_secret_env", text("An environment variable holding the client secret.")),
+        Key(
+            "client_secret_env",
+            text(
+                "An environment variable holding the client secret (not AUTHZ_*: those are the "
+                "service's settings).",
+                r"^(?![Aa][Uu][Tt][Hh][Zz]_)[A-Za-z_][A-Za-z0-9_]*$",
+            ),
+        ),
         Key(
             "from",
             listed(

@@ -112,7 +112,13 @@ class AuthChecker(Checker):
                     os.path.join(os.path.abspath(self.base_dir), path)
                 )
         if "client_secret_env" in m.items:
-            values["secret_env"] = self.string(m.items["client_secret_env"], "client_secret_env")
+            env = self.string(m.items["client_secret_env"], "client_secret_env")
+            if env is not None and env.upper().startswith("AUTHZ_"):
+                self.err(
+                    m.items["client_secret_env"].line,
+                    f"client_secret_env {env!r}: AUTHZ_* variables are the service's settings",
+                )
+            values["secret_env"] = env
         if "from" in m.items:
             values["locations"] = self.locations(m.items["from"])
         if "tokens" in m.items:

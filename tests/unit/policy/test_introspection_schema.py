@@ -102,6 +102,7 @@ ERRORS = [
         8,
         "unknown field 'client_secret'",
     ),
+    ("      endpoint: https://x/i\n      client_secret_env: AUTHZ_SECRET\n", 7, "AUTHZ_*"),
     (
         "      endpoint: https://x/i\n      client_secret_env: S\n      certificate_bound: 1\n",
         8,
