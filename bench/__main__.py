@@ -14,7 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_load, export_load, grpc_load, h2load, http_mode, inproc, server_models
+from bench import (
+    envoy_load,
+    export_load,
+    grpc_load,
+    h2load,
+    http_mode,
+    inproc,
+    introspection,
+    server_models,
+)
 from bench.procs import REPO
 
 
@@ -51,6 +60,11 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
     if "cache" in parts:
         results["cache"] = inproc.decision_cache(calls=300 if quick else 2000, rounds=rounds)
         print("cache done", flush=True)
+    if "introspection" in parts:
+        results["introspection"] = introspection.cache_hit_vs_warm_jwt(
+            calls=300 if quick else 3000, rounds=rounds
+        )
+        print("introspection done", flush=True)
     if "grpc" in parts:
         if h2load.available():
             results["grpc"] = grpc_load.compare(rounds=rounds, requests=2000 if quick else 10_000)
@@ -114,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
     r.add_argument(
         "--parts",
-        default="engine,identity,cache,grpc,e2e,peers,models,http,export",
+        default="engine,identity,cache,introspection,grpc,e2e,peers,models,http,export",
         help="comma-separated subset",
     )
     args = parser.parse_args(argv)
