@@ -43,6 +43,9 @@ __all__ = ["FAILURE_TTL", "MAX_ANSWER_BYTES", "Answer", "Introspector", "token_d
 MAX_ANSWER_BYTES = 64 * 1024
 FAILURE_TTL = 1.0
 _POOL_THREADS = 32
+# Answer caches are per provider (its bounds are its own); a reload that changes a provider
+# makes a new one, so the oldest caches beyond this many are dropped.
+_MAX_PROVIDER_CACHES = 64
 
 # What the metrics hear: (provider name, outcome, seconds) per request to an endpoint, where
 # outcome is active, inactive or error; and (provider name) per cache hit.
@@ -150,6 +153,8 @@ class Introspector:
         with self._lock:
             cache = self._caches.get(provider)
             if cache is None:
+                while len(self._caches) >= _MAX_PROVIDER_CACHES:
+                    del self._caches[next(iter(self._caches))]
                 cache = BoundedCache(
                     entries=provider.cache_entries,
                     budget=provider.cache_bytes,

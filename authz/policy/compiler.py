@@ -262,6 +262,7 @@ class PolicySet:
         roles = _collect_roles(files)  # raises on problems
         _check_rules(files, roles)
         _check_api_key_providers(files)
+        _check_introspection_providers(files)
         compiled: list[_CompiledFile] = []
         index = 0
         for f in files:
@@ -407,6 +408,28 @@ def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
     if problems:
         raise PolicyError(problems)
     return roles
+
+
+def _check_introspection_providers(files: Sequence[FileSpec]) -> None:
+    """Two different introspection providers may not share a name: it labels their metrics
+    and the readiness detail. (The same provider repeated in several files is one provider.)"""
+    problems: list[Problem] = []
+    seen: dict[str, tuple[IntrospectionProvider, str, int]] = {}
+    for f in files:
+        lines = f.introspection_lines or (1,) * len(f.introspection_providers)
+        for provider, line in zip(f.introspection_providers, lines, strict=False):
+            first = seen.setdefault(provider.name, (provider, f.file, line))
+            if first[0] != provider:
+                problems.append(
+                    Problem(
+                        f.file,
+                        line,
+                        f"introspection provider {provider.name!r} is also defined, "
+                        f"differently, at {first[1]}:{first[2]}",
+                    )
+                )
+    if problems:
+        raise PolicyError(problems)
 
 
 def _check_api_key_providers(files: Sequence[FileSpec]) -> None:

@@ -95,6 +95,7 @@ class _Validator(AuthChecker, RuleChecker):
             local_files=tuple(self.local_files),
             rate_limits=limits,
             introspection_providers=auth.introspection_providers,
+            introspection_lines=auth.introspection_lines,
         )
 
     def roles(self, node: YNode) -> tuple[RoleSpec, ...]:

@@ -229,3 +229,4 @@ class FileSpec:
     local_files: tuple[tuple[str, int], ...] = ()
     rate_limits: tuple[RateLimitSpec, ...] = ()
     introspection_providers: tuple[IntrospectionProvider, ...] = ()
+    introspection_lines: tuple[int, ...] = ()

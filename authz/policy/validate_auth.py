@@ -16,6 +16,7 @@ from typing import Any
 
 from authz.policy import patterns as pat
 from authz.policy import sections as sec
+from authz.policy import sections_introspection as introspection_sections
 from authz.policy.check import Checker, kind_of
 from authz.policy.keyfile import KEY_FILE_SUFFIXES
 from authz.policy.kinds import NAME
@@ -33,6 +34,7 @@ class Auth:
     api_key_lines: tuple[int, ...] = ()
     trust_domain_aliases: tuple[str, ...] = ()
     introspection_providers: tuple[IntrospectionProvider, ...] = ()
+    introspection_lines: tuple[int, ...] = ()
 
 
 # https, or http to this machine only: the client secret never crosses a network in clear.
@@ -69,21 +71,22 @@ class AuthChecker(Checker):
             if "introspection" in m.items
             else None
         )
-        introspection = [self.introspection_provider(item) for item in listed or ()]
+        introspection = [(self.introspection_provider(item), item.line) for item in listed or ()]
         return Auth(
             trust_domains,
             tuple(p for p in providers if p is not None),
             tuple(p for p, _ in bound),
             tuple(line for _, line in bound),
             aliases,
-            tuple(p for p in introspection if p is not None),
+            tuple(p for p, _ in introspection if p is not None),
+            tuple(line for p, line in introspection if p is not None),
         )
 
     def introspection_provider(self, node: YNode) -> IntrospectionProvider | None:
         """An RFC 7662 provider; a relative `client_secret_file` is resolved against the
         policy file's directory (read by the service, never by validation: a missing secret is a
         lint finding, and the provider answers 503 until it is there)."""
-        m = self.section(node, sec.INTROSPECTION_PROVIDER)
+        m = self.section(node, introspection_sections.INTROSPECTION_PROVIDER)
         if m is None:
             return None
         before = len(self.problems)
@@ -161,7 +164,7 @@ class AuthChecker(Checker):
         return url
 
     def introspection_cache(self, node: YNode) -> dict[str, Any]:
-        m = self.section(node, sec.INTROSPECTION_CACHE)
+        m = self.section(node, introspection_sections.INTROSPECTION_CACHE)
         if m is None:
             return {}
         out: dict[str, Any] = {}

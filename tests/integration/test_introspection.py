@@ -357,3 +357,39 @@ def test_different_tokens_at_once_each_get_their_own_answer(
     assert found == {i: f"{ISSUER}/u{i}" for i in range(20)}
     assert server.requests == 20
     s.introspector.close()
+
+
+def test_the_service_counts_lookups_and_names_a_failing_provider_when_ready(
+    tmp_path: Path, server: IntrospectionServer, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json as _json
+    import urllib.request
+
+    from authz.app import build_app
+
+    # The service's own client, as `authz serve` builds it: the test CA through SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    build(tmp_path, server, pki, timeout=0.3).introspector.close()  # writes the policy files
+    app = build_app(Settings(policies=str(tmp_path / "p"), watch=False, admin="127.0.0.1:0"))
+    try:
+        admin = app.start_admin()
+        assert admin is not None
+        server.grant("opaque-m", sub="ida", scope="cart")
+        request = Request("GET", "/cart/a", HOST, headers={"authorization": "Bearer opaque-m"})
+        assert app.engine.check(request).decision.allowed
+        assert app.engine.check(request).decision.allowed
+        server.fail(500)
+        broken = Request("GET", "/cart/a", HOST, headers={"authorization": "Bearer other"})
+        assert app.engine.check(broken).decision.status == 503
+        text = app.metrics.render().decode() if app.metrics is not None else ""
+        assert 'authz_introspection_requests_total{outcome="active",provider="corp"} 1.0' in text
+        assert 'authz_introspection_requests_total{outcome="error",provider="corp"} 1.0' in text
+        assert 'authz_introspection_cache_hits_total{provider="corp"} 1.0' in text
+        assert 'authz_introspection_request_seconds_count{provider="corp"} 2.0' in text
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin.port}/readyz", timeout=5) as r:
+            body = _json.loads(r.read())
+        # Ready (restarting would not bring the endpoint back), with the detail.
+        assert body["ready"] is True and body["introspection"]["corp"] == "HTTP 500"
+    finally:
+        app.close()
+        server.heal()

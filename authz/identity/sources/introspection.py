@@ -64,7 +64,7 @@ class IntrospectionSource:
         if not answer.active:
             raise TokenRejected("the token is not active", reason="token_inactive")
         user = user_of(answer, provider, now)
-        check = TokenCheck(answer.cached, started, time.time_ns() - started)
+        check = TokenCheck(answer.cached, started, time.time_ns() - started, "introspection")
         if provider.certificate_bound:
             self._thumbprints.check(user.claims, request)
         token = TokenUse(len(auth.jwt_providers) + index, found.location)

@@ -126,3 +126,15 @@ def test_mistakes_name_file_and_line(extra: str, line: int, message: str) -> Non
 def test_the_schema_accepts_the_good_file() -> None:
     jsonschema.validate(yaml.safe_load(GOOD), policy_schema())
     assert "introspection_provider" in json.dumps(policy_schema())
+
+
+def test_two_different_providers_may_not_share_a_name() -> None:
+    one = (
+        "authentication:\n  introspection:\n    - {name: corp, endpoint: 'https://a/i', "
+        "issuer: i, client_id: a, client_secret_env: S}\n"
+    )
+    other = one.replace("https://a/i", "https://b/i")
+    found = problems(one, "hosts: [x.example.com]\n" + other, names=["a.yaml", "b.yaml"])
+    assert any(p.file == "b.yaml" and p.line == 4 and "a.yaml:3" in p.message for p in found)
+    # The same provider in two files is one provider.
+    policy(one, "hosts: [x.example.com]\n" + one)
