@@ -37,16 +37,23 @@ from authz.envoy_bootstrap import (
     health_check,
 )
 from authz.envoy_yaml import BOOTSTRAP_NOTES
-from authz.wire.http import ENVOY_ADDRESS_HEADER, ENVOY_CONTENT_LENGTH_HEADER, ENVOY_PATH_HEADER
+from authz.wire.http import (
+    ENVOY_ADDRESS_HEADER,
+    ENVOY_CONTENT_LENGTH_HEADER,
+    ENVOY_PATH_HEADER,
+    ENVOY_SCHEME_HEADER,
+)
 
 # What the HTTP door needs beyond the request's own headers to fill the same request view as
 # the gRPC door (docs/http-mode.md lists them for a hand-written config): the undecoded :path,
-# the peer address (gRPC's `source.address`) and the request's content-length (Envoy's
-# authorization request carries its own). Each overrides a client value of the same name.
+# the peer address (gRPC's `source.address`), the request's content-length (Envoy's
+# authorization request carries its own) and its `:scheme`. Each overrides a client value of
+# the same name.
 VIEW_HEADERS: list[Config] = [
     {"key": ENVOY_PATH_HEADER, "value": "%REQ(:PATH)%"},
     {"key": ENVOY_ADDRESS_HEADER, "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%"},
     {"key": ENVOY_CONTENT_LENGTH_HEADER, "value": "%REQ(CONTENT-LENGTH)%"},
+    {"key": ENVOY_SCHEME_HEADER, "value": "%REQ(:SCHEME)%"},
 ]
 CLIENT_HEADERS = ("content-type", "www-authenticate")
 # The headers the HTTP server itself puts on an allow answer (granian: server, date,
@@ -190,8 +197,8 @@ HTTP_BOOTSTRAP_NOTES: Mapping[str, str] = {
     **BOOTSTRAP_NOTES,
     "headers_to_add": (
         "The undecoded :path, which the service judges (its HTTP server decodes the URL path),\n"
-        "the client's address (x-forwarded-for is not it) and the request's content-length:\n"
-        "each overrides any client-sent header of the same name."
+        "the client's address (x-forwarded-for is not it), the request's content-length and\n"
+        ":scheme: each overrides any client-sent header of the same name."
     ),
     "allowed_upstream_headers": (
         "Every header the service's allow sets reaches the upstream, except the HTTP transport's\n"

@@ -60,6 +60,7 @@ def test_the_filter_sends_the_undecoded_path_and_fails_closed() -> None:
             "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
         },
         {"key": "x-authz-original-content-length", "value": "%REQ(CONTENT-LENGTH)%"},
+        {"key": "x-authz-original-scheme", "value": "%REQ(:SCHEME)%"},
     ]
     authz = next(c for c in config["static_resources"]["clusters"] if c["name"] == "authz")
     assert "typed_extension_protocol_options" not in authz  # HTTP/1.1, not gRPC's HTTP/2
