@@ -222,7 +222,7 @@ def test_introspection_secret_and_plain_http(tmp_path: Path) -> None:
         "      endpoint: https://id.example.com/i\n"
         "      issuer: https://id.example.com\n"
         "      client_id: a\n"
-        "      client_secret_env: AUTHZ_TEST_SURELY_UNSET_SECRET\n"
+        "      client_secret_env: LINT_TEST_SURELY_UNSET_SECRET\n"
         "rules:\n"
         "  - {name: r, action: allow, from: [{issuers: [https://id.example.com]}]}\n"
     )
