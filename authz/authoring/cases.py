@@ -54,6 +54,8 @@ REQUEST_FIELDS = frozenset(
         "headers",
         "claims",
         "introspection",
+        "certificate_thumbprint",
+        "introspected_by",
         "api_key",
         "context",
         "query",
@@ -334,6 +336,8 @@ class _Parser:
             api_key=api_key,
             context=context,
             introspection=introspection,
+            certificate_thumbprint=self.optional_text(fields, "certificate_thumbprint"),
+            introspected_by=self.optional_text(fields, "introspected_by"),
         )
 
     def strings(self, fields: Mapping[str, YNode], key: str) -> dict[str, str]:

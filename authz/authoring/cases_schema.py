@@ -55,6 +55,16 @@ _REQUEST_PROPERTIES: dict[str, dict[str, Any]] = {
         "required": ["active"],
         "properties": {"active": {"type": "boolean", "description": "Whether it is active."}},
     },
+    "introspected_by": {
+        **_NONEMPTY,
+        "description": "The introspection provider whose location carries the opaque token "
+        "(default: the host's first).",
+    },
+    "certificate_thumbprint": {
+        **_NONEMPTY,
+        "description": "The client certificate's x5t#S256 (base64url SHA-256 of its DER), for "
+        "providers with certificate_bound: true.",
+    },
     "api_key": {
         **_NONEMPTY,
         "pattern": "^[^/]+/[^/]+$",

@@ -22,10 +22,11 @@ from authz.config import Settings
 from authz.errors import TokenRejected
 from authz.identity import KeyRegistry, KeyWait
 from authz.identity.apikeys import key_hash
+from authz.identity.binding import Thumbprints
 from authz.identity.introspection import Answer
 from authz.identity.jwt import check_claims, choose_provider
 from authz.identity.sources import ServiceResolver
-from authz.model import EndUser
+from authz.model import EndUser, Request
 from authz.policy.spec import (
     Authentication,
     IntrospectionProvider,
@@ -104,6 +105,19 @@ class GivenKeys:
         return key_hash(key)
 
 
+class GivenCertificate(Thumbprints):
+    """The client certificate a case gives by its thumbprint (`certificate_thumbprint`, the
+    base64url SHA-256 of the DER certificate), checked against a bound token as the service
+    checks a real one."""
+
+    def __init__(self, thumbprint: str | None) -> None:
+        super().__init__(trust_xfcc=False)
+        self._given = thumbprint
+
+    def of(self, request: Request) -> str | None:
+        return self._given
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """Where the placeholders go, and the resolver that judges them."""
@@ -123,13 +137,20 @@ def given_credentials(
     claims: Mapping[str, Any] | None,
     introspection: Mapping[str, Any] | None,
     api_key: str | None,
+    certificate_thumbprint: str | None = None,
+    introspected_by: str | None = None,
 ) -> Credentials:
     """The request's headers and path with the given credentials placed where the host's
     providers look for them, and the service's resolver with the given seams."""
     out = {k.lower(): v for k, v in headers.items()}
     notes: list[str] = []
     if introspection is not None:
-        where = next((p.locations[0] for p in auth.introspection_providers), _BEARER)
+        # In the locations of the provider the case names, else of the host's first one.
+        named = [p for p in auth.introspection_providers if p.name == introspected_by]
+        if introspected_by is not None and not named:
+            notes.append(f"no introspection provider of this host is named {introspected_by!r}")
+        candidates = named or list(auth.introspection_providers)
+        where = candidates[0].locations[0] if candidates else _BEARER
         path = _place(out, path, where, OPAQUE_PLACEHOLDER)
     elif claims is not None:
         issuer = claims.get("iss")
@@ -156,6 +177,7 @@ def given_credentials(
         verifier=GivenTokens(claims),
         introspection=GivenAnswers(introspection, claims),
         digest=GivenKeys(auth, api_key),
+        thumbprints=GivenCertificate(certificate_thumbprint),
     )
     return Credentials(MappingProxyType(out), path, resolver, tuple(notes))
 

@@ -187,7 +187,7 @@ def _expand(entries: Iterable[ToSpec], roles: Roles) -> list[ToSpec]:
 
 
 def _unreachable(rule: RuleSpec, policy_set: PolicySet) -> Iterable[Finding]:
-    issuers = {p.issuer for p in policy_set.jwt_providers}
+    issuers = {p.issuer for p in policy_set.jwt_providers + policy_set.introspection_providers}
     domains = {
         td for f in policy_set.files for td in (*(f.trust_domains or ()), *f.trust_domain_aliases)
     }

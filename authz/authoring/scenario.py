@@ -52,6 +52,10 @@ class Scenario:
     # The answer of an introspection endpoint for the request's opaque token (`active` and
     # the members), standing in for a real endpoint.
     introspection: Mapping[str, Any] | None = None
+    # The client certificate's SHA-256 thumbprint (base64url), for certificate-bound tokens.
+    certificate_thumbprint: str | None = None
+    # Which introspection provider's location carries the opaque token (default: the first).
+    introspected_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +239,8 @@ def _checked(
             claims=scenario.claims,
             introspection=scenario.introspection,
             api_key=scenario.api_key,
+            certificate_thumbprint=scenario.certificate_thumbprint,
+            introspected_by=scenario.introspected_by,
         )
         headers, path = placed.headers, placed.path
     try:

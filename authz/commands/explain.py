@@ -45,6 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         '\'{"active": true, "sub": "u1", "scope": "cart"}\'',
     )
     parser.add_argument(
+        "--certificate-thumbprint",
+        metavar="X5T",
+        help="the client certificate's x5t#S256 (base64url SHA-256 of its DER), for "
+        "certificate-bound tokens",
+    )
+    parser.add_argument(
         "--api-key",
         metavar="PROVIDER/ID",
         help="a key of the set, named as <provider>/<id> (key files hold only hashes)",
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             api_key=args.api_key,
             context=_pairs(args.context, "--context"),
             introspection=_answer(args.introspection),
+            certificate_thumbprint=args.certificate_thumbprint,
         )
     except ValueError as error:
         print(f"authz explain: {error}", file=sys.stderr)

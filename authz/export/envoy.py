@@ -184,11 +184,12 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                 )
             )
         # Introspection (RFC 7662) and certificate binding (RFC 8705): nothing in Envoy checks them.
-        for intro in f.introspection_providers:
+        intro_lines = f.introspection_lines or (1,) * len(f.introspection_providers)
+        for intro, intro_line in zip(f.introspection_providers, intro_lines, strict=False):
             findings.append(
                 Finding(
                     f.file,
-                    1,
+                    intro_line,
                     f"introspection {intro.name}",
                     "token introspection: Envoy cannot ask an RFC 7662 endpoint",
                 )

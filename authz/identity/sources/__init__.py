@@ -48,6 +48,7 @@ class ServiceResolver(IdentityResolver):
         verifier: TokenVerifier | None = None,
         digest: Callable[[str], str] = key_hash,
         introspection: Introspection | None = None,
+        thumbprints: Thumbprints | None = None,
         extra: tuple[IdentitySource, ...] = (),
         token_cache_size: int = 10_000,
         token_cache_bytes: int = TOKEN_CACHE_BYTES,
@@ -60,7 +61,7 @@ class ServiceResolver(IdentityResolver):
             cache_ttl=token_cache_ttl,
         )
         self.introspection = introspection or Introspector()
-        thumbprints = Thumbprints(trust_xfcc=settings.trust_xfcc)
+        thumbprints = thumbprints or Thumbprints(trust_xfcc=settings.trust_xfcc)
         super().__init__(
             (
                 PeerSource(settings),
