@@ -46,6 +46,10 @@ _POOL_THREADS = 32
 # Answer caches are per provider (its bounds are its own); a reload that changes a provider
 # makes a new one, so the oldest caches beyond this many are dropped.
 _MAX_PROVIDER_CACHES = 64
+# A check that waited for a lookup with KeyWait.DEFER asks again with NEVER right after: the
+# answer it waited for is kept this long for it, even one the cache does not keep (an inactive
+# answer with inactive_ttl 0, an active one already past its exp).
+_SETTLED_SECONDS = 5.0
 
 # What the metrics hear: (provider name, outcome, seconds) per request to an endpoint, where
 # outcome is active, inactive or error; and (provider name) per cache hit.
@@ -104,6 +108,12 @@ class Introspector:
         self._lock = threading.Lock()
         self._caches: dict[IntrospectionProvider, BoundedCache[str, Answer]] = {}
         self._inflight: dict[tuple[IntrospectionProvider, str], _Lookup] = {}
+        self._settled: BoundedCache[tuple[IntrospectionProvider, str], Answer] = BoundedCache(
+            entries=4096,
+            budget=16 * 1024 * 1024,
+            max_entry=MAX_ANSWER_BYTES * 2,
+            ttu=lambda _key, _answer, now: now + _SETTLED_SECONDS,
+        )
         self._pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="introspection")
         # provider name -> why its last request failed (cleared by the next good answer).
         self._failing: dict[str, str] = {}
@@ -122,6 +132,10 @@ class Introspector:
                 self._on_hit(provider.name)
             return _usable(hit.value, cached=True)
         key = (provider, digest)
+        if wait is KeyWait.NEVER:
+            settled = self._settled.get(key)
+            if settled is not None:
+                return _usable(settled.value, cached=False)
         with self._lock:
             lookup = self._inflight.get(key)
             if lookup is None:
@@ -184,6 +198,7 @@ class Introspector:
             self._on_request(provider.name, outcome, time.monotonic() - started)
         size = len(key[1]) + deep_bytes(answer.claims, MAX_ANSWER_BYTES)
         self._cache(provider).put(key[1], answer, size)
+        self._settled.put(key, answer, size)
         with self._lock:
             if answer.failure:
                 self._failing[provider.name] = answer.failure

@@ -393,3 +393,25 @@ def test_the_service_counts_lookups_and_names_a_failing_provider_when_ready(
     finally:
         app.close()
         server.heal()
+
+
+def test_the_event_loop_door_gets_an_answer_the_cache_does_not_keep(
+    tmp_path: Path, server: IntrospectionServer, pki: Pki
+) -> None:
+    # An active answer whose exp is already past is never cached; the door that waited for it
+    # (DEFER, then NEVER) still gets it: 401 jwt_expired, not a 503.
+    s = build(tmp_path, server, pki)
+    server.grant("opaque-old", sub="jo", scope="cart", exp=int(time.time()) - 3600)
+    request = Request("GET", "/cart/a", HOST, headers={"authorization": "Bearer opaque-old"})
+
+    async def door() -> Verdict:
+        try:
+            s.engine.check(request, wait=KeyWait.DEFER)
+        except KeysPending as pending:
+            await pending.refetch.wait_async()
+        return s.engine.check(request, wait=KeyWait.NEVER)
+
+    verdict = asyncio.run(door())
+    assert verdict.decision.status == 401 and verdict.decision.reason == "jwt_expired"
+    assert server.requests == 1
+    s.introspector.close()
