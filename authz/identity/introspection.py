@@ -38,7 +38,14 @@ from authz.identity.jwt import KeysPending, KeyWait
 from authz.identity.keys import Refetch
 from authz.policy.spec import IntrospectionProvider
 
-__all__ = ["FAILURE_TTL", "MAX_ANSWER_BYTES", "Answer", "Introspector", "token_digest"]
+__all__ = [
+    "FAILURE_TTL",
+    "MAX_ANSWER_BYTES",
+    "MAX_IN_FLIGHT",
+    "Answer",
+    "Introspector",
+    "token_digest",
+]
 
 MAX_ANSWER_BYTES = 64 * 1024
 FAILURE_TTL = 1.0
@@ -50,6 +57,9 @@ _MAX_PROVIDER_CACHES = 64
 # answer it waited for is kept this long for it, even one the cache does not keep (an inactive
 # answer with inactive_ttl 0, an active one already past its exp).
 _SETTLED_SECONDS = 5.0
+# Lookups waiting for or talking to an endpoint: a flood of made-up tokens gets 503 beyond this
+# instead of a queue that grows without bound (each miss holds its token until it is sent).
+MAX_IN_FLIGHT = 1024
 
 # What the metrics hear: (provider name, outcome, seconds) per request to an endpoint, where
 # outcome is active, inactive or error; and (provider name) per cache hit.
@@ -138,6 +148,9 @@ class Introspector:
                 return _usable(settled.value, cached=False)
         with self._lock:
             lookup = self._inflight.get(key)
+            if lookup is None and len(self._inflight) >= MAX_IN_FLIGHT:
+                self._failing[provider.name] = "too many lookups in flight"
+                raise IntrospectionUnavailable("too many introspection lookups in flight")
             if lookup is None:
                 lookup = _Lookup(time.monotonic() + provider.timeout)
                 self._inflight[key] = lookup
@@ -210,6 +223,8 @@ class Introspector:
 
     def _ask(self, provider: IntrospectionProvider, token: str, deadline: float) -> Answer:
         """POST the token (RFC 7662 section 2.1) with client_secret_basic (RFC 6749 2.3.1)."""
+        if time.monotonic() >= deadline:
+            raise _Unusable("waited for a pool thread past the timeout")
         secret = self._secret(provider)
         quote = urllib.parse.quote
         basic = f"{quote(provider.client_id, safe='')}:{quote(secret, safe='')}"

@@ -13,7 +13,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -414,4 +414,29 @@ def test_the_event_loop_door_gets_an_answer_the_cache_does_not_keep(
     verdict = asyncio.run(door())
     assert verdict.decision.status == 401 and verdict.decision.reason == "jwt_expired"
     assert server.requests == 1
+    s.introspector.close()
+
+
+def test_a_flood_of_new_tokens_is_bounded_in_flight(
+    tmp_path: Path, server: IntrospectionServer, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import authz.identity.introspection as introspection
+
+    monkeypatch.setattr(introspection, "MAX_IN_FLIGHT", 4)
+    s = build(tmp_path, server, pki, timeout=2.0)
+    server.slow(1.0)
+    request = Request("GET", "/cart/a", HOST, headers={"authorization": "Bearer flood-0"})
+    pending = []
+    for i in range(4):  # four lookups in flight, none waited for
+        try:
+            s.engine.check(
+                replace(request, headers={"authorization": f"Bearer flood-{i}"}),
+                wait=KeyWait.DEFER,
+            )
+        except KeysPending as waiting:
+            pending.append(waiting)
+    assert len(pending) == 4
+    fifth = s.engine.check(replace(request, headers={"authorization": "Bearer flood-9"}))
+    assert fifth.decision.status == 503 and fifth.decision.reason == "introspection_unavailable"
+    server.heal()
     s.introspector.close()
