@@ -151,7 +151,10 @@ def test_revoked_between_two_requests_is_refused_within_the_max_ttl(
     s.introspector.close()
 
 
-@pytest.mark.parametrize("fault", ["slow", "down", "garbage", "html", "status", "secret"])
+@pytest.mark.parametrize(
+    "fault",
+    ["slow", "down", "garbage", "html", "status", "secret", "array", "huge", "redirect", "empty"],
+)
 def test_an_outage_never_allows_and_answers_503(
     tmp_path: Path, server: IntrospectionServer, pki: Pki, fault: str
 ) -> None:
@@ -167,6 +170,16 @@ def test_an_outage_never_allows_and_answers_503(
         server.garbage(b"<html>maintenance</html>")
     elif fault == "status":
         server.fail(502)
+    elif fault == "array":
+        server.garbage(b'[{"active": true, "sub": "erin", "scope": "cart"}]')
+    elif fault == "huge":
+        server.garbage(
+            b'{"active": true, "sub": "erin", "scope": "cart", "x": "' + b"a" * 70_000 + b'"}'
+        )
+    elif fault == "redirect":
+        server.fail(302)
+    elif fault == "empty":
+        server.garbage(b"")
     else:
         (tmp_path / "p" / "secret.txt").write_text("wrong")
     verdict = s.check("opaque-f")
