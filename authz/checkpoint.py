@@ -91,10 +91,12 @@ class Checkpoint:
             log.exception("check failed; denied (decision %s)", decision_id)
             return internal_error(decision_id)
         elapsed = time.perf_counter() - started
-        notify(self.observers, request, verdict, elapsed)
+        # The tracer first: it dates the span back from now by `elapsed`, so the observers'
+        # own time must not fall in between.
         if self.tracer is not None:
             try:
                 self.tracer(request, verdict, elapsed, carrier)
             except Exception:
                 log.exception("tracer failed")
+        notify(self.observers, request, verdict, elapsed)
         return response

@@ -65,6 +65,10 @@ ENVOY_ADDRESS_HEADER = "x-authz-client-address"
 ENVOY_CONTENT_LENGTH_HEADER = "x-authz-original-content-length"
 # Set by Envoy (headers_to_add: "%REQ(:SCHEME)%"): the request's `:scheme` pseudo-header.
 ENVOY_SCHEME_HEADER = "x-authz-original-scheme"
+# Added by Envoy to its authorization request itself (seen through a real Envoy 1.40), never part
+# of the request the gRPC door judges: dropped. (`x-envoy-internal` on a request from an internal
+# address is then invisible at the HTTP door: docs/http-mode.md says so.)
+ENVOY_CALL_HEADERS = ("x-envoy-expected-rq-timeout-ms", "x-envoy-internal")
 # Envoy's ext_authz HTTP client removes the headers named here (comma-separated) upstream.
 ENVOY_HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 XFCC = "x-forwarded-client-cert"
@@ -125,6 +129,9 @@ def to_request(
         source_ip = check_address(headers.pop(ENVOY_ADDRESS_HEADER, "").strip()) or None
         _restore(headers, "content-length", headers.pop(ENVOY_CONTENT_LENGTH_HEADER, None))
         _restore(headers, ":scheme", headers.pop(ENVOY_SCHEME_HEADER, None))
+        # Envoy's own, on its authorization request (the gRPC door's headers do not have them).
+        for name in ENVOY_CALL_HEADERS:
+            headers.pop(name, None)
     else:
         original_method = _one_of(headers, _TRAEFIK_METHOD, _NGINX_METHOD, "method")
         target = _one_of(headers, _TRAEFIK_URI, _NGINX_URI, "URI")

@@ -33,9 +33,7 @@ from authz.wire.view import (
     check_method,
     check_peer,
     headers_from_pairs,
-    too_long,
     too_many,
-    value_too_large,
 )
 
 # A UTF-8 character is at most 4 bytes: a string this short is under a byte limit unencoded.
@@ -61,10 +59,6 @@ def to_request(
     source = attributes.source
     principal, certificate = check_peer(source.principal, source.certificate, limits)
     source_ip = check_address(source.address.socket_address.address)
-    request_id = http.id
-    if too_long(request_id, limits.max_header_value_bytes):
-        raise value_too_large("request.http.id", limits)
-
     headers = _headers(http, limits)
     host = check_host(http.host or headers.get(":authority") or headers.get("host") or "", limits)
     path, query = normalize_path(raw_path)
@@ -85,7 +79,8 @@ def to_request(
         peer_principal=principal,
         peer_certificate=certificate,
         jwt_metadata=jwt_metadata,
-        request_id=request_id or headers.get("x-request-id", ""),
+        # x-request-id, as on the HTTP door: `http.id` is Envoy's internal stream id.
+        request_id=headers.get("x-request-id", ""),
         context=_context_extensions(attributes, limits),
     )
 

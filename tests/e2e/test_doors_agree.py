@@ -38,6 +38,8 @@ rules:
      when: [{header: ":scheme", equals: https}]}
   - {name: no-blocked-host, action: deny, when: [{header: ":authority", prefix: blocked.}]}
   - {name: no-host-header, action: deny, when: [{header: host, present: true}]}
+  - {name: no-envoy-own, action: deny,
+     when: [{header: x-envoy-expected-rq-timeout-ms, present: true}]}
   - {name: no-five-bytes, action: deny, when: [{header: content-length, equals: "5"}]}
   - {name: not-from-loopback, action: deny, from: [{ip_blocks: [127.0.0.0/8]}],
      to: [{paths: [/ip-deny]}]}
