@@ -15,6 +15,7 @@ import grpc
 from authz.checkpoint import Observer
 from authz.config import Settings
 from authz.engine import Engine
+from authz.envoy_files import EnvoyFiles
 from authz.errors import ConfigError
 from authz.identity import KeyRegistry
 from authz.identity.introspection import Introspector
@@ -29,7 +30,7 @@ from authz.observe.introspection_metrics import IntrospectionMetrics
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.observe.recent import RecentDecisions
 from authz.policy import PolicyStore, load_policy_set
-from authz.reload import PolicyReloader, ReloadListener
+from authz.reload import PolicyReloader
 from authz.server import AuthorizationService, Health, Phase, build_server, run_until_signalled
 from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
@@ -61,6 +62,8 @@ class App:
     tracing: Tracing | None = None
     # The token introspection client (its pool threads, its answer cache).
     introspector: Introspector | None = None
+    # With settings.export_envoy (worker 0 only): Envoy's copy of the set in force.
+    envoy_files: EnvoyFiles | None = None
     # The decision page's ring and token (with settings.admin and settings.decision_page).
     recent: RecentDecisions | None = None
     admin_token: str | None = None
@@ -80,6 +83,7 @@ class App:
                 self.keys.status,
                 self.counter.status if self.counter is not None else None,
                 self.introspector.status if self.introspector is not None else None,
+                self.envoy_files.status if self.envoy_files is not None else None,
             ),
             pages=self._decision_pages(),
         )
@@ -117,6 +121,8 @@ class App:
             self.admin.close()
         if self.reloader is not None:
             self.reloader.close()
+        if self.envoy_files is not None:
+            self.envoy_files.close()
         self.keys.close()
         if self.introspector is not None:
             self.introspector.close()
@@ -170,11 +176,16 @@ def build_app(settings: Settings) -> App:
         policy_set.rule_count,
         policy_set.revision,
     )
-    listeners: list[ReloadListener] = [metrics.record_reload]
-    # Under --workers every worker loads the same files; one of them writes Envoy's copy.
-    if settings.export_envoy is not None and worker_index() in (None, 0):
-        listeners.append(_envoy_exporter(settings.export_envoy, store))
-    reloader = PolicyReloader(settings.policies, store, keys, listeners=listeners)
+    envoy_files = _envoy_files(settings, store)
+    if envoy_files is not None:
+        metrics.registry.register(envoy_files)
+    reloader = PolicyReloader(
+        settings.policies,
+        store,
+        keys,
+        listeners=[metrics.record_reload],
+        publish=envoy_files.publish if envoy_files is not None else None,
+    )
     return App(
         settings,
         store,
@@ -187,6 +198,7 @@ def build_app(settings: Settings) -> App:
         tracing=tracing,
         counter=counter,
         introspector=introspector,
+        envoy_files=envoy_files,
         recent=recent,
         admin_token=admin_token,
         started_at=started_at,
@@ -227,50 +239,16 @@ def _tracing(settings: Settings) -> Tracing | None:
     return tracing
 
 
-def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
-    """Write the current set as ECDS files now (ConfigError if it cannot be), and return the
-    reload listener that writes every later accepted set. The export is hybrid: hosts whose
-    files Envoy cannot enforce alone stay with this service (ext_authz), and the log says which
-    rules keep them there (docs/export.md)."""
-    try:
-        from authz.export import export_envoy
-        from authz.export.ecds import write_ecds
-    except ImportError as error:
-        raise ConfigError(
-            f"--export-envoy needs Envoy's API types: pip install 'authz[export]' ({error})"
-        ) from error
-
-    written: dict[str, str] = {}
-
-    def write() -> None:
-        current = store.current
-        if written.get("revision") == current.revision:
-            return
-        result = export_envoy(current, hybrid=True)
-        write_ecds(directory, result, current.revision)
-        written["revision"] = current.revision
-        kept = [str(f) for f in result.findings if f.kept]
-        log.info(
-            "Envoy filters for revision %s written to %s%s",
-            current.revision,
-            directory,
-            f"; decided by this service: {'; '.join(kept)}" if kept else "",
-        )
-
-    try:
-        write()
-    except OSError as error:
-        raise ConfigError(f"--export-envoy {directory}: {error}") from error
-
-    def on_reload(ok: bool) -> None:
-        if not ok:
-            return  # a rejected set never reaches Envoy
-        try:
-            write()
-        except OSError as error:
-            log.error("--export-envoy %s: %s; Envoy keeps the previous filters", directory, error)
-
-    return on_reload
+def _envoy_files(settings: Settings, store: PolicyStore) -> EnvoyFiles | None:
+    """With --export-envoy: the set in force written for Envoy (ConfigError when it cannot
+    be), and the writer that keeps it so. Under --workers every worker loads the same files;
+    worker 0 alone writes Envoy's copy."""
+    if settings.export_envoy is None or worker_index() not in (None, 0):
+        return None
+    envoy_files = EnvoyFiles(settings.export_envoy)
+    envoy_files.write_at_start(store.current)
+    envoy_files.start(lambda: store.current)
+    return envoy_files
 
 
 def _decision_log(

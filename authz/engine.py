@@ -203,14 +203,15 @@ class Engine:
             return verdict
         if limited.decision.allowed:  # dry-run limits only: "would limit" in the shadow list
             return replace(verdict, decision=limited.decision)
-        return Verdict(
+        # The rules' verdict with the 429 in place of its allow: every identity and the token's
+        # judgement stay for the log and the span; what only an allow sends upstream goes.
+        return replace(
+            verdict,
             decision=limited.decision,
-            decision_id=verdict.decision_id,
-            policy_revision=verdict.policy_revision,
-            principal=verdict.principal,
-            request_principal=verdict.request_principal,
-            evidence=verdict.evidence,
             response_headers=limited.headers,
+            headers_to_set=(),
+            headers_to_remove=(),
+            query_parameters_to_remove=(),
         )
 
     def refuse(self, error: AuthzError, source_ip: str | None = None) -> Verdict:

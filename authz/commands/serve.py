@@ -17,11 +17,17 @@ import sys
 from authz import logs
 from authz.config import Entry, Settings, settings_table
 from authz.errors import ConfigError, PolicyError
-from authz.workers import Supervisor, check_worker_addresses, for_worker, worker_index
+from authz.workers import (
+    EXIT_LISTEN,
+    Supervisor,
+    check_worker_addresses,
+    for_worker,
+    worker_index,
+)
 
 NAME = "serve"
 HELP = "run the ext_authz service (gRPC, and HTTP with --http-listen)"
-EXIT_CONFIG, EXIT_LISTEN = 1, 2
+EXIT_CONFIG = 1
 
 log = logging.getLogger("authz")
 

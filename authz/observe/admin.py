@@ -53,6 +53,9 @@ class Readiness:
     # Introspection providers whose last request failed (their tokens get 503): shown, never a
     # reason to be unready, for the same reason as a JWKS outage below.
     introspection: Mapping[str, str] = field(default_factory=dict)
+    # With --export-envoy: whether Envoy's copy holds the set in force. Shown, never a reason
+    # to be unready (this service decides right; the copy is retried: authz.envoy_files).
+    envoy_export: Mapping[str, str] = field(default_factory=dict)
 
 
 def readiness_check(
@@ -60,6 +63,7 @@ def readiness_check(
     key_status: Callable[[], Mapping[str, str]],
     rate_limits: Callable[[], Mapping[str, str | float]] | None = None,
     introspection: Callable[[], Mapping[str, str]] | None = None,
+    envoy_export: Callable[[], Mapping[str, str]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
     gRPC health answers from, so /readyz and gRPC health cannot disagree.
@@ -76,7 +80,8 @@ def readiness_check(
         keys = {issuer: status for issuer, status in key_status().items() if status != "ready"}
         limits = dict(rate_limits()) if rate_limits is not None else {}
         failing = dict(introspection()) if introspection is not None else {}
-        return Readiness(current == "serving", current, keys, limits, failing)
+        export = dict(envoy_export()) if envoy_export is not None else {}
+        return Readiness(current == "serving", current, keys, limits, failing, export)
 
     return check
 
@@ -160,6 +165,8 @@ class AdminServer:
                 body["rate_limits"] = dict(state.rate_limits)
             if state.introspection:
                 body["introspection"] = dict(state.introspection)
+            if state.envoy_export:
+                body["envoy_export"] = dict(state.envoy_export)
             return (200 if state.ready else 503), "application/json", _json(body)
         if path == "/metrics" and self._metrics is not None:
             return 200, self._content_type, self._metrics()
