@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.config import Limits
+from authz.errors import BadRequest
 from authz.model import Request
 from authz.wire.inbound import to_request
 
@@ -29,6 +30,26 @@ def given_request(
     """The `Request` the service would build for these values (raises what it would raise:
     InvalidPath, InvalidHost, InvalidMethod, RequestTooLarge, ...)."""
     message = CheckRequest()
+    try:
+        _fill(message, method, path, host, headers, source_ip, port, principal, context)
+    except (TypeError, ValueError) as error:
+        # A value no Envoy could send (a port out of range, a header that is not text): the
+        # service never sees such a request; a tool refuses it as the wire refuses bad input.
+        raise BadRequest(f"the request cannot be built as Envoy would send it: {error}") from error
+    return to_request(message, limits or Limits())
+
+
+def _fill(
+    message: CheckRequest,
+    method: str,
+    path: str,
+    host: str,
+    headers: Mapping[str, str],
+    source_ip: str | None,
+    port: int | None,
+    principal: str,
+    context: Mapping[str, str] | None,
+) -> None:
     attributes = message.attributes
     http = attributes.request.http
     http.method = method
@@ -43,4 +64,3 @@ def given_request(
     attributes.source.principal = principal
     for key, value in (context or {}).items():
         attributes.context_extensions[key] = value
-    return to_request(message, limits or Limits())
