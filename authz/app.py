@@ -7,7 +7,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -32,6 +32,8 @@ from authz.observe.recent import RecentDecisions
 from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader
 from authz.server import AuthorizationService, Health, Phase, build_server, run_until_signalled
+from authz.tls.certs import ServingCertificates
+from authz.tls.plan import ADMIN, GRPC, HTTP, tls_plan
 from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
 
@@ -62,6 +64,10 @@ class App:
     tracing: Tracing | None = None
     # The token introspection client (its pool threads, its answer cache).
     introspector: Introspector | None = None
+    # The TLS listeners' certificates (authz.tls); None when every listener is plaintext.
+    certificates: ServingCertificates | None = None
+    # What serve() set up for TLS and close() undoes (private copies of keys among them).
+    closers: list[Callable[[], None]] = field(default_factory=list)
     # With settings.export_envoy (worker 0 only): Envoy's copy of the set in force.
     envoy_files: EnvoyFiles | None = None
     # The decision page's ring and token (with settings.admin and settings.decision_page).
@@ -74,6 +80,12 @@ class App:
         /readyz is 200 exactly when `phase()` is "serving" (`Health.phase`)."""
         if self.settings.admin is None or self.admin is not None:
             return self.admin
+        tls = None
+        if self.certificates is not None and ADMIN in self.certificates.plan:
+            from authz.tls.contexts import RotatingContext
+
+            tls = RotatingContext(self.certificates, ADMIN)
+            self.closers.append(tls.close)
         admin = AdminServer(
             self.settings.admin,
             metrics=self.metrics.render if self.metrics is not None else None,
@@ -85,6 +97,7 @@ class App:
                 self.introspector.status if self.introspector is not None else None,
                 self.envoy_files.status if self.envoy_files is not None else None,
             ),
+            tls=tls,
             pages=self._decision_pages(),
         )
         try:
@@ -119,6 +132,10 @@ class App:
     def close(self) -> None:
         if self.admin is not None:
             self.admin.close()
+        if self.certificates is not None:
+            self.certificates.close()
+        for close in self.closers:
+            close()
         if self.reloader is not None:
             self.reloader.close()
         if self.envoy_files is not None:
@@ -166,6 +183,10 @@ def build_app(settings: Settings) -> App:
     engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
     cert_expiry = PeerCertificateExpiry()
     metrics.registry.register(cert_expiry)
+    plan = tls_plan(settings)  # ConfigError; the files are read by serve()
+    certificates = ServingCertificates(plan) if plan else None
+    if certificates is not None:
+        metrics.registry.register(certificates)
     observers: list[Observer] = [metrics, cert_expiry]
     if decision_log is not None:
         observers.append(decision_log)
@@ -198,6 +219,7 @@ def build_app(settings: Settings) -> App:
         tracing=tracing,
         counter=counter,
         introspector=introspector,
+        certificates=certificates,
         envoy_files=envoy_files,
         recent=recent,
         admin_token=admin_token,
@@ -300,12 +322,25 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Policies reload on SIGHUP and, with `settings.watch`, when the policy directory changes.
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
-    interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
+    certificates = app.certificates
+    if certificates is not None:
+        certificates.load_all()  # MaterialError (expired, not yet valid, key not the cert's)
+    interceptors: list[grpc.ServerInterceptor] = (
+        [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
+    )
+    credentials = None
+    if certificates is not None and GRPC in certificates.plan:
+        from authz.tls.serving import grpc_tls
+
+        credentials, peer_check = grpc_tls(certificates)
+        interceptors[:0] = peer_check  # first: a refused client reaches nothing else
     # HTTP only (`grpc` off): no gRPC server at all (its threads would serve nothing);
     # `health` is still the one readiness truth for /readyz.
     server: grpc.Server | None = None
     if settings.grpc:
-        server, health = build_server(app.service, settings, interceptors=interceptors)
+        server, health = build_server(
+            app.service, settings, interceptors=interceptors, credentials=credentials
+        )
     else:
         health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
@@ -317,6 +352,15 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         # itself, which `authz serve` does (and logs) on its own for the gRPC-only service.
         from authz.http_server import HttpServers
 
+        http_tls = None
+        if certificates is not None and HTTP in certificates.plan:
+            from authz.tls.serving import http_tls_files
+
+            # Rotations reach `http` once it exists (the lambda reads it when called).
+            http_tls, close_copies = http_tls_files(
+                certificates, asyncio.get_running_loop(), lambda: http
+            )
+            app.closers.append(close_copies)
         http = HttpServers.for_engine(
             app.engine,
             settings.limits,
@@ -325,6 +369,7 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
             # from the request's own trace headers (Envoy's http_service client forwards them).
             app.service.observers,
             app.tracing,
+            tls=http_tls,
         )
         await http.start()  # raises ListenError
         for address in settings.http_listen:
@@ -334,6 +379,8 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
+    if certificates is not None:
+        certificates.start()
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
     if not ready:
         for state in app.keys.states():
@@ -351,11 +398,19 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         await run_until_signalled(
             server,
             health,
-            on_reload=app.reloader.request_reload if app.reloader is not None else None,
+            on_reload=lambda: reload_all(app),
             also_stop=http.stop if http is not None else None,
         )
     finally:
         app.close()
+
+
+def reload_all(app: App) -> None:
+    """SIGHUP: the policies and the TLS files are read again (both off the signal handler)."""
+    if app.reloader is not None:
+        app.reloader.request_reload()
+    if app.certificates is not None:
+        app.certificates.request_reload()
 
 
 def http_listener(settings: Settings) -> HttpListener:
@@ -373,12 +428,16 @@ def serving_line(app: App) -> str:
     from google.protobuf.internal import api_implementation
 
     settings, current = app.settings, app.store.current
-    admin = f", admin http://{settings.admin}" if settings.admin else ""
+    plan = app.certificates.plan if app.certificates is not None else {}
+    scheme = "https" if ADMIN in plan else "http"
+    admin = f", admin {scheme}://{settings.admin}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
     where = list(settings.listen) if settings.grpc else []
     if settings.http_listen:
         where.append(f"HTTP ({settings.http_mode}) {', '.join(settings.http_listen)}")
+    if plan:
+        admin += f"; TLS on the {', '.join(sorted(plan))} listener{'s' if len(plan) > 1 else ''}"
     return (
         f"serving on {', '.join(where)}{admin}: policy revision {current.revision}, "
         f"{current.rule_count} rule{'' if current.rule_count == 1 else 's'} from "

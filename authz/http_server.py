@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from granian.constants import Interfaces
+from granian.constants import Interfaces, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
@@ -33,6 +33,7 @@ from authz.config import Limits
 from authz.engine import Engine
 from authz.identity import KeysPending, KeyWait
 from authz.listen import ListenError, probe_bind
+from authz.tls.material import Files
 from authz.wire.http import (
     HttpAnswer,
     HttpListener,
@@ -48,6 +49,9 @@ log = logging.getLogger("authz.http")
 # granian before our code sees it (the limits then answer 431 for what fits).
 _FRAMING_BYTES = 4096
 HEADER_READ_TIMEOUT_MS = 10_000
+# use_tls: how long the worker with the new certificate runs beside the old one before the
+# old one stops accepting (granian's default, 3.5 s, would serve the old pair that long).
+RESPAWN_SECONDS = 1.0
 # How long start() waits for granian to bind before it reports the address as unusable.
 _BIND_WAIT_SECONDS = 5.0
 
@@ -108,7 +112,21 @@ class HttpAuthorizationApp:
             proto.response_empty(answer.status, answer.headers)
 
 
-def _server(app: Any, address: str, limits: Limits) -> Server:
+def _tls_options(files: Files | None) -> dict[str, Any]:
+    """granian's TLS arguments: rustls, TLS 1.2 and 1.3 (its cipher suites are all AEAD)."""
+    if files is None:
+        return {}
+    ca = Path(files.client_ca) if files.client_ca is not None else None
+    return {
+        "ssl_cert": Path(files.cert),
+        "ssl_key": Path(files.key),
+        "ssl_protocol_min": SSLProtocols.tls12,
+        "ssl_ca": ca,
+        "ssl_client_verify": ca is not None,
+    }
+
+
+def _server(app: Any, address: str, limits: Limits, tls: Files | None = None) -> Server:
     endpoint = addresses.parse(address)
     where: dict[str, Any] = (
         {"uds": Path(endpoint.unix_path)}
@@ -129,6 +147,7 @@ def _server(app: Any, address: str, limits: Limits) -> Server:
             "loggers": {"_granian": {"handlers": [], "propagate": True}},
             "handlers": {},
         },
+        **_tls_options(tls),
         **where,
     )
 
@@ -138,10 +157,32 @@ class HttpServers:
     running event loop. `start()` binds them all or raises OSError; `stop()` stops accepting
     and lets in-flight checks finish."""
 
-    def __init__(self, apps: Sequence[tuple[Any, str]], limits: Limits) -> None:
-        """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address)."""
-        self._servers = [(_server(app, address, limits), address) for app, address in apps]
+    def __init__(
+        self, apps: Sequence[tuple[Any, str]], limits: Limits, tls: Files | None = None
+    ) -> None:
+        """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address);
+        `tls`: the certificate files to serve (private copies: authz.tls.copies)."""
+        self._servers = [(_server(app, address, limits, tls), address) for app, address in apps]
+        for server, _ in self._servers:
+            server.respawn_interval = RESPAWN_SECONDS
         self._tasks: list[asyncio.Task[None]] = []
+
+    def use_tls(self, files: Files) -> None:
+        """Serve `files` to new connections, on the event loop's thread. granian cannot swap a
+        certificate in place: each server starts a new worker with them on the same listening
+        socket, then stops the old worker gracefully (its in-flight checks are answered)."""
+        options = _tls_options(files)
+        for server, _ in self._servers:
+            server.build_ssl_context(
+                options["ssl_cert"],
+                options["ssl_key"],
+                None,
+                options["ssl_protocol_min"],
+                options["ssl_ca"],
+                [],
+                options["ssl_client_verify"],
+            )
+            server.reload()  # type: ignore[no-untyped-call]
 
     @classmethod
     def for_engine(
@@ -151,12 +192,14 @@ class HttpServers:
         listeners: Sequence[tuple[str, HttpListener]],
         observers: Sequence[Observer] = (),
         tracer: Tracer | None = None,
+        tls: Files | None = None,
     ) -> HttpServers:
         """The servers `authz serve` runs: one HttpAuthorizationApp per (address, listener)."""
         return cls(
             [(HttpAuthorizationApp(engine, limits, listener, observers, tracer), address)
              for address, listener in listeners],
             limits,
+            tls,
         )  # fmt: skip
 
     async def start(self) -> None:

@@ -101,10 +101,12 @@ def build_server(
     settings: Settings,
     *,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, Health]:
     """A grpcio server (not started) with Check, health and reflection bound to every
     `settings.listen` address (`host:port` or `unix:/path`), served by `settings.grpc_threads`
-    threads. Raises ListenError for an address it cannot bind."""
+    threads, over TLS with `credentials` (authz.tls.grpc_tls). Raises ListenError for an
+    address it cannot bind."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         # The guard innermost, so the metrics see its refusals.
@@ -124,7 +126,10 @@ def build_server(
     for address in settings.listen:
         probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
         try:
-            bound = server.add_insecure_port(addresses.bindable(address))
+            if credentials is None:
+                bound = server.add_insecure_port(addresses.bindable(address))
+            else:
+                bound = server.add_secure_port(addresses.bindable(address), credentials)
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if bound == 0 and not address.startswith("unix:"):  # the sync server returns 0

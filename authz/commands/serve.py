@@ -74,6 +74,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace) -> int:
     from authz.app import build_app, serve
     from authz.listen import ListenError
+    from authz.tls.material import MaterialError
 
     index = worker_index()
     # Start-up errors are for a person reading the terminal or `kubectl logs`: plain lines,
@@ -98,6 +99,14 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as error:
             return fail(EXIT_LISTEN, str(error))
     if supervising:
+        # Each worker checks its TLS files too; checked here first, a pair that cannot be served
+        # is one line and exit 2, not every worker failing until the supervisor gives up.
+        try:
+            check_tls_files(settings)
+        except ConfigError as error:
+            return fail(EXIT_CONFIG, str(error))
+        except MaterialError as error:
+            return fail(EXIT_LISTEN, str(error))
         return Supervisor(settings.workers, getattr(args, "argv", sys.argv[1:])).run()
     raise_open_file_limit()
     if index is not None:
@@ -111,10 +120,18 @@ def run(args: argparse.Namespace) -> int:
         return fail(EXIT_CONFIG, str(error))
     try:
         asyncio.run(serve(app))
-    except ListenError as error:
+    except (ListenError, MaterialError) as error:
         app.close()
         return fail(EXIT_LISTEN, str(error))
     return 0
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Read and check every TLS pair `settings` names (ConfigError, MaterialError)."""
+    from authz.tls.certs import ServingCertificates
+    from authz.tls.plan import tls_plan
+
+    ServingCertificates(tls_plan(settings)).load_all()
 
 
 def raise_open_file_limit() -> None:

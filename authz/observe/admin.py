@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from authz import addresses
 
@@ -86,6 +87,19 @@ def readiness_check(
     return check
 
 
+# A client that has not finished its TLS handshake by then is dropped (it holds a thread).
+TLS_HANDSHAKE_SECONDS = 10.0
+
+
+class ServerTls(Protocol):
+    """The admin endpoint's TLS (authz.tls.contexts.RotatingContext): the context for the next
+    connection, and the count of clients refused at the handshake."""
+
+    def get(self) -> ssl.SSLContext: ...
+
+    def refused(self) -> None: ...
+
+
 class AdminServer:
     """`/metrics`, `/healthz`, `/readyz` on `address`. `start()` binds (raising OSError when it
     cannot) and serves on a daemon thread; `close()` stops it and frees the port."""
@@ -97,9 +111,11 @@ class AdminServer:
         metrics: Callable[[], bytes] | None = None,
         metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8",
         readiness: Callable[[], Readiness] = lambda: Readiness(True),
+        tls: ServerTls | None = None,
         pages: Pages | None = None,
     ) -> None:
         self.address = address
+        self.tls = tls
         self._pages = pages
         self._metrics = metrics
         self._content_type = metrics_content_type
@@ -117,8 +133,9 @@ class AdminServer:
         where = addresses.parse(self.address, allow_unix=False, port_zero=True)
         host, port = where.host, where.port
         handler = _handler_class(self)
-        server_class = _V6Server if ":" in host else ThreadingHTTPServer
+        server_class = _V6Server if ":" in host else _Server
         server = server_class((host, port), handler)
+        server.tls = self.tls
         server.daemon_threads = True  # a hung scraper must not keep the process alive
         self._server = server
         self._thread = threading.Thread(
@@ -128,7 +145,8 @@ class AdminServer:
             daemon=True,
         )
         self._thread.start()
-        log.info("admin endpoint on http://%s (/metrics, /healthz, /readyz)", self.address)
+        scheme = "https" if self.tls is not None else "http"
+        log.info("admin endpoint on %s://%s (/metrics, /healthz, /readyz)", scheme, self.address)
 
     def close(self, timeout: float = 5.0) -> None:
         server, self._server = self._server, None
@@ -173,7 +191,32 @@ class AdminServer:
         return 404, "text/plain; charset=utf-8", b"not found\n"
 
 
-class _V6Server(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """With `tls`, each connection's TLS handshake runs on that connection's own thread (a slow
+    client never holds the accept loop), with the context of the certificates in force."""
+
+    tls: ServerTls | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(TLS_HANDSHAKE_SECONDS)
+        try:
+            # Takes the socket over (the plain one is detached; the caller's close is a no-op).
+            wrapped = self.tls.get().wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            self.tls.refused()
+            log.debug("admin TLS handshake with %s failed: %s", client_address, error)
+            return
+        try:
+            wrapped.settimeout(None)
+            super().finish_request(wrapped, client_address)
+        finally:
+            wrapped.close()
+
+
+class _V6Server(_Server):
     address_family = socket.AF_INET6
 
 

@@ -472,3 +472,10 @@ class _RateLimitStore:
         )
         late.add_metric([], int(status.get("late_checks", 0)))
         yield late
+        lies = CounterMetricFamily(
+            "authz_rate_limit_store_lies",
+            "Lease rounds whose replies the store could not have given honestly (a counter that "
+            "shrank or is out of range): the store is then treated as down.",
+        )
+        lies.add_metric([], int(status.get("lies", 0)))
+        yield lies
