@@ -198,7 +198,7 @@ def test_rsa_key_without_alg_serves_ps256(registries: Callable[..., KeyRegistry]
     identity = resolver.resolve(
         bearer(key.sign(good_claims())), Authentication(jwt_providers=(provider,)), NOW
     )
-    assert identity.user is not None
+    assert identity.user is not None and identity.user.principal == f"{ISS}/alice"
 
 
 def test_no_kid(registries: Callable[..., KeyRegistry]) -> None:
@@ -214,7 +214,8 @@ def test_several_keys_chosen_by_kid(registries: Callable[..., KeyRegistry]) -> N
     keys = [make_key("ES256"), make_key("EdDSA"), make_key("RS256")]
     setup = Setup(registries, keys)
     for key in keys:
-        assert setup.resolve(bearer(key.sign(good_claims(subject=key.alg)))).user is not None
+        user = setup.resolve(bearer(key.sign(good_claims(subject=key.alg)))).user
+        assert user is not None and user.principal == f"{ISS}/{key.alg}"  # the key of its kid
 
 
 # -- malformed input ---------------------------------------------------------------------------
@@ -320,7 +321,8 @@ def test_same_token_in_two_places_is_fine(located: tuple[Setup, SigningKey]) -> 
     setup, key = located
     token = key.sign(good_claims())
     req = request(headers={"authorization": f"Bearer {token}", "cookie": f"session={token}"})
-    assert setup.resolve(req).user is not None
+    user = setup.resolve(req).user
+    assert user is not None and user.principal == f"{ISS}/alice"
 
 
 def test_two_different_tokens_are_refused(located: tuple[Setup, SigningKey]) -> None:
@@ -386,7 +388,7 @@ def test_provider_never_ensured_with_inline_keys(registries: Callable[..., KeyRe
     user = resolver.resolve(
         bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=(provider,)), NOW
     ).user
-    assert user is not None
+    assert user is not None and (user.issuer, user.subject) == (ISS, "alice")
 
 
 def test_keys_unavailable(registries: Callable[..., KeyRegistry], tmp_path: Any) -> None:
