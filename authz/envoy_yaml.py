@@ -27,11 +27,12 @@ BOOTSTRAP_NOTES: Mapping[str, str] = {
         "language rejects them too (invalid_path). Reject here, before anything reads them."
     ),
     "strip_any_host_port": (
-        "The service judges a request under the policy of its host with the port and one\n"
-        "trailing dot removed. Envoy must route on that same host: otherwise\n"
-        "`Host: shop.example.com:8080` or `shop.example.com.` misses the shop.example.com\n"
-        "virtual host, is routed by another one (a catch-all, another upstream) and is still\n"
-        "judged under shop.example.com's policy. Stripping here makes routing and policy agree."
+        "The service judges a request under the policy of its host with the port removed\n"
+        "(and refuses a host still ending in a dot). Envoy must route on that same host:\n"
+        "otherwise `Host: shop.example.com:8080` or `shop.example.com.` misses the\n"
+        "shop.example.com virtual host, is routed by another one (a catch-all, another\n"
+        "upstream) and is still judged under shop.example.com's policy. Stripping here makes\n"
+        "routing and policy agree."
     ),
     "strip_trailing_host_dot": "For the same reason: shop.example.com. routes as shop.example.com.",
     "headers_with_underscores_action": (

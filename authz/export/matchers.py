@@ -27,7 +27,7 @@ TD = "[a-z0-9._-]+"
 HEADER_VALUE = r"[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?"
 # Python's str.split() whitespace, for space-separated scope/scp claims (RFC 8693 4.2).
 WS = "[" + "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "]"
-# authz/policy/patterns.py normalize_host, after Envoy stripped the port and one trailing dot
+# authz/request/hosts.py normalize_host, after Envoy stripped the port and one trailing dot
 # (`strip_trailing_host_dot`): a host that still ends in `.` was sent with more than one, and
 # the contract refuses it (docs/policy.md, "One rule for ambiguous requests").
 LABEL = "[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"

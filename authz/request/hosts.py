@@ -11,11 +11,13 @@ import re
 # One host label as policies write it (lower-case; `_` as Kubernetes service names allow).
 LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?")
 
-# A request's host: a name of policy labels (a dotted IPv4 address is one) with at most one
-# trailing dot, or an IPv6 literal in brackets; then an optional port of ASCII digits.
+# A request's host: a name of policy labels (a dotted IPv4 address is one), or an IPv6 literal
+# in brackets; then an optional port of ASCII digits. No trailing dot: every proxy in front
+# (Envoy with `strip_trailing_host_dot`, nginx's `$host`) has removed one already, so a host
+# that still ends in `.` was sent with two, and Envoy routed it on a name no policy judges.
 _LABEL_TEXT = LABEL.pattern
 _AUTHORITY = re.compile(
-    rf"(?:(?P<name>{_LABEL_TEXT}(?:\.{_LABEL_TEXT})*)\.?|(?P<literal>\[[0-9a-f:.]+\]))"
+    rf"(?:(?P<name>{_LABEL_TEXT}(?:\.{_LABEL_TEXT})*)|(?P<literal>\[[0-9a-f:.]+\]))"
     r"(?::[0-9]+)?"
 )
 
@@ -26,9 +28,10 @@ def normalize_host(authority: str) -> str | None:
     ASCII letters are lower-cased and nothing else is folded or trimmed: a non-ASCII character
     (the KELVIN SIGN, which Unicode lower-cases to `k`) or any whitespace makes the host
     invalid, so no spelling can reach a host's policy that Envoy would route elsewhere. The
-    port (digits only) is removed, and exactly one trailing dot: `shop.example.com.` names the
-    same host, left alone it would skip the host's own files (and their deny rules) in favour
-    of host-less ones; `shop.example.com..` is invalid. An IPv6 literal keeps its brackets.
+    port (digits only) is removed. A trailing dot is invalid (docs/policy.md, "One rule for
+    ambiguous requests"): the proxy in front removed the one a client may send, so
+    `shop.example.com.` here means `shop.example.com..` was sent, which Envoy routed as
+    `shop.example.com.` and the export refuses. An IPv6 literal keeps its brackets.
     An empty authority is no host at all (`""`): only files without `hosts` apply to it.
     The result is canonical: normalizing it again returns it unchanged.
     """

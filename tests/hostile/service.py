@@ -118,8 +118,9 @@ _LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 def _reference_host(authority: str) -> str | None:
     """docs/policy.md's host, written out step by step: ASCII only, lower-cased, an all-digit port
-    and exactly one trailing dot removed, labels of letters, digits, `_` and inner `-`, or an
-    IPv6 literal in brackets; None for anything else. "" is no host."""
+    removed, labels of letters, digits, `_` and inner `-` (no trailing dot: the proxy in front
+    removed the one a client may send), or an IPv6 literal in brackets; None for anything
+    else. "" is no host."""
     if not authority:
         return ""
     if not authority.isascii():
@@ -135,7 +136,6 @@ def _reference_host(authority: str) -> str | None:
     else:
         host, colon, port = text.partition(":")
         rest = colon + port
-        host = host[:-1] if host.endswith(".") else host
         labels = host.split(".")
         if not all(
             label and set(label) <= _LABEL_CHARS and "-" not in (label[0], label[-1])

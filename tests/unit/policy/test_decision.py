@@ -327,7 +327,6 @@ def _files_for(host: str) -> tuple[str, ...] | None:
         ("shop.example.com", ("exact.yaml", "wide.yaml")),
         ("SHOP.Example.COM", ("exact.yaml", "wide.yaml")),
         ("shop.example.com:8443", ("exact.yaml", "wide.yaml")),
-        ("shop.example.com.", ("exact.yaml", "wide.yaml")),
         ("other.example.com", ("wide.yaml",)),
         ("a.b.example.com", ("wide.yaml",)),
         ("example.com", None),

@@ -117,9 +117,6 @@ def test_host_falls_back_to_authority_then_host_header() -> None:
     [
         ("shop.example.com", "shop.example.com"),
         ("Shop.Example.COM:8443", "shop.example.com"),
-        ("shop.example.com.", "shop.example.com"),
-        ("shop.example.com.:443", "shop.example.com"),
-        ("SHOP.example.com.:8080", "shop.example.com"),
         ("a_b.example", "a_b.example"),
         ("[::1]:8080", "[::1]"),
         ("[2001:DB8::1]", "[2001:db8::1]"),
@@ -130,7 +127,7 @@ def test_host_falls_back_to_authority_then_host_header() -> None:
         ("", ""),
     ],
 )
-def test_host_is_lower_case_without_port_or_trailing_dot(authority: str, host: str) -> None:
+def test_host_is_lower_case_without_port(authority: str, host: str) -> None:
     assert normalize_host(authority) == host
     assert normalize_host(host) == host  # canonical: the policy never normalizes it again
     assert to_request(check_request(host=authority), LIMITS).host == host
