@@ -85,8 +85,8 @@ class HttpAuthorizationApp:
             except AuthzError as error:
                 request, verdict = None, self.engine.refuse(error)
             else:
-                verdict = expressible(self.engine.check(request, wait=wait))
-            answer = to_answer(verdict)
+                verdict = expressible(self.engine.check(request, wait=wait), self.listener, request)
+            answer = to_answer(verdict, self.listener)
         except KeysPending:
             raise  # not a failure: __rsgi__ awaits the refetch and asks again
         except Exception:
