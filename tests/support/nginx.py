@@ -12,6 +12,7 @@ worker to switch users to), and is always stopped.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -20,6 +21,7 @@ from types import TracebackType
 
 import pytest
 
+from authz.wire.http import PROXY_REPLACES
 from tests.support.ports import LOOPBACK, free_port, wait_for_port
 from tests.support.service import REPO_ROOT
 
@@ -45,6 +47,13 @@ http {{
     include site.conf;
 }}
 """
+
+
+def replaced_headers() -> str:
+    """The X-Authz-Proxy-Replaces value deploy/nginx/authz.conf sends (a proxy's list)."""
+    text = (DEPLOY / "authz.conf").read_text()
+    (value,) = re.findall(rf'proxy_set_header {PROXY_REPLACES} "([^"]*)";', text, re.IGNORECASE)
+    return value
 
 
 def nginx_binary() -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from authz.wire.http import PROXY_REPLACES
+from tests.support.nginx import replaced_headers
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX = REPO / "deploy" / "nginx"
@@ -29,9 +29,7 @@ def _names(value: str) -> list[str]:
 
 
 def nginx_replaces_list() -> list[str]:
-    text = (NGINX / "authz.conf").read_text()
-    (value,) = re.findall(rf'proxy_set_header {PROXY_REPLACES} "([^"]*)";', text, re.IGNORECASE)
-    return _names(value)
+    return _names(replaced_headers())
 
 
 def nginx_replaced_headers() -> list[str]:
