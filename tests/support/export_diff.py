@@ -384,7 +384,7 @@ def run_seed(
                 EnvoyConfig(
                     authz_address=service.address,
                     http_filters=exported.filter_dicts(),
-                    extra_clusters=[_authz_cluster(service.address)] if hybrid else [],
+                    extra_clusters=[authz_cluster(service.address)] if hybrid else [],
                     **common,
                 ),
                 workdir / f"b-{seed}",
@@ -409,7 +409,7 @@ def run_seed(
     return scenario, found
 
 
-def _authz_cluster(address: str) -> dict[str, Any]:
+def authz_cluster(address: str) -> dict[str, Any]:
     """The `authz` cluster the hybrid export's ext_authz filter names (as `authz envoy-config`)."""
     host, _, port = address.rpartition(":")
     return {

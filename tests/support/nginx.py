@@ -53,7 +53,7 @@ def replaced_headers() -> str:
     """The X-Authz-Proxy-Replaces value deploy/nginx/authz.conf sends (a proxy's list)."""
     text = (DEPLOY / "authz.conf").read_text()
     (value,) = re.findall(rf'proxy_set_header {PROXY_REPLACES} "([^"]*)";', text, re.IGNORECASE)
-    return value
+    return str(value)
 
 
 def nginx_binary() -> str:
