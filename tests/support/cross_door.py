@@ -78,9 +78,13 @@ class Finding:
     case: Case
     statuses: dict[str, int]
     kind: str
+    # Points whose deny came from the proxy itself, not the service (see Points.send).
+    own: frozenset[str] = frozenset()
 
     def __str__(self) -> str:
-        seen = ", ".join(f"{p} {s}" for p, s in self.statuses.items())
+        seen = ", ".join(
+            f"{p} {s}{' (proxy)' if p in self.own else ''}" for p, s in self.statuses.items()
+        )
         return f"{self.kind}: {self.case.describe()}: {seen}"
 
 
@@ -111,20 +115,26 @@ class Points:
     world: World
     urls: dict[str, str]
 
-    def send(self, point: str, case: Case, token: str | None, case_id: str) -> int:
+    def send(self, point: str, case: Case, token: str | None, case_id: str) -> tuple[int, str]:
+        """The status, and who answered a deny: `service` (its JSON body with a decision id),
+        else the proxy itself (`own`: Envoy's RBAC, nginx refusing a request it cannot parse);
+        -1: no answer."""
         tls = point != "nginx"
         cert = self.world.certs[case.cert] if tls and case.cert is not None else None
         try:
-            return https.request(
+            answer = https.request(
                 self.urls[point],
                 case.target(),
                 method=case.method,
                 headers=case.headers(token, case_id),
                 ca=self.world.pki.ca if tls else None,
                 client_cert=cert,
-            ).status
+            )
         except (ConnectionError, OSError):
-            return -1
+            return -1, "none"
+        if answer.status == 200:
+            return 200, ""
+        return answer.status, "service" if b'"decision_id"' in answer.body else "own"
 
 
 def _start_points(stack: ExitStack, world: World, policies: Path, workdir: Path) -> Points:
@@ -223,18 +233,21 @@ def run_seed(world: World, seed: int, workdir: Path) -> tuple[Scenario, list[Fin
             number, case = numbered
             token = world.keys.token(case.token, now)
             at = [p for p in POINTS if not (p == "nginx" and case.cert is not None)]
-            statuses = {p: points.send(p, case, token, f"{seed}-{number}-{p}") for p in at}
+            answers = {p: points.send(p, case, token, f"{seed}-{number}-{p}") for p in at}
+            statuses = {p: status for p, (status, _) in answers.items()}
+            own = frozenset(p for p, (_, who) in answers.items() if who == "own")
             scenario.statuses[tuple(statuses.get(p, 0) for p in POINTS)] += 1
             out = []
             why = judge(case, statuses)
             if why:
-                out.append(Finding(case, statuses, why))
+                out.append(Finding(case, statuses, why, own))
             removes = Removes.for_case(policy_set, case)
             for point in at:
                 mark = f"{seed}-{number}-{point}"
                 seen = [r for r in world.upstream.requests if r.header("x-diff-id") == mark]
                 out += [
-                    Finding(case, statuses, f"{point}: {leak}") for leak in leaks(removes, seen)
+                    Finding(case, statuses, f"{point}: {leak}", own)
+                    for leak in leaks(removes, seen)
                 ]
             return out
 
