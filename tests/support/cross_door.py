@@ -124,7 +124,7 @@ class Points:
         try:
             answer = https.request(
                 self.urls[point],
-                case.target(),
+                case.target(token),
                 method=case.method,
                 headers=case.headers(token, case_id),
                 ca=self.world.pki.ca if tls else None,
@@ -196,12 +196,18 @@ def judge(case: Case, statuses: dict[str, int]) -> str | None:
     return None
 
 
-def leaks(removes: Removes, seen: Sequence[RecordedRequest]) -> list[str]:
+def leaks(removes: Removes, token: str | None, seen: Sequence[RecordedRequest]) -> list[str]:
     """What reached the upstream that must not have: an API key the host's provider reads (in
-    any spelling: a header, a cookie, the query string), a client-sent identity header, or the
-    bearer token of a request the service verified (generated providers are `forward: false`)."""
+    any spelling: a header, a cookie, the query string), a client-sent identity header, or a
+    token where the host's providers read it (they are all `forward: false`)."""
     found = []
     for request in seen:
+        headers = "".join(f"\n{k}: {v}" for k, v in request.headers)
+        if token and (
+            (removes.token_header and token in headers)
+            or (removes.token_query and token in request.path)
+        ):
+            found.append("a forward: false token reached the upstream")
         text = request.path + "".join(f"\n{k}: {v}" for k, v in request.headers)
         if removes.api_key and (API_KEY in text or WRONG_KEY in text):
             found.append("an API key reached the upstream")
@@ -209,8 +215,6 @@ def leaks(removes: Removes, seen: Sequence[RecordedRequest]) -> list[str]:
             found.append("a client-sent x-authz-principal reached the upstream")
         if removes.user_id and SPOOFED in (request.header("x-user-id") or ""):
             found.append("a client-sent x-user-id reached the upstream")
-        if request.header("x-authz-request-principal") and request.header("authorization"):
-            found.append("a verified forward: false token reached the upstream")
     return found
 
 
@@ -247,7 +251,7 @@ def run_seed(world: World, seed: int, workdir: Path) -> tuple[Scenario, list[Fin
                 seen = [r for r in world.upstream.requests if r.header("x-diff-id") == mark]
                 out += [
                     Finding(case, statuses, f"{point}: {leak}", own)
-                    for leak in leaks(removes, seen)
+                    for leak in leaks(removes, token, seen)
                 ]
             return out
 

@@ -3,10 +3,10 @@ list of requests with adversarial spellings, from a seed.
 
 tests/support/export_diff.py's generator makes the policy set (its `--hybrid` form: some
 pseudo-header and query conditions); this module adds what the doors read differently (API keys
-in a header, a cookie and the query string, `claims_to_headers`, host, `:authority`, `:path` and
-`:method` conditions, `ip_blocks`, a deny on a repeated header) and requests with host dots,
-case and ports; auth scheme case; a token or header sent twice; repeated and percent-encoded
-query parameter names; slash-only and `;param` paths; a client certificate with two URI SANs; a
+in a header, a cookie and the query string, tokens in the query string too, `claims_to_headers`,
+host, `:authority`, `:path` and `:method` conditions, `ip_blocks`, a deny on a repeated header)
+and requests with host dots, case and ports; auth scheme case; a token or header sent twice, a
+token in the header and the query; repeated and percent-encoded query parameter names; slash-only and `;param` paths; a client certificate with two URI SANs; a
 spoofed identity header and `X-Forwarded-For`.
 """
 
@@ -67,6 +67,8 @@ PATHS = (
     "/api/orders/%2e%2e/admin",
 )
 QUERIES = ("", "", "", "?x=1", "?x=1&x=2", "?X=1", "?x", "?debug=%2F")
+TOKENS = ("none", "none", "alice", "alice", "bob", "carol", "expired", "tampered", "wrong_aud")
+TOKEN_SPOTS = ("header", "header", "header", "header", "query", "query_encoded", "both")
 SCHEMES = ("Bearer", "Bearer", "bearer", "BEARER", "BeArEr")
 KEY_SPOTS = (
     None,
@@ -91,6 +93,7 @@ class Case:
     token: str  # export_diff.Keys kind
     scheme: str
     token_twice: bool
+    token_spot: str  # header, query (access_token=), query_encoded (access%5Ftoken=), both
     key_spot: str | None
     tenants: tuple[str, ...]
     spoof: bool  # a client-sent x-user-id and x-authz-principal
@@ -98,22 +101,26 @@ class Case:
 
     @property
     def query_credential(self) -> bool:
-        return self.key_spot in ("query", "query_encoded", "query_twice")
+        """A credential in the query string: the HTTP door and forward-auth cannot strip it."""
+        in_query = self.key_spot in ("query", "query_encoded", "query_twice")
+        return in_query or (self.token != "none" and self.token_spot != "header")
 
-    def target(self) -> str:
+    def target(self, token: str | None = None) -> str:
         query = {
-            "query": "api_key=K",
-            "query_encoded": "api%5Fkey=K",
-            "query_twice": "api_key=K&api_key=K",
-        }.get(self.key_spot or "")
-        if query is None:
+            "query": f"api_key={API_KEY}",
+            "query_encoded": f"api%5Fkey={API_KEY}",
+            "query_twice": f"api_key={API_KEY}&api_key={API_KEY}",
+        }.get(self.key_spot or "", "")
+        if token is not None and self.token_spot != "header":
+            name = "access%5Ftoken" if self.token_spot == "query_encoded" else "access_token"
+            query = f"{query}&{name}={token}" if query else f"{name}={token}"
+        if not query:
             return self.path
-        query = query.replace("K", API_KEY)
         return f"{self.path}{'&' if '?' in self.path else '?'}{query}"
 
     def headers(self, token: str | None, case_id: str) -> list[tuple[str, str]]:
         headers = [("host", self.host), ("x-diff-id", case_id)]
-        if token is not None:
+        if token is not None and self.token_spot in ("header", "both"):
             headers += [("authorization", f"{self.scheme} {token}")] * (
                 2 if self.token_twice else 1
             )
@@ -141,13 +148,14 @@ class Case:
         parts = [
             cert,
             f"token {self.token}"
-            + (f" ({self.scheme}, twice)" if self.token_twice else f" ({self.scheme})"),
+            + (f" ({self.scheme}, twice)" if self.token_twice else f" ({self.scheme})")
+            + (f" in {self.token_spot}" if self.token_spot != "header" else ""),
         ]
         parts += [f"key {self.key_spot}"] if self.key_spot else []
         parts += [f"x-tenant {','.join(self.tenants)}"] if self.tenants else []
         parts += ["spoofed identity"] if self.spoof else []
         parts += [f"x-forwarded-for {self.forwarded_for}"] if self.forwarded_for else []
-        return f"{self.method} {self.host}{self.target()} [{'; '.join(parts)}]"
+        return f"{self.method} {self.host}{self.target('TOKEN')} [{'; '.join(parts)}]"
 
 
 @dataclass
@@ -203,11 +211,18 @@ def make_scenario(seed: int, world: World) -> Scenario:
     rng = random.Random(f"cross-door-{seed}")
     files = base.files
     keyed = rng.choice(list(files))
+    # Every provider or none (providers of one host reading different places are not exported).
+    query_tokens = rng.random() < 0.35
     for number, (name, doc) in enumerate(files.items()):
         auth = doc.setdefault("authentication", {})
         for provider in auth.get("jwt", []):
             if rng.random() < 0.6:
                 provider["claims_to_headers"] = {"sub": "x-user-id"}
+            if query_tokens:
+                provider["from"] = [
+                    {"header": "authorization", "prefix": "Bearer "},
+                    {"query": "access_token"},
+                ]
         if name == keyed:
             auth["api_keys"] = [
                 {
@@ -226,21 +241,10 @@ def make_scenario(seed: int, world: World) -> Scenario:
                 path=rng.choice(PATHS) + rng.choice(QUERIES),
                 host=rng.choice(HOSTS),
                 cert=rng.choice([None, None, None, None, 0, 1, 2, 3, TWO_SANS]),
-                token=rng.choice(
-                    (
-                        "none",
-                        "none",
-                        "alice",
-                        "alice",
-                        "bob",
-                        "carol",
-                        "expired",
-                        "tampered",
-                        "wrong_aud",
-                    )
-                ),
+                token=rng.choice(TOKENS),
                 scheme=rng.choice(SCHEMES),
                 token_twice=rng.random() < 0.1,
+                token_spot=rng.choice(TOKEN_SPOTS),
                 key_spot=rng.choice(KEY_SPOTS),
                 tenants=tuple(rng.sample(["acme", "guest", "other"], rng.choice([0, 0, 1, 1, 2]))),
                 spoof=rng.random() < 0.3,
@@ -253,20 +257,28 @@ def make_scenario(seed: int, world: World) -> Scenario:
 @dataclass(frozen=True)
 class Removes:
     """What the service removes on an allow for one host: an API key (when a provider of the
-    host reads keys) and a client's x-user-id (when a provider fills it from claims); the
-    fixed x-authz-* headers always."""
+    host reads keys), a client's x-user-id (when a provider fills it from claims), a token
+    in the header or query parameter a provider reads (all generated providers are
+    `forward: false`); the fixed x-authz-* headers always."""
 
-    api_key: bool
-    user_id: bool
+    api_key: bool = False
+    user_id: bool = False
+    token_header: bool = False
+    token_query: bool = False
 
     @classmethod
     def for_case(cls, policies: PolicySet, case: Case) -> Removes:
         host = normalize_host(case.host)
         policy = policies.for_host(host) if host is not None else None
         if policy is None:
-            return cls(False, False)
+            return cls()
+        authentication = policy.authentication
+        places = [where for p in authentication.jwt_providers for where in p.locations]
         return cls(
-            bool(policy.authentication.api_key_providers), "x-user-id" in policy.claim_headers
+            api_key=bool(authentication.api_key_providers),
+            user_id="x-user-id" in policy.claim_headers,
+            token_header=any(where.header for where in places),
+            token_query=any(where.query for where in places),
         )
 
 
