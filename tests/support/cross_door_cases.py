@@ -6,8 +6,9 @@ pseudo-header and query conditions); this module adds what the doors read differ
 in a header, a cookie and the query string, tokens in the query string too, `claims_to_headers`,
 host, `:authority`, `:path` and `:method` conditions, `ip_blocks`, a deny on a repeated header)
 and requests with host dots, case and ports; auth scheme case; a token or header sent twice, a
-token in the header and the query; repeated and percent-encoded query parameter names; slash-only and `;param` paths; a client certificate with two URI SANs; a
-spoofed identity header and `X-Forwarded-For`.
+token in the header and the query; repeated and percent-encoded query parameter names;
+slash-only and `;param` paths; a client certificate with two URI SANs; a spoofed identity
+header and `X-Forwarded-For`.
 """
 
 from __future__ import annotations
