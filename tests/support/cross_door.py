@@ -25,7 +25,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -86,6 +86,24 @@ class Finding:
             f"{p} {s}{' (proxy)' if p in self.own else ''}" for p, s in self.statuses.items()
         )
         return f"{self.kind}: {self.case.describe()}: {seen}"
+
+
+@dataclass(frozen=True)
+class Known:
+    """A disagreement found, reported to the branch that owns it and not fixed yet. The test
+    and the command list the findings it matches as quarantined, by name, instead of failing:
+    each is a bug to fix, not a difference the docs list."""
+
+    name: str
+    why: str
+    matches: Callable[[Finding], bool]
+
+
+QUARANTINE: tuple[Known, ...] = ()
+
+
+def quarantined(finding: Finding) -> Known | None:
+    return next((known for known in QUARANTINE if known.matches(finding)), None)
 
 
 def _optional_client_certificate(config: Any) -> None:
@@ -282,8 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 for finding in found:
-                    print(f"  {finding}")
-                if found:
+                    known = quarantined(finding)
+                    print(f"  {finding}" + (f" [quarantined: {known.name}]" if known else ""))
+                if any(quarantined(f) is None for f in found):
                     failed += 1
                     if not args.quiet:
                         print(json.dumps(scenario.files, indent=1))
