@@ -220,11 +220,8 @@ def leaks(removes: Removes, token: str | None, seen: Sequence[RecordedRequest]) 
     token where the host's providers read it (they are all `forward: false`)."""
     found = []
     for request in seen:
-        headers = "".join(f"\n{k}: {v}" for k, v in request.headers)
-        if token and (
-            (removes.token_header and token in headers)
-            or (removes.token_query and token in request.path)
-        ):
+        read = "".join(v for k, v in request.headers if k in removes.token_headers)
+        if token and (token in read or (removes.token_query and token in request.path)):
             found.append("a forward: false token reached the upstream")
         text = request.path + "".join(f"\n{k}: {v}" for k, v in request.headers)
         if removes.api_key and (API_KEY in text or WRONG_KEY in text):

@@ -219,11 +219,10 @@ def make_scenario(seed: int, world: World) -> Scenario:
         for provider in auth.get("jwt", []):
             if rng.random() < 0.6:
                 provider["claims_to_headers"] = {"sub": "x-user-id"}
+            # Where the requests carry tokens (the base generator may pick another header).
+            provider["from"] = [{"header": "authorization", "prefix": "Bearer "}]
             if query_tokens:
-                provider["from"] = [
-                    {"header": "authorization", "prefix": "Bearer "},
-                    {"query": "access_token"},
-                ]
+                provider["from"].append({"query": "access_token"})
         if name == keyed:
             auth["api_keys"] = [
                 {
@@ -264,7 +263,7 @@ class Removes:
 
     api_key: bool = False
     user_id: bool = False
-    token_header: bool = False
+    token_headers: frozenset[str] = frozenset()
     token_query: bool = False
 
     @classmethod
@@ -278,7 +277,7 @@ class Removes:
         return cls(
             api_key=bool(authentication.api_key_providers),
             user_id="x-user-id" in policy.claim_headers,
-            token_header=any(where.header for where in places),
+            token_headers=frozenset(where.header.lower() for where in places if where.header),
             token_query=any(where.query for where in places),
         )
 
