@@ -128,6 +128,17 @@ def _token_in_two_places(finding: Finding) -> bool:
     return finding.kind.endswith("token reached the upstream") and finding.case.token_spot == "both"
 
 
+def _envoy_folds_dotdot_param(finding: Finding) -> bool:
+    """Envoy's normalize_path reads a `..;x` segment as `..` (`/..;/admin` reaches the gRPC
+    and HTTP doors, the exported filters and the upstream as `/admin`); behind nginx the service
+    gets `/..;/admin` and refuses it (400 invalid_path), as the contract says."""
+    return (
+        finding.kind == "allow/deny"
+        and "..;" in finding.case.path
+        and (finding.statuses.get("nginx") == 400)
+    )
+
+
 def _export_passes_identity_header(finding: Finding) -> bool:
     return finding.kind == "export: a client-sent x-authz-principal reached the upstream"
 
@@ -144,6 +155,9 @@ KNOWN: dict[str, Known] = {
         Known("token-in-two-places", "doors/export: a token in the header and the query string: "
               "one copy is used and removed, the other reaches the upstream",
               _token_in_two_places),
+        Known("envoy-folds-dotdot-param", "Envoy's normalize_path folds `/..;/` before any "
+              "door sees it; nginx does not, and the service refuses it",
+              _envoy_folds_dotdot_param),
         Known("export-identity-header", "export: a client's x-authz-principal is neither set "
               "nor removed by the exported filters", _export_passes_identity_header),
     )
