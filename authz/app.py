@@ -19,8 +19,10 @@ from authz.identity import IdentityResolver, KeyRegistry
 from authz.interceptors import MetricsInterceptor
 from authz.limits import Counter, Limiter, open_counter
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
+from authz.observe.admin import Pages
 from authz.observe.cert_expiry import PeerCertificateExpiry
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from authz.observe.recent import RecentDecisions
 from authz.policy import PolicyStore, load_policy_set
 from authz.reload import PolicyReloader, ReloadListener
 from authz.server import (
@@ -62,6 +64,10 @@ class App:
     counter: Counter | None = None
     # With settings.otlp_endpoint only (the module is imported only then).
     tracing: Tracing | None = None
+    # The decision page's ring and token (with settings.admin and settings.decision_page).
+    recent: RecentDecisions | None = None
+    admin_token: str | None = None
+    started_at: float = 0.0
 
     def start_admin(self, phase: Callable[[], str] = lambda: Phase.SERVING) -> AdminServer | None:
         """Bind and start the admin endpoint when settings.admin is set (raises OSError).
@@ -77,6 +83,7 @@ class App:
                 self.keys.status,
                 self.counter.status if self.counter is not None else None,
             ),
+            pages=self._decision_pages(),
         )
         try:
             admin.start()
@@ -84,6 +91,28 @@ class App:
             raise ListenError(self.settings.admin, describe_os_error(error)) from error
         self.admin = admin
         return admin
+
+    def _decision_pages(self) -> Pages | None:
+        if self.recent is None or self.settings.admin is None:
+            return None
+        # Imported only with the page on: it reads the authoring and audit tools' explainers.
+        from authz.page.access import on_loopback
+        from authz.page.routes import DecisionPages
+        from authz.page.views import Sources
+
+        store, reloader, counter = self.store, self.reloader, self.counter
+        sources = Sources(
+            policy=lambda: store.current,
+            policy_directory=self.settings.policies,
+            started_at=self.started_at,
+            last_reload=lambda: reloader.last if reloader is not None else None,
+            key_states=self.keys.states,
+            rate_limits=counter.status if counter is not None else dict,
+            recent=self.recent,
+        )
+        return DecisionPages(
+            sources, token=self.admin_token, open_without_token=on_loopback(self.settings.admin)
+        )
 
     def close(self) -> None:
         if self.admin is not None:
@@ -102,9 +131,11 @@ class App:
 
 def build_app(settings: Settings) -> App:
     """Load and compile the policies (raising PolicyError when they are bad) and wire it all."""
+    started_at = time.time()
     policy_set = load_policy_set(settings.policies)
     store = PolicyStore(policy_set)
-    decision_log = _decision_log(settings, store)
+    recent, admin_token = _decision_page(settings)
+    decision_log = _decision_log(settings, store, recent)
     # Connects to a Redis in the background: the first checks count locally if it is slow.
     counter = open_counter(settings.rate_limit_store, max_keys=settings.rate_limit_max_keys)
     tracing = _tracing(settings)
@@ -151,7 +182,24 @@ def build_app(settings: Settings) -> App:
         decision_log,
         tracing=tracing,
         counter=counter,
+        recent=recent,
+        admin_token=admin_token,
+        started_at=started_at,
     )
+
+
+def _decision_page(settings: Settings) -> tuple[RecentDecisions | None, str | None]:
+    """The decision page's ring and bearer token, or (None, None) without the page. Raises
+    ConfigError when the token file cannot be read."""
+    if settings.admin is None or not settings.decision_page:
+        return None, None
+    from authz.page.access import read_token
+
+    try:
+        token = read_token(settings.admin_token_file)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--admin-token-file: {error}") from error
+    return RecentDecisions(settings.recent_decisions, settings.recent_decisions_bytes), token
 
 
 def _tracing(settings: Settings) -> Tracing | None:
@@ -220,9 +268,12 @@ def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None
     return on_reload
 
 
-def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
-    """The started decision log of settings.decision_log, or None. Raises ConfigError."""
-    if settings.decision_log is None:
+def _decision_log(
+    settings: Settings, store: PolicyStore, recent: RecentDecisions | None
+) -> DecisionLog | None:
+    """The started decision log of settings.decision_log (and of the decision page's ring), or
+    None when neither is on. Raises ConfigError."""
+    if settings.decision_log is None and recent is None:
         return None
     cache: dict[str, Any] = {}
 
@@ -240,6 +291,7 @@ def _decision_log(settings: Settings, store: PolicyStore) -> DecisionLog | None:
 
     decision_log = DecisionLog(
         settings.decision_log,
+        recent=recent,
         log_headers=settings.log_headers,
         token_headers=secret_token_headers,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -18,22 +19,45 @@ def version() -> str:
         return "unknown"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def unrecognized(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """`unrecognized arguments: --polices pol (did you mean --policies?)`."""
+    # argparse keeps every option string of a parser (its groups' too) in this table.
+    flags = sorted(parser._option_string_actions)
+    hints = []
+    for word in unknown:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.partition("=")[0], flags, n=1)
+            hints += [f"did you mean {close[0]}?"] if close else []
+    return f"unrecognized arguments: {' '.join(unknown)}" + (
+        f" ({'; '.join(hints)})" if hints else ""
+    )
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as `authz` reads it: exits 2 with the command's usage when it is wrong,
+    without running anything (tests check the documented command lines with it)."""
     parser = argparse.ArgumentParser(
         prog="authz", description="External authorization for Envoy (ext_authz v3)."
     )
     parser.add_argument("--version", action="version", version=f"authz {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    runners = {}
+    parsers = {}
     for command in COMMANDS:
         sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.HELP)
         command.configure(sub)
-        runners[command.NAME] = command.run
-    raw = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(raw)
-    args.argv = raw  # the supervisor of `serve --workers N` starts each worker with these
+        sub.set_defaults(run=command.run)
+        parsers[command.NAME] = sub
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's usage and a close flag, not the top level's usage alone
+        parsers[args.command].error(unrecognized(unknown, parsers[args.command]))
+    args.argv = list(argv)  # the supervisor of `serve --workers N` starts each worker with these
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     try:
-        code = runners[args.command](args)
+        code: int = args.run(args)
         sys.stdout.flush()
     except BrokenPipeError:
         # `authz explain ... | head`: the reader is gone, which is not an error. Point stdout at

@@ -186,6 +186,24 @@ class Settings:
         check=checks.admin_address,
         metavar="HOST:PORT",
     )
+    # The decision page on the admin endpoint (authz.page): the recent decisions it keeps.
+    decision_page: bool = setting(True, "serve the decision page on --admin (/, /decisions, /api/)")
+    recent_decisions: int = setting(
+        1000, "decisions the page keeps in memory", check=checks.at_least_one, metavar="N"
+    )
+    recent_decisions_bytes: int = setting(
+        8 * 1024 * 1024,
+        "bytes of decision records the page keeps in memory",
+        check=checks.at_least_one,
+        metavar="BYTES",
+    )
+    admin_token_file: str | None = setting(
+        None,
+        "the decision page's bearer token (needed when --admin is off loopback; "
+        "or AUTHZ_ADMIN_TOKEN)",
+        paths=True,
+        metavar="FILE",
+    )
     decision_log: str | None = setting(
         None,
         "write one JSON line per check to PATH ('-' for stdout)",

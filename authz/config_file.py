@@ -58,13 +58,15 @@ from authz.config import ENV_PREFIX, Entry, Settings, build_settings, sections, 
 from authz.config_checks import Invalid
 from authz.errors import ConfigError
 from authz.limits.shared import PASSWORD_ENV
+from authz.page.access import ADMIN_TOKEN_ENV
 from authz.policy.yaml_source import YamlProblems, YMap, parse_yaml, to_plain
 from authz.workers import WORKER_INDEX_ENV  # set by the supervisor of `--workers N`
 
 CONFIG_ENV = "AUTHZ_CONFIG"
-# AUTHZ_ variables that are not settings: the config file's name, the worker index, and the
-# rate-limit store's password (read where the store connects, never a flag: flags show in `ps`).
-_NOT_SETTINGS = frozenset({CONFIG_ENV, WORKER_INDEX_ENV, PASSWORD_ENV})
+# AUTHZ_ variables that are not settings: the config file's name, the worker index, the
+# rate-limit store's password and the decision page's token (read where they are used, never a
+# flag: flags show in `ps`).
+_NOT_SETTINGS = frozenset({CONFIG_ENV, WORKER_INDEX_ENV, PASSWORD_ENV, ADMIN_TOKEN_ENV})
 # Kubernetes service links: {NAME}_SERVICE_HOST, {NAME}_SERVICE_PORT[_{port name}], {NAME}_PORT,
 # {NAME}_PORT_{port}_{PROTO}[_PROTO|_PORT|_ADDR] for every Service NAME (here authz, authz-x...).
 _SERVICE_LINK = re.compile(

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz.addresses import Address, AddressError, parse
+from authz.addresses import Address, AddressError, parse, reachable
 
 AUTHZ_CLUSTER = "authz"
 UPSTREAM_CLUSTER = "upstream"
@@ -29,8 +29,9 @@ Config = dict[str, Any]
 
 
 def parse_endpoint(text: str, *, allow_unix: bool = True) -> Address:
-    """An address `authz serve --listen` takes; Envoy is given unix socket paths absolute."""
-    endpoint = parse(text, allow_unix=allow_unix)
+    """An address `authz serve --listen` takes; Envoy is given unix socket paths absolute.
+    `:PORT` (a service listening on every interface) is reached on this machine's loopback."""
+    endpoint = parse(reachable(text), allow_unix=allow_unix)
     if endpoint.unix_path is not None and not endpoint.unix_path.startswith("/"):
         raise AddressError(f"{text!r}: a unix socket path must be absolute")
     return endpoint
@@ -101,6 +102,12 @@ HYBRID_FILTERS: tuple[tuple[str, str], ...] = (
 ECDS_FILTERS = (*EXPORTED_FILTERS[:4], *HYBRID_FILTERS, *EXPORTED_FILTERS[4:])
 
 
+def ecds_files(directory: str) -> list[str]:
+    """The files Envoy reads the exported filters from (`authz serve --export-envoy` writes)."""
+    directory = os.path.abspath(directory)
+    return [os.path.join(directory, f"{name}.yaml") for name, _ in ECDS_FILTERS]
+
+
 def ecds_http_filters(directory: str) -> list[Config]:
     """HCM `http_filters` entries that read the exported filters from `directory` (ECDS files
     written by `authz serve --export-envoy`; Envoy reloads them when the directory's `..data`
@@ -112,14 +119,14 @@ def ecds_http_filters(directory: str) -> list[Config]:
             "config_discovery": {
                 "config_source": {
                     "path_config_source": {
-                        "path": os.path.join(directory, f"{name}.yaml"),
+                        "path": path,
                         "watched_directory": {"path": directory},
                     },
                 },
                 "type_urls": [type_url],
             },
         }
-        for name, type_url in ECDS_FILTERS
+        for (name, type_url), path in zip(ECDS_FILTERS, ecds_files(directory), strict=True)
     ]
 
 

@@ -4,7 +4,9 @@
     {"time": "2026-11-30T02:07:31.123Z", "level": "INFO", "logger": "authz", "worker": 1, ...}
 
 Third-party libraries log at WARNING and above unless the level is debug: watchfiles, for one,
-logs every change it sees at INFO, which is noise next to our own reload line.
+logs every change it sees at INFO, which is noise next to our own reload line. granian sets its
+own loggers to INFO (so the root's level does not hold them back) and warns that its embedded
+server, which we chose, is experimental: both are dropped unless the level is debug.
 """
 
 from __future__ import annotations
@@ -60,6 +62,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class QuietLibraries(logging.Filter):
+    """Below debug: other libraries' records under WARNING, whatever level their loggers set
+    themselves, and granian's notices that a part it runs is experimental."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "authz" or record.name.startswith("authz."):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        return not (
+            record.name.startswith("_granian") and record.getMessage().endswith("experimental!")
+        )
+
+
 def configure(
     level: str,
     fmt: str,
@@ -81,6 +97,8 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     ours = logging.getLevelName(level.upper())
+    if ours > logging.DEBUG:
+        handler.addFilter(QuietLibraries())
     # Third-party loggers inherit the root's level: warnings and up, all of it with debug.
     root.setLevel(ours if ours <= logging.DEBUG else max(ours, logging.WARNING))
     logging.getLogger("authz").setLevel(ours)

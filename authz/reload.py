@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from authz.errors import PolicyError
@@ -38,6 +39,17 @@ log = logging.getLogger("authz.reload")
 # Called after every reload attempt with True (loaded, or unchanged) or False (rejected).
 # Listeners run on the reload thread and must be quick and must not raise (metrics count here).
 ReloadListener = Callable[[bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadRecord:
+    """The last reload attempt, as the decision page shows it."""
+
+    time: float  # when it finished (Unix seconds)
+    outcome: str  # "loaded", "unchanged" or "rejected"
+    revision: str  # the revision in force after it
+    loaded_at: float | None  # when the set in force was loaded; None: before this reloader
+    problems: tuple[str, ...] = ()  # a rejected set's problems, FILE:LINE first
 
 
 class _Keys(Protocol):
@@ -83,6 +95,7 @@ class PolicyReloader:
         self._pending = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.last: ReloadRecord | None = None
 
     # -- reloading -------------------------------------------------------------------------
 
@@ -113,11 +126,13 @@ class PolicyReloader:
             )
             for problem in error.problems:
                 log.error("  %s", problem)
+            self._record("rejected", old.revision, tuple(str(p) for p in error.problems))
             return False, None
         except Exception:
             # An unexpected failure (a bug, an unreadable directory) is a rejection too: the
             # last good set is still the safest thing to serve.
             log.exception("policy reload failed, revision %s stays in force", old.revision)
+            self._record("rejected", old.revision, ("the reload failed: see the service's log",))
             return False, None
         seconds = time.monotonic() - started
         if new.revision == old.revision:
@@ -128,6 +143,7 @@ class PolicyReloader:
                 self.directory,
                 seconds,
             )
+            self._record("unchanged", old.revision)
             return True, _Retired(new)
         if self._keys is not None:
             # Keys for the union first, so a check in flight under the old set and the first
@@ -144,7 +160,15 @@ class PolicyReloader:
             old.revision,
             seconds,
         )
+        self._record("loaded", new.revision, loaded=True)
         return True, _Retired(old)
+
+    def _record(
+        self, outcome: str, revision: str, problems: tuple[str, ...] = (), *, loaded: bool = False
+    ) -> None:
+        now = time.time()
+        previous = self.last.loaded_at if self.last is not None else None
+        self.last = ReloadRecord(now, outcome, revision, now if loaded else previous, problems)
 
     def request_reload(self) -> None:
         """Ask the worker for a reload; returns at once. Safe from a signal handler."""

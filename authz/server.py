@@ -113,12 +113,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             log.exception("check failed; denied (decision %s)", decision_id)
             return internal_error_response(decision_id)
         elapsed = time.perf_counter() - started
-        notify(self.observers, request, verdict, elapsed)
+        # The tracer first: it dates the span back from now by `elapsed`, so the observers'
+        # own time must not fall in between.
         if self.tracer is not None:
             try:
                 self.tracer(request, verdict, elapsed, carrier)
             except Exception:
                 log.exception("tracer failed")
+        notify(self.observers, request, verdict, elapsed)
         return response
 
 
@@ -172,7 +174,7 @@ def build_server(
     for address in settings.listen:
         probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
         try:
-            bound = server.add_insecure_port(address)
+            bound = server.add_insecure_port(addresses.bindable(address))
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if bound == 0 and not address.startswith("unix:"):  # the sync server returns 0

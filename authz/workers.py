@@ -89,12 +89,14 @@ def check_worker_addresses(settings: Settings) -> None:
         if mine.admin:
             named.append((f"--admin {mine.admin}", mine.admin))
         for what, address in named:
-            if not _usable(address):
+            usable = _usable(address)
+            if not usable:
                 problems.append(f"worker {index}: {what}: the port is over 65535")
             owner = f"worker {index}'s {what.split()[0]}" if settings.workers > 1 else what
-            if address in seen:
-                problems.append(f"{address} would be used by {seen[address]} and {owner}")
-            seen.setdefault(address, owner)
+            key = addresses.bindable(address) if usable else address  # `:9192` is 0.0.0.0:9192
+            if key in seen:
+                problems.append(f"{address} would be used by {seen[key]} and {owner}")
+            seen.setdefault(key, owner)
     if problems:
         head = (
             f"--workers {settings.workers}: worker i listens on each port + i "

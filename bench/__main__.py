@@ -1,7 +1,12 @@
-"""`python -m bench run [--quick]`: every bench, side by side, then docs/benchmarks.md + .png.
+"""`python -m bench`: the one entry point of the benchmarks.
 
-Parts that need a tool that is not installed (h2load, wrk, Envoy) are skipped and the report
-says so. Nothing asserts a number: the report prints medians and ratios.
+    python -m bench run [--quick] [--parts a,b] [--out FILE]   every part side by side, the report
+    python -m bench TOOL [args]                                one focused measurement (see --help)
+
+The report goes to a temporary file unless `--out` names one: docs/benchmarks.md changes only
+when asked (`--out docs/benchmarks.md`, after a full run). Parts that need a tool that is not
+installed (h2load, wrk, Envoy, the OPA-Envoy binary) are skipped and the report says so and how
+to get it. Nothing asserts a number: the report prints medians and ratios.
 """
 
 from __future__ import annotations
@@ -10,12 +15,50 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_load, export_load, grpc_load, h2load, http_mode, inproc, server_models
-from bench.procs import REPO
+from bench import (
+    audit_log,
+    empty_servicer,
+    export_load,
+    http_mode,
+    latency,
+    miss_cost,
+    opa,
+    profile,
+    rate_limits,
+    reload_stall,
+    server_models,
+    startup,
+    tracing,
+)
+from bench.parts import PARTS, Size
+
+# The focused measurements: name -> its main(argv). Each prints what it measured.
+TOOLS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "audit-log": (audit_log.main, "authz usage/replay throughput and memory on a big log"),
+    "export-load": (export_load.main, "the exported filters against hand-written ones"),
+    "http-mode": (http_mode.main, "the HTTP door against the gRPC door and an empty app"),
+    "latency": (latency.main, "latency added at a fixed rate: both doors, export, OPA-Envoy"),
+    "miss-cost": (miss_cost.main, "CPU per check with and without the decision cache"),
+    "profile": (profile.main, "py-spy profile of the gRPC door under load"),
+    "rate-limits": (rate_limits.main, "the cost of rate limits, in process and with Redis"),
+    "reload-stall": (reload_stall.main, "check latency while a big policy set reloads"),
+    "server-models": (server_models.main, "grpc.aio against the sync server at thread counts"),
+    "startup": (startup.main, "time from start to SERVING"),
+    "tracing": (tracing.main, "the cost of tracing per check"),
+}
+
+# The processes the parts start to measure against (not for people): kind -> serve(argv).
+SERVERS: dict[str, Callable[[list[str]], None]] = {
+    "empty-grpc": empty_servicer.serve,  # ADDRESS
+    "empty-http": http_mode.serve_empty,  # ADDRESS
+    "model": server_models.serve,  # MODEL ADDRESS POLICIES
+}
 
 
 def machine() -> dict[str, str]:
@@ -32,73 +75,21 @@ def machine() -> dict[str, str]:
 
 
 def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
-    rounds = 3 if quick else 7
+    size = Size(quick)
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "skipped": []}
     started = time.time()
-    if "engine" in parts:
-        counts = (10, 100, 1000, 10_000)
-        evaluated, checked = inproc.engine_by_rules(
-            counts, calls=300 if quick else 3000, rounds=rounds
-        )
-        results["engine"] = {"evaluate": evaluated, "check": checked}
-        print("engine done", flush=True)
-    if "identity" in parts:
-        results["identity"] = inproc.identity_by_algorithm(
-            calls=50 if quick else 300, rounds=rounds
-        )
-        results["full_check"] = inproc.full_check(calls=300 if quick else 3000, rounds=rounds)
-        print("identity done", flush=True)
-    if "cache" in parts:
-        results["cache"] = inproc.decision_cache(calls=300 if quick else 2000, rounds=rounds)
-        print("cache done", flush=True)
-    if "grpc" in parts:
-        if h2load.available():
-            results["grpc"] = grpc_load.compare(rounds=rounds, requests=2000 if quick else 10_000)
-            print("grpc done", flush=True)
-        else:
-            results["skipped"].append("gRPC Check with h2load: h2load is not installed")
-    if "e2e" in parts:
-        if envoy_load.available():
-            results["e2e"] = envoy_load.compare(
-                rounds=2 if quick else 5,
-                seconds=2 if quick else 5,
-                latency_rate=200,
-                latency_seconds=3 if quick else 8,
-            )
-            print("e2e done", flush=True)
-        else:
-            results["skipped"].append("end to end: Envoy or wrk is not installed")
-    if "peers" in parts:
-        if envoy_load.available():
-            results["peers"] = envoy_load.peers(rounds=2 if quick else 5, seconds=2 if quick else 5)
-            results["skipped"] += results["peers"]["skipped"]
-            print("peers done", flush=True)
-        else:
-            results["skipped"].append("peers: Envoy or wrk is not installed")
-    if "models" in parts:
-        if envoy_load.available() and h2load.available():
-            results["models"] = server_models.compare(
-                rounds=2 if quick else 5,
-                requests=2000 if quick else 6000,
-                seconds=2 if quick else 4,
-            )
-            print("models done", flush=True)
-        else:
-            results["skipped"].append("server models: Envoy, wrk or h2load is not installed")
-    if "http" in parts:
-        if envoy_load.available():
-            results["http_mode"] = http_mode.compare(
-                rounds=2 if quick else 5, seconds=2 if quick else 5
-            )
-            print("http mode done", flush=True)
-        else:
-            results["skipped"].append("HTTP mode: Envoy or wrk is not installed")
-    if "export" in parts:
-        if envoy_load.available():
-            results["export"] = export_load.compare(rounds=3 if quick else 7, seconds=3)
-            print("export done", flush=True)
-        else:
-            results["skipped"].append("exported policy: Envoy or wrk is not installed")
+    for part in PARTS:
+        if part.name not in parts:
+            continue
+        missing = part.missing()
+        if missing is not None:
+            results["skipped"].append(f"{part.title}: {missing}")
+            continue
+        for key, value in part.run(size).items():
+            results[key] = value
+            if isinstance(value, dict):  # a part that ran but left a peer out says why
+                results["skipped"] += value.get("skipped", [])
+        print(f"{part.name} done", flush=True)
     results["seconds"] = time.time() - started
     from bench.report import write
 
@@ -107,20 +98,56 @@ def run(quick: bool, out: Path, parts: set[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        return TOOLS[argv[0]][0](argv[1:])
+    if argv and argv[0] == "serve" and len(argv) > 1 and argv[1] in SERVERS:
+        SERVERS[argv[1]](argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="focused measurements (python -m bench TOOL --help):\n"
+        + "\n".join(f"  {name:14} {about}" for name, (_, about) in TOOLS.items()),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the benches and write the report")
     r.add_argument("--quick", action="store_true", help="short rounds (about a minute)")
-    r.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md")
+    r.add_argument(
+        "--out",
+        type=Path,
+        help="write the report here, e.g. docs/benchmarks.md after a full run (default: a "
+        "temporary file; the docs change only when asked)",
+    )
+    r.add_argument(
+        "--opa-envoy",
+        metavar="PATH",
+        help=f"the OPA-Envoy binary (or an .xz of it) for the peers part (default: ${opa.ENV})",
+    )
     r.add_argument(
         "--parts",
-        default="engine,identity,cache,grpc,e2e,peers,models,http,export",
-        help="comma-separated subset",
+        default=",".join(part.name for part in PARTS),
+        help="comma-separated subset of: " + ", ".join(part.name for part in PARTS),
     )
     args = parser.parse_args(argv)
-    run(args.quick, args.out, set(args.parts.split(",")))
-    print(f"wrote {args.out}")
+    unknown = set(args.parts.split(",")) - {part.name for part in PARTS}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    if args.opa_envoy:
+        os.environ[opa.ENV] = args.opa_envoy  # bench.opa reads it there, in this process
+    if {"peers", "latency"} & set(args.parts.split(",")) and opa.missing_reason():
+        print(opa.missing_reason(), file=sys.stderr)
+    out = args.out or report_path()
+    run(args.quick, out, set(args.parts.split(",")))
+    print(f"wrote {out}")
     return 0
+
+
+def report_path() -> Path:
+    """A fresh temporary file for a report nobody asked to keep in the repository."""
+    handle, name = tempfile.mkstemp(prefix="authz-bench-", suffix=".md")
+    os.close(handle)
+    return Path(name)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m bench.audit_log [--lines N]`: `authz usage` and `authz replay` throughput.
+"""`python -m bench audit-log [--lines N]`: `authz usage` and `authz replay` throughput.
 
 A decision log of N lines (default 1,000,000) is generated from the example policy set: a
 base of distinct requests (workloads, demo-issuer tokens good, expired, for another audience
@@ -14,7 +14,6 @@ import argparse
 import json
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -167,13 +166,9 @@ def run(lines: int, base_count: int = 5000) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.audit_log", description=__doc__)
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench audit-log", description=__doc__)
     parser.add_argument("--lines", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     print(json.dumps(run(args.lines), indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

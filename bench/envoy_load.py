@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import fixtures, h2load
-from bench.grpc_load import _authz_argv, assert_allows
+from bench.grpc_load import assert_allows, authz_argv
 from bench.procs import PYTHON, REPO, free_port, pinned, started, wait_port
 
 
@@ -214,7 +214,7 @@ def bootstrap(listener: int, admin: int, layout: str, authz_ports: list[int]) ->
     }
 
 
-def _free_pair() -> int:
+def free_pair() -> int:
     """A port P with P+1 also free (worker i of `--workers` listens on P+i)."""
     for _ in range(50):
         port = free_port()
@@ -231,16 +231,34 @@ def _free_pair() -> int:
 def envoy(
     tmp: Path, layout: str, authz_ports: list[int], *, cores: str | None = None
 ) -> Iterator[int]:
+    """An Envoy of one of `bootstrap`'s layouts; yields its listener port."""
     listener, admin = free_port(), free_port()
-    config = tmp / f"envoy-{layout}-{listener}.json"
-    config.write_text(json.dumps(bootstrap(listener, admin, layout, authz_ports)))
+    config = bootstrap(listener, admin, layout, authz_ports)
+    with run_envoy(tmp, layout, config, listener, admin, cores=cores) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def run_envoy(
+    tmp: Path,
+    name: str,
+    config: dict[str, Any],
+    listener: int,
+    admin: int,
+    *,
+    cores: str | None = None,
+) -> Iterator[int]:
+    """Envoy --concurrency 1 on `config` (listening on `listener`, its admin on `admin`),
+    pinned to `cores`; yields `listener` once the admin endpoint says LIVE."""
+    path = tmp / f"envoy-{name}-{listener}.json"
+    path.write_text(json.dumps(config))
     binary = envoy_binary()
     assert binary is not None
-    log = tmp / f"envoy-{listener}.log"
+    log = tmp / f"envoy-{name}-{listener}.log"
     argv = [
         binary,
         "-c",
-        str(config),
+        str(path),
         "--concurrency",
         "1",
         "--log-level",
@@ -267,9 +285,9 @@ def envoy(
 def authz(
     tmp: Path, policies: Path, workers: int, message: Any, *, cores: str | None = None
 ) -> Iterator[list[int]]:
-    port = _free_pair()
+    port = free_pair()
     log = tmp / f"authz-w{workers}-{port}.log"
-    argv = _authz_argv(policies, f"127.0.0.1:{port}", workers if workers > 1 else None)
+    argv = authz_argv(policies, f"127.0.0.1:{port}", workers if workers > 1 else None)
     with started(pinned(argv, cores), log=log) as proc:
         ports = [port + i for i in range(workers)]
         for p in ports:
@@ -413,7 +431,7 @@ FRONT_CORE = "0"
 def _empty(tmp: Path, model: str, cores: str | None) -> Iterator[list[int]]:
     port = free_port()
     log = tmp / f"empty-{model}-{port}.log"
-    argv = [PYTHON, "-m", "bench.server_models", "serve", model, f"127.0.0.1:{port}", "-"]
+    argv = [PYTHON, "-m", "bench", "serve", "model", model, f"127.0.0.1:{port}", "-"]
     with started(pinned(argv, cores), log=log) as proc:
         wait_port(port, proc, log)
         yield [port]

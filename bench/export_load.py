@@ -17,6 +17,7 @@ the `envoy + export` layout starting at all.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import statistics
@@ -28,12 +29,12 @@ from typing import Any
 
 from authz.envoy_bootstrap import REQUEST_HARDENING
 from bench import envoy_load, fixtures
-from bench.procs import free_port, started, wait_port
+from bench.procs import free_port
 
 JWT = "envoy.filters.http.jwt_authn"
 
 
-def _policies(tmp: Path, key: fixtures.Key) -> Path:
+def exportable_policies(tmp: Path, key: fixtures.Key) -> Path:
     """The bench set, without `algorithms` (a provider restricted to some algorithms is not
     exportable: jwt_authn has no such setting); the keys are RS256 either way."""
     directory = fixtures.write_policies(tmp / "policies", 1000, [key])
@@ -115,7 +116,7 @@ def _hand_written(jwks: str) -> list[dict[str, Any]]:
     return [jwt_authn, *envoy_load.rbac_pair(rules, permission, principal)]
 
 
-def _bootstrap(listener: int, admin: int, filters: list[dict[str, Any]]) -> dict[str, Any]:
+def bootstrap_with(listener: int, admin: int, filters: list[dict[str, Any]]) -> dict[str, Any]:
     config = envoy_load.bootstrap(listener, admin, "alone", [])
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     typed = hcm["typed_config"]
@@ -125,18 +126,24 @@ def _bootstrap(listener: int, admin: int, filters: list[dict[str, Any]]) -> dict
 
 
 @contextlib.contextmanager
-def _envoy(tmp: Path, name: str, config_of: Any) -> Iterator[int]:
+def envoy_of(tmp: Path, name: str, config_of: Any, *, cores: str | None = None) -> Iterator[int]:
+    """Envoy on `config_of(listener, admin)`; yields its listener port."""
     listener, admin = free_port(), free_port()
-    config = tmp / f"envoy-{name}-{listener}.json"
-    config.write_text(json.dumps(config_of(listener, admin)))
-    binary = envoy_load.envoy_binary()
-    assert binary is not None
-    log = tmp / f"envoy-{name}-{listener}.log"
-    argv = [binary, "-c", str(config), "--concurrency", "1", "--log-level", "warn"]
-    argv += ["--disable-hot-restart"]
-    with started(argv, log=log) as proc:
-        wait_port(listener, proc, log)
-        yield listener
+    config = config_of(listener, admin)
+    with envoy_load.run_envoy(tmp, name, config, listener, admin, cores=cores) as port:
+        yield port
+
+
+def exported_filters(policies: Path) -> list[dict[str, Any]]:
+    """The Envoy filters `authz export envoy` makes of the set; raises if any host stays out."""
+    from authz.export import export_envoy
+    from authz.policy import load_policy_set
+
+    exported = export_envoy(load_policy_set(str(policies)))
+    problems = [str(f) for f in exported.findings if f.decides]
+    if problems:
+        raise RuntimeError(f"the bench set is not exportable: {problems}")
+    return list(exported.filter_dicts())
 
 
 def compare(*, rounds: int, seconds: float) -> dict[str, Any]:
@@ -151,24 +158,21 @@ def compare(*, rounds: int, seconds: float) -> dict[str, Any]:
         contextlib.ExitStack() as stack,
     ):
         tmp = Path(name)
-        policies = _policies(tmp, key)
+        policies = exportable_policies(tmp, key)
         policy_set = load_policy_set(str(policies))
         export_seconds = []
         for _ in range(3):
             started_at = time.perf_counter()
-            exported = export_envoy(policy_set)
-            filters = exported.filter_dicts()
+            export_envoy(policy_set).filter_dicts()
             export_seconds.append(time.perf_counter() - started_at)
-        problems = [str(f) for f in exported.findings if f.decides]
-        if problems:
-            raise RuntimeError(f"the bench set is not exportable: {problems}")
+        filters = exported_filters(policies)
         jwks = (policies / "jwks.json").read_text()
         listeners = {
             "envoy + export": stack.enter_context(
-                _envoy(tmp, "export", lambda lp, ap: _bootstrap(lp, ap, filters))
+                envoy_of(tmp, "export", lambda lp, ap: bootstrap_with(lp, ap, filters))
             ),
             "envoy + jwt_authn + rbac": stack.enter_context(
-                _envoy(tmp, "hand", lambda lp, ap: _bootstrap(lp, ap, _hand_written(jwks)))
+                envoy_of(tmp, "hand", lambda lp, ap: bootstrap_with(lp, ap, _hand_written(jwks)))
             ),
         }
         ports = stack.enter_context(envoy_load.authz(tmp, policies, 1, message))
@@ -190,5 +194,10 @@ def compare(*, rounds: int, seconds: float) -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":
-    print(json.dumps(compare(rounds=3, seconds=3), indent=1))
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench export-load")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3)
+    args = parser.parse_args(argv)
+    print(json.dumps(compare(rounds=args.rounds, seconds=args.seconds), indent=1))
+    return 0

@@ -29,7 +29,7 @@ class Comparison:
         return statistics.median(self.rounds[name])
 
 
-def _authz_argv(policies: Path, listen: str, workers: int | None = None) -> list[str]:
+def authz_argv(policies: Path, listen: str, workers: int | None = None) -> list[str]:
     # `python -m authz` with this interpreter: in a worktree without its own .venv the `authz`
     # script on PATH (if any) would run another checkout's code.
     argv = [
@@ -69,11 +69,14 @@ def servers(
     authz_port, empty_port = free_port(), free_port()
     with (
         started(
-            pinned(_authz_argv(policies, f"127.0.0.1:{authz_port}"), SERVER_CORE),
+            pinned(authz_argv(policies, f"127.0.0.1:{authz_port}"), SERVER_CORE),
             log=tmp / "authz.log",
         ) as a,
         started(
-            pinned([PYTHON, "-m", "bench.empty_servicer", f"127.0.0.1:{empty_port}"], SERVER_CORE),
+            pinned(
+                [PYTHON, "-m", "bench", "serve", "empty-grpc", f"127.0.0.1:{empty_port}"],
+                SERVER_CORE,
+            ),
             log=tmp / "empty.log",
         ) as e,
     ):

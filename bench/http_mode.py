@@ -1,6 +1,6 @@
 """HTTP mode vs gRPC mode through a real Envoy, side by side in one run (issue 14).
 
-    python -m bench.http_mode [--rounds 3] [--seconds 8]
+    python -m bench http-mode [--rounds 3] [--seconds 8]
 
 Layouts (Envoy --concurrency 1, direct response, wrk -t1 -c32, the bench's 1,000-rule policy
 and an RS256 token, alternating rounds):
@@ -9,7 +9,7 @@ and an RS256 token, alternating rounds):
                  `python -m authz serve --no-grpc --http-listen` (one process);
 * `empty http`   the same http_service to an empty granian RSGI app that answers 200.
 Then the latency (p50/p90/p99, µs, Envoy included) of `grpc w1` and `http w1` at 500 req/s.
-The empty app runs from `python -m bench.http_mode serve-empty HOST:PORT` until SIGTERM.
+The empty app runs from `python -m bench serve empty-http HOST:PORT` until SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,16 +29,18 @@ from typing import Any
 from bench import fixtures, h2load
 from bench.envoy_load import (
     bootstrap,
-    envoy_binary,
     fixed_rate,
     interleaved_throughput,
     percentile,
+    run_envoy,
 )
 from bench.procs import REPO, free_port, started, wait_port
 
 
-def _serve_empty(address: str) -> None:
-    """An empty RSGI app (200, no headers) on the service's own granian setup: the ceiling."""
+def serve_empty(argv: list[str]) -> None:
+    """`ADDRESS`: an empty RSGI app (200, no headers) on the service's own granian setup, the
+    ceiling."""
+    (address,) = argv
     from authz.config import Limits
     from authz.http_server import HttpServers
 
@@ -58,7 +60,7 @@ def _serve_empty(address: str) -> None:
     asyncio.run(main())
 
 
-def _http_bootstrap(listener: int, admin: int, port: int) -> dict[str, Any]:
+def http_bootstrap(listener: int, admin: int, port: int) -> dict[str, Any]:
     from authz.envoy_bootstrap import BootstrapOptions
     from authz.envoy_http import http_ext_authz_filter
 
@@ -74,21 +76,7 @@ def _http_bootstrap(listener: int, admin: int, port: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _envoy(tmp: Path, config: dict[str, Any], listener: int) -> Iterator[int]:
-    path = tmp / f"envoy-{listener}.json"
-    path.write_text(json.dumps(config))
-    log = tmp / f"envoy-{listener}.log"
-    binary = envoy_binary()
-    assert binary is not None
-    argv = [binary, "-c", str(path), "--concurrency", "1", "--log-level", "warn",
-            "--disable-hot-restart"]  # fmt: skip
-    with started(argv, log=log) as proc:
-        wait_port(listener, proc, log)
-        yield listener
-
-
-@contextlib.contextmanager
-def _process(tmp: Path, argv: list[str], port: int, name: str) -> Iterator[int]:
+def authz_process(tmp: Path, argv: list[str], port: int, name: str) -> Iterator[int]:
     log = tmp / f"{name}.log"
     # cwd is the repository: `-m authz` and `-m bench` import this checkout.
     with started(argv, log=log, env={"PYTHONPATH": str(REPO)}) as proc:
@@ -107,22 +95,23 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
         policies = fixtures.write_policies(tmp / "policies", 1000, [key])
         py = sys.executable
         ports = {n: free_port() for n in ("grpc", "http", "empty")}
-        stack.enter_context(_process(tmp, [py, "-m", "authz", "serve", "--policies", str(policies),
-            "--listen", f"127.0.0.1:{ports['grpc']}", "--no-watch", "--log-level", "warning"],
-            ports["grpc"], "grpc"))  # fmt: skip
-        stack.enter_context(_process(tmp, [py, "-m", "authz", "serve", "--policies", str(policies),
-            "--no-grpc", "--http-listen", f"127.0.0.1:{ports['http']}", "--no-watch",
-            "--log-level", "warning"], ports["http"], "http"))  # fmt: skip
-        stack.enter_context(_process(tmp, [py, "-m", "bench.http_mode", "serve-empty",
-            f"127.0.0.1:{ports['empty']}"], ports["empty"], "empty"))  # fmt: skip
+        serve = [py, "-m", "authz", "serve", "--policies", str(policies), "--no-watch"]
+        quiet = ["--log-level", "warning"]
+        grpc = [*serve, "--listen", f"127.0.0.1:{ports['grpc']}", *quiet]
+        http = [*serve, "--no-grpc", "--http-listen", f"127.0.0.1:{ports['http']}", *quiet]
+        empty = [py, "-m", "bench", "serve", "empty-http", f"127.0.0.1:{ports['empty']}"]
+        for kind, argv in (("grpc", grpc), ("http", http), ("empty", empty)):
+            stack.enter_context(authz_process(tmp, argv, ports[kind], kind))
         listeners: dict[str, int] = {}
         for n, make in (
             ("grpc w1", lambda li, ad: bootstrap(li, ad, "authz", [ports["grpc"]])),
-            ("http w1", lambda li, ad: _http_bootstrap(li, ad, ports["http"])),
-            ("empty http", lambda li, ad: _http_bootstrap(li, ad, ports["empty"])),
+            ("http w1", lambda li, ad: http_bootstrap(li, ad, ports["http"])),
+            ("empty http", lambda li, ad: http_bootstrap(li, ad, ports["empty"])),
         ):
             listener, admin = free_port(), free_port()
-            listeners[n] = stack.enter_context(_envoy(tmp, make(listener, admin), listener))
+            listeners[n] = stack.enter_context(
+                run_envoy(tmp, "http", make(listener, admin), listener, admin)
+            )
         throughput = interleaved_throughput(listeners, token, rounds, seconds)
         # Latency added at a fixed rate (h2load --rps to Envoy), same rounds interleaved.
         latency: dict[str, dict[str, float]] = {}
@@ -143,16 +132,10 @@ def compare(rounds: int, seconds: float, rate: int = 500) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "serve-empty":
-        _serve_empty(sys.argv[2])
-        return
-    parser = argparse.ArgumentParser()
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench http-mode")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(json.dumps(compare(args.rounds, args.seconds), indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

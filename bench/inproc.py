@@ -60,7 +60,7 @@ def harness(
     return Harness(engine, AuthorizationService(engine, settings), registry, settings)
 
 
-def _repeat(fn: Callable[[], object]) -> Callable[[int], None]:
+def repeat(fn: Callable[[], object]) -> Callable[[int], None]:
     def run(n: int) -> None:
         for _ in range(n):
             fn()
@@ -90,10 +90,10 @@ def engine_by_rules(
                 )  # type: ignore[union-attr]
                 assert evaluate(host_policy, request, identity).allowed
                 assert h.engine.check(request).decision.allowed
-                evaluate_variants[f"{n}"] = _repeat(
+                evaluate_variants[f"{n}"] = repeat(
                     lambda hp=host_policy, i=identity: evaluate(hp, request, i)
                 )
-                check_variants[f"{n}"] = _repeat(lambda e=h.engine: e.check(request))
+                check_variants[f"{n}"] = repeat(lambda e=h.engine: e.check(request))
             evaluated = alternate(evaluate_variants, calls=calls, rounds=rounds)
             checked = alternate(check_variants, calls=calls, rounds=rounds)
         finally:
@@ -116,12 +116,12 @@ def identity_by_algorithm(*, calls: int, rounds: int) -> dict[str, Result]:
 
             no_token = request_with(None)
             variants: dict[str, Callable[[int], None]] = {
-                "no token": _repeat(lambda r=no_token: h.engine.check(r)),
+                "no token": repeat(lambda r=no_token: h.engine.check(r)),
             }
             for key in keys:
                 warm = request_with(key.token())
                 assert h.engine.check(warm).request_principal, key.alg
-                variants[f"{key.alg} warm"] = _repeat(lambda r=warm: h.engine.check(r))
+                variants[f"{key.alg} warm"] = repeat(lambda r=warm: h.engine.check(r))
                 # Cold: every call sees a token never seen before (distinct jti), so the cache
                 # misses and the signature is verified. Tokens are signed ahead of time.
                 needed = calls * (rounds + 1) + calls // 10 + 1
@@ -152,8 +152,8 @@ def full_check(*, calls: int, rounds: int) -> dict[str, Result]:
             assert h.service.check(without).HasField("ok_response")
             return alternate(
                 {
-                    "check, mTLS only": _repeat(lambda: h.service.check(without)),
-                    "check, mTLS + warm RS256": _repeat(lambda: h.service.check(with_token)),
+                    "check, mTLS only": repeat(lambda: h.service.check(without)),
+                    "check, mTLS + warm RS256": repeat(lambda: h.service.check(with_token)),
                 },
                 calls=calls,
                 rounds=rounds,
@@ -197,14 +197,14 @@ def decision_cache(*, calls: int, rounds: int) -> dict[str, Result]:
                 return run
 
             variants: dict[str, Callable[[int], None]] = {
-                "today: Engine.check, warm token": _repeat(lambda: today.engine.check(request)),
-                "cache hit: Engine.check": _repeat(lambda: cached.engine.check(request)),
+                "today: Engine.check, warm token": repeat(lambda: today.engine.check(request)),
+                "cache hit: Engine.check": repeat(lambda: cached.engine.check(request)),
                 "today: new path every call": each(today.engine, paths()),
                 "cache miss: new path every call": each(cached.engine, paths()),
                 "today: new token every call": each(today.engine, fresh_tokens()),
                 "cache miss: new token every call": each(cached.engine, fresh_tokens()),
-                "today: AuthorizationService.check": _repeat(lambda: today.service.check(message)),
-                "cache hit: AuthorizationService.check": _repeat(
+                "today: AuthorizationService.check": repeat(lambda: today.service.check(message)),
+                "cache hit: AuthorizationService.check": repeat(
                     lambda: cached.service.check(message)
                 ),
             }

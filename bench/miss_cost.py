@@ -1,7 +1,7 @@
 """CPU time per `Engine.check` of the realistic request, one variant per process, so the same
 script measures today's code (run it with PYTHONPATH at a checkout of main) and this one.
 
-    python -m bench.miss_cost base|off|miss|hit
+    python -m bench miss-cost base|off|miss|hit
 
 `base`: the engine as the code under PYTHONPATH builds it by default (on main: no decision
 cache); `off`/`miss`/`hit`: this branch without the cache, with it and a new path every call
@@ -11,9 +11,9 @@ CPU time (`time.process_time`), so other processes on a shared machine disturb i
 
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -28,7 +28,7 @@ from authz.wire.inbound import to_request
 from bench import fixtures
 
 
-def main(mode: str, rounds: int = 31, calls: int = 500) -> float:
+def measure(mode: str, rounds: int = 31, calls: int = 500) -> float:
     key = fixtures.make_key("RS256")
     token = key.token(lifetime=6 * 3600)
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,5 +58,9 @@ def main(mode: str, rounds: int = 31, calls: int = 500) -> float:
     return statistics.median(samples)
 
 
-if __name__ == "__main__":
-    print(f"{sys.argv[1]} {main(sys.argv[1]):.1f} µs per check (CPU time, median of rounds)")
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench miss-cost")
+    parser.add_argument("mode", choices=("base", "off", "miss", "hit"))
+    mode = parser.parse_args(argv).mode
+    print(f"{mode} {measure(mode):.1f} µs per check (CPU time, median of rounds)")
+    return 0

@@ -1,8 +1,9 @@
 """OPA-Envoy as a peer: the prebuilt binary, a Rego policy that makes the bench's decision, and a
 process pinned to N cores (`GOMAXPROCS=N` + `taskset`).
 
-The binary lives in the shared peers directory, xz-compressed; it is unpacked to a temporary
-path at bench time, never into the repository. Without it the OPA layouts are skipped.
+The binary is the user's: `python -m bench run --opa-envoy PATH` or `$BENCH_OPA_ENVOY`
+names it (the executable, or an `.xz` of it, unpacked to a temporary path at bench time, never
+into the repository). Without it the OPA layouts are skipped, with a message saying how to get one.
 
 The Rego policy makes the same decision as the bench's `orders-api` rule for the request the
 load generators send (no mTLS peer behind wrk): GET or HEAD, host `api.bench.example`, path
@@ -24,39 +25,41 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import fixtures
-from bench.procs import REPO, free_port, pinned, started, wait_port
+from bench.procs import free_port, pinned, started, wait_port
 
-ARCHIVE_NAME = "opa-envoy-1.9.0-linux-amd64.xz"
+# Where the binary is named (`--opa-envoy PATH` sets it for the run); the one place it is read.
+ENV = "BENCH_OPA_ENVOY"
+MEASURED = "opa-envoy 1.9.0, linux-amd64"  # the version docs/benchmarks.md reports
 VARIANTS = ("jwt", "path")
 
 
 def archive() -> Path | None:
-    """The compressed binary: $AUTHZ_BENCH_OPA_XZ, else ../shared/peers/ beside the repo."""
-    candidates = [
-        os.environ.get("AUTHZ_BENCH_OPA_XZ", ""),
-        str(REPO.parent / "shared/peers" / ARCHIVE_NAME),
-        str(Path("/work/shared/peers") / ARCHIVE_NAME),
-    ]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    return None
+    """The binary (or an `.xz` of it) that $BENCH_OPA_ENVOY names, if it is a file."""
+    named = os.environ.get(ENV, "")
+    return Path(named) if named and Path(named).is_file() else None
 
 
 def missing_reason() -> str | None:
-    """Why OPA cannot run here, or None when it can."""
-    if archive() is None:
-        return f"OPA-Envoy: {ARCHIVE_NAME} not found in ../shared/peers (or $AUTHZ_BENCH_OPA_XZ)"
-    return None
+    """Why OPA cannot run here (and how to get it), or None when it can."""
+    if archive() is not None:
+        return None
+    named = os.environ.get(ENV, "")
+    where = f"${ENV}={named} is not a file" if named else f"no --opa-envoy PATH or ${ENV}"
+    return (
+        f"OPA-Envoy skipped: {where}. Download the opa_envoy binary for your platform from a "
+        f"release of the open-policy-agent/opa-envoy-plugin project ({MEASURED} was measured), "
+        f"then pass --opa-envoy PATH (the binary, or an .xz of it)"
+    )
 
 
 def unpack(tmp: Path) -> Path:
-    """The binary, unpacked into `tmp` (a bench's temporary directory)."""
+    """The binary, copied (unpacked if `.xz`) into `tmp` (a bench's temporary directory)."""
     source = archive()
     if source is None:
         raise RuntimeError(missing_reason())
     binary = tmp / "opa-envoy"
-    with lzma.open(source) as packed, open(binary, "wb") as out:
+    opener = lzma.open if source.suffix == ".xz" else open
+    with opener(source, "rb") as packed, open(binary, "wb") as out:
         shutil.copyfileobj(packed, out)
     binary.chmod(0o755)
     return binary

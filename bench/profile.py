@@ -1,7 +1,7 @@
 """Profile `authz serve` under h2load with py-spy (sampling, native frames off): the realistic
 request, 1,000 rules. Prints the functions with the most samples, self and inclusive.
 
-    python -m bench.profile [--seconds 8]
+    python -m bench profile [--seconds 8]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from bench import fixtures, h2load
-from bench.grpc_load import LOAD_CORE, SERVER_CORE, _authz_argv, assert_allows
+from bench.grpc_load import LOAD_CORE, SERVER_CORE, assert_allows, authz_argv
 from bench.procs import free_port, pinned, started, wait_port
 
 
@@ -39,11 +39,11 @@ def collapsed_top(raw: str, limit: int = 25) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench profile")
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--native", action="store_true", help="include C frames (grpc core, upb)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if shutil.which("py-spy") is None and not Path(".venv/bin/py-spy").exists():
         raise SystemExit("py-spy is not installed (pip install py-spy)")
     spy = shutil.which("py-spy") or ".venv/bin/py-spy"
@@ -56,7 +56,7 @@ def main() -> None:
         policies = fixtures.write_policies(tmp / "policies", 1000, [key])
         port = free_port()
         with started(
-            pinned(_authz_argv(policies, f"127.0.0.1:{port}"), SERVER_CORE), log=tmp / "authz.log"
+            pinned(authz_argv(policies, f"127.0.0.1:{port}"), SERVER_CORE), log=tmp / "authz.log"
         ) as proc:
             wait_port(port, proc, tmp / "authz.log")
             assert_allows(f"127.0.0.1:{port}", message)
@@ -94,7 +94,4 @@ def main() -> None:
             )
             load.join(args.seconds + 60)
             print(collapsed_top(out.read_text()))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

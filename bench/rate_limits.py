@@ -5,9 +5,9 @@ policy set without and with one `rate_limits` entry that matches it (a limit it 
 * through Envoy (`--envoy`): wrk against Envoy -> ext_authz -> `authz serve
   --rate-limit-store redis://...`, the limit keyed by the token's request principal.
 
-    python -m bench.rate_limits [--redis redis://127.0.0.1:6379/0] [--calls N] [--rounds N]
-    python -m bench.rate_limits --envoy [--seconds S] [--rounds N]
-    python -m bench.rate_limits --memory 1200000
+    python -m bench rate-limits [--redis redis://127.0.0.1:6379/0] [--calls N] [--rounds N]
+    python -m bench rate-limits --envoy [--seconds S] [--rounds N]
+    python -m bench rate-limits --memory 1200000
 
 Without --redis a real redis-server is started on a free loopback port when one is installed.
 """
@@ -26,7 +26,7 @@ from authz.limits import Limiter, open_counter
 from authz.policy import PolicyStore, load_policy_set
 from authz.server import AuthorizationService
 from bench import fixtures
-from bench.inproc import _repeat
+from bench.inproc import repeat
 from bench.timing import alternate
 
 LIMIT = {
@@ -62,8 +62,8 @@ def compare(store: str | None, *, calls: int, rounds: int) -> dict[str, float]:
         none, _ = service(Path(tmp) / "none", limited=False, store=None)
         local, _ = service(Path(tmp) / "local", limited=True, store=None)
         variants = {
-            "no limit": _repeat(lambda: none.check(request)),
-            "one limit, in process": _repeat(lambda: local.check(request)),
+            "no limit": repeat(lambda: none.check(request)),
+            "one limit, in process": repeat(lambda: local.check(request)),
         }
         request = fixtures.check_request(None)
         assert none.check(request).HasField("ok_response")
@@ -73,7 +73,7 @@ def compare(store: str | None, *, calls: int, rounds: int) -> dict[str, float]:
             shared, counter = service(Path(tmp) / "redis", limited=True, store=store)
             counters.append(counter)
             assert shared.check(request).HasField("ok_response")
-            variants["one limit, Redis"] = _repeat(lambda: shared.check(request))
+            variants["one limit, Redis"] = repeat(lambda: shared.check(request))
         results = alternate(variants, calls=calls, rounds=rounds)
         for counter in counters:
             status = counter.status()  # type: ignore[attr-defined]
@@ -94,8 +94,8 @@ def through_envoy(store: str, *, seconds: float, rounds: int) -> dict[str, float
     `store` (so the only difference is the limit)."""
     import contextlib
 
-    from bench.envoy_load import _free_pair, envoy, wrk
-    from bench.grpc_load import _authz_argv, assert_allows
+    from bench.envoy_load import envoy, free_pair, wrk
+    from bench.grpc_load import assert_allows, authz_argv
     from bench.procs import started, wait_port
 
     key = fixtures.make_key("RS256")
@@ -114,8 +114,8 @@ def through_envoy(store: str, *, seconds: float, rounds: int) -> dict[str, float
                 policy = json.loads((directory / "bench.yaml").read_text())
                 policy["rate_limits"] = [limit]
                 (directory / "bench.yaml").write_text(json.dumps(policy))
-            port = _free_pair()
-            argv = [*_authz_argv(directory, f"127.0.0.1:{port}"), "--rate-limit-store", store]
+            port = free_pair()
+            argv = [*authz_argv(directory, f"127.0.0.1:{port}"), "--rate-limit-store", store]
             log = tmp / f"authz-{port}.log"
             proc = stack.enter_context(started(argv, log=log))
             wait_port(port, proc, log)
@@ -158,20 +158,20 @@ def memory(keys: int, store: str | None) -> dict[str, float]:
     return {"keys offered": keys, "keys kept": kept, "RSS growth (MiB)": round(grown, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.rate_limits")
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench rate-limits")
     parser.add_argument("--redis", help="redis://HOST:PORT/DB (default: start one)")
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--envoy", action="store_true", help="through Envoy, with wrk")
     parser.add_argument("--seconds", type=float, default=5.0, help="per wrk round (--envoy)")
     parser.add_argument("--memory", type=int, metavar="KEYS", help="RSS for KEYS distinct keys")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.memory:
         print(json.dumps({"in process": memory(args.memory, None)}, indent=2))
         # An address nothing listens on: the leases alone, counted locally.
         print(json.dumps({"Redis leases": memory(args.memory, "redis://127.0.0.1:1/0")}, indent=2))
-        return
+        return 0
 
     def measure(url: str) -> dict[str, float]:
         if args.envoy:
@@ -180,12 +180,9 @@ def main() -> None:
 
     if args.redis:
         print(json.dumps(measure(args.redis), indent=2))
-        return
+        return 0
     from tests.support.redis import RedisServer
 
     with RedisServer() as redis:
         print(json.dumps(measure(redis.url), indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,6 +1,6 @@
 """Does a big policy reload stall the checks? (issue 10 item 9)
 
-    .venv/bin/python -m bench.reload_stall [--rules 40000] [--rate 200] [--rounds 3] [--invalid]
+    .venv/bin/python -m bench reload-stall [--rules 40000] [--rate 200] [--rounds 3] [--invalid]
 
 Writes one policy file of `--rules` rules (block YAML, about 90 bytes a rule: 40,000 rules make
 3.6 MB, more than the 2.5 MB of the report), starts the real `authz serve` on it, keeps an
@@ -19,7 +19,6 @@ import argparse
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -171,8 +170,10 @@ def one_round(tmp: Path, rules: int, rate: float, settle: float, invalid: bool) 
     return Round(end - start, latencies, failed, before)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench reload-stall", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rules", type=int, default=40_000)
     parser.add_argument("--rate", type=float, default=200.0, help="checks per second")
     parser.add_argument("--rounds", type=int, default=3)
@@ -180,7 +181,7 @@ def main() -> None:
     parser.add_argument(
         "--invalid", action="store_true", help="the new version has an error: measure a rejection"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rounds: list[Round] = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="authz-reload-") as name:
@@ -204,7 +205,4 @@ def main() -> None:
         f"max {med([r.pct(1.0) for r in rounds]) * 1000:.1f} ms "
         f"({args.rules} rules, {args.rate:g} checks/s)"
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return 0

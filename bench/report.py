@@ -213,7 +213,7 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         lines += [
             "## Server model: today's `check` on grpc.aio vs grpcio's sync server",
             "",
-            "`python -m bench.server_models`: the same `build_app` service (check unchanged), each "
+            "`python -m bench server-models`: the same `build_app` service (check unchanged), each "
             "server one process pinned to core 0; direct = h2load (4 connections x 16 streams) on "
             "core 1; behind Envoy = wrk -c32 through Envoy --concurrency 1, both on core 1. "
             "`empty-*` answer a static OK.",
@@ -225,7 +225,7 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
         d = results["http_mode"]
         med = d["median"]
         lines += [
-            "## HTTP mode vs gRPC mode through Envoy (bench.http_mode)",
+            "## HTTP mode vs gRPC mode through Envoy (`python -m bench http-mode`)",
             "",
             "Same wrk load as above; ext_authz `grpc_service` to `authz serve` (one process) vs "
             "`http_service` (authz.envoy_http) to `authz serve --no-grpc --http-listen` (one "
@@ -280,6 +280,9 @@ def write(results: dict[str, Any], out: Path, *, command: str) -> None:
             f"| export of 1,000 rules < 1 s | {d['export_seconds']:.2f} s | "
             f"{_target(d['export_seconds'] < 1)} |",
         ]
+
+    if "latency" in results:
+        lines += _latency(results["latency"], targets)
 
     for skipped in results["skipped"]:
         lines.append(f"Skipped: {skipped}.")
@@ -355,6 +358,22 @@ def _peers(d: dict[str, Any], targets: list[str]) -> list[str]:
             targets.append(
                 f"| behind Envoy, authz w1 >= {want}x OPA-Envoy ({variant}) at GOMAXPROCS=1 | "
                 f"{base:,.0f} vs {med[key]:,.0f} = {r:.2f}x | {_target(r >= want)} |"
+            )
+    return lines
+
+
+def _latency(d: dict[str, Any], targets: list[str]) -> list[str]:
+    from bench.latency import table
+
+    lines = ["## Latency added at a fixed rate (`python -m bench latency`)", "", *table(d), ""]
+    added = d["added_us"]
+    if "opa jwt" in added and "authz gRPC w1" in added:
+        ours, theirs = added["authz gRPC w1"], added["opa jwt"]
+        for q in ("p50", "p99"):
+            targets.append(
+                f"| gRPC door: {q} added <= OPA-Envoy's (jwt) at {d['rate']} req/s | "
+                f"{ours[q] / 1000:+.2f} vs {theirs[q] / 1000:+.2f} ms | "
+                f"{_target(ours[q] <= theirs[q])} |"
             )
     return lines
 

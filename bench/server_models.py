@@ -9,14 +9,14 @@ and, as ceilings, the empty servicers (static OK) of both models. Each server is
 pinned to one core; they are measured directly (h2load, pinned to the other core) and behind a
 real Envoy (wrk; Envoy and wrk on the other core), in alternating rounds; medians, ratios.
 
-Serving process: `python -m bench.server_models serve MODEL ADDRESS POLICY_DIR` where MODEL is
+Serving process: `python -m bench serve model MODEL ADDRESS POLICY_DIR` where MODEL is
 `aio`, `sync-T`, `empty-aio` or `empty-sync-T`.
 
 Whole services: `serve` is this checkout's `authz serve` (health, reflection, metrics
 interceptor: what ships), `serve@DIR` the `authz serve` of the code in DIR (e.g. a `git archive`
 of an older main, to compare server models release to release), `serve-tN` this checkout's with
 `--grpc-threads N`. Pick models on the command line:
-`python -m bench.server_models ROUNDS MODEL...`.
+`python -m bench server-models ROUNDS MODEL...`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import signal
 import statistics
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -37,7 +36,7 @@ import grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from bench import envoy_load, fixtures, h2load
-from bench.grpc_load import _authz_argv, assert_allows
+from bench.grpc_load import assert_allows, authz_argv
 from bench.procs import CORES, PYTHON, free_port, pinned, started, wait_port
 
 SERVER_CORE = "0"
@@ -88,7 +87,9 @@ class _AioCheck(external_auth_pb2_grpc.AuthorizationServicer):
         return self._check(request)  # type: ignore[no-any-return]
 
 
-def _serve(model: str, address: str, policies: str) -> None:
+def serve(argv: list[str]) -> None:
+    """`MODEL ADDRESS POLICIES`: one model serving until SIGTERM."""
+    model, address, policies = argv
     check: Any = _empty_check
     if not model.startswith("empty"):
         from authz.app import build_app
@@ -136,7 +137,7 @@ def _servers(
             log = tmp / f"{model.replace('/', '_')}-{port}.log"
             env: dict[str, str] = {}
             if model.startswith(("serve-t", "serve@")) or model == "serve":
-                argv = _authz_argv(policies, f"127.0.0.1:{port}")
+                argv = authz_argv(policies, f"127.0.0.1:{port}")
                 if model.startswith("serve-t"):
                     env["AUTHZ_GRPC_THREADS"] = model.removeprefix("serve-t")
                 if model.startswith("serve@"):
@@ -144,7 +145,7 @@ def _servers(
                     argv = [argv[0], "-P", *argv[1:]]
                     env["PYTHONPATH"] = model.removeprefix("serve@")
             else:
-                argv = [PYTHON, "-m", "bench.server_models", "serve", model, f"127.0.0.1:{port}"]
+                argv = [PYTHON, "-m", "bench", "serve", "model", model, f"127.0.0.1:{port}"]
                 argv.append(str(policies))
             proc = stack.enter_context(started(pinned(argv, SERVER_CORE), log=log, env=env))
             wait_port(port, proc, log)
@@ -232,14 +233,7 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] == "serve":
-        _serve(argv[1], argv[2], argv[3])
-        return 0
     rounds = int(argv[0]) if argv else 3
     result = compare(rounds=rounds, models=argv[1:]) if argv[1:] else compare(rounds=rounds)
     print("\n".join(table(result)))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

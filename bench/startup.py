@@ -1,6 +1,6 @@
 """Start-up time: `authz serve` from exec to gRPC health SERVING, on the example policies.
 
-.venv/bin/python -m bench.startup [--rounds 5] [--policies policies]
+.venv/bin/python -m bench startup [--rounds 5] [--policies policies]
 """
 
 from __future__ import annotations
@@ -50,19 +50,18 @@ def once(policies: str, timeout: float = 30.0) -> float:
         process.wait(30)
 
 
-def main() -> None:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m bench startup",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--policies", default="policies")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     times = [once(args.policies) for _ in range(args.rounds)]
     print(
         f"start-up to SERVING: median {statistics.median(times):.2f} s "
         f"(rounds: {', '.join(f'{t:.2f}' for t in times)})"
     )
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -8,7 +8,7 @@ RS256 token and a W3C `traceparent`, 1,000 rules, measured alternately:
   loopback; the batch thread's encoding and sending are flushed inside the timing (they take
   the same CPU and GIL), so they count here and not in the next variant.
 
-    python -m bench.tracing [--calls N] [--rounds N]
+    python -m bench tracing [--calls N] [--rounds N]
 
 Run with PYTHONPATH of another tree and `--off-only` to time that tree's check the same way
 (`PYTHONPATH=/path/to/main python bench/tracing.py --off-only`), which is how "off == today"
@@ -121,8 +121,8 @@ def _loop(service: AuthorizationService, message: Any, n: int) -> None:
         service.check(message)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tracing")
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench tracing")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--off-only", action="store_true")
@@ -135,7 +135,3 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in medians.items():
         print(f"{name:>16}: {seconds * 1e6:8.1f} us/check  {seconds / base:5.2f}x off")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -126,6 +126,26 @@ def _example(record: dict[str, Any], new: Decision) -> dict[str, Any]:
     }
 
 
+def compare(record: dict[str, Any], new: Decision) -> tuple[str, str] | None:
+    """How `new` differs from the logged decision: (ALLOW_TO_DENY, the rule that allowed),
+    (DENY_TO_ALLOW, the rule that allows now), (STATUS, "was -> now"), or None when the answer
+    is the same (another rule or reason giving the same allow or deny and status is the same)."""
+    if record.get("status") == RATE_LIMITED:
+        # The rules allowed it, then a rate limit counted it out: compare the rules only.
+        if new.allowed:
+            return None
+        record = {**record, "decision": "allow", "status": 200}
+    was_allowed = record.get("decision") == "allow"
+    if was_allowed != new.allowed:
+        if was_allowed:
+            return ALLOW_TO_DENY, str(record.get("rule") or record.get("reason"))
+        return DENY_TO_ALLOW, str(new.rule or new.reason)
+    if record.get("status") != new.status:
+        was = f"{record.get('reason')} {record.get('status')}"
+        return STATUS, f"{was} -> {new.reason} {new.status}"
+    return None
+
+
 def replay(policy_set: PolicySet, records: Iterable[dict[str, Any]]) -> ReplayReport:
     """Re-decide every record under `policy_set`; memory is bounded by the number of groups
     (rules and reason pairs), each keeping a few examples."""
@@ -136,25 +156,14 @@ def replay(policy_set: PolicySet, records: Iterable[dict[str, Any]]) -> ReplayRe
             report.not_replayable += 1
             continue
         report.replayed += 1
-        if record.get("status") == RATE_LIMITED:
-            # The rules allowed it, then a rate limit counted it out: compare the rules only.
-            record = {**record, "decision": "allow", "status": new.status if new.allowed else 200}
-            if new.allowed:
-                report.unchanged += 1
-                continue
-        was_allowed = record.get("decision") == "allow"
-        if was_allowed != new.allowed:
-            if was_allowed:
-                kind, key = ALLOW_TO_DENY, str(record.get("rule") or record.get("reason"))
-            else:
-                kind, key = DENY_TO_ALLOW, str(new.rule or new.reason)
-        elif record.get("status") != new.status:
-            was = f"{record.get('reason')} {record.get('status')}"
-            kind, key = STATUS, f"{was} -> {new.reason} {new.status}"
-        else:
+        change = compare(record, new)
+        if change is None:
             report.unchanged += 1
-            report.rule_changes += record.get("reason") != new.reason
+            report.rule_changes += record.get("status") != RATE_LIMITED and (
+                record.get("reason") != new.reason
+            )
             continue
+        kind, key = change
         group = report.groups.get((kind, key))
         if group is None:
             group = report.groups[(kind, key)] = Group(kind, key)

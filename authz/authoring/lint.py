@@ -60,17 +60,18 @@ CODES = {
     **LIMIT_CODES,
     "api-key-label-without-key": "an `api_key_label` condition on a rule that does not require "
     "an API key",
-    "not-exportable": "informational: Envoy's own filters cannot enforce this (authz export envoy)",
+    "not-exportable": "with --exportable: Envoy's own filters cannot enforce this "
+    "(authz export envoy)",
 }
 
 
-# Codes that inform rather than warn: `--strict` does not fail on them, "lint clean" ignores them.
-INFORMATIONAL = frozenset({"not-exportable"})
-
-
-def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> list[Finding]:
+def lint(
+    policy_set: PolicySet, sources: Mapping[str, str] | None = None, *, exportable: bool = False
+) -> list[Finding]:
     """Every finding for `policy_set`, sorted by file and line. `sources` maps each file
-    name to its text, for the lines of host and provider findings (line 1 without it)."""
+    name to its text, for the lines of host and provider findings (line 1 without it).
+    `exportable` adds what `authz export envoy` would refuse: it needs the `export` extra
+    (ImportError without it), so that the findings never depend on what is installed."""
     lines = _Lines(sources or {})
     roles: dict[str, tuple[ToSpec, ...]] = {
         r.name: r.entries for f in policy_set.files for r in f.roles
@@ -85,17 +86,16 @@ def lint(policy_set: PolicySet, sources: Mapping[str, str] | None = None) -> lis
     findings.extend(_unauthenticated_hosts(policy_set, lines))
     findings.extend(_providers(policy_set.files, lines))
     findings.extend(_tenant_takeover(policy_set.files, lines))
-    findings.extend(_not_exportable(policy_set))
+    if exportable:
+        findings.extend(_not_exportable(policy_set))
     findings.extend(limit_findings(policy_set.files, roles, _expand, Finding))
     return sorted(set(findings))
 
 
 def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
     """What `authz export envoy` would refuse (it changes an allow or a deny), rule by rule."""
-    try:
-        from authz.export import export_envoy  # Envoy's API types: the `authz[export]` extra
-    except ImportError:
-        return
+    from authz.export import export_envoy  # Envoy's API types: the `authz[export]` extra
+
     for f in export_envoy(policy_set).findings:
         if f.decides:
             yield Finding(f.file, f.line, "not-exportable", f.subject, f.why)

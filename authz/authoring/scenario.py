@@ -281,7 +281,7 @@ class _Recording:
         self._counts[self.names.get(key, key.hex())] = count
         return count
 
-    def status(self) -> dict[str, str]:
+    def status(self) -> dict[str, str | float]:
         return self._inner.status()
 
     def close(self) -> None:

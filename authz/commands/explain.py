@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             path=args.path,
             host=args.host,
             principal=args.principal,
-            headers=_headers(args.header),
+            headers=header_flags(args.header),
             claims=_claims(args.claims),
             source_ip=args.source_ip,
             port=args.port,
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _headers(pairs: list[str]) -> dict[str, str]:
+def header_flags(pairs: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")

@@ -9,6 +9,14 @@ NAME = "test"
 HELP = "run the request/expectation cases of every *_test.yaml under a policy directory"
 
 
+def percentage(text: str) -> float:
+    """A percentage, 0-100 (argparse turns the ValueError into a usage error naming the flag)."""
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not a percentage (0-100)")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
@@ -35,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-coverage",
-        type=float,
+        type=percentage,
         metavar="P",
         help="with --coverage: exit 1 when under P percent of the items are covered",
     )

@@ -34,8 +34,9 @@ class Counter(Protocol):
         """Count one request for `key` (a `counter_key`) under `limit` per `per` seconds."""
         ...
 
-    def status(self) -> dict[str, str]:
-        """For /readyz and logs: {"store": "memory" | "redis", "state": ...}."""
+    def status(self) -> dict[str, str | float]:
+        """For /readyz and logs: {"store": "memory" | "redis", "state": ...}; numbers as
+        numbers (JSON numbers in /readyz)."""
         ...
 
     def close(self) -> None: ...
@@ -120,7 +121,7 @@ class LocalCounter:
             count <= limit, limit - count if count < limit else 0, (window + 1) * per - now
         )
 
-    def status(self) -> dict[str, str]:
+    def status(self) -> dict[str, str | float]:
         return {"store": "memory", "state": "local"}
 
     def close(self) -> None:

@@ -282,13 +282,13 @@ class SharedCounter:
 
     # -- the rest --------------------------------------------------------------------------
 
-    def status(self) -> dict[str, str]:
-        status = {
+    def status(self) -> dict[str, str | float]:
+        status: dict[str, str | float] = {
             "store": "redis",
             "state": self.state,
-            "round_trip_ms": f"{self.round_trip * 1000:.2f}",
-            "late_checks": str(self.late),
-            "fallbacks": str(self.fallbacks),
+            "round_trip_ms": round(self.round_trip * 1000, 2),
+            "late_checks": self.late,
+            "fallbacks": self.fallbacks,
         }
         if self.state != SHARED and self.reason:
             status["reason"] = self.reason

@@ -1,4 +1,5 @@
-"""The admin HTTP endpoint: `/metrics`, `/healthz` and `/readyz`, for Prometheus and Kubernetes.
+"""The admin HTTP endpoint: `/metrics`, `/healthz` and `/readyz`, for Prometheus and Kubernetes,
+and the decision page (authz.page) when one is given.
 
 It runs on its own thread (stdlib `ThreadingHTTPServer`), apart from the gRPC event loop, so a
 slow scrape can never delay a check, and a stuck event loop still shows in `/healthz` only if
@@ -21,6 +22,22 @@ from authz import addresses
 
 log = logging.getLogger("authz.admin")
 
+# A page's answer: status, content type, body, extra headers.
+PageAnswer = tuple[int, str, bytes, tuple[tuple[str, str], ...]]
+# The decision page (authz.page.DecisionPages): the answer for a path it owns, else None.
+Pages = Callable[[str, Mapping[str, str]], PageAnswer | None]
+# Sent with every answer: no script runs and nothing loads from elsewhere, whatever a page holds
+# (inline styles and inline SVG only); no framing, no sniffing, no referrer.
+SECURITY_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
@@ -32,13 +49,13 @@ class Readiness:
     jwks: Mapping[str, str] = field(default_factory=dict)
     # The rate-limit counters (authz.limits): shown, never a reason to be unready (a Redis
     # that is down makes each process count locally; restarting the pod would not help).
-    rate_limits: Mapping[str, str] = field(default_factory=dict)
+    rate_limits: Mapping[str, str | float] = field(default_factory=dict)
 
 
 def readiness_check(
     phase: Callable[[], str],
     key_status: Callable[[], Mapping[str, str]],
-    rate_limits: Callable[[], Mapping[str, str]] | None = None,
+    rate_limits: Callable[[], Mapping[str, str | float]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
     gRPC health answers from, so /readyz and gRPC health cannot disagree.
@@ -70,8 +87,10 @@ class AdminServer:
         metrics: Callable[[], bytes] | None = None,
         metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8",
         readiness: Callable[[], Readiness] = lambda: Readiness(True),
+        pages: Pages | None = None,
     ) -> None:
         self.address = address
+        self._pages = pages
         self._metrics = metrics
         self._content_type = metrics_content_type
         self._readiness = readiness
@@ -113,8 +132,17 @@ class AdminServer:
 
     # -- responses ---------------------------------------------------------------------------
 
+    def answer(self, target: str, headers: Mapping[str, str]) -> PageAnswer:
+        """(status, content type, body, extra headers) for a GET of `target`."""
+        path = target.split("?", 1)[0]
+        if path not in ("/healthz", "/readyz", "/metrics") and self._pages is not None:
+            page = self._pages(target, headers)
+            if page is not None:
+                return page
+        return (*self.respond(path), ())
+
     def respond(self, path: str) -> tuple[int, str, bytes]:
-        """(status, content type, body) for a GET of `path`."""
+        """(status, content type, body) for a GET of `path` (the probes and the metrics)."""
         path = path.split("?", 1)[0]
         if path == "/healthz":
             return 200, "text/plain; charset=utf-8", b"ok\n"
@@ -152,11 +180,14 @@ def _handler_class(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, *, send_body: bool) -> None:
             try:
-                status, content_type, body = admin.respond(self.path)
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                status, content_type, body, extra = admin.answer(self.path, headers)
             except Exception:
                 log.exception("admin request %s failed", self.path)
-                status, content_type, body = 500, "text/plain; charset=utf-8", b"error\n"
+                status, content_type, body, extra = 500, "text/plain; charset=utf-8", b"error\n", ()
             self.send_response(status)
+            for name, value in (*SECURITY_HEADERS, *extra):
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")

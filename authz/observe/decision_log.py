@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from authz.model import Request, Verdict
+from authz.observe.recent import RecentDecisions
 from authz.policy.conditions import MISSING, claim_value
 from authz.policy.spec import ApiKeyProvider, JwtProvider
 
@@ -186,7 +187,9 @@ def _read_claims(claims: Mapping[str, Any], names: frozenset[str]) -> dict[str, 
 
 
 class DecisionLog:
-    """An `authz.server.Observer` that writes one JSON line per check to `path` ("-": stdout).
+    """An `authz.server.Observer` that writes one JSON line per check to `path` ("-": stdout),
+    and hands each record to `recent` (the decision page's ring) when given. With `path` None
+    only the ring is fed: the page works without a log file.
 
     `token_headers` is called on the writer thread for the header names the current JWT
     providers read tokens from (they change on reload); those are never logged either.
@@ -195,8 +198,9 @@ class DecisionLog:
 
     def __init__(
         self,
-        path: str,
+        path: str | None,
         *,
+        recent: RecentDecisions | None = None,
         log_headers: Iterable[str] = (),
         token_headers: Callable[[], frozenset[str]] = frozenset,
         max_queue: int = DEFAULT_QUEUE_SIZE,
@@ -204,6 +208,7 @@ class DecisionLog:
         stream: IO[str] | None = None,
     ) -> None:
         self.path = path
+        self.recent = recent
         self._log_headers = tuple(dict.fromkeys(name.lower() for name in log_headers))
         self._token_headers = token_headers
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
@@ -248,7 +253,7 @@ class DecisionLog:
         """Open the destination (raising OSError if it cannot be) and start the writer."""
         if self._thread is not None:
             return
-        if self._stream is None and self._fd is None:
+        if self._stream is None and self._fd is None and self.path is not None:
             if self.path == "-":
                 self._stream = sys.stdout
             else:
@@ -290,7 +295,7 @@ class DecisionLog:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if lines:
+            if lines and self.path is not None:
                 self._write(lines)
             if stop:
                 return
@@ -300,7 +305,10 @@ class DecisionLog:
             secrets = SECRET_HEADERS | self._token_headers()
             record = decision_record(*item, log_headers=self._log_headers, secret_headers=secrets)
             # default=str: a value we did not foresee must not cost the whole line.
-            return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+            line = json.dumps(record, separators=(",", ":"), default=str)
+            if self.recent is not None:
+                self.recent.add(record, len(line))
+            return None if self.path is None else line + "\n"
         except Exception:
             log.exception("formatting a decision log record failed")
             self._count_drop()

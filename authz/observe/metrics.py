@@ -134,7 +134,7 @@ class Metrics:
         decision_log_dropped: Callable[[], int] | None = None,
         key_states: Callable[[], Iterable[KeyFacts]] | None = None,
         policy_loaded_at: float | None = None,
-        rate_limit_store: Callable[[], Mapping[str, str]] | None = None,
+        rate_limit_store: Callable[[], Mapping[str, str | float]] | None = None,
         trace_spans_dropped: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
@@ -431,7 +431,7 @@ class _Snapshot:
 class _RateLimitStore:
     """The rate-limit store's state, read from `Counter.status()` at scrape time."""
 
-    def __init__(self, status: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(self, status: Callable[[], Mapping[str, str | float]]) -> None:
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
@@ -443,17 +443,17 @@ class _RateLimitStore:
             "garbage).",
             labels=("store",),
         )
-        shared.add_metric([status.get("store", "memory")], status.get("state") == "shared")
+        shared.add_metric([str(status.get("store", "memory"))], status.get("state") == "shared")
         yield shared
         fallbacks = CounterMetricFamily(
             "authz_rate_limit_store_fallbacks",
             "Times this process went from the shared store to local counting.",
         )
-        fallbacks.add_metric([], int(status.get("fallbacks", "0")))
+        fallbacks.add_metric([], int(status.get("fallbacks", 0)))
         yield fallbacks
         late = CounterMetricFamily(
             "authz_rate_limit_late_checks",
             "Checks decided locally because the store's batch did not come in time.",
         )
-        late.add_metric([], int(status.get("late_checks", "0")))
+        late.add_metric([], int(status.get("late_checks", 0)))
         yield late

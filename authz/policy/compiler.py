@@ -246,9 +246,9 @@ class PolicySet:
     def __init__(self, files: Sequence[FileSpec], revision: str):
         """Compile `files` (validated by the schema); raise PolicyError on set-wide problems."""
         files = expand_aliases(sorted(files, key=lambda f: f.file))
-        roles = _collect_roles(files)  # raises on problems
-        _check_rules(files, roles)
-        _check_api_key_providers(files)
+        problems, roles = set_problems(files)
+        if problems:
+            raise PolicyError(problems)
         compiled: list[_CompiledFile] = []
         index = 0
         for f in files:
@@ -371,8 +371,19 @@ def _first_use(
     return True
 
 
-def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
+def set_problems(files: Sequence[FileSpec]) -> tuple[list[Problem], dict[str, tuple[ToSpec, ...]]]:
+    """The problems only the whole set shows (a role or rule name defined twice, an undefined
+    role, an API-key provider named twice), and the roles by name."""
     problems: list[Problem] = []
+    roles = _collect_roles(files, problems)
+    _check_rules(files, roles, problems)
+    _check_api_key_providers(files, problems)
+    return problems, roles
+
+
+def _collect_roles(
+    files: Sequence[FileSpec], problems: list[Problem]
+) -> dict[str, tuple[ToSpec, ...]]:
     roles: dict[str, tuple[ToSpec, ...]] = {}
     where: dict[str, tuple[str, int]] = {}
     for f in files:
@@ -386,15 +397,12 @@ def _collect_roles(files: Sequence[FileSpec]) -> dict[str, tuple[ToSpec, ...]]:
                 role.line,
             ):
                 roles[role.name] = role.entries
-    if problems:
-        raise PolicyError(problems)
     return roles
 
 
-def _check_api_key_providers(files: Sequence[FileSpec]) -> None:
+def _check_api_key_providers(files: Sequence[FileSpec], problems: list[Problem]) -> None:
     """API-key provider names are unique across the set: a principal `<name>/<id>` must say
     which key file vouched for it."""
-    problems: list[Problem] = []
     where: dict[str, tuple[str, int]] = {}
     for f in files:
         for provider, line in zip(f.api_key_providers, f.api_key_lines, strict=True):
@@ -406,12 +414,11 @@ def _check_api_key_providers(files: Sequence[FileSpec]) -> None:
                 f.file,
                 line,
             )
-    if problems:
-        raise PolicyError(problems)
 
 
-def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]) -> None:
-    problems: list[Problem] = []
+def _check_rules(
+    files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]], problems: list[Problem]
+) -> None:
     where: dict[str, tuple[str, int]] = {}
     for f in files:
         # Rate limits share the rules' names: both are a decision's reason.
@@ -433,5 +440,3 @@ def _check_rules(files: Sequence[FileSpec], roles: dict[str, tuple[ToSpec, ...]]
                         problems.append(
                             Problem(f.file, entry.line, f"undefined role {name!r}{hint}")
                         )
-    if problems:
-        raise PolicyError(problems)

@@ -36,9 +36,9 @@ from typing import Any
 from authz.errors import PolicyError, Problem
 from authz.identity.jwks import JwksError, parse_jwks
 from authz.policy import building
-from authz.policy.compiler import PolicySet, compile_policy_set
+from authz.policy.compiler import PolicySet, compile_policy_set, set_problems
 from authz.policy.keyfile import is_key_file, parse_key_file
-from authz.policy.schema import FileSpec, validate_tree
+from authz.policy.schema import FileSpec, validate_partly
 from authz.policy.spec import ApiKey
 from authz.policy.yaml_source import YamlProblems, flatten, parse_yaml
 
@@ -223,6 +223,7 @@ def build_policy_set(
     contents (of those files too), so the same files give the same revision on every replica.
     """
     specs: list[FileSpec] = []
+    partial: list[FileSpec] = []  # files with problems: what of them validated
     problems: list[Problem] = []
     digest = hashlib.sha256()
     for file, text, base_dir in sorted(sources):
@@ -232,16 +233,18 @@ def build_policy_set(
         except YamlProblems as exc:
             problems.extend(exc.problems)
             continue
-        result = validate_tree(file, root, base_dir)
+        spec, found = validate_partly(file, root, base_dir)
         # Freed a slice at a time: a big file's tree is a million objects (building.py).
         nodes = flatten(root)
         del root
         building.release(nodes)
-        if isinstance(result, FileSpec):
-            specs.append(result)
-        else:
-            problems.extend(result)
+        if found:
+            problems.extend(found)
+            partial.extend([spec] if spec is not None else [])
+        elif spec is not None:
+            specs.append(spec)
     tables = _key_tables(specs, key_files, read_keys, problems, digest)
+    validated = specs
     specs = [_bind_key_files(spec, tables, problems) for spec in specs]
     if read_local is not None:
         for spec in specs:
@@ -252,7 +255,11 @@ def build_policy_set(
                 else:
                     digest.update(path.encode() + b"\0" + content + b"\0")
     if problems:
-        raise PolicyError(problems)
+        # Every problem at once: the set's too, over what validated of every file.
+        # (A partial file's API-key providers may have lost some: not checked across files.)
+        partial = [replace(f, api_key_providers=(), api_key_lines=()) for f in partial]
+        whole_set, _ = set_problems(sorted(validated + partial, key=lambda f: f.file))
+        raise PolicyError(problems + [p for p in whole_set if p not in problems])
     return compile_policy_set(specs, digest.hexdigest()[:12])
 
 

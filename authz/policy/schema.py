@@ -59,11 +59,22 @@ def parse_file(file: str, text: str, base_dir: str = ".") -> FileSpec | list[Pro
 
 def validate_tree(file: str, root: YNode | None, base_dir: str = ".") -> FileSpec | list[Problem]:
     """`parse_file` for a document already parsed with `parse_yaml` (None: empty)."""
-    v = _Validator(file, base_dir)
+    spec, problems = validate_partly(file, root, base_dir)
+    return problems if problems or spec is None else spec
+
+
+def validate_partly(
+    file: str, root: YNode | None, base_dir: str = "."
+) -> tuple[FileSpec | None, list[Problem]]:
+    """The file's problems, and the spec of what validated (None when nothing could). With
+    problems, the spec only serves to report the set's problems too (an undefined role, a rule
+    name used twice) in the same pass: a rule with a problem is left out, and a role with one
+    is kept by name, without entries, so that its uses are not reported as undefined."""
     if root is None:
-        return [Problem(file, 1, "the file is empty")]
+        return None, [Problem(file, 1, "the file is empty")]
+    v = _Validator(file, base_dir)
     spec = v.file_spec(root)
-    return v.problems if v.problems or spec is None else spec
+    return spec, v.problems
 
 
 class _Validator(AuthChecker, RuleChecker):
@@ -100,11 +111,12 @@ class _Validator(AuthChecker, RuleChecker):
         roles_node = self.mapping(node, "roles")
         if roles_node is None:
             return ()
-        roles = [
+        return tuple(
             self.role(name, roles_node.key_lines[name], item)
+            # A role with a problem (the spec is then only for `validate_partly`): named.
+            or RoleSpec(name, self.file, roles_node.key_lines[name], ())
             for name, item in roles_node.items.items()
-        ]
-        return tuple(r for r in roles if r is not None)
+        )
 
     def rules(self, node: YNode) -> tuple[RuleSpec, ...]:
         items = self.seq(node, "rules") or ()

@@ -62,10 +62,6 @@ def to_request(
     source = attributes.source
     principal, certificate = check_peer(source.principal, source.certificate, limits)
     source_ip = check_address(source.address.socket_address.address)
-    request_id = http.id
-    if _too_long(request_id, limits.max_header_value_bytes):
-        raise _value_too_large("request.http.id", limits)
-
     headers = _headers(http, limits)
     host = check_host(http.host or headers.get(":authority") or headers.get("host") or "", limits)
     path, query = normalize_path(raw_path)
@@ -86,7 +82,8 @@ def to_request(
         peer_principal=principal,
         peer_certificate=certificate,
         jwt_metadata=jwt_metadata,
-        request_id=request_id or headers.get("x-request-id", ""),
+        # x-request-id, as on the HTTP door: `http.id` is Envoy's internal stream id.
+        request_id=headers.get("x-request-id", ""),
         context=_context_extensions(attributes, limits),
     )
 

@@ -20,7 +20,6 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 READY_LINE = "Ctrl-C stops everything"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -95,20 +94,10 @@ def _request(curl_line: str) -> int:
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], queue.Queue[str]]]:
     stderr = (tmp_path / "demo.stderr").open("wb")
+    # As a user runs it, from any directory: the example files come from the repository.
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authz",
-            "demo",
-            "--port",
-            "0",
-            "--policies",
-            str(REPO / "policies"),
-            "--issuer-key",
-            str(REPO / "examples" / "demo-issuer" / "private-key.pem"),
-        ],
-        cwd=REPO,
+        [sys.executable, "-m", "authz", "demo", "--port", "0"],
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=stderr,
     )

@@ -26,7 +26,6 @@ from tests.support.envoy import envoy_binary
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.ports import LOOPBACK, free_port
 
-pytest.importorskip("opentelemetry.sdk", reason="needs the authz[otel] extra")
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]

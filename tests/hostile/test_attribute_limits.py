@@ -30,8 +30,15 @@ from tests.hostile.service import (
 )
 from tests.support.certs import make_pki
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.scale import scaled
 
 RSS_BOUND_MIB = 50
+# Distinct principals at the size limit: 1,500 of them are twice what the principal caches'
+# 4 MiB byte budget holds (about 6 KiB an entry), so the bound is reached and held.
+PRINCIPALS = scaled(1500, 5000)
+# Distinct 4 MiB attributes of each kind: 30 of them would hold 120 MiB if anything kept them,
+# well over RSS_BOUND_MIB.
+OVERSIZED = scaled(30, 120)
 LIMITS = Limits()
 MIB = 1024 * 1024
 # The gRPC server's own receive limit (authz.server.build_server): a bigger message is refused
@@ -110,7 +117,7 @@ def test_a_stream_of_maximal_and_oversized_attributes_keeps_memory_bounded(
     baseline = _kib(service.pid, "VmRSS")
 
     seen: Counter[tuple[int, str]] = Counter()
-    for index in range(120):  # over the limits: refused unread, never cached
+    for index in range(OVERSIZED):  # over the limits: refused unread, never cached
         seen[_answer(service, _message(principal=_unique(index, big, "spiffe://td/")))] += 1
         seen[_answer(service, _message(certificate=_unique(index, big, "-----BEGIN")))] += 1
         # check_request sends the host twice (http.host and `:authority`): half the size.
@@ -119,11 +126,14 @@ def test_a_stream_of_maximal_and_oversized_attributes_keeps_memory_bounded(
             _answer(service, _message(headers={"x-forwarded-client-cert": _unique(index, big)}))
         ] += 1
     # The host and XFCC also travel as headers (`:authority`): over the one-value bound, 431.
-    assert seen == {(400, "attribute_too_large"): 240, (431, "request_too_large"): 240}
+    assert seen == {
+        (400, "attribute_too_large"): 2 * OVERSIZED,
+        (431, "request_too_large"): 2 * OVERSIZED,
+    }
 
     # At the limits: accepted and read, so they may be cached, but only up to the caches' sizes.
     at_limit: Counter[tuple[int, str]] = Counter()
-    for index in range(5000):
+    for index in range(PRINCIPALS):
         principal = _unique(
             index, LIMITS.max_principal_bytes, "spiffe://cluster.local/ns/other/sa/"
         )
@@ -136,7 +146,7 @@ def test_a_stream_of_maximal_and_oversized_attributes_keeps_memory_bounded(
         certificate = _unique(index, LIMITS.max_certificate_bytes, "-----BEGIN")
         at_limit[_answer(service, _message(certificate=certificate))] += 1
     assert at_limit == {
-        (200, "frontend"): 5000,  # read, parsed and matched: nothing refused below its limit
+        (200, "frontend"): PRINCIPALS,  # read, parsed and matched: nothing refused below its limit
         (403, "no_matching_rule"): 600,
         (403, "peer_certificate_invalid"): 300,
     }

@@ -29,6 +29,7 @@ from authz.policy import PolicyStore, build_policy_set, load_policy_set
 from authz.reload import PolicyReloader
 from tests.hostile.forge import forge
 from tests.support.jwks_server import JwksServer
+from tests.support.scale import scaled
 from tests.support.tokens import SigningKey, claims, make_key
 
 HOST = "shop.example.com"
@@ -247,9 +248,11 @@ def test_a_flood_of_unknown_kids_does_not_hammer_the_idp(server: JwksServer) -> 
 # -- floods: caches stay bounded -----------------------------------------------------------------
 
 
-def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
-    """A burst of 100,000 distinct valid tokens, then 20,000 distinct garbage ones: the verified
-    token cache never holds more than its limit (we measure the cache, not RSS)."""
+def test_distinct_tokens_keep_the_token_cache_bounded() -> None:
+    """A burst of distinct valid tokens fifty times the cache's limit, then distinct garbage ones:
+    the verified token cache never holds more than its limit (we measure the cache, not RSS).
+    A 100-entry cache proves the bound a 2,000-entry one does; LONG_TESTS=1 runs the
+    original 100,000 tokens against 2,000 entries."""
     secret = os.urandom(32)
     issuer = "https://id.example.com"
     k = pyjwt.utils.base64url_encode(secret).decode()
@@ -275,13 +278,14 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
     keys = KeyRegistry()
     try:
         keys.ensure(policy_set.jwt_providers)
-        limit = 2_000
+        limit = scaled(100, 2_000)
+        valid = 50 * limit
         resolver = IdentityResolver(Settings(), keys, token_cache_size=limit)
         engine = Engine(PolicyStore(policy_set), resolver)
         cache = resolver.verifier._cache
         now = time.time()
         peak = 0
-        for i in range(100_000):
+        for i in range(valid):
             token = pyjwt.encode(
                 {"iss": issuer, "sub": f"u{i}", "exp": int(now) + 600},
                 secret,
@@ -294,10 +298,10 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
                 )
             )
             assert verdict.decision.allowed, verdict
-            if i % 1000 == 0:
+            if i % (limit // 2) == 0:
                 peak = max(peak, len(cache))
         peak = max(peak, len(cache))
-        for i in range(20_000):
+        for i in range(10 * limit):
             verdict = engine.check(
                 Request(
                     method="GET", path="/", host=HOST, headers={"authorization": f"Bearer x{i}.y.z"}
@@ -305,7 +309,7 @@ def test_100k_distinct_tokens_keep_the_token_cache_bounded() -> None:
             )
             assert not verdict.decision.allowed and verdict.decision.status == 401
         assert len(cache) <= limit and peak <= limit
-        assert resolver.verifier.signature_checks >= 100_000 - limit  # the cache did not lie
+        assert resolver.verifier.signature_checks >= valid - limit  # the cache did not lie
     finally:
         keys.close()
 

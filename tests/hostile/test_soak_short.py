@@ -1,4 +1,5 @@
-"""The soak (tests/hostile/soak.py) in its short form: 10 s of mixed hostile traffic with faults."""
+"""The soak (tests/hostile/soak.py) in its short form: a few seconds of mixed hostile traffic with
+faults (LONG_TESTS=1: 10 s, 20,000 checks)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("authz.wire.inbound", reason="authz.wire is not there yet")
-pytest.importorskip(
-    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet"
-)
+from tests.support.scale import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,9 +19,9 @@ def test_short_soak() -> None:
             "-m",
             "tests.hostile.soak",
             "--seconds",
-            "10",
+            str(scaled(4, 10)),
             "--max-checks",
-            "20000",
+            str(scaled(8000, 20000)),
             "--clients",
             "3",
         ],

@@ -20,11 +20,6 @@ from typing import Any
 import grpc
 import pytest
 
-pytest.importorskip("authz.wire.inbound", reason="authz.wire is not there yet")
-pytest.importorskip(
-    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="no generated protos yet"
-)
-
 from tests.hostile.service import (
     AUDIENCE,
     HOST,

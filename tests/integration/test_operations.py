@@ -22,12 +22,6 @@ from typing import Any
 
 import grpc
 import pytest
-
-pytest.importorskip("authz.wire.inbound", reason="the wire layer is not in the tree yet")
-pytest.importorskip(
-    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="protos not generated"
-)
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc

@@ -20,11 +20,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-pytest.importorskip("authz.wire.inbound", reason="the wire layer is not in the tree yet")
-pytest.importorskip(
-    "authz._proto.envoy.service.auth.v3.external_auth_pb2", reason="protos not generated"
-)
-
 from tests.hostile.service import (
     HOST,
     check_request,

@@ -11,15 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from tests.integration.test_operations import BOUND, HOST, ISSUER, Service, write_policies
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.ports import free_port
 from tests.support.tokens import claims, jwks_json, make_key
-
-pytest.importorskip("opentelemetry.sdk", reason="needs the authz[otel] extra")
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

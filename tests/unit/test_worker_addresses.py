@@ -28,6 +28,13 @@ def test_a_derived_grpc_port_on_an_admin_port_is_refused() -> None:
     )
 
 
+def test_two_spellings_of_one_address_meet() -> None:
+    """`:9192` is `0.0.0.0:9192` (issue 25.4): worker 1's gRPC port on the admin port."""
+    settings = Settings(listen=(":9191",), admin="0.0.0.0:9192", workers=2)
+    with pytest.raises(ConfigError, match=r":9192 would be used by worker 0's --admin"):
+        check_worker_addresses(settings)
+
+
 def test_two_listen_addresses_that_meet_are_refused() -> None:
     settings = Settings(listen=("127.0.0.1:9191", "127.0.0.1:9193"), workers=3)
     with pytest.raises(

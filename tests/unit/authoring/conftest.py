@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.support.files import write
+
+__all__ = ["EXAMPLE_POLICIES", "REPO", "examples", "write"]
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_POLICIES = REPO / "policies"
-
-
-def write(directory: Path, name: str, text: str) -> Path:
-    """Write a dedented file into `directory` and return its path."""
-    path = directory / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -107,6 +107,17 @@ def test_cli_text_json_and_min_coverage(
     assert "coverage 42.9% is under --min-coverage 50%" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["200", "-1", "100.5", "abc"])
+def test_min_coverage_is_a_percentage(
+    policy_dir: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--min-coverage 200` could never pass; it was accepted (issue 25.11)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["test", str(policy_dir), "--min-coverage", value])
+    assert exit_.value.code == 2
+    assert "argument --min-coverage:" in capsys.readouterr().err
+
+
 def test_the_example_set_leaves_only_the_order_update_entry_untested() -> None:
     examples = Path(__file__).resolve().parents[3] / "policies"
     coverage = measure(load_policy_set(str(examples)), load_cases(find_test_files(str(examples))))

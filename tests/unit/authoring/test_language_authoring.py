@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from authz.authoring.cases import find_test_files, load_cases, parse_cases, run_cases
-from authz.authoring.lint import INFORMATIONAL, lint
+from authz.authoring.lint import lint
 from authz.authoring.scenario import Scenario, explain_scenario
 from authz.cli import main
 from authz.commands.explain import render
@@ -29,7 +29,7 @@ def test_the_examples_pass_their_cases_and_lint_clean(directory: Path) -> None:
     results = run_cases(policy_set, load_cases(find_test_files(str(directory))))
     assert results and all(r.passed for r in results), [r.failures for r in results]
     sources = {f.file: Path(f.file).read_text() for f in policy_set.files}
-    assert [f for f in lint(policy_set, sources) if f.code not in INFORMATIONAL] == []
+    assert lint(policy_set, sources) == []
 
 
 KEYS = f"keys:\n  - {{id: acme-1, sha256: {key_hash('acme')}, labels: {{tier: gold}}}}\n"

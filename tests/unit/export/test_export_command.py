@@ -65,8 +65,11 @@ def test_lists_each_unexportable_rule_and_provider_and_exits_1(
 def test_lint_names_what_is_not_exportable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    main(["lint", str(_dir(tmp_path, NOT_EXPORTABLE))])
+    assert main(["lint", "--exportable", "--strict", str(_dir(tmp_path, NOT_EXPORTABLE))]) == 1
     assert "[tenant] not-exportable: header condition on :path" in capsys.readouterr().out
+    # Without --exportable, the findings do not depend on whether the extra is installed.
+    main(["lint", str(_dir(tmp_path, NOT_EXPORTABLE))])
+    assert "not-exportable" not in capsys.readouterr().out
 
 
 def test_a_thousand_rules_export_in_well_under_a_second_of_work(tmp_path: Path) -> None:

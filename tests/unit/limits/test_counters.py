@@ -130,6 +130,10 @@ def test_redis_killed_and_restarted(redis: RedisServer) -> None:
         wait_until(lambda: counter.state == LOCAL)
         assert counter.fallbacks == 1
         assert counter.status()["state"] == LOCAL and counter.status()["reason"]
+        # Numbers are numbers, so /readyz's JSON says `"fallbacks": 1`, not `"1"` (issue 25).
+        status = counter.status()
+        assert status["fallbacks"] == 1 and isinstance(status["late_checks"], int)
+        assert isinstance(status["round_trip_ms"], float)
         redis.start()
         wait_until(lambda: counter.state == SHARED)
         # What was let through locally is handed in to the shared counter.

@@ -8,7 +8,7 @@ from authz.model import Decision, Verdict
 from authz.observe.admin import AdminServer, readiness_check
 from authz.observe.metrics import Metrics
 
-DOWN = {"store": "redis", "state": "local", "reason": "ConnectionError", "fallbacks": "2"}
+DOWN = {"store": "redis", "state": "local", "reason": "ConnectionError", "fallbacks": 2}
 
 
 def test_metrics_show_the_store_state_and_429s() -> None:
@@ -26,3 +26,4 @@ def test_readyz_shows_the_store_and_stays_ready() -> None:
     status, _, body = admin.respond("/readyz")
     assert status == 200
     assert json.loads(body) == {"ready": True, "phase": "serving", "rate_limits": DOWN}
+    assert b'"fallbacks": 2' in body  # a JSON number

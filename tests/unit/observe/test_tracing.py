@@ -14,11 +14,8 @@ from authz.config_file import load_settings
 from authz.errors import ConfigError
 from authz.model import Decision, Verdict
 from authz.observe import Metrics
-from tests.support.ports import free_port
-
-pytest.importorskip("opentelemetry.sdk", reason="needs the authz[otel] extra")
-
 from authz.observe.tracing import Tracing, parent_context, traces_url
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 VERDICT = Verdict(Decision(allowed=True, status=200, reason="public", rule="public"), "id-1")

@@ -365,3 +365,32 @@ rules:
         p.for_host("shop.example.com")  # fills the memo
         del p
         assert gc.collect() == 0
+
+
+def test_the_sets_problems_come_with_the_files_own_in_one_pass(tmp_path: Path) -> None:
+    """`authz validate` reports an undefined role and a rule name used twice together with the
+    files' own problems, not only once those are fixed (issue 25.9)."""
+    write(
+        tmp_path / "a.yaml",
+        "rules:\n  - {name: r1, action: allow, to: [{role: nope}]}\n  - {name: r2, action: alow}\n",
+    )
+    write(
+        tmp_path / "b.yaml",
+        "roles:\n"
+        "  broken: [{paths: [no-slash]}]\n"
+        "rules:\n"
+        "  - {name: r3, action: allow, to: [{role: missing-too}]}\n"
+        "  - {name: r1, action: deny}\n"
+        "  - {name: r4, action: allow, to: [{role: broken}]}\n",
+    )
+    with pytest.raises(PolicyError) as error:
+        load_policy_set(str(tmp_path))
+    text = [str(p).replace(str(tmp_path) + "/", "") for p in error.value.problems]
+    assert "a.yaml:2: undefined role 'nope'" in text
+    assert "b.yaml:4: undefined role 'missing-too'" in text
+    assert any(t.startswith("a.yaml:3: unknown action 'alow'") for t in text)
+    assert any(t.startswith("b.yaml:5: rule name 'r1' is also used at") for t in text)
+    assert any(t.startswith("b.yaml:2:") and "no-slash" in t for t in text), text
+    # The broken role is defined (its entry is the problem), so its use is not "undefined".
+    assert not any("'broken'" in t and "undefined" in t for t in text), text
+    assert len(text) == len(set(text)) == 6, text

@@ -76,7 +76,6 @@ def test_message_classes_name_their_real_module() -> None:
 @pytest.mark.parametrize("first", ["ours", "googleapis"])
 def test_status_coexists_with_googleapis_common_protos(first: str) -> None:
     """Either import order works, and both name the same message class."""
-    pytest.importorskip("google.rpc.status_pb2")
     imports = {
         "ours": "from authz._proto.envoy.service.auth.v3 import external_auth_pb2",
         "googleapis": "from google.rpc import status_pb2",
@@ -98,7 +97,6 @@ def test_status_coexists_with_googleapis_common_protos(first: str) -> None:
 def test_our_private_copy_is_descriptor_identical_to_googleapis(first: str) -> None:
     """Even when both copies are registered (ours loaded directly), the pool accepts the second:
     the serialized descriptors are byte-identical."""
-    pytest.importorskip("google.rpc.status_pb2")
     imports = {
         "ours": "from authz._proto.google.rpc import _status_pb2 as ours",
         "googleapis": "from google.rpc import status_pb2 as theirs",

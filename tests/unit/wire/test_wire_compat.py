@@ -14,19 +14,18 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import envoy_data_plane.envoy.config.core.v3 as edp_core
+import envoy_data_plane.envoy.service.auth.v3 as edp_auth
+import envoy_data_plane.envoy.type.v3 as edp_type
 import pytest
+from envoy_data_plane.google import protobuf as edp_pb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-edp_auth = pytest.importorskip("envoy_data_plane.envoy.service.auth.v3")
-import envoy_data_plane.envoy.config.core.v3 as edp_core  # noqa: E402
-import envoy_data_plane.envoy.type.v3 as edp_type  # noqa: E402
-from envoy_data_plane.google import protobuf as edp_pb  # noqa: E402
-
-from authz._proto.envoy.config.core.v3 import address_pb2  # noqa: E402
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
-from authz.model import Decision, ShadowMatch, Verdict  # noqa: E402
-from authz.wire.outbound import to_check_response  # noqa: E402
+from authz._proto.envoy.config.core.v3 import address_pb2
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
+from authz.model import Decision, ShadowMatch, Verdict
+from authz.wire.outbound import to_check_response
 
 WHEN = dt.datetime(2026, 11, 23, 13, 59, 2, 123456, tzinfo=dt.UTC)
 JWT_NAMESPACE = "envoy.filters.http.jwt_authn"
@@ -234,23 +233,29 @@ def test_a_fully_populated_check_request_parses_field_for_field() -> None:
 
 
 @pytest.mark.parametrize(
-    "theirs",
+    ("theirs", "kind"),
     [
-        edp_core.Address(pipe=edp_core.Pipe(path="@abstract/envoy.sock", mode=0o600)),
-        edp_core.Address(
-            envoy_internal_address=edp_core.EnvoyInternalAddress(
-                server_listener_name="internal-listener", endpoint_id="ep-1"
-            )
+        (edp_core.Address(pipe=edp_core.Pipe(path="@abstract/envoy.sock", mode=0o600)), "pipe"),
+        (
+            edp_core.Address(
+                envoy_internal_address=edp_core.EnvoyInternalAddress(
+                    server_listener_name="internal-listener", endpoint_id="ep-1"
+                )
+            ),
+            "envoy_internal_address",
         ),
-        edp_core.Address(
-            socket_address=edp_core.SocketAddress(address="10.0.0.2", named_port="http")
+        (
+            edp_core.Address(
+                socket_address=edp_core.SocketAddress(address="10.0.0.2", named_port="http")
+            ),
+            "socket_address",
         ),
     ],
     ids=["pipe", "internal", "named-port"],
 )
-def test_every_address_kind_parses(theirs: Any) -> None:
+def test_every_address_kind_parses(theirs: Any, kind: str) -> None:
     ours = address_pb2.Address.FromString(bytes(theirs))
-    assert ours.WhichOneof("address") is not None
+    assert ours.WhichOneof("address") == kind
     assert_same(ours, theirs)
 
 

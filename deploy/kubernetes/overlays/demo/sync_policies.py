@@ -7,6 +7,7 @@ read files outside the kustomization directory, hence a committed copy.)
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -58,6 +59,24 @@ def render(policies: Path = POLICIES) -> str:
 
 _Dumper.add_representer(_Literal, _literal)
 
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only say whether the ConfigMap is up to date (exit 1 if not); write nothing",
+    )
+    args = parser.parse_args(argv)  # --help prints and exits here, before anything is written
+    text = render()
+    if args.check:
+        current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
+        print(f"{TARGET.name}: {'up to date' if current == text else 'out of date'}")
+        return 0 if current == text else 1
+    TARGET.write_text(text, encoding="utf-8")
+    print(f"wrote {TARGET.name} from {POLICIES.name}/")
+    return 0
+
+
 if __name__ == "__main__":
-    TARGET.write_text(render(), encoding="utf-8")
-    sys.exit(0)
+    sys.exit(main(sys.argv[1:]))

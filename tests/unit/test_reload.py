@@ -14,8 +14,7 @@ from authz.identity import KeyRegistry
 from authz.policy import PolicyStore, load_policy_set
 from authz.policy.spec import JwtProvider
 from authz.reload import PolicyReloader, directory_fingerprint
-
-from .conftest import write
+from tests.support.files import write
 
 V1 = """
 rules:
