@@ -7,35 +7,30 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from authz.checkpoint import Observer
 from authz.config import Settings
 from authz.engine import Engine
+from authz.envoy_files import EnvoyFiles
 from authz.errors import ConfigError
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.interceptors import MetricsInterceptor
 from authz.limits import Counter, Limiter, open_counter
+from authz.listen import ListenError, describe_os_error, set_socket_access
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.admin import Pages
 from authz.observe.cert_expiry import PeerCertificateExpiry
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.observe.recent import RecentDecisions
 from authz.policy import PolicyStore, load_policy_set
-from authz.reload import PolicyReloader, ReloadListener
-from authz.server import (
-    AuthorizationService,
-    Health,
-    ListenError,
-    Observer,
-    Phase,
-    build_server,
-    describe_os_error,
-    run_until_signalled,
-    set_socket_access,
-)
+from authz.reload import PolicyReloader
+from authz.server import AuthorizationService, Health, Phase, build_server, run_until_signalled
+from authz.tls.certs import ServingCertificates
+from authz.tls.plan import ADMIN, GRPC, HTTP, tls_plan
 from authz.wire.http import HttpListener, HttpMode
 from authz.workers import worker_index
 
@@ -64,6 +59,12 @@ class App:
     counter: Counter | None = None
     # With settings.otlp_endpoint only (the module is imported only then).
     tracing: Tracing | None = None
+    # The TLS listeners' certificates (authz.tls); None when every listener is plaintext.
+    certificates: ServingCertificates | None = None
+    # What serve() set up for TLS and close() undoes (private copies of keys among them).
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    # With settings.export_envoy (worker 0 only): Envoy's copy of the set in force.
+    envoy_files: EnvoyFiles | None = None
     # The decision page's ring and token (with settings.admin and settings.decision_page).
     recent: RecentDecisions | None = None
     admin_token: str | None = None
@@ -74,6 +75,12 @@ class App:
         /readyz is 200 exactly when `phase()` is "serving" (`Health.phase`)."""
         if self.settings.admin is None or self.admin is not None:
             return self.admin
+        tls = None
+        if self.certificates is not None and ADMIN in self.certificates.plan:
+            from authz.tls.contexts import RotatingContext
+
+            tls = RotatingContext(self.certificates, ADMIN)
+            self.closers.append(tls.close)
         admin = AdminServer(
             self.settings.admin,
             metrics=self.metrics.render if self.metrics is not None else None,
@@ -82,7 +89,9 @@ class App:
                 phase,
                 self.keys.status,
                 self.counter.status if self.counter is not None else None,
+                self.envoy_files.status if self.envoy_files is not None else None,
             ),
+            tls=tls,
             pages=self._decision_pages(),
         )
         try:
@@ -117,8 +126,14 @@ class App:
     def close(self) -> None:
         if self.admin is not None:
             self.admin.close()
+        if self.certificates is not None:
+            self.certificates.close()
+        for close in self.closers:
+            close()
         if self.reloader is not None:
             self.reloader.close()
+        if self.envoy_files is not None:
+            self.envoy_files.close()
         self.keys.close()
         if self.counter is not None:
             self.counter.close()
@@ -156,6 +171,10 @@ def build_app(settings: Settings) -> App:
     engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
     cert_expiry = PeerCertificateExpiry()
     metrics.registry.register(cert_expiry)
+    plan = tls_plan(settings)  # ConfigError; the files are read by serve()
+    certificates = ServingCertificates(plan) if plan else None
+    if certificates is not None:
+        metrics.registry.register(certificates)
     observers: list[Observer] = [metrics, cert_expiry]
     if decision_log is not None:
         observers.append(decision_log)
@@ -166,11 +185,16 @@ def build_app(settings: Settings) -> App:
         policy_set.rule_count,
         policy_set.revision,
     )
-    listeners: list[ReloadListener] = [metrics.record_reload]
-    # Under --workers every worker loads the same files; one of them writes Envoy's copy.
-    if settings.export_envoy is not None and worker_index() in (None, 0):
-        listeners.append(_envoy_exporter(settings.export_envoy, store))
-    reloader = PolicyReloader(settings.policies, store, keys, listeners=listeners)
+    envoy_files = _envoy_files(settings, store)
+    if envoy_files is not None:
+        metrics.registry.register(envoy_files)
+    reloader = PolicyReloader(
+        settings.policies,
+        store,
+        keys,
+        listeners=[metrics.record_reload],
+        publish=envoy_files.publish if envoy_files is not None else None,
+    )
     return App(
         settings,
         store,
@@ -182,6 +206,8 @@ def build_app(settings: Settings) -> App:
         decision_log,
         tracing=tracing,
         counter=counter,
+        certificates=certificates,
+        envoy_files=envoy_files,
         recent=recent,
         admin_token=admin_token,
         started_at=started_at,
@@ -222,50 +248,16 @@ def _tracing(settings: Settings) -> Tracing | None:
     return tracing
 
 
-def _envoy_exporter(directory: str, store: PolicyStore) -> Callable[[bool], None]:
-    """Write the current set as ECDS files now (ConfigError if it cannot be), and return the
-    reload listener that writes every later accepted set. The export is hybrid: hosts whose
-    files Envoy cannot enforce alone stay with this service (ext_authz), and the log says which
-    rules keep them there (docs/export.md)."""
-    try:
-        from authz.export import export_envoy
-        from authz.export.ecds import write_ecds
-    except ImportError as error:
-        raise ConfigError(
-            f"--export-envoy needs Envoy's API types: pip install 'authz[export]' ({error})"
-        ) from error
-
-    written: dict[str, str] = {}
-
-    def write() -> None:
-        current = store.current
-        if written.get("revision") == current.revision:
-            return
-        result = export_envoy(current, hybrid=True)
-        write_ecds(directory, result, current.revision)
-        written["revision"] = current.revision
-        kept = [str(f) for f in result.findings if f.kept]
-        log.info(
-            "Envoy filters for revision %s written to %s%s",
-            current.revision,
-            directory,
-            f"; decided by this service: {'; '.join(kept)}" if kept else "",
-        )
-
-    try:
-        write()
-    except OSError as error:
-        raise ConfigError(f"--export-envoy {directory}: {error}") from error
-
-    def on_reload(ok: bool) -> None:
-        if not ok:
-            return  # a rejected set never reaches Envoy
-        try:
-            write()
-        except OSError as error:
-            log.error("--export-envoy %s: %s; Envoy keeps the previous filters", directory, error)
-
-    return on_reload
+def _envoy_files(settings: Settings, store: PolicyStore) -> EnvoyFiles | None:
+    """With --export-envoy: the set in force written for Envoy (ConfigError when it cannot
+    be), and the writer that keeps it so. Under --workers every worker loads the same files;
+    worker 0 alone writes Envoy's copy."""
+    if settings.export_envoy is None or worker_index() not in (None, 0):
+        return None
+    envoy_files = EnvoyFiles(settings.export_envoy)
+    envoy_files.write_at_start(store.current)
+    envoy_files.start(lambda: store.current)
+    return envoy_files
 
 
 def _decision_log(
@@ -311,12 +303,25 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
     Policies reload on SIGHUP and, with `settings.watch`, when the policy directory changes.
     Raises ListenError when an address cannot be bound."""
     settings = app.settings
-    interceptors = [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
+    certificates = app.certificates
+    if certificates is not None:
+        certificates.load_all()  # MaterialError (expired, not yet valid, key not the cert's)
+    interceptors: list[grpc.ServerInterceptor] = (
+        [MetricsInterceptor(app.metrics.rpc)] if app.metrics is not None else []
+    )
+    credentials = None
+    if certificates is not None and GRPC in certificates.plan:
+        from authz.tls.serving import grpc_tls
+
+        credentials, peer_check = grpc_tls(certificates)
+        interceptors[:0] = peer_check  # first: a refused client reaches nothing else
     # HTTP only (`grpc` off): no gRPC server at all (its threads would serve nothing);
     # `health` is still the one readiness truth for /readyz.
     server: grpc.Server | None = None
     if settings.grpc:
-        server, health = build_server(app.service, settings, interceptors=interceptors)
+        server, health = build_server(
+            app.service, settings, interceptors=interceptors, credentials=credentials
+        )
     else:
         health = Health()
     # grpc_health starts with "" SERVING: say STARTING before the first client can ask.
@@ -328,13 +333,24 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         # itself, which `authz serve` does (and logs) on its own for the gRPC-only service.
         from authz.http_server import HttpServers
 
+        http_tls = None
+        if certificates is not None and HTTP in certificates.plan:
+            from authz.tls.serving import http_tls_files
+
+            # Rotations reach `http` once it exists (the lambda reads it when called).
+            http_tls, close_copies = http_tls_files(
+                certificates, asyncio.get_running_loop(), lambda: http
+            )
+            app.closers.append(close_copies)
         http = HttpServers.for_engine(
             app.engine,
             settings.limits,
             [(address, http_listener(settings)) for address in settings.http_listen],
             # The same metrics and decision log records as gRPC checks; the span's parent comes
             # from the request's own trace headers (Envoy's http_service client forwards them).
-            [*app.service.observers, *([app.tracing] if app.tracing is not None else [])],
+            app.service.observers,
+            app.tracing,
+            tls=http_tls,
         )
         await http.start()  # raises ListenError
         for address in settings.http_listen:
@@ -344,6 +360,8 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         server.start()
     if app.reloader is not None:
         app.reloader.start(watch=settings.watch, polling=settings.poll_policies)
+    if certificates is not None:
+        certificates.start()
     ready = await asyncio.to_thread(app.keys.wait_ready, key_wait_seconds)
     if not ready:
         for state in app.keys.states():
@@ -361,11 +379,19 @@ async def serve(app: App, *, key_wait_seconds: float = 10.0) -> None:
         await run_until_signalled(
             server,
             health,
-            on_reload=app.reloader.request_reload if app.reloader is not None else None,
+            on_reload=lambda: reload_all(app),
             also_stop=http.stop if http is not None else None,
         )
     finally:
         app.close()
+
+
+def reload_all(app: App) -> None:
+    """SIGHUP: the policies and the TLS files are read again (both off the signal handler)."""
+    if app.reloader is not None:
+        app.reloader.request_reload()
+    if app.certificates is not None:
+        app.certificates.request_reload()
 
 
 def http_listener(settings: Settings) -> HttpListener:
@@ -383,12 +409,16 @@ def serving_line(app: App) -> str:
     from google.protobuf.internal import api_implementation
 
     settings, current = app.settings, app.store.current
-    admin = f", admin http://{settings.admin}" if settings.admin else ""
+    plan = app.certificates.plan if app.certificates is not None else {}
+    scheme = "https" if ADMIN in plan else "http"
+    admin = f", admin {scheme}://{settings.admin}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
     where = list(settings.listen) if settings.grpc else []
     if settings.http_listen:
         where.append(f"HTTP ({settings.http_mode}) {', '.join(settings.http_listen)}")
+    if plan:
+        admin += f"; TLS on the {', '.join(sorted(plan))} listener{'s' if len(plan) > 1 else ''}"
     return (
         f"serving on {', '.join(where)}{admin}: policy revision {current.revision}, "
         f"{current.rule_count} rule{'' if current.rule_count == 1 else 's'} from "

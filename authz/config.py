@@ -186,6 +186,89 @@ class Settings:
         check=checks.admin_address,
         metavar="HOST:PORT",
     )
+    # TLS (issue 24, authz.tls): --tls-cert/--tls-key serve the gRPC door, and the HTTP door and
+    # the admin endpoint too unless they name their own pair or are told to stay plaintext. The
+    # files are watched and re-read on SIGHUP; a new pair serves new connections.
+    tls_cert: str | None = setting(
+        None,
+        "serve TLS with this PEM certificate chain (gRPC door; the HTTP door and admin too, "
+        "unless given their own or --http-plaintext/--admin-plaintext)",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    tls_key: str | None = setting(
+        None,
+        "the private key of --tls-cert",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    tls_client_ca: str | None = setting(
+        None,
+        "require a client certificate issued by these CAs (mutual TLS) on the gRPC and HTTP doors",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    # Enforced by the gRPC door (grpcio shows the peer's certificate); the HTTP door cannot see
+    # it (granian), so with it a dedicated --http-tls-client-ca is required (authz.tls.plan).
+    tls_allowed_clients: tuple[str, ...] = setting(
+        (),
+        "with --tls-client-ca: only clients with this identity (SPIFFE ID or DNS name; "
+        "spiffe://td/ns/x/* or *.suffix); may be repeated",
+        check=checks.client_identities,
+        flag="--tls-allowed-client",
+        metavar="ID",
+    )
+    http_tls_cert: str | None = setting(
+        None,
+        "the HTTP door's own certificate chain",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    http_tls_key: str | None = setting(
+        None,
+        "the HTTP door's own private key",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    http_tls_client_ca: str | None = setting(
+        None,
+        "the HTTP door's own client CAs (mutual TLS)",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    http_plaintext: bool = setting(False, "keep the HTTP door plaintext even with --tls-cert")
+    admin_tls_cert: str | None = setting(
+        None,
+        "the admin endpoint's own certificate chain",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    admin_tls_key: str | None = setting(
+        None,
+        "the admin endpoint's own private key",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    # Kubernetes probes cannot present a client certificate: the admin endpoint asks for one
+    # only when told (a scraper with its own certificate), and may stay plaintext instead.
+    admin_tls_client_ca: str | None = setting(
+        None,
+        "require a client certificate from these CAs on the admin endpoint (not for probes)",
+        check=checks.optional_file,
+        paths=True,
+        metavar="FILE",
+    )
+    admin_plaintext: bool = setting(
+        False, "keep /metrics, /healthz and /readyz plaintext even with --tls-cert"
+    )
     # The decision page on the admin endpoint (authz.page): the recent decisions it keeps.
     decision_page: bool = setting(True, "serve the decision page on --admin (/, /decisions, /api/)")
     recent_decisions: int = setting(
@@ -266,8 +349,9 @@ class Settings:
     # replica and worker (authz.limits.shared). Its password: $AUTHZ_RATE_LIMIT_STORE_PASSWORD.
     rate_limit_store: str | None = setting(
         None,
-        "count rate limits in this Redis (redis://HOST:PORT/DB, rediss://...) shared by all "
-        "replicas, instead of in each process",
+        "count rate limits in this Redis shared by all replicas, instead of in each process: "
+        "redis://HOST:PORT/DB, rediss://..., redis+cluster://H1:P1,H2:P2, "
+        "redis+sentinel://H1:P1,H2:P2/MASTER",
         check=checks.rate_limit_store,
         metavar="URL",
     )

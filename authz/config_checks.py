@@ -9,7 +9,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from authz import addresses
-from authz.syntax import TOKEN
+from authz.request.syntax import TOKEN
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -123,6 +123,15 @@ def key_values(values: tuple[str, ...]) -> None:
             raise Invalid(f"{value!r}: must be KEY=VALUE")
 
 
+def client_identities(values: tuple[str, ...]) -> None:
+    from authz.tls.clients import entry_problem
+
+    for value in values:
+        problem = entry_problem(value)
+        if problem is not None:
+            raise Invalid(problem)
+
+
 def one_of(*choices: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         if value not in choices:
@@ -154,24 +163,13 @@ def group(value: str | None) -> None:
 
 
 def rate_limit_store(value: str | None) -> None:
-    """`memory`, or a Redis URL: redis://HOST:PORT/DB, rediss://... (TLS) or unix:///path."""
+    """`memory`, or a store URL as `authz.limits.stores.parse` reads it: one Redis, a Redis
+    Cluster or Sentinel."""
     if value is None or value == "memory":
         return
-    from urllib.parse import urlsplit
+    from authz.limits.stores import parse
 
-    parts = urlsplit(value)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise Invalid(f"{value!r}: use memory, redis://HOST:PORT/DB, rediss://... or unix:///path")
-    if parts.scheme != "unix":
-        try:
-            port = parts.port
-        except ValueError as error:
-            raise Invalid(f"{value!r}: {error}") from error
-        if not parts.hostname:
-            raise Invalid(f"{value!r}: no host")
-        db = parts.path.strip("/")
-        if db and not db.isdigit():
-            raise Invalid(f"{value!r}: the database {db!r} is not a number")
-        del port
-    elif not parts.path:
-        raise Invalid(f"{value!r}: the unix socket needs a path")
+    try:
+        parse(value)
+    except ValueError as error:
+        raise Invalid(f"{value!r}: {error}") from None

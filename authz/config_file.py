@@ -57,7 +57,7 @@ from typing import Any
 from authz.config import ENV_PREFIX, Entry, Settings, build_settings, sections, settings_table
 from authz.config_checks import Invalid
 from authz.errors import ConfigError
-from authz.limits.shared import PASSWORD_ENV
+from authz.limits.stores import PASSWORD_ENV
 from authz.page.access import ADMIN_TOKEN_ENV
 from authz.policy.yaml_source import YamlProblems, YMap, parse_yaml, to_plain
 from authz.workers import WORKER_INDEX_ENV  # set by the supervisor of `--workers N`

@@ -21,7 +21,6 @@ from authz.decision_cache import Cached, DecisionCache, entry_size, request_key
 from authz.errors import ApiKeyRejected, AuthzError, TokenRejected
 from authz.identity import IdentityResolver, KeyWait, is_header_value
 from authz.identity.jwt import CLOCK_SKEW_SECONDS
-from authz.identity.lookup import parse_query
 from authz.limits import Limiter, LocalCounter
 from authz.limits.stage import Plan
 from authz.model import (
@@ -38,6 +37,8 @@ from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy
 from authz.policy.context import RequestContext
 from authz.policy.evaluate import api_key_challenge
 from authz.policy.spec import ApiKeyProvider
+from authz.request.cookies import without_cookies
+from authz.request.query import spellings
 
 
 def new_decision_id(_urandom: Callable[[int], bytes] = os.urandom) -> str:
@@ -202,14 +203,15 @@ class Engine:
             return verdict
         if limited.decision.allowed:  # dry-run limits only: "would limit" in the shadow list
             return replace(verdict, decision=limited.decision)
-        return Verdict(
+        # The rules' verdict with the 429 in place of its allow: every identity and the token's
+        # judgement stay for the log and the span; what only an allow sends upstream goes.
+        return replace(
+            verdict,
             decision=limited.decision,
-            decision_id=verdict.decision_id,
-            policy_revision=verdict.policy_revision,
-            principal=verdict.principal,
-            request_principal=verdict.request_principal,
-            evidence=verdict.evidence,
             response_headers=limited.headers,
+            headers_to_set=(),
+            headers_to_remove=(),
+            query_parameters_to_remove=(),
         )
 
     def refuse(self, error: AuthzError, source_ip: str | None = None) -> Verdict:
@@ -351,7 +353,7 @@ class Engine:
             if where is not None and where.header:
                 to_remove.append(where.header)
             elif where is not None and where.query:
-                query_to_remove = (where.query,)
+                query_to_remove = spellings(request.query, where.query)
             elif where is not None and where.cookie:
                 cookies = (where.cookie,)
         key_providers = host_policy.authentication.api_key_providers
@@ -403,31 +405,26 @@ def _remove_api_keys(
     or not (docs/policy.md, "API keys"): its header is removed, and so are its query parameter
     and cookie when the request has them. Returns the query parameters and cookies to remove."""
     queries, crumbs = list(query_to_remove), list(cookies)
-    parsed: Mapping[str, list[str]] | None = None
     for provider in providers:
         for where in provider.locations:
             if where.header:
                 to_remove.append(where.header.lower())
             elif where.query:
-                parsed = parse_query(request.query) if parsed is None else parsed
-                if where.query in parsed and where.query not in queries:
-                    queries.append(where.query)
+                # Under every name as sent (`api%5Fkey` is `api_key`): Envoy removes raw names.
+                queries.extend(spellings(request.query, where.query))
             elif where.cookie and where.cookie not in crumbs:
                 crumbs.append(where.cookie)
-    return tuple(queries), tuple(crumbs)
+    return tuple(dict.fromkeys(queries)), tuple(crumbs)
 
 
 def _strip_cookies(
     request: Request, names: frozenset[str], to_set: list[tuple[str, str]], to_remove: list[str]
 ) -> None:
     header = request.headers.get("cookie")
-    if header is None:
-        return
-    parts = [part.strip() for part in header.split(";") if part.strip()]
-    kept = [part for part in parts if part.split("=", 1)[0].strip() not in names]
-    if len(kept) == len(parts):
+    kept = without_cookies(header, names) if header is not None else None
+    if kept is None:
         return
     if kept:
-        to_set.append(("cookie", "; ".join(kept)))
+        to_set.append(("cookie", kept))
     else:
         to_remove.append("cookie")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.addresses import Address, AddressError, parse, reachable
+from authz.envoy_tls import UpstreamTls, upstream_tls_socket
 
 AUTHZ_CLUSTER = "authz"
 UPSTREAM_CLUSTER = "upstream"
@@ -77,6 +78,8 @@ class BootstrapOptions:
     # --native: Envoy enforces the exported filters read from this directory (ECDS); ext_authz
     # only for the hosts whose files Envoy cannot enforce alone.
     ecds_dir: str | None = None
+    # TLS from Envoy to this service (`authz serve --tls-cert`), authz.envoy_tls.
+    authz_tls: UpstreamTls | None = None
 
 
 # The filters `authz export envoy` makes, in order, with their config types: the ECDS names
@@ -168,6 +171,8 @@ def authz_cluster(options: BootstrapOptions) -> Config:
         },
         "load_assignment": _load_assignment(AUTHZ_CLUSTER, options.authz),
     }
+    if options.authz_tls is not None:
+        cluster["transport_socket"] = upstream_tls_socket(options.authz_tls, ("h2",))
     if options.health_checks:
         cluster["health_checks"] = [
             health_check({"grpc_health_check": {"service_name": AUTHORIZATION_SERVICE}})
@@ -324,10 +329,10 @@ def bootstrap(options: BootstrapOptions) -> Config:
     chain: Config = {"filters": [http_connection_manager(options)]}
     if options.tls is not None:
         chain["transport_socket"] = downstream_tls(options.tls)
-    # File-based config sources (ECDS) need a node identity.
+    # File-based config sources (ECDS, an SDS file) need a node identity.
     node: Config = {"node": {"id": "authz-native", "cluster": "authz-native"}}
     return {
-        **(node if options.ecds_dir is not None else {}),
+        **(node if options.ecds_dir is not None or _reads_sds_files(options) else {}),
         "admin": {
             "address": {
                 "socket_address": {
@@ -364,6 +369,10 @@ def bootstrap(options: BootstrapOptions) -> Config:
             ]
         },
     }
+
+
+def _reads_sds_files(options: BootstrapOptions) -> bool:
+    return options.authz_tls is not None and options.authz_tls.sds_dir is not None
 
 
 def _longest_first(options: BootstrapOptions) -> list[tuple[str, Mapping[str, str]]]:

@@ -36,9 +36,26 @@ from authz.envoy_bootstrap import (
     bootstrap,
     health_check,
 )
+from authz.envoy_tls import upstream_tls_socket
 from authz.envoy_yaml import BOOTSTRAP_NOTES
-from authz.wire.http import ENVOY_PATH_HEADER
+from authz.wire.http import (
+    ENVOY_ADDRESS_HEADER,
+    ENVOY_CONTENT_LENGTH_HEADER,
+    ENVOY_PATH_HEADER,
+    ENVOY_SCHEME_HEADER,
+)
 
+# What the HTTP door needs beyond the request's own headers to fill the same request view as
+# the gRPC door (docs/http-mode.md lists them for a hand-written config): the undecoded :path,
+# the peer address (gRPC's `source.address`), the request's content-length (Envoy's
+# authorization request carries its own) and its `:scheme`. Each overrides a client value of
+# the same name.
+VIEW_HEADERS: list[Config] = [
+    {"key": ENVOY_PATH_HEADER, "value": "%REQ(:PATH)%"},
+    {"key": ENVOY_ADDRESS_HEADER, "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%"},
+    {"key": ENVOY_CONTENT_LENGTH_HEADER, "value": "%REQ(CONTENT-LENGTH)%"},
+    {"key": ENVOY_SCHEME_HEADER, "value": "%REQ(:SCHEME)%"},
+]
 CLIENT_HEADERS = ("content-type", "www-authenticate")
 # The headers the HTTP server itself puts on an allow answer (granian: server, date,
 # content-length; an allow has no body, so no content-type): copied upstream they would break the
@@ -93,9 +110,17 @@ def any_header_but(excluded: Sequence[str]) -> list[str]:
     ]
 
 
+# With TLS the service's HTTP door rotates its certificate by replacing its worker, whose idle
+# keep-alive connections then close; a check Envoy sends on one at that instant meets a reset
+# before any answer. Retried once on a new connection, it fails no request (measured: one 503
+# in 30 s of rotations without this). A check retried after a reset may have been counted by a
+# rate limit already: stricter, never looser.
+ROTATION_RETRY: Config = {"retry_on": "reset,connect-failure", "num_retries": 1}
+
+
 def http_ext_authz_filter(options: BootstrapOptions, *, path_prefix: str = "") -> Config:
     """The ext_authz filter with `http_service`: fail closed, an outage reads as 503."""
-    return {
+    config: Config = {
         "name": EXT_AUTHZ_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
@@ -107,9 +132,7 @@ def http_ext_authz_filter(options: BootstrapOptions, *, path_prefix: str = "") -
                     "timeout": f"{options.authz_timeout_ms / 1000:g}s",
                 },
                 "path_prefix": path_prefix,
-                "authorization_request": {
-                    "headers_to_add": [{"key": ENVOY_PATH_HEADER, "value": "%REQ(:PATH)%"}],
-                },
+                "authorization_request": {"headers_to_add": VIEW_HEADERS},
                 "authorization_response": {
                     "allowed_upstream_headers": {
                         "patterns": [
@@ -126,6 +149,9 @@ def http_ext_authz_filter(options: BootstrapOptions, *, path_prefix: str = "") -
             "status_on_error": {"code": "ServiceUnavailable"},
         },
     }
+    if options.authz_tls is not None:
+        config["typed_config"]["http_service"]["retry_policy"] = ROTATION_RETRY
+    return config
 
 
 def http_bootstrap(
@@ -165,6 +191,8 @@ def http_bootstrap(
         if cluster["name"] == AUTHZ_CLUSTER:
             # HTTP/1.1 with a connection pool: the HTTP door needs no HTTP/2.
             cluster.pop("typed_extension_protocol_options", None)
+            if options.authz_tls is not None:
+                cluster["transport_socket"] = upstream_tls_socket(options.authz_tls, ("http/1.1",))
             if readyz_ports:
                 _health_check_readyz(cluster, readyz_ports)
     return config
@@ -182,8 +210,9 @@ def _health_check_readyz(cluster: dict[str, Any], ports: Sequence[int]) -> None:
 HTTP_BOOTSTRAP_NOTES: Mapping[str, str] = {
     **BOOTSTRAP_NOTES,
     "headers_to_add": (
-        "The undecoded :path, which the service judges (its HTTP server decodes the URL path);\n"
-        "this overrides any client-sent header of the same name."
+        "The undecoded :path, which the service judges (its HTTP server decodes the URL path),\n"
+        "the client's address (x-forwarded-for is not it), the request's content-length and\n"
+        ":scheme: each overrides any client-sent header of the same name."
     ),
     "allowed_upstream_headers": (
         "Every header the service's allow sets reaches the upstream, except the HTTP transport's\n"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from authz.model import TokenCheck
 from authz.reasons import Reason
+from authz.token_check import TokenCheck
 
 
 class AuthzError(Exception):

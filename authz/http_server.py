@@ -1,8 +1,7 @@
 """The HTTP authorization server: granian (RSGI) on the service's own event loop.
 
-Every check goes wire.http -> engine -> wire.http, like the gRPC door's inbound -> engine ->
-outbound, with the same observers (metrics, decision log). Nothing that goes wrong inside a
-check can turn into an allow: an unexpected exception is logged and answered with a deny.
+Every check goes wire.http -> engine -> wire.http through the same checkpoint as the gRPC
+door's (`authz.checkpoint`: timing, the deny-on-exception guard, observers, tracing).
 
 Why granian, embedded: measured behind Envoy (docs/benchmarks.md, issue 14) an empty RSGI app
 answers several times faster than an empty grpc.aio servicer, and its RSGI interface is ~1.5x
@@ -24,17 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from granian.constants import Interfaces
+from granian.constants import Interfaces, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.server.embed import Server
 
 from authz import addresses
+from authz.checkpoint import Checkpoint, Observer, Tracer
 from authz.config import Limits
-from authz.engine import Engine, new_decision_id
-from authz.errors import AuthzError
+from authz.engine import Engine
 from authz.identity import KeysPending, KeyWait
-from authz.model import Request, Verdict
-from authz.server import ListenError, Observer, notify, probe_bind
+from authz.listen import ListenError, probe_bind
+from authz.model import Request
+from authz.tls.material import Files
 from authz.wire.http import (
     HttpAnswer,
     HttpListener,
@@ -50,6 +50,9 @@ log = logging.getLogger("authz.http")
 # granian before our code sees it (the limits then answer 431 for what fits).
 _FRAMING_BYTES = 4096
 HEADER_READ_TIMEOUT_MS = 10_000
+# use_tls: how long the worker with the new certificate runs beside the old one before the
+# old one stops accepting (granian's default, 3.5 s, would serve the old pair that long).
+RESPAWN_SECONDS = 1.0
 # How long start() waits for granian to bind before it reports the address as unusable.
 _BIND_WAIT_SECONDS = 5.0
 
@@ -62,6 +65,9 @@ class HttpAuthorizationApp:
     limits: Limits
     listener: HttpListener = field(default_factory=HttpListener)
     observers: Sequence[Observer] = ()
+    # The trace's parent comes from the request's own headers (Envoy's http_service client
+    # forwards them): no transport carrier.
+    tracer: Tracer | None = None
 
     def check(
         self,
@@ -74,28 +80,22 @@ class HttpAuthorizationApp:
     ) -> HttpAnswer:
         """One check, synchronous: nothing in it waits on I/O; with the default `wait` it may
         wait (bounded) for a key refetch on this thread, as the gRPC door's `check`."""
-        started = time.perf_counter()
-        try:
-            request: Request | None
-            verdict: Verdict
-            try:
-                request = to_request(
-                    self.listener, self.limits, method=method, path=path, query=query, pairs=pairs
-                )
-            except AuthzError as error:
-                request, verdict = None, self.engine.refuse(error)
-            else:
-                verdict = expressible(self.engine.check(request, wait=wait), self.listener, request)
-            answer = to_answer(verdict, self.listener)
-        except KeysPending:
-            raise  # not a failure: __rsgi__ awaits the refetch and asks again
-        except Exception:
-            decision_id = new_decision_id()
-            log.exception("check failed; denied (decision %s)", decision_id)
-            return internal_error_answer(decision_id)
-        elapsed = time.perf_counter() - started
-        notify(self.observers, request, verdict, elapsed)
-        return answer
+        listener, limits = self.listener, self.limits
+        read: list[Request] = []  # the view, for forward-auth's answer (expressible below)
+
+        def view() -> Request:
+            read.append(
+                to_request(listener, limits, method=method, path=path, query=query, pairs=pairs)
+            )
+            return read[-1]
+
+        return Checkpoint(self.engine, self.observers, self.tracer).run(
+            view,
+            lambda verdict: to_answer(verdict, listener),
+            internal_error_answer,
+            wait=wait,
+            expressible=lambda verdict: expressible(verdict, listener, read[-1]),
+        )
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":  # websockets are off; nothing else is served
@@ -119,7 +119,21 @@ class HttpAuthorizationApp:
             proto.response_empty(answer.status, answer.headers)
 
 
-def _server(app: Any, address: str, limits: Limits) -> Server:
+def _tls_options(files: Files | None) -> dict[str, Any]:
+    """granian's TLS arguments: rustls, TLS 1.2 and 1.3 (its cipher suites are all AEAD)."""
+    if files is None:
+        return {}
+    ca = Path(files.client_ca) if files.client_ca is not None else None
+    return {
+        "ssl_cert": Path(files.cert),
+        "ssl_key": Path(files.key),
+        "ssl_protocol_min": SSLProtocols.tls12,
+        "ssl_ca": ca,
+        "ssl_client_verify": ca is not None,
+    }
+
+
+def _server(app: Any, address: str, limits: Limits, tls: Files | None = None) -> Server:
     endpoint = addresses.parse(address)
     where: dict[str, Any] = (
         {"uds": Path(endpoint.unix_path)}
@@ -140,6 +154,7 @@ def _server(app: Any, address: str, limits: Limits) -> Server:
             "loggers": {"_granian": {"handlers": [], "propagate": True}},
             "handlers": {},
         },
+        **_tls_options(tls),
         **where,
     )
 
@@ -149,10 +164,32 @@ class HttpServers:
     running event loop. `start()` binds them all or raises OSError; `stop()` stops accepting
     and lets in-flight checks finish."""
 
-    def __init__(self, apps: Sequence[tuple[Any, str]], limits: Limits) -> None:
-        """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address)."""
-        self._servers = [(_server(app, address, limits), address) for app, address in apps]
+    def __init__(
+        self, apps: Sequence[tuple[Any, str]], limits: Limits, tls: Files | None = None
+    ) -> None:
+        """`apps`: (an RSGI application, normally an HttpAuthorizationApp, its address);
+        `tls`: the certificate files to serve (private copies: authz.tls.copies)."""
+        self._servers = [(_server(app, address, limits, tls), address) for app, address in apps]
+        for server, _ in self._servers:
+            server.respawn_interval = RESPAWN_SECONDS
         self._tasks: list[asyncio.Task[None]] = []
+
+    def use_tls(self, files: Files) -> None:
+        """Serve `files` to new connections, on the event loop's thread. granian cannot swap a
+        certificate in place: each server starts a new worker with them on the same listening
+        socket, then stops the old worker gracefully (its in-flight checks are answered)."""
+        options = _tls_options(files)
+        for server, _ in self._servers:
+            server.build_ssl_context(
+                options["ssl_cert"],
+                options["ssl_key"],
+                None,
+                options["ssl_protocol_min"],
+                options["ssl_ca"],
+                [],
+                options["ssl_client_verify"],
+            )
+            server.reload()  # type: ignore[no-untyped-call]
 
     @classmethod
     def for_engine(
@@ -161,12 +198,15 @@ class HttpServers:
         limits: Limits,
         listeners: Sequence[tuple[str, HttpListener]],
         observers: Sequence[Observer] = (),
+        tracer: Tracer | None = None,
+        tls: Files | None = None,
     ) -> HttpServers:
         """The servers `authz serve` runs: one HttpAuthorizationApp per (address, listener)."""
         return cls(
-            [(HttpAuthorizationApp(engine, limits, listener, observers), address)
+            [(HttpAuthorizationApp(engine, limits, listener, observers, tracer), address)
              for address, listener in listeners],
             limits,
+            tls,
         )  # fmt: skip
 
     async def start(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -239,3 +239,46 @@ def _code_of(context: grpc.ServicerContext, error: BaseException | None) -> str:
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     return next((str(c.name) for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
+
+
+class PeerInterceptor(_PerMethodInterceptor):
+    """Refuses every call, before its handler runs, from a connection whose verified client
+    certificate `permitted` does not accept (authz.tls: `--tls-allowed-client`), with
+    PERMISSION_DENIED; `on_refused` counts it."""
+
+    def __init__(
+        self,
+        permitted: Callable[[Mapping[str, Sequence[bytes]]], bool],
+        on_refused: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self._permitted = permitted
+        self._on_refused = on_refused
+
+    def _guard(self, context: grpc.ServicerContext) -> None:
+        if not self._permitted(context.auth_context()):
+            self._on_refused()
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "client identity not allowed")
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        attribute, make = _KINDS[(handler.request_streaming, handler.response_streaming)]
+        behavior: Callable[..., Any] = getattr(handler, attribute)
+        run: Callable[..., Any]
+        if _non_blocking(behavior):
+
+            def run(request: Any, context: grpc.ServicerContext, send: Any = None) -> Any:
+                self._guard(context)
+                return behavior(request, context, send)
+
+            run.experimental_non_blocking = True  # type: ignore[attr-defined]
+        else:
+
+            def run(request: Any, context: grpc.ServicerContext) -> Any:
+                self._guard(context)
+                return behavior(request, context)
+
+        return make(
+            run,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # policy-schema types, only named here: the model never builds them
+from authz.request.headers import header_readings
+from authz.request.paths import path_readings
+from authz.request.query import parse_query
+from authz.token_check import FROM_CACHE as FROM_CACHE
+from authz.token_check import TokenCheck as TokenCheck
+
+if TYPE_CHECKING:  # policy-schema types, only named here (spec imports nothing of ours)
     from authz.policy.spec import ApiKey, TokenLocation
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -23,7 +29,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 class Request:
     """One HTTP request as Envoy saw it, already normalized.
 
-    `path` is the normalized path (see `authz.paths.normalize_path`); `raw_path` is Envoy's
+    `path` is the normalized path (see `authz.request.paths.normalize_path`); `raw_path` is Envoy's
     `:path` as received. `host` is canonical (`authz.policy.patterns.normalize_host`: lower-case, no
     port, no trailing dot), normalized once by the wire. Header names are lower-case.
     """
@@ -48,6 +54,21 @@ class Request:
     # bounded by `Limits` in the wire; read by `when: [{context: key}]` and rate-limit keys.
     context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
+    # -- the readers: every fact of the view is read through one of these ----------------------
+
+    @property
+    def path_readings(self) -> tuple[str, ...]:
+        """The normalized path as sent and, when a segment has a `;param`, with them cut."""
+        return path_readings(self.path)
+
+    def header_readings(self, name: str) -> tuple[str | None, ...]:
+        """Every comma-separated element of the header `name` (lower-case); `(None,)` if absent."""
+        return header_readings(self.headers.get(name))
+
+    def query_params(self) -> Mapping[str, tuple[str, ...]]:
+        """The query parameters, names and values decoded, every value of every spelling."""
+        return parse_query(self.query)
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:
@@ -57,19 +78,6 @@ class Workload:
     trust_domain: str | None = None
     namespace: str | None = None
     service_account: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TokenCheck:
-    """How a check judged its JWT, for traces: from the verified-token cache (`cached`), or
-    verified now, from `started_ns` (time.time_ns()) for `duration_ns`."""
-
-    cached: bool
-    started_ns: int = 0
-    duration_ns: int = 0
-
-
-FROM_CACHE = TokenCheck(cached=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ class Reason(StrEnum):
     )
     NO_POLICY_FOR_HOST = "no_policy_for_host", 403, "no policy file applies to the request's host"
 
-    # -- the request itself (authz.wire.inbound, authz.paths) -----------------------------------
+    # -- the request itself (authz.wire.inbound, authz.request.paths) ------------------------
     BAD_REQUEST = "bad_request", 400, "the request cannot be judged safely (no method, no path)"
     INVALID_PATH = "invalid_path", 400, "the path cannot be normalized without guessing"
     INVALID_HOST = "invalid_host", 400, "the host is not a valid host name, IP literal or port"

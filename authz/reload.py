@@ -23,7 +23,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from authz.errors import PolicyError
@@ -36,9 +37,21 @@ if TYPE_CHECKING:  # the policy package is imported late at run time (see _defau
 
 log = logging.getLogger("authz.reload")
 
-# Called after every reload attempt with True (loaded, or unchanged) or False (rejected).
-# Listeners run on the reload thread and must be quick and must not raise (metrics count here).
-ReloadListener = Callable[[bool], None]
+
+class ReloadResult(StrEnum):
+    """How a reload attempt ended (the `result` label of `authz_policy_reloads_total`)."""
+
+    OK = "ok"  # loaded, or unchanged, and in force everywhere it is published
+    ERROR = "error"  # rejected: the last good set stays in force
+    EXPORT_ERROR = "export_error"  # in force here, but its copy for Envoy was not written
+
+
+# Called after every reload attempt with its result. Listeners run on the reload thread and
+# must be quick and must not raise (metrics count here).
+ReloadListener = Callable[[ReloadResult], None]
+# Writes the set in force where others read it (`authz.envoy_files.EnvoyFiles.publish`);
+# False when it could not (the publisher retries on its own).
+Publisher = Callable[["PolicySet"], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +97,14 @@ class PolicyReloader:
         listeners: Iterable[ReloadListener] = (),
         loader: Callable[[str], PolicySet] = _default_loader,
         poll_interval: float = 1.0,
+        publish: Publisher | None = None,
     ) -> None:
         self.directory = directory
         self._store = store
         self._keys = keys
         self._listeners: list[ReloadListener] = list(listeners)
         self._load = loader
+        self._publish = publish
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
         self._pending = threading.Event()
@@ -100,12 +115,19 @@ class PolicyReloader:
     # -- reloading -------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Load the directory now; swap the new set in if it is valid. True unless rejected."""
+        """Load the directory now; swap the new set in if it is valid, then publish it. True
+        unless rejected (a set in force whose copy could not be published is True)."""
         with self._lock:
             ok, retired = self._reload_locked()
+            result = ReloadResult.OK if ok else ReloadResult.ERROR
+            # Unchanged too: a SIGHUP retries a copy that could not be written before.
+            if ok and self._publish is not None and not self._publish(self._store.current):
+                result = ReloadResult.EXPORT_ERROR
+                if self.last is not None:  # the decision page shows it as the reload's outcome
+                    self.last = replace(self.last, outcome=str(result))
         for listener in list(self._listeners):
             try:
-                listener(ok)
+                listener(result)
             except Exception:  # a listener's fault must never stop reloads
                 log.exception("reload listener failed")
         if retired is not None:

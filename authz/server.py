@@ -5,19 +5,15 @@ measurement over grpc.aio (docs/benchmarks.md, fast path log: the same `check` i
 faster directly and ~1.2x behind Envoy; the empty sync servicer is the higher ceiling too). The
 process's asyncio loop (admin endpoint, HTTP door, signals) runs beside it on the main thread.
 
-Every check goes inbound -> engine -> outbound. Nothing that goes wrong inside a check can turn
-into an allow: an unexpected exception is logged and answered with a deny.
+Every check goes inbound -> engine -> outbound through the one checkpoint (`authz.checkpoint`):
+nothing that goes wrong inside a check can turn into an allow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import signal
-import socket
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -31,12 +27,11 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from authz import addresses
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authz.checkpoint import Checkpoint, Observer, Tracer
 from authz.config import Settings
-from authz.engine import Engine, new_decision_id
-from authz.errors import AuthzError
-from authz.identity import KeyWait
+from authz.engine import Engine
 from authz.interceptors import GuardInterceptor
-from authz.model import Request, Verdict
+from authz.listen import ListenError, probe_bind, set_socket_access
 from authz.wire.inbound import to_request
 from authz.wire.outbound import internal_error_response, to_check_response
 
@@ -44,31 +39,12 @@ log = logging.getLogger("authz.server")
 
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
-# Called after every check with the request (None when it could not be read), the verdict and
-# the check's duration in seconds. Observers must not block: the decision log queues.
-Observer = Callable[[Request | None, Verdict, float], None]
-
-
-# An Observer that also takes the trace context the transport carried (the gRPC metadata):
-# `authz.observe.tracing.Tracing`, whose `carrier` defaults to None so that a front door whose
-# transport headers are the request's headers (HTTP) calls it as a plain Observer.
-Tracer = Callable[[Request | None, Verdict, float, Mapping[str, str] | None], None]
-
-
-def notify(
-    observers: Sequence[Observer], request: Request | None, verdict: Verdict, seconds: float
-) -> None:
-    """Each observer, after a check of either door: an observer's fault must never change or
-    delay an answer, so it is logged and the others still run."""
-    for observe in observers:
-        try:
-            observe(request, verdict, seconds)
-        except Exception:
-            log.exception("observer failed")
-
 
 @dataclass(slots=True)
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+    """The gRPC door: reads a CheckRequest into the request view (`authz.wire.inbound`) and
+    writes the verdict back (`authz.wire.outbound`); the checkpoint does the rest."""
+
     engine: Engine
     settings: Settings
     observers: Sequence[Observer] = ()
@@ -92,43 +68,17 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     ) -> external_auth_pb2.CheckResponse:
         """One check, synchronous: nothing in it waits on I/O but a key refetch in flight,
         for at most `unknown_kid_wait` seconds, on this thread."""
-        started = time.perf_counter()
-        try:
-            request: Request | None
-            try:
-                request = to_request(
-                    message,
-                    self.settings.limits,
-                    jwt_metadata_namespace=self.settings.jwt_authn_metadata,
-                )
-            except AuthzError as error:
-                # The source address, so the decision log can count refusals by source.
-                source = message.attributes.source.address.socket_address.address or None
-                request, verdict = None, self.engine.refuse(error, source)
-            else:
-                verdict = self.engine.check(request, wait=KeyWait.BLOCK)
-            response = to_check_response(verdict)
-        except Exception:
-            decision_id = new_decision_id()
-            log.exception("check failed; denied (decision %s)", decision_id)
-            return internal_error_response(decision_id)
-        elapsed = time.perf_counter() - started
-        # The tracer first: it dates the span back from now by `elapsed`, so the observers'
-        # own time must not fall in between.
-        if self.tracer is not None:
-            try:
-                self.tracer(request, verdict, elapsed, carrier)
-            except Exception:
-                log.exception("tracer failed")
-        notify(self.observers, request, verdict, elapsed)
-        return response
-
-
-class ListenError(Exception):
-    """An address the service cannot listen on; the message says which and why."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"cannot listen on {address}: {reason}")
+        settings = self.settings
+        return Checkpoint(self.engine, self.observers, self.tracer).run(
+            lambda: to_request(
+                message, settings.limits, jwt_metadata_namespace=settings.jwt_authn_metadata
+            ),
+            to_check_response,
+            internal_error_response,
+            # The source address, so the decision log can count refusals by source.
+            source=lambda: message.attributes.source.address.socket_address.address or None,
+            carrier=carrier,
+        )
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -151,10 +101,12 @@ def build_server(
     settings: Settings,
     *,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, Health]:
     """A grpcio server (not started) with Check, health and reflection bound to every
     `settings.listen` address (`host:port` or `unix:/path`), served by `settings.grpc_threads`
-    threads. Raises ListenError for an address it cannot bind."""
+    threads, over TLS with `credentials` (authz.tls.grpc_tls). Raises ListenError for an
+    address it cannot bind."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         # The guard innermost, so the metrics see its refusals.
@@ -174,7 +126,10 @@ def build_server(
     for address in settings.listen:
         probe_bind(address)  # grpc says only "failed to bind" (and logs to stderr): find why first
         try:
-            bound = server.add_insecure_port(addresses.bindable(address))
+            if credentials is None:
+                bound = server.add_insecure_port(addresses.bindable(address))
+            else:
+                bound = server.add_secure_port(addresses.bindable(address), credentials)
         except RuntimeError as error:
             raise ListenError(address, "cannot bind") from error
         if bound == 0 and not address.startswith("unix:"):  # the sync server returns 0
@@ -182,54 +137,6 @@ def build_server(
         if address.startswith("unix:"):
             set_socket_access(address.removeprefix("unix:"), settings)
     return server, health_state
-
-
-def probe_bind(address: str) -> None:
-    """Bind `address` with a plain socket (as grpc would: SO_REUSEADDR) and release it, so an
-    address that cannot be used is reported with the system's reason. Raises ListenError."""
-    try:
-        parsed = addresses.parse(address, port_zero=True)
-    except addresses.AddressError as error:
-        raise ListenError(address, str(error)) from error
-    if parsed.unix_path is not None:
-        parent = os.path.dirname(os.path.abspath(parsed.unix_path))
-        if not os.path.isdir(parent):
-            raise ListenError(address, f"the directory {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ListenError(address, f"permission denied in {parent}")
-        return
-    try:
-        infos = socket.getaddrinfo(
-            parsed.host, parsed.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as error:
-        raise ListenError(address, str(error.strerror).lower()) from error
-    for family, kind, proto, _name, sockaddr in infos[:1]:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(sockaddr)
-            except OSError as error:
-                raise ListenError(address, describe_os_error(error)) from error
-
-
-def describe_os_error(error: OSError) -> str:
-    """ "Address already in use" -> "address already in use"."""
-    text = error.strerror or str(error)
-    return text[:1].lower() + text[1:]
-
-
-def set_socket_access(path: str, settings: Settings) -> None:
-    """--socket-mode and --socket-group: let Envoy running as another user connect."""
-    try:
-        if settings.socket_group is not None:
-            group = settings.socket_group
-            shutil.chown(path, group=int(group) if group.isdigit() else group)
-        if settings.socket_mode is not None:
-            os.chmod(path, int(settings.socket_mode, 8))
-    except (OSError, LookupError) as error:
-        reason = describe_os_error(error) if isinstance(error, OSError) else str(error)
-        raise ListenError(f"unix:{path}", f"cannot set its owner or mode: {reason}") from error
 
 
 def enable_reflection(services: Sequence[str], server: grpc.Server) -> None:

@@ -16,7 +16,10 @@ refuses such a set before starting anything.
 The supervisor runs the same command line in each worker with AUTHZ_WORKER_INDEX set, forwards
 SIGTERM/SIGINT/SIGHUP, restarts a worker that dies, gives up (stopping the others and exiting 1)
 when a worker has died MAX_RESTARTS times in a row without staying up for HEALTHY_SECONDS,
-and exits 0 once every worker has stopped cleanly after a SIGTERM.
+and exits 0 once every worker has stopped cleanly after a SIGTERM. A worker that cannot bind
+its address (it exits with EXIT_LISTEN after saying which address and why) did not crash:
+restarting it would fail the same way while the others serve a part of the traffic, so the
+supervisor stops every worker and exits EXIT_LISTEN, as one process does.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from authz.config import Settings
 from authz.errors import ConfigError
 
 WORKER_INDEX_ENV = "AUTHZ_WORKER_INDEX"
+EXIT_LISTEN = 2  # `authz serve` cannot bind an address (one process, a worker, the supervisor)
 RESTART_DELAY_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 30.0
 MAX_RESTARTS = 5  # in a row, each dying within HEALTHY_SECONDS of its start
@@ -145,13 +149,20 @@ class Supervisor:
             for index, process in enumerate(self._processes):
                 if process is None or process.poll() is None or self._stopping:
                     continue
+                if process.returncode == EXIT_LISTEN:
+                    log.info("worker %d cannot listen (see above): stopping every worker", index)
+                    self._stop_all()
+                    return EXIT_LISTEN
                 if not self._restart(index, process.returncode):
-                    self._stopping = True
-                    self._send(signal.SIGTERM)
-                    self._wait_all()
+                    self._stop_all()
                     return 1
             time.sleep(0.2)
         return self._wait_all()
+
+    def _stop_all(self) -> None:
+        self._stopping = True
+        self._send(signal.SIGTERM)
+        self._wait_all()
 
     def _restart(self, index: int, code: int) -> bool:
         """Restart a dead worker; False when it keeps dying (then the supervisor gives up)."""

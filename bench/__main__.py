@@ -34,6 +34,7 @@ from bench import (
     reload_stall,
     server_models,
     startup,
+    tls,
     tracing,
 )
 from bench.parts import PARTS, Size
@@ -50,6 +51,7 @@ TOOLS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "reload-stall": (reload_stall.main, "check latency while a big policy set reloads"),
     "server-models": (server_models.main, "grpc.aio against the sync server at thread counts"),
     "startup": (startup.main, "time from start to SERVING"),
+    "tls": (tls.main, "plaintext against mTLS (and allowed clients) on the gRPC door"),
     "tracing": (tracing.main, "the cost of tracing per check"),
 }
 

@@ -30,8 +30,8 @@ from authz.errors import AuthzError
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.model import Request
 from authz.observe.decision_log import decision_record
-from authz.paths import normalize_path
 from authz.policy import PolicyStore, load_policy_set
+from authz.request.paths import normalize_path
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"

@@ -5,18 +5,21 @@ policy set without and with one `rate_limits` entry that matches it (a limit it 
 * through Envoy (`--envoy`): wrk against Envoy -> ext_authz -> `authz serve
   --rate-limit-store redis://...`, the limit keyed by the token's request principal.
 
-    python -m bench rate-limits [--redis redis://127.0.0.1:6379/0] [--calls N] [--rounds N]
+    python -m bench rate-limits [--redis URL] [--calls N] [--rounds N]
     python -m bench rate-limits --envoy [--seconds S] [--rounds N]
     python -m bench rate-limits --memory 1200000
 
-Without --redis a real redis-server is started on a free loopback port when one is installed.
+--redis takes any `--rate-limit-store` URL (one server, a cluster, Sentinel). Without it a real
+redis-server is started on a free loopback port when one is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from authz.config import Settings
@@ -160,7 +163,11 @@ def memory(keys: int, store: str | None) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench rate-limits")
-    parser.add_argument("--redis", help="redis://HOST:PORT/DB (default: start one)")
+    parser.add_argument(
+        "--redis",
+        help="any --rate-limit-store URL: redis://HOST:PORT/DB, redis+cluster://H1:P1,H2:P2, "
+        "redis+sentinel://S1:P1/MASTER (default: start one redis-server)",
+    )
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--envoy", action="store_true", help="through Envoy, with wrk")
@@ -181,8 +188,25 @@ def main(argv: list[str]) -> int:
     if args.redis:
         print(json.dumps(measure(args.redis), indent=2))
         return 0
-    from tests.support.redis import RedisServer
-
-    with RedisServer() as redis:
-        print(json.dumps(measure(redis.url), indent=2))
+    with redis_server() as url:
+        print(json.dumps(measure(url), indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server (or valkey-server) on a free loopback port, nothing kept on disk."""
+    import shutil
+
+    from bench.procs import free_port, started, wait_port
+
+    binary = shutil.which("redis-server") or shutil.which("valkey-server")
+    if binary is None:
+        raise SystemExit("no redis-server: pass --redis URL, or install redis-server")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="authz-bench-redis-") as tmp:
+        log = Path(tmp) / "redis.log"
+        argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+        with started([*argv, "--appendonly", "no"], log=log) as proc:
+            wait_port(port, proc, log)
+            yield f"redis://127.0.0.1:{port}/0"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.audit.logs import record_timestamp
+from authz.audit.usage import cut
 from authz.authoring.scenario import Scenario, decide, prepare
 from authz.engine import rejection
 from authz.errors import TokenRejected
@@ -31,6 +32,8 @@ from authz.policy import PolicySet
 ALLOW_TO_DENY, DENY_TO_ALLOW, STATUS = "allow->deny", "deny->allow", "status"
 RATE_LIMITED = 429
 EXAMPLES = 3  # per group
+MAX_GROUPS = 1000  # per kind; keys come from the log, so later ones share OTHER
+OTHER = "(other)"
 
 
 def scenario_of(record: dict[str, Any]) -> Scenario | None:
@@ -91,6 +94,7 @@ class ReplayReport:
     unchanged: int = 0
     rule_changes: int = 0  # same decision and status, another rule or reason
     groups: dict[tuple[str, str], Group] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)  # groups of each kind
 
     def count(self, kind: str) -> int:
         return sum(g.count for g in self.groups.values() if g.kind == kind)
@@ -115,13 +119,17 @@ class ReplayReport:
 
 
 def _example(record: dict[str, Any], new: Decision) -> dict[str, Any]:
+    def logged(name: str) -> str | None:
+        value = record.get(name)
+        return cut(value) if isinstance(value, str) else None
+
     return {
-        "time": record.get("time"),
-        "decision_id": record.get("decision_id"),
-        "request": f"{record.get('method')} {record.get('host')}{record.get('path')}",
-        "principal": record.get("principal"),
-        "request_principal": record.get("request_principal"),
-        "was": f"{record.get('decision')} {record.get('status')} {record.get('reason')}",
+        "time": logged("time"),
+        "decision_id": logged("decision_id"),
+        "request": cut(f"{record.get('method')} {record.get('host')}{record.get('path')}"),
+        "principal": logged("principal"),
+        "request_principal": logged("request_principal"),
+        "was": cut(f"{record.get('decision')} {record.get('status')} {record.get('reason')}"),
         "now": f"{'allow' if new.allowed else 'deny'} {new.status} {new.reason}",
     }
 
@@ -164,9 +172,14 @@ def replay(policy_set: PolicySet, records: Iterable[dict[str, Any]]) -> ReplayRe
             )
             continue
         kind, key = change
+        key = cut(key)
         group = report.groups.get((kind, key))
+        if group is None and report.kinds.get(kind, 0) >= MAX_GROUPS:
+            key = OTHER
+            group = report.groups.get((kind, key))
         if group is None:
             group = report.groups[(kind, key)] = Group(kind, key)
+            report.kinds[kind] = report.kinds.get(kind, 0) + 1
         group.count += 1
         if len(group.examples) < EXAMPLES:
             group.examples.append(_example(record, new))

@@ -2,7 +2,7 @@
 
 One pass over the records, O(1) work per record, and memory bounded by the policy, not by the
 traffic: every counter keyed by something clients choose (principals, paths, sources) keeps at
-most `LIMIT` keys and counts the rest under "(other)".
+most `LIMIT` keys, each cut to `MAX_KEY` characters, and counts the rest under "(other)".
 
 "Matched" is what the log can show: the rule that decided a request, the dry_run rules that
 would have decided it and the audit rules that matched. An allow rule that matched while a deny
@@ -21,8 +21,14 @@ from authz.policy import patterns as pat
 from authz.policy.schema import RuleSpec, ToSpec
 
 LIMIT = 1000  # distinct keys per counter
+MAX_KEY = 512  # characters of a key kept (a log line may hold a megabyte "principal")
 OTHER = "(other)"
 TOP = 10
+
+
+def cut(text: str) -> str:
+    """`text` as a report keeps it: at most MAX_KEY characters."""
+    return text if len(text) <= MAX_KEY else text[:MAX_KEY] + "..."
 
 
 class BoundedCounter:
@@ -35,6 +41,7 @@ class BoundedCounter:
         self.limit = limit
 
     def add(self, key: str, n: int = 1) -> None:
+        key = cut(key)
         counts = self.counts
         if key in counts or len(counts) < self.limit:
             counts[key] += n
@@ -87,7 +94,7 @@ class RuleUsage:
     principals: BoundedCounter = field(default_factory=BoundedCounter)
     request_principals: BoundedCounter = field(default_factory=BoundedCounter)
     used: BoundedCounter = field(default_factory=BoundedCounter)  # "METHOD shape"
-    used_methods: Counter[str] = field(default_factory=Counter)
+    used_methods: BoundedCounter = field(default_factory=BoundedCounter)
 
     def shape(self, path: str) -> str:
         for pattern, literal, matcher in self.matchers:
@@ -136,7 +143,7 @@ class Usage:
                         usage.principals.add(principal)
                     if request_principal:
                         usage.request_principals.add(request_principal)
-                    usage.used_methods[method] += 1
+                    usage.used_methods.add(method)
                     usage.used.add(f"{method} {usage.shape(str(record.get('path')))}")
         for match in record.get("dry_run") or ():
             usage = rules.get(str(match.get("rule"))) if isinstance(match, dict) else None
@@ -157,6 +164,7 @@ class Usage:
             self.invalid_paths.add(source)
         not_after = record.get("cert_not_after")
         if isinstance(not_after, str) and principal:
+            principal, not_after = cut(principal), cut(not_after)
             known = self.cert_expiry.get(principal)
             room = len(self.cert_expiry) < LIMIT * 10
             if (known is None and room) or (known is not None and not_after < known):
@@ -216,7 +224,7 @@ def _permits(u: RuleUsage) -> str:
 
 def _used(u: RuleUsage) -> str:
     shapes = ", ".join(f"{k} ({n})" for k, n in u.used.top(len(u.used.counts)))
-    unused = [m for m in u.methods or () if m not in u.used_methods]
+    unused = [m for m in u.methods or () if m not in u.used_methods.counts]
     tail = f"; never used: {', '.join(unused)}" if unused else ""
     return f"used: {shapes}{tail}"
 

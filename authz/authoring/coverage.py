@@ -105,7 +105,7 @@ def measure(policy_set: PolicySet, cases: Iterable[TestCase], now: float | None 
             continue  # decided before any rule (a refused path or token, no policy for the host)
         hp = p.host_policy
         ctx = RequestContext(p.request, p.identity, hp.authentication)
-        for rule in hp.candidates(ctx.method, ctx.path):
+        for rule in hp.candidates_of(ctx.method, ctx.paths):
             rules[rule.name].evaluated += 1
             matched = rule.matches(ctx)
             rules[rule.name].matched += matched

@@ -25,7 +25,7 @@ from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
 from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
 from authz.policy.spec import JwtProvider
 from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
-from authz.syntax import without_spiffe_prefix
+from authz.request.syntax import without_spiffe_prefix
 
 Roles = Mapping[str, tuple[ToSpec, ...]]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from authz.limits.keys import parse_key
 from authz.policy.spec import RateLimitSpec
 
 
@@ -62,7 +63,8 @@ def limit_findings(
 
 
 def _key_may_be_absent(limit: RateLimitSpec) -> str | None:
-    kind, name = limit.key.kind, limit.key.name
+    key = parse_key(limit.key)
+    kind, name = key.kind, key.name
     positive = [c for c in limit.when if not c.negated]
     if kind == "source_ip":
         return None  # Envoy always sends the peer address

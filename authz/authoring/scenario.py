@@ -26,10 +26,10 @@ from authz.identity.jwt import check_claims
 from authz.identity.spiffe import workload_for
 from authz.limits import Count, Counter, Limiter, LocalCounter, counter_key
 from authz.model import ANONYMOUS, ApiKeyUser, Decision, EndUser, Identity, Request
-from authz.paths import normalize_path
 from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
 from authz.policy.context import RequestContext
 from authz.policy.patterns import check_method, normalize_host
+from authz.request.paths import normalize_path
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

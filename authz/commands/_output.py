@@ -11,10 +11,17 @@ def add_output_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def write_output(args: argparse.Namespace, text: str) -> int:
-    """`text` to `--output`, else to standard output; the exit code, 0."""
-    if args.output:
+    """`text` to `--output`, else to standard output; the exit code: 0, or 2 after one line
+    saying why `--output` cannot be written (a directory, no permission, a missing parent)."""
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(text)
-    else:
-        sys.stdout.write(text)
+    except OSError as error:
+        why = error.strerror or str(error)
+        who = " ".join(["authz", *filter(None, [getattr(args, "command", None)])])
+        print(f"{who}: cannot write {args.output}: {why}", file=sys.stderr)
+        return 2
     return 0

@@ -27,7 +27,15 @@ from authz.envoy_istio import (
     istio_mesh_config,
     parse_selector,
 )
+from authz.envoy_tls import UpstreamTls, istio_destination_rule
 from authz.envoy_yaml import BOOTSTRAP_NOTES, render_yaml
+
+ISTIO_TLS_HEADER = (
+    "Only for a service the mesh does not reach: when the authz pods have sidecars, the mesh\n"
+    "already encrypts and authenticates the Check calls (auto mTLS; make it STRICT with a\n"
+    "PeerAuthentication) and the service serves plaintext to its own sidecar: do not apply\n"
+    "this. Otherwise every sidecar originates TLS to the service with these mounted files."
+)
 
 NAME = "envoy-config"
 HELP = "print an Envoy v3 bootstrap (or, with --istio, Istio config) that protects an upstream"
@@ -102,6 +110,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--server-cert", metavar="PEM")
     tls.add_argument("--server-key", metavar="PEM")
     tls.add_argument("--client-ca", metavar="PEM", help="CAs that issue client certificates")
+    upstream_tls = parser.add_argument_group(
+        "TLS to this service (authz serve --tls-cert; every mode, Istio included)"
+    )
+    upstream_tls.add_argument(
+        "--authz-ca", metavar="PEM", help="verify the service with these CAs: turns TLS on"
+    )
+    upstream_tls.add_argument(
+        "--authz-sds",
+        metavar="DIR",
+        help="or: the CAs and Envoy's certificate from the SDS files authz-ca.yaml and "
+        "authz-client.yaml in DIR, re-read when they rotate: turns mutual TLS on",
+    )
+    upstream_tls.add_argument(
+        "--authz-san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the service's expected SAN (spiffe://... URI, else DNS name); repeatable",
+    )
+    upstream_tls.add_argument(
+        "--authz-client-cert", metavar="PEM", help="with --authz-ca: Envoy's own certificate"
+    )
+    upstream_tls.add_argument("--authz-client-key", metavar="PEM")
+    upstream_tls.add_argument("--authz-sni", metavar="NAME", help="SNI sent to the service")
     istio = parser.add_argument_group("Istio")
     istio.add_argument(
         "--istio",
@@ -114,6 +146,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     istio.add_argument("--istio-selector", default="app=shop", metavar="LABEL=VALUE[,...]")
     istio.add_argument("--istio-namespace", default="shop")
     add_output_argument(parser)
+
+
+def upstream_tls(args: argparse.Namespace) -> UpstreamTls | None:
+    """The `--authz-*` TLS flags (AddressError when they do not fit together)."""
+    if args.authz_ca is None and args.authz_sds is None:
+        given = [args.authz_san, args.authz_client_cert, args.authz_client_key, args.authz_sni]
+        if any(given):
+            raise AddressError("the --authz-* TLS flags need --authz-ca or --authz-sds")
+        return None
+    if args.authz_ca is not None and args.authz_sds is not None:
+        raise AddressError("--authz-ca or --authz-sds (which holds the CAs too), not both")
+    if (args.authz_client_cert is None) != (args.authz_client_key is None):
+        raise AddressError("--authz-client-cert and --authz-client-key go together")
+    if args.authz_sds is not None and args.authz_client_cert is not None:
+        raise AddressError("--authz-sds holds Envoy's certificate: drop --authz-client-cert")
+    if args.istio and args.authz_sds is not None:
+        raise AddressError("--istio: give the sidecar's files with --authz-ca/--authz-client-*")
+    return UpstreamTls(
+        ca=args.authz_ca,
+        sds_dir=os.path.abspath(args.authz_sds) if args.authz_sds else None,
+        sans=tuple(args.authz_san),
+        client_cert=args.authz_client_cert,
+        client_key=args.authz_client_key,
+        sni=args.authz_sni,
+    )
 
 
 def build_text(args: argparse.Namespace) -> str:
@@ -178,7 +235,12 @@ def istio_text(args: argparse.Namespace) -> str:
         header="The selected workloads' sidecars normalize paths, route on the host the service\n"
         "judges (port and trailing dot stripped) and reject underscore headers.",
     )
-    return mesh + "---\n" + policy + "---\n" + hardening
+    text = mesh + "---\n" + policy + "---\n" + hardening
+    tls = upstream_tls(args)
+    if tls is not None:
+        rule = istio_destination_rule(tls, service=args.istio_service, port=args.istio_port)
+        text += "---\n" + render_yaml(rule, header=ISTIO_TLS_HEADER)
+    return text
 
 
 def bootstrap_text(args: argparse.Namespace) -> str:
@@ -209,6 +271,7 @@ def bootstrap_text(args: argparse.Namespace) -> str:
         authz_timeout_ms=args.timeout_ms,
         ecds_dir=args.native,
         route_contexts=tuple(parse_route_context(r) for r in args.route_context),
+        authz_tls=upstream_tls(args),
     )
     checker = f"ext_authz{' over HTTP' if args.http else ''} ({', '.join(authz)})"
     if args.native:

@@ -4,9 +4,8 @@ decided for logged traffic."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from authz.commands._logs import add_log_arguments, open_logs
+from authz.commands._logs import add_log_arguments, open_logs, read_logs, reading_summary
 
 NAME = "replay"
 HELP = "re-decide logged requests under a candidate policy set and report decisions that flip"
@@ -33,14 +32,12 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(opened, int):
         return opened
     policy_set, reader = opened
-    try:
-        report = replay(policy_set, reader)
-    except OSError as error:
-        print(f"authz replay: {error}", file=sys.stderr)
-        return 2
+    report = read_logs(NAME, reader, lambda records: replay(policy_set, records))
+    if isinstance(report, int):
+        return report
     if args.json:
         doc = report.to_json()
-        doc.update(lines=reader.lines, bad_lines=reader.bad_lines, outside_time=reader.skipped)
+        doc.update(reading_summary(reader))
         print(json.dumps(doc, indent=2))
     else:
         print(report_text(report, reader.lines, reader.bad_lines))

@@ -17,11 +17,17 @@ import sys
 from authz import logs
 from authz.config import Entry, Settings, settings_table
 from authz.errors import ConfigError, PolicyError
-from authz.workers import Supervisor, check_worker_addresses, for_worker, worker_index
+from authz.workers import (
+    EXIT_LISTEN,
+    Supervisor,
+    check_worker_addresses,
+    for_worker,
+    worker_index,
+)
 
 NAME = "serve"
 HELP = "run the ext_authz service (gRPC, and HTTP with --http-listen)"
-EXIT_CONFIG, EXIT_LISTEN = 1, 2
+EXIT_CONFIG = 1
 
 log = logging.getLogger("authz")
 
@@ -67,7 +73,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     from authz.app import build_app, serve
-    from authz.server import ListenError
+    from authz.listen import ListenError
+    from authz.tls.material import MaterialError
 
     index = worker_index()
     # Start-up errors are for a person reading the terminal or `kubectl logs`: plain lines,
@@ -92,6 +99,14 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as error:
             return fail(EXIT_LISTEN, str(error))
     if supervising:
+        # Each worker checks its TLS files too; checked here first, a pair that cannot be served
+        # is one line and exit 2, not every worker failing until the supervisor gives up.
+        try:
+            check_tls_files(settings)
+        except ConfigError as error:
+            return fail(EXIT_CONFIG, str(error))
+        except MaterialError as error:
+            return fail(EXIT_LISTEN, str(error))
         return Supervisor(settings.workers, getattr(args, "argv", sys.argv[1:])).run()
     raise_open_file_limit()
     if index is not None:
@@ -105,10 +120,18 @@ def run(args: argparse.Namespace) -> int:
         return fail(EXIT_CONFIG, str(error))
     try:
         asyncio.run(serve(app))
-    except ListenError as error:
+    except (ListenError, MaterialError) as error:
         app.close()
         return fail(EXIT_LISTEN, str(error))
     return 0
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Read and check every TLS pair `settings` names (ConfigError, MaterialError)."""
+    from authz.tls.certs import ServingCertificates
+    from authz.tls.plan import tls_plan
+
+    ServingCertificates(tls_plan(settings)).load_all()
 
 
 def raise_open_file_limit() -> None:

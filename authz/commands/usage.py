@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from authz.commands._logs import add_log_arguments, open_logs
+from authz.commands._logs import add_log_arguments, open_logs, read_logs, reading_summary
 
 NAME = "usage"
 HELP = "report from decision logs which rules, principals, paths and methods traffic used"
@@ -35,20 +34,16 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(opened, int):
         return opened
     policy_set, reader = opened
-    try:
-        usage = measure(policy_set, reader)
-    except OSError as error:
-        print(f"authz usage: {error}", file=sys.stderr)
-        return 2
+    usage = read_logs(NAME, reader, lambda records: measure(policy_set, records))
+    if isinstance(usage, int):
+        return usage
     expiring = None
     if args.cert_expiry_days is not None:
         expiring = usage.expiring(rfc3339(time.time() + args.cert_expiry_days * 86400))
     if args.json:
         doc = to_json(usage, expiring)
-        doc.update(lines=reader.lines, bad_lines=reader.bad_lines, outside_time=reader.skipped)
+        doc.update(reading_summary(reader))
         print(json.dumps(doc, indent=2))
     else:
         print(report_text(usage, expiring))
-        if reader.bad_lines:
-            print(f"{reader.bad_lines} of {reader.lines} lines were not records and were skipped")
     return 0

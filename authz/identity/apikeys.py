@@ -10,12 +10,13 @@ wrong keys costs one hash each and no memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from authz.errors import ApiKeyRejected
-from authz.identity.lookup import parse_cookies, parse_query
 from authz.model import ApiKeyUser, Request
 from authz.policy.spec import ApiKeyProvider, TokenLocation
+from authz.request.cookies import parse_cookies
+from authz.request.query import parse_query
 
 __all__ = ["find_api_key", "key_hash"]
 
@@ -34,16 +35,17 @@ def find_api_key(request: Request, providers: Iterable[ApiKeyProvider]) -> ApiKe
     """
     found: tuple[str, TokenLocation] | None = None
     owners: list[ApiKeyProvider] = []
-    query: dict[str, list[str]] | None = None
+    query: Mapping[str, tuple[str, ...]] | None = None
     cookies: dict[str, list[str]] | None = None
     for provider in providers:
         for location in provider.locations:
+            values: Sequence[str]
             if location.header is not None:
                 values = _from_header(request, location)
             elif location.query is not None:
                 if query is None:
                     query = parse_query(request.query)
-                values = query.get(location.query, [])
+                values = query.get(location.query, ())
             elif location.cookie is not None:
                 if cookies is None:
                     cookies = parse_cookies(request.headers.get("cookie", ""))

@@ -8,13 +8,14 @@ bearer token), a query parameter by exact name, a cookie by exact name.
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from authz.errors import TokenRejected
 from authz.model import Request
 from authz.policy.spec import JwtProvider, TokenLocation
+from authz.request.cookies import parse_cookies
+from authz.request.query import parse_query
 
 __all__ = ["FoundToken", "find_token"]
 
@@ -63,16 +64,16 @@ class _Sources:
 
     def __init__(self, request: Request) -> None:
         self._request = request
-        self._query: dict[str, list[str]] | None = None
+        self._query: Mapping[str, tuple[str, ...]] | None = None
         self._cookies: dict[str, list[str]] | None = None
 
-    def values(self, location: TokenLocation) -> list[str]:
+    def values(self, location: TokenLocation) -> Sequence[str]:
         if location.header is not None:
             return _from_header(self._request, location)
         if location.query is not None:
             if self._query is None:
                 self._query = parse_query(self._request.query)
-            return self._query.get(location.query, [])
+            return self._query.get(location.query, ())
         if location.cookie is not None:
             if self._cookies is None:
                 self._cookies = parse_cookies(self._request.headers.get("cookie", ""))
@@ -97,22 +98,3 @@ def _from_header(request: Request, location: TokenLocation) -> list[str]:
         if element[: len(prefix)].lower() == prefix.lower():
             found.append(element[len(prefix) :].strip())
     return found
-
-
-def parse_query(query: str) -> dict[str, list[str]]:
-    # keep_blank_values: `?access_token=` is an empty token (rejected), not "no token".
-    return urllib.parse.parse_qs(query.lstrip("?"), keep_blank_values=True)
-
-
-def parse_cookies(header: str) -> dict[str, list[str]]:
-    # RFC 6265 section 4.2.1: cookie-pairs separated by "; ", values optionally in DQUOTEs.
-    cookies: dict[str, list[str]] = {}
-    for part in header.split(";"):
-        name, eq, value = part.strip().partition("=")
-        if not eq or not name:
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        cookies.setdefault(name.strip(), []).append(value)
-    return cookies

@@ -28,7 +28,13 @@ from authz.identity.cache import BoundedCache, deep_bytes, text_bytes
 from authz.identity.spiffe import workload_for
 from authz.model import Request, Workload
 
-__all__ = ["PeerCertificateVerifier", "PeerIdentifier", "XfccElement", "parse_xfcc"]
+__all__ = [
+    "PeerCertificateVerifier",
+    "PeerIdentifier",
+    "XfccElement",
+    "parse_xfcc",
+    "xfcc_peer",
+]
 
 _MAX_CHAIN = 8
 # Caches keyed by what the peer sends, bounded in bytes too (issue 10.2). A chain of _MAX_CHAIN
@@ -131,6 +137,7 @@ def _san_principal(names: list[x509.GeneralName]) -> str | None:
     # AttributeContext.Peer.principal). A verified certificate without SAN gives us nothing we
     # can match a SPIFFE or DNS rule against, so there is no subject fallback here.
     uris = [n.value for n in names if isinstance(n, x509.UniformResourceIdentifier)]
+    _one_uri_san(len(uris))
     if uris:
         return str(uris[0])
     dns = [n.value for n in names if isinstance(n, x509.DNSName)]
@@ -152,8 +159,18 @@ class XfccElement:
 
     def principal(self) -> str | None:
         """URI, else the first DNS, else Subject: the same order Envoy uses for
-        `source.principal`."""
+        `source.principal`. Raises WorkloadRejected for a certificate with several URI SANs."""
+        _one_uri_san(sum(1 for name, _ in self.pairs if name == "uri"))
         return self.get("uri") or self.get("dns") or self.get("subject") or None
+
+
+def _one_uri_san(count: int) -> None:
+    """An X.509-SVID has exactly one URI SAN. A certificate with more is not a workload
+    identity: Envoy's RBAC would match any of them, this service the first, so which SAN
+    names the peer would depend on the enforcement point (docs/policy.md, "One rule for
+    ambiguous requests"). Refused wherever the service sees the certificate."""
+    if count > 1:
+        raise WorkloadRejected("the peer certificate has more than one URI SAN")
 
 
 class XfccError(ValueError):
@@ -246,6 +263,21 @@ def _parse_xfcc(value: str) -> tuple[XfccElement, ...]:
     return tuple(elements)
 
 
+def xfcc_peer(value: str) -> tuple[str, str]:
+    """(principal, URL-encoded PEM certificate) of the last element of a trusted
+    x-forwarded-client-cert: the one the nearest proxy, Envoy, appended (or the only one, with
+    SANITIZE_SET). The one reader of XFCC for both doors. Raises WorkloadRejected."""
+    try:
+        element = parse_xfcc(value)[-1]
+    except XfccError as error:
+        # The operator says a trusted proxy sets this header; a value we cannot read means
+        # something is wrong on the path: refuse rather than guess.
+        raise WorkloadRejected(
+            f"x-forwarded-client-cert is malformed: {error}", reason="xfcc_invalid"
+        ) from error
+    return element.principal() or "", element.get("cert") or ""
+
+
 class PeerIdentifier:
     """Request -> Workload | None, by the rules in this module's docstring."""
 
@@ -268,15 +300,7 @@ class PeerIdentifier:
         if self._trust_xfcc:
             header = request.headers.get("x-forwarded-client-cert", "")
             if header:
-                try:
-                    elements = parse_xfcc(header)
-                except XfccError as error:
-                    # The operator says a trusted proxy sets this header; a value we cannot
-                    # read means something is wrong on the path: refuse rather than guess.
-                    raise WorkloadRejected(
-                        f"x-forwarded-client-cert is malformed: {error}", reason="xfcc_invalid"
-                    ) from error
-                return elements[-1].principal() or ""
+                return xfcc_peer(header)[0]
         return ""
 
     def workload(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from authz.identity.cache import BoundedCache, text_bytes
 from authz.identity.header_value import is_header_value
 from authz.model import Workload
-from authz.syntax import SPIFFE_PREFIX
+from authz.request.syntax import SPIFFE_PREFIX
 
 __all__ = ["SpiffeId", "parse_spiffe_id", "workload_for"]
 

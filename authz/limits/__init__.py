@@ -1,7 +1,8 @@
 """Rate limits: a stage after the decision (docs/policy.md, "Rate limits").
 
 `stage.Limiter` applies a host's compiled limits to an allowed request with a `Counter`:
-`counter.LocalCounter` (in the process, the default) or `shared.SharedCounter` (Redis).
+`counter.LocalCounter` (in the process, the default) or `shared.SharedCounter` (Redis: one
+server, a cluster or Sentinel, as `stores` reads the `--rate-limit-store` URL).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ _READERS: dict[str, Read] = {
     "principal": lambda ctx, _: _text(ctx.workload.principal if ctx.workload else None),
     "request_principal": lambda ctx, _: _text(ctx.user.principal if ctx.user else None),
     "source_ip": _source_ip,
-    "header": lambda ctx, name: ctx.headers.get(name) or None,
+    "header": lambda ctx, name: next((v for v in ctx.header_readings(name) if v), None),
     "claim": _claim,
 }
 KINDS: tuple[str, ...] = (
@@ -78,8 +78,22 @@ class LimitKey:
         return self.kind in ("api_key", "header")
 
     def read(self, ctx: RequestContext) -> str | None:
+        """The key's value (the first of `readings`), None when the request has none."""
+        values = self.readings(ctx)
+        return values[0] if values else None
+
+    def readings(self, ctx: RequestContext) -> tuple[str, ...]:
+        """Every value the key has under the readings of the request, distinct: a header sent
+        twice (or a list header) counts under each of its elements, as a rate limit holds
+        under any reading (docs/policy.md, "One rule for ambiguous requests"); so a client
+        cannot reach a fresh counter by repeating the header or adding an element."""
+        if self.kind == "header":
+            return tuple(
+                dict.fromkeys(v for v in ctx.header_readings(self.name) if v)  # no empty key
+            )
         reader = _READERS.get(self.kind)
-        return reader(ctx, self.name) if reader is not None else None
+        value = reader(ctx, self.name) if reader is not None else None
+        return (value,) if value is not None else ()
 
 
 def parse_key(text: str) -> LimitKey:

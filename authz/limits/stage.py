@@ -111,16 +111,16 @@ class Limiter:
         for limit in limits:
             if not limit.matcher.matches(ctx):
                 continue
-            value = limit.key.read(ctx)
-            if value is None:
-                continue  # no key: not counted (lint warns about such limits)
-            pair = (limit.name, value)
-            key = self._keys.get(pair)
-            if key is None:
-                if len(self._keys) >= KEY_CACHE_SIZE:
-                    self._keys.clear()
-                key = self._keys[pair] = counter_key(limit.name, value)
-            planned.append((limit, key))
+            # No key: not counted (lint warns about such limits). Several (a header sent
+            # twice): counted under each, as a limit holds under any reading.
+            for value in limit.key.readings(ctx):
+                pair = (limit.name, value)
+                key = self._keys.get(pair)
+                if key is None:
+                    if len(self._keys) >= KEY_CACHE_SIZE:
+                        self._keys.clear()
+                    key = self._keys[pair] = counter_key(limit.name, value)
+                planned.append((limit, key))
         return tuple(planned)
 
     def count(self, plan: Plan, decision: Decision) -> Limited | None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from authz import addresses
 
@@ -50,12 +51,16 @@ class Readiness:
     # The rate-limit counters (authz.limits): shown, never a reason to be unready (a Redis
     # that is down makes each process count locally; restarting the pod would not help).
     rate_limits: Mapping[str, str | float] = field(default_factory=dict)
+    # With --export-envoy: whether Envoy's copy holds the set in force. Shown, never a reason
+    # to be unready (this service decides right; the copy is retried: authz.envoy_files).
+    envoy_export: Mapping[str, str] = field(default_factory=dict)
 
 
 def readiness_check(
     phase: Callable[[], str],
     key_status: Callable[[], Mapping[str, str]],
     rate_limits: Callable[[], Mapping[str, str | float]] | None = None,
+    envoy_export: Callable[[], Mapping[str, str]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
     gRPC health answers from, so /readyz and gRPC health cannot disagree.
@@ -71,9 +76,23 @@ def readiness_check(
         current = phase()
         keys = {issuer: status for issuer, status in key_status().items() if status != "ready"}
         limits = dict(rate_limits()) if rate_limits is not None else {}
-        return Readiness(current == "serving", current, keys, limits)
+        export = dict(envoy_export()) if envoy_export is not None else {}
+        return Readiness(current == "serving", current, keys, limits, export)
 
     return check
+
+
+# A client that has not finished its TLS handshake by then is dropped (it holds a thread).
+TLS_HANDSHAKE_SECONDS = 10.0
+
+
+class ServerTls(Protocol):
+    """The admin endpoint's TLS (authz.tls.contexts.RotatingContext): the context for the next
+    connection, and the count of clients refused at the handshake."""
+
+    def get(self) -> ssl.SSLContext: ...
+
+    def refused(self) -> None: ...
 
 
 class AdminServer:
@@ -87,9 +106,11 @@ class AdminServer:
         metrics: Callable[[], bytes] | None = None,
         metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8",
         readiness: Callable[[], Readiness] = lambda: Readiness(True),
+        tls: ServerTls | None = None,
         pages: Pages | None = None,
     ) -> None:
         self.address = address
+        self.tls = tls
         self._pages = pages
         self._metrics = metrics
         self._content_type = metrics_content_type
@@ -107,8 +128,9 @@ class AdminServer:
         where = addresses.parse(self.address, allow_unix=False, port_zero=True)
         host, port = where.host, where.port
         handler = _handler_class(self)
-        server_class = _V6Server if ":" in host else ThreadingHTTPServer
+        server_class = _V6Server if ":" in host else _Server
         server = server_class((host, port), handler)
+        server.tls = self.tls
         server.daemon_threads = True  # a hung scraper must not keep the process alive
         self._server = server
         self._thread = threading.Thread(
@@ -118,7 +140,8 @@ class AdminServer:
             daemon=True,
         )
         self._thread.start()
-        log.info("admin endpoint on http://%s (/metrics, /healthz, /readyz)", self.address)
+        scheme = "https" if self.tls is not None else "http"
+        log.info("admin endpoint on %s://%s (/metrics, /healthz, /readyz)", scheme, self.address)
 
     def close(self, timeout: float = 5.0) -> None:
         server, self._server = self._server, None
@@ -153,13 +176,40 @@ class AdminServer:
                 body["jwks"] = dict(state.jwks)
             if state.rate_limits:
                 body["rate_limits"] = dict(state.rate_limits)
+            if state.envoy_export:
+                body["envoy_export"] = dict(state.envoy_export)
             return (200 if state.ready else 503), "application/json", _json(body)
         if path == "/metrics" and self._metrics is not None:
             return 200, self._content_type, self._metrics()
         return 404, "text/plain; charset=utf-8", b"not found\n"
 
 
-class _V6Server(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """With `tls`, each connection's TLS handshake runs on that connection's own thread (a slow
+    client never holds the accept loop), with the context of the certificates in force."""
+
+    tls: ServerTls | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(TLS_HANDSHAKE_SECONDS)
+        try:
+            # Takes the socket over (the plain one is detached; the caller's close is a no-op).
+            wrapped = self.tls.get().wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            self.tls.refused()
+            log.debug("admin TLS handshake with %s failed: %s", client_address, error)
+            return
+        try:
+            wrapped.settimeout(None)
+            super().finish_request(wrapped, client_address)
+        finally:
+            wrapped.close()
+
+
+class _V6Server(_Server):
     address_family = socket.AF_INET6
 
 

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from authz.claims import MISSING, claim_value
 from authz.model import Request, Verdict
 from authz.observe.recent import RecentDecisions
-from authz.policy.conditions import MISSING, claim_value
 from authz.policy.spec import ApiKeyProvider, JwtProvider
 
 log = logging.getLogger("authz.decision_log")

@@ -10,12 +10,13 @@ tests and several apps in one process do not collide).
 | `authz_jwks_fetches_total` | issuer, result | JWKS load attempts (result: ok, error) |
 | `authz_jwks_state` | issuer, state | 1 for the state: ready, stale, pending, unavailable |
 | `authz_jwks_key_set_age_seconds` | issuer | since the key set in use was loaded |
-| `authz_policy_reloads_total` | result | policy reload attempts (result: ok, error) |
+| `authz_policy_reloads_total` | result | policy reload attempts (ok, error, export_error) |
 | `authz_policy_last_reload_success_timestamp_seconds` | | last good load (start, reload) |
 | `authz_policy_rules` | | rules in the policy set in force |
 | `authz_policy_info` | revision | 1 for the revision in force |
 | `authz_decision_log_dropped_total` | | decision log records not written |
 | `authz_trace_spans_dropped_total` | | spans not exported: the export queue was full |
+| `authz_log_lines_suppressed_total` | logger | client-caused log lines left out (authz.logs) |
 | `authz_build_info` | version, python, grpc | 1 |
 | `process_*`, `python_*` | | the prometheus_client process, platform and GC collectors |
 
@@ -59,6 +60,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
+from authz.logs import CLIENT_CAUSED, CLIENT_LINES
 from authz.model import Request, Verdict
 from authz.reasons import CODES
 
@@ -152,7 +154,7 @@ class Metrics:
         )
         self._reloads = Counter(
             "authz_policy_reloads",
-            "Policy reload attempts, by result (ok, error).",
+            "Policy reload attempts, by result (ok, error, export_error).",
             ("result",),
             registry=self.registry,
         )
@@ -198,10 +200,11 @@ class Metrics:
         """A JWKS load attempt finished (`KeyRegistry` fetch listener)."""
         self._fetches.labels(issuer, "ok" if result.ok else "error").inc()
 
-    def record_reload(self, ok: bool) -> None:
-        """A policy reload attempt finished (`PolicyReloader` listener)."""
-        self._reloads.labels("ok" if ok else "error").inc()
-        if ok:
+    def record_reload(self, result: str) -> None:
+        """A policy reload attempt finished (`PolicyReloader` listener): ok, error (rejected)
+        or export_error (in force, its copy for Envoy not written)."""
+        self._reloads.labels(result).inc()
+        if result != "error":
             self._reloaded.set(time.time())
 
     def rpc(self, grpc_type: str, full_method: str) -> RpcMetrics:
@@ -393,6 +396,15 @@ class _Snapshot:
         )
         spans.add_metric([], self._spans_dropped() if self._spans_dropped is not None else 0)
         yield spans
+        lines = CounterMetricFamily(
+            "authz_log_lines_suppressed",
+            "Log lines a client can cause that were left out: one per kind and minute is written.",
+            labels=("logger",),
+        )
+        suppressed = CLIENT_LINES.counts()
+        for name in CLIENT_CAUSED:
+            lines.add_metric([name], suppressed.get(name, 0))
+        yield lines
         yield from self._keys()
 
     def _keys(self) -> Iterator[Metric]:
@@ -457,3 +469,10 @@ class _RateLimitStore:
         )
         late.add_metric([], int(status.get("late_checks", 0)))
         yield late
+        lies = CounterMetricFamily(
+            "authz_rate_limit_store_lies",
+            "Lease rounds whose replies the store could not have given honestly (a counter that "
+            "shrank or is out of range): the store is then treated as down.",
+        )
+        lies.add_metric([], int(status.get("lies", 0)))
+        yield lies

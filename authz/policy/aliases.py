@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from authz.policy.spec import EntrySpec, FileSpec
-from authz.syntax import SPIFFE_PREFIX as SPIFFE
+from authz.request.syntax import SPIFFE_PREFIX as SPIFFE
 
 _PRINCIPAL_KEYS = ("principals", "not_principals")
 

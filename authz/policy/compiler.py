@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from authz.errors import PolicyError, Problem
+from authz.limits.keys import parse_key
 from authz.policy.aliases import expand_aliases
 from authz.policy.patterns import request_first_segment
 from authz.policy.rules import CompiledRule, Reads, compile_rule
@@ -202,6 +203,13 @@ class HostPolicy:
             self._candidates[key] = found
         return found
 
+    def candidates_of(self, method: str, paths: tuple[str, ...]) -> tuple[CompiledRule, ...]:
+        """`candidates` for every reading of the path (`RequestContext.paths`), in set order."""
+        if len(paths) == 1:
+            return self.candidates(method, paths[0])
+        into = {rule.index: rule for path in paths for rule in self.candidates(method, path)}
+        return tuple(into[i] for i in sorted(into))
+
 
 _CANDIDATES_LIMIT = 4096
 
@@ -334,13 +342,15 @@ def compile_limit(spec: RateLimitSpec, roles: dict[str, tuple[ToSpec, ...]]) -> 
     as_rule = RuleSpec(
         spec.name, spec.file, spec.line, "allow", False, spec.from_, spec.to, spec.when
     )
-    matcher = compile_rule(-1, as_rule, roles)
+    # A limit holds under any reading of the request, as a deny rule does: compiled as a rule
+    # (to share its matchers), it must not take an allow rule's "every reading".
+    matcher = compile_rule(-1, as_rule, roles, any)
     return CompiledLimit(
         spec.name,
         spec.file,
         spec.line,
         matcher,
-        spec.key,
+        parse_key(spec.key),
         spec.limit,
         PERIODS[spec.per],
         spec.dry_run,

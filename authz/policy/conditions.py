@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from authz.claims import MISSING as MISSING
+from authz.claims import claim_value as claim_value
 from authz.policy import kinds
 from authz.policy import patterns as pat
 
@@ -74,6 +76,9 @@ class ConditionKind:
     needs_jwt: bool = False
     needs_api_key: bool = False
     export: ConditionExport | None = None
+    # The `RequestContext` method giving every reading of the subject (`header_readings`):
+    # the operators then test one reading each. "": they test `attribute` as a whole.
+    readings: str = ""
 
     @property
     def operator_keys(self) -> tuple[str, ...]:
@@ -93,27 +98,8 @@ class ConditionKind:
 
 # --- claims ---------------------------------------------------------------------------------
 
-_MISSING: Any = object()
-MISSING: Any = _MISSING  # what `claim_value` returns for an absent claim
+_MISSING = MISSING
 _LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
-
-
-def claim_value(claims: Mapping[str, Any] | None, name: str) -> Any:
-    """The claim `name`; dotted names reach into nested objects (`realm_access.roles`).
-
-    A top-level claim whose name contains dots (`https://example.com/roles`, as Auth0 writes
-    namespaced claims) is found first under its full name. Returns `_MISSING` when absent.
-    """
-    if claims is None:
-        return _MISSING
-    if name in claims:
-        return claims[name]
-    value: Any = claims
-    for part in name.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
 
 
 def _as_list(name: str, value: Any) -> list[Any] | None:
@@ -175,61 +161,60 @@ def _claim_any_of(name: str, value: Any) -> Callable[[Any], bool]:
     return any_of
 
 
-# --- headers --------------------------------------------------------------------------------
+# --- keyed values (context extensions, API-key labels): one value per key --------------------
 
 
-def _header_present(name: str, value: Any) -> Callable[[Any], bool]:
+def _key_present(name: str, value: Any) -> Callable[[Any], bool]:
     want = bool(value)
-    return lambda headers: (name in headers) == want
+    return lambda values: (name in values) == want
 
 
-def _header_equals(name: str, value: Any) -> Callable[[Any], bool]:
-    return lambda headers: headers.get(name) == value
+def _key_equals(name: str, value: Any) -> Callable[[Any], bool]:
+    return lambda values: values.get(name) == value
 
 
-def _header_prefix(name: str, value: Any) -> Callable[[Any], bool]:
-    def prefix(headers: Mapping[str, str]) -> bool:
-        got = headers.get(name)
-        return got is not None and got.startswith(value)
-
-    return prefix
-
-
-def _header_any_of(name: str, value: Any) -> Callable[[Any], bool]:
+def _key_any_of(name: str, value: Any) -> Callable[[Any], bool]:
     options = frozenset(value)
-    return lambda headers: headers.get(name) in options
+    return lambda values: values.get(name) in options
 
 
-def _header_equals_capture(name: str, _: Any) -> Callable[[Any], bool]:
+def _key_equals_capture(name: str, _: Any) -> Callable[[Any], bool]:
     def equals(pair: tuple[Mapping[str, str], str | None]) -> bool:
-        headers, captured = pair
-        return captured is not None and headers.get(name) == captured
+        values, captured = pair
+        return captured is not None and values.get(name) == captured
 
     return equals
 
 
-# --- query parameters, context extensions, API-key labels -----------------------------------
-# Query parameters read `{name: (value, ...)}`: a repeated parameter holds when any value does.
+# --- headers and query parameters: a test over ONE reading ----------------------------------
+# A header or query parameter can be read several ways (each element of a repeated header, each
+# value of a repeated parameter; None when absent): these tests judge one reading, and the
+# compiler asks them of every reading, "any" for deny rules and limits, "every" for allow rules
+# (docs/policy.md, "One rule for ambiguous requests").
 
 
-def _query_present(name: str, value: Any) -> Callable[[Any], bool]:
+def _reading_present(_: str, value: Any) -> Callable[[Any], bool]:
     want = bool(value)
-    return lambda query: (name in query) == want
+    return lambda got: (got is not None) == want
 
 
-def _query_equals(name: str, value: Any) -> Callable[[Any], bool]:
-    return lambda query: value in query.get(name, ())
+def _reading_equals(_: str, value: Any) -> Callable[[Any], bool]:
+    return lambda got: got == value
 
 
-def _query_any_of(name: str, value: Any) -> Callable[[Any], bool]:
+def _reading_prefix(_: str, value: Any) -> Callable[[Any], bool]:
+    return lambda got: got is not None and got.startswith(value)
+
+
+def _reading_any_of(_: str, value: Any) -> Callable[[Any], bool]:
     options = frozenset(value)
-    return lambda query: not options.isdisjoint(query.get(name, ()))
+    return lambda got: got in options
 
 
-def _query_equals_capture(name: str, _: Any) -> Callable[[Any], bool]:
-    def equals(pair: tuple[Mapping[str, tuple[str, ...]], str | None]) -> bool:
-        query, captured = pair
-        return captured is not None and captured in query.get(name, ())
+def _reading_equals_capture(_: str, __: Any) -> Callable[[Any], bool]:
+    def equals(pair: tuple[str | None, str | None]) -> bool:
+        got, captured = pair
+        return captured is not None and got == captured
 
     return equals
 
@@ -275,7 +260,8 @@ CLAIM = ConditionKind(
 
 HEADER = ConditionKind(
     name="header",
-    description="A condition on a request header.",
+    description="A condition on a request header: each comma-separated element (a header sent "
+    "twice arrives joined with `,`) is read under the rule for ambiguous requests.",
     subject="A request header (compared lower-case).",
     subject_pattern=kinds.HEADER_PATTERN,
     check_subject=pat.check_header_name,
@@ -284,26 +270,28 @@ HEADER = ConditionKind(
     value_json_types="string",
     attribute="headers",
     operators=(
-        Operator("equals", "The header equals this value.", "scalar", _header_equals),
+        Operator("equals", "The header equals this value.", "scalar", _reading_equals),
         Operator(
             "prefix",
             "The header starts with this.",
             "scalar",
-            _header_prefix,
+            _reading_prefix,
             schema={"minLength": 1},
             reject=_empty_prefix,
         ),
-        Operator("any_of", "The header is one of these.", "list", _header_any_of),
-        Operator("present", _PRESENT, "flag", _header_present),
-        Operator("equals_capture", _CAPTURE, "capture", _header_equals_capture),
+        Operator("any_of", "The header is one of these.", "list", _reading_any_of),
+        Operator("present", _PRESENT, "flag", _reading_present),
+        Operator("equals_capture", _CAPTURE, "capture", _reading_equals_capture),
     ),
+    readings="header_readings",
     export=exported("header"),
 )
 
 QUERY = ConditionKind(
     name="query",
     description="A condition on a query parameter of the original path (name and values "
-    "percent-decoded; a repeated parameter holds when any of its values does).",
+    "percent-decoded; a repeated parameter, or one under several spellings, is read under the "
+    "rule for ambiguous requests: a deny holds when any value does, an allow when every does).",
     subject="A query parameter name (decoded).",
     subject_pattern=kinds.NONBLANK,
     check_subject=None,
@@ -312,11 +300,12 @@ QUERY = ConditionKind(
     value_json_types="string",
     attribute="query",
     operators=(
-        Operator("equals", "A value of the parameter equals this.", "scalar", _query_equals),
-        Operator("any_of", "A value of the parameter is one of these.", "list", _query_any_of),
-        Operator("present", _PRESENT, "flag", _query_present),
-        Operator("equals_capture", _CAPTURE, "capture", _query_equals_capture),
+        Operator("equals", "The parameter equals this.", "scalar", _reading_equals),
+        Operator("any_of", "The parameter is one of these.", "list", _reading_any_of),
+        Operator("present", _PRESENT, "flag", _reading_present),
+        Operator("equals_capture", _CAPTURE, "capture", _reading_equals_capture),
     ),
+    readings="query_readings",
 )
 
 CONTEXT = ConditionKind(
@@ -331,9 +320,9 @@ CONTEXT = ConditionKind(
     value_json_types="string",
     attribute="context",
     operators=(
-        Operator("equals", "The context value equals this.", "scalar", _header_equals),
-        Operator("any_of", "The context value is one of these.", "list", _header_any_of),
-        Operator("present", _PRESENT, "flag", _header_present),
+        Operator("equals", "The context value equals this.", "scalar", _key_equals),
+        Operator("any_of", "The context value is one of these.", "list", _key_any_of),
+        Operator("present", _PRESENT, "flag", _key_present),
     ),
 )
 
@@ -348,10 +337,10 @@ API_KEY_LABEL = ConditionKind(
     value_json_types="string",
     attribute="api_key_labels",
     operators=(
-        Operator("equals", "The label equals this.", "scalar", _header_equals),
-        Operator("any_of", "The label is one of these.", "list", _header_any_of),
-        Operator("present", _PRESENT, "flag", _header_present),
-        Operator("equals_capture", _CAPTURE, "capture", _header_equals_capture),
+        Operator("equals", "The label equals this.", "scalar", _key_equals),
+        Operator("any_of", "The label is one of these.", "list", _key_any_of),
+        Operator("present", _PRESENT, "flag", _key_present),
+        Operator("equals_capture", _CAPTURE, "capture", _key_equals_capture),
     ),
     needs_api_key=True,
 )

@@ -10,11 +10,11 @@ import ipaddress
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl
 
 from authz.model import ApiKeyUser, EndUser, Identity, Request, Workload
 from authz.policy.patterns import IPAddress
 from authz.policy.spec import Authentication
+from authz.request.headers import ABSENT, header_readings
 
 _UNSET: Any = object()
 _NONE: Mapping[str, str] = MappingProxyType({})
@@ -35,6 +35,7 @@ class RequestContext:
         "method",
         "namespace",
         "path",
+        "paths",
         "port",
         "principal",
         "request_principal",
@@ -45,6 +46,8 @@ class RequestContext:
     def __init__(self, request: Request, identity: Identity, authentication: Authentication):
         self.method = request.method
         self.path = request.path
+        # Every reading of the path (`;params` cut or not): rules quantify over these.
+        self.paths = request.path_readings
         self.host = request.host  # canonical already (authz.wire.inbound)
         self.port = request.destination_port
         self.headers: Mapping[str, str] = request.headers
@@ -93,8 +96,16 @@ class RequestContext:
         try:
             return self._query  # set on first use only
         except AttributeError:
-            self._query: Mapping[str, tuple[str, ...]] = parse_query(self._request.query)
+            self._query: Mapping[str, tuple[str, ...]] = self._request.query_params()
             return self._query
+
+    def query_readings(self, name: str) -> tuple[str | None, ...]:
+        """Every reading of the query parameter `name` (one per value; `(None,)` if absent)."""
+        return self.query.get(name) or ABSENT
+
+    def header_readings(self, name: str) -> tuple[str | None, ...]:
+        """Every reading of the header `name` (one per comma-separated element)."""
+        return header_readings(self.headers.get(name))
 
     @property
     def ip(self) -> IPAddress | None:
@@ -102,15 +113,6 @@ class RequestContext:
         if self._ip is _UNSET:
             self._ip = _parse_ip(self._request.source_ip)
         return self._ip
-
-
-def parse_query(raw: str) -> Mapping[str, tuple[str, ...]]:
-    """A query string as `{name: values}`, names and values percent-decoded (and `+` as a
-    space, as HTML forms send it). An escape that does not decode as UTF-8 stays U+FFFD."""
-    found: dict[str, list[str]] = {}
-    for name, value in parse_qsl(raw.lstrip("?"), keep_blank_values=True):
-        found.setdefault(name, []).append(value)
-    return {k: tuple(v) for k, v in found.items()}
 
 
 def _parse_ip(raw: str | None) -> IPAddress | None:

@@ -9,11 +9,13 @@ Pure: no I/O, no logging, no clock. The order is the contract's:
 `audit` and `dry_run` rules never change the decision; every one that matches is listed in
 `Decision.shadow`. When several deny (or allow) rules match, the first in set order (files by
 name, then their order in the file) gives the reason.
+
+A request that can be read several ways (a `;param` path, a repeated header or query parameter)
+is judged once: each compiled deny rule holds when it holds under any reading, each allow rule
+only when it holds under every reading (`authz.policy.rules.quantifier_for`).
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from authz.model import Decision, Identity, Request, ShadowMatch
 from authz.policy.compiler import HostPolicy
@@ -47,7 +49,7 @@ def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identit
     allow: CompiledRule | None = None
     shadow: list[ShadowMatch] = []
     wants_jwt = wants_key = False
-    for rule in host_policy.candidates(ctx.method, ctx.path):
+    for rule in host_policy.candidates_of(ctx.method, ctx.paths):
         if not rule.to_matches(ctx):
             continue
         if rule.from_and_when_match(ctx):
@@ -60,8 +62,6 @@ def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identit
         elif rule.action == "allow" and rule.enforced:
             wants_jwt = wants_jwt or (rule.needs_jwt and ctx.user is None)
             wants_key = wants_key or (rule.needs_api_key and ctx.api_key is None)
-    if deny is None and ";" in ctx.path:
-        deny = _deny_without_params(host_policy, request, identity)
     shadows = tuple(shadow)
     if deny is not None:
         return Decision(False, 403, deny.name, rule=deny.name, shadow=shadows)
@@ -76,25 +76,3 @@ def evaluate(host_policy: HostPolicy | None, request: Request, identity: Identit
         challenge = ", ".join(challenges)
         return Decision(False, 401, NO_MATCHING_RULE, shadow=shadows, challenge=challenge)
     return Decision(False, 403, NO_MATCHING_RULE, shadow=shadows)
-
-
-def _deny_without_params(
-    host_policy: HostPolicy, request: Request, identity: Identity
-) -> CompiledRule | None:
-    """The first enforced deny rule that matches the path with every `;param` cut.
-
-    Tomcat, Jetty and Spring drop `;params` before routing, so `/admin;x=1` reaches their
-    `/admin`. Deny rules therefore see that spelling too; allow rules still need the path as
-    sent, so a parameter can only ever make a request less likely to be allowed.
-    """
-    stripped = "/".join(segment.split(";", 1)[0] for segment in request.path.split("/"))
-    ctx = RequestContext(replace(request, path=stripped), identity, host_policy.authentication)
-    for rule in host_policy.candidates(ctx.method, ctx.path):
-        if (
-            rule.action == "deny"
-            and rule.enforced
-            and rule.to_matches(ctx)
-            and rule.from_and_when_match(ctx)
-        ):
-            return rule
-    return None

@@ -75,6 +75,10 @@ class EntryField:
     # The `not_` form's description when "matches when none of these match" does not fit.
     not_description: str = ""
     export: ExportHook | None = None
+    # The `RequestContext` attribute holding every reading of `reads` (`paths`: the path as
+    # sent and with `;params` cut), when a request can be read several ways: the compiler then
+    # asks the test of each reading (docs/policy.md, "One rule for ambiguous requests").
+    readings: str = ""
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -197,6 +201,7 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "path",
         _by(pat.path_patterns),
         export=exported("paths"),
+        readings="paths",
     ),
     EntryField(
         "hosts",

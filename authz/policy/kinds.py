@@ -15,7 +15,7 @@ from typing import Any
 from authz.policy import patterns as pat
 from authz.policy.check import Checker
 from authz.policy.yaml_source import YNode, YScalar
-from authz.syntax import TCHAR, UPPER_TCHAR
+from authz.request.syntax import TCHAR, UPPER_TCHAR
 
 Schema = dict[str, Any]
 

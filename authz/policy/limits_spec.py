@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from authz.limits.keys import LimitKey, parse_key, supported
+from authz.limits.keys import parse_key, supported
 from authz.limits.stage import PERIODS
 from authz.policy import sections as sec
 from authz.policy.spec import RateLimitSpec
@@ -60,7 +60,7 @@ def read_rate_limit(v: Reader, node: YNode) -> RateLimitSpec | None:
     return RateLimitSpec(name, v.file, m.line, key, limit, per, dry_run, from_, to, when)
 
 
-def _key(v: Reader, node: YNode) -> LimitKey | None:
+def _key(v: Reader, node: YNode) -> str | None:
     text = v.string(node, "key")
     if text is None:
         return None
@@ -72,7 +72,7 @@ def _key(v: Reader, node: YNode) -> LimitKey | None:
     if not supported(key):
         v.err(node.line, f"key {text!r} is not supported by this version")
         return None
-    return key
+    return str(key)
 
 
 def _limit(v: Reader, node: YNode) -> int | None:

@@ -133,8 +133,9 @@ def load_policy_set(path: str) -> PolicySet:
     pauses the garbage collector and freezes the result (see `authz.policy.building`).
     """
     key_paths: list[str] = []
+    root = path
     if os.path.isfile(path):
-        paths = [path]
+        paths, root = [path], os.path.dirname(path)
     else:
         paths = [os.path.join(path, rel) for rel in find_policy_files(path)]
         # Every key file of the directory, named by a provider or not: a bad one rejects the
@@ -155,7 +156,11 @@ def load_policy_set(path: str) -> PolicySet:
         raise PolicyError(problems)
     with building.building():
         return build_policy_set(
-            sources, key_files, read_local=_read_local_file, read_keys=_read_key_file
+            sources,
+            key_files,
+            read_local=_read_local_file,
+            read_keys=_read_key_file,
+            directory=root,
         )
 
 
@@ -211,6 +216,7 @@ def build_policy_set(
     *,
     read_local: LocalReader | None = None,
     read_keys: KeyReader | None = None,
+    directory: str | None = None,
 ) -> PolicySet:
     """Validate and compile (file name, text, base directory) triples.
 
@@ -221,13 +227,16 @@ def build_policy_set(
     saying why it cannot be used. Without it local files are neither checked nor part of the
     revision (tools that only look at the rules). The revision is a short hash of the names and
     contents (of those files too), so the same files give the same revision on every replica.
+    `directory`: the policy directory; the names hashed are relative to it, so `authz validate r/a`,
+    `cd r/a && authz validate .` and the absolute path print the revision production logs.
+    A local file is hashed by its content only: the policy text that names it is hashed already.
     """
     specs: list[FileSpec] = []
     partial: list[FileSpec] = []  # files with problems: what of them validated
     problems: list[Problem] = []
     digest = hashlib.sha256()
-    for file, text, base_dir in sorted(sources):
-        digest.update(file.encode() + b"\0" + text.encode() + b"\0")
+    for file, text, base_dir in sorted(sources, key=lambda source: _name(source[0], directory)):
+        digest.update(_name(file, directory).encode() + b"\0" + text.encode() + b"\0")
         try:
             root = parse_yaml(file, text)
         except YamlProblems as exc:
@@ -243,7 +252,7 @@ def build_policy_set(
             partial.extend([spec] if spec is not None else [])
         elif spec is not None:
             specs.append(spec)
-    tables = _key_tables(specs, key_files, read_keys, problems, digest)
+    tables = _key_tables(specs, key_files, read_keys, problems, digest, directory)
     validated = specs
     specs = [_bind_key_files(spec, tables, problems) for spec in specs]
     if read_local is not None:
@@ -253,7 +262,7 @@ def build_policy_set(
                 if isinstance(content, str):
                     problems.append(Problem(spec.file, line, f"jwks_file {path}: {content}"))
                 else:
-                    digest.update(path.encode() + b"\0" + content + b"\0")
+                    digest.update(b"local\0" + content + b"\0")
     if problems:
         # Every problem at once: the set's too, over what validated of every file.
         # (A partial file's API-key providers may have lost some: not checked across files.)
@@ -261,6 +270,14 @@ def build_policy_set(
         whole_set, _ = set_problems(sorted(validated + partial, key=lambda f: f.file))
         raise PolicyError(problems + [p for p in whole_set if p not in problems])
     return compile_policy_set(specs, digest.hexdigest()[:12])
+
+
+def _name(path: str, directory: str | None) -> str:
+    """`path` as the revision names it: relative to the policy directory, '/'-separated."""
+    if directory is None:
+        return path
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(directory))
+    return relative.replace(os.sep, "/")
 
 
 def _unreadable(path: str, exc: OSError) -> str:
@@ -296,6 +313,7 @@ def _key_tables(
     read_keys: KeyReader | None,
     problems: list[Problem],
     digest: Any,
+    directory: str | None,
 ) -> dict[str, Mapping[str, ApiKey]]:
     """Every key file the providers name, parsed (problems at FILE:LINE of the key file)."""
     texts = {os.path.normpath(os.path.abspath(path)): text for path, text in key_files}
@@ -307,8 +325,8 @@ def _key_tables(
                     if text is not None:
                         texts[provider.keys_file] = text
     tables: dict[str, Mapping[str, ApiKey]] = {}
-    for path, text in sorted(texts.items()):
-        digest.update(b"keys\0" + path.encode() + b"\0" + text.encode() + b"\0")
+    for path, text in sorted(texts.items(), key=lambda item: _name(item[0], directory)):
+        digest.update(b"keys\0" + _name(path, directory).encode() + b"\0" + text.encode() + b"\0")
         table = parse_key_file(path, text)
         if isinstance(table, list):
             problems.extend(table)

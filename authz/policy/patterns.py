@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from authz.errors import InvalidPath
-from authz.paths import normalize_path
-from authz.syntax import SPIFFE_PREFIX, TOKEN
+from authz.request.hosts import LABEL as _LABEL
+
+# The request grammar lives in authz.request, below both the wire and the policy language;
+# the policy's own checks use it through these names.
+from authz.request.hosts import normalize_host as normalize_host
+from authz.request.methods import check_method as check_method
+from authz.request.paths import normalize_path
+from authz.request.syntax import SPIFFE_PREFIX, TOKEN
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -253,8 +259,6 @@ def request_first_segment(path: str) -> str:
 
 # --- hosts ----------------------------------------------------------------------------------
 
-_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?")
-
 
 @dataclass(frozen=True, slots=True)
 class HostPatterns:
@@ -291,45 +295,6 @@ def host_patterns(patterns: Iterable[str]) -> HostPatterns:
         else:
             exact.add(p)
     return HostPatterns(frozenset(exact), tuple(suffixes))
-
-
-# A request's host: a name of policy labels (a dotted IPv4 address is one) with at most one
-# trailing dot, or an IPv6 literal in brackets; then an optional port of ASCII digits.
-_LABEL_TEXT = _LABEL.pattern
-_AUTHORITY = re.compile(
-    rf"(?:(?P<name>{_LABEL_TEXT}(?:\.{_LABEL_TEXT})*)\.?|(?P<literal>\[[0-9a-f:.]+\]))"
-    r"(?::[0-9]+)?"
-)
-
-
-def normalize_host(authority: str) -> str | None:
-    """`:authority` as matched (docs/policy.md), or None when it is not a valid host.
-
-    ASCII letters are lower-cased and nothing else is folded or trimmed: a non-ASCII character
-    (the KELVIN SIGN, which Unicode lower-cases to `k`) or any whitespace makes the host
-    invalid, so no spelling can reach a host's policy that Envoy would route elsewhere. The
-    port (digits only) is removed, and exactly one trailing dot: `shop.example.com.` names the
-    same host, left alone it would skip the host's own files (and their deny rules) in favour
-    of host-less ones; `shop.example.com..` is invalid. An IPv6 literal keeps its brackets.
-    An empty authority is no host at all (`""`): only files without `hosts` apply to it.
-    The result is canonical: normalizing it again returns it unchanged.
-    """
-    if not authority:
-        return ""
-    if not authority.isascii():
-        return None
-    match = _AUTHORITY.fullmatch(authority.lower())
-    if match is None:
-        return None
-    name = match["name"]
-    if name is not None:
-        return name
-    literal = match["literal"]
-    try:
-        ipaddress.IPv6Address(literal[1:-1])
-    except ValueError:
-        return None
-    return literal
 
 
 # --- CIDRs, methods, ports ------------------------------------------------------------------
@@ -370,14 +335,6 @@ def ip_blocks(networks: Iterable[IPNetwork]) -> IPBlocks:
         else:
             v6.append(n)
     return IPBlocks(tuple(v4), tuple(v6))
-
-
-def check_method(method: str) -> None:
-    """HTTP methods are case-sensitive tokens; the policy writes them as sent (upper case)."""
-    if not TOKEN.fullmatch(method):
-        raise ValueError(f"{method!r} is not an HTTP method")
-    if method != method.upper():
-        raise ValueError(f"{method!r}: methods are upper case; did you mean {method.upper()!r}?")
 
 
 def check_header_name(name: str) -> str:

@@ -8,8 +8,8 @@ uses the same predicates.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from operator import attrgetter
+from dataclasses import dataclass, replace
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from authz.model import Identity, Request
@@ -22,6 +22,20 @@ from authz.policy.spec import Authentication, ConditionSpec, EntrySpec, FromSpec
 Getter = Callable[[RequestContext], Any]
 Check = tuple[str, Getter, Test]
 Captures = Callable[[RequestContext], "Mapping[str, str] | None"]
+# How a test over one reading becomes a test over all of a request's readings: `any` for deny
+# and audit rules and rate limits, `all` for allow rules (docs/policy.md, "One rule for
+# ambiguous requests"). A `not_` form is negated per reading, before this.
+Quantifier = Callable[[Iterable[bool]], bool]
+
+
+def quantifier_for(action: str) -> Quantifier:
+    """A deny (or audit) rule holds under any reading of the request, an allow rule only under
+    every reading."""
+    return all if action == "allow" else any
+
+
+def _over_readings(test: Test, quantify: Quantifier) -> Test:
+    return lambda readings: quantify(map(test, readings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,16 +198,21 @@ class CompiledRule:
 
 
 def compile_rule(
-    index: int, spec: RuleSpec, roles: Mapping[str, tuple[ToSpec, ...]]
+    index: int,
+    spec: RuleSpec,
+    roles: Mapping[str, tuple[ToSpec, ...]],
+    quantify: Quantifier | None = None,
 ) -> CompiledRule:
-    """Compile one validated rule; every role it names must be in `roles`."""
+    """Compile one validated rule; every role it names must be in `roles`. `quantify`: how a
+    field with several readings holds (default: `quantifier_for(spec.action)`)."""
+    q = quantify or quantifier_for(spec.action)
     from_ = tuple(compile_from(f) for f in spec.from_) if spec.from_ is not None else None
-    to = tuple(compile_to(t, roles) for t in spec.to) if spec.to is not None else None
+    to = tuple(compile_to(t, roles, q) for t in spec.to) if spec.to is not None else None
     # Only a rule that compares with a capture computes captures: no cost for the others.
     captures = None
     if to is not None and spec.to is not None and any(c.op == "equals_capture" for c in spec.when):
         captures = _captures(to, spec.to)
-    when = tuple(compile_condition(c, captures) for c in spec.when)
+    when = tuple(compile_condition(c, captures, q) for c in spec.when)
     needs_jwt = any(c.needs_jwt for c in when) or any(
         e.get(f.name) is not None for e in spec.from_ or () for f in FROM_FIELDS if f.needs_jwt
     )
@@ -292,11 +311,21 @@ def _entry_checks(
     fields: Iterable[EntryField],
     roles: RoleEntries,
     role_entries: tuple[tuple[str, int, CompiledEntry], ...] = (),
+    quantify: Quantifier = any,
 ) -> CompiledEntry:
-    """One entry's checks in declaration order; `not_<field>` holds when none of its values do."""
+    """One entry's checks in declaration order; `not_<field>` holds when none of its values do.
+    A field with several readings holds as `quantify` says, each reading tested (and negated
+    for `not_`) on its own."""
     checks: list[Check] = []
     for f in fields:
         get: Getter = attrgetter(f.reads) if f.reads else _whole
+        if f.readings:
+            get = attrgetter(f.readings)
+            checks.extend(
+                (name, get, _over_readings(test, quantify))
+                for name, _, test in _entry_checks(spec, (_one_reading(f),), roles).checks
+            )
+            continue
         value = spec.get(f.name)
         if f.kind.flag:
             if value is not None:
@@ -317,6 +346,11 @@ def _whole(ctx: RequestContext) -> RequestContext:
     return ctx
 
 
+def _one_reading(field: EntryField) -> EntryField:
+    """`field` as a test of one reading (its checks, without the quantifier)."""
+    return replace(field, readings="")
+
+
 def _negate(positive: Test) -> Test:
     return lambda value: not positive(value)
 
@@ -329,25 +363,33 @@ def compile_from(spec: FromSpec) -> CompiledEntry:
     return _entry_checks(spec, FROM_FIELDS, _no_roles)
 
 
-def compile_to(spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]]) -> CompiledEntry:
+def compile_to(
+    spec: ToSpec, roles: Mapping[str, tuple[ToSpec, ...]], quantify: Quantifier = any
+) -> CompiledEntry:
     named = spec.get("role") or ()
-    own = tuple((n, i, compile_to(e, roles)) for n in named for i, e in enumerate(roles[n]))
+    own = tuple(
+        (n, i, compile_to(e, roles, quantify)) for n in named for i, e in enumerate(roles[n])
+    )
 
     def role_entries(names: Sequence[str]) -> Test:
         if names is named:  # the entry's own `role`: reuse the entries compiled for coverage
             entries = tuple(e for _, _, e in own)
         else:
-            entries = tuple(compile_to(e, roles) for n in names for e in roles[n])
+            entries = tuple(compile_to(e, roles, quantify) for n in names for e in roles[n])
         return lambda ctx: any(e.matches(ctx) for e in entries)
 
-    return _entry_checks(spec, TO_FIELDS, role_entries, own)
+    return _entry_checks(spec, TO_FIELDS, role_entries, own, quantify)
 
 
-def compile_condition(spec: ConditionSpec, captures: Captures | None = None) -> CompiledCondition:
+def compile_condition(
+    spec: ConditionSpec, captures: Captures | None = None, quantify: Quantifier = any
+) -> CompiledCondition:
     """`not_<op>` holds exactly when `<op>` does not (an absent claim or header included).
 
     An `equals_capture` test gets (what the kind reads, the captured segment or None) from
-    `captures`, the rule's (validation made sure every path of the rule binds the name)."""
+    `captures`, the rule's (validation made sure every path of the rule binds the name).
+    A kind with readings (headers, query parameters) tests each reading, negated on its own,
+    and holds as `quantify` says over them."""
     kind = next(k for k in CONDITION_KINDS if k.name == spec.kind)
     op, _ = kind.operator(spec.op)
     test: Test = op.build(spec.name, spec.value)
@@ -355,12 +397,28 @@ def compile_condition(spec: ConditionSpec, captures: Captures | None = None) -> 
         test = _negate(test)
     label = f"{spec.kind} {spec.name} {'not_' if spec.negated else ''}{spec.op} {spec.value!r}"
     get: Getter = attrgetter(kind.attribute)
-    if op.shape == "capture":
+    if kind.readings:
+        get = methodcaller(kind.readings, spec.name)
+        if op.shape == "capture":
+            assert captures is not None, "equals_capture outside a rule with captures"
+            get = _with_capture(get, captures, spec.value)
+            test = _capture_over_readings(test, quantify)
+        else:
+            test = _over_readings(test, quantify)
+    elif op.shape == "capture":
         assert captures is not None, "equals_capture outside a rule with captures"
         get = _with_capture(get, captures, spec.value)
     return CompiledCondition(
         spec.line, label, get, test, kind.needs_jwt, needs_api_key=kind.needs_api_key
     )
+
+
+def _capture_over_readings(test: Test, quantify: Quantifier) -> Test:
+    def over(pair: tuple[tuple[str | None, ...], str | None]) -> bool:
+        readings, captured = pair
+        return quantify(test((reading, captured)) for reading in readings)
+
+    return over
 
 
 def _with_capture(read: Getter, captures: Captures, name: str) -> Getter:

@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from authz.limits.keys import LimitKey
+from typing import Any
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -156,7 +153,9 @@ class RateLimitSpec:
     name: str
     file: str
     line: int
-    key: LimitKey
+    # The key as checked at load (`header:x-tenant`, canonical: `authz.limits.keys.parse_key`
+    # reads it back); the compiler turns it into a `LimitKey`, the spec holds plain values only.
+    key: str
     limit: int
     per: str
     dry_run: bool = False

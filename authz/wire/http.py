@@ -21,7 +21,12 @@ Two modes, chosen per listener by the operator (a client never chooses what is j
 Workload identity: only on a listener with `trust_xfcc`, from the last element of
 `x-forwarded-client-cert` (Envoy with `forward_client_cert_details: SANITIZE_SET` drops the
 client's value and sets its own); elsewhere that header is dropped before anything reads it.
-The client address is the last `x-forwarded-for` entry (the one the proxy appended).
+The client address: in `envoy` mode from `x-authz-client-address`, which the generated config
+sets to Envoy's own view of the peer (never `x-forwarded-for`, which a client can write and which
+behind that config is not the client's); in `forward-auth` mode the last `x-forwarded-for` entry
+(the one the proxy appended). Both modes fill the pseudo-headers `:method`, `:path`,
+`:authority` and `:scheme` (`x-authz-original-scheme` from Envoy, `x-forwarded-proto` from a
+forward-auth proxy) and drop `host`, as the gRPC door's headers have them.
 
 The answer: an allow is 200 with the headers for the upstream (Envoy copies those its
 `allowed_upstream_headers` matches) and `x-envoy-auth-headers-to-remove` naming the headers to
@@ -36,12 +41,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from authz.config import Limits
-from authz.errors import BadRequest, WorkloadRejected
-from authz.identity.peer import XfccError, parse_xfcc
+from authz.errors import BadRequest
+from authz.identity.peer import xfcc_peer
 from authz.model import Decision, Request, Verdict
-from authz.paths import normalize_path
 from authz.reasons import Reason
-from authz.wire.inbound import (
+from authz.request.paths import normalize_path
+from authz.wire.deny import deny_body, deny_status
+from authz.wire.view import (
     bound_path,
     check_address,
     check_host,
@@ -49,10 +55,20 @@ from authz.wire.inbound import (
     check_peer,
     headers_from_pairs,
 )
-from authz.wire.outbound import deny_body, deny_status
 
 # Set by Envoy (headers_to_add: "%REQ(:PATH)%"): the original :path, undecoded.
 ENVOY_PATH_HEADER = "x-authz-original-path"
+# Set by Envoy (headers_to_add: "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%"): the client's
+# address, as the gRPC door reads it from `source.address`.
+ENVOY_ADDRESS_HEADER = "x-authz-client-address"
+# Set by Envoy (headers_to_add: "%REQ(content-length)%"): the request's own content-length.
+ENVOY_CONTENT_LENGTH_HEADER = "x-authz-original-content-length"
+# Set by Envoy (headers_to_add: "%REQ(:SCHEME)%"): the request's `:scheme` pseudo-header.
+ENVOY_SCHEME_HEADER = "x-authz-original-scheme"
+# Added by Envoy to its authorization request itself (seen through a real Envoy 1.40), never part
+# of the request the gRPC door judges: dropped. (`x-envoy-internal` on a request from an internal
+# address is then invisible at the HTTP door: docs/http-mode.md says so.)
+ENVOY_CALL_HEADERS = ("x-envoy-expected-rq-timeout-ms", "x-envoy-internal")
 # Envoy's ext_authz HTTP client removes the headers named here (comma-separated) upstream.
 ENVOY_HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 XFCC = "x-forwarded-client-cert"
@@ -111,13 +127,27 @@ def to_request(
     `query` raw, header `pairs` in wire order) into a `Request`, or raise why it cannot be
     judged (`BadRequest`, `InvalidPath`, `RequestTooLarge`, `WorkloadRejected`)."""
     headers = headers_from_pairs(list(pairs), limits)
+    source_ip: str | None
     if listener.mode is HttpMode.ENVOY:
         original_method, target = method, _envoy_target(listener, headers, path, query)
         authority = headers.get("host", "")
+        # Set by the generated config (authz envoy-config --http) from what Envoy itself knows,
+        # overriding any client value: the peer address Envoy's gRPC client sends as
+        # `source.address`, and the request's own content-length (Envoy's authorization
+        # request has its own, 0). x-forwarded-for is not the client's address here.
+        source_ip = check_address(headers.pop(ENVOY_ADDRESS_HEADER, "").strip()) or None
+        _restore(headers, "content-length", headers.pop(ENVOY_CONTENT_LENGTH_HEADER, None))
+        _restore(headers, ":scheme", headers.pop(ENVOY_SCHEME_HEADER, None))
+        # Envoy's own, on its authorization request (the gRPC door's headers do not have them).
+        for name in ENVOY_CALL_HEADERS:
+            headers.pop(name, None)
     else:
         original_method = _one_of(headers, _TRAEFIK_METHOD, _NGINX_METHOD, "method")
         target = _one_of(headers, _TRAEFIK_URI, _NGINX_URI, "URI")
         authority = headers.get(_FORWARDED_HOST) or headers.get("host", "")
+        forwarded_for = headers.get("x-forwarded-for", "")
+        source_ip = check_address(forwarded_for.rsplit(",", 1)[-1].strip()) or None
+        _restore(headers, ":scheme", headers.get("x-forwarded-proto"))
     checked_method = check_method(original_method, limits)
     bound_path(target, limits)
     host = check_host(authority, limits)
@@ -125,9 +155,11 @@ def to_request(
     peer_principal = peer_certificate = ""
     xfcc = headers.pop(XFCC, "") if not listener.trust_xfcc else headers.get(XFCC, "")
     if listener.trust_xfcc and xfcc:
-        peer_principal, peer_certificate = check_peer(*_xfcc_peer(xfcc), limits)
-    forwarded_for = headers.get("x-forwarded-for", "")
-    source_ip = check_address(forwarded_for.rsplit(",", 1)[-1].strip()) or None
+        peer_principal, peer_certificate = check_peer(*xfcc_peer(xfcc), limits)
+    # The gRPC door's headers are Envoy's: the pseudo-headers, and no `host` (HTTP/1's Host is
+    # `:authority` there). The same here, so a condition on either reads the same at both doors.
+    headers.pop("host", None)
+    headers[":method"], headers[":path"], headers[":authority"] = original_method, target, authority
     return Request(
         method=checked_method,
         path=normalized,
@@ -140,6 +172,15 @@ def to_request(
         peer_certificate=peer_certificate,
         request_id=headers.get("x-request-id", ""),
     )
+
+
+def _restore(headers: dict[str, str], name: str, value: str | None) -> None:
+    """`name` as the original request had it: `value` (None or empty, or Envoy's `-` for a
+    header the request did not have: absent)."""
+    if value is None or value in ("", "-"):
+        headers.pop(name, None)
+    else:
+        headers[name] = value
 
 
 def _envoy_target(listener: HttpListener, headers: dict[str, str], path: str, query: str) -> str:
@@ -170,20 +211,6 @@ def _one_of(headers: dict[str, str], first: str, second: str, what: str) -> str:
     if not value:
         raise BadRequest(f"forward-auth: the proxy sent neither {first} nor {second}")
     return value
-
-
-def _xfcc_peer(value: str) -> tuple[str, str]:
-    """(principal, URL-encoded PEM certificate) of the last XFCC element: the one the nearest
-    proxy, Envoy, appended (or the only one, with SANITIZE_SET)."""
-    try:
-        element = parse_xfcc(value)[-1]
-    except XfccError as error:
-        # The operator says a trusted proxy sets this header; a value we cannot read means
-        # something is wrong on the path: refuse rather than guess.
-        raise WorkloadRejected(
-            f"x-forwarded-client-cert is malformed: {error}", reason="xfcc_invalid"
-        ) from error
-    return element.principal() or "", element.get("cert") or ""
 
 
 def expressible(

@@ -14,14 +14,15 @@ service failing and then honours `failure_mode_allow`, which could let the reque
 
 from __future__ import annotations
 
-import json
-
 from google.protobuf.struct_pb2 import Struct
 
 from authz._proto.envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
 from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from authz._proto.google.rpc.status_pb2 import Status
 from authz.model import Verdict
+from authz.wire.deny import DEFAULT_DENY_STATUS
+from authz.wire.deny import deny_body as deny_body  # every door's; importable from here too
+from authz.wire.deny import deny_status as deny_status
 
 # google.rpc.Code (google/rpc/code.proto). Envoy only asks OK or not; a fitting code helps whoever
 # reads ext_authz stats and gRPC logs.
@@ -44,20 +45,6 @@ _GRPC_CODE = {
     500: INTERNAL,
     503: UNAVAILABLE,
 }
-# The body's public text: the status, never the reason (that goes to the decision log).
-_PUBLIC_ERROR = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    429: "too_many_requests",
-    431: "request_too_large",
-    500: "internal_error",
-    503: "unavailable",
-}
-# A deny must look like one to the client whatever the status says: anything outside 4xx/5xx
-# (a bug upstream of here) becomes 403.
-_DEFAULT_DENY_STATUS = 403
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 _STATUS_OK = Status(code=OK)
@@ -113,11 +100,11 @@ def internal_error_response(decision_id: str) -> CheckResponse:
             "decision_id": decision_id,
             "decision": "deny",
             "reason": "internal_error",
-            "status": _DEFAULT_DENY_STATUS,
+            "status": DEFAULT_DENY_STATUS,
         }
     )
     response = CheckResponse(status=Status(code=INTERNAL), dynamic_metadata=metadata)
-    _denied(response, _DEFAULT_DENY_STATUS, decision_id, None)
+    _denied(response, DEFAULT_DENY_STATUS, decision_id, None)
     return response
 
 
@@ -143,19 +130,6 @@ def _denied(response: CheckResponse, status: int, decision_id: str, challenge: s
         option.append.value = False
         option.append_action = _OVERWRITE
     denied.body = deny_body(status, decision_id)
-
-
-def deny_status(status: int) -> int:
-    """The HTTP status a deny is sent with. Shared by both front doors."""
-    return status if 400 <= status <= 599 else _DEFAULT_DENY_STATUS
-
-
-def deny_body(status: int, decision_id: str) -> str:
-    """The JSON body of a deny: the public error and the decision id, never the reason.
-    Shared by both front doors."""
-    public = _PUBLIC_ERROR.get(status, "forbidden" if status < 500 else "internal_error")
-    # json.dumps only for the id: the public text is a fixed identifier.
-    return f'{{"error":"{public}","decision_id":{json.dumps(decision_id)}}}'
 
 
 def _metadata(verdict: Verdict, status: int | None = None) -> Struct:

@@ -3,12 +3,8 @@ counters through a real Redis server, which is killed and restarted mid-test."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
+import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,84 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from authz.limits import counter_key
 from tests.e2e.conftest import EnvoyFactory
 from tests.support import https
 from tests.support.envoy import _authz_address
-from tests.support.ports import LOOPBACK, free_port
-from tests.support.redis import RedisServer
-from tests.support.service import is_serving, spawn_serve
+from tests.support.redis import RedisCluster, RedisSentinel, RedisServer
+from tests.support.replicas import Replica, start_replicas, wait_until, write_policy
 from tests.support.upstream import EchoUpstream
 
 pytestmark = pytest.mark.e2e
-
-
-# Per hour, so a 2,000-request burst never straddles a window (fixed windows start afresh).
-POLICY = """\
-rules:
-  - name: open
-    action: allow
-    to: [{paths: ["/{**}"]}]
-rate_limits:
-  - name: per-client
-    to: [{paths: ["/limited/{**}"]}]
-    key: header:x-client
-    limit: 100
-    per: hour
-"""
-
-
-class Replica:
-    """`authz serve --workers N` on unix sockets (no port races), sharing `store`."""
-
-    def __init__(self, directory: Path, name: str, workers: int, store: str) -> None:
-        self.sockets = [
-            f"unix:{directory / name}.sock" if i == 0 else f"unix:{directory / name}.{i}.sock"
-            for i in range(workers)
-        ]
-        self.admin_port = free_port()
-        self.process = spawn_serve(
-            directory / "policies",
-            "--listen",
-            self.sockets[0],
-            "--admin",
-            f"{LOOPBACK}:{self.admin_port}",
-            "--workers",
-            str(workers),
-            "--rate-limit-store",
-            store,
-            "--no-watch",
-            stdout=subprocess.DEVNULL,
-            stderr=(directory / f"{name}.log").open("wb"),
-            start_new_session=True,
-        )
-
-    def serving(self) -> bool:
-        return all(is_serving(address) for address in self.sockets)
-
-    def readyz(self) -> dict[str, object]:
-        """Worker 0's /readyz (it is ready whatever the store does)."""
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.admin_port}/readyz", timeout=5) as r:
-            assert r.status == 200
-            answer: dict[str, object] = json.loads(r.read())
-            return answer
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0, why: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not reached in {timeout:g}s{why}")
 
 
 @pytest.fixture
@@ -108,22 +35,11 @@ def replicas(
 ) -> Iterator[Callable[[int], list[Replica]]]:
     # A short directory: unix socket paths are limited to ~100 bytes.
     directory = Path(tmp_path_factory.mktemp("rl"))
-    (directory / "policies").mkdir()
-    (directory / "policies" / "limits.yaml").write_text(POLICY)
+    write_policy(directory)
     started: list[Replica] = []
 
     def start(workers: int) -> list[Replica]:
-        for name in ("a", "b"):
-            started.append(Replica(directory, name, workers, redis.url))
-        # Generous: eight Python processes start at once on a shared two-core machine.
-        try:
-            wait_until(lambda: all(r.serving() for r in started), timeout=240)
-        except AssertionError as error:
-            logs = "".join(
-                f"\n{p.name}: {p.read_text(errors='replace')[-2000:]}"
-                for p in directory.glob("*.log")
-            )
-            raise AssertionError(f"{error}: the replicas' logs:{logs}") from None
+        started.extend(start_replicas(directory, redis.url, workers=workers))
         return started
 
     try:
@@ -220,3 +136,83 @@ def test_redis_killed_and_restarted_mid_traffic(
     wait_until(lambda: all(r.readyz()["rate_limits"]["state"] == "shared" for r in started))
     statuses = Counter(a.status for a in burst(url, "dave", 150))
     assert 100 <= statuses[200] <= 110, statuses
+
+
+# -- issue 30: a Redis Cluster and Sentinel behind the same replicas ---------------------------
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def topology(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster | RedisSentinel]:
+    directory = Path(tmp_path_factory.mktemp(request.param))
+    kind = RedisCluster if request.param == "cluster" else RedisSentinel
+    with kind(directory) as running:
+        yield running
+
+
+def test_a_shared_cluster_or_sentinel_holds_the_limit_and_survives_a_failover(
+    topology: RedisCluster | RedisSentinel,
+    tmp_path_factory: pytest.TempPathFactory,
+    envoy_factory: EnvoyFactory,
+    upstream: EchoUpstream,
+) -> None:
+    """8 processes (2 replicas x 4 workers) through one Envoy: 100 to 110 of 2,000 requests
+    pass a limit of 100; then a master is killed during traffic: no 5xx, a request the policy
+    denies is never allowed, each process says it counts locally and comes back to shared."""
+    directory = Path(tmp_path_factory.mktemp("rl"))
+    write_policy(directory)
+    started = start_replicas(directory, topology.url, workers=4)
+    try:
+        url = envoy_for(envoy_factory, started)
+        statuses = Counter(a.status for a in burst(url, "alice", 2000))
+        assert set(statuses) == {200, 429} and 100 <= statuses[200] <= 110, statuses
+        assert all(r.store_state() == "shared" for r in started)
+
+        # A master killed while requests flow: the limited key's own master for a cluster.
+        client = "carol"
+        tag = "{" + counter_key("per-client", client).hex() + "}"
+        answers: list[tuple[str, int]] = []
+        stop = threading.Event()
+
+        def traffic() -> None:
+            while not stop.is_set():
+                for path in ("/limited/cart", "/admin/panel"):
+                    answer = https.request(url, path, headers={"x-client": client})
+                    answers.append((path, answer.status))
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            flows = [pool.submit(traffic) for _ in range(4)]
+            try:
+                time.sleep(1.0)
+                if isinstance(topology, RedisCluster):
+                    killed = topology.kill_master_of(tag)
+                else:
+                    killed = topology.kill_master()
+                wait_until(lambda: all(r.store_state() == "local" for r in started), timeout=30)
+                topology.wait_failover(killed)
+                wait_until(lambda: all(r.store_state() == "shared" for r in started), timeout=60)
+                time.sleep(1.0)
+            finally:
+                stop.set()  # the traffic ends whatever failed, so the pool can shut down
+            for flow in flows:
+                flow.result(timeout=60)
+        by_path = {path: Counter(s for p, s in answers if p == path) for path, _ in answers}
+        assert set(by_path["/admin/panel"]) == {403}, by_path  # the policy's deny, always
+        assert set(by_path["/limited/cart"]) <= {200, 429}, by_path  # never a 5xx
+        # The documented bound while the store is unusable: each process at most the limit.
+        assert 100 <= by_path["/limited/cart"][200] <= 8 * 100, by_path
+        for replica in started:
+            limits = replica.readyz()["rate_limits"]
+            assert int(limits["fallbacks"]) >= 1, limits
+            assert "unusable" in replica.log()
+        assert all(
+            m in started[0].admin("/metrics")
+            for m in ("authz_rate_limit_store_shared", "authz_rate_limit_store_fallbacks_total")
+        )
+        # Back on shared counts: a fresh key gets the limit, across all eight processes.
+        statuses = Counter(a.status for a in burst(url, "dave", 400))
+        assert 100 <= statuses[200] <= 110, statuses
+    finally:
+        for replica in started:
+            replica.stop()

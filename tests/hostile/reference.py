@@ -1,8 +1,8 @@
 """An independent reference for path normalization, written from docs/policy.md and RFC 3986 only.
 
 It is deliberately the slow, literal reading of the texts (an input buffer and an output buffer,
-as RFC 3986 section 5.2.4 describes the algorithm) and shares no code with `authz.paths`, so the
-property tests can compare the two on any input.
+as RFC 3986 section 5.2.4 describes the algorithm) and shares no code with
+`authz.request.paths`, so the property tests can compare the two on any input.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from authz.errors import InvalidPath
-from authz.paths import normalize_path
+from authz.request.paths import normalize_path
 from tests.hostile.reference import reference_normalize
 
 INVALID = "400 invalid_path"

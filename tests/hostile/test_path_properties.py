@@ -1,4 +1,4 @@
-"""Properties of `authz.paths.normalize_path` on generated hostile spellings.
+"""Properties of `authz.request.paths.normalize_path` on generated hostile spellings.
 
 - it agrees with an independent reference (tests/hostile/reference.py: RFC 3986 section 5.2.4
   remove_dot_segments after docs/policy.md's decoding and refusal rules);
@@ -16,7 +16,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from authz.errors import InvalidPath
-from authz.paths import normalize_path
+from authz.request.paths import normalize_path
 from tests.hostile._hyp import HOSTILE
 from tests.hostile.reference import UNRESERVED, Invalid, reference_normalize, remove_dot_segments
 

@@ -260,7 +260,10 @@ def test_usage_reads_rotated_gzip_logs_and_time_windows(
     whole = authz("usage", "--decision-log", str(log), str(policies), "--json")
     a, b = json.loads(split.stdout), json.loads(whole.stdout)
     assert (a.pop("lines"), a.pop("bad_lines")) == (11, 1)
-    b.pop("lines"), b.pop("bad_lines")
+    assert a.pop("bad_line_examples") == [
+        f"{new}:6: not JSON (Expecting value: line 1 column 10 (char 9))"
+    ]
+    b.pop("lines"), b.pop("bad_lines"), b.pop("bad_line_examples")
     assert a == b
 
     since = records[4]["time"]

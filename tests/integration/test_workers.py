@@ -121,3 +121,39 @@ def test_two_workers_serve_and_stop_cleanly() -> None:
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait(10)
+
+
+def test_a_worker_that_cannot_bind_refuses_the_start() -> None:
+    """Issue 23.7: worker 1's port is taken. Restarting it would fail the same way while worker
+    0 serves half the endpoints: the start is refused, exit 2, as in one process."""
+    port = _two_free_ports()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port + 1))
+        squatter.listen()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "authz",
+                "serve",
+                "--policies",
+                str(REPO / "policies"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--no-watch",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line or ": cannot" in line]
+    assert errors == [
+        f"authz [worker 1]: cannot listen on 127.0.0.1:{port + 1}: address already in use"
+    ], result.stderr
+    assert "restarting" not in result.stderr
+    assert not is_serving(f"127.0.0.1:{port}")

@@ -105,17 +105,21 @@ class CertAuthority:
         ip_sans: Sequence[str] = (),
         server: bool = False,
         expired: bool = False,
+        not_yet_valid: bool = False,
     ) -> CertPaths:
         """Issue a leaf certificate; write ``<stem>.pem`` and ``<stem>-key.pem`` in ``directory``.
 
         ``server`` selects the serverAuth extended key usage, otherwise clientAuth: BoringSSL
         checks the EKU of the peer's certificate. ``expired`` makes a certificate whose validity
-        ended yesterday, so a verifying peer must reject it.
+        ended yesterday, so a verifying peer must reject it; ``not_yet_valid`` one that starts
+        tomorrow.
         """
         key = _new_key()
         now = dt.datetime.now(dt.UTC)
         if expired:
             not_before, not_after = now - 10 * _ONE_DAY, now - _ONE_DAY
+        elif not_yet_valid:
+            not_before, not_after = now + _ONE_DAY, now + 10 * _ONE_DAY
         else:
             not_before, not_after = now - _ONE_DAY, now + 10 * _ONE_DAY
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uri_sans]

@@ -52,15 +52,20 @@ def is_serving(address: str) -> bool:
 
 
 def wait_serving(
-    address: str, process: subprocess.Popen[bytes], timeout: float, log: Callable[[], str]
+    address: str,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    log: Callable[[], str],
+    channel: grpc.Channel | None = None,
 ) -> None:
-    """Until gRPC health on `address` says SERVING. RuntimeError with the tail of `log()` if
-    `process` exits first or `timeout` seconds pass."""
+    """Until gRPC health on `address` says SERVING (asked over `channel`, a plaintext one by
+    default; it is closed here). RuntimeError with the tail of `log()` if `process` exits
+    first or `timeout` seconds pass."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    with channel or grpc.insecure_channel(address) as opened:
+        stub = health_pb2_grpc.HealthStub(opened)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"exited with {process.returncode}: {log()[-3000:]}")

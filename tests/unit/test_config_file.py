@@ -62,10 +62,14 @@ def test_the_store_password_variable_is_not_an_unknown_setting() -> None:
 
 def test_rate_limit_store_urls_are_checked() -> None:
     ok = ("memory", "redis://redis:6379/0", "rediss://cache.internal:6380/2", "unix:///run/r.sock")
+    ok += ("redis+cluster://a:7000,b:7001", "redis+sentinel://s1:26379,s2:26379/authz")
     for url in ok:
         assert load_settings(flags={"rate_limit_store": url}, check_paths=False)
     for bad in ("http://redis:6379", "redis://:6379/0", "redis://r:6379/x", "redis://r:99999/0"):
         assert "rate_limit_store" in error_of(flags={"rate_limit_store": bad}, check_paths=False)
+    # The cluster and Sentinel forms say what is missing.
+    error = error_of(flags={"rate_limit_store": "redis+sentinel://s1:26379"}, check_paths=False)
+    assert "name the master" in error
 
 
 def test_defaults_without_any_source() -> None:
@@ -294,6 +298,7 @@ def _sample(entry: Entry) -> tuple[object, str, str]:
         "http_path_prefix": ("/authz", "/authz", "/authz"),
         "otlp_endpoint": ("http://c:4318", "http://c:4318", "http://c:4318"),
         "resource_attributes": (("env=ci",), "[env=ci]", "env=ci"),
+        "tls_allowed_clients": (("envoy.mesh",), "[envoy.mesh]", "envoy.mesh"),
     }
     if entry.key in samples:
         return samples[entry.key]

@@ -53,7 +53,14 @@ def test_the_filter_sends_the_undecoded_path_and_fails_closed() -> None:
     service = ext["http_service"]
     assert service["path_prefix"] == "/check"
     assert service["authorization_request"]["headers_to_add"] == [
-        {"key": ENVOY_PATH_HEADER, "value": "%REQ(:PATH)%"}
+        {"key": ENVOY_PATH_HEADER, "value": "%REQ(:PATH)%"},
+        # The client's address as the gRPC door sees it, and the request's own content-length.
+        {
+            "key": "x-authz-client-address",
+            "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
+        },
+        {"key": "x-authz-original-content-length", "value": "%REQ(CONTENT-LENGTH)%"},
+        {"key": "x-authz-original-scheme", "value": "%REQ(:SCHEME)%"},
     ]
     authz = next(c for c in config["static_resources"]["clusters"] if c["name"] == "authz")
     assert "typed_extension_protocol_options" not in authz  # HTTP/1.1, not gRPC's HTTP/2

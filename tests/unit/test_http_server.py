@@ -14,7 +14,7 @@ from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.app import App, build_app
 from authz.config import Limits, Settings
 from authz.http_server import HttpAuthorizationApp, HttpServers
-from authz.server import ListenError
+from authz.listen import ListenError
 from authz.wire.http import ENVOY_PATH_HEADER, PROXY_REPLACES, HttpListener, HttpMode
 from tests.support.nginx import replaced_headers
 from tests.support.ports import LOOPBACK, free_port

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authz.errors import InvalidPath
-from authz.paths import normalize_path
+from authz.request.paths import normalize_path
 
 NORMALIZED = [
     # (raw, path, query)

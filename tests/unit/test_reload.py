@@ -43,11 +43,11 @@ class RecordingKeys:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Path, PolicyStore, RecordingKeys, PolicyReloader, list[bool]]:
+def setup(tmp_path: Path) -> tuple[Path, PolicyStore, RecordingKeys, PolicyReloader, list[str]]:
     write(tmp_path, "a.yaml", V1)
     store = PolicyStore(load_policy_set(str(tmp_path)))
     keys = RecordingKeys()
-    outcomes: list[bool] = []
+    outcomes: list[str] = []
     reloader = PolicyReloader(str(tmp_path), store, keys, listeners=[outcomes.append])
     return tmp_path, store, keys, reloader, outcomes
 
@@ -61,7 +61,7 @@ def test_valid_change_is_swapped_in_and_keys_follow(setup):  # type: ignore[no-u
     assert [r.name for r in store.current.rules] == ["marker-v2"]
     # the union first (old set's providers + new), then the new set's alone
     assert keys.calls == [["https://id.example"], ["https://id.example"]]
-    assert outcomes == [True]
+    assert outcomes == ["ok"]
 
 
 def test_invalid_set_is_rejected_and_last_good_stays(setup, caplog):  # type: ignore[no-untyped-def]
@@ -71,7 +71,7 @@ def test_invalid_set_is_rejected_and_last_good_stays(setup, caplog):  # type: ig
     assert reloader.reload() is False
     assert store.current is good
     assert keys.calls == []
-    assert outcomes == [False]
+    assert outcomes == ["error"]
     assert any("a.yaml:3" in r.getMessage() for r in caplog.records)
     assert any(good.revision in r.getMessage() for r in caplog.records)
 
@@ -82,19 +82,19 @@ def test_unchanged_files_do_not_swap(setup):  # type: ignore[no-untyped-def]
     (directory / "a.yaml").touch()
     assert reloader.reload() is True
     assert store.current is current
-    assert outcomes == [True]
+    assert outcomes == ["ok"]
 
 
 def test_a_failing_listener_does_not_stop_reloads(setup):  # type: ignore[no-untyped-def]
     directory, store, _, _, outcomes = setup
 
-    def broken(ok: bool) -> None:
+    def broken(result: str) -> None:
         raise RuntimeError("metrics down")
 
     reloader = PolicyReloader(str(directory), store, listeners=[broken, outcomes.append])
     write(directory, "a.yaml", V2)
     assert reloader.reload() is True
-    assert outcomes == [True]
+    assert outcomes == ["ok"]
 
 
 @pytest.mark.parametrize("polling", [False, True])
@@ -106,7 +106,7 @@ def test_watcher_notices_a_change(setup, polling: bool):  # type: ignore[no-unty
     reloader = PolicyReloader(
         str(directory),
         store,
-        listeners=[lambda ok: done.set() if ok else None],
+        listeners=[lambda result: done.set() if result == "ok" else None],
         poll_interval=0.1,
     )
     reloader.start(watch=True, polling=polling)
@@ -177,7 +177,7 @@ def test_deep_nesting_on_reload_keeps_the_last_good_set(  # type: ignore[no-unty
     good = store.current
     (directory / "a.yaml").write_text(text)
     assert reloader.reload() is False
-    assert store.current is good and outcomes == [False]
+    assert store.current is good and outcomes == ["error"]
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"{directory / 'a.yaml'}:" in m and what in m for m in messages), messages
     assert all(r.exc_info is None for r in caplog.records)  # a clean line, no traceback
@@ -188,7 +188,7 @@ def test_a_dangling_policy_on_reload_keeps_the_last_good_set(setup, caplog):  # 
     good = store.current
     (directory / "deny.yaml").symlink_to("/nonexistent")
     assert reloader.reload() is False
-    assert store.current is good and outcomes == [False]
+    assert store.current is good and outcomes == ["error"]
     assert any(
         f"{directory / 'deny.yaml'}: cannot read: dangling symlink" in r.getMessage()
         for r in caplog.records

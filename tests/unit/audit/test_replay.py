@@ -24,8 +24,8 @@ from authz.errors import AuthzError
 from authz.identity import IdentityResolver, KeyRegistry
 from authz.model import Request
 from authz.observe.decision_log import decision_record
-from authz.paths import normalize_path
 from authz.policy import PolicyStore, load_policy_set
+from authz.request.paths import normalize_path
 from bench.audit_log import random_token
 
 REPO = Path(__file__).resolve().parents[3]

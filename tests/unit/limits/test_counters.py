@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -110,7 +111,8 @@ def test_redis_holds_no_raw_key(redis: RedisServer) -> None:
         secret = "sk_live_0123456789abcdef"
         counter.take(counter_key("per-key", secret), 10, 60, time.time())
         names = [k.decode() for k in redis.client().keys("*")]
-        assert names and all(n.startswith("authz:rl:60:") for n in names)
+        # One hash tag per limit and identity: every window of it on one cluster slot.
+        assert names and all(re.fullmatch(r"authz:rl:\{[0-9a-f]{32}\}:60:\d+", n) for n in names)
         assert not any(secret in n for n in names)
         assert all(0 < redis.client().ttl(n) <= 61 for n in names)
     finally:
@@ -239,3 +241,46 @@ def test_rediss_verifies_the_server_with_the_ca_named_in_the_url(tmp_path: Path)
         finally:
             verified.close()
             unverified.close()
+
+
+def test_a_counter_tampered_with_in_redis_is_a_lie(redis: RedisServer) -> None:
+    """A real Redis whose counter someone set below what was handed out: INCRBY then answers
+    less than was added, so nothing it says is believed (no tokens from it), and the store is
+    not asked again for `distrust` seconds."""
+    counter = SharedCounter(redis.url, probe_interval=0.05, distrust=60)
+    try:
+        key = counter_key("l", "mallory")
+        now = time.time()
+        assert counter.take(key, 100, 3600, now).allowed
+        client = redis.client()
+        (name,) = client.keys("authz:rl:{*")
+        client.set(name, -1000)
+        passed = sum(counter.take(key, 100, 3600, now).allowed for _ in range(300))
+        wait_until(lambda: counter.state == LOCAL)
+        assert counter.lies == 1 and str(counter.status()["reason"]).startswith("the store lied")
+        assert passed <= 99  # never more than the limit in this process
+        time.sleep(0.3)
+        assert counter.state == LOCAL  # distrusted: not probed back within `distrust`
+    finally:
+        counter.close()
+
+
+def test_a_slow_store_refuses_ahead_of_its_batch_for_a_second_only() -> None:
+    """200 ms a reply: one check passes ahead of the batch (the advance), the next are refused
+    with a reset of at most a second (Retry-After: 1), and the limit is never passed."""
+    from tests.support.resp import LyingRedis
+
+    with LyingRedis("slow", delay=0.2) as store:
+        counter = SharedCounter(store.url)
+        try:
+            key, now = counter_key("l", "slow"), time.time()
+            first, second = counter.take(key, 5, 3600, now), counter.take(key, 5, 3600, now)
+            assert first.allowed and not second.allowed
+            assert second.reset <= 1.0 and counter.late >= 2
+            passed = 1
+            for _ in range(60):
+                passed += counter.take(key, 5, 3600, now).allowed
+                time.sleep(0.02)
+            assert passed <= 5 and counter.state == SHARED
+        finally:
+            counter.close()

@@ -70,9 +70,9 @@ def test_fetches_reloads_and_scrape_time_values() -> None:
 
     m.record_fetch("https://id", FakeFetch(True))
     m.record_fetch("https://id", FakeFetch(False))
-    m.record_reload(True)
-    m.record_reload(False)
-    m.record_reload(False)
+    m.record_reload("ok")
+    m.record_reload("error")
+    m.record_reload("error")
     current[0] = FakePolicy("r2", 5)
     dropped[0] = 7
     s = samples(m)
@@ -123,9 +123,9 @@ def test_last_successful_reload_time() -> None:
     key = ("authz_policy_last_reload_success_timestamp_seconds", ())
     assert samples(m)[key] == 1000.0
     before = time.time()
-    m.record_reload(False)
+    m.record_reload("error")
     assert samples(m)[key] == 1000.0
-    m.record_reload(True)
+    m.record_reload("ok")
     assert samples(m)[key] >= before
 
 

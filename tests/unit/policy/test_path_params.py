@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from authz.model import ANONYMOUS, Request
-from authz.paths import normalize_path
 from authz.policy import build_policy_set, evaluate
+from authz.request.paths import normalize_path
 
 POLICY = """
 rules:

@@ -21,6 +21,8 @@ from authz.model import Decision, Verdict
 from authz.reasons import Reason
 from authz.wire.http import (
     DENY_DECISION_ID,
+    ENVOY_ADDRESS_HEADER,
+    ENVOY_CONTENT_LENGTH_HEADER,
     ENVOY_HEADERS_TO_REMOVE,
     ENVOY_PATH_HEADER,
     PROXY_REPLACES,
@@ -73,6 +75,7 @@ def test_envoy_mode_reads_the_undecoded_target_from_envoy() -> None:
         "/api/./orders/%7E42?x=%20y",
         ("x-request-id", "r1"),
         ("x-forwarded-for", "1.2.3.4, 10.0.0.7"),
+        (ENVOY_ADDRESS_HEADER, "10.0.0.9"),
     )
     assert request.method == "GET"
     assert request.path == "/api/orders/~42"
@@ -80,8 +83,11 @@ def test_envoy_mode_reads_the_undecoded_target_from_envoy() -> None:
     assert request.query == "x=%20y"
     assert request.host == "shop.example.com"
     assert request.request_id == "r1"
-    assert request.source_ip == "10.0.0.7"  # the entry the proxy appended
+    # Envoy's own view of the peer (the gRPC door's source.address), never x-forwarded-for:
+    # behind the generated config that is Envoy's address, and a client can write it.
+    assert request.source_ip == "10.0.0.9"
     assert ENVOY_PATH_HEADER not in request.headers  # ours, not the client's
+    assert ENVOY_ADDRESS_HEADER not in request.headers
 
 
 def test_envoy_mode_refuses_the_same_ambiguous_paths_as_grpc() -> None:
@@ -310,9 +316,47 @@ def test_a_trusted_xfcc_is_bounded_like_envoys_principal_and_certificate() -> No
         envoy("/api", ("x-forwarded-client-cert", f"URI={FRONTEND};By={BIG}"), listener=ENVOY_XFCC)
 
 
-def test_the_forwarded_for_address_is_bounded() -> None:
+def test_the_client_address_is_bounded() -> None:
     with pytest.raises(AttributeTooLarge, match="address"):
-        envoy("/api", ("x-forwarded-for", "1.2.3.4, " + "9" * 200))
+        envoy("/api", (ENVOY_ADDRESS_HEADER, "9" * 200))
+    with pytest.raises(AttributeTooLarge, match="address"):
+        forward([("host", "a"), ("x-original-method", "GET"), ("x-original-uri", "/api"),
+                 ("x-forwarded-for", "1.2.3.4, " + "9" * 200)])  # fmt: skip
+
+
+def test_envoy_mode_without_the_address_header_has_no_client_address() -> None:
+    # x-forwarded-for is the client's to write: it never stands in for the address.
+    assert envoy("/api", ("x-forwarded-for", "10.0.0.7")).source_ip is None
+
+
+def test_both_doors_fill_the_same_pseudo_headers_host_and_content_length() -> None:
+    request = envoy(
+        "/api/a?q=1",
+        ("content-length", "0"),  # Envoy's authorization request's own
+        (ENVOY_CONTENT_LENGTH_HEADER, "12"),
+        method="POST",
+    )
+    grpc = grpc_to_request(
+        check_request(
+            method="POST",
+            path="/api/a?q=1",
+            host="Shop.Example.com:443",
+            headers={
+                ":method": "POST",
+                ":path": "/api/a?q=1",
+                ":authority": "Shop.Example.com:443",
+                "content-length": "12",
+            },
+        ),
+        LIMITS,
+    )
+    for name in (":method", ":path", ":authority", "host", "content-length"):
+        assert request.headers.get(name) == grpc.headers.get(name), name
+    assert "host" not in request.headers  # HTTP/1's Host is :authority, as at the gRPC door
+    # A request without a body: no content-length (Envoy's `-` or an empty value).
+    for absent in ("-", ""):
+        bodiless = envoy("/api", ("content-length", "0"), (ENVOY_CONTENT_LENGTH_HEADER, absent))
+        assert "content-length" not in bodiless.headers
 
 
 def test_the_modes_are_the_settings_choices() -> None:
