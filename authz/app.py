@@ -17,13 +17,16 @@ from authz.config import Settings
 from authz.engine import Engine
 from authz.envoy_files import EnvoyFiles
 from authz.errors import ConfigError
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.introspection import Introspector
+from authz.identity.sources import ServiceResolver
 from authz.interceptors import MetricsInterceptor
 from authz.limits import Counter, Limiter, open_counter
 from authz.listen import ListenError, describe_os_error, set_socket_access
 from authz.observe import AdminServer, DecisionLog, Metrics, readiness_check, token_headers
 from authz.observe.admin import Pages
 from authz.observe.cert_expiry import PeerCertificateExpiry
+from authz.observe.introspection_metrics import IntrospectionMetrics
 from authz.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.observe.recent import RecentDecisions
 from authz.policy import PolicyStore, load_policy_set
@@ -59,6 +62,8 @@ class App:
     counter: Counter | None = None
     # With settings.otlp_endpoint only (the module is imported only then).
     tracing: Tracing | None = None
+    # The token introspection client (its pool threads, its answer cache).
+    introspector: Introspector | None = None
     # The TLS listeners' certificates (authz.tls); None when every listener is plaintext.
     certificates: ServingCertificates | None = None
     # What serve() set up for TLS and close() undoes (private copies of keys among them).
@@ -89,6 +94,7 @@ class App:
                 phase,
                 self.keys.status,
                 self.counter.status if self.counter is not None else None,
+                self.introspector.status if self.introspector is not None else None,
                 self.envoy_files.status if self.envoy_files is not None else None,
             ),
             tls=tls,
@@ -135,6 +141,8 @@ class App:
         if self.envoy_files is not None:
             self.envoy_files.close()
         self.keys.close()
+        if self.introspector is not None:
+            self.introspector.close()
         if self.counter is not None:
             self.counter.close()
         # Last: the checks answered while draining are still logged and traced.
@@ -167,7 +175,11 @@ def build_app(settings: Settings) -> App:
     if tracing is not None:
         keys.add_fetch_listener(tracing.record_fetch)
     keys.ensure(policy_set.jwt_providers)
-    resolver = IdentityResolver(settings, keys)
+    introspection = IntrospectionMetrics(metrics.registry)
+    introspector = Introspector(
+        on_request=introspection.record_request, on_hit=introspection.record_hit
+    )
+    resolver = ServiceResolver(settings, keys, introspection=introspector)
     engine = Engine(store, resolver, settings.headers, limiter=Limiter(counter))
     cert_expiry = PeerCertificateExpiry()
     metrics.registry.register(cert_expiry)
@@ -206,6 +218,7 @@ def build_app(settings: Settings) -> App:
         decision_log,
         tracing=tracing,
         counter=counter,
+        introspector=introspector,
         certificates=certificates,
         envoy_files=envoy_files,
         recent=recent,
@@ -276,7 +289,13 @@ def _decision_log(
         current = store.current
         remembered = cache.get("set")
         if remembered is None or remembered() is not current:
-            cache["headers"] = token_headers([*current.jwt_providers, *current.api_key_providers])
+            cache["headers"] = token_headers(
+                [
+                    *current.jwt_providers,
+                    *current.introspection_providers,
+                    *current.api_key_providers,
+                ]
+            )
             cache["set"] = weakref.ref(current)
         headers: frozenset[str] = cache["headers"]
         return headers

@@ -145,7 +145,7 @@ class Engine:
             checked = self._decide(policy_set, host_policy, request, wait)
             verdict = self._verdict(request, checked)
             return self._count(self._plan(request, host_policy, checked.identity, verdict), verdict)
-        peer = self._resolver.cache_inputs(request)
+        peer = self._resolver.cache_inputs(request, host_policy.authentication)
         if peer is None:
             checked = self._decide(policy_set, host_policy, request, wait)
             verdict = self._verdict(request, checked)

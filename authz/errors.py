@@ -86,6 +86,12 @@ class ApiKeyRejected(AuthzError):
         self.realm = realm
 
 
+class IntrospectionUnavailable(AuthzError):
+    """An introspection endpoint could not answer (down, slow, garbage): 503, never an allow."""
+
+    reason = Reason.INTROSPECTION_UNAVAILABLE
+
+
 class WorkloadRejected(AuthzError):
     """The peer certificate was given but could not be verified."""
 

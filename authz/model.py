@@ -118,7 +118,8 @@ class TokenUse:
     """Which provider accepted the end user's token, and where the token was: what the engine
     needs to apply that provider's plan (claims_to_headers, forward: false) to an allowed request.
 
-    `provider` indexes the host's `authentication.jwt_providers` (and `HostPolicy.token_plans`).
+    `provider` indexes the host's `authentication.token_providers` (and
+    `HostPolicy.token_plans`): its JWT providers, then its introspection providers.
     `found_at` is None when Envoy's jwt_authn verified the token (nothing here to strip)."""
 
     provider: int

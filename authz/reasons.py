@@ -67,6 +67,20 @@ class Reason(StrEnum):
     JWT_EXPIRED = "jwt_expired", 401, "exp is past (60 s of clock skew allowed)"
     JWT_NOT_YET_VALID = "jwt_not_yet_valid", 401, "nbf is in the future (60 s of skew allowed)"
 
+    TOKEN_NOT_BOUND = (
+        "token_not_bound",
+        401,
+        "certificate_bound: the token's cnf x5t#S256 is not the client certificate's thumbprint",
+    )
+
+    # -- token introspection (authz.identity.sources.introspection, RFC 7662) --------------------
+    TOKEN_INACTIVE = "token_inactive", 401, "the introspection endpoint says it is not active"
+    INTROSPECTION_UNAVAILABLE = (
+        "introspection_unavailable",
+        503,
+        "the introspection endpoint is down, slow or answered garbage: an outage, never an allow",
+    )
+
     # -- API keys (authz.identity.apikeys) -------------------------------------------------------
     API_KEY_INVALID = (
         "api_key_invalid",

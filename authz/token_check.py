@@ -14,6 +14,8 @@ class TokenCheck:
     cached: bool
     started_ns: int = 0
     duration_ns: int = 0
+    # Which source judged the token: "jwt" (a signature) or "introspection" (an RFC 7662 answer).
+    source: str = "jwt"
 
 
 FROM_CACHE = TokenCheck(cached=True)

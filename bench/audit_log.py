@@ -27,7 +27,8 @@ from authz.audit.usage import measure
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import AuthzError
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.observe.decision_log import decision_record
 from authz.policy import PolicyStore, load_policy_set
@@ -98,7 +99,7 @@ def base_records(count: int, seed: int = 18, policies: Path = POLICIES) -> list[
         raise RuntimeError("the demo keys did not load")
     key = DEMO_KEY.read_text()
     try:
-        engine = Engine(PolicyStore(policy_set), IdentityResolver(Settings(), keys))
+        engine = Engine(PolicyStore(policy_set), ServiceResolver(Settings(), keys))
         rng = random.Random(seed)
         now = int(time.time())
         records = []

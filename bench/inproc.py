@@ -19,7 +19,8 @@ from pathlib import Path
 
 from authz.config import Settings
 from authz.engine import Engine
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.policy import PolicyStore, evaluate, load_policy_set
 from authz.server import AuthorizationService
@@ -54,7 +55,7 @@ def harness(
     settings = Settings(policies=str(directory))
     engine = Engine(
         PolicyStore(policy_set),
-        IdentityResolver(settings, registry),
+        ServiceResolver(settings, registry),
         decision_cache=decision_cache,
     )
     return Harness(engine, AuthorizationService(engine, settings), registry, settings)

@@ -22,7 +22,8 @@ from typing import Any
 
 from authz.config import Settings
 from authz.engine import Engine
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.policy import PolicyStore, load_policy_set
 from authz.wire.inbound import to_request
 from bench import fixtures
@@ -38,7 +39,7 @@ def measure(mode: str, rounds: int = 31, calls: int = 500) -> float:
         registry.ensure(policy_set.jwt_providers)
         registry.wait_ready(10)
         options: dict[str, Any] = {} if mode == "base" else {"decision_cache": mode != "off"}
-        resolver = IdentityResolver(Settings(policies=str(directory)), registry)
+        resolver = ServiceResolver(Settings(policies=str(directory)), registry)
         engine = Engine(PolicyStore(policy_set), resolver, **options)
         request = to_request(fixtures.check_request(token), Settings().limits)
         requests = iter(

@@ -18,6 +18,7 @@ from bench import (
     h2load,
     http_mode,
     inproc,
+    introspection,
     latency,
     server_models,
 )
@@ -73,6 +74,14 @@ def _cache(size: Size) -> dict[str, Any]:
     return {"cache": inproc.decision_cache(calls=size.pick(300, 2000), rounds=size.rounds)}
 
 
+def _introspection(size: Size) -> dict[str, Any]:
+    return {
+        "introspection": introspection.cache_hit_vs_warm_jwt(
+            calls=size.pick(300, 3000), rounds=size.rounds
+        )
+    }
+
+
 def _grpc(size: Size) -> dict[str, Any]:
     return {"grpc": grpc_load.compare(rounds=size.rounds, requests=size.pick(2000, 10_000))}
 
@@ -124,6 +133,7 @@ PARTS: tuple[Part, ...] = (
     Part("engine", "engine", _always, _engine),
     Part("identity", "identity", _always, _identity),
     Part("cache", "decision cache", _always, _cache),
+    Part("introspection", "token introspection", _always, _introspection),
     Part("grpc", "gRPC Check with h2load", _needs(H2LOAD), _grpc),
     Part("e2e", "end to end", _needs(ENVOY_WRK), _e2e),
     Part("peers", "peers", _needs(ENVOY_WRK), _peers),

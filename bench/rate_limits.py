@@ -24,7 +24,8 @@ from pathlib import Path
 
 from authz.config import Settings
 from authz.engine import Engine
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.limits import Limiter, open_counter
 from authz.policy import PolicyStore, load_policy_set
 from authz.server import AuthorizationService
@@ -55,7 +56,7 @@ def service(root: Path, *, limited: bool, store: str | None) -> tuple[Authorizat
     settings = Settings(policies=str(directory))
     counter = open_counter(store, max_keys=1_000_000)
     engine = Engine(
-        PolicyStore(policy_set), IdentityResolver(settings, registry), limiter=Limiter(counter)
+        PolicyStore(policy_set), ServiceResolver(settings, registry), limiter=Limiter(counter)
     )
     return AuthorizationService(engine, settings), counter
 

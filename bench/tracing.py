@@ -30,7 +30,8 @@ if __package__ in (None, ""):  # run as a file, against whichever authz is on th
 
 from authz.config import Settings
 from authz.engine import Engine
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.observe import Metrics
 from authz.policy import PolicyStore, load_policy_set
 from authz.server import AuthorizationService
@@ -56,7 +57,7 @@ def run(calls: int, rounds: int, off_only: bool) -> dict[str, float]:
         registry.ensure(policy_set.jwt_providers)
         assert registry.wait_ready(10)
         settings = Settings(policies=str(directory))
-        engine = Engine(PolicyStore(policy_set), IdentityResolver(settings, registry))
+        engine = Engine(PolicyStore(policy_set), ServiceResolver(settings, registry))
         observers = [Metrics()]
         token = key.token()
         sampled, not_sampled = _request(token, SAMPLED), _request(token, NOT_SAMPLED)

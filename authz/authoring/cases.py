@@ -11,6 +11,7 @@ cases:
       principal: spiffe://cluster.local/ns/shop/sa/frontend
       # also: host, headers: {name: value}, claims: {iss: ..., sub: ..., scope: ...},
       #       api_key: partners/acme-1, context: {key: value}, query: {name: value},
+      #       introspection: {active: true, sub: ..., scope: ...} (an opaque token's answer),
       #       source_ip, port
     expect:
       decision: allow           # allow | deny
@@ -52,6 +53,9 @@ REQUEST_FIELDS = frozenset(
         "principal",
         "headers",
         "claims",
+        "introspection",
+        "certificate_thumbprint",
+        "introspected_by",
         "api_key",
         "context",
         "query",
@@ -281,6 +285,15 @@ class _Parser:
                         self.err(
                             c.line, f"claims stand for a verified JWT: they need an `{key}` string"
                         )
+        introspection: dict[str, Any] | None = None
+        if "introspection" in fields:
+            answer = self.mapping(fields["introspection"], "introspection")
+            if answer is not None:
+                introspection = to_plain(answer)
+                if not isinstance(introspection.get("active"), bool):
+                    self.err(
+                        answer.line, "introspection is an RFC 7662 answer: `active: true|false`"
+                    )
         api_key = self.optional_text(fields, "api_key")
         if api_key is not None and api_key.count("/") != 1:
             self.err(fields["api_key"].line, "api_key names a key as <provider>/<id>")
@@ -322,6 +335,9 @@ class _Parser:
             port,
             api_key=api_key,
             context=context,
+            introspection=introspection,
+            certificate_thumbprint=self.optional_text(fields, "certificate_thumbprint"),
+            introspected_by=self.optional_text(fields, "introspected_by"),
         )
 
     def strings(self, fields: Mapping[str, YNode], key: str) -> dict[str, str]:

@@ -48,6 +48,23 @@ _REQUEST_PROPERTIES: dict[str, dict[str, Any]] = {
             "sub": {**_NONEMPTY, "description": "The subject."},
         },
     },
+    "introspection": {
+        "type": "object",
+        "description": "What an introspection endpoint answers for the request's opaque token "
+        "(RFC 7662: `active` and the members, e.g. sub, scope, exp, cnf).",
+        "required": ["active"],
+        "properties": {"active": {"type": "boolean", "description": "Whether it is active."}},
+    },
+    "introspected_by": {
+        **_NONEMPTY,
+        "description": "The introspection provider whose location carries the opaque token "
+        "(default: the host's first).",
+    },
+    "certificate_thumbprint": {
+        **_NONEMPTY,
+        "description": "The client certificate's x5t#S256 (base64url SHA-256 of its DER), for "
+        "providers with certificate_bound: true.",
+    },
     "api_key": {
         **_NONEMPTY,
         "pattern": "^[^/]+/[^/]+$",

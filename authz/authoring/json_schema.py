@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from authz.policy import sections as sec
+from authz.policy import sections_introspection as introspection_sections
 from authz.policy.conditions import CONDITION_KINDS, ConditionKind, Operator
 from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField, not_description
 from authz.policy.kinds import CAPTURE_NAME, Schema, listed, text
@@ -89,6 +90,8 @@ def policy_schema() -> dict[str, Any]:
             "mtls": sec.MTLS.json_schema(),
             "provider": sec.PROVIDER.json_schema(),
             "api_key_provider": sec.API_KEY_PROVIDER.json_schema(),
+            "introspection_provider": introspection_sections.INTROSPECTION_PROVIDER.json_schema(),
+            "introspection_cache": introspection_sections.INTROSPECTION_CACHE.json_schema(),
             "token_location": sec.TOKEN_LOCATION.json_schema(),
             "rule": sec.RULE.json_schema(),
             "rate_limit": sec.RATE_LIMIT.json_schema(),

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from authz.authoring.lint_identity import CODES as IDENTITY_CODES
+from authz.authoring.lint_identity import introspection_findings
 from authz.authoring.lint_limits import CODES as LIMIT_CODES
 from authz.authoring.lint_limits import limit_findings
 from authz.policy import PolicySet
@@ -58,6 +60,7 @@ CODES = {
     "hostless-allow": "an allow rule in a file without `hosts`: it applies to every tenant's host",
     "host-overlap": "a file whose `hosts` cover another file's host: its allows apply there too",
     **LIMIT_CODES,
+    **IDENTITY_CODES,
     "api-key-label-without-key": "an `api_key_label` condition on a rule that does not require "
     "an API key",
     "not-exportable": "with --exportable: Envoy's own filters cannot enforce this "
@@ -89,6 +92,7 @@ def lint(
     if exportable:
         findings.extend(_not_exportable(policy_set))
     findings.extend(limit_findings(policy_set.files, roles, _expand, Finding))
+    findings.extend(introspection_findings(policy_set.files, sources or {}, Finding))
     return sorted(set(findings))
 
 
@@ -183,7 +187,7 @@ def _expand(entries: Iterable[ToSpec], roles: Roles) -> list[ToSpec]:
 
 
 def _unreachable(rule: RuleSpec, policy_set: PolicySet) -> Iterable[Finding]:
-    issuers = {p.issuer for p in policy_set.jwt_providers}
+    issuers = {p.issuer for p in policy_set.jwt_providers + policy_set.introspection_providers}
     domains = {
         td for f in policy_set.files for td in (*(f.trust_domains or ()), *f.trust_domain_aliases)
     }
@@ -367,7 +371,7 @@ def _unauthenticated_hosts(policy_set: PolicySet, lines: _Lines) -> Iterable[Fin
                 continue
             auth = policy.authentication
             serves = any(r.action == "allow" and r.enforced for r in policy.rules)
-            unauthenticated = not (auth.jwt_providers or auth.api_key_providers)
+            unauthenticated = not (auth.token_providers or auth.api_key_providers)
             if serves and auth.trust_domains is None and unauthenticated:
                 yield Finding(
                     f.file,

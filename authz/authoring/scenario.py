@@ -1,15 +1,13 @@
-"""A described request ("GET /api/orders as the frontend") -> the policy's decision and a trace.
+"""A described request ("GET /api/orders as the frontend") -> the service's decision and a trace.
 
-`authz test` and `authz explain` both start from a `Scenario`: the request as an author writes
-it, with the identity already decided (a workload principal, the claims of a token that passed
-verification). `explain_scenario` builds the `Request` and `Identity` the engine would see and
-asks the real evaluator for the decision, so a tool can never disagree with the service about
-the outcome; the per-rule trace comes from each compiled rule's `mismatch`.
-
-What a scenario cannot show is the signature: claims stand for a token whose signature passed.
-Everything the service checks beyond the signature is checked by the service's own code
-(`authz.identity.jwt.check_claims`: issuer, audience, `exp`/`nbf`, `sub`), so claims the
-service would refuse are refused here with the same 401 and reason.
+`authz test`, `authz explain`, coverage and `authz replay` start from a `Scenario`: the request
+as an author writes it, with credentials given as what a test can know (the claims of a token
+whose signature passed, an introspection answer, an API key by `<provider>/<id>`). The request is
+read by the gRPC door's own reader (`authz.wire.given`), the given credentials are placed where
+the host's providers look for them and judged by the service's own identity sources
+(`authz.authoring.given`), and the decision, rate limits included, is the real `Engine`'s: a tool
+can never disagree with the service about the outcome. The per-rule trace comes from each
+compiled rule's `mismatch`.
 """
 
 from __future__ import annotations
@@ -20,18 +18,19 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from authz.engine import rejection
-from authz.errors import ApiKeyRejected, InvalidHost, InvalidMethod, InvalidPath, TokenRejected
-from authz.identity.jwt import check_claims
-from authz.identity.spiffe import workload_for
+from authz.authoring.given import given_credentials
+from authz.config import Settings
+from authz.engine import Engine, rejection
+from authz.errors import AuthzError
 from authz.limits import Count, Counter, Limiter, LocalCounter, counter_key
-from authz.model import ANONYMOUS, ApiKeyUser, Decision, EndUser, Identity, Request
-from authz.policy import HostPolicy, PolicySet, evaluate, no_policy_decision
+from authz.model import ANONYMOUS, Decision, Identity, Request
+from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
 from authz.policy.context import RequestContext
-from authz.policy.patterns import check_method, normalize_host
-from authz.request.paths import normalize_path
+from authz.request.hosts import normalize_host
+from authz.wire.given import given_request
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_SETTINGS = Settings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +49,13 @@ class Scenario:
     # per-route context_extensions.
     api_key: str | None = None
     context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # The answer of an introspection endpoint for the request's opaque token (`active` and
+    # the members), standing in for a real endpoint.
+    introspection: Mapping[str, Any] | None = None
+    # The client certificate's SHA-256 thumbprint (base64url), for certificate-bound tokens.
+    certificate_thumbprint: str | None = None
+    # Which introspection provider's location carries the opaque token (default: the first).
+    introspected_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,44 +132,20 @@ def prepare(policy_set: PolicySet, scenario: Scenario, now: float) -> Prepared:
     """Build the `Request` and `Identity` the service would build for `scenario`.
 
     Shared by `explain_scenario`, coverage and `authz replay`, so they all judge requests
-    exactly as the service does (same path normalization, host lookup, trust-domain and claim
-    checks)."""
-    host = normalize_host(scenario.host)
-    if host is None:
-        bad_host = InvalidHost(f"{scenario.host!r} is not a valid host")
-        return Prepared(
-            scenario.host, None, None, None, ANONYMOUS, rejection(bad_host), (str(bad_host),)
-        )
+    exactly as the service does (the wire's reading, host lookup, the identity sources)."""
+    checked = _checked(policy_set, scenario)
+    if isinstance(checked, Prepared):
+        return checked
+    host_policy, request, given = checked
+    notes = list(given.notes)
     try:
-        check_method(scenario.method)  # refused as the service refuses it, never upper-cased
-    except ValueError as error:
-        bad_method = InvalidMethod(f"the request method {error}")
-        return Prepared(
-            host, None, None, None, ANONYMOUS, rejection(bad_method), (str(bad_method),)
-        )
-    try:
-        path, query = normalize_path(scenario.path)
-    except InvalidPath as error:
-        return Prepared(host, None, None, None, ANONYMOUS, rejection(error), (str(error),))
-    host_policy = policy_set.for_host(host)
-    if host_policy is None:
-        note = f"no policy file applies to host {host!r}"
-        return Prepared(host, path, None, None, ANONYMOUS, no_policy_decision(), (note,))
-    request = Request(
-        method=scenario.method,
-        path=path,
-        host=host,
-        raw_path=scenario.path,
-        query=query,
-        headers=MappingProxyType({k.lower(): v for k, v in scenario.headers.items()}),
-        source_ip=scenario.source_ip,
-        destination_port=scenario.port,
-        peer_principal=scenario.principal or "",
-        context=MappingProxyType(dict(scenario.context)),
-    )
-    notes: list[str] = []
-    identity, refused = _identity(scenario, host_policy, now, notes)
-    return Prepared(host, path, host_policy, request, identity, refused, tuple(notes))
+        identity = given.resolver.resolve(request, host_policy.authentication, now)
+    except AuthzError as error:
+        notes.append(f"the service would refuse this request: {error}")
+        prepared = Prepared(request.host, request.path, host_policy, request, ANONYMOUS, None)
+        return replace(prepared, refused=rejection(error), notes=tuple(notes))
+    _identity_notes(scenario, host_policy, identity, notes)
+    return Prepared(request.host, request.path, host_policy, request, identity, None, tuple(notes))
 
 
 def decide(prepared: Prepared) -> Decision:
@@ -180,63 +162,127 @@ def explain_scenario(
     now: float | None = None,
     limiter: Limiter | None = None,
 ) -> Explanation:
-    """Decide `scenario` against `policy_set` as the service would, with a per-rule trace.
+    """Decide `scenario` against `policy_set` with the service's engine, with a per-rule trace.
 
     `now` is the time the claims' `exp`/`nbf` are judged at (default: the current time).
-    `limiter` counts the host's rate limits when the rules allow (default: a fresh in-process
+    `limiter` holds the counters of the host's rate limits (default: a fresh in-process
     counter, so one request is the first of its window); `authz test` passes one per case to
     send a request several times.
     """
     revision = policy_set.revision
-    now = time.time() if now is None else now
-    p = prepare(policy_set, scenario, now)
+    at = time.time() if now is None else now
+    p = prepare(policy_set, scenario, at)
     if p.host_policy is None or p.request is None:
         assert p.refused is not None
         return Explanation(p.refused, revision, p.host, p.path, notes=p.notes)
-    identity = p.identity
-    workload = identity.workload.principal if identity.workload is not None else None
-    user = identity.user.principal if identity.user is not None else None
-    key = identity.api_key.principal if identity.api_key is not None else None
+    checked = _checked(policy_set, scenario)
+    assert not isinstance(checked, Prepared)
+    host_policy, request, given = checked
+    counts: dict[str, Count] = {}
+    counting = _Recording(limiter.counter if limiter is not None else LocalCounter(), counts)
+    ctx = RequestContext(request, p.identity, host_policy.authentication)
+    for limit in host_policy.rate_limits:
+        value = limit.key.read(ctx)
+        if value is not None:
+            counting.names[counter_key(limit.name, value)] = limit.name
+    engine = Engine(
+        PolicyStore(policy_set),
+        given.resolver,
+        clock=lambda: at,
+        decision_cache=False,
+        limiter=Limiter(counting, clock=lambda: at),
+    )
+    verdict = engine.check(request)
     base = Explanation(
-        decision=decide(p),
+        decision=verdict.decision,
         revision=revision,
         host=p.host,
         path=p.path,
-        files=p.host_policy.files,
-        principal=workload,
-        request_principal=user,
-        api_key_principal=key,
+        files=host_policy.files,
+        principal=verdict.principal or None,
+        request_principal=verdict.request_principal or None,
+        api_key_principal=verdict.api_key_principal or None,
         notes=p.notes,
     )
     if p.refused is not None:
         return base
-    rules = _trace(p.host_policy, p.request, identity, base.decision)
-    decision, limits = _limits(p.host_policy, p.request, identity, base.decision, limiter, now)
-    return replace(base, decision=decision, rules=rules, limits=limits)
+    rules = _trace(host_policy, request, p.identity, decide(p))
+    limits = _limit_trace(host_policy, ctx, verdict.decision, counts)
+    return replace(base, rules=rules, limits=limits)
 
 
-def _limits(
+@dataclass(frozen=True, slots=True)
+class _Given:
+    """A scenario's credentials placed, and the resolver with the given seams."""
+
+    resolver: Any
+    notes: tuple[str, ...]
+
+
+def _checked(
+    policy_set: PolicySet, scenario: Scenario
+) -> Prepared | tuple[HostPolicy, Request, _Given]:
+    """The scenario read as the wire reads it, with its credentials placed; a Prepared when the
+    service would decide before identity (a refused request, no policy for the host)."""
+    host = normalize_host(scenario.host) or scenario.host
+    host_policy = policy_set.for_host(host) if normalize_host(scenario.host) else None
+    auth = host_policy.authentication if host_policy is not None else None
+    placed = None
+    headers: Mapping[str, str] = scenario.headers
+    path = scenario.path
+    if auth is not None:
+        placed = given_credentials(
+            _SETTINGS,
+            auth,
+            path=scenario.path,
+            headers=scenario.headers,
+            claims=scenario.claims,
+            introspection=scenario.introspection,
+            api_key=scenario.api_key,
+            certificate_thumbprint=scenario.certificate_thumbprint,
+            introspected_by=scenario.introspected_by,
+        )
+        headers, path = placed.headers, placed.path
+    try:
+        request = given_request(
+            method=scenario.method,
+            path=path,
+            host=scenario.host,
+            headers=headers,
+            source_ip=scenario.source_ip,
+            port=scenario.port,
+            principal=scenario.principal or "",
+            context=scenario.context,
+        )
+    except AuthzError as error:
+        return Prepared(host, None, None, None, ANONYMOUS, rejection(error), (str(error),))
+    if host_policy is None or placed is None:
+        note = f"no policy file applies to host {request.host!r}"
+        return Prepared(
+            request.host, request.path, None, None, ANONYMOUS, no_policy_decision(), (note,)
+        )
+    return host_policy, request, _Given(placed.resolver, placed.notes)
+
+
+def _identity_notes(
+    scenario: Scenario, host_policy: HostPolicy, identity: Identity, notes: list[str]
+) -> None:
+    auth = host_policy.authentication
+    if scenario.principal and identity.workload is None:
+        domains = ", ".join(sorted(auth.trust_domains or ())) or "none"
+        notes.append(
+            f"principal {scenario.principal!r} is not authenticated for this host "
+            f"(trust domains: {domains})"
+        )
+
+
+def _limit_trace(
     host_policy: HostPolicy,
-    request: Request,
-    identity: Identity,
+    ctx: RequestContext,
     decision: Decision,
-    limiter: Limiter | None,
-    now: float,
-) -> tuple[Decision, tuple[LimitTrace, ...]]:
-    """The service's rate-limit stage (only after an allow), and a trace of every limit."""
-    if not host_policy.rate_limits:
-        return decision, ()
-    ctx = RequestContext(request, identity, host_policy.authentication)
-    counts: dict[str, Count] = {}
-    if decision.allowed:
-        counting = _Recording(limiter.counter if limiter is not None else LocalCounter(), counts)
-        for limit in host_policy.rate_limits:
-            value = limit.key.read(ctx)
-            if value is not None:
-                counting.names[counter_key(limit.name, value)] = limit.name
-        limited = Limiter(counting, clock=lambda: now).apply(host_policy.rate_limits, ctx, decision)
-        if limited is not None:
-            decision = limited.decision
+    counts: Mapping[str, Count],
+) -> tuple[LimitTrace, ...]:
+    """A trace of every rate limit of the host, from what the engine's limiter counted."""
     out: list[LimitTrace] = []
     for limit in host_policy.rate_limits:
         failed = limit.matcher.mismatch(ctx)
@@ -265,7 +311,7 @@ def _limits(
                 decides=decision.status == 429 and decision.reason == limit.name,
             )
         )
-    return decision, tuple(out)
+    return tuple(out)
 
 
 class _Recording:
@@ -286,54 +332,6 @@ class _Recording:
 
     def close(self) -> None:
         self._inner.close()
-
-
-def _identity(
-    scenario: Scenario, host_policy: HostPolicy, now: float, notes: list[str]
-) -> tuple[Identity, Decision | None]:
-    """The identity the service would resolve; a Decision when it would refuse the request."""
-    auth = host_policy.authentication
-    workload = None
-    if scenario.principal:
-        workload = workload_for(scenario.principal, auth.trust_domains)
-        if workload is None:
-            domains = ", ".join(sorted(auth.trust_domains or ())) or "none"
-            notes.append(
-                f"principal {scenario.principal!r} is not authenticated for this host "
-                f"(trust domains: {domains})"
-            )
-    user: EndUser | None = None
-    if scenario.claims is not None:
-        issuer = scenario.claims.get("iss")
-        provider = next((p for p in auth.jwt_providers if p.issuer == issuer), None)
-        if not auth.jwt_providers:
-            notes.append(
-                "the host has no JWT provider: the token is ignored, the request is anonymous"
-            )
-        elif provider is None:
-            error = TokenRejected(
-                "the token's issuer is not accepted here", reason="jwt_unknown_issuer"
-            )
-            notes.append(f"no JWT provider of this host has issuer {issuer!r}")
-            return Identity(workload=workload), rejection(error)
-        else:
-            try:
-                user = check_claims(scenario.claims, provider, now)
-            except TokenRejected as error:
-                notes.append(f"the service would refuse this token: {error}")
-                return Identity(workload=workload), rejection(error)
-    api_key: ApiKeyUser | None = None
-    if scenario.api_key is not None:
-        name, _, key_id = scenario.api_key.partition("/")
-        keys = next((k for k in auth.api_key_providers if k.name == name), None)
-        key = next((k for k in keys.keys.values() if k.id == key_id), None) if keys else None
-        if keys is None or key is None:
-            where = f"provider {name!r}" if keys else "no API-key provider of this host"
-            notes.append(f"API key {scenario.api_key!r} is unknown to {where}")
-            rejected = ApiKeyRejected("the API key is not known", realm=name)
-            return Identity(workload=workload, user=user), rejection(rejected)
-        api_key = ApiKeyUser(keys.name, key, found_at=keys.locations[0])
-    return Identity(workload=workload, user=user, api_key=api_key), None
 
 
 def _trace(

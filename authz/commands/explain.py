@@ -39,6 +39,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a request header; may be repeated",
     )
     parser.add_argument(
+        "--introspection",
+        metavar="JSON",
+        help="what an introspection endpoint answers for the request's opaque token, e.g. "
+        '\'{"active": true, "sub": "u1", "scope": "cart"}\'',
+    )
+    parser.add_argument(
+        "--certificate-thumbprint",
+        metavar="X5T",
+        help="the client certificate's x5t#S256 (base64url SHA-256 of its DER), for "
+        "certificate-bound tokens",
+    )
+    parser.add_argument(
         "--api-key",
         metavar="PROVIDER/ID",
         help="a key of the set, named as <provider>/<id> (key files hold only hashes)",
@@ -72,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             api_key=args.api_key,
             context=_pairs(args.context, "--context"),
+            introspection=_answer(args.introspection),
+            certificate_thumbprint=args.certificate_thumbprint,
         )
     except ValueError as error:
         print(f"authz explain: {error}", file=sys.stderr)
@@ -120,6 +134,18 @@ def _claims(text: str | None) -> dict[str, Any] | None:
     if not isinstance(claims, dict) or not isinstance(claims.get("iss"), str):
         raise ValueError("--claims must be a JSON object with at least an `iss` string")
     return claims
+
+
+def _answer(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        answer = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"--introspection is not JSON: {error}") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
+        raise ValueError("--introspection must be a JSON object with a boolean `active`")
+    return answer
 
 
 def _jsonable(value: Any) -> Any:

@@ -183,6 +183,28 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                     "an unknown one) nor tell API-key identities apart",
                 )
             )
+        # Introspection (RFC 7662) and certificate binding (RFC 8705): nothing in Envoy checks them.
+        intro_lines = f.introspection_lines or (1,) * len(f.introspection_providers)
+        for intro, intro_line in zip(f.introspection_providers, intro_lines, strict=False):
+            findings.append(
+                Finding(
+                    f.file,
+                    intro_line,
+                    f"introspection {intro.name}",
+                    "token introspection: Envoy cannot ask an RFC 7662 endpoint",
+                )
+            )
+        for bound in f.jwt_providers:
+            if bound.certificate_bound:
+                findings.append(
+                    Finding(
+                        f.file,
+                        1,
+                        f"jwt {bound.issuer} certificate_bound",
+                        "certificate_bound: Envoy's jwt_authn does not check cnf x5t#S256 "
+                        "against the client certificate",
+                    )
+                )
         if f.trust_domain_aliases:
             findings.append(
                 Finding(

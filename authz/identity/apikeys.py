@@ -10,7 +10,7 @@ wrong keys costs one hash each and no memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from authz.errors import ApiKeyRejected
 from authz.model import ApiKeyUser, Request
@@ -26,8 +26,12 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def find_api_key(request: Request, providers: Iterable[ApiKeyProvider]) -> ApiKeyUser | None:
-    """The known API key of the request, None when it presents none.
+def find_api_key(
+    request: Request,
+    providers: Iterable[ApiKeyProvider],
+    digest: Callable[[str], str] = key_hash,
+) -> ApiKeyUser | None:
+    """The known API key of the request, None when it presents none (`digest` hashes it).
 
     Raises ApiKeyRejected (401 `api_key_invalid`) for a key no provider knows, an empty key,
     or two different keys (a header sent twice, a repeated query parameter): which one counted
@@ -63,9 +67,9 @@ def find_api_key(request: Request, providers: Iterable[ApiKeyProvider]) -> ApiKe
                 owners.append(provider)
     if found is None:
         return None
-    digest = key_hash(found[0])
+    hashed = digest(found[0])
     for provider in owners:
-        entry = provider.keys.get(digest)
+        entry = provider.keys.get(hashed)
         if entry is not None:
             return ApiKeyUser(provider.name, entry, found_at=found[1])
     raise ApiKeyRejected("the API key is not known", realm=owners[0].name)

@@ -58,6 +58,7 @@ __all__ = [
     "KeyWait",
     "KeysPending",
     "check_claims",
+    "choose_provider",
 ]
 
 DEFAULT_ALGORITHMS: frozenset[str] = frozenset(
@@ -227,7 +228,7 @@ class JwtVerifier:
     ) -> tuple[EndUser, int]:
         providers = cache_key[1]
         header, payload = _parse_unverified(token)
-        index = _choose_provider(payload, providers, found_in)
+        index = choose_provider(payload, providers, found_in)
         provider = providers[index]
         key_set = self._keys.key_set(provider)
 
@@ -358,7 +359,7 @@ def _parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, payload
 
 
-def _choose_provider(
+def choose_provider(
     payload: Mapping[str, Any],
     providers: Sequence[JwtProvider],
     found_in: frozenset[TokenLocation] | None,

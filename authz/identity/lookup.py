@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from authz.errors import TokenRejected
 from authz.model import Request
-from authz.policy.spec import JwtProvider, TokenLocation
+from authz.policy.spec import TokenLocation
 from authz.request.cookies import parse_cookies
 from authz.request.query import parse_query
 
 __all__ = ["FoundToken", "find_token"]
+
+
+class _Reads(Protocol):
+    @property
+    def locations(self) -> tuple[TokenLocation, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +35,7 @@ class FoundToken:
     locations: frozenset[TokenLocation]
 
 
-def find_token(request: Request, providers: Iterable[JwtProvider]) -> FoundToken | None:
+def find_token(request: Request, providers: Iterable[_Reads]) -> FoundToken | None:
     """The request's token, looked for in the locations of all `providers`, or None.
 
     Raises TokenRejected (jwt_malformed) when the request carries two *different* tokens: the

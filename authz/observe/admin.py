@@ -51,6 +51,9 @@ class Readiness:
     # The rate-limit counters (authz.limits): shown, never a reason to be unready (a Redis
     # that is down makes each process count locally; restarting the pod would not help).
     rate_limits: Mapping[str, str | float] = field(default_factory=dict)
+    # Introspection providers whose last request failed (their tokens get 503): shown, never a
+    # reason to be unready, for the same reason as a JWKS outage below.
+    introspection: Mapping[str, str] = field(default_factory=dict)
     # With --export-envoy: whether Envoy's copy holds the set in force. Shown, never a reason
     # to be unready (this service decides right; the copy is retried: authz.envoy_files).
     envoy_export: Mapping[str, str] = field(default_factory=dict)
@@ -60,6 +63,7 @@ def readiness_check(
     phase: Callable[[], str],
     key_status: Callable[[], Mapping[str, str]],
     rate_limits: Callable[[], Mapping[str, str | float]] | None = None,
+    introspection: Callable[[], Mapping[str, str]] | None = None,
     envoy_export: Callable[[], Mapping[str, str]] | None = None,
 ) -> Callable[[], Readiness]:
     """Ready exactly when `phase()` is "serving": `authz.server.Health.phase`, the very value
@@ -76,8 +80,9 @@ def readiness_check(
         current = phase()
         keys = {issuer: status for issuer, status in key_status().items() if status != "ready"}
         limits = dict(rate_limits()) if rate_limits is not None else {}
+        failing = dict(introspection()) if introspection is not None else {}
         export = dict(envoy_export()) if envoy_export is not None else {}
-        return Readiness(current == "serving", current, keys, limits, export)
+        return Readiness(current == "serving", current, keys, limits, failing, export)
 
     return check
 
@@ -176,6 +181,8 @@ class AdminServer:
                 body["jwks"] = dict(state.jwks)
             if state.rate_limits:
                 body["rate_limits"] = dict(state.rate_limits)
+            if state.introspection:
+                body["introspection"] = dict(state.introspection)
             if state.envoy_export:
                 body["envoy_export"] = dict(state.envoy_export)
             return (200 if state.ready else 503), "application/json", _json(body)

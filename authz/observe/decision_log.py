@@ -36,7 +36,7 @@ from typing import IO, Any
 from authz.claims import MISSING, claim_value
 from authz.model import Request, Verdict
 from authz.observe.recent import RecentDecisions
-from authz.policy.spec import ApiKeyProvider, JwtProvider
+from authz.policy.spec import ApiKeyProvider, IntrospectionProvider, JwtProvider
 
 log = logging.getLogger("authz.decision_log")
 
@@ -55,7 +55,9 @@ REPLAY_CLAIMS = ("iss", "sub", "aud")
 _STOP = object()  # the writer's sentinel: everything queued before it is written first
 
 
-def token_headers(providers: Iterable[JwtProvider | ApiKeyProvider]) -> frozenset[str]:
+def token_headers(
+    providers: Iterable[JwtProvider | ApiKeyProvider | IntrospectionProvider],
+) -> frozenset[str]:
     """The (lower-case) header names the given JWT and API-key providers read credentials from."""
     return frozenset(
         location.header.lower()

@@ -10,6 +10,9 @@ tests and several apps in one process do not collide).
 | `authz_jwks_fetches_total` | issuer, result | JWKS load attempts (result: ok, error) |
 | `authz_jwks_state` | issuer, state | 1 for the state: ready, stale, pending, unavailable |
 | `authz_jwks_key_set_age_seconds` | issuer | since the key set in use was loaded |
+| `authz_introspection_requests_total` | provider, outcome | requests to RFC 7662 endpoints |
+| `authz_introspection_request_seconds` | provider | their duration |
+| `authz_introspection_cache_hits_total` | provider | checks answered from the introspection cache |
 | `authz_policy_reloads_total` | result | policy reload attempts (ok, error, export_error) |
 | `authz_policy_last_reload_success_timestamp_seconds` | | last good load (start, reload) |
 | `authz_policy_rules` | | rules in the policy set in force |

@@ -64,6 +64,7 @@ log = logging.getLogger("authz.tracing")
 
 CHECK_SPAN = "authz.check"
 JWT_SPAN = "authz.jwt_verify"
+INTROSPECTION_SPAN = "authz.introspection"
 KEY_FETCH_SPAN = "authz.jwks_fetch"
 
 MAX_QUEUE_SIZE = 2048  # spans waiting for export; over it they are dropped (and counted)
@@ -115,6 +116,7 @@ def check_attributes(request: Request | None, verdict: Verdict) -> dict[str, str
         attributes["authz.rule"] = decision.rule
     if verdict.token_check is not None:
         attributes["authz.token"] = "cached" if verdict.token_check.cached else "verified"
+        attributes["authz.token_source"] = verdict.token_check.source
     if request is not None:
         attributes["http.request.method"] = request.method
         attributes["server.address"] = request.host
@@ -302,7 +304,7 @@ class Tracing:
         token = verdict.token_check
         if token is not None and not token.cached:
             child = self._tracer.start_span(
-                JWT_SPAN,
+                INTROSPECTION_SPAN if token.source == "introspection" else JWT_SPAN,
                 context=trace.set_span_in_context(span),
                 start_time=token.started_ns,
             )

@@ -32,6 +32,7 @@ from authz.policy.schema import FileSpec, ToSpec
 from authz.policy.spec import (
     ApiKeyProvider,
     Authentication,
+    IntrospectionProvider,
     JwtProvider,
     RateLimitSpec,
     RuleSpec,
@@ -100,7 +101,7 @@ def key_plan(
     # Where credentials are looked for: the identity (and the API-key principal header of an
     # allow) depends on what they hold.
     locations: list[TokenLocation] = [
-        *(loc for provider in authentication.jwt_providers for loc in provider.locations),
+        *(loc for provider in authentication.token_providers for loc in provider.locations),
         *(loc for provider in authentication.api_key_providers for loc in provider.locations),
     ]
     for location in locations:
@@ -166,14 +167,15 @@ class HostPolicy:
         self.claim_headers: tuple[str, ...] = tuple(
             dict.fromkeys(
                 header
-                for provider in self.authentication.jwt_providers
+                for provider in self.authentication.token_providers
                 for _, header in provider.claims_to_headers
             )
         )
-        # One per provider, in `authentication.jwt_providers` order (`TokenUse.provider`).
+        # One per bearer-token provider, in `authentication.token_providers` order
+        # (`TokenUse.provider`): the JWT providers, then the introspection providers.
         self.token_plans: tuple[TokenPlan, ...] = tuple(
             TokenPlan(p.claims_to_headers, strip=not p.forward)
-            for p in self.authentication.jwt_providers
+            for p in self.authentication.token_providers
         )
 
     @property
@@ -221,17 +223,20 @@ def merge_authentication(files: Iterable[FileSpec]) -> Authentication:
     aliases: set[str] = set()
     providers: dict[JwtProvider, None] = {}
     api_keys: dict[ApiKeyProvider, None] = {}
+    introspection: dict[IntrospectionProvider, None] = {}
     for f in files:
         if f.trust_domains is not None:
             domains = (domains or set()) | set(f.trust_domains) | set(f.trust_domain_aliases)
             aliases.update(f.trust_domain_aliases)
         providers.update(dict.fromkeys(f.jwt_providers))
         api_keys.update(dict.fromkeys(f.api_key_providers))
+        introspection.update(dict.fromkeys(f.introspection_providers))
     return Authentication(
         trust_domains=frozenset(domains) if domains is not None else None,
         jwt_providers=tuple(providers),
         api_key_providers=tuple(api_keys),
         trust_domain_aliases=frozenset(aliases),
+        introspection_providers=tuple(introspection),
     )
 
 
@@ -273,6 +278,9 @@ class PolicySet:
         self.jwt_providers: tuple[JwtProvider, ...] = merged.jwt_providers
         # Where API keys are looked for (the decision log never writes those headers).
         self.api_key_providers: tuple[ApiKeyProvider, ...] = merged.api_key_providers
+        self.introspection_providers: tuple[IntrospectionProvider, ...] = (
+            merged.introspection_providers
+        )
         self._compiled = tuple(compiled)
         exact: dict[str, list[int]] = defaultdict(list)
         suffix: dict[str, list[int]] = defaultdict(list)
@@ -388,6 +396,7 @@ def set_problems(files: Sequence[FileSpec]) -> tuple[list[Problem], dict[str, tu
     roles = _collect_roles(files, problems)
     _check_rules(files, roles, problems)
     _check_api_key_providers(files, problems)
+    _check_introspection_providers(files, problems)
     return problems, roles
 
 
@@ -408,6 +417,25 @@ def _collect_roles(
             ):
                 roles[role.name] = role.entries
     return roles
+
+
+def _check_introspection_providers(files: Sequence[FileSpec], problems: list[Problem]) -> None:
+    """Two different introspection providers may not share a name: it labels their metrics
+    and the readiness detail. (The same provider repeated in several files is one provider.)"""
+    seen: dict[str, tuple[IntrospectionProvider, str, int]] = {}
+    for f in files:
+        lines = f.introspection_lines or (1,) * len(f.introspection_providers)
+        for provider, line in zip(f.introspection_providers, lines, strict=False):
+            first = seen.setdefault(provider.name, (provider, f.file, line))
+            if first[0] != provider:
+                problems.append(
+                    Problem(
+                        f.file,
+                        line,
+                        f"introspection provider {provider.name!r} is also defined, "
+                        f"differently, at {first[1]}:{first[2]}",
+                    )
+                )
 
 
 def _check_api_key_providers(files: Sequence[FileSpec], problems: list[Problem]) -> None:

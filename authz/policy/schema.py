@@ -105,6 +105,8 @@ class _Validator(AuthChecker, RuleChecker):
             trust_domain_aliases=auth.trust_domain_aliases,
             local_files=tuple(self.local_files),
             rate_limits=limits,
+            introspection_providers=auth.introspection_providers,
+            introspection_lines=auth.introspection_lines,
         )
 
     def roles(self, node: YNode) -> tuple[RoleSpec, ...]:

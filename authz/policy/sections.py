@@ -292,6 +292,15 @@ PROVIDER = Section(
                 {"enum": sorted(KNOWN_ALGORITHMS)},
             ),
         ),
+        Key(
+            "certificate_bound",
+            {
+                "type": "boolean",
+                "default": False,
+                "description": "RFC 8705: the token's cnf x5t#S256 must be the SHA-256 "
+                "thumbprint of the client certificate (else 401 token_not_bound).",
+            },
+        ),
     ),
     {
         "oneOf": [
@@ -360,6 +369,7 @@ API_KEY_PROVIDER = Section(
     ),
 )
 
+
 AUTHENTICATION = Section(
     "authentication",
     "How requests to these hosts are authenticated.",
@@ -367,6 +377,13 @@ AUTHENTICATION = Section(
         Key("mtls", _ref("mtls")),
         Key("jwt", listed("End-user identity from JWTs.", _ref("provider"))),
         Key("api_keys", listed("API keys as an identity.", _ref("api_key_provider"))),
+        Key(
+            "introspection",
+            listed(
+                "Opaque tokens checked at an RFC 7662 introspection endpoint.",
+                _ref("introspection_provider"),
+            ),
+        ),
     ),
 )
 

@@ -46,6 +46,8 @@ class JwtProvider:
     forward: bool = False
     claims_to_headers: tuple[tuple[str, str], ...] = ()
     algorithms: tuple[str, ...] = ()
+    # RFC 8705: the token's cnf["x5t#S256"] must be the client certificate's thumbprint.
+    certificate_bound: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -85,6 +87,42 @@ class Authentication:
     # Istio's trustDomainAliases: also in `trust_domains` (so their peers are authenticated);
     # principal patterns are expanded to every trust domain of the set when compiled.
     trust_domain_aliases: frozenset[str] = frozenset()
+    introspection_providers: tuple[IntrospectionProvider, ...] = ()
+
+    @property
+    def token_providers(self) -> tuple[JwtProvider | IntrospectionProvider, ...]:
+        """The bearer-token providers, JWT first: `TokenUse.provider` indexes this."""
+        return (*self.jwt_providers, *self.introspection_providers)
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionProvider:
+    """One `authentication.introspection` entry (RFC 7662), validated.
+
+    The client secret is never here: `secret_file` (absolute path) or `secret_env` names where
+    the service reads it. `issuer` is the `iss` of a response that has none. `tokens` is
+    "opaque" (only tokens that are not JWTs, when the host has JWT providers) or "all".
+    """
+
+    name: str
+    endpoint: str
+    issuer: str
+    client_id: str
+    secret_file: str | None = None
+    secret_env: str | None = None
+    locations: tuple[TokenLocation, ...] = (
+        TokenLocation(header="authorization", prefix="Bearer "),
+    )
+    tokens: str = "opaque"
+    audiences: tuple[str, ...] = ()
+    timeout: float = 2.0
+    cache_ttl: float = 60.0
+    inactive_ttl: float = 5.0
+    cache_entries: int = 10_000
+    cache_bytes: int = 16 * 1024 * 1024
+    forward: bool = False
+    claims_to_headers: tuple[tuple[str, str], ...] = ()
+    certificate_bound: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +228,5 @@ class FileSpec:
     # validation reads no file, so the loader checks these and puts them in the revision.
     local_files: tuple[tuple[str, int], ...] = ()
     rate_limits: tuple[RateLimitSpec, ...] = ()
+    introspection_providers: tuple[IntrospectionProvider, ...] = ()
+    introspection_lines: tuple[int, ...] = ()

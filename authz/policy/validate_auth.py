@@ -1,4 +1,5 @@
-"""Validating a file's `authentication` section: mTLS trust domains and JWT providers.
+"""Validating a file's `authentication` section: mTLS trust domains, JWT, API-key and
+introspection providers.
 
 Per-field checks that read the base directory (`jwks_file` is resolved against it, and is where
 a check that the file exists belongs) are methods here, one per key source.
@@ -15,10 +16,11 @@ from typing import Any
 
 from authz.policy import patterns as pat
 from authz.policy import sections as sec
+from authz.policy import sections_introspection as introspection_sections
 from authz.policy.check import Checker, kind_of
 from authz.policy.keyfile import KEY_FILE_SUFFIXES
 from authz.policy.kinds import NAME
-from authz.policy.spec import ApiKeyProvider, JwtProvider, TokenLocation
+from authz.policy.spec import ApiKeyProvider, IntrospectionProvider, JwtProvider, TokenLocation
 from authz.policy.yaml_source import YMap, YNode, YScalar, to_plain
 
 
@@ -31,6 +33,12 @@ class Auth:
     api_key_providers: tuple[ApiKeyProvider, ...] = ()
     api_key_lines: tuple[int, ...] = ()
     trust_domain_aliases: tuple[str, ...] = ()
+    introspection_providers: tuple[IntrospectionProvider, ...] = ()
+    introspection_lines: tuple[int, ...] = ()
+
+
+# https, or http to this machine only: the client secret never crosses a network in clear.
+_ENDPOINT = re.compile(r"(https://[^/\s?#]+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?)(/\S*)?")
 
 
 class AuthChecker(Checker):
@@ -58,13 +66,142 @@ class AuthChecker(Checker):
         keys = self.seq(m.items["api_keys"], "api_keys") if "api_keys" in m.items else None
         api_keys = [(self.api_key_provider(item), item.line) for item in keys or ()]
         bound = [(p, line) for p, line in api_keys if p is not None]
+        listed = (
+            self.seq(m.items["introspection"], "introspection")
+            if "introspection" in m.items
+            else None
+        )
+        introspection = [(self.introspection_provider(item), item.line) for item in listed or ()]
         return Auth(
             trust_domains,
             tuple(p for p in providers if p is not None),
             tuple(p for p, _ in bound),
             tuple(line for _, line in bound),
             aliases,
+            tuple(p for p, _ in introspection if p is not None),
+            tuple(line for p, line in introspection if p is not None),
         )
+
+    def introspection_provider(self, node: YNode) -> IntrospectionProvider | None:
+        """An RFC 7662 provider; a relative `client_secret_file` is resolved against the
+        policy file's directory (read by the service, never by validation: a missing secret is a
+        lint finding, and the provider answers 503 until it is there)."""
+        m = self.section(node, introspection_sections.INTROSPECTION_PROVIDER)
+        if m is None:
+            return None
+        before = len(self.problems)
+        name = self.required(m, "name", "an introspection provider needs a name", self.key_name)
+        endpoint = self.required(
+            m, "endpoint", "an introspection provider needs an endpoint", self.endpoint
+        )
+        issuer = self.required(
+            m, "issuer", "an introspection provider needs an issuer", self.string
+        )
+        client_id = self.required(
+            m, "client_id", "an introspection provider needs a client_id", self.string
+        )
+        values: dict[str, Any] = {}
+        secrets = [k for k in ("client_secret_file", "client_secret_env") if k in m.items]
+        if len(secrets) != 1:
+            self.err(
+                m.line,
+                "an introspection provider needs exactly one of client_secret_file and "
+                "client_secret_env (the secret is never written in a policy file)",
+            )
+        if "client_secret_file" in m.items:
+            path = self.string(m.items["client_secret_file"], "client_secret_file")
+            if path is not None:
+                values["secret_file"] = os.path.normpath(
+                    os.path.join(os.path.abspath(self.base_dir), path)
+                )
+        if "client_secret_env" in m.items:
+            env = self.string(m.items["client_secret_env"], "client_secret_env")
+            if env is not None and env.upper().startswith("AUTHZ_"):
+                self.err(
+                    m.items["client_secret_env"].line,
+                    f"client_secret_env {env!r}: AUTHZ_* variables are the service's settings",
+                )
+            values["secret_env"] = env
+        if "from" in m.items:
+            values["locations"] = self.locations(m.items["from"])
+        if "tokens" in m.items:
+            tokens = self.string(m.items["tokens"], "tokens")
+            if tokens not in (None, "opaque", "all"):
+                self.err(m.items["tokens"].line, f"tokens {tokens!r}: use opaque or all")
+            values["tokens"] = tokens
+        if "audiences" in m.items:
+            values["audiences"] = self.str_list(m.items["audiences"], "audiences") or ()
+        if "timeout" in m.items:
+            values["timeout"] = self.number(m.items["timeout"], "timeout", 0.0, 30.0)
+        if "cache" in m.items:
+            values.update(self.introspection_cache(m.items["cache"]))
+        if "forward" in m.items:
+            values["forward"] = self.boolean(m.items["forward"], "forward") is True
+        if "claims_to_headers" in m.items:
+            values["claims_to_headers"] = self.claims_to_headers(m.items["claims_to_headers"])
+        if "certificate_bound" in m.items:
+            bound = self.boolean(m.items["certificate_bound"], "certificate_bound")
+            values["certificate_bound"] = bound is True
+        if (
+            len(self.problems) > before
+            or name is None
+            or endpoint is None
+            or issuer is None
+            or client_id is None
+        ):
+            return None
+        return IntrospectionProvider(name, endpoint, issuer, client_id, **values)
+
+    def endpoint(self, node: YNode, what: str) -> str | None:
+        url = self.string(node, what)
+        if url is not None and not _ENDPOINT.fullmatch(url):
+            self.err(
+                node.line,
+                f"endpoint {url!r}: use https (http only to 127.0.0.1, localhost or [::1]: "
+                "the client secret must not cross a network in clear)",
+            )
+            return None
+        return url
+
+    def introspection_cache(self, node: YNode) -> dict[str, Any]:
+        m = self.section(node, introspection_sections.INTROSPECTION_CACHE)
+        if m is None:
+            return {}
+        out: dict[str, Any] = {}
+        if "max_ttl" in m.items:
+            out["cache_ttl"] = self.number(m.items["max_ttl"], "max_ttl", 0.0, 86400.0)
+        if "inactive_ttl" in m.items:
+            out["inactive_ttl"] = self.number(
+                m.items["inactive_ttl"], "inactive_ttl", 0.0, 3600.0, zero=True
+            )
+        if "entries" in m.items:
+            out["cache_entries"] = self.whole(m.items["entries"], "entries", 1, 10**7)
+        if "bytes" in m.items:
+            out["cache_bytes"] = self.whole(m.items["bytes"], "bytes", 65536, 2**34)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def number(
+        self, node: YNode, what: str, low: float, high: float, *, zero: bool = False
+    ) -> float | None:
+        """A number of seconds in (low, high] ([low, high] with `zero`)."""
+        value = node.value if isinstance(node, YScalar) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.err(node.line, f"{what} must be a number of seconds, not {kind_of(node)}")
+            return None
+        if not (low <= value if zero else low < value) or value > high:
+            self.err(node.line, f"{what} {value} is out of range ({low:g} to {high:g})")
+            return None
+        return float(value)
+
+    def whole(self, node: YNode, what: str, low: int, high: int) -> int | None:
+        value = node.value if isinstance(node, YScalar) else None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.err(node.line, f"{what} must be a whole number, not {kind_of(node)}")
+            return None
+        if not low <= value <= high:
+            self.err(node.line, f"{what} {value} is out of range ({low} to {high})")
+            return None
+        return value
 
     def api_key_provider(self, node: YNode) -> ApiKeyProvider | None:
         """A provider whose `keys_file` is resolved against the policy file's directory; the
@@ -128,6 +265,9 @@ class AuthChecker(Checker):
             values["algorithms"] = (
                 self.str_list(m.items["algorithms"], "algorithms", _check_algorithm) or ()
             )
+        if "certificate_bound" in m.items:
+            bound = self.boolean(m.items["certificate_bound"], "certificate_bound")
+            values["certificate_bound"] = bound is True
         if len(self.problems) > before or issuer is None:
             return None
         return JwtProvider(issuer=issuer, **values)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import grpc_load, h2load, inproc
+from bench import grpc_load, h2load, inproc, introspection
 from bench.report import write
 
 
@@ -17,6 +17,7 @@ def test_in_process_benches_and_report(tmp_path: Path) -> None:
     evaluated, checked = inproc.engine_by_rules((10, 1000), calls=50, rounds=2)
     identity = inproc.identity_by_algorithm(calls=5, rounds=1)
     full = inproc.full_check(calls=50, rounds=2)
+    opaque = introspection.cache_hit_vs_warm_jwt(calls=20, rounds=1)
     assert set(checked) == {"10", "1000"} and "RS256 cold" in identity and len(full) == 2
     results = {
         "machine": {"nproc": "?"},
@@ -26,6 +27,7 @@ def test_in_process_benches_and_report(tmp_path: Path) -> None:
         "engine": {"evaluate": evaluated, "check": checked},
         "identity": identity,
         "full_check": full,
+        "introspection": opaque,
         # The export layout's shape (bench/export_load.py `compare`), numbers made up.
         "export": {
             "throughput": {"envoy + export": [2.0], "envoy + jwt_authn + rbac": [2.0]},
@@ -40,6 +42,7 @@ def test_in_process_benches_and_report(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
     write(results, out, command="smoke")
     assert "## Targets" in out.read_text() and "export of 1,000 rules" in out.read_text()
+    assert "introspection cache hit costs within 1.2x" in out.read_text()
 
 
 @pytest.mark.skipif(not h2load.available(), reason="h2load is not installed")

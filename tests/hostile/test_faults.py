@@ -2,7 +2,7 @@
 deleted during a reload; floods of distinct tokens, kids and host names.
 
 The engine is real (real policy set, real `KeyRegistry` fetching from a real JWKS server on
-127.0.0.1, real `IdentityResolver`); only the gRPC layer is left out (tests/hostile/test_wire_*
+127.0.0.1, real `ServiceResolver`); only the gRPC layer is left out (tests/hostile/test_wire_*
 cover it). In every scenario nothing on an error path is ever allowed, and no check waits on the
 network: checks run while a key fetch is held open and finish long before it could.
 """
@@ -23,7 +23,8 @@ import pytest
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import PolicyError
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Request, Verdict
 from authz.policy import PolicyStore, build_policy_set, load_policy_set
 from authz.reload import PolicyReloader
@@ -65,7 +66,7 @@ class World:
         )
         self.keys = KeyRegistry(**registry_options)
         self.keys.ensure(policy_set.jwt_providers)
-        self.resolver = IdentityResolver(Settings(), self.keys)
+        self.resolver = ServiceResolver(Settings(), self.keys)
         self.engine = Engine(PolicyStore(policy_set), self.resolver)
 
     def check(self, token: str | None, path: str = "/api/orders") -> Verdict:
@@ -280,7 +281,7 @@ def test_distinct_tokens_keep_the_token_cache_bounded() -> None:
         keys.ensure(policy_set.jwt_providers)
         limit = scaled(100, 2_000)
         valid = 50 * limit
-        resolver = IdentityResolver(Settings(), keys, token_cache_size=limit)
+        resolver = ServiceResolver(Settings(), keys, token_cache_size=limit)
         engine = Engine(PolicyStore(policy_set), resolver)
         cache = resolver.verifier._cache
         now = time.time()
@@ -370,7 +371,7 @@ def test_half_written_and_deleted_files_keep_the_last_good_set(tmp_path: Path) -
     store = PolicyStore(load_policy_set(str(tmp_path)))
     good = store.current.revision
     reloader = PolicyReloader(str(tmp_path), store)
-    engine = Engine(store, IdentityResolver(Settings(), KeyRegistry()))
+    engine = Engine(store, ServiceResolver(Settings(), KeyRegistry()))
 
     def decisions() -> tuple[str, str]:
         admin = engine.check(Request(method="GET", path="/admin/x", host=HOST)).decision

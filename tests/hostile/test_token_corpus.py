@@ -1,6 +1,6 @@
 """The token-trick corpus: every known way to sneak a JWT past a verifier, each denied.
 
-Every case goes through the real `IdentityResolver` (real keys, a real `KeyRegistry`) as an
+Every case goes through the real `ServiceResolver` (real keys, a real `KeyRegistry`) as an
 `Authorization: Bearer` header and must raise `TokenRejected` with status 401 and the reason
 named in the table; nothing else may escape. Sources for the attacks: RFC 8725 (JWT BCP),
 RFC 7515 section 4.1.11 (`crit`), PortSwigger's "JWT attacks" (alg none, key confusion, `jku`,
@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from authz.config import Settings
 from authz.errors import TokenRejected
-from authz.identity import MAX_TOKEN_BYTES, IdentityResolver, KeyRegistry
+from authz.identity import MAX_TOKEN_BYTES, KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Identity, Request
 from authz.policy.spec import Authentication, JwtProvider, TokenLocation
 from tests.hostile._hyp import HOSTILE
@@ -55,7 +56,7 @@ class Verifier:
     def __init__(self, registry: KeyRegistry, provider: JwtProvider) -> None:
         self.provider = provider
         self.auth = Authentication(jwt_providers=(provider,))
-        self.resolver = IdentityResolver(Settings(), registry)
+        self.resolver = ServiceResolver(Settings(), registry)
 
     def resolve(self, token: str, now: float = NOW) -> Identity:
         request = Request(
@@ -694,7 +695,7 @@ def test_two_different_tokens_are_refused(ctx: Ctx) -> None:
             ),
         )
         registry.ensure([provider])
-        resolver = IdentityResolver(Settings(), registry)
+        resolver = ServiceResolver(Settings(), registry)
         good, other = ctx.rsa.sign(ctx.good()), ctx.rsa.sign(ctx.good(sub="bob"))
         request = Request(
             method="GET",

@@ -12,7 +12,8 @@ from authz.checkpoint import Checkpoint
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import InvalidPath
-from authz.identity import IdentityResolver, KeyRegistry, KeysPending
+from authz.identity import KeyRegistry, KeysPending
+from authz.identity.sources import ServiceResolver
 from authz.model import Request, Verdict
 from authz.policy import PolicyStore, build_policy_set
 
@@ -25,7 +26,7 @@ rules:
 @pytest.fixture
 def engine() -> Engine:
     policy_set = build_policy_set([("p.yaml", POLICY, ".")])
-    return Engine(PolicyStore(policy_set), IdentityResolver(Settings(), KeyRegistry()))
+    return Engine(PolicyStore(policy_set), ServiceResolver(Settings(), KeyRegistry()))
 
 
 Seen = list[tuple[Request | None, str, str]]

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from authz.config import HeaderNames, Settings
 from authz.decision_cache import DecisionCache
 from authz.engine import Engine
-from authz.identity import IdentityResolver
 from authz.identity.jwks import KeySet, parse_jwks
+from authz.identity.sources import ServiceResolver
 from authz.model import Request, Verdict
 from authz.policy import PolicySet, PolicyStore, build_policy_set
 from authz.policy.spec import JwtProvider
@@ -198,7 +198,7 @@ def world(*, cache: DecisionCache | None = None) -> World:
     clock = Clock()
 
     def engine(decision_cache: DecisionCache | bool) -> Engine:
-        resolver = IdentityResolver(Settings(), keys)
+        resolver = ServiceResolver(Settings(), keys)
         return Engine(store, resolver, clock=clock, decision_cache=decision_cache)
 
     return World(store, keys, clock, engine(cache if cache is not None else True), engine(False))
@@ -314,7 +314,7 @@ def test_a_peer_certificate_verified_here_is_not_cached(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     store = PolicyStore(policy_set(POLICY_A))
     settings = Settings(ca_bundle=pki.ca.read_text())
-    engine = Engine(store, IdentityResolver(settings, Keys(None)))
+    engine = Engine(store, ServiceResolver(settings, Keys(None)))
     pem = urllib.parse.quote(pki.client.cert.read_text())
     request = replace(make_request(principal="", port=8443), peer_certificate=pem)
     for _ in range(2):
@@ -322,7 +322,7 @@ def test_a_peer_certificate_verified_here_is_not_cached(tmp_path: Path) -> None:
         assert verdict.decision.allowed and verdict.principal == FRONTEND
     assert engine.decision_cache is not None and len(engine.decision_cache) == 0
     # Without a CA bundle the certificate is not read, and the check is cached.
-    plain = Engine(store, IdentityResolver(Settings(), Keys(None)))
+    plain = Engine(store, ServiceResolver(Settings(), Keys(None)))
     plain.check(replace(request, peer_principal=FRONTEND))
     assert plain.decision_cache is not None and len(plain.decision_cache) == 1
 

@@ -13,7 +13,8 @@ import pytest
 from authz.config import HeaderNames, Settings
 from authz.engine import Engine
 from authz.errors import InvalidPath
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.policy import PolicyStore, load_policy_set
 
@@ -47,7 +48,7 @@ def make_engine(
     keys = KeyRegistry()
     keys.ensure(policy_set.jwt_providers)
     assert keys.wait_ready(10)
-    engine = Engine(PolicyStore(policy_set), IdentityResolver(Settings(), keys), headers)
+    engine = Engine(PolicyStore(policy_set), ServiceResolver(Settings(), keys), headers)
     return engine, keys
 
 

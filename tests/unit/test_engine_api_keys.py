@@ -9,8 +9,9 @@ import pytest
 
 from authz.config import HeaderNames, Settings
 from authz.engine import Engine
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
 from authz.identity.apikeys import key_hash
+from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.policy import PolicyStore, load_policy_set
 
@@ -42,7 +43,7 @@ def engine(tmp_path: Path) -> Engine:
     policy_set = load_policy_set(str(tmp_path))
     return Engine(
         PolicyStore(policy_set),
-        IdentityResolver(Settings(), KeyRegistry()),
+        ServiceResolver(Settings(), KeyRegistry()),
         HeaderNames(api_key="x-partner"),
     )
 
@@ -109,7 +110,7 @@ def cached(tmp_path: Path) -> Engine:
         f"keys:\n  - {{id: acme-1, sha256: {key_hash(GOOD)}}}\n"
     )
     store = PolicyStore(load_policy_set(str(tmp_path)))
-    return Engine(store, IdentityResolver(Settings(), KeyRegistry()), decision_cache=True)
+    return Engine(store, ServiceResolver(Settings(), KeyRegistry()), decision_cache=True)
 
 
 def test_the_decision_cache_keys_on_the_api_key_context_and_query(cached: Engine) -> None:

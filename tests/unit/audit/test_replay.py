@@ -21,7 +21,8 @@ from authz.audit.replay import ALLOW_TO_DENY, DENY_TO_ALLOW, STATUS, redecide, r
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import AuthzError
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.observe.decision_log import decision_record
 from authz.policy import PolicyStore, load_policy_set
@@ -67,7 +68,7 @@ def make_log(policies: Path, seed: int = 18) -> list[dict[str, Any]]:
     keys.ensure(policy_set.jwt_providers)
     assert keys.wait_ready(10)
     try:
-        engine = Engine(PolicyStore(policy_set), IdentityResolver(Settings(), keys))
+        engine = Engine(PolicyStore(policy_set), ServiceResolver(Settings(), keys))
         rng = random.Random(seed)
         now = int(time.time())
         records = []

@@ -206,3 +206,31 @@ def test_overlap_rules() -> None:
     assert not _covers_host("*.shop.example.com", "*.example.com")
     assert not _covers_host("*.example.com", "example.com")
     assert not _covers_host("*.example.com", "badexample.com")
+
+
+def test_introspection_secret_and_plain_http(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "hosts: [a.example.com]\n"
+        "authentication:\n"
+        "  introspection:\n"
+        "    - name: corp\n"
+        "      endpoint: http://127.0.0.1:9/i\n"
+        "      issuer: https://id.example.com\n"
+        "      client_id: a\n"
+        "      client_secret_file: missing.txt\n"
+        "    - name: env\n"
+        "      endpoint: https://id.example.com/i\n"
+        "      issuer: https://id.example.com\n"
+        "      client_id: a\n"
+        "      client_secret_env: LINT_TEST_SURELY_UNSET_SECRET\n"
+        "rules:\n"
+        "  - {name: r, action: allow, from: [{issuers: [https://id.example.com]}]}\n"
+    )
+    found = {(f.line, f.code) for f in findings(tmp_path)}
+    assert (4, "introspection-secret-missing") in found
+    assert (4, "introspection-plain-http") in found
+    assert (9, "introspection-secret-missing") in found
+    assert (9, "introspection-plain-http") not in found
+    (tmp_path / "missing.txt").write_text("s3cret\n")
+    found = {(f.line, f.code) for f in findings(tmp_path)}
+    assert (4, "introspection-secret-missing") not in found

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from authz.config import Settings
-from authz.identity import IdentityResolver, KeyRegistry, parse_xfcc, workload_for
+from authz.identity import KeyRegistry, parse_xfcc, workload_for
 from authz.identity import peer as peer_module
 from authz.identity import spiffe as spiffe_module
 from authz.identity.cache import ENTRY_OVERHEAD, BoundedCache
 from authz.identity.peer import MAX_CACHED_PEM_BYTES, PeerCertificateVerifier
+from authz.identity.sources import ServiceResolver
 from authz.policy.spec import Authentication, JwtProvider
 from tests.support.tokens import SigningKey, claims, jwks_json, make_key
 
@@ -104,13 +105,13 @@ def test_oversized_principals_are_never_cached() -> None:
 
 def one_provider(
     registries: Callable[..., KeyRegistry], **resolver_options: Any
-) -> tuple[SigningKey, JwtProvider, IdentityResolver, Authentication]:
+) -> tuple[SigningKey, JwtProvider, ServiceResolver, Authentication]:
     """A fresh ES256 key, a provider with that key inline, and a resolver that knows it."""
     key = make_key("ES256")
     provider = JwtProvider(issuer="https://id.example.com", jwks_json=jwks_json(key))
     registry = registries()
     registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry, **resolver_options)
+    resolver = ServiceResolver(Settings(), registry, **resolver_options)
     return key, provider, resolver, Authentication(jwt_providers=(provider,))
 
 

@@ -11,7 +11,8 @@ from jwt.exceptions import PyJWTError
 
 from authz.config import Settings
 from authz.errors import TokenRejected
-from authz.identity import MAX_TOKEN_BYTES, IdentityResolver, KeyRegistry
+from authz.identity import MAX_TOKEN_BYTES, KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Identity, Request, TokenUse
 from authz.policy.spec import Authentication, JwtProvider, TokenLocation
 from tests.support.tokens import (
@@ -41,7 +42,7 @@ class Setup:
         self.auth = Authentication(jwt_providers=(self.provider,))
         self.registry = registries()
         self.registry.ensure([self.provider])
-        self.resolver = IdentityResolver(Settings(), self.registry)
+        self.resolver = ServiceResolver(Settings(), self.registry)
 
     def resolve(self, req: Request, now: float = NOW) -> Identity:
         return self.resolver.resolve(req, self.auth, now)
@@ -164,7 +165,7 @@ def test_hs256_signed_with_rsa_public_key(registries: Callable[..., KeyRegistry]
     )
     registry = registries()
     registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     with pytest.raises(TokenRejected) as caught:
         resolver.resolve(bearer(token), Authentication(jwt_providers=(provider,)), NOW)
     assert caught.value.reason == "jwt_alg_not_allowed"
@@ -193,11 +194,11 @@ def test_rsa_key_without_alg_serves_ps256(registries: Callable[..., KeyRegistry]
     provider = JwtProvider(issuer=ISS, jwks_json=jwks_json(key, include_alg=False))
     registry = registries()
     registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     identity = resolver.resolve(
         bearer(key.sign(good_claims())), Authentication(jwt_providers=(provider,)), NOW
     )
-    assert identity.user is not None
+    assert identity.user is not None and identity.user.principal == f"{ISS}/alice"
 
 
 def test_no_kid(registries: Callable[..., KeyRegistry]) -> None:
@@ -213,7 +214,8 @@ def test_several_keys_chosen_by_kid(registries: Callable[..., KeyRegistry]) -> N
     keys = [make_key("ES256"), make_key("EdDSA"), make_key("RS256")]
     setup = Setup(registries, keys)
     for key in keys:
-        assert setup.resolve(bearer(key.sign(good_claims(subject=key.alg)))).user is not None
+        user = setup.resolve(bearer(key.sign(good_claims(subject=key.alg)))).user
+        assert user is not None and user.principal == f"{ISS}/{key.alg}"  # the key of its kid
 
 
 # -- malformed input ---------------------------------------------------------------------------
@@ -319,7 +321,8 @@ def test_same_token_in_two_places_is_fine(located: tuple[Setup, SigningKey]) -> 
     setup, key = located
     token = key.sign(good_claims())
     req = request(headers={"authorization": f"Bearer {token}", "cookie": f"session={token}"})
-    assert setup.resolve(req).user is not None
+    user = setup.resolve(req).user
+    assert user is not None and user.principal == f"{ISS}/alice"
 
 
 def test_two_different_tokens_are_refused(located: tuple[Setup, SigningKey]) -> None:
@@ -342,7 +345,7 @@ def test_provider_chosen_by_issuer(registries: Callable[..., KeyRegistry]) -> No
     )
     registry = registries()
     registry.ensure(providers)
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     auth = Authentication(jwt_providers=providers)
     identity = resolver.resolve(
         bearer(second.sign(claims("https://two.example", now=NOW))), auth, NOW
@@ -365,7 +368,7 @@ def test_issuer_must_read_the_location(registries: Callable[..., KeyRegistry]) -
     )
     registry = registries()
     registry.ensure(providers)
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     with pytest.raises(TokenRejected) as caught:
         resolver.resolve(
             bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=providers), NOW
@@ -374,18 +377,18 @@ def test_issuer_must_read_the_location(registries: Callable[..., KeyRegistry]) -
 
 
 def test_no_providers_means_token_ignored(registries: Callable[..., KeyRegistry]) -> None:
-    resolver = IdentityResolver(Settings(), registries())
+    resolver = ServiceResolver(Settings(), registries())
     assert resolver.resolve(bearer("garbage"), Authentication(), NOW) == Identity()
 
 
 def test_provider_never_ensured_with_inline_keys(registries: Callable[..., KeyRegistry]) -> None:
     key = make_key("ES256")
     provider = JwtProvider(issuer=ISS, jwks_json=jwks_json(key))
-    resolver = IdentityResolver(Settings(), registries())
+    resolver = ServiceResolver(Settings(), registries())
     user = resolver.resolve(
         bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=(provider,)), NOW
     ).user
-    assert user is not None
+    assert user is not None and (user.issuer, user.subject) == (ISS, "alice")
 
 
 def test_keys_unavailable(registries: Callable[..., KeyRegistry], tmp_path: Any) -> None:
@@ -393,7 +396,7 @@ def test_keys_unavailable(registries: Callable[..., KeyRegistry], tmp_path: Any)
     provider = JwtProvider(issuer=ISS, jwks_file=str(tmp_path / "missing.json"))
     registry = registries()
     registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     with pytest.raises(TokenRejected) as caught:
         resolver.resolve(
             bearer(key.sign(claims(ISS, now=NOW))), Authentication(jwt_providers=(provider,)), NOW
@@ -435,7 +438,7 @@ def test_cache_is_per_provider_and_key_set(
     provider = JwtProvider(issuer=ISS, jwks_file=str(path))
     registry = registries()
     registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     auth = Authentication(jwt_providers=(provider,))
     req = bearer(key.sign(claims(ISS, now=NOW)))
     resolver.resolve(req, auth, NOW)
@@ -461,7 +464,7 @@ def test_cache_bounded(registries: Callable[..., KeyRegistry]) -> None:
     provider = JwtProvider(issuer=ISS, jwks_json=jwks_json(key))
     registry = registries()
     registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry, token_cache_size=2)
+    resolver = ServiceResolver(Settings(), registry, token_cache_size=2)
     auth = Authentication(jwt_providers=(provider,))
     tokens = [key.sign(claims(ISS, now=NOW, subject=f"u{i}")) for i in range(3)]
     for token in tokens:
@@ -475,11 +478,11 @@ def test_cache_bounded(registries: Callable[..., KeyRegistry]) -> None:
 
 def metadata_setup(
     registries: Callable[..., KeyRegistry],
-) -> tuple[IdentityResolver, Authentication]:
+) -> tuple[ServiceResolver, Authentication]:
     provider = JwtProvider(
         issuer=ISS, audiences=("shop-api",), jwks_json=jwks_json(make_key("ES256"))
     )
-    resolver = IdentityResolver(
+    resolver = ServiceResolver(
         Settings(jwt_authn_metadata="envoy.filters.http.jwt_authn"), registries()
     )
     return resolver, Authentication(jwt_providers=(provider,))
@@ -516,7 +519,7 @@ def test_jwt_authn_metadata_checked(
 
 def test_jwt_authn_metadata_ignored_unless_enabled(registries: Callable[..., KeyRegistry]) -> None:
     _, auth = metadata_setup(registries)
-    resolver = IdentityResolver(Settings(), registries())
+    resolver = ServiceResolver(Settings(), registries())
     assert (
         resolver.resolve(request(jwt_metadata={"jwt_payload": good_claims()}), auth, NOW).user
         is None
@@ -622,7 +625,7 @@ def test_issuer_that_cannot_be_a_header_is_refused(registries: Callable[..., Key
     provider = JwtProvider(issuer=issuer, jwks_json=jwks_json(key))
     registry = registries()
     registry.ensure([provider])
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     with pytest.raises(TokenRejected) as caught:
         resolver.resolve(
             bearer(key.sign(claims(issuer, now=NOW))),

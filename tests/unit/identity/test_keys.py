@@ -12,7 +12,8 @@ import pytest
 
 from authz.config import Settings
 from authz.errors import TokenRejected
-from authz.identity import FetchResult, IdentityResolver, JwksError, KeyRegistry, parse_jwks
+from authz.identity import FetchResult, JwksError, KeyRegistry, parse_jwks
+from authz.identity.sources import ServiceResolver
 from authz.policy.spec import Authentication, JwtProvider
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, claims, jwks, make_key
@@ -103,7 +104,7 @@ class Remote:
         self.registry = registries(on_fetch=self.fetches, **options)
         self.provider = JwtProvider(issuer=server.issuer, jwks_uri=server.jwks_uri)
         self.auth = Authentication(jwt_providers=(self.provider,))
-        self.resolver = IdentityResolver(Settings(), self.registry)
+        self.resolver = ServiceResolver(Settings(), self.registry)
 
     def start(self) -> None:
         self.registry.ensure([self.provider])
@@ -322,7 +323,7 @@ def test_discovery(registries: Callable[..., KeyRegistry], server: JwksServer) -
     registry.ensure([provider])
     assert registry.wait_ready(10)
     assert server.discovery_fetches == 1 and server.fetches == 1
-    resolver = IdentityResolver(Settings(), registry)
+    resolver = ServiceResolver(Settings(), registry)
     token = key.sign(claims(server.issuer, now=NOW))
     assert (
         resolver.resolve(bearer(token), Authentication(jwt_providers=(provider,)), NOW).user

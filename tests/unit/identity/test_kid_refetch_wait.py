@@ -20,7 +20,8 @@ import pytest
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.config import Settings
 from authz.engine import Engine
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.policy import PolicyStore, load_policy_set
 from authz.server import AuthorizationService, build_server
 from tests.support.jwks_server import JwksServer
@@ -50,7 +51,7 @@ def service_for(
     keys = registries(**options)
     keys.ensure(policy_set.jwt_providers)
     assert keys.wait_ready(10)
-    engine = Engine(PolicyStore(policy_set), IdentityResolver(Settings(), keys), clock=lambda: NOW)
+    engine = Engine(PolicyStore(policy_set), ServiceResolver(Settings(), keys), clock=lambda: NOW)
     return AuthorizationService(engine, Settings())
 
 

@@ -15,8 +15,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from authz.config import Settings
 from authz.errors import WorkloadRejected
-from authz.identity import IdentityResolver, KeyRegistry, parse_xfcc
+from authz.identity import KeyRegistry, parse_xfcc
 from authz.identity.peer import PeerIdentifier, XfccError
+from authz.identity.sources import ServiceResolver
 from authz.policy.spec import Authentication
 
 from .conftest import NOW, request
@@ -208,7 +209,7 @@ def test_certificate_ignored_without_ca_bundle(ca: Ca) -> None:
 def test_resolver_raises_workload_rejected(ca: Ca) -> None:
     keys = KeyRegistry()
     try:
-        resolver = IdentityResolver(Settings(ca_bundle=ca.pem().decode()), keys)
+        resolver = ServiceResolver(Settings(ca_bundle=ca.pem().decode()), keys)
         req = request(peer_certificate=envoy_pem(make_leaf(make_ca("other"))))
         with pytest.raises(WorkloadRejected):
             resolver.resolve(req, Authentication(), NOW)

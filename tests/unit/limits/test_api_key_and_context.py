@@ -7,8 +7,9 @@ from pathlib import Path
 from authz.authoring.lint import lint
 from authz.config import Settings
 from authz.engine import Engine
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
 from authz.identity.apikeys import key_hash
+from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.policy import PolicyStore, load_policy_set
 
@@ -51,7 +52,7 @@ def engine(tmp_path: Path) -> Engine:
     )
     (tmp_path / "partners.keys.yaml").write_text("keys:\n" + keys)
     return Engine(
-        PolicyStore(load_policy_set(str(tmp_path))), IdentityResolver(Settings(), KeyRegistry())
+        PolicyStore(load_policy_set(str(tmp_path))), ServiceResolver(Settings(), KeyRegistry())
     )
 
 

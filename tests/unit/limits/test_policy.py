@@ -10,7 +10,8 @@ import pytest
 from authz.config import Settings
 from authz.engine import Engine
 from authz.errors import PolicyError
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
+from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.policy import PolicyStore
 from authz.policy.loader import build_policy_set
@@ -49,7 +50,7 @@ def problems(text: str) -> list[str]:
 
 def engine(text: str = POLICY) -> Engine:
     store = PolicyStore(policy(text))  # type: ignore[arg-type]
-    return Engine(store, IdentityResolver(Settings(), KeyRegistry()))
+    return Engine(store, ServiceResolver(Settings(), KeyRegistry()))
 
 
 def request(path: str, client: str | None = "c1", ip: str = "10.0.0.1") -> Request:

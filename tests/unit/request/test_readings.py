@@ -12,9 +12,10 @@ import pytest
 from authz.config import Limits, Settings
 from authz.engine import Engine
 from authz.errors import InvalidHost, WorkloadRejected
-from authz.identity import IdentityResolver, KeyRegistry
+from authz.identity import KeyRegistry
 from authz.identity.apikeys import key_hash
 from authz.identity.peer import PeerCertificateVerifier, parse_xfcc
+from authz.identity.sources import ServiceResolver
 from authz.model import ANONYMOUS, Request
 from authz.policy import PolicyStore, build_policy_set, evaluate, load_policy_set
 from authz.policy.context import RequestContext
@@ -162,7 +163,7 @@ def key_engine(tmp_path: Path) -> Engine:
         f"keys:\n  - {{id: acme-1, sha256: {key_hash(GOOD)}}}\n"
     )
     return Engine(
-        PolicyStore(load_policy_set(str(tmp_path))), IdentityResolver(Settings(), KeyRegistry())
+        PolicyStore(load_policy_set(str(tmp_path))), ServiceResolver(Settings(), KeyRegistry())
     )
 
 

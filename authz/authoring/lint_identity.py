@@ -1,0 +1,76 @@
+"""Lint findings about introspection providers (called by `authz.authoring.lint.lint`).
+
+* `introspection-secret-missing`: the client secret is not where the provider says (the file is
+  missing or empty, the variable is unset in this environment): its tokens get 503 until it is.
+* `introspection-plain-http`: the endpoint is plain http (allowed on loopback only, where the
+  secret does not cross a network): fine for a local test endpoint, not for production.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+
+class _Finding(Protocol):
+    def __call__(self, file: str, line: int, code: str, subject: str, message: str) -> Any: ...
+
+
+CODES = {
+    "introspection-secret-missing": "an introspection provider whose client secret is not there",
+    "introspection-plain-http": "an introspection endpoint over plain http (loopback only)",
+}
+
+
+def introspection_findings(
+    files: Iterable[Any],
+    sources: Mapping[str, str],
+    make: _Finding,
+    environ: Mapping[str, str] = os.environ,
+) -> Iterable[Any]:
+    """Findings for every introspection provider of `files` (the validated specs)."""
+    for f in files:
+        for provider in f.introspection_providers:
+            line = _line_of(sources.get(f.file, ""), provider.name)
+            subject = f"introspection {provider.name}"
+            if not _has_secret(provider, environ):
+                where = (
+                    f"file {provider.secret_file}"
+                    if provider.secret_file is not None
+                    else f"environment variable {provider.secret_env}"
+                )
+                yield make(
+                    f.file,
+                    line,
+                    "introspection-secret-missing",
+                    subject,
+                    f"the client secret ({where}) is missing or empty: its tokens are answered "
+                    "503 introspection_unavailable until it is there",
+                )
+            if provider.endpoint.startswith("http://"):
+                yield make(
+                    f.file,
+                    line,
+                    "introspection-plain-http",
+                    subject,
+                    "the endpoint is plain http: use https outside a local test",
+                )
+
+
+def _has_secret(provider: Any, environ: Mapping[str, str]) -> bool:
+    if provider.secret_file is not None:
+        try:
+            with open(provider.secret_file, encoding="utf-8") as handle:
+                return bool(handle.read(4096).strip())
+        except OSError:
+            return False
+    return bool(environ.get(provider.secret_env or "", "").strip())
+
+
+def _line_of(text: str, name: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip().lstrip("-").strip()
+        if stripped.startswith("name:") and stripped[5:].strip().strip("'\"") == name:
+            return number
+    return 1
