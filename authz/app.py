@@ -267,7 +267,7 @@ def _envoy_files(settings: Settings, store: PolicyStore) -> EnvoyFiles | None:
     worker 0 alone writes Envoy's copy."""
     if settings.export_envoy is None or worker_index() not in (None, 0):
         return None
-    envoy_files = EnvoyFiles(settings.export_envoy)
+    envoy_files = EnvoyFiles(settings.export_envoy, svid_only=settings.export_svid_only)
     envoy_files.write_at_start(store.current)
     envoy_files.start(lambda: store.current)
     return envoy_files

@@ -310,6 +310,11 @@ class Settings:
         "write the policy set as Envoy filters (ECDS files) into DIR on every accepted change",
         metavar="DIR",
     )
+    export_svid_only: bool = setting(
+        False,
+        "with --export-envoy: the mesh CA issues SVIDs alone (one URI SAN per certificate), so "
+        "allow rules naming principals or namespaces can be exported (docs/export.md)",
+    )
     workers: int = setting(1, "worker processes", check=checks.at_least_one, metavar="N")
     # grpcio's sync server: a check holds a thread only while it runs (tens of µs) or waits
     # for a key refetch (at most unknown_kid_wait). 8 measured best on one core (4 is close,

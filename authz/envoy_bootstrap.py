@@ -87,6 +87,9 @@ class BootstrapOptions:
 _T = "type.googleapis.com/envoy.extensions.filters.http."
 EXPORTED_FILTERS: tuple[tuple[str, str], ...] = (
     ("authz.strip", _T + "header_mutation.v3.HeaderMutation"),
+    # RBAC DENY on what jwt_authn would read differently from the service (token spellings):
+    # before jwt_authn, which removes the token header it verified.
+    ("authz.tokens", _T + "rbac.v3.RBAC"),
     ("authz.jwt_authn", _T + "jwt_authn.v3.JwtAuthentication"),
     ("authz.deny", _T + "rbac.v3.RBAC"),
     ("authz.allow", _T + "rbac.v3.RBAC"),
@@ -102,7 +105,7 @@ HYBRID_FILTERS: tuple[tuple[str, str], ...] = (
 
 # What `authz serve --export-envoy` writes: the hybrid export, whatever the set (hosts Envoy
 # cannot decide alone go to ext_authz), so every accepted set can be written.
-ECDS_FILTERS = (*EXPORTED_FILTERS[:4], *HYBRID_FILTERS, *EXPORTED_FILTERS[4:])
+ECDS_FILTERS = (*EXPORTED_FILTERS[:-1], *HYBRID_FILTERS, EXPORTED_FILTERS[-1])
 
 
 def ecds_files(directory: str) -> list[str]:
@@ -131,6 +134,25 @@ def ecds_http_filters(directory: str) -> list[Config]:
         }
         for (name, type_url), path in zip(ECDS_FILTERS, ecds_files(directory), strict=True)
     ]
+
+
+# The clusters the exported filters name (remote JWKS servers), a CDS file beside the filters.
+CLUSTERS_FILE = "authz.clusters.yaml"
+
+
+def ecds_clusters(directory: str) -> Config:
+    """`dynamic_resources` reading the exported clusters from `directory` (CDS, swapped with the
+    filters when `..data` moves)."""
+    directory = os.path.abspath(directory)
+    return {
+        "cds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": os.path.join(directory, CLUSTERS_FILE),
+                "watched_directory": {"path": directory},
+            },
+        }
+    }
 
 
 def _duration(ms: int) -> str:
@@ -333,6 +355,11 @@ def bootstrap(options: BootstrapOptions) -> Config:
     node: Config = {"node": {"id": "authz-native", "cluster": "authz-native"}}
     return {
         **(node if options.ecds_dir is not None or _reads_sds_files(options) else {}),
+        **(
+            {"dynamic_resources": ecds_clusters(options.ecds_dir)}
+            if options.ecds_dir is not None
+            else {}
+        ),
         "admin": {
             "address": {
                 "socket_address": {

@@ -39,8 +39,9 @@ MAX_RETRY_SECONDS = 60.0
 Writer = Callable[[str, "PolicySet"], list[str]]
 
 
-def _hybrid_writer() -> Writer:
-    """The real writer: the hybrid export as ECDS files (ConfigError without `authz[export]`)."""
+def _hybrid_writer(svid_only: bool) -> Writer:
+    """The real writer: the hybrid export as ECDS files (ConfigError without `authz[export]`).
+    `svid_only`: the setting `export_svid_only` (docs/export.md)."""
     try:
         from authz.export import export_envoy
         from authz.export.ecds import write_ecds
@@ -50,7 +51,7 @@ def _hybrid_writer() -> Writer:
         ) from error
 
     def write(directory: str, policy_set: PolicySet) -> list[str]:
-        result = export_envoy(policy_set, hybrid=True)
+        result = export_envoy(policy_set, hybrid=True, svid_only=svid_only)
         write_ecds(directory, result, policy_set.revision)
         return [str(f) for f in result.findings if f.kept]
 
@@ -68,9 +69,11 @@ class EnvoyFiles:
     each reload; False when the write failed and a retry is scheduled); `start(current)` runs
     the retries; `status()` is the readiness detail; `collect()` the metrics."""
 
-    def __init__(self, directory: str, writer: Writer | None = None) -> None:
+    def __init__(
+        self, directory: str, writer: Writer | None = None, svid_only: bool = False
+    ) -> None:
         self.directory = directory
-        self._write = writer if writer is not None else _hybrid_writer()
+        self._write = writer if writer is not None else _hybrid_writer(svid_only)
         self._lock = threading.Lock()  # one write at a time: the reloader's or a retry's
         self._written = ""  # the revision the files hold
         self._wanted = ""  # the revision in force

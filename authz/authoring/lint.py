@@ -97,10 +97,12 @@ def lint(
 
 
 def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
-    """What `authz export envoy` would refuse (it changes an allow or a deny), rule by rule."""
+    """What `authz export envoy --svid-only` would refuse (it changes an allow or a deny), rule
+    by rule. `--svid-only` (one URI SAN per certificate) is what Istio assumes of a mesh; the
+    export itself says which rules need it (docs/export.md)."""
     from authz.export import export_envoy  # Envoy's API types: the `authz[export]` extra
 
-    for f in export_envoy(policy_set).findings:
+    for f in export_envoy(policy_set, svid_only=True).findings:
         if f.decides:
             yield Finding(f.file, f.line, "not-exportable", f.subject, f.why)
 

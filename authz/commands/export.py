@@ -23,6 +23,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export what Envoy decides alone and keep ext_authz for the hosts it cannot",
     )
+    parser.add_argument(
+        "--svid-only",
+        action="store_true",
+        help="the mesh CA issues SVIDs alone (one URI SAN per certificate): allow rules may "
+        "name principals and namespaces (Envoy's RBAC matches any SAN)",
+    )
+    parser.add_argument(
+        "--jwks-ca",
+        metavar="FILE",
+        help="CA bundle Envoy checks remote JWKS servers against (default: the trust store the "
+        "service's own fetch uses: SSL_CERT_FILE or the system's)",
+    )
     add_output_argument(parser)
 
 
@@ -46,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
         return report_invalid(error, f"{args.directory}: invalid")
-    result = export_envoy(policy_set, hybrid=args.hybrid)
+    result = export_envoy(
+        policy_set, hybrid=args.hybrid, svid_only=args.svid_only, ca_file=args.jwks_ca
+    )
     for finding in result.findings:
         print(f"authz export: {finding}", file=sys.stderr)
     if not result.exportable:
@@ -61,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
         # way the service's rules expect it (authz/envoy_bootstrap.py REQUEST_HARDENING).
         "http_connection_manager": dict(REQUEST_HARDENING),
         "http_filters": result.filter_dicts(),
+        # The clusters the filters name (remote JWKS servers), for static_resources.clusters.
+        **({"clusters": result.clusters} if result.clusters else {}),
     }
     text = (
-        json.dumps(document, indent=2) + "\n"
+        # Compact: a 1,000-rule set is 9 MB indented and 1.6 MB not, and indenting costs more
+        # than the export itself; the YAML form is the one to read.
+        json.dumps(document, separators=(",", ":")) + "\n"
         if args.format == "json"
         else render_yaml(
             document,

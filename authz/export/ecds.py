@@ -21,13 +21,14 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
-from authz.envoy_bootstrap import ECDS_FILTERS
+from authz.envoy_bootstrap import CLUSTERS_FILE, ECDS_FILTERS
 
 if TYPE_CHECKING:
     from authz.export.render import EnvoyExport
 
 DATA = "..data"  # also named in authz/envoy_bootstrap.py ecds_http_filters
 TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 
 
 def write_ecds(directory: str, export: EnvoyExport, revision: str) -> str:
@@ -49,10 +50,18 @@ def write_ecds(directory: str, export: EnvoyExport, revision: str) -> str:
             json.dump(document, out)  # JSON is YAML; Envoy picks the parser by extension
             out.flush()
             os.fsync(out.fileno())
-    for name, _ in ECDS_FILTERS:
-        link = os.path.join(directory, f"{name}.yaml")
+    clusters = {
+        "version_info": f"{revision}-{n}",
+        "resources": [{"@type": CLUSTER, **c} for c in export.clusters],
+    }
+    with open(os.path.join(staging, CLUSTERS_FILE), "w", encoding="utf-8") as out:
+        json.dump(clusters, out)
+        out.flush()
+        os.fsync(out.fileno())
+    for name in [*(f"{name}.yaml" for name, _ in ECDS_FILTERS), CLUSTERS_FILE]:
+        link = os.path.join(directory, name)
         if not os.path.islink(link):
-            os.symlink(os.path.join(DATA, f"{name}.yaml"), link)
+            os.symlink(os.path.join(DATA, name), link)
     tmp = os.path.join(directory, f"{DATA}.tmp")
     if os.path.lexists(tmp):
         os.unlink(tmp)

@@ -4,15 +4,19 @@ The filters, in order (docs/export.md explains each):
 
 1. `envoy.filters.http.header_mutation`: removes client-sent copies of the headers jwt_authn
    sets from claims (the service removes them too, so a client never smuggles `x-user-id`);
-2. `envoy.filters.http.jwt_authn`: the providers; a present token must verify (401 otherwise),
-   a missing one is allowed; the verified payload and header go to dynamic metadata;
-3. `envoy.filters.http.rbac`, action DENY: what the engine refuses before any rule (400s:
-   invalid path, method, host; a verified token without `sub` or, for a JWKS of several keys,
-   without `kid`) and the enforced deny rules, each twice: on the path as sent and on the path
+2. `envoy.filters.http.rbac` (a matcher tree), `authz.tokens`: the token-header spellings the
+   service refuses (authz/export/tokens.py), before jwt_authn reads or removes the header;
+3. `envoy.filters.http.jwt_authn`: the providers (inline, file or remote key sets); a present
+   token must verify (401 otherwise), a missing one is allowed; the verified payload and
+   header go to dynamic metadata;
+4. `envoy.filters.http.rbac`, action DENY: what the engine refuses before any rule (400s:
+   invalid path, method, host; a verified token without `sub`, without `kid` for a JWKS of
+   several keys or a remote one, or with an `alg` its provider does not list) and the enforced
+   deny rules, each twice: on the path as sent and on the path
    with `;params` cut (the engine's hardening); dry_run deny rules as shadow rules;
-4. `envoy.filters.http.rbac`, action ALLOW: the enforced allow rules; dry_run allow rules as
+5. `envoy.filters.http.rbac`, action ALLOW: the enforced allow rules; dry_run allow rules as
    shadow rules. Nothing matches: 403;
-5. `envoy.filters.http.rbac`, action LOG: the audit rules (Envoy marks the access log).
+6. `envoy.filters.http.rbac`, action LOG: the audit rules (Envoy marks the access log).
 
 Every rule is guarded by its file's `hosts`. What Envoy cannot decide the way the engine does is
 a `Finding` naming the rule (or the provider) and why; `decides=True` findings would change an
@@ -23,9 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
@@ -38,125 +39,46 @@ from envoy_data_plane.envoy.type import v3 as http_type
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.envoy_bootstrap import AUTHZ_CLUSTER, EXPORTED_FILTERS, HYBRID_FILTERS
-from authz.export.hosts import HostClass, _Auth, host_classes
+from authz.export.hosts import Auth, HostClass, host_classes
 from authz.export.jwt_authn import jwt_authn, needs_jwt, provider_findings
 from authz.export.matchers import (
     NotExportable,
-    p_and,
     p_any,
-    p_not,
-    p_or,
     q_and,
-    q_header,
     q_not,
     q_or,
 )
 from authz.export.refusals import refusals
+from authz.export.remote_jwks import RemoteSet, cluster, resolve
 from authz.export.render import EnvoyExport, Finding
+from authz.export.rules import rule_policy
+from authz.export.tokens import tokens_filter
+from authz.identity.keys import REFRESH_SECONDS
 from authz.policy.compiler import PolicySet
-from authz.policy.conditions import CONDITION_KINDS
-from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
-from authz.policy.spec import (
-    Authentication,
-    ConditionSpec,
-    EntrySpec,
-    FromSpec,
-    RuleSpec,
-    ToSpec,
-)
+from authz.policy.spec import Authentication, JwtProvider
 
 FILTER_NAMES = tuple(name for name, _ in EXPORTED_FILTERS)
 
 
-@dataclass(frozen=True, slots=True)
-class ExportContext:
-    """What a field's export hook (authz/export/rbac_fields.py) may use."""
-
-    auth: _Auth
-    roles: Mapping[str, tuple[ToSpec, ...]]
-    stripped: bool  # the deny rules' second view: the path with `;params` cut
-
-    def from_entry(self, spec: FromSpec) -> rbac.Principal:
-        return p_and(_entry(self, spec, FROM_FIELDS, p_not))
-
-    def to_entry(self, spec: ToSpec) -> rbac.Permission:
-        return q_and(_entry(self, spec, TO_FIELDS, q_not))
-
-
-def _entry(
-    ctx: ExportContext, spec: EntrySpec, fields: Sequence[EntryField], negate: Any
-) -> list[Any]:
-    """Each field of the entry through its declaration's export hook, as the compiler walks
-    them (authz/policy/rules.py `_entry_checks`): `not_<field>` is the negated match."""
-    parts: list[Any] = []
-    for f in fields:
-        value = spec.get(f.name)
-        given: list[tuple[str, Any, bool]] = []
-        if f.kind.flag:
-            if value is not None:
-                given.append((f.name if value else f"not_{f.name}", True, not value))
-        else:
-            if value is not None:
-                given.append((f.name, value, False))
-            other = spec.get(f"not_{f.name}") if f.negatable else None
-            if other is not None:
-                given.append((f"not_{f.name}", other, True))
-        for key, values, negated in given:
-            if f.export is None:
-                raise NotExportable(f"`{key}` has no equivalent in Envoy's RBAC filter")
-            one = f.export(ctx, values)
-            parts.append(negate(one) if negated else one)
-    return parts
-
-
-def _condition(spec: ConditionSpec) -> rbac.Principal:
-    kind = next(k for k in CONDITION_KINDS if k.name == spec.kind)
-    if kind.export is None:
-        raise NotExportable(f"`{spec.kind}` conditions have no equivalent in Envoy's RBAC filter")
-    positive: rbac.Principal = kind.export(spec.name, spec.op, spec.value)
-    return p_not(positive) if spec.negated else positive
-
-
-@functools.lru_cache(maxsize=1024)
-def q_hosts(values: tuple[str, ...]) -> rbac.Permission:
-    """A file's `hosts` (shared by its rules: built once)."""
-    from authz.export.rbac_fields import host_matcher
-
-    return q_or([q_header(":authority", host_matcher(v)) for v in values])
-
-
-# --- rules and filters --------------------------------------------------------------------------
-
-
-def _rule_policy(
-    rule: RuleSpec,
-    hosts: tuple[str, ...] | None,
-    auth: _Auth,
-    roles: Mapping[str, tuple[ToSpec, ...]],
-    stripped: bool = False,
-) -> rbac.Policy:
-    ctx = ExportContext(auth, roles, stripped)
-    perm = [q_or([ctx.to_entry(e) for e in rule.to])] if rule.to is not None else []
-    scope = [q_hosts(hosts)] if hosts is not None else []
-    # Cheapest test first (RBAC's and_rules stop at the first miss): the `;params` view only
-    # differs from the plain one when the path has a ';'; the rule's own `to` narrows more than
-    # its file's hosts.
-    guard = [q_header(":path", m.StringMatcher(contains=";"))] if stripped else []
-    permission = q_and([*guard, *perm, *scope])
-    who: list[rbac.Principal] = []
-    if rule.from_ is not None:
-        who.append(p_or([ctx.from_entry(f) for f in rule.from_]))
-    who += [_condition(c) for c in rule.when]
-    return rbac.Policy(permissions=[permission], principals=[p_and(who)])
-
-
-def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
+def export_envoy(
+    policy: PolicySet,
+    hybrid: bool = False,
+    svid_only: bool = False,
+    ca_file: str | None = None,
+    jwks_refresh_seconds: float = REFRESH_SECONDS,
+) -> EnvoyExport:
     """The Envoy filters enforcing `policy`, and every finding.
 
     `hybrid`: hosts whose applying files are all exportable are decided by Envoy alone (their
     requests never reach ext_authz); every other host is decided by the service, through
     ext_authz, exactly as without the export (its rules, tokens and 400s); what cannot be
     exported is then reported as kept in ext_authz, not refused.
+    `svid_only`: the operator says the mesh CA issues SVIDs alone (one URI SAN per
+    certificate), so allow rules may name `principals` and `namespaces` (rbac_fields.py).
+    `ca_file`: the CA bundle Envoy checks a remote JWKS server's certificate against (default:
+    the trust store the service's own fetch uses). `discovery: true` is resolved now.
+    `jwks_refresh_seconds`: how long Envoy keeps a fetched remote set (the service's refresh
+    period unless the service is configured otherwise).
     """
     out = EnvoyExport()
     files = policy.files
@@ -166,11 +88,30 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
     if len({c.authentication for c in classes}) == 1 and not hybrid:
         classes = [HostClass("(every host)", (), classes[0].authentication)]
     providers = tuple(policy.jwt_providers)
-    auth = _Auth(tuple(classes), tuple(p.issuer for p in providers))
+    auth = Auth(tuple(classes), tuple(p.issuer for p in providers))
     findings: list[Finding] = []
+    remotes: dict[JwtProvider, RemoteSet] = {}
     for p in providers:
         first = next(f.file for f in files if p in f.jwt_providers)
         findings += provider_findings(p, first)
+        try:
+            remote = resolve(p)
+        except ValueError as error:
+            findings.append(Finding(first, 1, f"provider {p.issuer}", str(error)))
+            continue
+        if remote is not None:
+            remotes[p] = remote
+            findings.append(
+                Finding(
+                    first,
+                    1,
+                    f"provider {p.issuer}",
+                    f"keys fetched by Envoy from {remote.uri} ({remote.source}), every "
+                    f"{jwks_refresh_seconds:g} s: a token signed by a newly rotated key is "
+                    "accepted once Envoy's copy is refreshed, by the service at once",
+                    decides=False,
+                )
+            )
     for f in files:
         lines = f.api_key_lines or (1,) * len(f.api_key_providers)
         for line, key in zip(lines, f.api_key_providers, strict=False):
@@ -205,16 +146,6 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                         "against the client certificate",
                     )
                 )
-        if f.trust_domain_aliases:
-            findings.append(
-                Finding(
-                    f.file,
-                    1,
-                    "trust_domain_aliases",
-                    "trust_domain_aliases: the export does not expand principal patterns over "
-                    "the aliases yet",
-                )
-            )
     for c in classes:
         if len({p.locations for p in c.authentication.jwt_providers}) > 1:
             findings.append(
@@ -243,9 +174,9 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                         raise NotExportable(
                             f"header condition on {cond.name}: jwt_authn sets or removes it first"
                         )
-                policy_ = _rule_policy(rule, f.hosts, auth, roles)
+                policy_ = rule_policy(rule, f.hosts, auth, roles, svid_only=svid_only)
                 second = (
-                    _rule_policy(rule, f.hosts, auth, roles, stripped=True)
+                    rule_policy(rule, f.hosts, auth, roles, True, svid_only)
                     if rule.action == "deny"
                     else None
                 )
@@ -300,7 +231,8 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
                 )
             ),
         ),
-        (FILTER_NAMES[1], jwt_authn(providers, jwt_classes)),
+        (FILTER_NAMES[1], tokens_filter(auth)),
+        (FILTER_NAMES[2], jwt_authn(providers, jwt_classes, remotes, jwks_refresh_seconds)),
     ]
     if hybrid:
         # The same seven filters whatever the split (ECDS names them once in the bootstrap);
@@ -317,18 +249,19 @@ def export_envoy(policy: PolicySet, hybrid: bool = False) -> EnvoyExport:
             theirs = rbac.Policy(permissions=[q_not(mine)], principals=[p_any()])
             allow["authz.ext_authz"] = route["authz.ext_authz"] = theirs
         filters += [
-            (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
-            (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+            (FILTER_NAMES[3], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+            (FILTER_NAMES[4], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
             (HYBRID_FILTERS[0][0], _rbac(rbac.RbacAction.LOG, route, None, "")),
             (HYBRID_FILTERS[1][0], _ext_authz()),
         ]
     else:
         filters += [
-            (FILTER_NAMES[2], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
-            (FILTER_NAMES[3], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
+            (FILTER_NAMES[3], _rbac(rbac.RbacAction.DENY, deny, deny_shadow, "deny_")),
+            (FILTER_NAMES[4], _rbac(rbac.RbacAction.ALLOW, allow, allow_shadow, "allow_")),
         ]
-    filters.append((FILTER_NAMES[4], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")))
+    filters.append((FILTER_NAMES[5], _rbac(rbac.RbacAction.LOG, audit, None, "audit_")))
     out.filters = filters
+    out.clusters = [cluster(r, ca_file) for r in {r.cluster: r for r in remotes.values()}.values()]
     return out
 
 

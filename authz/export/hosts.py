@@ -14,12 +14,12 @@ from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.export.matchers import (
-    _DOT_SEGMENT,
-    _HEADER_VALUE,
-    _SEG,
-    _TD,
-    _TRUSTED,
+    DOT_SEGMENT,
+    HEADER_VALUE,
     PAYLOAD_KEY,
+    SEG,
+    TD,
+    TRUSTED,
     p_and,
     p_meta,
     p_not,
@@ -112,7 +112,7 @@ def host_classes(files: Sequence[FileSpec]) -> list[HostClass]:
 
 
 @dataclass(frozen=True)
-class _Auth:
+class Auth:
     """The authentication in force, per host class (one class when it is the same everywhere)."""
 
     classes: tuple[HostClass, ...]
@@ -145,14 +145,12 @@ def _workload(trust_domains: frozenset[str] | None) -> rbac.Principal:
         tds = "|".join(re.escape(t) for t in sorted(trust_domains))
         return p_and(
             [
-                p_san(s_regex(f"{_TRUSTED}(?:{tds})(?:/{_SEG})*")),
-                p_not(p_san(s_regex(_DOT_SEGMENT))),
+                p_san(s_regex(f"{TRUSTED}(?:{tds})(?:/{SEG})*")),
+                p_not(p_san(s_regex(DOT_SEGMENT))),
             ]
         )
-    valid = p_and(
-        [p_san(s_regex(f"{_TRUSTED}{_TD}(?:/{_SEG})*")), p_not(p_san(s_regex(_DOT_SEGMENT)))]
-    )
-    other = p_and([p_san(s_regex(_HEADER_VALUE)), p_not(p_san(s_regex(f"(?i){_TRUSTED}.*")))])
+    valid = p_and([p_san(s_regex(f"{TRUSTED}{TD}(?:/{SEG})*")), p_not(p_san(s_regex(DOT_SEGMENT)))])
+    other = p_and([p_san(s_regex(HEADER_VALUE)), p_not(p_san(s_regex(f"(?i){TRUSTED}.*")))])
     return p_or([valid, other])
 
 

@@ -4,7 +4,7 @@ them a present token must verify against."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.route import v3 as route
@@ -13,6 +13,7 @@ from envoy_data_plane.google.protobuf import Empty
 
 from authz.export.hosts import HostClass
 from authz.export.matchers import HEADER_KEY, PAYLOAD_KEY
+from authz.export.remote_jwks import RemoteSet, remote_jwks
 from authz.export.render import Finding
 from authz.policy.conditions import CONDITION_KINDS
 from authz.policy.fields import FROM_FIELDS
@@ -37,21 +38,43 @@ def key_count(p: JwtProvider) -> int:
     return len(keys) if isinstance(keys, list) else 0
 
 
+def is_remote(p: JwtProvider) -> bool:
+    return p.jwks_uri is not None or p.discovery
+
+
+def kid_required(p: JwtProvider) -> bool:
+    """The service refuses a token without kid: the set has several keys, or is remote (its
+    size may change between fetches, authz/identity/jwt.py)."""
+    return is_remote(p) or key_count(p) > 1
+
+
+def reads_header(p: JwtProvider) -> bool:
+    """Whether a refusal reads this provider's verified token header (refusals.py)."""
+    return kid_required(p) or bool(p.algorithms)
+
+
 def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     out: list[Finding] = []
     where = (file, 1, f"provider {p.issuer}")
-    if p.discovery:
-        out.append(Finding(*where, "discovery: Envoy's jwt_authn has no OpenID discovery"))
-    if p.jwks_uri is not None:
-        out.append(
-            Finding(
-                *where,
-                "jwks_uri: Envoy cannot tell whether a remote JWKS has one key, so it cannot "
-                "refuse a token without kid the way the service does; use jwks_file or jwks",
+    for loc in p.locations:
+        if loc.query is not None or loc.cookie is not None:
+            kind = f"query {loc.query}" if loc.query is not None else f"cookie {loc.cookie}"
+            out.append(
+                Finding(
+                    *where,
+                    f"from: {kind}: jwt_authn reads the first of two values, where the service "
+                    "refuses two different tokens (and reads every spelling of a parameter's "
+                    "name); only a header's joined value can be checked first",
+                )
             )
-        )
-    if p.algorithms:
-        out.append(Finding(*where, "algorithms: jwt_authn cannot restrict a provider's algorithms"))
+        if sum(c.isalpha() for c in loc.prefix) > MAX_PREFIX_LETTERS:
+            out.append(
+                Finding(
+                    *where,
+                    f"from: prefix {loc.prefix!r}: jwt_authn compares a prefix case-sensitively; "
+                    f"the export lists every spelling, for at most {MAX_PREFIX_LETTERS} letters",
+                )
+            )
     if p.claims_to_headers:
         out.append(
             Finding(
@@ -63,24 +86,42 @@ def provider_findings(p: JwtProvider, file: str) -> list[Finding]:
     return out
 
 
-def _jwt_provider(p: JwtProvider) -> jwt.JwtProvider:
+# jwt_authn compares `value_prefix` case-sensitively; the service reads the auth scheme in
+# any case (RFC 9110 section 11.1). One `from_headers` entry per spelling makes Envoy read the
+# same token; the refusal of every other spelling (refusals.py) makes the rest equal.
+MAX_PREFIX_LETTERS = 8
+
+
+def prefix_spellings(prefix: str) -> list[str]:
+    """Every upper/lower-case spelling of `prefix` (2 ** letters of them)."""
+    out = [""]
+    for c in prefix:
+        options = {c.lower(), c.upper()} if c.isascii() and c.isalpha() else {c}
+        out = [head + o for head in out for o in sorted(options)]
+    return out
+
+
+def _jwt_provider(p: JwtProvider, remote: RemoteSet | None, refresh: float) -> jwt.JwtProvider:
     headers = [
-        jwt.JwtHeader(name=loc.header, value_prefix=loc.prefix)
+        jwt.JwtHeader(name=loc.header, value_prefix=spelling)
         for loc in p.locations
         if loc.header is not None
+        for spelling in prefix_spellings(loc.prefix)
     ]
     text = _jwks_text(p)
     return jwt.JwtProvider(
         issuer=p.issuer,
         audiences=list(p.audiences),
         local_jwks=core.DataSource(inline_string=text) if text is not None else None,
+        remote_jwks=remote_jwks(remote, refresh) if remote is not None else None,
         forward=p.forward,
         from_headers=headers,
         from_params=[loc.query for loc in p.locations if loc.query is not None],
         from_cookies=[loc.cookie for loc in p.locations if loc.cookie is not None],
         payload_in_metadata=PAYLOAD_KEY,
-        # Only read by the jwt_kid_required refusal, for a JWKS of several keys.
-        header_in_metadata=HEADER_KEY if key_count(p) > 1 else "",
+        # Only read by the refusals on the token's header (refusals.py): no kid for a JWKS of
+        # several keys, an algorithm the provider does not list.
+        header_in_metadata=HEADER_KEY if reads_header(p) else "",
         clock_skew_seconds=60,
         claim_to_headers=[
             jwt.JwtClaimToHeader(header_name=h, claim_name=c) for c, h in p.claims_to_headers
@@ -96,7 +137,10 @@ def needs_jwt(rule: RuleSpec) -> bool:
 
 
 def jwt_authn(
-    providers: Sequence[JwtProvider], classes: Sequence[HostClass]
+    providers: Sequence[JwtProvider],
+    classes: Sequence[HostClass],
+    remotes: Mapping[JwtProvider, RemoteSet],
+    refresh_seconds: float,
 ) -> jwt.JwtAuthentication:
     """Each host class verifies the tokens of its own providers (first matching rule wins): a
     present token must verify, a missing one is allowed; a host without providers ignores it."""
@@ -125,5 +169,6 @@ def jwt_authn(
             )
         )
     return jwt.JwtAuthentication(
-        providers={n: _jwt_provider(p) for p, n in names.items()}, rules=rules
+        providers={n: _jwt_provider(p, remotes.get(p), refresh_seconds) for p, n in names.items()},
+        rules=rules,
     )

@@ -17,19 +17,21 @@ from envoy_data_plane.envoy.type.matcher import v3 as m
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"  # jwt_authn's payload_in_metadata
 HEADER_KEY = "header"  # jwt_authn's header_in_metadata
-_TRUSTED = re.escape("spiffe://")
+TRUSTED = re.escape("spiffe://")
 # SPIFFE-ID.md (authz/identity/spiffe.py): a path segment is [A-Za-z0-9._-]+ but not . or ..
 # Regexes stay small: Envoy refuses an RE2 program over 100 instructions by default.
-_SEG = "[A-Za-z0-9._-]+"
-_DOT_SEGMENT = r".*/\.\.?(?:/.*)?"  # a `.` or `..` segment: not a SPIFFE ID
-_TD = "[a-z0-9._-]+"
+SEG = "[A-Za-z0-9._-]+"
+DOT_SEGMENT = r".*/\.\.?(?:/.*)?"  # a `.` or `..` segment: not a SPIFFE ID
+TD = "[a-z0-9._-]+"
 # authz/identity/header_value.py: no control character, no leading or trailing blank.
-_HEADER_VALUE = r"[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?"
+HEADER_VALUE = r"[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?"
 # Python's str.split() whitespace, for space-separated scope/scp claims (RFC 8693 4.2).
-_WS = "[" + "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "]"
-# authz/policy/patterns.py normalize_host, after Envoy stripped the port and one trailing dot.
-_LABEL = "[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
-_VALID_HOST = f"(?i)(?:{_LABEL}(?:\\.{_LABEL})*\\.?|\\[[0-9a-f:.]+\\])?(?::[0-9]+)?"
+WS = "[" + "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "]"
+# authz/policy/patterns.py normalize_host, after Envoy stripped the port and one trailing dot
+# (`strip_trailing_host_dot`): a host that still ends in `.` was sent with more than one, and
+# the contract refuses it (docs/policy.md, "One rule for ambiguous requests").
+LABEL = "[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+VALID_HOST = f"(?i)(?:{LABEL}(?:\\.{LABEL})*|\\[[0-9a-f:.]+\\])?(?::[0-9]+)?"
 
 
 class NotExportable(Exception):

@@ -1,10 +1,10 @@
-"""Each policy field's export to Envoy's RBAC filter: the hooks the declarations name.
+"""Each policy field's export to Envoy's RBAC filter.
 
-authz/policy/fields.py and authz/policy/conditions.py point their `export` slot here (a field
-without one is not exportable, and `authz export` says so rule by rule). A hook gets the
-checked value of the field (the list, or True for a flag) and returns the positive match as a
-typed RBAC `Principal` (from, when) or `Permission` (to); the caller applies `not_` forms, in
-the same walk the compiler makes, so the export cannot drift from evaluation.
+authz/export/field_table.py maps every declared field and condition kind to one of these (or to
+a refusal). A field's export gets the checked value (the list, or True for a flag) and returns
+the positive match as a typed RBAC `Principal` (from, when) or `Permission` (to) under the
+context's reading mode; the walker (authz/export/rules.py) applies `not_` forms, in the same
+walk the compiler makes, so the export cannot drift from evaluation.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
 from authz.export import paths as xpaths
-from authz.export.envoy import ExportContext
-from authz.export.hosts import _Auth
+from authz.export.context import ExportContext
+from authz.export.hosts import Auth
 from authz.export.matchers import (
-    _TRUSTED,
-    _WS,
     PAYLOAD_KEY,
+    TRUSTED,
+    WS,
     NotExportable,
     p_and,
     p_any,
@@ -34,6 +34,7 @@ from authz.export.matchers import (
     p_not,
     p_or,
     p_san,
+    q_and,
     q_header,
     q_not,
     q_or,
@@ -41,8 +42,13 @@ from authz.export.matchers import (
     s_exact,
     s_regex,
 )
-from authz.policy.conditions import _LIST_STRING_CLAIMS
+from authz.policy import patterns as pat
+from authz.policy.conditions import LIST_STRING_CLAIMS
 from authz.policy.spec import ConditionSpec
+
+# Envoy's `merge_slashes` leaves a path of slashes only as `//` (it keeps the leading and the
+# trailing one), which the service merges to `/` (docs/policy.md, path normalization).
+SLASHES = "//"
 
 
 def _star(value: str) -> tuple[str, str]:
@@ -69,7 +75,7 @@ def _string_matcher(value: str) -> m.StringMatcher | None:
 
 
 @functools.lru_cache(maxsize=8192)
-def _principal(auth: _Auth, value: str) -> rbac.Principal:
+def _principal(auth: Auth, value: str) -> rbac.Principal:
     # Istio's short form stands for the spiffe:// ID (authz/policy/patterns.py principal_patterns).
     if not value.startswith(("*", "spiffe://")):
         value = "spiffe://" + value
@@ -79,7 +85,7 @@ def _principal(auth: _Auth, value: str) -> rbac.Principal:
 
 
 @functools.lru_cache(maxsize=8192)
-def _namespace(auth: _Auth, value: str) -> rbac.Principal:
+def _namespace(auth: Auth, value: str) -> rbac.Principal:
     kind, text = _star(value)
     seg = {
         "any": "[^/]*",
@@ -88,11 +94,11 @@ def _namespace(auth: _Auth, value: str) -> rbac.Principal:
         "exact": re.escape(text),
     }[kind]
     # the specific test first: it rules most peers out before the trust-domain check
-    return p_and([p_san(s_regex(f"{_TRUSTED}[^/]+/ns/{seg}/sa/[^/]+")), auth.workload])
+    return p_and([p_san(s_regex(f"{TRUSTED}[^/]+/ns/{seg}/sa/[^/]+")), auth.workload])
 
 
 @functools.lru_cache(maxsize=8192)
-def _request_principal(auth: _Auth, value: str) -> rbac.Principal:
+def _request_principal(auth: Auth, value: str) -> rbac.Principal:
     """`<iss>/<sub>` patterns, split over the known issuers (the metadata holds iss and sub)."""
     kind, text = _star(value)
     options: list[rbac.Principal] = []
@@ -132,12 +138,12 @@ def _request_principal(auth: _Auth, value: str) -> rbac.Principal:
 
 
 @functools.lru_cache(maxsize=8192)
-def _issuer(_: _Auth, value: str) -> rbac.Principal:
+def _issuer(_: Auth, value: str) -> rbac.Principal:
     return p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(value)))
 
 
 @functools.lru_cache(maxsize=8192)
-def _ip_block(_: _Auth, value: str) -> rbac.Principal:
+def _ip_block(_: Auth, value: str) -> rbac.Principal:
     net = ipaddress.ip_network(value, strict=True)
     ranges = [core.CidrRange(address_prefix=str(net.network_address), prefix_len=net.prefixlen)]
     if isinstance(net, ipaddress.IPv4Network):
@@ -160,13 +166,13 @@ def _value(v: Any) -> m.ValueMatcher:
 
 def _claim_at(path: Sequence[str], spec: ConditionSpec) -> rbac.Principal:
     """The positive operator on the claim at one metadata path (authz/policy/rules.py)."""
-    listy = path[-1].rsplit(".", 1)[-1] in _LIST_STRING_CLAIMS
+    listy = path[-1].rsplit(".", 1)[-1] in LIST_STRING_CLAIMS
     where = [PAYLOAD_KEY, *path]
 
     def word_in_string(v: Any) -> list[rbac.Principal]:
         if not listy or not isinstance(v, str):
             return []
-        regex = f"(?s)(?:.*{_WS})?{re.escape(v)}(?:{_WS}.*)?"
+        regex = f"(?s)(?:.*{WS})?{re.escape(v)}(?:{WS}.*)?"
         return [p_meta(where, m.ValueMatcher(string_match=s_regex(regex)))]
 
     def item(v: Any) -> rbac.Principal:
@@ -203,23 +209,42 @@ def _claim(spec: ConditionSpec) -> rbac.Principal:
     return p_not(positive) if spec.negated else positive
 
 
-def _header(spec: ConditionSpec) -> rbac.Principal:
+# A header sent several times reaches the service joined with ","; the service reads each
+# comma-separated element, blanks around it trimmed (docs/policy.md, "Rules"). Envoy's RBAC
+# matches each value of a repeated header on its own, and holds when some value matches: so
+# "some element" is "some value has an element", and its negation "no element"; "every
+# element" (an allow rule's condition, a deny rule's `not_` form) cannot be said.
+_OWS = "[ \\t]*"
+
+
+def _some_element(element: str) -> m.StringMatcher:
+    return s_regex(f"(?s)(?:.*,)?{_OWS}(?:{element}){_OWS}(?:,.*)?")
+
+
+def _header(spec: ConditionSpec, every: bool) -> rbac.Principal:
     name = spec.name
     if name.startswith(":"):
         raise NotExportable(f"header condition on {name}: Envoy's pseudo-header differs")
-    matchers: list[route.HeaderMatcher]
     if spec.op == "present":
-        matchers = [route.HeaderMatcher(name=name, present_match=True)]
-        if spec.value is False:
-            matchers = [route.HeaderMatcher(name=name, present_match=True, invert_match=True)]
-    elif spec.op == "equals":
-        matchers = [route.HeaderMatcher(name=name, string_match=s_exact(spec.value))]
-    elif spec.op == "prefix":
-        matchers = [route.HeaderMatcher(name=name, string_match=m.StringMatcher(prefix=spec.value))]
-    else:
-        matchers = [route.HeaderMatcher(name=name, string_match=s_exact(v)) for v in spec.value]
-    positive = p_or([rbac.Principal(header=h) for h in matchers])
-    return p_not(positive) if spec.negated else positive
+        present = rbac.Principal(header=route.HeaderMatcher(name=name, present_match=True))
+        return present if spec.value else p_not(present)
+    if every:
+        raise NotExportable(
+            f"header condition on {name}: an allow rule's condition (a deny rule's `not_` "
+            "form) must hold for every element of a repeated header, and Envoy's RBAC "
+            "matches a header's values one by one"
+        )
+    values = [spec.value] if spec.op in ("equals", "prefix") else list(spec.value)
+    # An element never holds a ",": such a value matches no element.
+    values = [v for v in values if "," not in v]
+    if not values:
+        return p_not(p_any())
+    alternatives = "|".join(re.escape(v) for v in values)
+    if spec.op == "prefix":
+        alternatives = f"(?:{alternatives})[^,]*"
+    return rbac.Principal(
+        header=route.HeaderMatcher(name=name, string_match=_some_element(alternatives))
+    )
 
 
 # --- to -------------------------------------------------------------------------------------
@@ -233,10 +258,21 @@ def host_matcher(value: str) -> m.StringMatcher:
     return s_exact(value, ignore_case=True)
 
 
+@functools.lru_cache(maxsize=8192)
 def _path_permission(value: str, stripped: bool) -> rbac.Permission:
     if stripped:
         regex = xpaths.stripped_regex(value)
         return q_path(s_regex(regex)) if regex is not None else q_not(rbac.Permission(any=True))
+    plain = _plain_path(value)
+    # `//` is the service's `/`: give it the answer the service's own matcher gives `/`.
+    service = pat.path_patterns([value]).matches("/")
+    if service == _envoy_matches_slashes(value):
+        return plain
+    slashes = q_path(s_exact(SLASHES))
+    return q_or([slashes, plain]) if service else q_and([q_not(slashes), plain])
+
+
+def _plain_path(value: str) -> rbac.Permission:
     if value == "*":
         return rbac.Permission(any=True)
     if value.startswith("*"):
@@ -248,14 +284,42 @@ def _path_permission(value: str, stripped: bool) -> rbac.Permission:
     return q_path(s_exact(value))
 
 
-# --- the hooks, by field (values are ORed; the caller negates `not_` forms) ----------------
+def _envoy_matches_slashes(value: str) -> bool:
+    """Whether `_plain_path(value)` matches the url_path `//` (RE2 and Python agree on these)."""
+    if value == "*":
+        return True
+    if value.startswith("*"):
+        return SLASHES.endswith(value[1:])
+    if value.endswith("*"):
+        return SLASHES.startswith(value[:-1])
+    if "{" in value:
+        return re.fullmatch(xpaths.template_regex(value), SLASHES) is not None
+    return value == SLASHES
+
+
+# --- the exports, by field (values are ORed; the walker negates `not_` forms) --------------
+
+
+def _one_reading(ctx: ExportContext, field: str) -> None:
+    """Envoy's RBAC matches a peer when any SAN of its certificate matches; the service reads
+    one (an X.509-SVID has exactly one URI SAN). That is the contract's reading for a deny
+    rule, never for an allow rule's positive match, unless the operator says the mesh CA
+    issues SVIDs alone (`--svid-only`; docs/export.md)."""
+    if ctx.every and not ctx.svid_only:
+        raise NotExportable(
+            f"`{field}`: Envoy's RBAC matches any SAN of a certificate, and here (an allow rule, "
+            "or a deny rule's `not_` form) the match must hold for every SAN; export with "
+            "--svid-only if the mesh CA issues SVIDs alone"
+        )
 
 
 def principals(ctx: ExportContext, values: Sequence[str]) -> rbac.Principal:
+    _one_reading(ctx, "principals")
     return p_or([_principal(ctx.auth, v) for v in values])
 
 
 def namespaces(ctx: ExportContext, values: Sequence[str]) -> rbac.Principal:
+    _one_reading(ctx, "namespaces")
     return p_or([_namespace(ctx.auth, v) for v in values])
 
 
@@ -272,6 +336,7 @@ def ip_blocks(ctx: ExportContext, values: Sequence[str]) -> rbac.Principal:
 
 
 def authenticated(ctx: ExportContext, _: bool) -> rbac.Principal:
+    _one_reading(ctx, "authenticated")
     return p_or([ctx.auth.workload, ctx.auth.user])
 
 
@@ -287,7 +352,46 @@ def _method(value: str) -> rbac.Permission:
 
 
 def paths(ctx: ExportContext, values: Sequence[str]) -> rbac.Permission:
-    return q_or([_path_permission(v, ctx.stripped) for v in values])
+    if ctx.view != "both":
+        return q_or([_path_permission(v, ctx.view == "cut") for v in values])
+    if ctx.every:
+        return q_or([_every_reading(v) for v in values])
+    return q_or([_some_reading(v) for v in values])
+
+
+# The path has a ';': its `;params`-cut reading may differ from the path as sent.
+HAS_PARAM = q_header(":path", m.StringMatcher(contains=";"))
+
+
+@functools.lru_cache(maxsize=8192)
+def _every_reading(value: str) -> rbac.Permission:
+    """`value` matches the path as sent and, when it has a ';', the path with `;params` cut.
+
+    Where the plain match implies the cut one, nothing is added: an exact, prefix or `{**}`
+    pattern without ';' matched by the path as sent has no ';' in its literal part, so cutting
+    params leaves that part alone. A `{*}` segment stays non-empty once cut unless it starts
+    with ';'. Suffixes (`*.json` and `/secret/data;.json`) and patterns with a ';' need both.
+    """
+    plain = _path_permission(value, False)
+    if ";" not in value and not value.startswith("*") and value != "*":
+        if "{" not in value or all(s == "{**}" or not s.startswith("{") for s in value.split("/")):
+            return plain
+        if _envoy_matches_slashes(value) == pat.path_patterns([value]).matches("/"):
+            regex = xpaths.template_regex(value).replace("[^/]+", "[^/;][^/]*")
+            return q_path(s_regex(regex))
+    if value == "*":
+        return plain
+    return q_and([plain, q_or([q_not(HAS_PARAM), _path_permission(value, True)])])
+
+
+@functools.lru_cache(maxsize=8192)
+def _some_reading(value: str) -> rbac.Permission:
+    """`value` matches the path as sent, or the path with `;params` cut (the negation of an
+    allow rule's `not_paths` is "no reading matches")."""
+    plain = _path_permission(value, False)
+    if value == "*":
+        return plain
+    return q_or([plain, q_and([HAS_PARAM, _path_permission(value, True)])])
 
 
 def hosts(_: ExportContext, values: Sequence[str]) -> rbac.Permission:
@@ -299,16 +403,16 @@ def ports(_: ExportContext, values: Sequence[int]) -> rbac.Permission:
 
 
 def role(ctx: ExportContext, names: Sequence[str]) -> rbac.Permission:
-    return q_or([ctx.to_entry(e) for n in names for e in ctx.roles[n]])
+    return q_or([ctx.to_entry(ctx, e) for n in names for e in ctx.roles[n]])
 
 
-def claim(subject: str, op: str, value: Any) -> rbac.Principal:
+def claim(_: ExportContext, subject: str, op: str, value: Any) -> rbac.Principal:
     if op not in ("equals", "contains", "any_of", "present"):
         raise NotExportable(f"`claim` `{op}` has no equivalent in Envoy's RBAC filter")
     return _claim(ConditionSpec(0, "claim", subject, op, value))
 
 
-def header(subject: str, op: str, value: Any) -> rbac.Principal:
+def header(ctx: ExportContext, subject: str, op: str, value: Any) -> rbac.Principal:
     if op not in ("equals", "prefix", "any_of", "present"):
         raise NotExportable(f"`header` `{op}` has no equivalent in Envoy's RBAC filter")
-    return _header(ConditionSpec(0, "header", subject, op, value))
+    return _header(ConditionSpec(0, "header", subject, op, value), ctx.every)

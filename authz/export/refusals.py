@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from envoy_data_plane.envoy.config.rbac import v3 as rbac
 from envoy_data_plane.envoy.type.matcher import v3 as m
 
-from authz.export.hosts import _Auth
-from authz.export.jwt_authn import key_count
+from authz.export.hosts import Auth
+from authz.export.jwt_authn import kid_required
 from authz.export.matchers import (
-    _HEADER_VALUE,
-    _VALID_HOST,
     HEADER_KEY,
+    HEADER_VALUE,
     PAYLOAD_KEY,
+    VALID_HOST,
     p_and,
     p_any,
     p_meta,
@@ -30,7 +30,7 @@ from authz.export.matchers import (
 from authz.policy.spec import JwtProvider
 
 
-def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:
+def refusals(auth: Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:
     """What the engine answers before any rule (400s, tokens it refuses): DENY policies."""
     any_principal = [p_any()]
 
@@ -68,7 +68,7 @@ def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Po
         ),
         "invalid_method": on(":method", ".*[a-z].*"),
         "invalid_host": rbac.Policy(
-            permissions=[q_not(q_header(":authority", s_regex(_VALID_HOST)))],
+            permissions=[q_not(q_header(":authority", s_regex(VALID_HOST)))],
             principals=any_principal,
         ),
     }
@@ -83,16 +83,17 @@ def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Po
                         p_not(
                             p_meta(
                                 [PAYLOAD_KEY, "sub"],
-                                m.ValueMatcher(string_match=s_regex(_HEADER_VALUE)),
+                                m.ValueMatcher(string_match=s_regex(HEADER_VALUE)),
                             )
                         ),
                     ]
                 )
             ],
         )
-        several = [p for p in providers if key_count(p) > 1]
+        several = [p for p in providers if kid_required(p)]
         if several:
-            # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen.
+            # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen; a
+            # remote set needs a kid whatever its size (authz/identity/jwt.py).
             policies["jwt_kid_required"] = rbac.Policy(
                 permissions=[rbac.Permission(any=True)],
                 principals=[
@@ -108,6 +109,38 @@ def refusals(auth: _Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Po
                                 ]
                             ),
                             p_not(p_meta([HEADER_KEY, "kid"], m.ValueMatcher(present_match=True))),
+                        ]
+                    )
+                ],
+            )
+        listed = [p for p in providers if p.algorithms]
+        if listed:
+            # authz/identity/jwt.py: a provider that lists `algorithms` accepts only those.
+            policies["jwt_alg_not_allowed"] = rbac.Policy(
+                permissions=[rbac.Permission(any=True)],
+                principals=[
+                    p_or(
+                        [
+                            p_and(
+                                [
+                                    p_meta(
+                                        [PAYLOAD_KEY, "iss"],
+                                        m.ValueMatcher(string_match=s_exact(p.issuer)),
+                                    ),
+                                    p_not(
+                                        p_or(
+                                            [
+                                                p_meta(
+                                                    [HEADER_KEY, "alg"],
+                                                    m.ValueMatcher(string_match=s_exact(alg)),
+                                                )
+                                                for alg in p.algorithms
+                                            ]
+                                        )
+                                    ),
+                                ]
+                            )
+                            for p in listed
                         ]
                     )
                 ],

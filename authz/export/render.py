@@ -36,6 +36,8 @@ class EnvoyExport:
 
     filters: list[tuple[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Clusters the filters name (a remote JWKS server each), as protobuf JSON.
+    clusters: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exportable(self) -> bool:
@@ -46,7 +48,14 @@ class EnvoyExport:
         urls = dict(EXPORTED_FILTERS + HYBRID_FILTERS)
         memo: dict[int, Any] = {}
         return [
-            {"name": name, "typed_config": {"@type": urls[name], **to_json(message, memo)}}
+            {
+                "name": name,
+                "typed_config": {
+                    "@type": urls[name],
+                    # A dict is already protobuf JSON (authz/export/tokens.py says why).
+                    **(message if isinstance(message, dict) else to_json(message, memo)),
+                },
+            }
             for name, message in self.filters
         ]
 

@@ -245,6 +245,11 @@ class JwtVerifier:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise _reject("jwt_malformed", "the token's kid is not a string")
+        if kid is None and (provider.jwks_uri is not None or provider.discovery):
+            # A remote set may hold one key now and two after the next fetch: whether a token
+            # without kid is accepted must not depend on when it arrives (nor differ from the
+            # export, where Envoy cannot count the keys it fetched).
+            raise _reject("jwt_unknown_kid", "a token for a remote key set needs a kid")
         key = key_set.find(kid)
         if key is None:
             key_set, key = self._after_refetch(provider, kid, wait)

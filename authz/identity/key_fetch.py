@@ -39,12 +39,13 @@ class Fetcher:
             return parse_jwks(data)
         uri = provider.jwks_uri
         if uri is None and provider.discovery:
-            uri = self._discover()
+            uri = self.discover()
         if uri is None:
             raise JwksError("provider has no key source")
         return parse_jwks(self._get(uri))
 
-    def _discover(self) -> str:
+    def discover(self) -> str:
+        """The issuer's `jwks_uri`, from its OpenID configuration (also used by the export)."""
         # OpenID Connect Discovery 1.0 section 4: the configuration lives at the issuer with
         # "/.well-known/openid-configuration" appended (any trailing "/" removed first), and
         # section 4.3: its "issuer" MUST be identical to the issuer it was fetched for.

@@ -41,6 +41,9 @@ __all__ = [
     "source_key",
 ]
 
+# How often a remote key set is fetched again (the export gives Envoy the same cache duration).
+REFRESH_SECONDS = 300.0
+FETCH_TIMEOUT_SECONDS = 5.0
 log = logging.getLogger("authz.keys")
 
 # A source is identified by what it fetches, not by the provider object: the same issuer and
@@ -326,8 +329,8 @@ class KeyRegistry:
     def __init__(
         self,
         *,
-        refresh_seconds: float = 300,
-        fetch_timeout: float = 5,
+        refresh_seconds: float = REFRESH_SECONDS,
+        fetch_timeout: float = FETCH_TIMEOUT_SECONDS,
         unknown_kid_cooldown: float = 30,
         unknown_kid_wait: float = UNKNOWN_KID_WAIT_SECONDS,
         max_jwks_bytes: int = 1024 * 1024,

@@ -4,10 +4,18 @@ Follows Envoy jwt_authn's `from_headers` / `from_params` / `from_cookies`: a hea
 when its value starts with the configured prefix (compared case-insensitively, since RFC 9110
 section 11.1 makes the auth scheme case-insensitive; `Authorization: Basic ...` is simply not a
 bearer token), a query parameter by exact name, a cookie by exact name.
+
+A token header has one spelling every door reads alike (docs/policy.md, "One rule for
+ambiguous requests"): when its value mentions the prefix at all (in any case), it must be
+exactly the prefix and one token of base64url characters and dots (RFC 7515 section 7.1), else
+the request is refused. Envoy's jwt_authn finds the prefix anywhere in the joined value and
+reads the base64url run after it; refusing every other spelling here, and in the export
+(authz/export/refusals.py), keeps the two from ever reading different tokens.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,7 +26,35 @@ from authz.policy.spec import TokenLocation
 from authz.request.cookies import parse_cookies
 from authz.request.query import parse_query
 
-__all__ = ["FoundToken", "find_token"]
+__all__ = [
+    "TOKEN_CHARS",
+    "FoundToken",
+    "find_token",
+    "header_token_regex",
+    "mentions_regex",
+    "prefix_regex",
+]
+
+# A compact JWS: base64url parts joined by "." (RFC 7515 section 7.1), what jwt_authn reads.
+TOKEN_CHARS = "[A-Za-z0-9_.-]+"
+
+
+def prefix_regex(prefix: str) -> str:
+    """`prefix` in any case, as a regex both Python and RE2 (Envoy) read the same."""
+    escaped = "".join(c if c.isalnum() or c == " " else "\\" + c for c in prefix)
+    return f"(?i:{escaped})"
+
+
+def mentions_regex(prefix: str) -> str:
+    """A header value that is meant as a token header: it holds the prefix (in any case), or
+    is the prefix alone once trimmed (an empty token)."""
+    return f"(?s).*{prefix_regex(prefix)}.*|{prefix_regex(prefix.strip())}"
+
+
+def header_token_regex(prefix: str) -> str:
+    """The one accepted spelling of a token header with `prefix`: the prefix in any case,
+    blanks, the token."""
+    return f"{prefix_regex(prefix)} *{TOKEN_CHARS}" if prefix else TOKEN_CHARS
 
 
 class _Reads(Protocol):
@@ -92,15 +128,25 @@ def _from_header(request: Request, location: TokenLocation) -> list[str]:
     joined = request.headers.get(location.header.lower())
     if joined is None:
         return []
-    # Envoy joins a repeated header with ","; a JWT never contains one. Every element is
-    # looked at, so `Authorization: junk` sent beside `Authorization: Bearer <bad>` cannot make
-    # the bad token invisible (and the request anonymous): the caller then rejects it.
+    # Envoy joins a repeated header with ","; a JWT never contains one, so a repeated token
+    # header (or junk beside a token) is refused: it cannot hide a bad token either.
     prefix = location.prefix
-    if not prefix:
-        return [joined.strip()]
-    found = []
-    for element in joined.split(","):
-        element = element.lstrip()
-        if element[: len(prefix)].lower() == prefix.lower():
-            found.append(element[len(prefix) :].strip())
-    return found
+    value = joined.strip()
+    if prefix and value.lower() == prefix.strip().lower():
+        # `Authorization: Bearer ` (Envoy trims the blank): a token header with no token.
+        raise TokenRejected("the token is empty", reason="jwt_malformed")
+    if prefix and prefix.lower() not in value.lower():
+        return []  # `Authorization: Basic ...` is simply not a bearer token
+    if value and not _spelling(prefix).fullmatch(value):
+        raise TokenRejected("the token header is not one token", reason="jwt_malformed")
+    return [value[len(prefix) :].strip()]
+
+
+_SPELLINGS: dict[str, re.Pattern[str]] = {}
+
+
+def _spelling(prefix: str) -> re.Pattern[str]:
+    pattern = _SPELLINGS.get(prefix)
+    if pattern is None:
+        pattern = _SPELLINGS[prefix] = re.compile(header_token_regex(prefix))
+    return pattern

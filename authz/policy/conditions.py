@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from authz.claims import MISSING as MISSING
 from authz.claims import claim_value as claim_value
@@ -19,24 +19,6 @@ from authz.policy import patterns as pat
 
 # (subject name, checked value) -> test over what the kind reads from the request.
 Build = Callable[[str, Any], Callable[[Any], bool]]
-
-
-class ConditionExport(Protocol):
-    """The condition as Envoy's RBAC `Principal` (a typed object), positive: the export negates
-    it for `not_` operators. An empty slot: no equivalent, the export refuses the rule."""
-
-    def __call__(self, subject: str, op: str, value: Any) -> Any: ...
-
-
-def exported(name: str) -> ConditionExport:
-    """The hook `authz.export.rbac_fields.<name>`, imported on first use (see fields.exported)."""
-
-    def hook(subject: str, op: str, value: Any) -> Any:
-        from authz.export import rbac_fields
-
-        return getattr(rbac_fields, name)(subject, op, value)
-
-    return hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +57,6 @@ class ConditionKind:
     operators: tuple[Operator, ...]
     needs_jwt: bool = False
     needs_api_key: bool = False
-    export: ConditionExport | None = None
     # The `RequestContext` method giving every reading of the subject (`header_readings`):
     # the operators then test one reading each. "": they test `attribute` as a whole.
     readings: str = ""
@@ -99,14 +80,14 @@ class ConditionKind:
 # --- claims ---------------------------------------------------------------------------------
 
 _MISSING = MISSING
-_LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
+LIST_STRING_CLAIMS = frozenset({"scope", "scp"})
 
 
 def _as_list(name: str, value: Any) -> list[Any] | None:
     """A list claim, or a space-separated `scope`/`scp` string (RFC 8693 section 4.2)."""
     if isinstance(value, list):
         return value
-    if isinstance(value, str) and name.rsplit(".", 1)[-1] in _LIST_STRING_CLAIMS:
+    if isinstance(value, str) and name.rsplit(".", 1)[-1] in LIST_STRING_CLAIMS:
         return value.split()
     return None
 
@@ -255,7 +236,6 @@ CLAIM = ConditionKind(
         Operator("equals_capture", _CAPTURE, "capture", _claim_equals_capture),
     ),
     needs_jwt=True,
-    export=exported("claim"),
 )
 
 HEADER = ConditionKind(
@@ -284,7 +264,6 @@ HEADER = ConditionKind(
         Operator("equals_capture", _CAPTURE, "capture", _reading_equals_capture),
     ),
     readings="header_readings",
-    export=exported("header"),
 )
 
 QUERY = ConditionKind(

@@ -3,7 +3,7 @@
 A declaration says everything the code needs about a field: its name, its value kind (read and
 checked with FILE:LINE problems, and its JSON Schema), whether it has a `not_` form, the
 description authors see (JSON Schema hover, `authz explain`), the compile step to the predicate
-the evaluator runs, and a slot for the export to Envoy's RBAC filter. The validator
+the evaluator runs. The validator
 (`validate_rules`), the compiler (`rules`), the JSON Schema (`authz.authoring.json_schema`) and
 lint all walk these tuples, and the spec (`EntrySpec`) stores values by key: adding a field is
 adding one entry (tests/unit/policy/test_field_declarations.py runs it through every part).
@@ -24,29 +24,6 @@ class RoleEntries(Protocol):
     whole request context."""
 
     def __call__(self, names: Sequence[str]) -> Callable[[Any], bool]: ...
-
-
-class ExportHook(Protocol):
-    """The field as Envoy's RBAC `Principal` (from) or `Permission` (to), a typed object.
-
-    `values` is the checked value (a tuple, or True for a flag); the result is the positive
-    match, and the export negates it for the `not_` form, as the compiler does. A field whose
-    slot is empty has no RBAC equivalent: the export refuses the rule and says so.
-    """
-
-    def __call__(self, ctx: Any, values: Any) -> Any: ...
-
-
-def exported(name: str) -> ExportHook:
-    """The hook `authz.export.rbac_fields.<name>`, imported on first use: the policy core stays
-    free of Envoy's API types, which only the export loads."""
-
-    def hook(ctx: Any, values: Any) -> Any:
-        from authz.export import rbac_fields
-
-        return getattr(rbac_fields, name)(ctx, values)
-
-    return hook
 
 
 # A test over the value of the field's request attribute (`EntryField.reads`).
@@ -74,7 +51,6 @@ class EntryField:
     in_roles: bool = True
     # The `not_` form's description when "matches when none of these match" does not fit.
     not_description: str = ""
-    export: ExportHook | None = None
     # The `RequestContext` attribute holding every reading of `reads` (`paths`: the path as
     # sent and with `;params` cut), when a request can be read several ways: the compiler then
     # asks the test of each reading (docs/policy.md, "One rule for ambiguous requests").
@@ -127,7 +103,6 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         f"`td/ns/x/sa/y`. `*` = any authenticated workload. {_STAR}",
         "principal",
         _by(pat.principal_patterns),
-        export=exported("principals"),
     ),
     EntryField(
         "namespaces",
@@ -135,7 +110,6 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         f"The SPIFFE namespace of the workload principal. {_STAR}",
         "namespace",
         _by(pat.string_patterns),
-        export=exported("namespaces"),
     ),
     EntryField(
         "request_principals",
@@ -144,7 +118,6 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         "request_principal",
         _by(pat.string_patterns),
         needs_jwt=True,
-        export=exported("request_principals"),
     ),
     EntryField(
         "issuers",
@@ -153,7 +126,6 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         "issuer",
         _one_of,
         needs_jwt=True,
-        export=exported("issuers"),
     ),
     EntryField(
         "ip_blocks",
@@ -161,7 +133,6 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         "The source address: single IPs or CIDRs, IPv4 and IPv6 (host bits zero).",
         "ip",
         _by(_ip_blocks),
-        export=exported("ip_blocks"),
     ),
     EntryField(
         "api_keys",
@@ -178,7 +149,6 @@ FROM_FIELDS: tuple[EntryField, ...] = (
         "authenticated",
         _truth,
         not_description="No workload, end-user or API-key identity (only `true` is allowed).",
-        export=exported("authenticated"),
     ),
 )
 
@@ -189,7 +159,6 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "The HTTP method, upper case; gRPC calls are `POST`. `*` is any method (Istio).",
         "method",
         _methods,
-        export=exported("methods"),
     ),
     EntryField(
         "paths",
@@ -200,7 +169,6 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "`/pkg.Service/Method`.",
         "path",
         _by(pat.path_patterns),
-        export=exported("paths"),
         readings="paths",
     ),
     EntryField(
@@ -209,7 +177,6 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "The request host (`:authority`, lower-cased, without port): exact or `*.suffix`.",
         "host",
         _by(pat.host_patterns),
-        export=exported("hosts"),
     ),
     EntryField(
         "ports",
@@ -217,7 +184,6 @@ TO_FIELDS: tuple[EntryField, ...] = (
         "The destination port (`attributes.destination.address`).",
         "port",
         _one_of,
-        export=exported("ports"),
     ),
     EntryField(
         "role",
@@ -227,7 +193,6 @@ TO_FIELDS: tuple[EntryField, ...] = (
         _role,
         in_roles=False,
         not_description="Matches when none of these roles' entries do.",
-        export=exported("role"),
     ),
 )
 

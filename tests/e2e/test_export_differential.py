@@ -1,8 +1,9 @@
 """The exported filters and the service decide alike, request by request (docs/export.md).
 
 A small fixed set of seeds of tests/support/export_diff.py: each generates a policy set over the
-exportable subset and 100 requests (SPIFFE client certificates over real mTLS, good, bad and
-missing tokens with claims, methods, hosts and path spellings the normalization must fold), sent
+exportable subset and 150 requests (SPIFFE client certificates over real mTLS, good, bad and
+missing tokens with claims, written in every spelling a token header can take, methods, hosts
+with dots and ports, path spellings the normalization must fold, repeated headers), sent
 through a real Envoy with ext_authz to the service and a real Envoy with the exported filters.
 The larger run: `python -m tests.support.export_diff --seeds 0-99`.
 """
@@ -18,11 +19,12 @@ from tests.support.export_diff import World, make_world, run_seed
 
 pytestmark = pytest.mark.e2e
 
-# Chosen to cover allows, rule denies, 400s and rejected tokens (seed 24 also catches a scope-claim
-# export that ignores space-separated scopes; each seed's mix is printed by
-# the command); any seed must pass.
-SEEDS = (18, 24)
-HYBRID_SEED = 5  # about a fifth of its requests are for hosts the service decides
+# Chosen to cover allows, rule denies, 400s and rejected tokens: 0 lists the provider's
+# algorithms, 1 reads a prefix-less token header, 9 and 10 fetch the keys over HTTPS
+# (remote_jwks), 9 with trust-domain aliases; all have header conditions (each seed's mix is
+# printed by the command); any seed must pass.
+SEEDS = (0, 1, 9, 10)
+HYBRID_SEED = 8  # about two fifths of its requests are for hosts the service decides
 
 
 @pytest.fixture(scope="module")

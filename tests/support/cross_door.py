@@ -278,7 +278,7 @@ def _start_points(stack: ExitStack, world: World, policies: Path, workdir: Path)
             EnvoyConfig(
                 authz_address=doors.grpc_address(),
                 http_filters=exported.filter_dicts(),
-                extra_clusters=[authz_cluster(doors.grpc_address())],
+                extra_clusters=[*exported.clusters, authz_cluster(doors.grpc_address())],
                 **common,
             ),
             workdir / "export",

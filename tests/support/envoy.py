@@ -135,6 +135,8 @@ class EnvoyConfig:
     http_filters: Sequence[Mapping[str, Any]] | None = None
     # Merged into the HTTP connection manager (e.g. authz/envoy_bootstrap.py REQUEST_HARDENING).
     hcm_overrides: Mapping[str, Any] = field(default_factory=dict)
+    # The bootstrap's `dynamic_resources` (e.g. the exported clusters' CDS file).
+    dynamic_resources: Mapping[str, Any] | None = None
 
 
 def _seconds(value: float) -> str:
@@ -273,7 +275,11 @@ def build_bootstrap(
         {"socket_address": {"address": config.upstream_host, "port_value": config.upstream_port}},
     )
 
+    dynamic = (
+        {"dynamic_resources": dict(config.dynamic_resources)} if config.dynamic_resources else {}
+    )
     return {
+        **dynamic,
         "node": {"id": "authz-e2e", "cluster": "authz-e2e"},
         "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": admin_port}}},
         "static_resources": {

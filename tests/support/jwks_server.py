@@ -10,6 +10,8 @@
         server.wait_for_fetches(3)      # block (bounded) until 3 JWKS fetches were served
         server.fetches                  # JWKS requests seen; server.discovery_fetches likewise
 
+`JwksServer(keys, tls=pki.server)` serves HTTPS (clients trust the test CA).
+
 Paths: `/jwks.json` and `/.well-known/openid-configuration` (which points at `/jwks.json` and
 names `server.issuer`). Any other path is 404. Everything is thread-safe.
 """
@@ -17,18 +19,28 @@ names `server.issuer`). Any other path is 404. Everything is thread-safe.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.certs import CertPaths
 from tests.support.tokens import SigningKey, jwks
 
 
 class JwksServer:
     """See the module docstring."""
 
-    def __init__(self, keys: Iterable[SigningKey] = (), *, issuer_path: str = "") -> None:
+    def __init__(
+        self,
+        keys: Iterable[SigningKey] = (),
+        *,
+        issuer_path: str = "",
+        tls: CertPaths | None = None,
+    ) -> None:
+        """`tls`: serve HTTPS with this certificate (the test PKI's server certificate, for
+        127.0.0.1), as identity providers do."""
         self._lock = threading.Condition()
         self._body = json.dumps(jwks(*keys)).encode()
         self._status = 200
@@ -50,8 +62,14 @@ class JwksServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = False
         self._server.block_on_close = True
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile=str(tls.cert), keyfile=str(tls.key))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
         host, port = self._server.server_address[:2]
-        self.base_url = f"http://{host!s}:{port}"
+        self.base_url = f"{scheme}://{host!s}:{port}"
         self.issuer = self.base_url + issuer_path
         self.jwks_uri = self.base_url + "/jwks.json"
         self._thread = threading.Thread(

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 import grpc
@@ -88,6 +89,8 @@ class ServeBase:
     policies: str
     process: subprocess.Popen[bytes] | None
     _log: IO[bytes]
+    # Added to the process's environment (e.g. SSL_CERT_FILE for a JWKS server on the test CA).
+    extra_env: Mapping[str, str] = MappingProxyType({})
 
     def _serve_args(self) -> list[str]:
         """Pick fresh ports; the serve args after `--policies DIR`."""
@@ -104,7 +107,7 @@ class ServeBase:
                 *self._serve_args(),
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"},
             )
             try:
                 self._wait_ready()
@@ -151,9 +154,11 @@ class ServiceProcess(ServeBase):
         *,
         extra_args: tuple[str, ...] = (),
         ready_timeout: float = 30.0,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.policies = str(policies)
         self.extra_args = extra_args
+        self.extra_env = extra_env or {}
         self.ready_timeout = ready_timeout
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None

@@ -25,8 +25,8 @@ rules:
 NOT_EXPORTABLE = """\
 authentication:
   jwt:
-    - issuer: https://id.example
-      jwks_uri: https://id.example/jwks.json
+    - issuer: https://127.0.0.1:9
+      discovery: true
 rules:
   - name: tenant
     action: allow
@@ -47,9 +47,12 @@ def test_prints_the_filters_in_order_and_the_hcm_settings(
     assert code == 0
     assert [f["name"] for f in out["http_filters"]] == list(FILTER_NAMES)
     assert out["http_connection_manager"]["normalize_path"] is True
-    deny = out["http_filters"][2]["typed_config"]["rules"]
+    filters = {f["name"]: f["typed_config"] for f in out["http_filters"]}
+    deny = filters["authz.deny"]["rules"]
     assert deny["action"] == "DENY" and {"no-admin", "no-admin;params"} <= set(deny["policies"])
-    assert set(out["http_filters"][3]["typed_config"]["rules"]["policies"]) == {"reads"}
+    assert set(filters["authz.allow"]["rules"]["policies"]) == {"reads"}
+    tokens = filters["authz.tokens"]["matcher"]
+    assert tokens["on_no_match"]["action"]["typed_config"]["action"] == "ALLOW"
 
 
 def test_lists_each_unexportable_rule_and_provider_and_exits_1(
@@ -58,8 +61,48 @@ def test_lists_each_unexportable_rule_and_provider_and_exits_1(
     code = main(["export", "envoy", str(_dir(tmp_path, NOT_EXPORTABLE))])
     err = capsys.readouterr().err
     assert code == 1
-    assert "[provider https://id.example] not exportable: jwks_uri" in err
+    # Discovery is resolved at export time; an issuer that does not answer is named.
+    assert "[provider https://127.0.0.1:9] not exportable: discovery: " in err
     assert "p.yaml:6: [tenant] not exportable: header condition on :path" in err
+
+
+def test_a_jwks_uri_provider_is_fetched_by_envoy_from_its_own_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXPORTABLE.replace(
+        "rules:",
+        "authentication:\n  jwt:\n    - issuer: https://id.example\n"
+        "      jwks_uri: https://id.example:8443/keys\nrules:",
+    )
+    (tmp_path / "ca.pem").write_text("")
+    code = main(
+        ["export", "envoy", str(_dir(tmp_path, text)), "--format", "json", "--jwks-ca",
+         str(tmp_path / "ca.pem")]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "keys fetched by Envoy from https://id.example:8443/keys (jwks_uri)" in captured.err
+    out = json.loads(captured.out)
+    [cluster] = out["clusters"]
+    assert cluster["name"] == "authz_jwks_id.example_8443" and cluster["type"] == "LOGICAL_DNS"
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["sni"] == "id.example"
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"]["filename"] == str(tmp_path / "ca.pem")
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "id.example"}}
+    ]
+    filters = {f["name"]: f["typed_config"] for f in out["http_filters"]}
+    [provider] = filters["authz.jwt_authn"]["providers"].values()
+    remote = provider["remote_jwks"]
+    assert remote["http_uri"] == {
+        "uri": "https://id.example:8443/keys",
+        "cluster": "authz_jwks_id.example_8443",
+        "timeout": "5s",
+    }
+    assert remote["cache_duration"] == "300s" and "async_fetch" in remote
+    # A remote set may change size: a token without kid is refused, as the service does.
+    assert "jwt_kid_required" in filters["authz.deny"]["rules"]["policies"]
 
 
 def test_lint_names_what_is_not_exportable(
@@ -107,24 +150,21 @@ def _mk(tmp_path: Path) -> Path:
     return _dir(d, EXPORTABLE)
 
 
-def test_a_field_without_an_export_in_its_declaration_is_reported(
+def test_a_field_the_table_refuses_is_reported_rule_by_rule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The declaration's empty `export` slot is what makes a field not exportable (a new
-    field, say, added with no RBAC equivalent): each rule using it is named, the rest export."""
-    import dataclasses
+    """A `Refused` entry in the export's table (a new field, say, with no RBAC equivalent) is
+    what makes a field not exportable: each rule using it is named, the rest export."""
+    from authz.export import field_table
+    from authz.policy.fields import TO_FIELDS
 
-    from authz.export import envoy
-    from authz.policy import fields
-
-    without = tuple(
-        dataclasses.replace(f, export=None) if f.name == "ports" else f for f in fields.TO_FIELDS
-    )
-    monkeypatch.setattr(envoy, "TO_FIELDS", without)
+    ports = next(f for f in TO_FIELDS if f.name == "ports")
+    table = {**field_table.FIELD_EXPORTS, ports: field_table.Refused("no such thing in RBAC")}
+    monkeypatch.setattr("authz.export.rules.FIELD_EXPORTS", table)
     text = EXPORTABLE + "  - {name: on-port, action: allow, to: [{not_ports: [8443]}]}\n"
     result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
     assert [(f.subject, f.why) for f in result.findings if f.decides] == [
-        ("on-port", "`not_ports` has no equivalent in Envoy's RBAC filter")
+        ("on-port", "`not_ports`: no such thing in RBAC")
     ]
 
 
@@ -156,5 +196,19 @@ rules:
     result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
     assert {f.subject: f.why for f in result.findings if f.decides} == {
         "own-tenant": "`header` `equals_capture` has no equivalent in Envoy's RBAC filter",
-        "by-query": "`query` conditions have no equivalent in Envoy's RBAC filter",
+        "by-query": "`query` conditions: Envoy's RBAC cannot read a decoded query parameter",
     }
+
+
+def test_a_token_in_a_query_parameter_or_cookie_is_not_exported(tmp_path: Path) -> None:
+    """jwt_authn reads the first of two values; the service refuses two different tokens."""
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    text = EXPORTABLE.replace(
+        "rules:",
+        "authentication:\n  jwt:\n    - issuer: https://id.example\n"
+        "      jwks_uri: https://id.example/keys\n"
+        "      from: [{query: access_token}, {cookie: session}]\nrules:",
+    )
+    result = export_envoy(load_policy_set(str(_dir(tmp_path, text))))
+    refused = [f.why for f in result.findings if f.decides]
+    assert len(refused) == 2 and all("first of two values" in why for why in refused)
