@@ -33,6 +33,7 @@ from authz.config import Limits
 from authz.engine import Engine
 from authz.identity import KeysPending, KeyWait
 from authz.listen import ListenError, probe_bind
+from authz.model import Request
 from authz.tls.material import Files
 from authz.wire.http import (
     HttpAnswer,
@@ -80,14 +81,20 @@ class HttpAuthorizationApp:
         """One check, synchronous: nothing in it waits on I/O; with the default `wait` it may
         wait (bounded) for a key refetch on this thread, as the gRPC door's `check`."""
         listener, limits = self.listener, self.limits
+        read: list[Request] = []  # the view, for forward-auth's answer (expressible below)
+
+        def view() -> Request:
+            read.append(
+                to_request(listener, limits, method=method, path=path, query=query, pairs=pairs)
+            )
+            return read[-1]
+
         return Checkpoint(self.engine, self.observers, self.tracer).run(
-            lambda: to_request(
-                listener, limits, method=method, path=path, query=query, pairs=pairs
-            ),
-            to_answer,
+            view,
+            lambda verdict: to_answer(verdict, listener),
             internal_error_answer,
             wait=wait,
-            expressible=expressible,
+            expressible=lambda verdict: expressible(verdict, listener, read[-1]),
         )
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:

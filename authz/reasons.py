@@ -102,6 +102,11 @@ class Reason(StrEnum):
         403,
         "HTTP mode: the allow must strip a query-string token, which HTTP answers cannot say",
     )
+    HEADER_NOT_REPLACED = (
+        "header_not_replaced",
+        403,
+        "forward-auth: the allow must set or remove a header the proxy does not replace",
+    )
 
     # -- the service ----------------------------------------------------------------------------
     INTERNAL_ERROR = (

@@ -75,6 +75,15 @@ XFCC = "x-forwarded-client-cert"
 # An allow this door cannot carry out (a token to strip from the query string: Envoy's HTTP
 # protocol, nginx and Traefik have no way to say it) is denied, never half-done.
 UNSUPPORTED_IN_HTTP_MODE = Reason.QUERY_TOKEN_NOT_REMOVABLE
+# forward-auth: set by the proxy (over any client copy), the upstream request headers it replaces
+# with this answer's copies, comma-separated: nginx (auth_request_set + proxy_set_header per name,
+# an empty value is not sent) and Traefik (authResponseHeaders: deleted, then copied from the
+# answer when it has them). Those proxies ignore x-envoy-auth-headers-to-remove, so this is the
+# only way a forward-auth answer can remove a header. deploy/nginx and deploy/traefik set it.
+PROXY_REPLACES = "x-authz-proxy-replaces"
+# forward-auth deny: the decision id as a header too, for nginx, which drops the answer's body
+# and builds its own from this (deploy/nginx/authz.conf).
+DENY_DECISION_ID = "x-authz-decision-id"
 
 _NGINX_METHOD, _NGINX_URI = "x-original-method", "x-original-uri"
 _TRAEFIK_METHOD, _TRAEFIK_URI = "x-forwarded-method", "x-forwarded-uri"
@@ -204,24 +213,55 @@ def _one_of(headers: dict[str, str], first: str, second: str, what: str) -> str:
     return value
 
 
-def expressible(verdict: Verdict) -> Verdict:
-    """`verdict`, or a deny when it is an allow this door cannot carry out."""
-    if verdict.decision.allowed and verdict.query_parameters_to_remove:
-        return replace(
-            verdict,
-            decision=Decision(
-                allowed=False,
-                status=UNSUPPORTED_IN_HTTP_MODE.status,
-                reason=UNSUPPORTED_IN_HTTP_MODE,
-            ),
-            headers_to_set=(),
-            headers_to_remove=(),
-            query_parameters_to_remove=(),
-        )
+def expressible(
+    verdict: Verdict, listener: HttpListener | None = None, request: Request | None = None
+) -> Verdict:
+    """`verdict`, or a deny when it is an allow this door cannot carry out: a query-string
+    token to strip (any mode), or, behind forward-auth, a header to set or remove that the
+    proxy does not replace (`_forward_auth_edits`)."""
+    if not verdict.decision.allowed:
+        return verdict
+    if verdict.query_parameters_to_remove:
+        return _refused(verdict, UNSUPPORTED_IN_HTTP_MODE)
+    if listener is not None and listener.mode is HttpMode.FORWARD_AUTH and request is not None:
+        return _forward_auth_edits(verdict, request)
     return verdict
 
 
-def to_answer(verdict: Verdict) -> HttpAnswer:
+def _forward_auth_edits(verdict: Verdict, request: Request) -> Verdict:
+    """The allow as nginx and Traefik can carry it out: they replace the upstream copies of the
+    headers the proxy names in PROXY_REPLACES with the answer's, and touch nothing else. So the
+    answer carries the final value of every such header (set by the verdict, else the client's
+    own, unchanged; absent: removed), and an allow that must set or remove any other header
+    (a client's x-user-id, an API key, a `forward: false` token) is denied: never half-done."""
+    replaced = {
+        name.strip().lower()
+        for name in request.headers.get(PROXY_REPLACES, "").split(",")
+        if name.strip()
+    }
+    touched = {name.lower() for name, _ in verdict.headers_to_set}
+    touched.update(name.lower() for name in verdict.headers_to_remove)
+    if not touched <= replaced:
+        return _refused(verdict, Reason.HEADER_NOT_REPLACED)
+    kept = tuple(
+        (name, request.headers[name])
+        for name in sorted(replaced - touched)
+        if name in request.headers and name != PROXY_REPLACES
+    )
+    return replace(verdict, headers_to_set=verdict.headers_to_set + kept)
+
+
+def _refused(verdict: Verdict, reason: Reason) -> Verdict:
+    return replace(
+        verdict,
+        decision=Decision(allowed=False, status=reason.status, reason=reason),
+        headers_to_set=(),
+        headers_to_remove=(),
+        query_parameters_to_remove=(),
+    )
+
+
+def to_answer(verdict: Verdict, listener: HttpListener | None = None) -> HttpAnswer:
     """The HTTP answer for `verdict` (pass it through `expressible` first)."""
     decision = verdict.decision
     if decision.allowed:
@@ -234,6 +274,8 @@ def to_answer(verdict: Verdict) -> HttpAnswer:
     if decision.challenge:
         headers.append(("www-authenticate", decision.challenge))
     headers.extend(verdict.response_headers)  # a 429's Retry-After and RateLimit headers
+    if listener is not None and listener.mode is HttpMode.FORWARD_AUTH:
+        headers.append((DENY_DECISION_ID, verdict.decision_id))
     return HttpAnswer(status, headers, deny_body(status, verdict.decision_id))
 
 

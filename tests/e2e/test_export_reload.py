@@ -16,7 +16,7 @@ import yaml
 from authz.envoy_bootstrap import ECDS_FILTERS, REQUEST_HARDENING, ecds_http_filters
 from tests.support import https
 from tests.support.envoy import Envoy, EnvoyConfig, validate
-from tests.support.export_diff import _authz_cluster
+from tests.support.export_diff import authz_cluster
 from tests.support.service import ServiceProcess
 from tests.support.upstream import EchoUpstream
 
@@ -48,7 +48,7 @@ def test_envoy_enforces_each_accepted_set_without_restart(tmp_path: Path) -> Non
             upstream_port=upstream.port,
             http_filters=ecds_http_filters(str(ecds)),
             hcm_overrides=dict(REQUEST_HARDENING),
-            extra_clusters=[_authz_cluster(service.address)],
+            extra_clusters=[authz_cluster(service.address)],
         )
         with Envoy(config, tmp_path / "envoy") as envoy:
 

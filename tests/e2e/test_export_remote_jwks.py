@@ -190,7 +190,7 @@ def test_serve_export_envoy_writes_the_idp_cluster_beside_the_filters(idp: Idp) 
     the bootstrap `authz envoy-config --native` makes (ecds_clusters); a reload that turns the
     provider to discovery resolves it again and Envoy follows without a restart."""
     from authz.envoy_bootstrap import ecds_clusters, ecds_http_filters
-    from tests.support.export_diff import _authz_cluster
+    from tests.support.export_diff import authz_cluster
     from tests.support.service import ServiceProcess
 
     key = make_key("RS256")
@@ -207,7 +207,7 @@ def test_serve_export_envoy_writes_the_idp_cluster_beside_the_filters(idp: Idp) 
             http_filters=ecds_http_filters(str(ecds)),
             dynamic_resources=ecds_clusters(str(ecds)),
             hcm_overrides=dict(REQUEST_HARDENING),
-            extra_clusters=[_authz_cluster(svc.address)],
+            extra_clusters=[authz_cluster(svc.address)],
         )
         with Envoy(config, idp.root / "envoy-served") as envoy:
             assert _eventually(lambda: _status(envoy, "/me", idp.token(key)) == 200, 15)

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from authz.wire.http import PROXY_REPLACES
 from tests.support import https
 from tests.support.certs import FRONTEND_SPIFFE_ID, Pki
 from tests.support.envoy import Envoy, TlsConfig, validate
 from tests.support.http_mode import HttpModeEnvoy, ServeProcess
+from tests.support.nginx import replaced_headers
 from tests.support.service import ServiceProcess
 from tests.support.upstream import EchoUpstream
 
@@ -297,8 +299,9 @@ def test_forward_auth_listener_judges_the_proxys_uri_and_envoy_listener_ignores_
     policies: Path, pki: Pki
 ) -> None:
     xfcc = f"URI={FRONTEND_SPIFFE_ID}"
+    replaces = {PROXY_REPLACES: replaced_headers()}  # what the shipped configs send
     nginx = {"host": "shop.example.com", "x-original-method": "GET",
-             "x-forwarded-client-cert": xfcc}  # fmt: skip
+             "x-forwarded-client-cert": xfcc, **replaces}  # fmt: skip
     forward = ("--no-grpc", "--http-mode", "forward-auth", "--http-trust-xfcc")
     with ServeProcess(policies, *forward) as service:
         address = service.http_address()
@@ -307,7 +310,7 @@ def test_forward_auth_listener_judges_the_proxys_uri_and_envoy_listener_ignores_
         assert status == 403 and json.loads(body)["error"] == "forbidden"
         traefik = {"host": "authz", "x-forwarded-method": "GET",
                    "x-forwarded-uri": "/api/orders", "x-forwarded-host": "shop.example.com",
-                   "x-forwarded-client-cert": xfcc}  # fmt: skip
+                   "x-forwarded-client-cert": xfcc, **replaces}  # fmt: skip
         assert _direct(address, "/", traefik)[0] == 200
         # Without the proxy's headers there is nothing to judge: refused, never the own path.
         assert _direct(address, "/api/orders/1", {"host": "shop.example.com"})[0] == 400

@@ -462,7 +462,7 @@ def run_seed(
                     http_filters=exported.filter_dicts(),
                     extra_clusters=[
                         *exported.clusters,
-                        *([_authz_cluster(service.address)] if hybrid else []),
+                        *([authz_cluster(service.address)] if hybrid else []),
                     ],
                     **common,
                 ),
@@ -500,7 +500,7 @@ def _wait_fetched(envoy: Envoy, cluster: str, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
-def _authz_cluster(address: str) -> dict[str, Any]:
+def authz_cluster(address: str) -> dict[str, Any]:
     """The `authz` cluster the hybrid export's ext_authz filter names (as `authz envoy-config`)."""
     host, _, port = address.rpartition(":")
     return {

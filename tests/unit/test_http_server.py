@@ -15,7 +15,8 @@ from authz.app import App, build_app
 from authz.config import Limits, Settings
 from authz.http_server import HttpAuthorizationApp, HttpServers
 from authz.listen import ListenError
-from authz.wire.http import ENVOY_PATH_HEADER, HttpListener, HttpMode
+from authz.wire.http import ENVOY_PATH_HEADER, PROXY_REPLACES, HttpListener, HttpMode
+from tests.support.nginx import replaced_headers
 from tests.support.ports import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,6 +190,7 @@ async def test_forward_auth_listener_over_tcp(app: App) -> None:
                 f"x-forwarded-uri: {uri}",
                 "x-forwarded-host: shop.example.com",
                 f"x-forwarded-client-cert: URI={FRONTEND}",
+                f"{PROXY_REPLACES}: {replaced_headers()}",  # as the shipped configs send
                 *extra,
                 "connection: close",
             ]

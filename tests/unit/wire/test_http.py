@@ -18,11 +18,14 @@ from authz.errors import (
     WorkloadRejected,
 )
 from authz.model import Decision, Verdict
+from authz.reasons import Reason
 from authz.wire.http import (
+    DENY_DECISION_ID,
     ENVOY_ADDRESS_HEADER,
     ENVOY_CONTENT_LENGTH_HEADER,
     ENVOY_HEADERS_TO_REMOVE,
     ENVOY_PATH_HEADER,
+    PROXY_REPLACES,
     UNSUPPORTED_IN_HTTP_MODE,
     HttpListener,
     HttpMode,
@@ -228,6 +231,46 @@ def test_an_allow_that_needs_a_query_token_removed_is_denied() -> None:
     assert verdict.decision.reason == UNSUPPORTED_IN_HTTP_MODE
     assert to_answer(verdict).status == 403
     assert expressible(ALLOW) is ALLOW
+
+
+def nginx_request(*extra: tuple[str, str], replaces: str | None = None) -> object:
+    listed = "x-authz-decision-id,x-authz-principal,x-authz-request-principal,x-user-id,cookie"
+    pairs = [("host", "authz"), ("x-original-method", "GET"), ("x-original-uri", "/api")]
+    pairs.append((PROXY_REPLACES, listed if replaces is None else replaces))
+    return forward([*pairs, *extra])
+
+
+def test_forward_auth_allow_carries_every_replaced_headers_final_value() -> None:
+    """nginx and Traefik replace the listed headers with the answer's copies and ignore
+    x-envoy-auth-headers-to-remove: set ones are sent, removed ones are absent, untouched ones
+    are the client's own."""
+    request = nginx_request(("cookie", "a=1"), ("x-user-id", "admin"), ("x-other", "kept"))
+    verdict = expressible(ALLOW, FORWARD, request)  # type: ignore[arg-type]
+    assert verdict.decision.allowed
+    answer = dict(to_answer(verdict, FORWARD).headers)
+    assert answer["x-authz-principal"] == FRONTEND and answer["x-authz-decision-id"] == "d1"
+    assert answer["cookie"] == "a=1"  # replaced, untouched: echoed so the proxy keeps it
+    assert "x-user-id" not in answer and "x-authz-request-principal" not in answer  # removed
+    assert "x-other" not in answer  # not replaced by the proxy: never echoed
+    assert expressible(ALLOW, ENVOY, request) is ALLOW  # Envoy reads the remove list itself
+
+
+def test_forward_auth_allow_that_touches_an_unreplaced_header_is_denied() -> None:
+    """A header the proxy does not replace cannot be set or removed: a client's own x-user-id
+    or API key would reach the upstream. Denied, never half-done; no list at all: the same."""
+    for replaces in ("x-authz-decision-id,x-authz-principal,x-authz-request-principal", ""):
+        request = nginx_request(replaces=replaces)
+        verdict = expressible(ALLOW, FORWARD, request)  # type: ignore[arg-type]
+        assert not verdict.decision.allowed
+        assert verdict.decision.reason == Reason.HEADER_NOT_REPLACED
+        assert verdict.headers_to_set == () and verdict.headers_to_remove == ()
+        assert to_answer(verdict, FORWARD).status == 403
+
+
+def test_forward_auth_deny_carries_the_decision_id_as_a_header() -> None:
+    denied = Verdict(decision=Decision(allowed=False, status=429, reason="l"), decision_id="d9")
+    assert (DENY_DECISION_ID, "d9") in to_answer(denied, FORWARD).headers
+    assert DENY_DECISION_ID not in dict(to_answer(denied, ENVOY).headers)
 
 
 # -- both doors apply main's inbound checks through the same helpers (authz.wire.inbound) --
