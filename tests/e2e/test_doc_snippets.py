@@ -5,6 +5,8 @@ A snippet is a fenced `yaml` block marked by the HTML comment line before it:
 `<!-- envoy: bootstrap -->` (a whole bootstrap), `<!-- envoy: hcm -->` (fields of the
 HttpConnectionManager, `http_filters` included) or `<!-- envoy: http_filter -->` (one entry of
 `http_filters`). The last two are placed into the bootstrap `authz envoy-config` generates.
+`<!-- envoy: sds -->` marks SDS files: they must be the ones the TLS overlay ships, which
+tests/unit/test_kubernetes_tls_overlay.py runs through Envoy.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ def yaml_blocks() -> list[tuple[str, int, str | None, str]]:
     return found
 
 
-SNIPPETS = [(f"{f}:{line}", kind, text) for f, line, kind, text in yaml_blocks() if kind]
+SNIPPETS = [
+    (f"{f}:{line}", kind, text) for f, line, kind, text in yaml_blocks() if kind and kind != "sds"
+]
+SDS_FILES = [text for _, _, kind, text in yaml_blocks() if kind == "sds"]
+OVERLAY = REPO / "deploy/kubernetes/overlays/tls/envoy-client.yaml"
 
 
 def test_every_envoy_config_block_is_marked() -> None:
@@ -51,6 +57,17 @@ def test_every_envoy_config_block_is_marked() -> None:
     ]
     assert not unmarked, f"mark these Envoy snippets (<!-- envoy: KIND -->): {unmarked}"
     assert {kind for _, kind, _ in SNIPPETS} >= {"hcm", "http_filter"}
+
+
+def test_the_sds_files_are_the_overlays() -> None:
+    """docs/operations.md's SDS files are the ConfigMap the TLS overlay ships (validated there)."""
+    (text,) = SDS_FILES
+    documented = [doc for doc in yaml.safe_load_all(text)]
+    (configmap,) = [
+        doc for doc in yaml.safe_load_all(OVERLAY.read_text()) if doc.get("kind") == "ConfigMap"
+    ]
+    shipped = [yaml.safe_load(data) for _, data in sorted(configmap["data"].items())]
+    assert sorted(documented, key=str) == sorted(shipped, key=str)
 
 
 def _options() -> BootstrapOptions:

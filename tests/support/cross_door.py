@@ -42,7 +42,6 @@ from tests.support import https
 from tests.support.cross_door_cases import (
     API_KEY,
     SPOOFED,
-    TWO_SANS,
     WRONG_KEY,
     Case,
     Removes,
@@ -111,92 +110,24 @@ def _only_nginx_allows(finding: Finding) -> bool:
     return statuses.get("nginx") == 200 and 200 not in others and folded
 
 
-def _host_with_two_dots(finding: Finding) -> bool:
-    return finding.kind == "allow/deny" and ".." in finding.case.host
-
-
-def _export_two_sans(finding: Finding) -> bool:
-    statuses = finding.statuses
-    return (
-        finding.case.cert == TWO_SANS
-        and statuses.get("export") == 200
-        and statuses.get("grpc") != 200
-    )
-
-
 def _token_in_two_places(finding: Finding) -> bool:
     return finding.kind.endswith("token reached the upstream") and finding.case.token_spot == "both"
 
 
-def _envoy_folds_dotdot_param(finding: Finding) -> bool:
-    """Envoy's normalize_path reads a `..;x` segment as `..` (`/..;/admin` reaches the gRPC
-    and HTTP doors, the exported filters and the upstream as `/admin`); behind nginx the service
-    gets `/..;/admin` and refuses it (400 invalid_path), as the contract says."""
-    return (
-        finding.kind == "allow/deny"
-        and "..;" in finding.case.path
-        and (finding.statuses.get("nginx") == 400)
-    )
-
-
-def _repeated_token_header(finding: Finding) -> bool:
-    """nginx refuses a repeated Authorization itself (400); behind Envoy the service judges the
-    joined value, and a host whose providers need no token lets it through."""
-    statuses = finding.statuses
-    return (
-        finding.case.token_twice
-        and "nginx" in finding.own
-        and statuses.get("nginx") == 400
-        and statuses.get("grpc") == 200
-    )
-
-
-def _export_folded_path(finding: Finding) -> bool:
-    """The exported RBAC denies (its own 403) a path Envoy folds (`%61`, `//`, `/./`) that the
-    service, judging Envoy's normalized path, allows."""
-    raw = finding.case.path
-    statuses = finding.statuses
-    return (
-        finding.kind == "allow/deny"
-        and "export" in finding.own
-        and statuses.get("grpc") == 200
-        and ("%" in raw or "//" in raw or "/./" in raw)
-    )
-
-
-def _export_passes_identity_header(finding: Finding) -> bool:
-    return finding.kind == "export: a client-sent x-authz-principal reached the upstream"
-
-
-# What the runs of issue 22 found (the report): before the doors and export branches landed,
-# and after. Each names its owner; drop one when it matches nothing.
 KNOWN: dict[str, Known] = {
     known.name: known
     for known in (
         Known("raw-path-pseudo-header", "doors: `:path` behind forward-auth is the raw target",
               _only_nginx_allows),
-        Known("host-extra-dot", "doors: `shop.example.com..` reaches the gRPC and HTTP doors as "
-              "`shop.example.com.` (Envoy strips one dot) and is judged", _host_with_two_dots),
-        Known("export-two-sans", "export: RBAC matches either URI SAN", _export_two_sans),
         Known("token-in-two-places", "doors/export: a token in the header and the query string: "
               "one copy is used and removed, the other reaches the upstream",
               _token_in_two_places),
-        Known("envoy-folds-dotdot-param", "Envoy's normalize_path folds `/..;/` before any "
-              "door sees it; nginx does not, and the service refuses it",
-              _envoy_folds_dotdot_param),
-        Known("repeated-token-header", "doors/export: the one token-header spelling (export "
-              "branch) refuses a repeated token header at the service", _repeated_token_header),
-        Known("export-folded-path", "export: the RBAC reads a path Envoy folds differently "
-              "(fixed on the export branch)", _export_folded_path),
-        Known("export-identity-header", "export: a client's x-authz-principal is neither set "
-              "nor removed by the exported filters", _export_passes_identity_header),
     )
 }  # fmt: skip
-# Active: what main (export and doors merged) still shows over seeds 0-9; the other KNOWN
-# entries matched nothing there and stay listed for the command's runs on other branches.
-QUARANTINE: tuple[Known, ...] = tuple(
-    KNOWN[name] for name in ("host-extra-dot", "raw-path-pseudo-header", "token-in-two-places")
-)
+# Active: what main still shows over seeds 0-9. The others the runs of issue 22 found (a host
+# with two trailing dots, two-SAN peers, folded paths, repeated token headers, a client's
+# identity header through the export) are fixed and their tests pin them.
+QUARANTINE: tuple[Known, ...] = tuple(KNOWN.values())
 
 
 def quarantined(finding: Finding) -> Known | None:
