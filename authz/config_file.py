@@ -59,7 +59,7 @@ from authz.config_checks import Invalid
 from authz.errors import ConfigError
 from authz.limits.stores import PASSWORD_ENV
 from authz.page.access import ADMIN_TOKEN_ENV
-from authz.policy.yaml_source import YamlProblems, YMap, parse_yaml, to_plain
+from authz.policy.language.yaml_source import YamlProblems, YMap, parse_yaml, to_plain
 from authz.workers import WORKER_INDEX_ENV  # set by the supervisor of `--workers N`
 
 CONFIG_ENV = "AUTHZ_CONFIG"

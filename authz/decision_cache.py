@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.model import Request, Verdict
-from authz.policy.compiler import KeyPlan
+from authz.policy.decide.compiler import KeyPlan
 
 Key = tuple[Hashable, ...]
 

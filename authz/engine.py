@@ -34,9 +34,9 @@ from authz.model import (
     Verdict,
 )
 from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
-from authz.policy.context import RequestContext
-from authz.policy.evaluate import api_key_challenge
-from authz.policy.spec import ApiKeyProvider
+from authz.policy.decide.context import RequestContext
+from authz.policy.decide.evaluate import api_key_challenge
+from authz.policy.language.spec import ApiKeyProvider
 from authz.request.cookies import without_cookies
 from authz.request.query import spellings
 

@@ -20,7 +20,7 @@ from authz.token_check import FROM_CACHE as FROM_CACHE
 from authz.token_check import TokenCheck as TokenCheck
 
 if TYPE_CHECKING:  # policy-schema types, only named here (spec imports nothing of ours)
-    from authz.policy.spec import ApiKey, TokenLocation
+    from authz.policy.language.spec import ApiKey, TokenLocation
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -30,8 +30,8 @@ class Request:
     """One HTTP request as Envoy saw it, already normalized.
 
     `path` is the normalized path (see `authz.request.paths.normalize_path`); `raw_path` is Envoy's
-    `:path` as received. `host` is canonical (`authz.policy.patterns.normalize_host`: lower-case, no
-    port, no trailing dot), normalized once by the wire. Header names are lower-case.
+    `:path` as received. `host` is canonical (`authz.policy.language.patterns.normalize_host`:
+    lower-case, no port, no trailing dot), normalized once by the wire. Header names are lower-case.
     """
 
     method: str

@@ -2,8 +2,9 @@
 
 A code goes, unchanged, to the decision log, the `reason` metric label, Envoy's dynamic metadata
 and `authz explain`. Allows and rule-decided denies carry the rule's name instead, so no rule may
-be named like a code (`authz.policy.schema.RESERVED_NAMES` and the JSON Schema are this table).
-Each member is the code itself (a `str`), with the HTTP status it stands for and what it means.
+be named like a code (`authz.policy.language.schema.RESERVED_NAMES` and the JSON Schema are this
+table). Each member is the code itself (a `str`), with the HTTP status it stands for and what it
+means.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Reason(StrEnum):
             raise ValueError(f"{code!r} is not a reason code (authz.reasons.Reason)")
         return member
 
-    # -- policy (authz.policy.evaluate) ---------------------------------------------------------
+    # -- policy (authz.policy.decide.evaluate) -----------------------------------------------------
     NO_MATCHING_RULE = (
         "no_matching_rule",
         403,

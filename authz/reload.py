@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Protocol
 from authz.errors import PolicyError
 
 if TYPE_CHECKING:  # the policy package is imported late at run time (see _default_loader)
-    from authz.policy.compiler import PolicySet
-    from authz.policy.rules import CompiledRule
-    from authz.policy.spec import JwtProvider
-    from authz.policy.store import PolicyStore
+    from authz.policy.decide.compiler import PolicySet
+    from authz.policy.decide.rules import CompiledRule
+    from authz.policy.language.spec import JwtProvider
+    from authz.policy.load.store import PolicyStore
 
 log = logging.getLogger("authz.reload")
 
@@ -278,7 +278,7 @@ def rules_text(count: int) -> str:
 
 
 class _Retired:
-    """A policy set no longer in force, to be freed a slice at a time (authz.policy.building):
+    """A policy set no longer in force, to be freed a slice at a time (authz.policy.load.building):
     a 40,000-rule set is a million objects, and freeing it in one go holds the GIL for a
     noticeable fraction of a second. The rules are held here, the set itself is dropped."""
 
@@ -291,7 +291,7 @@ class _Retired:
         self._set: Callable[[], PolicySet | None] = weakref.ref(policy_set)
 
     def release(self) -> None:
-        from authz.policy import building  # late, as _default_loader
+        from authz.policy.load import building  # late, as _default_loader
 
         deadline = time.monotonic() + self.WAIT_SECONDS
         while self._set() is not None and time.monotonic() < deadline:

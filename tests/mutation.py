@@ -54,7 +54,7 @@ def results() -> dict[str, str]:
 
 
 def module_of(mutant: str) -> str:
-    """`authz.policy.patterns.x_check__mutmut_4` -> `authz.policy.patterns`."""
+    """`authz.policy.language.patterns.x_check__mutmut_4` -> `authz.policy.language.patterns`."""
     return mutant.rsplit(".", 1)[0]
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.policy import PolicySet
-from authz.policy import patterns as pat
-from authz.policy.schema import RuleSpec, ToSpec
+from authz.policy.language import patterns as pat
+from authz.policy.language.schema import RuleSpec, ToSpec
 
 LIMIT = 1000  # distinct keys per counter
 MAX_KEY = 512  # characters of a key kept (a log line may hold a megabyte "principal")

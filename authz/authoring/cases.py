@@ -40,8 +40,16 @@ from authz.authoring.scenario import Explanation, Scenario, explain_scenario
 from authz.errors import PolicyError, Problem
 from authz.limits import Limiter, LocalCounter
 from authz.policy import PolicySet
-from authz.policy.check import unique
-from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml, to_plain
+from authz.policy.language.check import unique
+from authz.policy.language.yaml_source import (
+    YamlProblems,
+    YMap,
+    YNode,
+    YScalar,
+    YSeq,
+    parse_yaml,
+    to_plain,
+)
 
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 

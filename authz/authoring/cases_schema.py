@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from authz.authoring.cases import MAX_REPEAT
-from authz.policy.kinds import METHOD_PATTERN
+from authz.policy.language.kinds import METHOD_PATTERN
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy-test.schema.json"
 

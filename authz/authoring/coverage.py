@@ -26,8 +26,8 @@ from typing import Any
 from authz.authoring.cases import TestCase
 from authz.authoring.scenario import prepare
 from authz.policy import PolicySet
-from authz.policy.context import RequestContext
-from authz.policy.schema import ToSpec
+from authz.policy.decide.context import RequestContext
+from authz.policy.language.schema import ToSpec
 
 RULE, ROLE_ENTRY, CONDITION = "rule", "role entry", "condition"
 

@@ -27,7 +27,7 @@ from authz.identity.introspection import Answer
 from authz.identity.jwt import check_claims, choose_provider
 from authz.identity.sources import ServiceResolver
 from authz.model import EndUser, Request
-from authz.policy.spec import (
+from authz.policy.language.spec import (
     Authentication,
     IntrospectionProvider,
     JwtProvider,

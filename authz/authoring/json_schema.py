@@ -2,7 +2,7 @@
 
 The YAML language server reads it from a modeline (`# yaml-language-server: $schema=...`) and
 then completes field names, shows the descriptions on hover and flags mistakes as the author
-types. Every part comes from the declarations the validator walks (`authz.policy.fields`,
+types. Every part comes from the declarations the validator walks (`authz.policy.language.fields`,
 `conditions`, `sections`), so the two cannot drift. What JSON Schema cannot say (paths in
 normal form, roles that exist, names unique across the set, CIDR host bits) only
 `authz validate` checks. A test feeds both the same documents.
@@ -14,11 +14,17 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from authz.policy import sections as sec
-from authz.policy import sections_introspection as introspection_sections
-from authz.policy.conditions import CONDITION_KINDS, ConditionKind, Operator
-from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField, not_description
-from authz.policy.kinds import CAPTURE_NAME, Schema, listed, text
+from authz.policy.language import sections as sec
+from authz.policy.language import sections_introspection as introspection_sections
+from authz.policy.language.conditions import CONDITION_KINDS, ConditionKind, Operator
+from authz.policy.language.fields import (
+    FROM_FIELDS,
+    ROLE_FIELDS,
+    TO_FIELDS,
+    EntryField,
+    not_description,
+)
+from authz.policy.language.kinds import CAPTURE_NAME, Schema, listed, text
 
 SCHEMA_ID = "https://authz.example.dev/schemas/policy.schema.json"
 

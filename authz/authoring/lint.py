@@ -23,10 +23,10 @@ from authz.authoring.lint_identity import introspection_findings
 from authz.authoring.lint_limits import CODES as LIMIT_CODES
 from authz.authoring.lint_limits import limit_findings
 from authz.policy import PolicySet
-from authz.policy.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
-from authz.policy.schema import FileSpec, FromSpec, RuleSpec, ToSpec
-from authz.policy.spec import JwtProvider
-from authz.policy.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
+from authz.policy.language.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
+from authz.policy.language.schema import FileSpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.language.spec import JwtProvider
+from authz.policy.language.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
 from authz.request.syntax import without_spiffe_prefix
 
 Roles = Mapping[str, tuple[ToSpec, ...]]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from authz.limits.keys import parse_key
-from authz.policy.spec import RateLimitSpec
+from authz.policy.language.spec import RateLimitSpec
 
 
 class _Finding(Protocol):

@@ -25,7 +25,7 @@ from authz.errors import AuthzError
 from authz.limits import Count, Counter, Limiter, LocalCounter, counter_key
 from authz.model import ANONYMOUS, Decision, Identity, Request
 from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy_decision
-from authz.policy.context import RequestContext
+from authz.policy.decide.context import RequestContext
 from authz.request.hosts import normalize_host
 from authz.wire.given import given_request
 

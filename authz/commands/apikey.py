@@ -12,7 +12,7 @@ import secrets
 import sys
 
 from authz.identity.apikeys import key_hash
-from authz.policy.keyfile import check_key_id, check_label_name
+from authz.policy.language.keyfile import check_key_id, check_label_name
 
 NAME = "apikey"
 HELP = "make a new API key: print it once and the line to add to the provider's key file"

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from authz.policy.fields import describe
+from authz.policy.language.fields import describe
 
 NAME = "explain"
 HELP = "show the decision for one described request and what every rule of the host did with it"

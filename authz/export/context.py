@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from envoy_data_plane.envoy.config.rbac import v3 as rbac
 
 from authz.export.hosts import Auth
-from authz.policy.spec import ToSpec
+from authz.policy.language.spec import ToSpec
 
 
 @dataclass(frozen=True, slots=True)

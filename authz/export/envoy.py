@@ -54,8 +54,8 @@ from authz.export.render import EnvoyExport, Finding
 from authz.export.rules import rule_policy
 from authz.export.tokens import tokens_filter
 from authz.identity.keys import REFRESH_SECONDS
-from authz.policy.compiler import PolicySet
-from authz.policy.spec import Authentication, JwtProvider
+from authz.policy.decide.compiler import PolicySet
+from authz.policy.language.spec import Authentication, JwtProvider
 
 FILTER_NAMES = tuple(name for name, _ in EXPORTED_FILTERS)
 

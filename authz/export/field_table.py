@@ -1,8 +1,8 @@
 """How each declared policy field and condition kind becomes Envoy RBAC, or why it cannot.
 
-The policy language declares its fields (authz/policy/fields.py) and condition kinds
-(authz/policy/conditions.py) without knowing the export; this table, owned by the export, says
-for each declaration how it is exported (authz/export/rbac_fields.py) or why it is refused.
+The policy language declares its fields (authz/policy/language/fields.py) and condition kinds
+(authz/policy/language/conditions.py) without knowing the export; this table, owned by the export,
+says for each declaration how it is exported (authz/export/rbac_fields.py) or why it is refused.
 tests/unit/export/test_field_table.py checks that every declaration has an entry, so a new
 field is refused until someone writes its export, never silently skipped.
 """
@@ -17,8 +17,8 @@ from envoy_data_plane.envoy.config.rbac import v3 as rbac
 
 from authz.export import rbac_fields as rf
 from authz.export.context import ExportContext
-from authz.policy import conditions as cond
-from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
+from authz.policy.language import conditions as cond
+from authz.policy.language.fields import FROM_FIELDS, TO_FIELDS, EntryField
 
 # A field's checked value -> its positive match (a Principal for `from`, a Permission for `to`).
 FieldBuild = Callable[[ExportContext, Any], Any]

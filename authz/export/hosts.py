@@ -30,8 +30,8 @@ from authz.export.matchers import (
     s_exact,
     s_regex,
 )
-from authz.policy.compiler import merge_authentication
-from authz.policy.spec import Authentication, FileSpec
+from authz.policy.decide.compiler import merge_authentication
+from authz.policy.language.spec import Authentication, FileSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,9 @@ from authz.export.hosts import HostClass
 from authz.export.matchers import HEADER_KEY, PAYLOAD_KEY
 from authz.export.remote_jwks import RemoteSet, remote_jwks
 from authz.export.render import Finding
-from authz.policy.conditions import CONDITION_KINDS
-from authz.policy.fields import FROM_FIELDS
-from authz.policy.spec import JwtProvider, RuleSpec
+from authz.policy.language.conditions import CONDITION_KINDS
+from authz.policy.language.fields import FROM_FIELDS
+from authz.policy.language.spec import JwtProvider, RuleSpec
 
 
 def _jwks_text(p: JwtProvider) -> str | None:
@@ -130,7 +130,7 @@ def _jwt_provider(p: JwtProvider, remote: RemoteSet | None, refresh: float) -> j
 
 
 def needs_jwt(rule: RuleSpec) -> bool:
-    """As the compiler's `needs_jwt` (authz/policy/rules.py): claims, or a JWT-only field."""
+    """As the compiler's `needs_jwt` (authz/policy/decide/rules.py): claims, or a JWT-only field."""
     return any(k.needs_jwt for c in rule.when for k in CONDITION_KINDS if k.name == c.kind) or any(
         e.get(f.name) is not None for e in rule.from_ or () for f in FROM_FIELDS if f.needs_jwt
     )

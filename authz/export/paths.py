@@ -1,7 +1,7 @@
 """Path patterns (docs/policy.md, "Path patterns") as RE2 regexes for Envoy's RBAC `url_path`.
 
 Pure string work, no Envoy types. Two views of a request path exist in the engine
-(authz/policy/evaluate.py): the path as sent, which every rule sees, and the path with every
+(authz/policy/decide/evaluate.py): the path as sent, which every rule sees, and the path with every
 `;parameter` cut from its segments, which deny rules see too. `stripped_regex(p)` matches
 exactly the paths whose stripped form matches `p`, so the export can give a deny rule the
 same second chance the engine gives it, with no Envoy filter of our own.

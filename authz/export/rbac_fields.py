@@ -42,9 +42,9 @@ from authz.export.matchers import (
     s_exact,
     s_regex,
 )
-from authz.policy import patterns as pat
-from authz.policy.conditions import LIST_STRING_CLAIMS
-from authz.policy.spec import ConditionSpec
+from authz.policy.language import patterns as pat
+from authz.policy.language.conditions import LIST_STRING_CLAIMS
+from authz.policy.language.spec import ConditionSpec
 
 # Envoy's `merge_slashes` leaves a path of slashes only as `//` (it keeps the leading and the
 # trailing one), which the service merges to `/` (docs/policy.md, path normalization).
@@ -76,7 +76,8 @@ def _string_matcher(value: str) -> m.StringMatcher | None:
 
 @functools.lru_cache(maxsize=8192)
 def _principal(auth: Auth, value: str) -> rbac.Principal:
-    # Istio's short form stands for the spiffe:// ID (authz/policy/patterns.py principal_patterns).
+    # Istio's short form stands for the spiffe:// ID (authz/policy/language/patterns.py
+    # principal_patterns).
     if not value.startswith(("*", "spiffe://")):
         value = "spiffe://" + value
     matcher = _string_matcher(value)
@@ -165,7 +166,7 @@ def _value(v: Any) -> m.ValueMatcher:
 
 
 def _claim_at(path: Sequence[str], spec: ConditionSpec) -> rbac.Principal:
-    """The positive operator on the claim at one metadata path (authz/policy/rules.py)."""
+    """The positive operator on the claim at one metadata path (authz/policy/decide/rules.py)."""
     listy = path[-1].rsplit(".", 1)[-1] in LIST_STRING_CLAIMS
     where = [PAYLOAD_KEY, *path]
 

@@ -27,7 +27,7 @@ from authz.export.matchers import (
     s_exact,
     s_regex,
 )
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 
 
 def refusals(auth: Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Policy]:

@@ -24,7 +24,7 @@ from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as jwt
 
 from authz.identity.key_fetch import Fetcher, describe
 from authz.identity.keys import FETCH_TIMEOUT_SECONDS, REFRESH_SECONDS
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 
 _MAX_DISCOVERY_BYTES = 1 << 20
 

@@ -1,5 +1,5 @@
 """One policy rule -> one RBAC policy: the walk over a rule's fields, as the compiler makes it
-(authz/policy/rules.py), through the export table (authz/export/field_table.py)."""
+(authz/policy/decide/rules.py), through the export table (authz/export/field_table.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from authz.export.matchers import (
     q_or,
 )
 from authz.export.rbac_fields import HAS_PARAM, host_matcher
-from authz.policy.fields import FROM_FIELDS, TO_FIELDS, EntryField
-from authz.policy.spec import ConditionSpec, EntrySpec, FromSpec, RuleSpec, ToSpec
+from authz.policy.language.fields import FROM_FIELDS, TO_FIELDS, EntryField
+from authz.policy.language.spec import ConditionSpec, EntrySpec, FromSpec, RuleSpec, ToSpec
 
 
 def _entry(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from authz.errors import ApiKeyRejected
 from authz.model import ApiKeyUser, Request
-from authz.policy.spec import ApiKeyProvider, TokenLocation
+from authz.policy.language.spec import ApiKeyProvider, TokenLocation
 from authz.request.cookies import parse_cookies
 from authz.request.query import parse_query
 

@@ -36,7 +36,7 @@ from authz.errors import IntrospectionUnavailable
 from authz.identity.cache import BoundedCache, deep_bytes
 from authz.identity.jwt import KeysPending, KeyWait
 from authz.identity.keys import Refetch
-from authz.policy.spec import IntrospectionProvider
+from authz.policy.language.spec import IntrospectionProvider
 
 __all__ = [
     "FAILURE_TTL",

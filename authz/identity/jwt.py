@@ -45,7 +45,7 @@ from authz.identity.header_value import is_header_value
 from authz.identity.jwks import Jwk, KeySet
 from authz.identity.keys import Refetch
 from authz.model import FROM_CACHE, EndUser, TokenCheck
-from authz.policy.spec import JwtProvider, TokenLocation
+from authz.policy.language.spec import JwtProvider, TokenLocation
 
 __all__ = [
     "CLOCK_SKEW_SECONDS",

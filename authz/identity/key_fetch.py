@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 from authz.identity.jwks import JwksError, KeySet, parse_jwks
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 
 __all__ = ["Fetcher", "describe"]
 

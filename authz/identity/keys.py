@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from authz.identity.jwks import KeySet
 from authz.identity.key_fetch import Fetcher, describe
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 
 __all__ = [
     "UNKNOWN_KID_WAIT_SECONDS",

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from authz.errors import TokenRejected
 from authz.model import Request
-from authz.policy.spec import TokenLocation
+from authz.policy.language.spec import TokenLocation
 from authz.request.cookies import parse_cookies
 from authz.request.query import parse_query
 

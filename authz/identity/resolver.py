@@ -8,7 +8,7 @@ from authz.errors import TokenRejected
 from authz.identity.jwt import KeyWait
 from authz.identity.source import IdentitySource
 from authz.model import ANONYMOUS, Identity, Request
-from authz.policy.spec import Authentication
+from authz.policy.language.spec import Authentication
 
 __all__ = ["IdentityResolver"]
 

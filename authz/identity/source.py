@@ -18,7 +18,7 @@ from typing import Protocol
 
 from authz.identity.jwt import KeyWait
 from authz.model import Identity, Request
-from authz.policy.spec import Authentication
+from authz.policy.language.spec import Authentication
 
 __all__ = ["IdentitySource"]
 

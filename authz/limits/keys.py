@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from authz.claims import nested_claim, scalar_text
 
 if TYPE_CHECKING:  # authz.policy reads these modules: no import cycle at run time
-    from authz.policy.context import RequestContext
+    from authz.policy.decide.context import RequestContext
 
 Read = Callable[["RequestContext", str], "str | None"]
 

@@ -18,8 +18,8 @@ from authz.limits.keys import LimitKey, counter_key
 from authz.model import Decision, ShadowMatch
 
 if TYPE_CHECKING:  # authz.policy reads these modules: no import cycle at run time
-    from authz.policy.context import RequestContext
-    from authz.policy.rules import Reads
+    from authz.policy.decide.context import RequestContext
+    from authz.policy.decide.rules import Reads
 
 TOO_MANY_REQUESTS = 429
 PERIODS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600}
@@ -29,7 +29,8 @@ KEY_CACHE_SIZE = 16_384
 
 
 class Matcher(Protocol):
-    """A limit's from/to/when, compiled as a rule's are (`authz.policy.rules.CompiledRule`)."""
+    """A limit's from/to/when, compiled as a rule's are
+    (`authz.policy.decide.rules.CompiledRule`)."""
 
     @property
     def reads(self) -> Reads: ...
@@ -56,7 +57,7 @@ class CompiledLimit:
     def reads(self) -> Reads:
         """What the limit reads of a request besides method, path, host and identity: its
         matcher's reads and its key's (for the decision cache's key)."""
-        from authz.policy.rules import Reads
+        from authz.policy.decide.rules import Reads
 
         own = Reads()
         if self.key.kind == "header":

@@ -36,7 +36,7 @@ from typing import IO, Any
 from authz.claims import MISSING, claim_value
 from authz.model import Request, Verdict
 from authz.observe.recent import RecentDecisions
-from authz.policy.spec import ApiKeyProvider, IntrospectionProvider, JwtProvider
+from authz.policy.language.spec import ApiKeyProvider, IntrospectionProvider, JwtProvider
 
 log = logging.getLogger("authz.decision_log")
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from authz.errors import InvalidPath
 from authz.model import Decision, EndUser, Identity, Request, Workload
 from authz.policy import PolicySet, build_policy_set, evaluate
-from authz.policy.patterns import normalize_host
+from authz.policy.language.patterns import normalize_host
 from authz.request.paths import normalize_path
 from tests.hostile._hyp import HOSTILE
 from tests.hostile.reference import reference_normalize

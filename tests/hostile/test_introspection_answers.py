@@ -18,7 +18,7 @@ from authz.identity.jwt import KeyWait
 from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.policy import PolicyStore, load_policy_set
-from authz.policy.spec import IntrospectionProvider
+from authz.policy.language.spec import IntrospectionProvider
 
 NOW = 1_800_000_000.0
 POLICY = """

@@ -20,8 +20,8 @@ from authz._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.config import Limits
 from authz.errors import ApiKeyRejected, InvalidPath
 from authz.identity.apikeys import find_api_key, key_hash
-from authz.policy.patterns import PathCaptures
-from authz.policy.spec import ApiKey, ApiKeyProvider, TokenLocation
+from authz.policy.language.patterns import PathCaptures
+from authz.policy.language.spec import ApiKey, ApiKeyProvider, TokenLocation
 from authz.request.paths import normalize_path
 from authz.wire.inbound import to_request
 from tests.hostile._hyp import HOSTILE

@@ -77,7 +77,8 @@ CORPUS: list[tuple[str, str, str]] = [
         "/public/..%3B/admin",
     ),
     (
-        "param on a name (kept; deny rules also see /admin, tests/unit/policy/test_path_params.py)",
+        "param on a name (kept; deny rules also see /admin, "
+        "tests/unit/policy/decide/test_path_params.py)",
         "/admin;x=1",
         "/admin;x=1",
     ),

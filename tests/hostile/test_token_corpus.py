@@ -24,7 +24,7 @@ from authz.errors import TokenRejected
 from authz.identity import MAX_TOKEN_BYTES, KeyRegistry
 from authz.identity.sources import ServiceResolver
 from authz.model import Identity, Request
-from authz.policy.spec import Authentication, JwtProvider, TokenLocation
+from authz.policy.language.spec import Authentication, JwtProvider, TokenLocation
 from tests.hostile._hyp import HOSTILE
 from tests.hostile.forge import b64, forge
 from tests.support.jwks_server import JwksServer

@@ -23,7 +23,7 @@ from authz.identity.sources import ServiceResolver
 from authz.limits import Limiter, LocalCounter
 from authz.model import Request
 from authz.policy import PolicyStore, load_policy_set
-from authz.policy.spec import IntrospectionProvider
+from authz.policy.language.spec import IntrospectionProvider
 from tests.support.tokens import claims, jwks_json, make_key
 
 NOW = 1_800_000_000.0

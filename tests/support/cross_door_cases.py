@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.policy import PolicySet
-from authz.policy.patterns import normalize_host
+from authz.policy.language.patterns import normalize_host
 from tests.support.export_diff import SPIFFE_IDS, World, generate, make_world
 
 REQUESTS = 120

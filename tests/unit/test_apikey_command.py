@@ -7,7 +7,7 @@ import yaml
 
 from authz.cli import main
 from authz.identity.apikeys import key_hash
-from authz.policy.keyfile import parse_key_file
+from authz.policy.language.keyfile import parse_key_file
 
 
 def test_new_key_prints_the_key_once_and_a_line_with_its_hash(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from authz.claims import MISSING, claim_value, nested_claim
 from authz.limits.keys import parse_key
 from authz.model import EndUser, Identity, Request
-from authz.policy.context import RequestContext
-from authz.policy.spec import Authentication
+from authz.policy.decide.context import RequestContext
+from authz.policy.language.spec import Authentication
 
 CLAIMS = {
     "https://example.com/tenant": "acme",

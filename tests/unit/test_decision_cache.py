@@ -25,7 +25,7 @@ from authz.identity.jwks import KeySet, parse_jwks
 from authz.identity.sources import ServiceResolver
 from authz.model import Request, Verdict
 from authz.policy import PolicySet, PolicyStore, build_policy_set
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 from tests.support.certs import make_pki
 from tests.support.tokens import SigningKey, jwks, make_key
 

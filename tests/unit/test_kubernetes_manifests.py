@@ -27,7 +27,7 @@ from authz.envoy_istio import (
     istio_mesh_config,
 )
 from authz.policy import load_policy_set
-from authz.policy.loader import TEST_SUFFIXES
+from authz.policy.load.loader import TEST_SUFFIXES
 
 REPO = Path(__file__).resolve().parents[2]
 KUBE = REPO / "deploy" / "kubernetes" / "base"

@@ -15,8 +15,8 @@ import yaml
 import authz
 from authz.authoring import json_schema
 from authz.errors import AuthzError
-from authz.policy import schema as policy_schema
-from authz.policy.evaluate import NO_MATCHING_RULE, NO_POLICY_FOR_HOST
+from authz.policy.decide.evaluate import NO_MATCHING_RULE, NO_POLICY_FOR_HOST
+from authz.policy.language import schema as policy_schema
 from authz.reasons import CODES, Reason
 from tests.unit.policy.conftest import problems
 

@@ -12,7 +12,7 @@ import pytest
 
 from authz.identity import KeyRegistry
 from authz.policy import PolicyStore, load_policy_set
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 from authz.reload import PolicyReloader, directory_fingerprint
 from tests.support.files import write
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from authz.identity.apikeys import find_api_key, key_hash
 from authz.identity.jwt import KeyWait
 from authz.model import Identity, Request
-from authz.policy.spec import Authentication
+from authz.policy.language.spec import Authentication
 
 __all__ = ["ApiKeySource"]
 

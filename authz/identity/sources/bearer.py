@@ -9,7 +9,7 @@ from typing import Protocol
 
 from authz.identity.jwt import KeyWait
 from authz.model import EndUser
-from authz.policy.spec import Authentication, JwtProvider, TokenLocation
+from authz.policy.language.spec import Authentication, JwtProvider, TokenLocation
 
 __all__ = ["TokenVerifier", "introspected_by", "looks_like_jwt", "token_locations"]
 

@@ -20,7 +20,7 @@ from authz.identity.jwt import MAX_TOKEN_BYTES, KeyWait, check_claims
 from authz.identity.lookup import find_token
 from authz.identity.sources.bearer import introspected_by
 from authz.model import EndUser, Identity, Request, TokenCheck, TokenUse
-from authz.policy.spec import Authentication, IntrospectionProvider, JwtProvider
+from authz.policy.language.spec import Authentication, IntrospectionProvider, JwtProvider
 
 __all__ = ["Introspection", "IntrospectionSource", "user_of"]
 

@@ -19,7 +19,7 @@ from authz.identity.jwt import KeyLookup, KeyWait, check_claims
 from authz.identity.lookup import find_token
 from authz.identity.sources.bearer import TokenVerifier, introspected_by
 from authz.model import Identity, Request, TokenUse
-from authz.policy.spec import Authentication
+from authz.policy.language.spec import Authentication
 
 __all__ = ["JwtSource"]
 

@@ -6,7 +6,7 @@ from authz.config import Settings
 from authz.identity.jwt import KeyWait
 from authz.identity.peer import PeerIdentifier
 from authz.model import Identity, Request
-from authz.policy.spec import Authentication
+from authz.policy.language.spec import Authentication
 
 __all__ = ["PeerSource"]
 

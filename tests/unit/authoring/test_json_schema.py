@@ -15,8 +15,8 @@ import yaml
 from authz.authoring import json_schema
 from authz.errors import PolicyError
 from authz.policy import load_policy_set
-from authz.policy import schema as policy_schema
-from authz.policy.spec import JwtProvider
+from authz.policy.language import schema as policy_schema
+from authz.policy.language.spec import JwtProvider
 
 from .conftest import EXAMPLE_POLICIES, REPO, write
 

@@ -156,7 +156,7 @@ def test_a_field_the_table_refuses_is_reported_rule_by_rule(
     """A `Refused` entry in the export's table (a new field, say, with no RBAC equivalent) is
     what makes a field not exportable: each rule using it is named, the rest export."""
     from authz.export import field_table
-    from authz.policy.fields import TO_FIELDS
+    from authz.policy.language.fields import TO_FIELDS
 
     ports = next(f for f in TO_FIELDS if f.name == "ports")
     table = {**field_table.FIELD_EXPORTS, ports: field_table.Refused("no such thing in RBAC")}

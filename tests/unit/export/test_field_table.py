@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from authz.export.field_table import CONDITION_EXPORTS, FIELD_EXPORTS, Refused
-from authz.policy.conditions import CONDITION_KINDS
-from authz.policy.fields import FROM_FIELDS, TO_FIELDS
+from authz.policy.language.conditions import CONDITION_KINDS
+from authz.policy.language.fields import FROM_FIELDS, TO_FIELDS
 
 
 def test_every_declared_field_is_exported_or_refused() -> None:

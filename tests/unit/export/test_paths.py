@@ -1,4 +1,5 @@
-"""The deny rules' `;param` view as a regex: exactly the engine's (authz/policy/evaluate.py)."""
+"""The deny rules' `;param` view as a regex: exactly the engine's
+(authz/policy/decide/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import pytest
 
 from authz.export.paths import stripped_regex, template_regex
-from authz.policy.patterns import path_patterns
+from authz.policy.language.patterns import path_patterns
 
 PATTERNS = [
     "/admin", "/admin/{**}", "/admin*", "/api/orders/{*}", "/api/{*}/items", "/api/{**}",

@@ -10,7 +10,7 @@ import pytest
 from authz.errors import ApiKeyRejected
 from authz.identity.apikeys import find_api_key, key_hash
 from authz.model import Request
-from authz.policy.spec import ApiKey, ApiKeyProvider, TokenLocation
+from authz.policy.language.spec import ApiKey, ApiKeyProvider, TokenLocation
 
 GOOD, OTHER = "k-good-0123456789", "k-other-0123456789"
 

@@ -17,7 +17,7 @@ from authz.identity import spiffe as spiffe_module
 from authz.identity.cache import ENTRY_OVERHEAD, BoundedCache
 from authz.identity.peer import MAX_CACHED_PEM_BYTES, PeerCertificateVerifier
 from authz.identity.sources import ServiceResolver
-from authz.policy.spec import Authentication, JwtProvider
+from authz.policy.language.spec import Authentication, JwtProvider
 from tests.support.tokens import SigningKey, claims, jwks_json, make_key
 
 from .conftest import NOW, bearer

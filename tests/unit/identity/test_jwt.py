@@ -14,7 +14,7 @@ from authz.errors import TokenRejected
 from authz.identity import MAX_TOKEN_BYTES, KeyRegistry
 from authz.identity.sources import ServiceResolver
 from authz.model import Identity, Request, TokenUse
-from authz.policy.spec import Authentication, JwtProvider, TokenLocation
+from authz.policy.language.spec import Authentication, JwtProvider, TokenLocation
 from tests.support.tokens import (
     ALL_ALGORITHMS,
     SigningKey,

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from authz.identity import KeyRegistry
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 from tests.support.tokens import jwks, make_key
 
 

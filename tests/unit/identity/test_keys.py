@@ -14,7 +14,7 @@ from authz.config import Settings
 from authz.errors import TokenRejected
 from authz.identity import FetchResult, JwksError, KeyRegistry, parse_jwks
 from authz.identity.sources import ServiceResolver
-from authz.policy.spec import Authentication, JwtProvider
+from authz.policy.language.spec import Authentication, JwtProvider
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, claims, jwks, make_key
 

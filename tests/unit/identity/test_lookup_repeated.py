@@ -7,7 +7,7 @@ import pytest
 from authz.errors import TokenRejected
 from authz.identity.lookup import find_token
 from authz.model import Request
-from authz.policy.spec import JwtProvider
+from authz.policy.language.spec import JwtProvider
 
 
 def _request(value: str) -> Request:

@@ -18,7 +18,7 @@ from authz.errors import WorkloadRejected
 from authz.identity import KeyRegistry, parse_xfcc
 from authz.identity.peer import PeerIdentifier, XfccError
 from authz.identity.sources import ServiceResolver
-from authz.policy.spec import Authentication
+from authz.policy.language.spec import Authentication
 
 from .conftest import NOW, request
 

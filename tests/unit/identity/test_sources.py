@@ -24,7 +24,7 @@ from authz.identity.sources import (
 )
 from authz.model import EndUser, Identity, Request
 from authz.policy import PolicyStore, load_policy_set
-from authz.policy.spec import Authentication
+from authz.policy.language.spec import Authentication
 
 POLICY = """
 hosts: [api.example.com]

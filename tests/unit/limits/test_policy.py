@@ -14,7 +14,7 @@ from authz.identity import KeyRegistry
 from authz.identity.sources import ServiceResolver
 from authz.model import Request
 from authz.policy import PolicyStore
-from authz.policy.loader import build_policy_set
+from authz.policy.load.loader import build_policy_set
 
 POLICY = """\
 rules:

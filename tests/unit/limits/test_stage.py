@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from authz.limits import CompiledLimit, Limiter, LocalCounter, parse_key
 from authz.model import Decision, EndUser, Identity, Request
-from authz.policy.context import RequestContext
-from authz.policy.spec import Authentication
+from authz.policy.decide.context import RequestContext
+from authz.policy.language.spec import Authentication
 
 NOW = 1_800_000_000.0 + 17.4  # 17.4 s into a minute
 

@@ -20,7 +20,7 @@ from authz.observe.decision_log import (
     secret_digest,
     token_headers,
 )
-from authz.policy.spec import JwtProvider, TokenLocation
+from authz.policy.language.spec import JwtProvider, TokenLocation
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.c2ln"
 COOKIE = "session=very-secret-cookie"
@@ -307,7 +307,7 @@ def test_v2_peer_certificate_expiry(tmp_path: Path) -> None:
 def test_api_key_headers_are_secret_and_the_principal_and_context_are_logged() -> None:
     from authz.model import Decision, Request, Verdict
     from authz.observe.decision_log import SECRET_HEADERS, decision_record, token_headers
-    from authz.policy.spec import ApiKeyProvider, TokenLocation
+    from authz.policy.language.spec import ApiKeyProvider, TokenLocation
 
     provider = ApiKeyProvider("partners", (TokenLocation(header="X-Partner-Key"),), "/p.keys.yaml")
     secrets = SECRET_HEADERS | token_headers([provider])

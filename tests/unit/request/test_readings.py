@@ -18,7 +18,7 @@ from authz.identity.peer import PeerCertificateVerifier, parse_xfcc
 from authz.identity.sources import ServiceResolver
 from authz.model import ANONYMOUS, Request
 from authz.policy import PolicyStore, build_policy_set, evaluate, load_policy_set
-from authz.policy.context import RequestContext
+from authz.policy.decide.context import RequestContext
 from authz.request.headers import header_readings
 from authz.request.paths import cut_params, normalize_path, path_readings
 from authz.request.query import parse_query, spellings

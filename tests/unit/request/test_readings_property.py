@@ -11,8 +11,8 @@ import pytest
 
 from authz.model import ANONYMOUS, Request
 from authz.policy import build_policy_set
-from authz.policy.context import RequestContext
-from authz.policy.spec import Authentication
+from authz.policy.decide.context import RequestContext
+from authz.policy.language.spec import Authentication
 from authz.request.paths import normalize_path
 
 PATHS = ["/admin", "/admin/{**}", "*.json", "/api/{*}", "/api/admin", "/app/{**}"]

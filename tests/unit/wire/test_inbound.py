@@ -16,7 +16,7 @@ from authz.errors import (
     InvalidPath,
     RequestTooLarge,
 )
-from authz.policy.patterns import normalize_host
+from authz.policy.language.patterns import normalize_host
 from authz.wire.inbound import to_request
 
 LIMITS = Limits()
