@@ -25,9 +25,9 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -192,7 +192,33 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} not reached in {timeout:g} s")
 
 
-class RedisCluster:
+class _Topology:
+    """Several redis-server processes started together: all of them stop on exit, and on a
+    start that fails half-way."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def processes(self) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        for process in self.processes():
+            process.kill()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class RedisCluster(_Topology):
     """Six `redis-server --cluster-enabled yes` nodes made a cluster of three masters with one
     replica each by `redis-cli --cluster create`. A node fails after 1 s without an answer
     (`cluster-node-timeout`), so a killed master is replaced in about two seconds."""
@@ -335,23 +361,11 @@ class RedisCluster:
         _wait(replaced, timeout, "failover")
         self.wait_ok(timeout)
 
-    def kill(self) -> None:
-        for node in self.nodes:
-            node.kill()
-
-    def __enter__(self) -> RedisCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
+    def processes(self) -> Iterable[Any]:
+        return self.nodes
 
 
-class RedisSentinel:
+class RedisSentinel(_Topology):
     """A master, one replica and three Sentinels watching it as `authz` (quorum 2). A master is
     down after 1 s without an answer (`down-after-milliseconds`), and replaced soon after."""
 
@@ -429,17 +443,5 @@ class RedisSentinel:
 
         _wait(replaced, timeout, "a Sentinel failover")
 
-    def kill(self) -> None:
-        for node in (*self.sentinels, self.master, self.replica):
-            node.kill()
-
-    def __enter__(self) -> RedisSentinel:
-        try:
-            self.start()
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
+    def processes(self) -> Iterable[Any]:
+        return (*self.sentinels, self.master, self.replica)
