@@ -125,27 +125,26 @@ def _pairs(pairs: list[str], flag: str) -> dict[str, str]:
 
 
 def _claims(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        claims = json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"--claims is not JSON: {error}") from None
-    if not isinstance(claims, dict) or not isinstance(claims.get("iss"), str):
-        raise ValueError("--claims must be a JSON object with at least an `iss` string")
-    return claims
+    return _json_object(text, "--claims", "iss", str, "at least an `iss` string")
 
 
 def _answer(text: str | None) -> dict[str, Any] | None:
+    return _json_object(text, "--introspection", "active", bool, "a boolean `active`")
+
+
+def _json_object(
+    text: str | None, flag: str, key: str, kind: type, needs: str
+) -> dict[str, Any] | None:
+    """A flag's JSON object, which must hold `key` of `kind`; None when the flag is absent."""
     if text is None:
         return None
     try:
-        answer = json.loads(text)
+        value = json.loads(text)
     except ValueError as error:
-        raise ValueError(f"--introspection is not JSON: {error}") from None
-    if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
-        raise ValueError("--introspection must be a JSON object with a boolean `active`")
-    return answer
+        raise ValueError(f"{flag} is not JSON: {error}") from None
+    if not isinstance(value, dict) or not isinstance(value.get(key), kind):
+        raise ValueError(f"{flag} must be a JSON object with {needs}")
+    return value
 
 
 def _jsonable(value: Any) -> Any:
