@@ -12,9 +12,7 @@ worker's admin /readyz answers 200. Everything is on 127.0.0.1; every wait is bo
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,26 +25,9 @@ from typing import Any
 import yaml
 
 from .envoy import Envoy, EnvoyConfig, TlsConfig
-from .ports import LOOPBACK, free_port
+from .ports import LOOPBACK, free_port_run
 from .service import REPO_ROOT, ServeBase
 from .upstream import EchoUpstream
-
-
-def free_port_run(count: int) -> int:
-    """A port p with p .. p + count - 1 all free a moment ago (worker i takes p + i)."""
-    for _attempt in range(50):
-        first = free_port()
-        if first + count > 65535:
-            continue
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(first, first + count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind((LOOPBACK, port))
-            except OSError:
-                continue
-            return first
-    raise RuntimeError(f"no run of {count} free ports")
 
 
 class ServeProcess(ServeBase):

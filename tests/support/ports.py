@@ -7,6 +7,7 @@ port before our server binds it), so callers that start external processes retry
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -19,6 +20,24 @@ def free_port(host: str = LOOPBACK) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_run(count: int) -> int:
+    """A port p with p .. p + count - 1 all free a moment ago (worker i of `authz serve --workers`
+    takes p + i)."""
+    for _attempt in range(100):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"no run of {count} free ports")
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:

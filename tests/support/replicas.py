@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from tests.support.ports import LOOPBACK, free_port
+from tests.support.ports import LOOPBACK, free_port_run
 from tests.support.service import is_serving, spawn_serve
 
 # Per hour, so a burst never straddles a window (fixed windows start afresh).
@@ -59,7 +58,7 @@ class Replica:
             for i in range(workers)
         ]
         self.log_path = directory / f"{name}.log"
-        self.admin_port = free_run(workers)  # worker i's admin endpoint is on port + i
+        self.admin_port = free_port_run(workers)  # worker i's admin endpoint is on port + i
         self.process = spawn_serve(
             directory / "policies",
             "--listen",
@@ -161,22 +160,6 @@ def _all_serving(replicas: list[Replica]) -> Callable[[], bool]:
         return all(r.serving() for r in replicas)
 
     return check
-
-
-def free_run(n: int) -> int:
-    """The first of `n` consecutive loopback ports that were free a moment ago."""
-    for _ in range(100):
-        base = free_port()
-        if base + n > 65535:
-            continue
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as probe:
-                    probe.bind((LOOPBACK, port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, why: str = "") -> None:
