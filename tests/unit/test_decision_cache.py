@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from authz.config import HeaderNames, Settings
 from authz.decision_cache import DecisionCache
 from authz.engine import Engine
+from authz.identity.introspection import Introspector
 from authz.identity.jwks import KeySet, parse_jwks
 from authz.identity.sources import ServiceResolver
 from authz.model import Request, Verdict
@@ -192,13 +193,18 @@ class World:
     headers: HeaderNames = field(default_factory=HeaderNames)
 
 
+# The policies name no introspection endpoint, so no engine here ever calls it: one client for
+# all of them (each new one loads the system's CA bundle, about 30 ms: most of a property run).
+INTROSPECTOR = Introspector()
+
+
 def world(*, cache: DecisionCache | None = None) -> World:
     store = PolicyStore(policy_set(POLICY_A))
     keys = Keys(KEY_SETS["k1"]())
     clock = Clock()
 
     def engine(decision_cache: DecisionCache | bool) -> Engine:
-        resolver = ServiceResolver(Settings(), keys)
+        resolver = ServiceResolver(Settings(), keys, introspection=INTROSPECTOR)
         return Engine(store, resolver, clock=clock, decision_cache=decision_cache)
 
     return World(store, keys, clock, engine(cache if cache is not None else True), engine(False))
