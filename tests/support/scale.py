@@ -8,10 +8,13 @@ forms the issues were first checked with.
 from __future__ import annotations
 
 import os
+from typing import TypeVar
+
+T = TypeVar("T")
 
 LONG = os.environ.get("LONG_TESTS", "") not in ("", "0")
 
 
-def scaled(default: int, long: int) -> int:
-    """`default` in the everyday run, `long` when LONG_TESTS is set."""
+def scaled(default: T, long: T) -> T:
+    """`default` in the everyday run, `long` when LONG_TESTS is set (a size, a tuple of seeds)."""
     return long if LONG else default
