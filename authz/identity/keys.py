@@ -241,6 +241,9 @@ class _Source:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def state(self) -> KeyState:
         if self.key_set is not None:
             name = "ready" if self.error is None else "stale"
@@ -344,6 +347,8 @@ class KeyRegistry:
         self._listeners: list[OnFetch] = [on_fetch] if on_fetch is not None else []
         self._changed = threading.Condition()
         self._sources: dict[SourceKey, _Source] = {}
+        # Sources a reload dropped whose threads may still be finishing: close() joins them too.
+        self._stopped: list[_Source] = []
         self._closed = False
 
     def ensure(self, providers: Iterable[JwtProvider]) -> None:
@@ -359,6 +364,7 @@ class KeyRegistry:
                 raise RuntimeError("KeyRegistry is closed")
             gone = [key for key in self._sources if key not in wanted]
             stopped = [self._sources.pop(key) for key in gone]
+            self._stopped = [s for s in self._stopped if s.running()] + stopped
             for key, provider in wanted.items():
                 if key not in self._sources:
                     source = self._new_source(provider)
@@ -428,8 +434,9 @@ class KeyRegistry:
         """Stop every fetcher thread (waiting up to `timeout` seconds for each to finish)."""
         with self._changed:
             self._closed = True
-            sources = list(self._sources.values())
+            sources = [*self._sources.values(), *self._stopped]
             self._sources.clear()
+            self._stopped.clear()
         for source in sources:
             source.close()
         for source in sources:

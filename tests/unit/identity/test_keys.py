@@ -422,6 +422,24 @@ def test_close_joins_threads(server: JwksServer) -> None:
         registry.ensure([])
 
 
+def test_close_joins_the_threads_of_sources_a_reload_dropped(server: JwksServer) -> None:
+    """A provider a reload removed while its fetch was in flight: close() waits for that
+    thread too (it failed the leftover-thread check now and then under load)."""
+    server.rotate(make_key("ES256"))
+    server.hold()
+    registry = KeyRegistry()
+    registry.ensure([JwtProvider(issuer=server.issuer, jwks_uri=server.jwks_uri)])
+    assert server.wait_for_fetches(1)  # the fetcher is inside its request, held
+    registry.ensure([])
+    releaser = threading.Timer(0.3, server.release)
+    releaser.start()
+    try:
+        registry.close()
+        assert f"jwks:{server.issuer}" not in {t.name for t in threading.enumerate()}
+    finally:
+        releaser.join()
+
+
 def test_redirects_only_to_http(
     registries: Callable[..., KeyRegistry], server: JwksServer, tmp_path: Path
 ) -> None:
