@@ -12,6 +12,7 @@ from jwt.exceptions import PyJWTError
 from authz.config import Settings
 from authz.errors import TokenRejected
 from authz.identity import MAX_TOKEN_BYTES, KeyRegistry
+from authz.identity.introspection import Introspector
 from authz.identity.sources import ServiceResolver
 from authz.model import Identity, Request, TokenUse
 from authz.policy.language.spec import Authentication, JwtProvider, TokenLocation
@@ -29,6 +30,9 @@ from tests.support.tokens import (
 from .conftest import NOW, bearer, request
 
 ISS = "https://id.example.com"
+# No provider here is an introspection endpoint: one client for every Setup (each new one loads
+# the system's CA bundle, ~40 ms: most of this file's time when each test made its own).
+INTROSPECTOR = Introspector()
 
 
 class Setup:
@@ -42,7 +46,7 @@ class Setup:
         self.auth = Authentication(jwt_providers=(self.provider,))
         self.registry = registries()
         self.registry.ensure([self.provider])
-        self.resolver = ServiceResolver(Settings(), self.registry)
+        self.resolver = ServiceResolver(Settings(), self.registry, introspection=INTROSPECTOR)
 
     def resolve(self, req: Request, now: float = NOW) -> Identity:
         return self.resolver.resolve(req, self.auth, now)
