@@ -76,7 +76,8 @@ def test_envoy_enforces_each_accepted_set_without_restart(tmp_path: Path) -> Non
             )
             _eventually(lambda: status("/c") == 200, "the service deciding /c through ext_authz")
             assert os.readlink(ecds / "..data") != version
-            assert "decided by this service" in service.log()
+            # Logged once the files are in place, so Envoy may already enforce them: awaited.
+            _eventually(lambda: "decided by this service" in service.log(), "the export's line")
             assert (status("/b"), status("/a")) == (403, 403)
             assert envoy._process is not None and envoy._process.pid == pid  # no restart
 
