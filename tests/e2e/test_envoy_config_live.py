@@ -159,12 +159,22 @@ def _start(
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack of the test's own (the test stops its processes)."""
     yield from _start(tmp_path, {"public.yaml": POLICY})
 
 
-@pytest.fixture
-def hosts_stack(tmp_path: Path) -> Iterator[Stack]:
-    yield from _start(tmp_path, {"shop.yaml": SHOP_POLICY}, _two_virtual_hosts)
+# Stacks the tests only send requests through: one per module (a service and an Envoy start in
+# about two seconds each on a loaded machine).
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from _start(tmp_path_factory.mktemp("stack"), {"public.yaml": POLICY})
+
+
+@pytest.fixture(scope="module")
+def hosts_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from _start(
+        tmp_path_factory.mktemp("hosts"), {"shop.yaml": SHOP_POLICY}, _two_virtual_hosts
+    )
 
 
 CONTEXT_POLICY = """\
@@ -216,15 +226,17 @@ def test_allowed_denied_and_outage(stack: Stack) -> None:
     assert decision_id in stack.access_log.read_text(encoding="utf-8")
 
 
-def test_path_tricks_are_checked_as_served(stack: Stack) -> None:
+def test_path_tricks_are_checked_as_served(shared_stack: Stack) -> None:
     # Envoy normalizes before ext_authz: /public/../private is checked (and would be served) as
     # /private; an encoded slash is rejected by Envoy itself.
+    stack = shared_stack
     assert http_get(f"{stack.base}/public/../private")[0] == 403
     assert http_get(f"{stack.base}//public/x")[0] == 200
     assert http_get(f"{stack.base}/public/a%2Fb")[0] == 400
 
 
-def test_underscore_headers_are_rejected(stack: Stack) -> None:
+def test_underscore_headers_are_rejected(shared_stack: Stack) -> None:
+    stack = shared_stack
     # CGI/WSGI upstreams would read x_authz_principal as x-authz-principal, next to ours.
     status, body = http_get(f"{stack.base}/public/hello", {"x_authz_principal": "spoofed"})
     assert status == 400
