@@ -15,12 +15,10 @@ import pytest
 from authz.identity.apikeys import key_hash
 from tests.support import https
 from tests.support.certs import Pki
-from tests.support.envoy import Envoy, TlsConfig
+from tests.support.envoy import Envoy, EnvoyConfig, TlsConfig
 from tests.support.http_mode import HttpModeEnvoy, ServeProcess
 from tests.support.service import ServiceProcess
 from tests.support.upstream import EchoUpstream
-
-from .conftest import EnvoyFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -81,9 +79,9 @@ CORPUS: list[tuple[str, str, list[tuple[str, str]], bytes | None, int]] = [
 ]
 
 
-@pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    directory = tmp_path / "policies"
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("doors") / "policies"
     directory.mkdir()
     (directory / "doors.yaml").write_text(POLICY)
     (directory / "partners.keys.yaml").write_text(
@@ -108,16 +106,28 @@ def _run(envoy: Envoy, pki: Pki) -> list[tuple[str, str, int]]:
     return results
 
 
-@pytest.fixture
-def grpc_envoy(policies: Path, envoy_factory: EnvoyFactory) -> Iterator[Envoy]:
-    with ServiceProcess(policies) as service:
-        yield envoy_factory(
-            service.address,
-            mtls=True,
+@pytest.fixture(scope="module")
+def grpc_door(
+    policies: Path, pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Envoy, EchoUpstream]]:
+    """One service and one Envoy for the module (the tests only send requests through them)."""
+    with EchoUpstream() as upstream, ServiceProcess(policies) as service:
+        config = EnvoyConfig(
+            authz_address=service.address,
+            upstream_host=upstream.host,
+            upstream_port=upstream.port,
+            tls=TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca),
             normalize_path=True,
             merge_slashes=True,
             path_with_escaped_slashes_action="REJECT_REQUEST",
         )
+        with Envoy(config, tmp_path_factory.mktemp("envoy-grpc")) as envoy:
+            yield envoy, upstream
+
+
+@pytest.fixture
+def grpc_envoy(grpc_door: tuple[Envoy, EchoUpstream]) -> Envoy:
+    return grpc_door[0]
 
 
 @pytest.fixture
@@ -140,8 +150,9 @@ def test_the_http_door_gives_the_same_answers(http_envoy: Envoy, pki: Pki) -> No
 
 @pytest.mark.parametrize("name", ["api_key", "api%5Fkey", "ap%69_key"])
 def test_an_api_key_under_any_spelling_never_reaches_the_upstream(
-    grpc_envoy: Envoy, pki: Pki, upstream: EchoUpstream, name: str
+    grpc_door: tuple[Envoy, EchoUpstream], pki: Pki, name: str
 ) -> None:
+    grpc_envoy, upstream = grpc_door
     upstream.clear()
     answer = https.request(
         grpc_envoy.url, f"/keyed?{name}={KEY}&page=2", ca=pki.ca, client_cert=pki.client
