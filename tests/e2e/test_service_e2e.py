@@ -25,13 +25,24 @@ REPO = Path(__file__).resolve().parents[2]
 MINT = REPO / "examples" / "demo-issuer" / "mint.py"
 
 
-@pytest.fixture
-def service(tmp_path: Path, pki: Pki) -> Iterator[ServiceProcess]:
+def _serve(directory: Path, pki: Pki) -> Iterator[ServiceProcess]:
     """Our service on a copy of the example policies, verifying peer certificates too."""
-    policies = tmp_path / "policies"
+    policies = directory / "policies"
     shutil.copytree(REPO / "policies", policies)
     with ServiceProcess(policies, extra_args=("--ca-bundle", str(pki.ca))) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ServiceProcess]:
+    """One service for the tests that only send checks to it (each has an Envoy of its own)."""
+    yield from _serve(tmp_path_factory.mktemp("service"), pki)
+
+
+@pytest.fixture
+def own_service(tmp_path: Path, pki: Pki) -> Iterator[ServiceProcess]:
+    """A service the test stops."""
+    yield from _serve(tmp_path, pki)
 
 
 def token(*args: str) -> str:
@@ -148,8 +159,9 @@ def test_end_user_token_through_envoy(
 
 
 def test_envoy_fails_closed_when_service_stops(
-    service: ServiceProcess, envoy_factory: EnvoyFactory, pki: Pki, upstream: EchoUpstream
+    own_service: ServiceProcess, envoy_factory: EnvoyFactory, pki: Pki, upstream: EchoUpstream
 ) -> None:
+    service = own_service
     envoy = envoy_factory(service.address, mtls=True)
     assert call(envoy.url, pki, "/api/orders").status == 200
     assert service.terminate() == 0  # SIGTERM: a clean exit
