@@ -18,11 +18,9 @@ from authz.envoy_bootstrap import context_route
 from authz.identity.apikeys import key_hash
 from tests.support import https
 from tests.support.certs import Pki
-from tests.support.envoy import Envoy
+from tests.support.envoy import Envoy, EnvoyConfig, TlsConfig
 from tests.support.service import ServiceProcess
 from tests.support.upstream import EchoUpstream
-
-from .conftest import EnvoyFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -86,19 +84,33 @@ keys:
 """
 
 
-@pytest.fixture
-def envoy(
-    tmp_path: Path, pki: Pki, envoy_factory: EnvoyFactory, upstream: EchoUpstream
-) -> Iterator[Envoy]:
-    policies = tmp_path / "policies"
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki
+) -> Iterator[tuple[Envoy, EchoUpstream]]:
+    """One service, Envoy and upstream for the module: the tests only send requests."""
+    directory = tmp_path_factory.mktemp("language")
+    policies = directory / "policies"
     policies.mkdir()
     (policies / "language.yaml").write_text(POLICY)
     (policies / "partners.keys.yaml").write_text(KEYS)
     shutil.copy(REPO / "policies" / "demo-jwks.json", policies)
-    with ServiceProcess(policies) as service:
-        # The per-route context: only checks of /internal/ carry zone=internal.
-        routes = [context_route("/internal/", {"zone": "internal"})]
-        yield envoy_factory(service.address, mtls=True, extra_routes=routes)
+    with EchoUpstream() as upstream, ServiceProcess(policies) as service:
+        config = EnvoyConfig(
+            authz_address=service.address,
+            upstream_host=upstream.host,
+            upstream_port=upstream.port,
+            tls=TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca),
+            # The per-route context: only checks of /internal/ carry zone=internal.
+            extra_routes=[context_route("/internal/", {"zone": "internal"})],
+        )
+        with Envoy(config, directory / "envoy") as envoy:
+            yield envoy, upstream
+
+
+@pytest.fixture
+def envoy(stack: tuple[Envoy, EchoUpstream]) -> Envoy:
+    return stack[0]
 
 
 def call(envoy: Envoy, pki: Pki, path: str, **kwargs: object) -> https.Response:
@@ -118,7 +130,8 @@ def tenant_token(tenant: str) -> str:
     return jwt.encode(claims, DEMO_KEY, algorithm="ES256", headers={"kid": "demo-2026"})
 
 
-def test_api_keys(envoy: Envoy, pki: Pki, upstream: EchoUpstream) -> None:
+def test_api_keys(stack: tuple[Envoy, EchoUpstream], pki: Pki) -> None:
+    envoy, upstream = stack
     answer = call(envoy, pki, "/partners/orders", headers=[("x-api-key", ACME_KEY)])
     assert answer.status == 200, answer.body
     seen = upstream.requests[-1]
