@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -26,9 +25,10 @@ pytestmark = pytest.mark.e2e
 POLICY = "rules: [{name: reads, action: allow, to: [{methods: [GET]}]}]\n"
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[ServiceProcess]:
-    policies = tmp_path / "policies"
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One service for the module (each test has an Envoy of its own in front of it)."""
+    policies = tmp_path_factory.mktemp("refusals") / "policies"
     policies.mkdir()
     (policies / "all.yaml").write_text(POLICY)
     with ServiceProcess(policies) as running:
