@@ -1,43 +1,85 @@
 """Free loopback ports for test servers.
 
-Asking the kernel for port 0 and closing the socket again is racy (another process can take the
-port before our server binds it), so callers that start external processes retry on
-"address in use" instead of trusting this to be exclusive.
+The kernel's own free ports (bind to port 0) come from its ephemeral range, the same range it
+takes the local port of every outgoing connection from: between our asking and the server's
+bind, any client connection on the machine (the test's own gRPC channels, Redis clients, a
+parallel run) could take the port. So ports are handed out here from just below that range,
+where the kernel never hands out ports by itself: one counter per process, starting at a random
+place, skipping ports something is bound to. A port is given out once per process (until the
+counter wraps around, thousands of ports later), so two servers of one run never race for one.
+Processes of other runs on the same machine could still pick the same port in the same instant;
+callers that start external processes retry on "address in use" for that.
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
+import random
 import socket
+import threading
 import time
 
 LOOPBACK = "127.0.0.1"
 
+_SPAN = 12_000  # ports below the ephemeral range handed out here
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_LOW = max(1024, _ephemeral_low() - _SPAN)
+_HIGH = _ephemeral_low()  # exclusive
+_lock = threading.Lock()
+_next = random.SystemRandom().randrange(_LOW, _HIGH)  # not the test-seeded `random`
+
+
+def _reseed() -> None:
+    global _next
+    _next = random.SystemRandom().randrange(_LOW, _HIGH)
+
+
+os.register_at_fork(after_in_child=_reseed)  # a forked child does not walk its parent's ports
+
+
+def _bindable(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _take(count: int, host: str) -> int:
+    """The first of `count` consecutive ports from the counter, each bindable now."""
+    global _next
+    with _lock:
+        for _attempt in range(_HIGH - _LOW):
+            first = _next
+            if first + count > _HIGH:
+                _next = _LOW
+                continue
+            _next = first + count
+            if all(_bindable(port, host) for port in range(first, first + count)):
+                return first
+    raise RuntimeError(f"no run of {count} free ports in {_LOW}-{_HIGH - 1}")
+
 
 def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port on ``host`` that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """Return a TCP port on ``host`` that was free a moment ago and that no other caller in
+    this process was given (outside the kernel's ephemeral range)."""
+    return _take(1, host)
 
 
 def free_port_run(count: int) -> int:
     """A port p with p .. p + count - 1 all free a moment ago (worker i of `authz serve --workers`
     takes p + i)."""
-    for _attempt in range(100):
-        first = free_port()
-        if first + count > 65535:
-            continue
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(first, first + count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind((LOOPBACK, port))
-            except OSError:
-                continue
-            return first
-    raise RuntimeError(f"no run of {count} free ports")
+    return _take(count, LOOPBACK)
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
