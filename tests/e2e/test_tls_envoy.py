@@ -94,23 +94,34 @@ def get(envoy: Envoy, path: str, connection: http.client.HTTPConnection | None =
             connection.close()
 
 
-@pytest.fixture
-def own_pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
+@pytest.fixture(scope="module")
+def own_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture
-def service(tmp_path: Path, own_pki: Pki) -> Iterator[TlsService]:
-    policies = tmp_path / "policies"
+def _tls_service(directory: Path, own_pki: Pki) -> Iterator[TlsService]:
+    policies = directory / "policies"
     policies.mkdir()
     (policies / "p.yaml").write_text(POLICY)
-    files = CertDir(tmp_path / "serving", own_pki.server)
+    files = CertDir(directory / "serving", own_pki.server)
     args = ("--tls-client-ca", str(own_pki.ca), "--tls-allowed-client", FRONTEND_SPIFFE_ID)
     # The HTTP door cannot check identities itself: its own CA (here the same one) is the
     # operator's explicit choice (authz.tls.plan).
     args += ("--http-tls-client-ca", str(own_pki.ca))
     with TlsService(policies, files, own_pki, *args, http=True, admin=True) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory: pytest.TempPathFactory, own_pki: Pki) -> Iterator[TlsService]:
+    """For the tests that only connect to the service: one per module."""
+    yield from _tls_service(tmp_path_factory.mktemp("service"), own_pki)
+
+
+@pytest.fixture
+def service(tmp_path: Path, own_pki: Pki) -> Iterator[TlsService]:
+    """For the tests that rotate the service's certificate: their own."""
+    yield from _tls_service(tmp_path, own_pki)
 
 
 @pytest.fixture
@@ -121,8 +132,9 @@ def echo() -> Iterator[EchoUpstream]:
 
 @pytest.mark.parametrize("door", ["grpc", "http"])
 def test_envoy_over_mutual_tls_answers_and_wrong_clients_get_none(
-    tmp_path: Path, own_pki: Pki, service: TlsService, echo: EchoUpstream, door: str
+    tmp_path: Path, own_pki: Pki, shared_service: TlsService, echo: EchoUpstream, door: str
 ) -> None:
+    service = shared_service
     http = door == "http"
     port = service.http_port if http else service.port
     authz = f"{LOOPBACK}:{port}"
@@ -178,6 +190,7 @@ def test_rotation_during_traffic_fails_no_check(
     port = service.http_port if http else service.port
     argv = (*tls_argv(own_pki, f"{LOOPBACK}:{port}", own_pki.client, http=http),)
     argv += ("--upstream", f"{LOOPBACK}:{echo.port}")
+    (tmp_path / "pki").mkdir()
     renewed = [
         own_pki.authority.issue(
             tmp_path / "pki",
@@ -223,8 +236,9 @@ def test_rotation_during_traffic_fails_no_check(
 
 @pytest.mark.parametrize("impostor", ["another name", "another CA"])
 def test_envoy_refuses_a_service_it_cannot_verify(
-    tmp_path: Path, own_pki: Pki, service: TlsService, echo: EchoUpstream, impostor: str
+    tmp_path: Path, own_pki: Pki, shared_service: TlsService, echo: EchoUpstream, impostor: str
 ) -> None:
+    service = shared_service
     # What stands between Envoy and the service must not be able to answer for it: a server
     # whose certificate lacks the expected SAN, or is from a CA Envoy does not trust, gets no
     # check through (503), never an allow.
@@ -243,8 +257,9 @@ def test_envoy_refuses_a_service_it_cannot_verify(
 
 
 def test_envoy_reads_its_certificate_and_the_cas_from_sds_files(
-    tmp_path: Path, own_pki: Pki, service: TlsService, echo: EchoUpstream
+    tmp_path: Path, own_pki: Pki, shared_service: TlsService, echo: EchoUpstream
 ) -> None:
+    service = shared_service
     client = own_pki.client
     sds = write_sds(tmp_path / "sds", client.cert, client.key, own_pki.ca)
     argv = ("--authz", f"{LOOPBACK}:{service.port}", "--authz-sds", str(sds))
