@@ -57,13 +57,32 @@ def policies(tmp_path: Path) -> Path:
     return copy
 
 
-@pytest.fixture
-def http_envoy(policies: Path, pki: Pki, upstream: EchoUpstream, tmp_path: Path) -> Iterator[Envoy]:
+@pytest.fixture(scope="module")
+def http_door(
+    pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Envoy, EchoUpstream]]:
+    """One HTTP-door service and Envoy for the module, on a copy of the policies no test
+    changes (the tests only send requests through them)."""
+    directory = tmp_path_factory.mktemp("http-door")
+    policies = directory / "policies"
+    shutil.copytree(REPO / "policies", policies)
     trusting = ("--no-grpc", "--http-trust-xfcc", "--ca-bundle", str(pki.ca))
-    with ServeProcess(policies, *trusting) as service:
+    with EchoUpstream() as upstream, ServeProcess(policies, *trusting) as service:
         tls = TlsConfig(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
-        with HttpModeEnvoy(service, upstream, tmp_path / "envoy-http", tls=tls) as envoy:
-            yield envoy
+        with HttpModeEnvoy(service, upstream, directory / "envoy-http", tls=tls) as envoy:
+            yield envoy, upstream
+
+
+@pytest.fixture
+def http_upstream(http_door: tuple[Envoy, EchoUpstream]) -> EchoUpstream:
+    """The shared door's upstream, with nothing recorded yet."""
+    http_door[1].clear()
+    return http_door[1]
+
+
+@pytest.fixture
+def http_envoy(http_door: tuple[Envoy, EchoUpstream], http_upstream: EchoUpstream) -> Envoy:
+    return http_door[0]
 
 
 def call(
@@ -102,8 +121,9 @@ def test_envoy_config_http_validates(tmp_path: Path, pki: Pki) -> None:
 
 
 def test_allow_sets_identity_from_xfcc_and_strips_spoofed_headers(
-    http_envoy: Envoy, pki: Pki, upstream: EchoUpstream
+    http_envoy: Envoy, pki: Pki, http_upstream: EchoUpstream
 ) -> None:
+    upstream = http_upstream
     answer = call(http_envoy, pki, "/api/orders/42?x=%20y", headers=SPOOFED)
     assert answer.status == 200, answer.text
     seen = upstream.requests[-1]
@@ -117,8 +137,9 @@ def test_allow_sets_identity_from_xfcc_and_strips_spoofed_headers(
 
 
 def test_deny_is_403_json_and_401_challenge_reaches_the_client(
-    http_envoy: Envoy, pki: Pki, upstream: EchoUpstream
+    http_envoy: Envoy, pki: Pki, http_upstream: EchoUpstream
 ) -> None:
+    upstream = http_upstream
     denied = call(http_envoy, pki, "/api/payments", method="POST")
     assert denied.status == 403
     assert denied.header("content-type") == "application/json"
@@ -158,8 +179,9 @@ def test_deny_is_403_json_and_401_challenge_reaches_the_client(
 
 
 def test_ambiguous_path_is_400_from_the_service(
-    http_envoy: Envoy, pki: Pki, upstream: EchoUpstream
+    http_envoy: Envoy, pki: Pki, http_upstream: EchoUpstream
 ) -> None:
+    upstream = http_upstream
     # Envoy's own normalization lets an encoded control character through; the service refuses
     # it like the gRPC door does.
     answer = call(http_envoy, pki, "/api/orders%01")
@@ -216,6 +238,7 @@ def _run_corpus(
 
 def test_grpc_and_http_modes_agree(
     http_envoy: Envoy,
+    http_upstream: EchoUpstream,
     policies: Path,
     pki: Pki,
     upstream: EchoUpstream,
@@ -223,7 +246,7 @@ def test_grpc_and_http_modes_agree(
 ) -> None:
     good = token("--sub", "carol", "--scope", "cart")
     corpus = [*CORPUS, ("GET", "/api/cart/items", {**SPOOFED, "authorization": f"Bearer {good}"})]
-    http_results = _run_corpus(http_envoy, pki, upstream, corpus)
+    http_results = _run_corpus(http_envoy, pki, http_upstream, corpus)
     with ServiceProcess(policies, extra_args=("--ca-bundle", str(pki.ca))) as service:
         grpc_envoy = envoy_factory(service.address, mtls=True, normalize_path=True,
                                    merge_slashes=True,
