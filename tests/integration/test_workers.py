@@ -15,6 +15,7 @@ import grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.workers import address_for_worker
+from tests.support.ports import free_port_run
 from tests.support.service import is_serving
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,20 +27,6 @@ def test_worker_addresses() -> None:
     assert address_for_worker("[::1]:9191", 2) == "[::1]:9193"
     assert address_for_worker("unix:/run/authz.sock", 1) == "unix:/run/authz.1.sock"
     assert address_for_worker("unix:/run/authz", 3) == "unix:/run/authz.3"
-
-
-def _two_free_ports() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return int(port)
-    raise RuntimeError("no two adjacent free ports")
 
 
 def _wait(condition: object, timeout: float = 30.0) -> None:
@@ -67,7 +54,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_two_workers_serve_and_stop_cleanly() -> None:
-    port = _two_free_ports()
+    port = free_port_run(2)
     addresses = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     supervisor = subprocess.Popen(
         [
@@ -126,7 +113,7 @@ def test_two_workers_serve_and_stop_cleanly() -> None:
 def test_a_worker_that_cannot_bind_refuses_the_start() -> None:
     """Issue 23.7: worker 1's port is taken. Restarting it would fail the same way while worker
     0 serves half the endpoints: the start is refused, exit 2, as in one process."""
-    port = _two_free_ports()
+    port = free_port_run(2)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port + 1))
         squatter.listen()
