@@ -126,6 +126,8 @@ def test_a_rotated_key_is_taken_within_the_cache_duration_under_traffic(idp: Idp
         idp.server.rotate(new)
         rotated = time.monotonic()
         seen: list[int] = []
+        # Taken within the window: the request answered 200 was sent inside it (the answer may
+        # come a moment after its end, which is no lateness of Envoy's).
         while time.monotonic() - rotated < REFRESH * 4:
             status = _status(envoy, "/me", idp.token(new))
             seen.append(status)
@@ -134,7 +136,6 @@ def test_a_rotated_key_is_taken_within_the_cache_duration_under_traffic(idp: Idp
             assert status == 401, status  # refused until Envoy's copy is refreshed, never 5xx
             time.sleep(0.05)
         assert seen[-1] == 200, seen
-        assert time.monotonic() - rotated <= REFRESH * 4
         # The old key is gone from the set: its tokens are refused now.
         assert _status(envoy, "/me", idp.token(old)) == 401
 

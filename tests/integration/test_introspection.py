@@ -231,7 +231,9 @@ def test_the_event_loop_door_awaits_without_blocking(setup: Setup) -> None:
 
     verdict, ticks = asyncio.run(door())
     assert verdict.decision.allowed
-    assert ticks >= 10  # the loop kept running while the endpoint took 0.3 s
+    # The loop kept running while the endpoint took 0.3 s (about 30 ticks; blocked, none): a
+    # loaded machine runs fewer, so the bound only tells running from blocked.
+    assert ticks >= 3
 
 
 def test_other_providers_are_unaffected_by_an_outage(
