@@ -130,13 +130,22 @@ def test_redis_killed_and_restarted_mid_traffic(
     assert all(r.readyz()["rate_limits"]["state"] == "shared" for r in started)  # type: ignore[index]
 
     redis.kill()
-    # Every check is still answered (no 5xx): each replica counts locally.
-    assert Counter(a.status for a in burst(url, "carol", 40)) == {200: 40}
+    # Every check is still answered (no 5xx). A check whose batch was on its way when Redis died
+    # waits for it and may then be refused for a second (a late store costs refusals, never
+    # looseness: authz.limits.shared): a 429 here is such a late check, counted as one. A loaded
+    # machine makes them more likely (it failed so, with a single 429 of 40).
+    statuses = Counter(a.status for a in burst(url, "carol", 40))
+    assert set(statuses) <= {200, 429} and statuses[200] > 0, statuses
+    if statuses[429]:
+        late = sum(int(r.readyz()["rate_limits"]["late_checks"]) for r in started)  # type: ignore[index]
+        assert late >= statuses[429], (statuses, late)
     wait_until(lambda: all(r.readyz()["rate_limits"]["state"] == "local" for r in started))  # type: ignore[index]
+    # Each replica counts locally: under the limit (well under 100 so far), every check passes.
+    assert Counter(a.status for a in burst(url, "carol", 10)) == {200: 10}
     # Still ready: a store that is down never takes the service out.
     assert all(r.readyz()["ready"] is True for r in started)
-    # Locally each replica still lets at most the limit through (100 each, 80 passed already
-    # across both): the key is never unlimited.
+    # Locally each replica still lets at most the limit through (100 each, up to 90 passed
+    # already across both): the key is never unlimited.
     statuses = Counter(a.status for a in burst(url, "carol", 400))
     assert set(statuses) <= {200, 429} and statuses[429] > 0, statuses
 
