@@ -99,34 +99,12 @@ class Known:
     matches: Callable[[Finding], bool]
 
 
-def _only_nginx_allows(finding: Finding) -> bool:
-    """nginx passes the path as sent (`X-Original-URI $request_uri`); the Envoys normalize it
-    first (`normalize_path`), so a `:path` condition reads `/%61dmin` behind nginx and `/admin`
-    behind Envoy."""
-    statuses = finding.statuses
-    others = [s for p, s in statuses.items() if p != "nginx"]
-    raw = finding.case.path
-    folded = "%" in raw or "//" in raw or "/./" in raw or "/../" in raw
-    return statuses.get("nginx") == 200 and 200 not in others and folded
-
-
-def _token_in_two_places(finding: Finding) -> bool:
-    return finding.kind.endswith("token reached the upstream") and finding.case.token_spot == "both"
-
-
-KNOWN: dict[str, Known] = {
-    known.name: known
-    for known in (
-        Known("raw-path-pseudo-header", "doors: `:path` behind forward-auth is the raw target",
-              _only_nginx_allows),
-        Known("token-in-two-places", "doors/export: a token in the header and the query string: "
-              "one copy is used and removed, the other reaches the upstream",
-              _token_in_two_places),
-    )
-}  # fmt: skip
-# Active: what main still shows over seeds 0-9. The others the runs of issue 22 found (a host
-# with two trailing dots, two-SAN peers, folded paths, repeated token headers, a client's
-# identity header through the export) are fixed and their tests pin them.
+# None active. Fixed, with tests that pin them: from issue 22's runs, a host with two trailing
+# dots, two-SAN peers, folded paths, repeated token headers, a client's identity header through
+# the export; then `:path` read raw behind forward-auth (tests/unit/request/test_readings.py,
+# tests/e2e/test_forward_auth_nginx.py) and a token in the header and the query string
+# (tests/unit/identity/test_jwt.py, tests/e2e/test_export_readings.py).
+KNOWN: dict[str, Known] = {}
 QUARANTINE: tuple[Known, ...] = tuple(KNOWN.values())
 
 
