@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-
-class _Finding(Protocol):
-    def __call__(self, file: str, line: int, code: str, subject: str, message: str) -> Any: ...
-
+from authz.authoring.lint_findings import Finding
 
 CODES = {
     "introspection-secret-missing": "an introspection provider whose client secret is not there",
@@ -26,9 +23,8 @@ CODES = {
 def introspection_findings(
     files: Iterable[Any],
     sources: Mapping[str, str],
-    make: _Finding,
     environ: Mapping[str, str] = os.environ,
-) -> Iterable[Any]:
+) -> Iterable[Finding]:
     """Findings for every introspection provider of `files` (the validated specs)."""
     for f in files:
         for provider in f.introspection_providers:
@@ -40,7 +36,7 @@ def introspection_findings(
                     if provider.secret_file is not None
                     else f"environment variable {provider.secret_env}"
                 )
-                yield make(
+                yield Finding(
                     f.file,
                     line,
                     "introspection-secret-missing",
@@ -49,7 +45,7 @@ def introspection_findings(
                     "503 introspection_unavailable until it is there",
                 )
             if provider.endpoint.startswith("http://"):
-                yield make(
+                yield Finding(
                     f.file,
                     line,
                     "introspection-plain-http",
