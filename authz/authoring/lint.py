@@ -76,7 +76,7 @@ def lint(
     if exportable:
         findings.extend(_not_exportable(policy_set))
     findings.extend(limit_findings(policy_set.files, roles))
-    findings.extend(introspection_findings(policy_set.files, sources or {}))
+    findings.extend(introspection_findings(policy_set.files))
     return sorted(set(findings))
 
 
