@@ -48,13 +48,14 @@ class ConditionKind:
     name: str
     description: str  # the condition as a whole
     subject: str  # the `claim:`/`header:` key itself
-    subject_pattern: str
-    check_subject: Callable[[str], Any] | None
-    value_types: tuple[type, ...]
     value_noun: str  # "a string, number or boolean"
-    value_json_types: str | list[str]
     attribute: str  # what it reads: the `RequestContext` attribute
     operators: tuple[Operator, ...]
+    # By default any non-blank subject, and string values.
+    subject_pattern: str = kinds.NONBLANK
+    check_subject: Callable[[str], Any] | None = None
+    value_types: tuple[type, ...] = (str,)
+    value_json_types: str | list[str] = "string"
     needs_jwt: bool = False
     needs_api_key: bool = False
     # The `RequestContext` method giving every reading of the subject (`header_readings`):
@@ -251,8 +252,6 @@ CLAIM = ConditionKind(
     name="claim",
     description="A condition on a claim of the verified JWT.",
     subject="A claim of the verified JWT, dotted for nested (`realm_access.roles`).",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
     value_types=(str, int, float, bool),
     value_noun="a claim value is a string, number or boolean",
     value_json_types=["string", "number", "boolean"],
@@ -279,9 +278,7 @@ HEADER = ConditionKind(
     subject="A request header (compared lower-case).",
     subject_pattern=kinds.HEADER_PATTERN,
     check_subject=pat.check_header_name,
-    value_types=(str,),
     value_noun="a header value is a string",
-    value_json_types="string",
     attribute="headers",
     operators=_operators(
         "header",
@@ -304,11 +301,7 @@ QUERY = ConditionKind(
     "percent-decoded; a repeated parameter, or one under several spellings, is read under the "
     "rule for ambiguous requests: a deny holds when any value does, an allow when every does).",
     subject="A query parameter name (decoded).",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
-    value_types=(str,),
     value_noun="a query value is a string",
-    value_json_types="string",
     attribute="query",
     operators=_operators("parameter", _READING_TESTS),
     readings="query_readings",
@@ -319,11 +312,7 @@ CONTEXT = ConditionKind(
     description="A condition on Envoy's per-route `context_extensions` (set with "
     "ExtAuthzPerRoute.check_settings; see `authz envoy-config --route-context`).",
     subject="A context_extensions key.",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
-    value_types=(str,),
     value_noun="a context value is a string",
-    value_json_types="string",
     attribute="context",
     operators=_operators("context value", _KEY_TESTS, capture=False),
 )
@@ -332,11 +321,7 @@ API_KEY_LABEL = ConditionKind(
     name="api_key_label",
     description="A condition on a label of the presented API key (from its key file).",
     subject="A label name.",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
-    value_types=(str,),
     value_noun="a label value is a string",
-    value_json_types="string",
     attribute="api_key_labels",
     operators=_operators("label", _KEY_TESTS),
     needs_api_key=True,
