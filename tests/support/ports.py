@@ -76,9 +76,14 @@ def free_port(host: str = LOOPBACK) -> int:
     return _take(1, host)
 
 
+def free_port_runs(count: int, runs: int = 1) -> list[int]:
+    """`runs` ports p, none of whose p .. p + count - 1 overlap, all free a moment ago (worker i
+    of `authz serve --workers` takes p + i); from the counter, so no two runs are the same."""
+    return [_take(count, LOOPBACK) for _ in range(runs)]
+
+
 def free_port_run(count: int) -> int:
-    """A port p with p .. p + count - 1 all free a moment ago (worker i of `authz serve --workers`
-    takes p + i)."""
+    """A port p with p .. p + count - 1 all free a moment ago."""
     return _take(count, LOOPBACK)
 
 
