@@ -256,7 +256,8 @@ def build_policy_set(
     validated = specs
     specs = [_bind_key_files(spec, tables, problems) for spec in specs]
     if read_local is not None:
-        for spec in specs:
+        # A file with problems too: its missing `jwks_file` is one more problem of this round.
+        for spec in [*specs, *partial]:
             for path, line in spec.local_files:
                 content = read_local(path)
                 if isinstance(content, str):

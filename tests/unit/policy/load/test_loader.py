@@ -394,3 +394,26 @@ def test_the_sets_problems_come_with_the_files_own_in_one_pass(tmp_path: Path) -
     # The broken role is defined (its entry is the problem), so its use is not "undefined".
     assert not any("'broken'" in t and "undefined" in t for t in text), text
     assert len(text) == len(set(text)) == 6, text
+
+
+def test_a_rules_other_problem_and_a_missing_key_file_do_not_hide_the_rest(tmp_path: Path) -> None:
+    """A rule with a bad condition still has its undefined role and its name checked, and a
+    file with problems still has its `jwks_file` read, in the same pass (issue 25.9)."""
+    write(
+        tmp_path / "a.yaml",
+        "authentication:\n"
+        "  jwt: [{issuer: https://i, jwks_file: missing.json}]\n"
+        "rules:\n"
+        "  - name: r1\n"
+        "    action: allow\n"
+        "    to: [{role: nope}]\n"
+        "    when: [{claim: x, equlas: y}]\n"
+        "  - {name: r1, action: deny}\n",
+    )
+    with pytest.raises(PolicyError) as error:
+        load_policy_set(str(tmp_path))
+    text = [str(p).replace(str(tmp_path) + "/", "") for p in error.value.problems]
+    assert any(t.startswith("a.yaml:7: unknown field 'equlas'") for t in text), text
+    assert "a.yaml:6: undefined role 'nope'" in text
+    assert any(t.startswith("a.yaml:8: duplicate rule name 'r1'") for t in text), text
+    assert any(t.startswith("a.yaml:2: jwks_file ") and "missing.json" in t for t in text), text
