@@ -51,3 +51,39 @@ def test_the_command_line_parses(where: str, line: str) -> None:
         cli.parse(argv)
     except SystemExit as exit_:
         pytest.fail(f"{where}: `authz {line}` is refused by the CLI (exit {exit_.code})")
+
+
+_INLINE = re.compile(r"`([^`\n]+)`")
+_EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))
+
+
+def python_commands() -> list[tuple[str, str]]:
+    """(where, command) for each documented command that runs a repository script or module:
+    in shell blocks, and inline (`... examples/demo-issuer/mint.py --sub alice`)."""
+    found = []
+    for path in [*DOCS, *_EXAMPLES]:
+        text = path.read_text(encoding="utf-8")
+        blocks = _BLOCK.findall(text)
+        for line in (ln for block in blocks for ln in block.replace("\\\n", " ").splitlines()):
+            if re.search(r"(^|[\s(])python3?\s", line):
+                found.append((path.name, line.strip()))
+        for span in _INLINE.findall(_BLOCK.sub("", text)):
+            runs_script = re.search(r"(examples|deploy|bench|tests)/\S+\.py\s+-", span)
+            if runs_script or re.match(r"python3? (-m tests\.|\S+\.py)", span):
+                found.append((path.name, span))
+    return found
+
+
+def test_repository_scripts_run_with_the_interpreter_dev_installs_into() -> None:
+    """`./dev` installs the dependencies into .venv: a script or test module run with another
+    `python` (or as `examples/demo-issuer/mint.py ...`, which is not executable) fails with
+    ModuleNotFoundError or 'Permission denied' (issue 25: every documented command works as
+    written)."""
+    commands = python_commands()
+    assert any("mint.py" in command for _, command in commands)
+    wrong = [
+        (where, command)
+        for where, command in commands
+        if not re.search(r"\.venv/bin/python3? |\./dev ", command)
+    ]
+    assert not wrong, wrong
