@@ -1,10 +1,12 @@
 """Every `authz` command line in README.md and docs/ is one the CLI accepts as written (issue 25:
 "every documented command works as written"): its subcommand and flags exist. What the
 commands then do is tested where each command is (the quick start runs for real in
-tests/integration/test_quick_start.py)."""
+tests/integration/test_quick_start.py); the console examples marked `<!-- console: runs -->`
+are run here and must print what the page shows."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 from pathlib import Path
@@ -87,3 +89,49 @@ def test_repository_scripts_run_with_the_interpreter_dev_installs_into() -> None
         if not re.search(r"\.venv/bin/python3? |\./dev ", command)
     ]
     assert not wrong, wrong
+
+
+# A console block marked `<!-- console: runs -->` is run as written, from the repository root,
+# and must print what the page shows (revisions aside; a `...` line stands for any lines).
+_RUNS = re.compile(r"<!-- console: runs[^>]*-->\n```console\n(.*?)```", re.S)
+_REVISION = re.compile(r"\b[0-9a-f]{12}\b")
+
+
+def console_examples() -> list[tuple[str, str, str]]:
+    """(where, the command after `$ authz`, the output shown) of each marked console block."""
+    found = []
+    for path in DOCS:
+        for block in _RUNS.findall(path.read_text(encoding="utf-8")):
+            for session in re.split(r"^\$ ", block, flags=re.M)[1:]:
+                command, _, output = session.replace("\\\n", " ").partition("\n")
+                found.append((path.name, command.removeprefix("authz "), output))
+    return found
+
+
+EXAMPLES = console_examples()
+
+
+def test_the_authoring_guide_shows_runnable_output() -> None:
+    assert {shlex.split(c)[0] for _, c, _ in EXAMPLES} >= {"validate", "lint", "test", "explain"}
+
+
+@pytest.mark.parametrize(
+    ("where", "command", "shown"), EXAMPLES, ids=[f"{w}: {c[:50]}" for w, c, _ in EXAMPLES]
+)
+def test_a_console_example_prints_what_the_page_shows(
+    where: str,
+    command: str,
+    shown: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(REPO)
+    with contextlib.suppress(SystemExit):
+        cli.main(shlex.split(command))
+    captured = capsys.readouterr()
+    printed = _REVISION.sub("REV", captured.out + captured.err)
+    pattern = "".join(
+        r"(?:.*\n)*?" if line.strip() in ("...", "…") else re.escape(line) + r"\n"
+        for line in _REVISION.sub("REV", shown).splitlines()
+    )
+    assert re.fullmatch(pattern, printed), f"{where}: `authz {command}` prints:\n{printed}"
