@@ -97,3 +97,27 @@ def test_a_misspelt_command_gets_a_suggestion(capsys: pytest.CaptureFixture[str]
     assert "authz: error: unknown command 'valdate'; did you mean 'validate'?" in (
         capsys.readouterr().err
     )
+
+
+def test_relative_files_mean_the_callers_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Envoy reads a relative name from its own working directory: the bootstrap names the file
+    the caller meant (as --native and --authz-sds already did); Istio's are the sidecar's."""
+    monkeypatch.chdir(tmp_path)
+    mtls = ["--mtls", "--server-cert", "srv.pem", "--server-key", "k.pem", "--client-ca", "ca.pem"]
+    upstream = [
+        "--authz-ca",
+        "ca.pem",
+        "--authz-client-cert",
+        "c.pem",
+        "--authz-client-key",
+        "k.pem",
+    ]
+    assert cli.main(["envoy-config", *mtls, *upstream]) == 0
+    out = capsys.readouterr().out
+    for name in ("srv.pem", "k.pem", "ca.pem", "c.pem"):
+        assert f"filename: {tmp_path / name}\n" in out
+    assert "filename: srv.pem" not in out and "filename: ca.pem" not in out
+    assert cli.main(["envoy-config", "--istio", *upstream]) == 0
+    assert "caCertificates: ca.pem\n" in capsys.readouterr().out
