@@ -124,10 +124,12 @@ def load_cases(paths: list[str]) -> list[TestCase]:
     problems: list[Problem] = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(path, 0, f"cannot read: {exc}"))
+            with open(path, "rb") as fh:
+                text = Problem.decoded(path, fh.read())
+        except OSError as exc:
+            text = Problem(path, 0, f"cannot read: {exc.strerror or exc}")
+        if isinstance(text, Problem):
+            problems.append(text)
             continue
         found, wrong = parse_cases(path, text)
         cases.extend(found)

@@ -184,11 +184,11 @@ def _read_text(path: str, limit: int, problems: list[Problem]) -> str | None:
     if len(data) > limit:
         problems.append(Problem(path, 0, f"larger than {limit} bytes"))
         return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        problems.append(Problem(path, 0, "not UTF-8 text"))
+    text = Problem.decoded(path, data)
+    if isinstance(text, Problem):
+        problems.append(text)
         return None
+    return text
 
 
 def _read_local_file(path: str) -> bytes | str:

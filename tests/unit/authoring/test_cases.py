@@ -98,6 +98,19 @@ def test_load_cases_collects_problems_of_every_file(tmp_path: Path) -> None:
     assert {Path(p.file).name for p in caught.value.problems} == {"a_test.yaml", "b_test.yaml"}
 
 
+def test_a_test_file_that_cannot_be_read_is_one_plain_line(tmp_path: Path) -> None:
+    """A missing file says so without Python's `[Errno 2] ... 'path'`; bytes that are not
+    UTF-8 are named by line, as in a policy file (issue 25: a new user's mistakes)."""
+    bad = tmp_path / "bad_test.yaml"
+    bad.write_bytes(b"cases:\n  - name: caf\xe9\n")
+    with pytest.raises(PolicyError) as caught:
+        load_cases([str(tmp_path / "missing_test.yaml"), str(bad)])
+    assert [str(p).replace(f"{tmp_path}/", "") for p in caught.value.problems] == [
+        "bad_test.yaml:2: not UTF-8 text (byte 20 is 0xe9)",
+        "missing_test.yaml: cannot read: No such file or directory",
+    ]
+
+
 def test_explain_traces_every_rule_of_the_host() -> None:
     policy_set = load_policy_set(str(EXAMPLE_POLICIES))
     explanation = explain_scenario(

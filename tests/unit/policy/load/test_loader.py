@@ -417,3 +417,12 @@ def test_a_rules_other_problem_and_a_missing_key_file_do_not_hide_the_rest(tmp_p
     assert "a.yaml:6: undefined role 'nope'" in text
     assert any(t.startswith("a.yaml:8: duplicate rule name 'r1'") for t in text), text
     assert any(t.startswith("a.yaml:2: jwks_file ") and "missing.json" in t for t in text), text
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_line_of_the_bad_byte(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_bytes(b"rules:\n  - name: caf\xe9\n    action: allow\n")
+    with pytest.raises(PolicyError) as error:
+        load_policy_set(str(tmp_path))
+    assert [str(p) for p in error.value.problems] == [
+        f"{tmp_path}/a.yaml:2: not UTF-8 text (byte 20 is 0xe9)"
+    ]
