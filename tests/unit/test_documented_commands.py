@@ -135,3 +135,16 @@ def test_a_console_example_prints_what_the_page_shows(
         for line in _REVISION.sub("REV", shown).splitlines()
     )
     assert re.fullmatch(pattern, printed), f"{where}: `authz {command}` prints:\n{printed}"
+
+
+def test_every_install_command_names_the_environment_dev_made() -> None:
+    """`pip install 'authz[export]'` with some other `pip` installs into another Python, or
+    fetches a package of that name from an index: the docs say `.venv/bin/pip install -e`."""
+    installs = [
+        (path.name, found)
+        for path in DOCS
+        for found in re.findall(r"\S*pip install[^`\n]*", path.read_text(encoding="utf-8"))
+    ]
+    assert len(installs) >= 3
+    wrong = [(where, command) for where, command in installs if "/bin/pip install -" not in command]
+    assert not wrong, wrong
