@@ -59,6 +59,13 @@ cases:
         ),
         (
             (
+                "cases:\n  - name: a\n    request: {methdo: GET, path: /x, host: h}\n"
+                "    expect: {decision: allow}\n"
+            ),
+            "t_test.yaml:3: unknown field 'methdo' in request; did you mean 'method'?",
+        ),
+        (
+            (
                 "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n"
                 "    expect: {decision: yes}\n"
             ),
