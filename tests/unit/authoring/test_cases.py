@@ -8,6 +8,7 @@ import pytest
 
 from authz.authoring.cases import find_test_files, load_cases, parse_cases, run_cases
 from authz.authoring.scenario import Scenario, explain_scenario
+from authz.cli import main
 from authz.errors import PolicyError
 from authz.policy import load_policy_set
 
@@ -196,3 +197,16 @@ def test_explain_refuses_what_the_service_refuses(method: str, host: str, reason
     refused = explain_scenario(policy_set, Scenario(method, "/", host))
     assert (refused.decision.allowed, refused.decision.status) == (False, 400)
     assert refused.decision.reason == reason
+
+
+def test_authz_test_given_one_test_file_runs_it_against_its_directory(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`authz test policies/shop_test.yaml` (a new user's way of running one file) read the test
+    file as a policy file; a policy file given alone was read as a test file."""
+    assert main(["test", str(EXAMPLE_POLICIES / "shop_test.yaml")]) == 0
+    assert " passed, 0 failed (policy revision " in capsys.readouterr().out
+    assert main(["test", str(EXAMPLE_POLICIES / "shop.yaml")]) == 1
+    assert capsys.readouterr().err == (
+        f"{EXAMPLE_POLICIES / 'shop.yaml'}: a policy file, not tests: add --tests PATH\n"
+    )
