@@ -135,6 +135,8 @@ def load_policy_set(path: str) -> PolicySet:
     key_paths: list[str] = []
     root = path
     if os.path.isfile(path):
+        if os.path.basename(path).endswith(TEST_SUFFIXES):  # named by mistake: say what it is
+            raise PolicyError([Problem(path, 0, "a policy test file (`authz test` runs it)")])
         paths, root = [path], os.path.dirname(path)
     else:
         paths = [os.path.join(path, rel) for rel in find_policy_files(path)]

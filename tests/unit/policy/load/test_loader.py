@@ -426,3 +426,13 @@ def test_a_file_that_is_not_utf8_is_named_with_the_line_of_the_bad_byte(tmp_path
     assert [str(p) for p in error.value.problems] == [
         f"{tmp_path}/a.yaml:2: not UTF-8 text (byte 20 is 0xe9)"
     ]
+
+
+def test_a_test_file_named_as_the_policy_is_called_what_it_is(tmp_path: Path) -> None:
+    """`authz validate policies/shop_test.yaml`: not a list of unknown policy fields."""
+    test_file = write(tmp_path / "shop_test.yaml", "cases: []\n")
+    with pytest.raises(PolicyError) as error:
+        load_policy_set(str(test_file))
+    assert [str(p) for p in error.value.problems] == [
+        f"{test_file}: a policy test file (`authz test` runs it)"
+    ]
