@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from authz.addresses import reachable
 from authz.checkpoint import Observer
 from authz.config import Settings
 from authz.engine import Engine
@@ -430,7 +431,8 @@ def serving_line(app: App) -> str:
     settings, current = app.settings, app.store.current
     plan = app.certificates.plan if app.certificates is not None else {}
     scheme = "https" if ADMIN in plan else "http"
-    admin = f", admin {scheme}://{settings.admin}" if settings.admin else ""
+    # A URL to open: `:9092` (every interface) is reached at loopback.
+    admin = f", admin {scheme}://{reachable(settings.admin)}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
     where = list(settings.listen) if settings.grpc else []
