@@ -90,6 +90,7 @@ def start_echo(script: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, str(script), "--host", LOOPBACK, "--port", str(port)],
         start_new_session=True,
+        stdout=subprocess.DEVNULL,  # its "listening on" line: the banner says where it is
     )
 
 
