@@ -17,7 +17,7 @@ from authz.checkpoint import Observer
 from authz.config import Settings
 from authz.engine import Engine
 from authz.envoy_files import EnvoyFiles
-from authz.errors import ConfigError
+from authz.errors import ConfigError, install_extra
 from authz.identity import KeyRegistry
 from authz.identity.introspection import Introspector
 from authz.identity.sources import ServiceResolver
@@ -251,7 +251,7 @@ def _tracing(settings: Settings) -> Tracing | None:
         from authz.observe.tracing import Tracing
     except ImportError as error:
         raise ConfigError(
-            f"--otlp-endpoint needs OpenTelemetry: pip install 'authz[otel]' ({error})"
+            f"--otlp-endpoint needs OpenTelemetry: {install_extra('otel')} ({error})"
         ) from error
     tracing = Tracing.from_settings(settings)
     log.info(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from authz.errors import ConfigError
+from authz.errors import ConfigError, install_extra
 
 if TYPE_CHECKING:
     from authz.policy import PolicySet
@@ -47,7 +47,7 @@ def _hybrid_writer(svid_only: bool) -> Writer:
         from authz.export.ecds import write_ecds
     except ImportError as error:
         raise ConfigError(
-            f"--export-envoy needs Envoy's API types: pip install 'authz[export]' ({error})"
+            f"--export-envoy needs Envoy's API types: {install_extra('export')} ({error})"
         ) from error
 
     def write(directory: str, policy_set: PolicySet) -> list[str]:

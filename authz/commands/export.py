@@ -41,14 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from authz.commands._problems import report_invalid
     from authz.envoy_bootstrap import REQUEST_HARDENING
     from authz.envoy_yaml import render_yaml
-    from authz.errors import PolicyError
+    from authz.errors import PolicyError, install_extra
     from authz.policy import load_policy_set
 
     try:
         from authz.export import export_envoy
     except ImportError as error:
         print(
-            f"authz export needs Envoy's API types: pip install 'authz[export]' ({error})",
+            f"authz export needs Envoy's API types: {install_extra('export')} ({error})",
             file=sys.stderr,
         )
         return 2

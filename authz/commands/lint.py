@@ -33,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from authz.authoring.lint import CODES, lint
     from authz.commands._problems import counted, report_invalid
-    from authz.errors import PolicyError
+    from authz.errors import PolicyError, install_extra
     from authz.policy import load_policy_set
 
     if args.list_codes:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         found = lint(policy_set, sources, exportable=args.exportable)
     except ImportError:
         print(
-            "authz lint: --exportable needs the export extra: pip install 'authz[export]'",
+            f"authz lint: --exportable needs the export extra: {install_extra('export')}",
             file=sys.stderr,
         )
         return 2

@@ -49,9 +49,9 @@ def test_the_findings_do_not_depend_on_the_export_extra(
     assert "not-exportable" not in with_extra[1]
     code, out, err = _lint(capsys, "--exportable", unexportable)
     assert code == 2 and out == ""
-    assert (
-        err.strip()
-        == "authz lint: --exportable needs the export extra: pip install 'authz[export]'"
+    assert err.strip() == (
+        "authz lint: --exportable needs the export extra: "
+        f"{sys.executable} -m pip install 'authz[export]'"
     )
 
 
