@@ -7,9 +7,8 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-
 from authz.export.context import ExportContext
+from authz.export.envoy_api import rbac
 from authz.export.field_table import CONDITION_EXPORTS, FIELD_EXPORTS, Refused
 from authz.export.hosts import Auth
 from authz.export.matchers import (
