@@ -290,6 +290,10 @@ def _envoy_matches_slashes(value: str) -> bool:
     if value.endswith("*"):
         return SLASHES.startswith(value[:-1])
     if "{" in value:
+        # The regex starts with the text before the first `{`, escaped: when that text cannot
+        # start `//`, there is no regex to compile (a big set has thousands of templates).
+        if not SLASHES.startswith(value[: value.index("{")]):
+            return False
         return re.fullmatch(xpaths.template_regex(value), SLASHES) is not None
     return value == SLASHES
 
