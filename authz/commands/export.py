@@ -43,16 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from authz.envoy_bootstrap import REQUEST_HARDENING
     from authz.envoy_yaml import render_yaml
     from authz.errors import PolicyError
+    from authz.export import export_envoy
     from authz.policy import load_policy_set
-
-    try:
-        from authz.export import export_envoy
-    except ImportError as error:
-        print(
-            f"authz export needs Envoy's API types: pip install 'authz[export]' ({error})",
-            file=sys.stderr,
-        )
-        return 2
 
     try:
         policy_set = load_policy_set(args.directory)
