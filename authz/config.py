@@ -62,6 +62,12 @@ def setting(
     return field(default=default, metadata={"setting": meta})
 
 
+def pem_file(help: str) -> Any:
+    """An optional PEM file setting (a certificate chain, a private key, CA certificates): the
+    file is checked when given; each TLS listener declares its own files with it."""
+    return setting(None, help, check=checks.optional_file, paths=True, metavar="FILE")
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderNames:
     """Names of the identity headers sent upstream; the operator may rename them."""
@@ -162,13 +168,7 @@ class Settings:
     limits: Limits = Limits()
     # When set and Envoy sends `attributes.source.certificate`, the certificate is verified and
     # its SAN is the principal.
-    ca_bundle: str | None = setting(
-        None,
-        "PEM bundle of the CAs that issue workload certificates",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
-    )
+    ca_bundle: str | None = pem_file("PEM bundle of the CAs that issue workload certificates")
     # `x-forwarded-client-cert` is read only when the operator trusts the proxy that sets it.
     trust_xfcc: bool = setting(
         False, "read x-forwarded-client-cert (only behind a proxy that sets it)"
@@ -189,27 +189,13 @@ class Settings:
     # TLS (issue 24, authz.tls): --tls-cert/--tls-key serve the gRPC door, and the HTTP door and
     # the admin endpoint too unless they name their own pair or are told to stay plaintext. The
     # files are watched and re-read on SIGHUP; a new pair serves new connections.
-    tls_cert: str | None = setting(
-        None,
+    tls_cert: str | None = pem_file(
         "serve TLS with this PEM certificate chain (gRPC door; the HTTP door and admin too, "
-        "unless given their own or --http-plaintext/--admin-plaintext)",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
+        "unless given their own or --http-plaintext/--admin-plaintext)"
     )
-    tls_key: str | None = setting(
-        None,
-        "the private key of --tls-cert",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
-    )
-    tls_client_ca: str | None = setting(
-        None,
-        "require a client certificate issued by these CAs (mutual TLS) on the gRPC and HTTP doors",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
+    tls_key: str | None = pem_file("the private key of --tls-cert")
+    tls_client_ca: str | None = pem_file(
+        "require a client certificate issued by these CAs (mutual TLS) on the gRPC and HTTP doors"
     )
     # Enforced by the gRPC door (grpcio shows the peer's certificate); the HTTP door cannot see
     # it (granian), so with it a dedicated --http-tls-client-ca is required (authz.tls.plan).
@@ -221,50 +207,16 @@ class Settings:
         flag="--tls-allowed-client",
         metavar="ID",
     )
-    http_tls_cert: str | None = setting(
-        None,
-        "the HTTP door's own certificate chain",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
-    )
-    http_tls_key: str | None = setting(
-        None,
-        "the HTTP door's own private key",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
-    )
-    http_tls_client_ca: str | None = setting(
-        None,
-        "the HTTP door's own client CAs (mutual TLS)",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
-    )
+    http_tls_cert: str | None = pem_file("the HTTP door's own certificate chain")
+    http_tls_key: str | None = pem_file("the HTTP door's own private key")
+    http_tls_client_ca: str | None = pem_file("the HTTP door's own client CAs (mutual TLS)")
     http_plaintext: bool = setting(False, "keep the HTTP door plaintext even with --tls-cert")
-    admin_tls_cert: str | None = setting(
-        None,
-        "the admin endpoint's own certificate chain",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
-    )
-    admin_tls_key: str | None = setting(
-        None,
-        "the admin endpoint's own private key",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
-    )
+    admin_tls_cert: str | None = pem_file("the admin endpoint's own certificate chain")
+    admin_tls_key: str | None = pem_file("the admin endpoint's own private key")
     # Kubernetes probes cannot present a client certificate: the admin endpoint asks for one
     # only when told (a scraper with its own certificate), and may stay plaintext instead.
-    admin_tls_client_ca: str | None = setting(
-        None,
-        "require a client certificate from these CAs on the admin endpoint (not for probes)",
-        check=checks.optional_file,
-        paths=True,
-        metavar="FILE",
+    admin_tls_client_ca: str | None = pem_file(
+        "require a client certificate from these CAs on the admin endpoint (not for probes)"
     )
     admin_plaintext: bool = setting(
         False, "keep /metrics, /healthz and /readyz plaintext even with --tls-cert"

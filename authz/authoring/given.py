@@ -28,6 +28,7 @@ from authz.identity.jwt import check_claims, choose_provider
 from authz.identity.sources import ServiceResolver
 from authz.model import EndUser, Request
 from authz.policy.language.spec import (
+    BEARER,
     Authentication,
     IntrospectionProvider,
     JwtProvider,
@@ -38,7 +39,6 @@ __all__ = ["Credentials", "given_credentials"]
 
 JWT_PLACEHOLDER = "given.verified.claims"  # JWS-shaped: the JWT providers judge it
 OPAQUE_PLACEHOLDER = "given-introspected-token"
-_BEARER = TokenLocation(header="authorization", prefix="Bearer ")
 _KEY_PREFIX = "given-api-key:"
 
 
@@ -150,12 +150,12 @@ def given_credentials(
         if introspected_by is not None and not named:
             notes.append(f"no introspection provider of this host is named {introspected_by!r}")
         candidates = named or list(auth.introspection_providers)
-        where = candidates[0].locations[0] if candidates else _BEARER
+        where = candidates[0].locations[0] if candidates else BEARER
         path = _place(out, path, where, OPAQUE_PLACEHOLDER)
     elif claims is not None:
         issuer = claims.get("iss")
         chosen = [p for p in auth.jwt_providers if p.issuer == issuer] or list(auth.jwt_providers)
-        where = chosen[0].locations[0] if chosen else _BEARER
+        where = chosen[0].locations[0] if chosen else BEARER
         if not chosen and auth.introspection_providers:
             where = auth.introspection_providers[0].locations[0]
         elif not chosen:

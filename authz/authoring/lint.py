@@ -15,36 +15,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from urllib.parse import urlsplit
 
+from authz.authoring.lint_findings import ROLE_KEYS, TO_NOT_KEYS, Finding, Roles, expand
 from authz.authoring.lint_identity import CODES as IDENTITY_CODES
 from authz.authoring.lint_identity import introspection_findings
 from authz.authoring.lint_limits import CODES as LIMIT_CODES
 from authz.authoring.lint_limits import limit_findings
 from authz.policy import PolicySet
-from authz.policy.language.fields import FROM_FIELDS, ROLE_FIELDS, TO_FIELDS, EntryField
+from authz.policy.language.fields import FROM_FIELDS, TO_FIELDS, EntryField
 from authz.policy.language.schema import FileSpec, FromSpec, RuleSpec, ToSpec
 from authz.policy.language.spec import JwtProvider
 from authz.policy.language.yaml_source import YamlProblems, YMap, YNode, YScalar, YSeq, parse_yaml
 from authz.request.syntax import without_spiffe_prefix
-
-Roles = Mapping[str, tuple[ToSpec, ...]]
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Finding:
-    """`FILE:LINE: [subject] code: why`. `subject` is a rule, role, host or issuer."""
-
-    file: str
-    line: int
-    code: str
-    subject: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: [{self.subject}] {self.code}: {self.message}"
-
 
 CODES = {
     "open-allow": "an allow rule without `from` on broad paths: anyone, even unauthenticated",
@@ -90,8 +74,8 @@ def lint(
     findings.extend(_tenant_takeover(policy_set.files, lines))
     if exportable:
         findings.extend(_not_exportable(policy_set))
-    findings.extend(limit_findings(policy_set.files, roles, _expand, Finding))
-    findings.extend(introspection_findings(policy_set.files, sources or {}, Finding))
+    findings.extend(limit_findings(policy_set.files, roles))
+    findings.extend(introspection_findings(policy_set.files))
     return sorted(set(findings))
 
 
@@ -146,45 +130,20 @@ def _rule_findings(rule: RuleSpec, roles: Roles) -> Iterable[Finding]:
 
 
 _BROAD_PATHS = frozenset({"*", "/*", "/{**}"})
-# A role entry keeps the `to` entry's own fields it leaves open, and every `not_` field.
-_ROLE_KEYS = tuple(f.name for f in ROLE_FIELDS)
-_TO_NOT_KEYS = tuple(f"not_{f.name}" for f in TO_FIELDS if f.negatable)
 # Fields a deny entry must have exactly as the allow entry to cover it (methods and paths are
 # judged by inclusion in `_entry_covers`).
-_SAME_TO_COVER = (*(k for k in _ROLE_KEYS if k not in ("methods", "paths")), *_TO_NOT_KEYS)
+_SAME_TO_COVER = (*(k for k in ROLE_KEYS if k not in ("methods", "paths")), *TO_NOT_KEYS)
 
 
 def _broad(to: tuple[ToSpec, ...] | None, roles: Roles) -> bool:
     """No `to`, or an entry that allows every path (no `paths`, or `*`, `/*`, `/{**}`)."""
     if to is None:
         return True
-    for entry in _expand(to, roles):
+    for entry in expand(to, roles):
         paths = entry.get("paths")
         if paths is None or _BROAD_PATHS.intersection(paths):
             return True
     return False
-
-
-def _expand(entries: Iterable[ToSpec], roles: Roles) -> list[ToSpec]:
-    """`to` entries with `role` replaced by the role's entries (narrowed by the entry's own
-    fields: an entry `{role: r, methods: [GET]}` keeps its methods on each role entry)."""
-    out: list[ToSpec] = []
-    for entry in entries:
-        if entry.get("role") is None:
-            out.append(entry)
-            continue
-        own = entry.replace(role=None)
-        for name in entry.get("role"):
-            for r in roles.get(name, ()):
-                merged = r
-                for field in _ROLE_KEYS:
-                    if own.get(field) is not None and r.get(field) is None:
-                        merged = merged.replace(**{field: own.get(field)})
-                for field in _TO_NOT_KEYS:
-                    if own.get(field) is not None:
-                        merged = merged.replace(**{field: own.get(field)})
-                out.append(merged)
-    return out
 
 
 def _unreachable(rule: RuleSpec, policy_set: PolicySet) -> Iterable[Finding]:
@@ -300,8 +259,8 @@ def _covers(deny: RuleSpec, allow: RuleSpec, roles: Roles) -> bool:
         return True
     if allow.to is None:
         return False
-    deny_entries = _expand(deny.to, roles)
-    return all(any(_entry_covers(d, a) for d in deny_entries) for a in _expand(allow.to, roles))
+    deny_entries = expand(deny.to, roles)
+    return all(any(_entry_covers(d, a) for d in deny_entries) for a in expand(allow.to, roles))
 
 
 def _strip_line(entry: FromSpec) -> FromSpec:

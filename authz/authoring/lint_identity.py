@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-
-class _Finding(Protocol):
-    def __call__(self, file: str, line: int, code: str, subject: str, message: str) -> Any: ...
-
+from authz.authoring.lint_findings import Finding
+from authz.policy.language.schema import FileSpec
 
 CODES = {
     "introspection-secret-missing": "an introspection provider whose client secret is not there",
@@ -24,15 +22,13 @@ CODES = {
 
 
 def introspection_findings(
-    files: Iterable[Any],
-    sources: Mapping[str, str],
-    make: _Finding,
-    environ: Mapping[str, str] = os.environ,
-) -> Iterable[Any]:
-    """Findings for every introspection provider of `files` (the validated specs)."""
+    files: Iterable[FileSpec], environ: Mapping[str, str] = os.environ
+) -> Iterable[Finding]:
+    """Findings for every introspection provider of `files` (the validated specs), at the
+    provider's line."""
     for f in files:
-        for provider in f.introspection_providers:
-            line = _line_of(sources.get(f.file, ""), provider.name)
+        lines = f.introspection_lines or (1,) * len(f.introspection_providers)
+        for provider, line in zip(f.introspection_providers, lines, strict=True):
             subject = f"introspection {provider.name}"
             if not _has_secret(provider, environ):
                 where = (
@@ -40,7 +36,7 @@ def introspection_findings(
                     if provider.secret_file is not None
                     else f"environment variable {provider.secret_env}"
                 )
-                yield make(
+                yield Finding(
                     f.file,
                     line,
                     "introspection-secret-missing",
@@ -49,7 +45,7 @@ def introspection_findings(
                     "503 introspection_unavailable until it is there",
                 )
             if provider.endpoint.startswith("http://"):
-                yield make(
+                yield Finding(
                     f.file,
                     line,
                     "introspection-plain-http",
@@ -66,11 +62,3 @@ def _has_secret(provider: Any, environ: Mapping[str, str]) -> bool:
         except OSError:
             return False
     return bool(environ.get(provider.secret_env or "", "").strip())
-
-
-def _line_of(text: str, name: str) -> int:
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip().lstrip("-").strip()
-        if stripped.startswith("name:") and stripped[5:].strip().strip("'\"") == name:
-            return number
-    return 1

@@ -9,16 +9,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
+from authz.authoring.lint_findings import Finding, Roles, expand
 from authz.limits.keys import parse_key
+from authz.policy.language.schema import FileSpec, RuleSpec
 from authz.policy.language.spec import RateLimitSpec
-
-
-class _Finding(Protocol):
-    def __call__(self, file: str, line: int, code: str, subject: str, message: str) -> Any: ...
-
 
 CODES = {
     "limit-key-absent": "a rate limit whose key some requests it matches do not have",
@@ -26,20 +23,14 @@ CODES = {
 }
 
 
-def limit_findings(
-    files: Iterable[Any],
-    roles: Mapping[str, tuple[Any, ...]],
-    expand: Any,
-    make: _Finding,
-) -> Iterable[Any]:
-    """Findings for every limit of `files` (the validated specs). `expand` replaces `role`
-    entries by the roles' entries (lint's `_expand`); `make` builds a Finding."""
+def limit_findings(files: Iterable[FileSpec], roles: Roles) -> Iterable[Finding]:
+    """Findings for every limit of `files` (the validated specs); `roles` by name."""
     files = list(files)
     for f in files:
         for limit in f.rate_limits:
             why = _key_may_be_absent(limit)
             if why is not None:
-                yield make(
+                yield Finding(
                     limit.file,
                     limit.line,
                     "limit-key-absent",
@@ -48,12 +39,12 @@ def limit_findings(
                     "narrow `from`/`when` to requests that have it, or pick another key",
                 )
             if not any(
-                _may_allow(rule, limit, roles, expand)
+                _may_allow(rule, limit, roles)
                 for other in files
                 if _share_a_host(f, other)
                 for rule in other.rules
             ):
-                yield make(
+                yield Finding(
                     limit.file,
                     limit.line,
                     "unreachable-limit",
@@ -115,7 +106,7 @@ def _host_overlap(x: str, y: str) -> bool:
     return False
 
 
-def _may_allow(rule: Any, limit: RateLimitSpec, roles: Mapping[str, Any], expand: Any) -> bool:
+def _may_allow(rule: RuleSpec, limit: RateLimitSpec, roles: Roles) -> bool:
     """Whether `rule` is an enforced allow that may allow some request `limit` matches."""
     if rule.action != "allow" or rule.dry_run:
         return False

@@ -1,4 +1,5 @@
-"""What the policy-author commands print when a policy set or test file does not load."""
+"""What the policy-author commands print when a policy set or test file does not load, and
+their counts of things."""
 
 from __future__ import annotations
 
@@ -13,3 +14,8 @@ def report_invalid(error: PolicyError, summary: str) -> int:
         print(problem)
     print(summary, file=sys.stderr)
     return 1
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 file`, `2 files`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -11,6 +11,8 @@ import argparse
 import shlex
 import sys
 
+from authz.commands._flags import add_header_flag, add_request_line, header_flags
+
 NAME = "check"
 HELP = (
     "send one Check to a running `authz serve`, as Envoy would, and print the decision "
@@ -25,9 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="the service's gRPC address, HOST:PORT or unix:/path (default: 127.0.0.1:9191)",
     )
-    parser.add_argument("--method", "-X", default="GET", help="HTTP method (default: GET)")
-    parser.add_argument("--path", required=True, help="the request path as sent (:path)")
-    parser.add_argument("--host", default="localhost", help=":authority (default: localhost)")
+    add_request_line(parser)
     parser.add_argument(
         "--principal",
         default="",
@@ -35,14 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "spiffe://cluster.local/ns/shop/sa/frontend",
     )
     parser.add_argument("--token", help="a JWT, sent as `authorization: Bearer TOKEN`")
-    parser.add_argument(
-        "--header",
-        "-H",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a request header; may be repeated",
-    )
+    add_header_flag(parser)
     parser.add_argument("--source-ip", default="127.0.0.1", help="the client address")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
 
@@ -51,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     import grpc
 
     from authz import addresses
-    from authz.commands.explain import header_flags
     from authz.wire.client import Probe, render_answer, send_check
 
     try:

@@ -8,6 +8,12 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from authz.commands._flags import (
+    add_header_flag,
+    add_policy_directory,
+    add_request_line,
+    header_flags,
+)
 from authz.policy.language.fields import describe
 
 NAME = "explain"
@@ -15,12 +21,8 @@ HELP = "show the decision for one described request and what every rule of the h
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
-    )
-    parser.add_argument("--method", "-X", default="GET", help="HTTP method (default: GET)")
-    parser.add_argument("--path", required=True, help="the request path as sent (:path)")
-    parser.add_argument("--host", default="localhost", help=":authority (default: localhost)")
+    add_policy_directory(parser)
+    add_request_line(parser)
     parser.add_argument(
         "--principal",
         help="the mTLS peer principal, e.g. spiffe://cluster.local/ns/shop/sa/frontend",
@@ -30,14 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the claims of a verified JWT as JSON, with iss and sub, e.g. "
         '\'{"iss": "https://id.shop.example", "sub": "u1", "scope": "cart"}\'',
     )
-    parser.add_argument(
-        "--header",
-        "-H",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a request header; may be repeated",
-    )
+    add_header_flag(parser)
     parser.add_argument(
         "--introspection",
         metavar="JSON",
@@ -102,16 +97,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(explanation))
     return 0
-
-
-def header_flags(pairs: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--header {pair!r}: write NAME=VALUE")
-        headers[name.strip().lower()] = value
-    return headers
 
 
 def _pairs(pairs: list[str], flag: str) -> dict[str, str]:

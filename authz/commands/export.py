@@ -7,6 +7,7 @@ import gc
 import json
 import sys
 
+from authz.commands._flags import add_policy_directory
 from authz.commands._output import add_output_argument, write_output
 
 NAME = "export"
@@ -15,9 +16,7 @@ HELP = "print the HTTP filters that enforce a policy set inside Envoy (jwt_authn
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=["envoy"], help="what to export to")
-    parser.add_argument(
-        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
-    )
+    add_policy_directory(parser)
     parser.add_argument("--format", choices=["yaml", "json"], default="yaml")
     parser.add_argument(
         "--hybrid",

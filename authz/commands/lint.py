@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from authz.commands._flags import add_policy_directory
+
 NAME = "lint"
 HELP = "flag risky or dead policy (open allows, shadowed rules, dry_run left in place, ...)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
-    )
+    add_policy_directory(parser)
     parser.add_argument("--strict", action="store_true", help="exit 1 when there is any finding")
     parser.add_argument(
         "--exportable",
@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from authz.authoring.lint import CODES, lint
-    from authz.commands._problems import report_invalid
+    from authz.commands._problems import counted, report_invalid
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
@@ -63,11 +63,7 @@ def run(args: argparse.Namespace) -> int:
     for finding in findings:
         print(finding)
     print(
-        f"{_count(len(findings), 'finding')} in {_count(len(policy_set.files), 'file')} "
+        f"{counted(len(findings), 'finding')} in {counted(len(policy_set.files), 'file')} "
         f"(revision {policy_set.revision})"
     )
     return 1 if args.strict and findings else 0
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from authz.commands._flags import add_policy_directory
+
 NAME = "test"
 HELP = "run the request/expectation cases of every *_test.yaml under a policy directory"
 
@@ -18,9 +20,7 @@ def percentage(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
-    )
+    add_policy_directory(parser)
     parser.add_argument(
         "--tests",
         action="append",

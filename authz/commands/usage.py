@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from authz.commands._flags import add_policy_directory
 from authz.commands._logs import add_log_arguments, open_logs, read_logs, reading_summary
 
 NAME = "usage"
@@ -11,9 +12,7 @@ HELP = "report from decision logs which rules, principals, paths and methods tra
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "directory", nargs="?", default="policies", help="policy directory (default: ./policies)"
-    )
+    add_policy_directory(parser)
     add_log_arguments(parser)
     parser.add_argument(
         "--cert-expiry-days",

@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from authz.commands._problems import report_invalid
+    from authz.commands._problems import counted, report_invalid
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
     from authz.reload import rules_text
@@ -31,15 +31,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy_set = load_policy_set(args.directory)
     except PolicyError as error:
-        count = len(error.problems)
         return report_invalid(
-            error, f"{args.directory}: invalid, {count} problem{'s' if count != 1 else ''}"
+            error, f"{args.directory}: invalid, {counted(len(error.problems), 'problem')}"
         )
-    files = len(policy_set.files)
     limits = sum(len(f.rate_limits) for f in policy_set.files)
-    limits_text = f", {limits} rate limit{'s' if limits != 1 else ''}" if limits else ""
+    limits_text = f", {counted(limits, 'rate limit')}" if limits else ""
     print(
-        f"{args.directory}: {files} file{'s' if files != 1 else ''}, "
+        f"{args.directory}: {counted(len(policy_set.files), 'file')}, "
         f"{rules_text(policy_set.rule_count)}{limits_text}, revision {policy_set.revision}"
     )
     return 0

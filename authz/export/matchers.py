@@ -84,6 +84,11 @@ def p_meta(path: Sequence[str], value: m.ValueMatcher) -> rbac.Principal:
     )
 
 
+def p_issuer(issuer: str) -> rbac.Principal:
+    """A verified token from this issuer (its `iss` claim)."""
+    return p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(issuer)))
+
+
 def q_or(rules: Sequence[rbac.Permission]) -> rbac.Permission:
     if len(rules) == 1:
         return rules[0]

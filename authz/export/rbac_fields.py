@@ -26,6 +26,7 @@ from authz.export.matchers import (
     NotExportable,
     p_and,
     p_any,
+    p_issuer,
     p_meta,
     p_not,
     p_or,
@@ -121,7 +122,7 @@ def _request_principal(auth: Auth, value: str) -> rbac.Principal:
             options.append(
                 p_and(
                     [
-                        p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(iss))),
+                        p_issuer(iss),
                         p_or(
                             [
                                 p_meta([PAYLOAD_KEY, "sub"], m.ValueMatcher(string_match=s))
@@ -136,7 +137,7 @@ def _request_principal(auth: Auth, value: str) -> rbac.Principal:
 
 @functools.lru_cache(maxsize=8192)
 def _issuer(_: Auth, value: str) -> rbac.Principal:
-    return p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(string_match=s_exact(value)))
+    return p_issuer(value)
 
 
 @functools.lru_cache(maxsize=8192)

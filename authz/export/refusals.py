@@ -16,6 +16,7 @@ from authz.export.matchers import (
     VALID_HOST,
     p_and,
     p_any,
+    p_issuer,
     p_meta,
     p_not,
     p_or,
@@ -71,76 +72,59 @@ def refusals(auth: Auth, providers: Sequence[JwtProvider]) -> dict[str, rbac.Pol
         ),
     }
     if providers:
+
+        def on_tokens(principal: rbac.Principal) -> rbac.Policy:
+            return rbac.Policy(permissions=[rbac.Permission(any=True)], principals=[principal])
+
         # authz/identity/jwt.py: a verified token needs a sub that is a header value.
-        policies["jwt_missing_claim"] = rbac.Policy(
-            permissions=[rbac.Permission(any=True)],
-            principals=[
-                p_and(
-                    [
-                        p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(present_match=True)),
-                        p_not(
-                            p_meta(
-                                [PAYLOAD_KEY, "sub"],
-                                m.ValueMatcher(string_match=s_regex(HEADER_VALUE)),
-                            )
-                        ),
-                    ]
-                )
-            ],
+        policies["jwt_missing_claim"] = on_tokens(
+            p_and(
+                [
+                    p_meta([PAYLOAD_KEY, "iss"], m.ValueMatcher(present_match=True)),
+                    p_not(
+                        p_meta(
+                            [PAYLOAD_KEY, "sub"], m.ValueMatcher(string_match=s_regex(HEADER_VALUE))
+                        )
+                    ),
+                ]
+            )
         )
         several = [p for p in providers if kid_required(p)]
         if several:
             # authz/identity/jwks.py KeySet.find: without kid, only a single key is chosen; a
             # remote set needs a kid whatever its size (authz/identity/jwt.py).
-            policies["jwt_kid_required"] = rbac.Policy(
-                permissions=[rbac.Permission(any=True)],
-                principals=[
-                    p_and(
-                        [
-                            p_or(
-                                [
-                                    p_meta(
-                                        [PAYLOAD_KEY, "iss"],
-                                        m.ValueMatcher(string_match=s_exact(p.issuer)),
-                                    )
-                                    for p in several
-                                ]
-                            ),
-                            p_not(p_meta([HEADER_KEY, "kid"], m.ValueMatcher(present_match=True))),
-                        ]
-                    )
-                ],
+            policies["jwt_kid_required"] = on_tokens(
+                p_and(
+                    [
+                        p_or([p_issuer(p.issuer) for p in several]),
+                        p_not(p_meta([HEADER_KEY, "kid"], m.ValueMatcher(present_match=True))),
+                    ]
+                )
             )
         listed = [p for p in providers if p.algorithms]
         if listed:
             # authz/identity/jwt.py: a provider that lists `algorithms` accepts only those.
-            policies["jwt_alg_not_allowed"] = rbac.Policy(
-                permissions=[rbac.Permission(any=True)],
-                principals=[
-                    p_or(
-                        [
-                            p_and(
-                                [
-                                    p_meta(
-                                        [PAYLOAD_KEY, "iss"],
-                                        m.ValueMatcher(string_match=s_exact(p.issuer)),
-                                    ),
-                                    p_not(
-                                        p_or(
-                                            [
-                                                p_meta(
-                                                    [HEADER_KEY, "alg"],
-                                                    m.ValueMatcher(string_match=s_exact(alg)),
-                                                )
-                                                for alg in p.algorithms
-                                            ]
-                                        )
-                                    ),
-                                ]
-                            )
-                            for p in listed
-                        ]
-                    )
-                ],
+            policies["jwt_alg_not_allowed"] = on_tokens(
+                p_or(
+                    [
+                        p_and(
+                            [
+                                p_issuer(p.issuer),
+                                p_not(
+                                    p_or(
+                                        [
+                                            p_meta(
+                                                [HEADER_KEY, "alg"],
+                                                m.ValueMatcher(string_match=s_exact(alg)),
+                                            )
+                                            for alg in p.algorithms
+                                        ]
+                                    )
+                                ),
+                            ]
+                        )
+                        for p in listed
+                    ]
+                )
             )
     return policies

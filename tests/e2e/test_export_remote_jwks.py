@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from authz.envoy_bootstrap import REQUEST_HARDENING
-from authz.export import export_envoy
+from authz.export import EnvoyExport, export_envoy
 from authz.policy import load_policy_set
 from tests.support import https
 from tests.support.certs import Pki, make_pki
@@ -70,6 +70,11 @@ def _envoy(idp: Idp, name: str) -> Envoy:
     assert exported.exportable, [str(f) for f in exported.findings]
     [note] = [f for f in exported.findings if not f.decides and "keys fetched" in f.why]
     assert f"from {idp.server.jwks_uri} (jwks_uri)" in note.why
+    return _exported_envoy(exported, idp.root / f"envoy-{name}")
+
+
+def _exported_envoy(exported: EnvoyExport, root: Path) -> Envoy:
+    """Envoy enforcing `exported` alone (no ext_authz: its address answers nothing)."""
     return Envoy(
         EnvoyConfig(
             authz_address="127.0.0.1:1",
@@ -78,7 +83,7 @@ def _envoy(idp: Idp, name: str) -> Envoy:
             extra_clusters=exported.clusters,
             hcm_overrides=dict(REQUEST_HARDENING),
         ),
-        idp.root / f"envoy-{name}",
+        root,
     )
 
 
@@ -172,16 +177,7 @@ def test_discovery_is_resolved_at_export_time(idp: Idp, monkeypatch: pytest.Monk
     [note] = [f for f in exported.findings if "keys fetched" in f.why]
     configuration = f"{idp.server.issuer}/.well-known/openid-configuration"
     assert f"from {idp.server.jwks_uri} (discovery: {configuration})" in note.why
-    with Envoy(
-        EnvoyConfig(
-            authz_address="127.0.0.1:1",
-            upstream_port=_UPSTREAM.port,
-            http_filters=exported.filter_dicts(),
-            extra_clusters=exported.clusters,
-            hcm_overrides=dict(REQUEST_HARDENING),
-        ),
-        idp.root / "envoy-discovery",
-    ) as envoy:
+    with _exported_envoy(exported, idp.root / "envoy-discovery") as envoy:
         assert _eventually(lambda: _status(envoy, "/me", idp.token(key)) == 200, 10)
 
 

@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from tests.support.ports import free_port_run
+from tests.support.ports import free_port_runs
 from tests.support.tokens import claims, jwks_json, make_key, tamper
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ class Service:
         args = self.args
         workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         for _ in range(3):  # free ports are racy: retry when one was taken meanwhile
-            self.grpc_port, self.admin_port = free_port_run(workers), free_port_run(workers)
+            self.grpc_port, self.admin_port = free_port_runs(workers, 2)
             self.process = self.launch()
             try:
                 self.wait_ready()

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from .envoy import Envoy, EnvoyConfig, TlsConfig
-from .ports import LOOPBACK, free_port_run
+from .ports import LOOPBACK, free_port_runs
 from .service import REPO_ROOT, ServeBase
 from .upstream import EchoUpstream
 
@@ -65,9 +65,7 @@ class ServeProcess(ServeBase):
         return self
 
     def _serve_args(self) -> list[str]:
-        self.http_port, self.grpc_port, self.admin_port = (
-            free_port_run(self.workers) for _ in range(3)
-        )
+        self.http_port, self.grpc_port, self.admin_port = free_port_runs(self.workers, 3)
         return [
             "--http-listen", self.http_address(), "--listen", self.grpc_address(),
             "--admin", f"{LOOPBACK}:{self.admin_port}", "--workers", str(self.workers),

@@ -22,22 +22,35 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
-def free_port_run(count: int) -> int:
-    """A port p with p .. p + count - 1 all free a moment ago (worker i of `authz serve --workers`
-    takes p + i)."""
-    for _attempt in range(100):
-        first = free_port()
-        if first + count > 65535:
-            continue
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(first, first + count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind((LOOPBACK, port))
-            except OSError:
+def free_port_runs(count: int, runs: int = 1) -> list[int]:
+    """`runs` ports p, none of whose p .. p + count - 1 overlap, all free a moment ago (worker i
+    of `authz serve --workers` takes p + i). Every port stays bound until all are picked, so two
+    runs never come back the same."""
+    with contextlib.ExitStack() as held:
+        firsts: list[int] = []
+        for _attempt in range(100 * runs):
+            if len(firsts) == runs:
+                return firsts
+            first = free_port()
+            if first + count > 65535:
                 continue
-            return first
-    raise RuntimeError(f"no run of {count} free ports")
+            with contextlib.ExitStack() as run:
+                try:
+                    for port in range(first, first + count):
+                        sock = run.enter_context(socket.socket())
+                        sock.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+                held.enter_context(run.pop_all())
+                firsts.append(first)
+        if len(firsts) == runs:
+            return firsts
+    raise RuntimeError(f"no {runs} runs of {count} free ports")
+
+
+def free_port_run(count: int) -> int:
+    """A port p with p .. p + count - 1 all free a moment ago."""
+    return free_port_runs(count)[0]
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:

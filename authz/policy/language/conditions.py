@@ -48,13 +48,14 @@ class ConditionKind:
     name: str
     description: str  # the condition as a whole
     subject: str  # the `claim:`/`header:` key itself
-    subject_pattern: str
-    check_subject: Callable[[str], Any] | None
-    value_types: tuple[type, ...]
     value_noun: str  # "a string, number or boolean"
-    value_json_types: str | list[str]
     attribute: str  # what it reads: the `RequestContext` attribute
     operators: tuple[Operator, ...]
+    # By default any non-blank subject, and string values.
+    subject_pattern: str = kinds.NONBLANK
+    check_subject: Callable[[str], Any] | None = None
+    value_types: tuple[type, ...] = (str,)
+    value_json_types: str | list[str] = "string"
     needs_jwt: bool = False
     needs_api_key: bool = False
     # The `RequestContext` method giving every reading of the subject (`header_readings`):
@@ -210,18 +211,54 @@ _CAPTURE = (
     "(decoded); the name must be bound by every path of the rule's `to`."
 )
 
+
+@dataclass(frozen=True, slots=True)
+class _Tests:
+    """What the operators every kind has compile to, for one family of values: a claim, one
+    reading of a header or query parameter, a keyed value (context extension, API-key label)."""
+
+    equals: Build
+    any_of: Build
+    present: Build
+    equals_capture: Build
+
+
+_CLAIM_TESTS = _Tests(_claim_equals, _claim_any_of, _claim_present, _claim_equals_capture)
+_READING_TESTS = _Tests(_reading_equals, _reading_any_of, _reading_present, _reading_equals_capture)
+_KEY_TESTS = _Tests(_key_equals, _key_any_of, _key_present, _key_equals_capture)
+
+
+def _operators(
+    noun: str,
+    tests: _Tests,
+    *own: Operator,
+    any_of: str = "",
+    capture: bool = True,
+) -> tuple[Operator, ...]:
+    """The operators of a kind on `noun` ("header"): `equals`, the kind's `own` ones, `any_of`
+    (described by `any_of` when given), `present` and, with `capture`, `equals_capture`."""
+    shared = (
+        Operator("equals", f"The {noun} equals this.", "scalar", tests.equals),
+        *own,
+        Operator("any_of", any_of or f"The {noun} is one of these.", "list", tests.any_of),
+        Operator("present", _PRESENT, "flag", tests.present),
+    )
+    if not capture:
+        return shared
+    return (*shared, Operator("equals_capture", _CAPTURE, "capture", tests.equals_capture))
+
+
 CLAIM = ConditionKind(
     name="claim",
     description="A condition on a claim of the verified JWT.",
     subject="A claim of the verified JWT, dotted for nested (`realm_access.roles`).",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
     value_types=(str, int, float, bool),
     value_noun="a claim value is a string, number or boolean",
     value_json_types=["string", "number", "boolean"],
     attribute="claims",
-    operators=(
-        Operator("equals", "The claim equals this value.", "scalar", _claim_equals),
+    operators=_operators(
+        "claim",
+        _CLAIM_TESTS,
         Operator(
             "contains",
             "A list claim contains this value; a space-separated `scope`/`scp` string counts "
@@ -229,11 +266,7 @@ CLAIM = ConditionKind(
             "scalar",
             _claim_contains,
         ),
-        Operator(
-            "any_of", "The claim (or one of its items) is one of these.", "list", _claim_any_of
-        ),
-        Operator("present", _PRESENT, "flag", _claim_present),
-        Operator("equals_capture", _CAPTURE, "capture", _claim_equals_capture),
+        any_of="The claim (or one of its items) is one of these.",
     ),
     needs_jwt=True,
 )
@@ -245,12 +278,11 @@ HEADER = ConditionKind(
     subject="A request header (compared lower-case).",
     subject_pattern=kinds.HEADER_PATTERN,
     check_subject=pat.check_header_name,
-    value_types=(str,),
     value_noun="a header value is a string",
-    value_json_types="string",
     attribute="headers",
-    operators=(
-        Operator("equals", "The header equals this value.", "scalar", _reading_equals),
+    operators=_operators(
+        "header",
+        _READING_TESTS,
         Operator(
             "prefix",
             "The header starts with this.",
@@ -259,9 +291,6 @@ HEADER = ConditionKind(
             schema={"minLength": 1},
             reject=_empty_prefix,
         ),
-        Operator("any_of", "The header is one of these.", "list", _reading_any_of),
-        Operator("present", _PRESENT, "flag", _reading_present),
-        Operator("equals_capture", _CAPTURE, "capture", _reading_equals_capture),
     ),
     readings="header_readings",
 )
@@ -272,18 +301,9 @@ QUERY = ConditionKind(
     "percent-decoded; a repeated parameter, or one under several spellings, is read under the "
     "rule for ambiguous requests: a deny holds when any value does, an allow when every does).",
     subject="A query parameter name (decoded).",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
-    value_types=(str,),
     value_noun="a query value is a string",
-    value_json_types="string",
     attribute="query",
-    operators=(
-        Operator("equals", "The parameter equals this.", "scalar", _reading_equals),
-        Operator("any_of", "The parameter is one of these.", "list", _reading_any_of),
-        Operator("present", _PRESENT, "flag", _reading_present),
-        Operator("equals_capture", _CAPTURE, "capture", _reading_equals_capture),
-    ),
+    operators=_operators("parameter", _READING_TESTS),
     readings="query_readings",
 )
 
@@ -292,35 +312,18 @@ CONTEXT = ConditionKind(
     description="A condition on Envoy's per-route `context_extensions` (set with "
     "ExtAuthzPerRoute.check_settings; see `authz envoy-config --route-context`).",
     subject="A context_extensions key.",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
-    value_types=(str,),
     value_noun="a context value is a string",
-    value_json_types="string",
     attribute="context",
-    operators=(
-        Operator("equals", "The context value equals this.", "scalar", _key_equals),
-        Operator("any_of", "The context value is one of these.", "list", _key_any_of),
-        Operator("present", _PRESENT, "flag", _key_present),
-    ),
+    operators=_operators("context value", _KEY_TESTS, capture=False),
 )
 
 API_KEY_LABEL = ConditionKind(
     name="api_key_label",
     description="A condition on a label of the presented API key (from its key file).",
     subject="A label name.",
-    subject_pattern=kinds.NONBLANK,
-    check_subject=None,
-    value_types=(str,),
     value_noun="a label value is a string",
-    value_json_types="string",
     attribute="api_key_labels",
-    operators=(
-        Operator("equals", "The label equals this.", "scalar", _key_equals),
-        Operator("any_of", "The label is one of these.", "list", _key_any_of),
-        Operator("present", _PRESENT, "flag", _key_present),
-        Operator("equals_capture", _CAPTURE, "capture", _key_equals_capture),
-    ),
+    operators=_operators("label", _KEY_TESTS),
     needs_api_key=True,
 )
 

@@ -82,21 +82,37 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/$defs/{name}"}
 
 
+def _name(description: str) -> Key:
+    """The `name` of a rule or a rate limit: the reason code of its decisions."""
+    schema: Schema = {
+        "type": "string",
+        "pattern": NAME_PATTERN,
+        "not": {"enum": sorted(RESERVED_NAMES)},
+        "description": description,
+    }
+    return Key("name", schema, required=True)
+
+
+# A token provider's (jwt, introspection) `certificate_bound`.
+CERTIFICATE_BOUND = Key(
+    "certificate_bound",
+    {
+        "type": "boolean",
+        "default": False,
+        "description": "RFC 8705: the token's cnf x5t#S256 must be the SHA-256 thumbprint of "
+        "the client certificate (else 401 token_not_bound).",
+    },
+)
+
+
 RULE = Section(
     "a rule",
     "A rule matches when `from` (any entry), `to` (any entry) and every `when` condition hold. "
     "Deny rules win over allow rules; no match is a deny.",
     (
-        Key(
-            "name",
-            {
-                "type": "string",
-                "pattern": NAME_PATTERN,
-                "not": {"enum": sorted(RESERVED_NAMES)},
-                "description": "Unique across the whole set; shows in logs and metrics as the "
-                "decision's reason. Letters, digits, `-`, `_` and `.`.",
-            },
-            required=True,
+        _name(
+            "Unique across the whole set; shows in logs and metrics as the decision's reason. "
+            "Letters, digits, `-`, `_` and `.`."
         ),
         Key(
             "action",
@@ -137,16 +153,9 @@ RATE_LIMIT = Section(
     "Counted for requests the rules allowed, under its key; over the limit: 429 with "
     "Retry-After. `from`, `to` and `when` match as in rules.",
     (
-        Key(
-            "name",
-            {
-                "type": "string",
-                "pattern": NAME_PATTERN,
-                "not": {"enum": sorted(RESERVED_NAMES)},
-                "description": "Unique across the whole set, rule names included: the reason "
-                "of its 429 in logs, metrics and metadata.",
-            },
-            required=True,
+        _name(
+            "Unique across the whole set, rule names included: the reason of its 429 in logs, "
+            "metrics and metadata."
         ),
         Key("from", listed("Omitted: anyone. As in rules.", _ref("from"))),
         Key("to", listed("Omitted: any request. As in rules.", _ref("to"))),
@@ -299,15 +308,7 @@ PROVIDER = Section(
                 {"enum": sorted(KNOWN_ALGORITHMS)},
             ),
         ),
-        Key(
-            "certificate_bound",
-            {
-                "type": "boolean",
-                "default": False,
-                "description": "RFC 8705: the token's cnf x5t#S256 must be the SHA-256 "
-                "thumbprint of the client certificate (else 401 token_not_bound).",
-            },
-        ),
+        CERTIFICATE_BOUND,
     ),
     {
         "oneOf": [

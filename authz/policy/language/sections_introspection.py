@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from authz.policy.language.kinds import HEADER_PATTERN, NAME_PATTERN, listed, text
-from authz.policy.language.sections import Key, Section
+from authz.policy.language.sections import CERTIFICATE_BOUND, Key, Section
 from authz.policy.language.spec import IntrospectionProvider, TokenLocation
 
 
@@ -142,15 +142,7 @@ INTROSPECTION_PROVIDER = Section(
                 "additionalProperties": text("A header name.", HEADER_PATTERN),
             },
         ),
-        Key(
-            "certificate_bound",
-            {
-                "type": "boolean",
-                "default": False,
-                "description": "RFC 8705: the token's cnf x5t#S256 must be the SHA-256 "
-                "thumbprint of the client certificate (else 401 token_not_bound).",
-            },
-        ),
+        CERTIFICATE_BOUND,
     ),
     {
         "oneOf": [

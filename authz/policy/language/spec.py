@@ -26,6 +26,10 @@ class TokenLocation:
     cookie: str | None = None
 
 
+# Where a provider looks for its token when the policy does not say (RFC 6750 section 2.1).
+BEARER = TokenLocation(header="authorization", prefix="Bearer ")
+
+
 @dataclass(frozen=True, slots=True)
 class JwtProvider:
     """One `authentication.jwt` entry of a policy file, validated.
@@ -40,9 +44,7 @@ class JwtProvider:
     jwks_file: str | None = None
     jwks_json: str | None = None
     discovery: bool = False
-    locations: tuple[TokenLocation, ...] = (
-        TokenLocation(header="authorization", prefix="Bearer "),
-    )
+    locations: tuple[TokenLocation, ...] = (BEARER,)
     # As Envoy's jwt_authn (forward) and Istio's forwardOriginalToken: the token stays here.
     forward: bool = False
     claims_to_headers: tuple[tuple[str, str], ...] = ()
@@ -111,9 +113,7 @@ class IntrospectionProvider:
     client_id: str
     secret_file: str | None = None
     secret_env: str | None = None
-    locations: tuple[TokenLocation, ...] = (
-        TokenLocation(header="authorization", prefix="Bearer "),
-    )
+    locations: tuple[TokenLocation, ...] = (BEARER,)
     tokens: str = "opaque"
     audiences: tuple[str, ...] = ()
     timeout: float = 2.0
