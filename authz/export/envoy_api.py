@@ -163,7 +163,7 @@ def _message(key: str) -> _Check:
 
 def _enum(key: str) -> _Check:
     def check(v: Any) -> Any:
-        if _ENUM_KEYS.get(type(v)) != key:
+        if ENUM_KEYS.get(type(v)) != key:
             raise ValueError(f"a {key} expected, not {v!r}")
         return v
 
@@ -343,12 +343,8 @@ class protobuf:
 
 Empty = protobuf.Empty
 
-ENUMS: tuple[type[enum.IntEnum], ...] = (
-    rbac.RbacAction,
-    rbac.MetadataSource,
-    core.ApiVersion,
-    http_type.StatusCode,
-)
-_ENUM_KEYS: dict[type, str] = {
-    e: f"{_PACKAGES[e.__qualname__.partition('.')[0]]}.{e.__name__}" for e in ENUMS
+# Each enum -> its full name, as envoy_schema.py names it (`enum:KEY`).
+ENUM_KEYS: dict[type, str] = {
+    e: f"{_PACKAGES[e.__qualname__.partition('.')[0]]}.{e.__name__}"
+    for e in (rbac.RbacAction, rbac.MetadataSource, core.ApiVersion, http_type.StatusCode)
 }

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("envoy_data_plane", reason="needs the authz[export] extra")
 
-from authz.export.envoy_api import ENUMS, Message, core, jwt, m, rbac
+from authz.export.envoy_api import ENUM_KEYS, Message, core, http_type, jwt, m, rbac, xa
 
 SCHEMA = Path(__file__).resolve().parents[3] / "authz" / "export" / "envoy_schema.py"
 
@@ -119,22 +119,11 @@ def test_the_schema_is_generated_from_envoy_data_plane() -> None:
     )
 
 
-@pytest.mark.parametrize("enum_class", ENUMS, ids=lambda e: e.__name__)
+@pytest.mark.parametrize("enum_class", list(ENUM_KEYS), ids=lambda e: e.__name__)
 def test_every_enum_member_is_envoys(enum_class: Any) -> None:
-    key = f"{enum_class.__qualname__.partition('.')[0]}"
-    theirs = {
-        _key(e): e
-        for e in (
-            importlib.import_module("envoy_data_plane.envoy.config.rbac.v3").RbacAction,
-            importlib.import_module("envoy_data_plane.envoy.config.rbac.v3").MetadataSource,
-            importlib.import_module("envoy_data_plane.envoy.config.core.v3").ApiVersion,
-            importlib.import_module("envoy_data_plane.envoy.type.v3").StatusCode,
-        )
-    }
-    [their] = [e for k, e in theirs.items() if k.endswith(f".{enum_class.__name__}")]
-    assert key
+    theirs = _edp(ENUM_KEYS[enum_class])
     for member in enum_class:
-        assert their[member.name].value == member.value
+        assert theirs[member.name].value == member.value
 
 
 def test_a_message_refuses_what_envoy_data_plane_refuses() -> None:
@@ -186,6 +175,13 @@ def test_what_a_message_accepts_and_reads() -> None:
     assert rbac.Permission(any=True).not_rule is None
     assert m.DoubleMatcher(exact=3).exact == 3.0  # an int for a double, as pydantic takes it
     assert jwt.RemoteJwks(cache_duration=datetime.timedelta(seconds=5)).cache_duration
+    # each enum is the one its fields take
+    assert rbac.Rbac(action=rbac.RbacAction.DENY).action is rbac.RbacAction.DENY
+    assert rbac.SourcedMetadata(metadata_source=rbac.MetadataSource.ROUTE).metadata_source == 1
+    assert xa.ExtAuthz(transport_api_version=core.ApiVersion.V3).transport_api_version == 2
+    assert http_type.HttpStatus(code=http_type.StatusCode.ServiceUnavailable).code == 503
+    with pytest.raises(ValueError):
+        rbac.Rbac(action=core.ApiVersion.V2)
     with pytest.raises(AttributeError):
         cidr.prefix_len = 9  # shared by the cached constructors: never changed
     with pytest.raises(AttributeError):
