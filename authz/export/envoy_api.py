@@ -41,8 +41,8 @@ class Message:
     """One Envoy message: `rbac.Policy(permissions=[...])`; an unset field reads as its default."""
 
     KEY: ClassVar[str]  # e.g. "envoy.config.rbac.v3.Policy"
-    # field -> (check, oneof group or ""); and the JSON order: (field, JSON name, default)
-    _checks: ClassVar[dict[str, tuple[_Check, str]] | None] = None
+    # field -> (check, oneof group or "", may be None); the JSON order: (field, name, default)
+    _checks: ClassVar[dict[str, tuple[_Check, str, bool]] | None] = None
     _order: ClassVar[tuple[tuple[str, str, Any], ...]] = ()
 
     def __init_subclass__(cls) -> None:
@@ -57,9 +57,11 @@ class Message:
             found = checks.get(name)
             if found is None:
                 raise TypeError(f"{cls.KEY} has no field {name!r}")
-            check, group = found
+            check, group, nullable = found
             if value is None:
-                continue  # unset (every field that may hold None is a message or optional)
+                if not nullable:  # a list, a map or a proto3 scalar is never unset
+                    raise ValueError(f"{cls.KEY}.{name}: None for a field that is never unset")
+                continue
             try:
                 values[name] = check(value)
             except ValueError as error:
@@ -87,10 +89,12 @@ class Message:
         return cls._order
 
     @classmethod
-    def _load(cls) -> dict[str, tuple[_Check, str]]:
+    def _load(cls) -> dict[str, tuple[_Check, str, bool]]:
         fields = MESSAGES[cls.KEY]
         cls._order = tuple((name, name.rstrip("_"), _default(kind)) for name, kind, _ in fields)
-        cls._checks = {name: (_check(kind), group) for name, kind, group in fields}
+        cls._checks = {
+            name: (_check(kind), group, _default(kind) is None) for name, kind, group in fields
+        }
         return cls._checks
 
 

@@ -136,6 +136,8 @@ def test_a_message_refuses_what_envoy_data_plane_refuses() -> None:
         (rbac.Policy, {"permissions": [m.StringMatcher(exact="a")]}),  # another message
         (rbac.Policy, {"permissions": rbac.Permission(any=True)}),  # not a list
         (jwt.JwtAuthentication, {"providers": {"a": rbac.Policy()}}),  # a map's value
+        (m.StringMatcher, {"ignore_case": None}),  # None for a proto3 scalar
+        (rbac.Policy, {"permissions": None}),  # or a list
     ]
     for cls, values in both:
         with pytest.raises((TypeError, ValueError)):
