@@ -37,6 +37,7 @@ from authz.policy import HostPolicy, PolicySet, PolicyStore, evaluate, no_policy
 from authz.policy.decide.context import RequestContext
 from authz.policy.decide.evaluate import api_key_challenge
 from authz.policy.language.spec import ApiKeyProvider
+from authz.reasons import Reason
 from authz.request.cookies import without_cookies
 from authz.request.query import spellings
 
@@ -61,17 +62,19 @@ def rejection(error: AuthzError) -> Decision:
     """The decision for a request we refuse before policy: bad input, or a rejected token."""
     challenge = None
     if isinstance(error, TokenRejected):
-        challenge = _invalid_token_challenge(str(error))
+        # RFC 6750 section 3.1: more than one method of sending the token is invalid_request.
+        code = "invalid_request" if error.reason is Reason.TOKEN_IN_TWO_PLACES else "invalid_token"
+        challenge = _bearer_challenge(code, str(error))
     elif isinstance(error, ApiKeyRejected):
         challenge = api_key_challenge(error.realm)
     return Decision(allowed=False, status=error.status, reason=error.reason, challenge=challenge)
 
 
-def _invalid_token_challenge(description: str) -> str:
+def _bearer_challenge(code: str, description: str) -> str:
     # RFC 6750 section 3: error_description is a quoted-string of printable ASCII
     # without '"' or '\'.
     safe = "".join(c for c in description if 0x20 <= ord(c) < 0x7F and c not in '"\\')[:200]
-    return f'Bearer error="invalid_token", error_description="{safe}"'
+    return f'Bearer error="{code}", error_description="{safe}"'
 
 
 @dataclass(frozen=True, slots=True)

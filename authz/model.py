@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from authz.request.headers import header_readings
-from authz.request.paths import path_readings
+from authz.request.paths import path_readings, target_readings
 from authz.request.query import parse_query
 from authz.token_check import FROM_CACHE as FROM_CACHE
 from authz.token_check import TokenCheck as TokenCheck
@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # policy-schema types, only named here (spec imports nothing 
     from authz.policy.language.spec import ApiKey, TokenLocation
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# The pseudo-header a request target is in (RFC 9113 section 8.3.1); the doors all fill it.
+PATH_HEADER = ":path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +64,14 @@ class Request:
         return path_readings(self.path)
 
     def header_readings(self, name: str) -> tuple[str | None, ...]:
-        """Every comma-separated element of the header `name` (lower-case); `(None,)` if absent."""
-        return header_readings(self.headers.get(name))
+        """Every comma-separated element of the header `name` (lower-case); `(None,)` if absent.
+        `:path` also reads as its normalized target (`target_readings`): Envoy's doors see it
+        normalized, forward-auth as sent."""
+        value = self.headers.get(name)
+        if name != PATH_HEADER or value is None:
+            return header_readings(value)
+        readings = (r for target in target_readings(value) for r in header_readings(target))
+        return tuple(dict.fromkeys(readings))
 
     def query_params(self) -> Mapping[str, tuple[str, ...]]:
         """The query parameters, names and values decoded, every value of every spelling."""

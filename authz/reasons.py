@@ -68,6 +68,11 @@ class Reason(StrEnum):
     JWT_EXPIRED = "jwt_expired", 401, "exp is past (60 s of clock skew allowed)"
     JWT_NOT_YET_VALID = "jwt_not_yet_valid", 401, "nbf is in the future (60 s of skew allowed)"
 
+    TOKEN_IN_TWO_PLACES = (
+        "token_in_two_places",
+        401,
+        "the token is sent in more than one place (RFC 6750 section 2: one method per request)",
+    )
     TOKEN_NOT_BOUND = (
         "token_not_bound",
         401,

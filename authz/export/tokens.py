@@ -12,6 +12,7 @@ rather than typed objects: its inputs and actions are `Any`-packed extensions.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from authz.export.envoy_api import m
@@ -59,6 +60,37 @@ def _host(c: HostClass) -> dict[str, Any]:
     return _all(parts) if parts else _single(":authority", _regex("(?s).*"))
 
 
+def _mentioned(header: str, prefix: str) -> dict[str, Any]:
+    """The header holds a token for `prefix` (or a refused spelling of one). An absent header is
+    no input: a single predicate on it never matches."""
+    return _single(header, _regex(mentions_regex(prefix) if prefix else "(?s).*"))
+
+
+def _scope(auth: Auth, classes: list[HostClass]) -> list[dict[str, Any]]:
+    return [] if len(classes) == len(auth.classes) else [_any([_host(c) for c in classes])]
+
+
+Location = tuple[str, str]  # (lower-case header name, prefix)
+
+
+def _header_pairs(auth: Auth) -> dict[tuple[Location, Location], list[HostClass]]:
+    """Two token headers of one host class (different names), with the classes reading both."""
+    pairs: dict[tuple[Location, Location], list[HostClass]] = {}
+    for c in auth.classes:
+        read = sorted(
+            {
+                (loc.header.lower(), loc.prefix)
+                for p in c.authentication.jwt_providers
+                for loc in p.locations
+                if loc.header is not None
+            }
+        )
+        for one, two in itertools.combinations(read, 2):
+            if one[0] != two[0]:
+                pairs.setdefault((one, two), []).append(c)
+    return pairs
+
+
 def tokens_filter(auth: Auth) -> dict[str, Any]:
     """The RBAC filter (protobuf JSON, without @type) denying the refused spellings on the
     hosts whose providers read that header."""
@@ -72,14 +104,21 @@ def tokens_filter(auth: Auth) -> dict[str, Any]:
                         classes.append(c)
     matchers = []
     for (header, prefix), classes in sorted(where.items(), key=lambda kv: kv[0]):
-        # An absent header is no input: a single predicate on it never matches.
-        mentioned = _single(header, _regex(mentions_regex(prefix) if prefix else "(?s).*"))
         bad = {"not_matcher": _single(header, _regex(header_token_regex(prefix)))}
-        scope = [] if len(classes) == len(auth.classes) else [_any([_host(c) for c in classes])]
         matchers.append(
             {
-                "predicate": _all([mentioned, bad, *scope]),
+                "predicate": _all([_mentioned(header, prefix), bad, *_scope(auth, classes)]),
                 "on_match": _action("jwt_malformed", "DENY"),
+            }
+        )
+    for (one, two), classes in sorted(_header_pairs(auth).items(), key=lambda kv: kv[0]):
+        # authz/identity/lookup.py: a token in two places is refused (token_in_two_places);
+        # jwt_authn would verify both copies and remove them, but the service refuses the
+        # request, and two different tokens are refused there too (jwt_malformed).
+        matchers.append(
+            {
+                "predicate": _all([_mentioned(*one), _mentioned(*two), *_scope(auth, classes)]),
+                "on_match": _action("token_in_two_places", "DENY"),
             }
         )
     return {

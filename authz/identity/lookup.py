@@ -32,6 +32,7 @@ __all__ = [
     "find_token",
     "header_token_regex",
     "mentions_regex",
+    "place",
     "prefix_regex",
 ]
 
@@ -77,6 +78,13 @@ def find_token(request: Request, providers: Iterable[_Reads]) -> FoundToken | No
     Raises TokenRejected (jwt_malformed) when the request carries two *different* tokens: the
     identity of such a request would depend on which one we read first. Istio documents
     requests with more than one JWT as unsupported; refusing them is the fail-closed reading.
+
+    Raises TokenRejected (token_in_two_places) when the same token is in two places (a header
+    and a query parameter, a header and a cookie, two headers): RFC 6750 section 2 allows one
+    method per request, and a `forward: false` token must not reach the upstream, which no
+    enforcement point can promise for every copy (Envoy's jwt_authn removes only a header it
+    read; nginx and Traefik cannot remove a query parameter). A copy repeated in one place (a
+    parameter sent twice, under two spellings) is one place, removed as a whole.
     """
     token: str | None = None
     first: TokenLocation | None = None
@@ -91,14 +99,35 @@ def find_token(request: Request, providers: Iterable[_Reads]) -> FoundToken | No
             for value in sources.values(location):
                 if not value:
                     raise TokenRejected("the token is empty", reason="jwt_malformed")
-                if token is None:
+                if token is None or first is None:
                     token, first = value, location
                 elif value != token:
                     raise TokenRejected("more than one token", reason="jwt_malformed")
+                elif place(location) != place(first):
+                    raise TokenRejected(
+                        f"the token is sent in more than one place ({_describe(first)} and "
+                        f"{_describe(location)})",
+                        reason="token_in_two_places",
+                    )
                 where.add(location)
     if token is None or first is None:
         return None
     return FoundToken(token, first, frozenset(where))
+
+
+def place(location: TokenLocation) -> tuple[str, str]:
+    """Where a location reads: a header (any prefix, name in any case), a query parameter or a
+    cookie, by name."""
+    if location.header is not None:
+        return "header", location.header.lower()
+    if location.query is not None:
+        return "query", location.query
+    return "cookie", location.cookie or ""
+
+
+def _describe(location: TokenLocation) -> str:
+    kind, name = place(location)
+    return f"{kind} {name}"
 
 
 class _Sources:

@@ -121,3 +121,23 @@ def path_readings(path: str) -> tuple[str, ...]:
         return (path,)
     cut = cut_params(path)
     return (path,) if cut == path else (path, cut)
+
+
+def target_readings(target: str) -> tuple[str, ...]:
+    """Every reading of a request target (the `:path` pseudo-header: path and query): as sent
+    and, for each reading of its normalized path, that path with the query as sent.
+
+    Envoy normalizes `:path` before ext_authz sees it (`normalize_path`, `merge_slashes`);
+    nginx's `$request_uri` and Traefik's `X-Forwarded-Uri` are the target as the client sent
+    it, which the upstream behind them receives too. So a `:path` condition reads both, under
+    the rule for ambiguous requests: `/%61dmin` is `/admin` to a deny on `:path` at every door.
+    A target that cannot be normalized has only the reading as sent: the doors refuse such a
+    request (`invalid_path`) before any condition reads it."""
+    try:
+        path, _ = normalize_path(target)
+    except InvalidPath:
+        return (target,)
+    end = min((at for at in (target.find("?"), target.find("#")) if at >= 0), default=len(target))
+    rest = target[end:]
+    readings = dict.fromkeys((target, *(reading + rest for reading in path_readings(path))))
+    return tuple(readings)

@@ -36,6 +36,7 @@ authentication:
   jwt:
     - issuer: {ISSUER}
       jwks_file: JWKS
+      from: [{{header: authorization, prefix: "Bearer "}}, {{header: x-token}}]
 rules:
   - name: no-blocked
     action: deny
@@ -151,6 +152,22 @@ def test_token_header_spellings_the_service_refuses_are_denied(setup: Setup) -> 
         assert setup.status("/", headers) == 403, headers
     # A header that does not mention the scheme is no token: the anonymous rule applies.
     assert setup.status("/", [("authorization", "Basic dXNlcg==")]) == 200
+
+
+def test_a_token_in_two_headers_is_denied(setup: Setup) -> None:
+    """The service refuses a token in two places (401 token_in_two_places, two different ones
+    jwt_malformed); jwt_authn would verify both copies and let the request through."""
+    token = setup.token()
+    other = setup.key.sign(claims(ISSUER, now=time.time(), subject="bob"))
+    assert setup.status("/me", [("x-token", token)]) == 200
+    assert setup.status("/me", [("authorization", f"Bearer {token}")]) == 200
+    for second in (token, other):
+        both = [("authorization", f"bearer {token}"), ("x-token", second)]
+        assert setup.status("/me", both) == 403, second
+        assert setup.status("/", both) == 403, second
+    # A header that is no token (`Basic`) is not a second place.
+    basic = [("authorization", "Basic dXNlcg=="), ("x-token", token)]
+    assert setup.status("/me", basic) == 200
 
 
 def test_slash_only_paths_are_the_services_slash(setup: Setup) -> None:

@@ -33,12 +33,16 @@ authentication:
     - issuer: {ISSUER}
       audiences: [shop]
       jwks_file: jwks.json
+      from: [{{header: authorization, prefix: "Bearer "}}, {{query: access_token}}]
       claims_to_headers: {{sub: x-user-id}}
   api_keys:
     - name: partners
       from: [{{header: x-api-key}}, {{cookie: apikey}}, {{query: api_key}}]
       keys_file: partners.keys.yaml
 rules:
+  - name: no-internal
+    action: deny
+    when: [{{header: ":path", prefix: /open/internal}}]
   - name: users
     action: allow
     from: [{{issuers: ["{ISSUER}"]}}]
@@ -154,6 +158,30 @@ def test_a_credential_nginx_cannot_remove_is_refused(setup: Setup) -> None:
         answer = setup.get(path)
         assert answer.status == 403, (path, answer.text)
         assert setup.upstream.requests == []
+
+
+def test_a_path_condition_reads_the_target_normalized_too(setup: Setup) -> None:
+    """nginx passes `$request_uri` as sent (`X-Original-URI`), and the app receives it so;
+    Envoy's doors see `:path` normalized. A deny on `:path` holds under both readings."""
+    assert setup.get("/open/internal").status == 403
+    for path in ("/open/%69nternal", "//open/internal", "/open/./internal", "/open/x/../internal"):
+        answer = setup.get(path)
+        assert answer.status == 403, (path, answer.text)
+        assert setup.upstream.requests == []
+    assert setup.get("/open/%69nternals-not").status == 403  # a prefix, as in Envoy
+    assert setup.get("/open/x").status == 200
+
+
+def test_a_token_in_two_places_is_refused(setup: Setup) -> None:
+    """One copy would be removed and the other would reach the app: refused, as at every
+    door (401 token_in_two_places)."""
+    bearer = setup.bearer()
+    token = bearer.removeprefix("Bearer ")
+    assert setup.get("/user/me", [("authorization", bearer)]).status == 200
+    answer = setup.get(f"/user/me?access_token={token}", [("authorization", bearer)])
+    assert answer.status == 401, answer.text
+    assert answer.json()["error"] == "unauthorized"
+    assert setup.upstream.requests == []
 
 
 def test_unchanged_headers_pass_as_sent(setup: Setup) -> None:

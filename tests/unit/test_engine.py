@@ -11,8 +11,8 @@ import jwt
 import pytest
 
 from authz.config import HeaderNames, Settings
-from authz.engine import Engine
-from authz.errors import InvalidPath
+from authz.engine import Engine, rejection
+from authz.errors import InvalidPath, TokenRejected
 from authz.identity import KeyRegistry
 from authz.identity.sources import ServiceResolver
 from authz.model import Request
@@ -139,6 +139,15 @@ def test_rejected_token_is_401_invalid_token(shop: Engine) -> None:
     assert verdict.decision.challenge.startswith('Bearer error="invalid_token"')
     assert verdict.headers_to_set == ()
     assert verdict.token_check is not None and not verdict.token_check.cached
+
+
+def test_a_token_in_two_places_is_401_invalid_request() -> None:
+    """RFC 6750 section 3.1: a request using more than one method for the token is an
+    invalid_request, not an invalid_token."""
+    error = TokenRejected("in two places", reason="token_in_two_places")
+    decision = rejection(error)
+    assert (decision.status, decision.reason) == (401, "token_in_two_places")
+    assert decision.challenge == 'Bearer error="invalid_request", error_description="in two places"'
 
 
 def test_missing_token_where_one_would_help_is_401(shop: Engine) -> None:

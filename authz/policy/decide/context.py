@@ -14,7 +14,7 @@ from typing import Any
 from authz.model import ApiKeyUser, EndUser, Identity, Request, Workload
 from authz.policy.language.patterns import IPAddress
 from authz.policy.language.spec import Authentication
-from authz.request.headers import ABSENT, header_readings
+from authz.request.headers import ABSENT
 
 _UNSET: Any = object()
 _NONE: Mapping[str, str] = MappingProxyType({})
@@ -104,8 +104,8 @@ class RequestContext:
         return self.query.get(name) or ABSENT
 
     def header_readings(self, name: str) -> tuple[str | None, ...]:
-        """Every reading of the header `name` (one per comma-separated element)."""
-        return header_readings(self.headers.get(name))
+        """Every reading of the header `name` (`Request.header_readings`)."""
+        return self._request.header_readings(name)
 
     @property
     def ip(self) -> IPAddress | None:

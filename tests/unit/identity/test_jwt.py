@@ -317,12 +317,33 @@ def test_token_locations(
     assert identity.token.found_at == where
 
 
-def test_same_token_in_two_places_is_fine(located: tuple[Setup, SigningKey]) -> None:
+@pytest.mark.parametrize(
+    "make_request",
+    [
+        lambda t: request(headers={"authorization": f"Bearer {t}", "cookie": f"session={t}"}),
+        lambda t: request(headers={"authorization": f"Bearer {t}"}, query=f"access_token={t}"),
+        lambda t: request(headers={"authorization": f"Bearer {t}", "x-token": t}),
+        lambda t: request(headers={"x-token": t}, query=f"access%5Ftoken={t}"),
+    ],
+)
+def test_same_token_in_two_places_is_refused(
+    located: tuple[Setup, SigningKey], make_request: Callable[[str], Request]
+) -> None:
+    """RFC 6750 section 2: one method per request. A `forward: false` token is removed from
+    the place it was read; no enforcement point can remove every copy (Envoy's jwt_authn
+    removes only a header, nginx no query parameter), so a second copy is refused."""
+    setup, key = located
+    assert setup.reason(make_request(key.sign(good_claims()))) == "token_in_two_places"
+
+
+def test_same_token_repeated_in_one_place_is_one_place(located: tuple[Setup, SigningKey]) -> None:
+    """A parameter sent twice (or under two spellings) is one place, removed as a whole."""
     setup, key = located
     token = key.sign(good_claims())
-    req = request(headers={"authorization": f"Bearer {token}", "cookie": f"session={token}"})
-    user = setup.resolve(req).user
-    assert user is not None and user.principal == f"{ISS}/alice"
+    req = request(query=f"access_token={token}&access%5Ftoken={token}")
+    identity = setup.resolve(req)
+    assert identity.user is not None and identity.token is not None
+    assert identity.token.found_at == LOCATIONS[2]
 
 
 def test_two_different_tokens_are_refused(located: tuple[Setup, SigningKey]) -> None:

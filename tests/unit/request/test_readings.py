@@ -20,8 +20,10 @@ from authz.model import ANONYMOUS, Request
 from authz.policy import PolicyStore, build_policy_set, evaluate, load_policy_set
 from authz.policy.decide.context import RequestContext
 from authz.request.headers import header_readings
-from authz.request.paths import cut_params, normalize_path, path_readings
+from authz.request.paths import cut_params, normalize_path, path_readings, target_readings
 from authz.request.query import parse_query, spellings
+from authz.wire.http import HttpListener, HttpMode
+from authz.wire.http import to_request as to_http_request
 from authz.wire.view import check_host
 from tests.support.certs import make_pki
 
@@ -132,6 +134,54 @@ def test_a_header_sent_twice_cannot_pass_a_guard() -> None:
     # An allow needs every element: `admin` twice is admin, `admin` and `x` is not.
     assert decide(HEADERS, "/admin", {"x-role": "admin,admin"}) == "admins"
     assert decide(HEADERS, "/admin", {"x-role": "admin,x"}) == "deny no_matching_rule"
+
+
+# --- the `:path` pseudo-header --------------------------------------------------------------
+
+PSEUDO = """
+rules:
+  - {name: no-admin, action: deny, when: [{header: ":path", prefix: /admin}]}
+  - {name: no-secret, action: deny, when: [{header: ":path", equals: "/secret?x=1"}]}
+  - {name: api, action: allow, when: [{header: ":path", prefix: /api/}]}
+"""
+
+
+def test_a_target_reads_as_sent_and_normalized() -> None:
+    assert target_readings("/admin") == ("/admin",)
+    assert target_readings("/%61dmin?x=%41") == ("/%61dmin?x=%41", "/admin?x=%41")
+    assert target_readings("//a/./b;v=1") == ("//a/./b;v=1", "/a/b;v=1", "/a/b")
+    assert target_readings("/a%2Fb") == ("/a%2Fb",)  # refused (invalid_path) before it is read
+
+
+@pytest.mark.parametrize("raw", ["/%61dmin", "//admin", "/x/../admin", "/./%61dmin/users"])
+def test_a_path_condition_deny_holds_for_the_target_as_nginx_passes_it(raw: str) -> None:
+    """Forward-auth fills `:path` from `X-Original-URI` (`$request_uri`, as sent); Envoy's
+    doors see it normalized. A deny on `:path` holds under either reading."""
+    assert decide(PSEUDO, raw, {":path": raw}) == "deny no-admin"
+    assert decide(PSEUDO, "/secret?x=1", {":path": "/%73ecret?x=1"}) == "deny no-secret"
+
+
+def test_a_path_condition_allow_needs_every_reading() -> None:
+    assert decide(PSEUDO, "/api/a", {":path": "/api/a"}) == "api"
+    assert decide(PSEUDO, "//api/a", {":path": "//api/a"}) == "deny no_matching_rule"
+    assert decide(PSEUDO, "/%61pi/a", {":path": "/%61pi/a"}) == "deny no_matching_rule"
+
+
+def test_forward_auth_and_grpc_deny_the_same_encoded_path() -> None:
+    """The same request as nginx (raw target) and Envoy (normalized `:path`) pass it."""
+    policy_set = build_policy_set([("p.yaml", PSEUDO, ".")])
+    nginx = to_http_request(
+        HttpListener(mode=HttpMode.FORWARD_AUTH),
+        Limits(),
+        method="POST",
+        path="/auth",
+        query="",
+        pairs=[("host", "h"), ("x-original-method", "POST"), ("x-original-uri", "/%61dmin")],
+    )
+    envoy = Request("POST", "/admin", "h", raw_path="/admin", headers={":path": "/admin"})
+    for request in (nginx, envoy):
+        decision = evaluate(policy_set.for_host("h"), request, ANONYMOUS)
+        assert (decision.allowed, decision.reason) == (False, "no-admin")
 
 
 # --- query parameters -----------------------------------------------------------------------
