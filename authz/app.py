@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from authz.checkpoint import Observer
 from authz.config import Settings
 from authz.engine import Engine
 from authz.envoy_files import EnvoyFiles
-from authz.errors import ConfigError, install_extra
+from authz.errors import ConfigError
 from authz.identity import KeyRegistry
 from authz.identity.introspection import Introspector
 from authz.identity.sources import ServiceResolver
@@ -251,7 +252,9 @@ def _tracing(settings: Settings) -> Tracing | None:
         from authz.observe.tracing import Tracing
     except ImportError as error:
         raise ConfigError(
-            f"--otlp-endpoint needs OpenTelemetry: {install_extra('otel')} ({error})"
+            # This Python's own pip: a bare `pip` may be another's, or fetch another `authz`.
+            f"--otlp-endpoint needs OpenTelemetry: {sys.executable} -m pip install 'authz[otel]' "
+            f"({error})"
         ) from error
     tracing = Tracing.from_settings(settings)
     log.info(

@@ -7,7 +7,6 @@ gRPC) are translated into these in the one module that uses the library, chained
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from authz.reasons import Reason
@@ -137,9 +136,3 @@ class ConfigError(AuthzError):
     """The service's own configuration is unusable (flags, config file, environment)."""
 
     reason = Reason.INVALID_CONFIG
-
-
-def install_extra(extra: str) -> str:
-    """The command that adds the extra `authz[extra]` to the Python running this process: its
-    own pip (a bare `pip` may be another Python's, and fetch another package named authz)."""
-    return f"{sys.executable} -m pip install 'authz[{extra}]'"

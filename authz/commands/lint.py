@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--exportable",
         action="store_true",
         help="also flag what Envoy's own filters cannot enforce (`not-exportable`, as `authz "
-        "export envoy` would refuse it); needs the export extra",
+        "export envoy` would refuse it)",
     )
     parser.add_argument(
         "--disable",
@@ -33,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from authz.authoring.lint import CODES, lint
     from authz.commands._problems import counted, report_invalid
-    from authz.errors import PolicyError, install_extra
+    from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
     if args.list_codes:
@@ -58,14 +58,7 @@ def run(args: argparse.Namespace) -> int:
                 sources[spec.file] = fh.read()
         except OSError:
             pass  # the finding then names line 1; the set itself loaded fine a moment ago
-    try:
-        found = lint(policy_set, sources, exportable=args.exportable)
-    except ImportError:
-        print(
-            f"authz lint: --exportable needs the export extra: {install_extra('export')}",
-            file=sys.stderr,
-        )
-        return 2
+    found = lint(policy_set, sources, exportable=args.exportable)
     findings = [f for f in found if f.code not in args.disable]
     for finding in findings:
         print(finding)
