@@ -40,15 +40,10 @@ Writer = Callable[[str, "PolicySet"], list[str]]
 
 
 def _hybrid_writer(svid_only: bool) -> Writer:
-    """The real writer: the hybrid export as ECDS files (ConfigError without `authz[export]`).
-    `svid_only`: the setting `export_svid_only` (docs/export.md)."""
-    try:
-        from authz.export import export_envoy
-        from authz.export.ecds import write_ecds
-    except ImportError as error:
-        raise ConfigError(
-            f"--export-envoy needs Envoy's API types: pip install 'authz[export]' ({error})"
-        ) from error
+    """The real writer: the hybrid export as ECDS files. `svid_only`: the setting
+    `export_svid_only` (docs/export.md)."""
+    from authz.export import export_envoy
+    from authz.export.ecds import write_ecds
 
     def write(directory: str, policy_set: PolicySet) -> list[str]:
         result = export_envoy(policy_set, hybrid=True, svid_only=svid_only)

@@ -82,8 +82,16 @@ class _NoAliases(_Dumper):  # type: ignore[misc]
 
 def render_yaml(document: Any, notes: Mapping[str, str] | None = None, header: str = "") -> str:
     """YAML text for `document`, with `notes[key]` as a comment above the first line setting key."""
-    text = yaml.dump(
-        document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=4096
+    try:
+        events: list[yaml.Event] | None = _events(document)
+    except _NotPlain:
+        events = None  # PyYAML's representer, for what only it knows how to write
+    text = (
+        yaml.emit(events, Dumper=_Dumper, width=4096)
+        if events is not None
+        else yaml.dump(
+            document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=4096
+        )
     )
     pending = dict(notes or {})
     out: list[str] = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
@@ -96,3 +104,57 @@ def render_yaml(document: Any, notes: Mapping[str, str] | None = None, header: s
                 out.append(f"{indent}# {note_line}")
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+class _NotPlain(Exception):
+    """A value that is not a dict, list, str, int, float, bool or None."""
+
+
+_SCALARS = (str, int, float, bool, type(None))
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
+def _events(document: Any) -> list[yaml.Event]:
+    """The events `yaml.dump(document, Dumper=_NoAliases, sort_keys=False,
+    default_flow_style=False)` sends its emitter, made without PyYAML's representer: a 1,000-rule
+    export is ~200,000 nodes, and building and resolving each in Python took 0.8 s of the
+    1 s its YAML cost. Each scalar is still represented and resolved by PyYAML (a string once:
+    the same keys and matchers recur); tests/unit/test_envoy_yaml.py compares the two."""
+    representer = yaml.representer.SafeRepresenter()
+    resolver: Any = yaml.resolver.Resolver()  # untyped in PyYAML's stubs
+    strings: dict[str, yaml.ScalarEvent] = {}
+    out: list[yaml.Event] = [yaml.StreamStartEvent(), yaml.DocumentStartEvent(explicit=False)]
+
+    def scalar(value: Any) -> yaml.ScalarEvent:
+        if type(value) not in _SCALARS:
+            raise _NotPlain
+        node = representer.represent_data(value)
+        detected = resolver.resolve(yaml.ScalarNode, node.value, (True, False))
+        default = resolver.resolve(yaml.ScalarNode, node.value, (False, True))
+        implicit = (node.tag == detected, node.tag == default)
+        return yaml.ScalarEvent(None, node.tag, implicit, node.value, style=None)
+
+    def walk(value: Any) -> None:
+        kind = type(value)
+        if kind is dict:
+            out.append(yaml.MappingStartEvent(None, _MAP, True, flow_style=False))
+            for key, item in value.items():
+                walk(key)
+                walk(item)
+            out.append(yaml.MappingEndEvent())
+        elif kind is list:
+            out.append(yaml.SequenceStartEvent(None, _SEQ, True, flow_style=False))
+            for item in value:
+                walk(item)
+            out.append(yaml.SequenceEndEvent())
+        elif kind is str:
+            event = strings.get(value)
+            if event is None:
+                event = strings[value] = scalar(value)
+            out.append(event)
+        else:
+            out.append(scalar(value))
+
+    walk(document)
+    out += [yaml.DocumentEndEvent(explicit=False), yaml.StreamEndEvent()]
+    return out

@@ -57,8 +57,7 @@ def lint(
 ) -> list[Finding]:
     """Every finding for `policy_set`, sorted by file and line. `sources` maps each file
     name to its text, for the lines of host and provider findings (line 1 without it).
-    `exportable` adds what `authz export envoy` would refuse: it needs the `export` extra
-    (ImportError without it), so that the findings never depend on what is installed."""
+    `exportable` adds what `authz export envoy` would refuse."""
     lines = _Lines(sources or {})
     roles: dict[str, tuple[ToSpec, ...]] = {
         r.name: r.entries for f in policy_set.files for r in f.roles
@@ -84,7 +83,7 @@ def _not_exportable(policy_set: PolicySet) -> Iterable[Finding]:
     """What `authz export envoy --svid-only` would refuse (it changes an allow or a deny), rule
     by rule. `--svid-only` (one URI SAN per certificate) is what Istio assumes of a mesh; the
     export itself says which rules need it (docs/export.md)."""
-    from authz.export import export_envoy  # Envoy's API types: the `authz[export]` extra
+    from authz.export import export_envoy  # here: plain lint never imports the export
 
     for f in export_envoy(policy_set, svid_only=True).findings:
         if f.decides:

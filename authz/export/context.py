@@ -6,8 +6,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-
+from authz.export.envoy_api import rbac
 from authz.export.hosts import Auth
 from authz.policy.language.spec import ToSpec
 

@@ -29,16 +29,8 @@ import dataclasses
 import datetime
 from typing import Any
 
-from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
-from envoy_data_plane.envoy.config.core import v3 as core
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-from envoy_data_plane.envoy.extensions.filters.http.ext_authz import v3 as xa
-from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as hm
-from envoy_data_plane.envoy.extensions.filters.http.rbac import v3 as hrbac
-from envoy_data_plane.envoy.type import v3 as http_type
-from envoy_data_plane.envoy.type.matcher import v3 as m
-
 from authz.envoy_bootstrap import AUTHZ_CLUSTER, EXPORTED_FILTERS, HYBRID_FILTERS
+from authz.export.envoy_api import core, hm, hrbac, http_type, m, mutation, rbac, xa
 from authz.export.hosts import Auth, HostClass, host_classes
 from authz.export.jwt_authn import jwt_authn, needs_jwt, provider_findings
 from authz.export.matchers import (

@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-
 from authz.export import rbac_fields as rf
 from authz.export.context import ExportContext
+from authz.export.envoy_api import rbac
 from authz.policy.language import conditions as cond
 from authz.policy.language.fields import FROM_FIELDS, TO_FIELDS, EntryField
 

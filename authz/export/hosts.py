@@ -9,10 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-from envoy_data_plane.envoy.config.route import v3 as route
-from envoy_data_plane.envoy.type.matcher import v3 as m
-
+from authz.export.envoy_api import m, rbac, route
 from authz.export.matchers import (
     DOT_SEGMENT,
     HEADER_VALUE,

@@ -6,11 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from envoy_data_plane.envoy.config.core import v3 as core
-from envoy_data_plane.envoy.config.route import v3 as route
-from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as jwt
-from envoy_data_plane.google.protobuf import Empty
-
+from authz.export.envoy_api import Empty, core, jwt, route
 from authz.export.hosts import HostClass
 from authz.export.matchers import HEADER_KEY, PAYLOAD_KEY
 from authz.export.remote_jwks import RemoteSet, remote_jwks

@@ -10,9 +10,7 @@ import functools
 import re
 from collections.abc import Sequence
 
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-from envoy_data_plane.envoy.config.route import v3 as route
-from envoy_data_plane.envoy.type.matcher import v3 as m
+from authz.export.envoy_api import m, rbac, route
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"  # jwt_authn's payload_in_metadata

@@ -15,13 +15,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from envoy_data_plane.envoy.config.core import v3 as core
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-from envoy_data_plane.envoy.config.route import v3 as route
-from envoy_data_plane.envoy.type.matcher import v3 as m
-
 from authz.export import paths as xpaths
 from authz.export.context import ExportContext
+from authz.export.envoy_api import core, m, rbac, route
 from authz.export.hosts import Auth
 from authz.export.matchers import (
     PAYLOAD_KEY,
@@ -295,6 +291,10 @@ def _envoy_matches_slashes(value: str) -> bool:
     if value.endswith("*"):
         return SLASHES.startswith(value[:-1])
     if "{" in value:
+        # The regex starts with the text before the first `{`, escaped: when that text cannot
+        # start `//`, there is no regex to compile (a big set has thousands of templates).
+        if not SLASHES.startswith(value[: value.index("{")]):
+            return False
         return re.fullmatch(xpaths.template_regex(value), SLASHES) is not None
     return value == SLASHES
 

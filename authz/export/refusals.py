@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-from envoy_data_plane.envoy.type.matcher import v3 as m
-
+from authz.export.envoy_api import m, rbac
 from authz.export.hosts import Auth
 from authz.export.jwt_authn import kid_required
 from authz.export.matchers import (

@@ -19,9 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from envoy_data_plane.envoy.config.core import v3 as core
-from envoy_data_plane.envoy.extensions.filters.http.jwt_authn import v3 as jwt
-
+from authz.export.envoy_api import core, jwt
 from authz.identity.key_fetch import Fetcher, describe
 from authz.identity.keys import FETCH_TIMEOUT_SECONDS, REFRESH_SECONDS
 from authz.policy.language.spec import JwtProvider

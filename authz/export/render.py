@@ -4,13 +4,13 @@ messages as protobuf JSON (`to_json`)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime
 import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from authz.envoy_bootstrap import EXPORTED_FILTERS, HYBRID_FILTERS
+from authz.export.envoy_api import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,50 +60,27 @@ class EnvoyExport:
         ]
 
 
-_Fields = tuple[tuple[str, str, Any], ...]
-_FIELDS: dict[type, _Fields] = {}
+def to_json(message: Message, memo: dict[int, Any] | None = None) -> dict[str, Any]:
+    """A message as protobuf JSON with proto field names, defaults left out, fields in the
+    order envoy-data-plane declares them (authz/export/envoy_api.py).
 
-
-def to_json(message: Any, memo: dict[int, Any] | None = None) -> dict[str, Any]:
-    """A typed message as protobuf JSON with proto field names, defaults left out.
-
-    betterproto2's own `to_dict` re-validates and re-reads type hints for every message (seconds
-    for a 1,000-rule set); the objects were validated when built, so this only walks them. A
-    sub-message shared by many rules (the workload check, a file's hosts) is walked once: `memo`
-    maps it to its (shared, never mutated) JSON.
+    The message was checked when built, so this only walks it. A sub-message shared by many
+    rules (the workload check, a file's hosts) is walked once: `memo` maps it to its (shared,
+    never mutated) JSON.
     """
     memo = {} if memo is None else memo
     hit = memo.get(id(message))
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    cls = type(message)
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        fields = tuple(
-            (f.name, f.name.rstrip("_"), _default(f))
-            for f in dataclasses.fields(cls)
-            if not f.name.startswith("_")
-        )
-        _FIELDS[cls] = fields
+    values = message.__dict__
     out: dict[str, Any] = {}
-    for attr, name, default in fields:
-        value = getattr(message, attr)
-        if value is None or (default is not _NO_DEFAULT and value == default):
+    for attr, name, default in message.order():
+        value = values.get(attr)
+        if value is None or value == default:
             continue
         out[name] = _json_value(value, memo)
     memo[id(message)] = out
     return out
-
-
-_NO_DEFAULT: Any = object()
-
-
-def _default(f: dataclasses.Field[Any]) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return _NO_DEFAULT
 
 
 def _json_value(value: Any, memo: dict[int, Any]) -> Any:

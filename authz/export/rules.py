@@ -7,9 +7,8 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from envoy_data_plane.envoy.config.rbac import v3 as rbac
-
 from authz.export.context import ExportContext
+from authz.export.envoy_api import rbac
 from authz.export.field_table import CONDITION_EXPORTS, FIELD_EXPORTS, Refused
 from authz.export.hosts import Auth
 from authz.export.matchers import (
@@ -36,8 +35,9 @@ def _entry(
     """Each field of the entry through its export, as the compiler walks them: `not_<field>`
     is the negated positive match, built under the other reading mode (ExportContext)."""
     parts: list[Any] = []
+    given_values = dict(spec.values)  # one dict, not a scan of the entry per field
     for f in fields:
-        value = spec.get(f.name)
+        value = given_values.get(f.name)
         given: list[tuple[str, Any, bool]] = []
         if f.kind.flag:
             if value is not None:
@@ -45,7 +45,7 @@ def _entry(
         else:
             if value is not None:
                 given.append((f.name, value, False))
-            other = spec.get(f"not_{f.name}") if f.negatable else None
+            other = given_values.get(f"not_{f.name}") if f.negatable else None
             if other is not None:
                 given.append((f"not_{f.name}", other, True))
         for key, values, negated in given:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from envoy_data_plane.envoy.type.matcher import v3 as m
-
+from authz.export.envoy_api import m
 from authz.export.hosts import Auth, HostClass
 from authz.export.render import to_json
 from authz.identity.lookup import header_token_regex, mentions_regex

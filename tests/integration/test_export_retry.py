@@ -12,11 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.integration.test_operations import BOUND, Service
-
-pytest.importorskip("envoy_data_plane", reason="needs the authz[export] extra")
 
 
 def _policy(path: str) -> str:
