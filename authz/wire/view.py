@@ -9,6 +9,8 @@ only our own errors (`InvalidMethod`, `InvalidHost`, `AttributeTooLarge`, `Reque
 
 from __future__ import annotations
 
+from itertools import chain
+
 from authz.config import Limits
 from authz.errors import (
     AttributeTooLarge,
@@ -101,28 +103,16 @@ def headers_from_pairs(
     """
     if len(pairs) > limits.max_headers:
         raise too_many(limits)
-    value_limit = limits.max_header_value_bytes
-    # A value of at most this many characters is within `value_limit` bytes (`too_long`
-    # without the call): the common header is checked with one comparison.
-    short = value_limit // _MAX_UTF8
-    size = 0
-    headers: dict[str, str] = {}
-    for name, value in pairs:
-        size += len(name) + len(value)
-        key = name.lower()
-        if key in headers:
-            if not ordered:
-                # Envoy lower-cases the map's keys and merges repeats itself, so two keys that
-                # differ only in case are not from Envoy; and a protobuf map has no order, so
-                # joining them would give different values to different readers. Refuse.
-                raise BadRequest(f"the header {key!r} is sent twice, in different letter cases")
-            # wire order (header_map, HTTP) makes the join well defined.
-            value = f"{headers[key]}{'; ' if key == _COOKIE else ','}{value}"
-        if len(value) > short and too_long(value, value_limit):
-            raise value_too_large(f"the header {key[:64]!r}", limits)
-        headers[key] = value
+    # The common request, in one comprehension: no name repeated, every value short enough to
+    # be within the value limit unencoded. Anything else takes the field-by-field reading,
+    # which joins or refuses repeats and says which value is too long, in wire order.
+    headers = {name.lower(): value for name, value in pairs}
+    if len(headers) != len(pairs) or (
+        headers and max(map(len, headers.values())) > limits.max_header_value_bytes // _MAX_UTF8
+    ):
+        headers = _joined(pairs, limits, ordered)
     # Characters first (cheap), bytes only when the characters come close to the limit.
-    if size * _MAX_UTF8 > limits.max_header_bytes:
+    if sum(map(len, chain.from_iterable(pairs))) * _MAX_UTF8 > limits.max_header_bytes:
         size = sum(
             len(n.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
             for n, v in pairs
@@ -131,6 +121,26 @@ def headers_from_pairs(
             raise RequestTooLarge(
                 f"the headers are larger than the limit of {limits.max_header_bytes} bytes"
             )
+    return headers
+
+
+def _joined(pairs: list[tuple[str, str]], limits: Limits, ordered: bool) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        previous = headers.get(key)
+        if previous is None or ordered:
+            if previous is not None:
+                # wire order (header_map, HTTP) makes the join well defined.
+                value = f"{previous}{'; ' if key == _COOKIE else ','}{value}"
+            if too_long(value, limits.max_header_value_bytes):
+                raise value_too_large(f"the header {key[:64]!r}", limits)
+            headers[key] = value
+        else:
+            # Envoy lower-cases the map's keys and merges repeats itself, so two keys that
+            # differ only in case are not from Envoy; and a protobuf map has no order, so
+            # joining them would give different values to different readers. Refuse.
+            raise BadRequest(f"the header {key!r} is sent twice, in different letter cases")
     return headers
 
 
