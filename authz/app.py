@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from authz.addresses import reachable
 from authz.checkpoint import Observer
 from authz.config import Settings
 from authz.engine import Engine
@@ -250,7 +252,9 @@ def _tracing(settings: Settings) -> Tracing | None:
         from authz.observe.tracing import Tracing
     except ImportError as error:
         raise ConfigError(
-            f"--otlp-endpoint needs OpenTelemetry: pip install 'authz[otel]' ({error})"
+            # This Python's own pip: a bare `pip` may be another's, or fetch another `authz`.
+            f"--otlp-endpoint needs OpenTelemetry: {sys.executable} -m pip install 'authz[otel]' "
+            f"({error})"
         ) from error
     tracing = Tracing.from_settings(settings)
     log.info(
@@ -430,7 +434,8 @@ def serving_line(app: App) -> str:
     settings, current = app.settings, app.store.current
     plan = app.certificates.plan if app.certificates is not None else {}
     scheme = "https" if ADMIN in plan else "http"
-    admin = f", admin {scheme}://{settings.admin}" if settings.admin else ""
+    # A URL to open: `:9092` (every interface) is reached at loopback.
+    admin = f", admin {scheme}://{reachable(settings.admin)}" if settings.admin else ""
     index = worker_index()
     workers = f", worker {index} of {settings.workers}" if index is not None else ""
     where = list(settings.listen) if settings.grpc else []

@@ -56,18 +56,18 @@ def admin_address(value: str | None) -> None:
 
 def directory(value: str) -> None:
     if not os.path.isdir(value):
-        raise Invalid(
-            f"{value!r} is not a directory"
-            if os.path.exists(value)
-            else f"{value!r} does not exist"
-        )
+        raise Invalid(f"{value!r} is not a directory" if os.path.exists(value) else _missing(value))
 
 
 def optional_file(value: str | None) -> None:
     if value is not None and not os.path.isfile(value):
-        raise Invalid(
-            f"{value!r} is not a file" if os.path.exists(value) else f"{value!r} does not exist"
-        )
+        raise Invalid(f"{value!r} is not a file" if os.path.exists(value) else _missing(value))
+
+
+def _missing(value: str) -> str:
+    """A relative path is the working directory's (a config file's too): say which one."""
+    where = "" if os.path.isabs(value) else f" in {os.getcwd()}"
+    return f"{value!r} does not exist{where}"
 
 
 def log_path(value: str | None) -> None:

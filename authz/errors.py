@@ -112,6 +112,15 @@ class Problem:
             return f"{self.file}: {self.message}"
         return f"{self.file}:{self.line}: {self.message}"
 
+    @classmethod
+    def decoded(cls, file: str, data: bytes) -> str | Problem:
+        """`data` as UTF-8 text, or the problem at the line of its first bad byte."""
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            return cls(file, line, f"not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})")
+
 
 class PolicyError(AuthzError):
     """A policy set that cannot be used, with every problem found."""

@@ -104,6 +104,9 @@ def record_problem(record: Any) -> str | None:
     """Why `record` (a parsed JSON line) is not a decision record, or None when it is one."""
     if not isinstance(record, dict):
         return f"not a JSON object but {_json_type(record)}"
+    if not isinstance(record.get("decision"), str):
+        # Another JSON log (the service's own `--log-format json` lines, say) is no traffic.
+        return "no 'decision': not a decision record"
     shape = (*record, *map(type, record.values()))
     if shape in _GOOD_SHAPES:
         for name, check in _CONTAINERS:

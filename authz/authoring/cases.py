@@ -40,7 +40,7 @@ from authz.authoring.scenario import Explanation, Scenario, explain_scenario
 from authz.errors import PolicyError, Problem
 from authz.limits import Limiter, LocalCounter
 from authz.policy import PolicySet
-from authz.policy.language.check import unique
+from authz.policy.language.check import unique, unknown_field
 from authz.policy.language.yaml_source import (
     YamlProblems,
     YMap,
@@ -124,10 +124,12 @@ def load_cases(paths: list[str]) -> list[TestCase]:
     problems: list[Problem] = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(path, 0, f"cannot read: {exc}"))
+            with open(path, "rb") as fh:
+                text = Problem.decoded(path, fh.read())
+        except OSError as exc:
+            text = Problem(path, 0, f"cannot read: {exc.strerror or exc}")
+        if isinstance(text, Problem):
+            problems.append(text)
             continue
         found, wrong = parse_cases(path, text)
         cases.extend(found)
@@ -197,9 +199,7 @@ class _Parser:
     def unknown(self, m: YMap, allowed: frozenset[str], what: str) -> None:
         for key, line in m.key_lines.items():
             if key not in allowed:
-                self.err(
-                    line, f"unknown field {key!r} in {what} (known: {', '.join(sorted(allowed))})"
-                )
+                self.err(line, unknown_field(key, allowed, what))
 
     def document(self, root: YNode | None) -> list[TestCase]:
         doc = self.mapping(root, "a test file")

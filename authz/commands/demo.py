@@ -90,6 +90,7 @@ def start_echo(script: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, str(script), "--host", LOOPBACK, "--port", str(port)],
         start_new_session=True,
+        stdout=subprocess.DEVNULL,  # its "listening on" line: the banner says where it is
     )
 
 
@@ -135,6 +136,19 @@ def wait_for_envoy(admin_port: int, timeout: float, process: subprocess.Popen[by
             pass
         time.sleep(0.1)
     raise TimeoutError(f"envoy not ready after {timeout:g}s")
+
+
+def port_in_use(port: int) -> bool:
+    """Whether loopback:port is taken. Checked before Envoy starts: Envoy binds with
+    SO_REUSEPORT, so a second demo would share the port with the first without a word, and the
+    kernel would hand each curl to either of them."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT is no user
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return True
+    return False
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -270,6 +284,13 @@ def run(args: argparse.Namespace) -> int:
     missing = example_files(args)
     if missing is not None:
         print(f"authz demo: {missing}", file=sys.stderr)
+        return 2
+    if args.port and port_in_use(args.port):
+        print(
+            f"authz demo: {LOOPBACK}:{args.port} is in use (another demo?): stop it, or pass "
+            "--port 0 for a free port",
+            file=sys.stderr,
+        )
         return 2
     stop = threading.Event()
 

@@ -163,14 +163,22 @@ def upstream_tls(args: argparse.Namespace) -> UpstreamTls | None:
         raise AddressError("--authz-sds holds Envoy's certificate: drop --authz-client-cert")
     if args.istio and args.authz_sds is not None:
         raise AddressError("--istio: give the sidecar's files with --authz-ca/--authz-client-*")
+    # Istio's files are paths inside the sidecars, not on this machine: kept as given.
+    here = (lambda path: path) if args.istio else _here
     return UpstreamTls(
-        ca=args.authz_ca,
-        sds_dir=os.path.abspath(args.authz_sds) if args.authz_sds else None,
+        ca=here(args.authz_ca),
+        sds_dir=_here(args.authz_sds),
         sans=tuple(args.authz_san),
-        client_cert=args.authz_client_cert,
-        client_key=args.authz_client_key,
+        client_cert=here(args.authz_client_cert),
+        client_key=here(args.authz_client_key),
         sni=args.authz_sni,
     )
+
+
+def _here(path: str | None) -> str | None:
+    """A file named on the command line, relative to the caller's directory: Envoy would read a
+    relative name from its own working directory instead."""
+    return os.path.abspath(path) if path else path
 
 
 def build_text(args: argparse.Namespace) -> str:
@@ -258,7 +266,8 @@ def bootstrap_text(args: argparse.Namespace) -> str:
         ]
         if missing:
             raise AddressError("--mtls needs " + ", ".join(missing))
-        tls = TlsFiles(args.server_cert, args.server_key, args.client_ca)
+        files = (args.server_cert, args.server_key, args.client_ca)
+        tls = TlsFiles(*(os.path.abspath(path) for path in files))  # see _here
     authz = args.authz or ["127.0.0.1:9292" if args.http else "127.0.0.1:9191"]
     options = BootstrapOptions(
         authz=tuple(parse_endpoint(a) for a in authz),

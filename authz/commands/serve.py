@@ -33,6 +33,8 @@ log = logging.getLogger("authz")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    # The full synopsis is some forty lines, and a misspelt flag's error would follow it.
+    parser.usage = "%(prog)s [--policies DIR] [--listen ADDRESS] [--admin HOST:PORT] [...]"
     parser.add_argument(
         "--config", metavar="FILE", help="YAML config file (default: $AUTHZ_CONFIG, else none)"
     )

@@ -52,23 +52,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from authz.authoring.cases import find_test_files, load_cases, run_cases
+    from authz.authoring.cases import TEST_SUFFIXES, find_test_files, load_cases, run_cases
     from authz.commands._problems import report_invalid
     from authz.errors import PolicyError
     from authz.policy import load_policy_set
 
+    directory, tests = args.directory, args.tests
+    if not tests and os.path.isfile(directory):
+        if not directory.endswith(TEST_SUFFIXES):
+            print(f"{directory}: a policy file, not tests: add --tests PATH", file=sys.stderr)
+            return 1
+        # `authz test policies/shop_test.yaml`: that file, against the set it sits in.
+        tests, directory = [directory], os.path.dirname(directory) or "."
     paths: list[str] = []
-    for given in args.tests or [args.directory]:
+    for given in tests or [directory]:
         paths.extend(find_test_files(given) if os.path.isdir(given) else [given])
     if not paths:
-        print(f"{args.directory}: no *_test.yaml files", file=sys.stderr)
+        print(f"{directory}: no *_test.yaml files", file=sys.stderr)
         return 1
     try:
-        policy_set = load_policy_set(args.directory)
+        policy_set = load_policy_set(directory)
     except PolicyError as error:
-        return report_invalid(
-            error, f"{args.directory}: the policy set is invalid; no test was run"
-        )
+        return report_invalid(error, f"{directory}: the policy set is invalid; no test was run")
     try:
         cases = load_cases(paths)
     except PolicyError as error:

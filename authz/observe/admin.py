@@ -146,7 +146,8 @@ class AdminServer:
         )
         self._thread.start()
         scheme = "https" if self.tls is not None else "http"
-        log.info("admin endpoint on %s://%s (/metrics, /healthz, /readyz)", scheme, self.address)
+        url = f"{scheme}://{addresses.reachable(self.address)}"
+        log.info("admin endpoint on %s (/metrics, /healthz, /readyz)", url)
 
     def close(self, timeout: float = 5.0) -> None:
         server, self._server = self._server, None

@@ -121,6 +121,8 @@ def test_demo_requests_and_clean_shutdown(
 ) -> None:
     process, lines = demo
     output = _read_until_ready(lines, process)
+    # The banner comes first (the echo upstream's own "listening on" line came before it).
+    assert output[0] == "authz demo is running on loopback:", output[:2]
 
     pid_line = next(line for line in output if line.strip().startswith("pids"))
     pids = {name: int(pid) for name, pid in re.findall(r"(\w+)=(\d+)", pid_line)}

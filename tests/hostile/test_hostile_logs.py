@@ -153,7 +153,11 @@ EVERY_TYPE: list[Any] = [12345, 1.5, True, "text", [1, 2], {"a": 1}, [["deep"]]]
 
 
 def typed_wrong(name: str) -> list[Any]:
-    return [value for value in EVERY_TYPE if record_problem({name: value}) is not None]
+    return [
+        value
+        for value in EVERY_TYPE
+        if record_problem({"decision": "deny", name: value}) is not None
+    ]
 
 
 def authz(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

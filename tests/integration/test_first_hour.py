@@ -66,6 +66,8 @@ def test_colon_port_listens_on_every_interface_and_the_default_level_is_quiet() 
             assert process.wait(30) == 0
         output = text()
     assert f"serving on :{grpc_port}" in output
+    # The admin URL is one to open (http://:PORT is not).
+    assert f"admin http://127.0.0.1:{admin_port}" in output and "http://:" not in output
     assert "granian" not in output and "experimental" not in output, output
     assert all(" INFO authz" in line for line in output.splitlines() if " INFO " in line)
 

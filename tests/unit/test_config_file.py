@@ -224,6 +224,16 @@ def test_missing_files_and_directories(tree: Path) -> None:
     assert "policies:" not in error_of(path, flags=flags)
 
 
+def test_a_relative_path_names_the_directory_it_was_looked_for_in(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config file's relative paths are the working directory's, not the file's: the message
+    says where it looked (issue 25: a new user running from another directory)."""
+    path = write(tree, "policies: pols\n")
+    monkeypatch.chdir(tree.parent)
+    assert f"{path}:1: policies: 'pols' does not exist in {tree.parent}" in error_of(path)
+
+
 def test_missing_or_broken_config_file(tree: Path) -> None:
     missing = str(tree / "absent.yaml")
     assert missing in error_of(missing)

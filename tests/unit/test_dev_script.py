@@ -117,13 +117,17 @@ def test_authz_and_serve_run_in_the_callers_directory(tree: Path) -> None:
     assert (tree / "cwd.log").read_text().strip() == str(elsewhere)
 
 
-def test_serve_says_how_to_send_it_a_first_check(tree: Path) -> None:
+@pytest.mark.parametrize(("where", "typed"), [(".", "./dev"), ("elsewhere", "../dev")])
+def test_serve_says_how_to_send_it_a_first_check(tree: Path, where: str, typed: str) -> None:
+    """The commands it prints are the script as the caller typed it: `./dev` does not exist
+    in another directory."""
     env = {**os.environ, "PYTHON": str(tree / "fake-python")}
+    (tree / where).mkdir(exist_ok=True)
     result = subprocess.run(
-        [str(tree / "dev"), "serve"], cwd=tree, env=env, capture_output=True, text=True, timeout=60
+        [typed, "serve"], cwd=tree / where, env=env, capture_output=True, text=True, timeout=60
     )
-    assert "./dev authz check --path /debug/vars" in result.stderr
-    assert "./dev authz explain policies --path /debug/vars" in result.stderr
+    assert f"\n  {typed} authz check --path /debug/vars  #" in result.stderr
+    assert f"\n  {typed} authz explain policies --path /debug/vars  #" in result.stderr
 
 
 def test_the_package_metadata_builds_without_deprecation_warnings() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from authz.config import Settings
@@ -73,3 +75,13 @@ def test_one_process_cannot_serve_grpc_and_http_on_one_address() -> None:
     check_worker_addresses(
         Settings(grpc=False, listen=("127.0.0.1:9191",), http_listen=("127.0.0.1:9191",))
     )
+
+
+def test_the_readme_says_which_socket_worker_0_keeps() -> None:
+    """README's --workers row: an operator points Envoy at each worker's socket by name."""
+    settings = Settings(listen=("unix:/x.sock",), workers=2)
+    zero, one = for_worker(settings, 0).listen, for_worker(settings, 1).listen
+    assert (zero, one) == (("unix:/x.sock",), ("unix:/x.1.sock",))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `--workers N` |")]
+    assert "`unix:/x.sock` → `/x.i.sock`; worker 0 keeps `/x.sock`" in row

@@ -69,9 +69,7 @@ class Checker:
         known = sorted(allowed)
         for key, line in node.key_lines.items():
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
-                self.err(line, f"unknown field {key!r} in {what}{hint}")
+                self.err(line, unknown_field(key, known, what))
 
     def string(self, node: YNode, what: str) -> str | None:
         if not isinstance(node, YScalar) or not isinstance(node.value, str):
@@ -165,6 +163,14 @@ class _Named(Protocol):
 
 
 N = TypeVar("N", bound=_Named)
+
+
+def unknown_field(key: str, allowed: Iterable[str], what: str) -> str:
+    """`unknown field 'acton' in a rule; did you mean 'action'?`, else the known names."""
+    known = sorted(allowed)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+    return f"unknown field {key!r} in {what}{hint}"
 
 
 def unique(items: Iterable[N | None], err: Callable[[int, str], None], what: str) -> list[N]:

@@ -68,8 +68,9 @@ def validate_partly(
 ) -> tuple[FileSpec | None, list[Problem]]:
     """The file's problems, and the spec of what validated (None when nothing could). With
     problems, the spec only serves to report the set's problems too (an undefined role, a rule
-    name used twice) in the same pass: a rule with a problem is left out, and a role with one
-    is kept by name, without entries, so that its uses are not reported as undefined."""
+    name used twice) in the same pass: a rule with a problem is kept by name with its valid
+    `to` entries, and a role with one by name, without entries, so that its uses are not
+    reported as undefined."""
     if root is None:
         return None, [Problem(file, 1, "the file is empty")]
     v = _Validator(file, base_dir)

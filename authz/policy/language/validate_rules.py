@@ -72,8 +72,12 @@ class RuleChecker(Checker):
         to = self.listed(m, "to", lambda n: self.to_entry(n, "a `to` entry", in_role=False))
         when = self.listed(m, "when", self.condition) or ()
         self.captures_bound(when, to)
-        if len(self.problems) > before or name is None or action is None:
+        if name is None:
             return None
+        if len(self.problems) > before or action is None:
+            # Only for the set's checks in the same round (the file is never compiled): its
+            # name, and the roles its valid `to` entries name.
+            return RuleSpec(name, self.file, m.line, action or "deny", dry_run, None, to)
         return RuleSpec(name, self.file, m.line, action, dry_run, from_, to, when)
 
     def action(self, m: YMap) -> str | None:

@@ -135,6 +135,8 @@ def load_policy_set(path: str) -> PolicySet:
     key_paths: list[str] = []
     root = path
     if os.path.isfile(path):
+        if os.path.basename(path).endswith(TEST_SUFFIXES):  # named by mistake: say what it is
+            raise PolicyError([Problem(path, 0, "a policy test file (`authz test` runs it)")])
         paths, root = [path], os.path.dirname(path)
     else:
         paths = [os.path.join(path, rel) for rel in find_policy_files(path)]
@@ -184,11 +186,11 @@ def _read_text(path: str, limit: int, problems: list[Problem]) -> str | None:
     if len(data) > limit:
         problems.append(Problem(path, 0, f"larger than {limit} bytes"))
         return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        problems.append(Problem(path, 0, "not UTF-8 text"))
+    text = Problem.decoded(path, data)
+    if isinstance(text, Problem):
+        problems.append(text)
         return None
+    return text
 
 
 def _read_local_file(path: str) -> bytes | str:
@@ -256,7 +258,8 @@ def build_policy_set(
     validated = specs
     specs = [_bind_key_files(spec, tables, problems) for spec in specs]
     if read_local is not None:
-        for spec in specs:
+        # A file with problems too: its missing `jwks_file` is one more problem of this round.
+        for spec in [*specs, *partial]:
             for path, line in spec.local_files:
                 content = read_local(path)
                 if isinstance(content, str):

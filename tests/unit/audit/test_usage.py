@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from authz.audit.logs import LogReader
 from authz.audit.usage import OTHER, BoundedCounter, measure
+from authz.logs import JsonFormatter
 from authz.policy import load_policy_set
 
 REPO = Path(__file__).resolve().parents[3]
@@ -57,3 +61,18 @@ def test_counters_keyed_by_traffic_stay_bounded() -> None:
     counter.add("client-1")
     assert len(counter.counts) == 4  # three keys and OTHER
     assert counter.counts[OTHER] == 97 and counter.counts["client-1"] == 2
+
+
+def test_the_services_own_json_log_is_not_read_as_traffic(tmp_path: Path) -> None:
+    """`authz usage --decision-log authz.log` given the service's `--log-format json` log by
+    mistake: its lines are JSON objects too, but no decision (they counted as anonymous
+    denies with reason None)."""
+    service_line = JsonFormatter(None, supervisor=False).format(
+        logging.LogRecord("authz", logging.INFO, __file__, 1, "serving on :9191", (), None)
+    )
+    log = tmp_path / "authz.log"
+    log.write_text(service_line + "\n" + json.dumps(allowed("a", "GET", "/x")) + "\n")
+    reader = LogReader([str(log)])
+    assert len(list(reader)) == 1
+    assert (reader.records, reader.bad_lines) == (1, 1)
+    assert str(reader.bad_examples[0]).endswith(":1: no 'decision': not a decision record")

@@ -8,6 +8,7 @@ import pytest
 
 from authz.authoring.cases import find_test_files, load_cases, parse_cases, run_cases
 from authz.authoring.scenario import Scenario, explain_scenario
+from authz.cli import main
 from authz.errors import PolicyError
 from authz.policy import load_policy_set
 
@@ -59,6 +60,13 @@ cases:
         ),
         (
             (
+                "cases:\n  - name: a\n    request: {methdo: GET, path: /x, host: h}\n"
+                "    expect: {decision: allow}\n"
+            ),
+            "t_test.yaml:3: unknown field 'methdo' in request; did you mean 'method'?",
+        ),
+        (
+            (
                 "cases:\n  - name: a\n    request: {method: GET, path: /x, host: h}\n"
                 "    expect: {decision: yes}\n"
             ),
@@ -96,6 +104,19 @@ def test_load_cases_collects_problems_of_every_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_cases([str(a), str(b)])
     assert {Path(p.file).name for p in caught.value.problems} == {"a_test.yaml", "b_test.yaml"}
+
+
+def test_a_test_file_that_cannot_be_read_is_one_plain_line(tmp_path: Path) -> None:
+    """A missing file says so without Python's `[Errno 2] ... 'path'`; bytes that are not
+    UTF-8 are named by line, as in a policy file (issue 25: a new user's mistakes)."""
+    bad = tmp_path / "bad_test.yaml"
+    bad.write_bytes(b"cases:\n  - name: caf\xe9\n")
+    with pytest.raises(PolicyError) as caught:
+        load_cases([str(tmp_path / "missing_test.yaml"), str(bad)])
+    assert [str(p).replace(f"{tmp_path}/", "") for p in caught.value.problems] == [
+        "bad_test.yaml:2: not UTF-8 text (byte 20 is 0xe9)",
+        "missing_test.yaml: cannot read: No such file or directory",
+    ]
 
 
 def test_explain_traces_every_rule_of_the_host() -> None:
@@ -176,3 +197,16 @@ def test_explain_refuses_what_the_service_refuses(method: str, host: str, reason
     refused = explain_scenario(policy_set, Scenario(method, "/", host))
     assert (refused.decision.allowed, refused.decision.status) == (False, 400)
     assert refused.decision.reason == reason
+
+
+def test_authz_test_given_one_test_file_runs_it_against_its_directory(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`authz test policies/shop_test.yaml` (a new user's way of running one file) read the test
+    file as a policy file; a policy file given alone was read as a test file."""
+    assert main(["test", str(EXAMPLE_POLICIES / "shop_test.yaml")]) == 0
+    assert " passed, 0 failed (policy revision " in capsys.readouterr().out
+    assert main(["test", str(EXAMPLE_POLICIES / "shop.yaml")]) == 1
+    assert capsys.readouterr().err == (
+        f"{EXAMPLE_POLICIES / 'shop.yaml'}: a policy file, not tests: add --tests PATH\n"
+    )

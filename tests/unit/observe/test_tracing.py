@@ -48,7 +48,9 @@ def test_without_the_extra_serve_says_what_to_install() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1
-    assert "--otlp-endpoint needs OpenTelemetry: pip install 'authz[otel]'" in done.stderr
+    # This Python's own pip: a bare `pip` may be another's, or fetch another package.
+    needs = f"--otlp-endpoint needs OpenTelemetry: {sys.executable} -m pip install 'authz[otel]'"
+    assert needs in done.stderr
     assert "Traceback" not in done.stderr
 
 

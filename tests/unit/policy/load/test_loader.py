@@ -394,3 +394,45 @@ def test_the_sets_problems_come_with_the_files_own_in_one_pass(tmp_path: Path) -
     # The broken role is defined (its entry is the problem), so its use is not "undefined".
     assert not any("'broken'" in t and "undefined" in t for t in text), text
     assert len(text) == len(set(text)) == 6, text
+
+
+def test_a_rules_other_problem_and_a_missing_key_file_do_not_hide_the_rest(tmp_path: Path) -> None:
+    """A rule with a bad condition still has its undefined role and its name checked, and a
+    file with problems still has its `jwks_file` read, in the same pass (issue 25.9)."""
+    write(
+        tmp_path / "a.yaml",
+        "authentication:\n"
+        "  jwt: [{issuer: https://i, jwks_file: missing.json}]\n"
+        "rules:\n"
+        "  - name: r1\n"
+        "    action: allow\n"
+        "    to: [{role: nope}]\n"
+        "    when: [{claim: x, equlas: y}]\n"
+        "  - {name: r1, action: deny}\n",
+    )
+    with pytest.raises(PolicyError) as error:
+        load_policy_set(str(tmp_path))
+    text = [str(p).replace(str(tmp_path) + "/", "") for p in error.value.problems]
+    assert any(t.startswith("a.yaml:7: unknown field 'equlas'") for t in text), text
+    assert "a.yaml:6: undefined role 'nope'" in text
+    assert any(t.startswith("a.yaml:8: duplicate rule name 'r1'") for t in text), text
+    assert any(t.startswith("a.yaml:2: jwks_file ") and "missing.json" in t for t in text), text
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_line_of_the_bad_byte(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_bytes(b"rules:\n  - name: caf\xe9\n    action: allow\n")
+    with pytest.raises(PolicyError) as error:
+        load_policy_set(str(tmp_path))
+    assert [str(p) for p in error.value.problems] == [
+        f"{tmp_path}/a.yaml:2: not UTF-8 text (byte 20 is 0xe9)"
+    ]
+
+
+def test_a_test_file_named_as_the_policy_is_called_what_it_is(tmp_path: Path) -> None:
+    """`authz validate policies/shop_test.yaml`: not a list of unknown policy fields."""
+    test_file = write(tmp_path / "shop_test.yaml", "cases: []\n")
+    with pytest.raises(PolicyError) as error:
+        load_policy_set(str(test_file))
+    assert [str(p) for p in error.value.problems] == [
+        f"{test_file}: a policy test file (`authz test` runs it)"
+    ]
