@@ -61,6 +61,38 @@ class _PerMethodInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         raise NotImplementedError
 
 
+class _Chained(_PerMethodInterceptor):
+    """A run of per-method interceptors as one: each method's handler is wrapped by all of them
+    once (the last innermost, as grpc's pipeline would), so a call pays one dict lookup instead
+    of grpc's per-interceptor closure and two calls."""
+
+    def __init__(self, members: Sequence[_PerMethodInterceptor]) -> None:
+        super().__init__()
+        self._members = tuple(members)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        for member in reversed(self._members):
+            handler = member._wrap(handler, method)
+        return handler
+
+
+def chain(interceptors: Sequence[grpc.ServerInterceptor]) -> list[grpc.ServerInterceptor]:
+    """`interceptors` in the same order and with the same effect, each run of per-method ones
+    (all of ours) folded into one."""
+    chained: list[grpc.ServerInterceptor] = []
+    run: list[_PerMethodInterceptor] = []
+    for interceptor in [*interceptors, None]:
+        if isinstance(interceptor, _PerMethodInterceptor):
+            run.append(interceptor)
+            continue
+        if run:
+            chained.append(run[0] if len(run) == 1 else _Chained(run))
+            run = []
+        if interceptor is not None:
+            chained.append(interceptor)
+    return chained
+
+
 class GuardInterceptor(_PerMethodInterceptor):
     """Two guards the thread-pool server needs, on every registered method:
 

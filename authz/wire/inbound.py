@@ -125,7 +125,9 @@ def _headers(http: AttributeContext.HttpRequest, limits: Limits) -> dict[str, st
     else:
         if len(http.headers) > limits.max_headers:
             raise too_many(limits)
-        pairs = list(http.headers.items())
+        # Keys and lookups: the map's items() view iterates in Python, a third slower.
+        headers = http.headers
+        pairs = [(name, headers[name]) for name in headers]
     return headers_from_pairs(pairs, limits, ordered=raw)
 
 

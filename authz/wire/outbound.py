@@ -60,21 +60,54 @@ def _option(name: str, value: str) -> HeaderValueOption:
 _CONTENT_TYPE_JSON = _option("content-type", "application/json")
 
 
+# Allows built before, by everything they are built from but the decision id (`_allow_key`),
+# with where that id goes; a hit is copied (one C call) and the id written in. Templates are
+# never mutated once stored; the cache is emptied when full (a principal per user could fill it).
+_ALLOWS: dict[tuple[object, ...], tuple[CheckResponse, tuple[int, ...]]] = {}
+_MAX_ALLOWS = 4096
+# The Verdict fields an allow is not built from (the decision id is written into each copy).
+ALLOW_IGNORES = frozenset({"decision_id", "evidence", "response_headers", "token_check"})
+
+
+def _allow_key(verdict: Verdict) -> tuple[object, ...]:
+    """Every Verdict field an allow is built from but `decision_id` (ALLOW_IGNORES), with the
+    header values equal to the decision id (`x-authz-decision-id`) left out."""
+    decision_id = verdict.decision_id
+    return (
+        verdict.decision,
+        verdict.policy_revision,
+        verdict.principal,
+        verdict.request_principal,
+        verdict.api_key_principal,
+        tuple((n, None) if v == decision_id else (n, v) for n, v in verdict.headers_to_set),
+        verdict.headers_to_remove,
+        verdict.query_parameters_to_remove,
+    )
+
+
 def to_check_response(verdict: Verdict) -> CheckResponse:
     """The CheckResponse for `verdict`: an allow only when `verdict.decision.allowed`."""
     decision = verdict.decision
     if decision.allowed:
-        response = CheckResponse(status=_STATUS_OK, dynamic_metadata=_metadata(verdict))
-        ok = response.ok_response
-        ok.SetInParent()  # an allow with nothing to change is still an ok_response
-        for name, value in verdict.headers_to_set:
-            option = ok.headers.add()
-            option.header.key = name
-            option.header.value = value
-            option.append.value = False  # sets the BoolValue: present and false
-            option.append_action = _OVERWRITE
-        ok.headers_to_remove.extend(verdict.headers_to_remove)
-        ok.query_parameters_to_remove.extend(verdict.query_parameters_to_remove)
+        key = _allow_key(verdict)
+        cached = _ALLOWS.get(key)
+        if cached is None:
+            template = _allow(verdict)
+            decision_id = verdict.decision_id
+            ids = tuple(i for i, (_, v) in enumerate(verdict.headers_to_set) if v == decision_id)
+            if len(_ALLOWS) >= _MAX_ALLOWS:
+                _ALLOWS.clear()
+            _ALLOWS[key] = (template, ids)
+            cached = template, ids
+        template, ids = cached
+        response = CheckResponse()
+        response.CopyFrom(template)
+        decision_id = verdict.decision_id
+        response.dynamic_metadata.fields["decision_id"].string_value = decision_id
+        if ids:
+            headers = response.ok_response.headers
+            for i in ids:
+                headers[i].header.value = decision_id
         return response
     status = deny_status(decision.status)
     response = CheckResponse(
@@ -87,6 +120,21 @@ def to_check_response(verdict: Verdict) -> CheckResponse:
         option.header.value = value
         option.append.value = False
         option.append_action = _OVERWRITE
+    return response
+
+
+def _allow(verdict: Verdict) -> CheckResponse:
+    response = CheckResponse(status=_STATUS_OK, dynamic_metadata=_metadata(verdict))
+    ok = response.ok_response
+    ok.SetInParent()  # an allow with nothing to change is still an ok_response
+    for name, value in verdict.headers_to_set:
+        option = ok.headers.add()
+        option.header.key = name
+        option.header.value = value
+        option.append.value = False  # sets the BoolValue: present and false
+        option.append_action = _OVERWRITE
+    ok.headers_to_remove.extend(verdict.headers_to_remove)
+    ok.query_parameters_to_remove.extend(verdict.query_parameters_to_remove)
     return response
 
 

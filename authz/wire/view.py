@@ -9,6 +9,8 @@ only our own errors (`InvalidMethod`, `InvalidHost`, `AttributeTooLarge`, `Reque
 
 from __future__ import annotations
 
+from itertools import chain
+
 from authz.config import Limits
 from authz.errors import (
     AttributeTooLarge,
@@ -101,10 +103,30 @@ def headers_from_pairs(
     """
     if len(pairs) > limits.max_headers:
         raise too_many(limits)
-    size = 0
+    # The common request, in one comprehension: no name repeated, every value short enough to
+    # be within the value limit unencoded. Anything else takes the field-by-field reading,
+    # which joins or refuses repeats and says which value is too long, in wire order.
+    headers = {name.lower(): value for name, value in pairs}
+    if len(headers) != len(pairs) or (
+        headers and max(map(len, headers.values())) > limits.max_header_value_bytes // _MAX_UTF8
+    ):
+        headers = _joined(pairs, limits, ordered)
+    # Characters first (cheap), bytes only when the characters come close to the limit.
+    if sum(map(len, chain.from_iterable(pairs))) * _MAX_UTF8 > limits.max_header_bytes:
+        size = sum(
+            len(n.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
+            for n, v in pairs
+        )
+        if size > limits.max_header_bytes:
+            raise RequestTooLarge(
+                f"the headers are larger than the limit of {limits.max_header_bytes} bytes"
+            )
+    return headers
+
+
+def _joined(pairs: list[tuple[str, str]], limits: Limits, ordered: bool) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in pairs:
-        size += len(name) + len(value)
         key = name.lower()
         previous = headers.get(key)
         if previous is None or ordered:
@@ -119,16 +141,6 @@ def headers_from_pairs(
             # differ only in case are not from Envoy; and a protobuf map has no order, so
             # joining them would give different values to different readers. Refuse.
             raise BadRequest(f"the header {key!r} is sent twice, in different letter cases")
-    # Characters first (cheap), bytes only when the characters come close to the limit.
-    if size * _MAX_UTF8 > limits.max_header_bytes:
-        size = sum(
-            len(n.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
-            for n, v in pairs
-        )
-        if size > limits.max_header_bytes:
-            raise RequestTooLarge(
-                f"the headers are larger than the limit of {limits.max_header_bytes} bytes"
-            )
     return headers
 
 

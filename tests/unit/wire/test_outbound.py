@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -225,3 +226,56 @@ def test_the_api_key_principal_is_in_the_metadata_only_when_a_key_was_presented(
     assert keyed.dynamic_metadata.fields["api_key_principal"].string_value == "partners/acme-1"
     plain = to_check_response(Verdict(decision, "id-2"))
     assert "api_key_principal" not in plain.dynamic_metadata.fields
+
+
+def test_an_allow_is_built_from_every_verdict_field_but_the_ones_it_ignores() -> None:
+    # A cached allow is found by `_allow_key`: a Verdict field added later must be in the key
+    # (or deliberately in ALLOW_IGNORES), or two verdicts differing in it would share an answer.
+    fields = {f.name for f in dataclasses.fields(Verdict)}
+    base = verdict(Decision(True, 200, "r", rule="r"))
+    keyed = set()
+    for name in fields - outbound.ALLOW_IGNORES:
+        value = getattr(base, name)
+        other: Any = (
+            Decision(True, 200, "other")
+            if name == "decision"
+            else (("x-other", "1"),)
+            if name == "headers_to_set"
+            else ("x-other",)
+            if isinstance(value, tuple)
+            else value + "-other"
+        )
+        if outbound._allow_key(base) != outbound._allow_key(
+            dataclasses.replace(base, **{name: other})
+        ):
+            keyed.add(name)
+    assert keyed == fields - outbound.ALLOW_IGNORES
+
+
+@pytest.mark.parametrize("repeat", [1, 2, 3])
+def test_a_repeated_allow_is_the_allow_built_afresh(repeat: int) -> None:
+    decision = Decision(True, 200, "r", rule="r", shadow=(ShadowMatch("a", "deny", True),))
+    for n in range(repeat):
+        decision_id = f"d-{repeat}-{n}"
+        v = verdict(
+            decision,
+            headers_to_set=(("x-authz-decision-id", decision_id), ("x-user-id", "user-1")),
+            headers_to_remove=("authorization",),
+        )
+        v = dataclasses.replace(v, decision_id=decision_id)
+        response = to_check_response(v)
+        assert response == outbound._allow(v)
+        assert response.SerializeToString(deterministic=True) == outbound._allow(
+            v
+        ).SerializeToString(deterministic=True)
+        assert headers_of(response.ok_response.headers)["x-authz-decision-id"] == decision_id
+        assert metadata(response)["decision_id"] == decision_id
+
+
+def test_allows_differing_in_any_built_field_are_not_shared() -> None:
+    first = verdict(Decision(True, 200, "r"), headers_to_set=(("x-user-id", "user-1"),))
+    second = dataclasses.replace(first, headers_to_set=(("x-user-id", "user-2"),))
+    to_check_response(first)
+    assert headers_of(to_check_response(second).ok_response.headers)["x-user-id"] == "user-2"
+    third = dataclasses.replace(first, principal="spiffe://other")
+    assert metadata(to_check_response(third))["principal"] == "spiffe://other"
