@@ -87,7 +87,17 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         yield Service(process, admin, policies)
 
 
-def test_a_denied_id_leads_to_its_rule_and_a_reload_changes_the_answer(service: Service) -> None:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module (the tests only load pages in it); skips the tests
+    that use it when none is installed."""
+    with headless_chromium() as session:
+        yield session
+
+
+def test_a_denied_id_leads_to_its_rule_and_a_reload_changes_the_answer(
+    service: Service, browser: Any
+) -> None:
     status, denied = service.check("/admin/users")
     assert status == 403
     status, private = service.check("/private/report")
@@ -96,70 +106,68 @@ def test_a_denied_id_leads_to_its_rule_and_a_reload_changes_the_answer(service: 
     service.wait_held(private)
     revision = service.api("/")["revision"]
 
-    with headless_chromium() as browser:
-        from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.by import By
 
-        base = f"http://{service.admin}"
-        browser.get(base + "/")
-        overview = browser.find_element(By.TAG_NAME, "main").text
-        assert revision in overview
-        assert "shop.yaml" in overview and "no-admin" in overview  # file, and the chart's reason
+    base = f"http://{service.admin}"
+    browser.get(base + "/")
+    overview = browser.find_element(By.TAG_NAME, "main").text
+    assert revision in overview
+    assert "shop.yaml" in overview and "no-admin" in overview  # file, and the chart's reason
 
-        # From the list, filtered by the id a client quoted, to the decision.
-        browser.get(base + "/decisions?id=" + urllib.parse.quote(denied))
-        browser.find_element(By.LINK_TEXT, denied).click()
-        page = browser.find_element(By.TAG_NAME, "main").text
-        assert "no-admin" in page and HOST in page and "/admin/users" in page
-        assert "would be the same now" in page
-        deciding = browser.find_element(By.CSS_SELECTOR, "td b").text
-        assert deciding == "no-admin"
+    # From the list, filtered by the id a client quoted, to the decision.
+    browser.get(base + "/decisions?id=" + urllib.parse.quote(denied))
+    browser.find_element(By.LINK_TEXT, denied).click()
+    page = browser.find_element(By.TAG_NAME, "main").text
+    assert "no-admin" in page and HOST in page and "/admin/users" in page
+    assert "would be the same now" in page
+    deciding = browser.find_element(By.CSS_SELECTOR, "td b").text
+    assert deciding == "no-admin"
 
-        browser.get(base + "/decisions/" + private)
-        assert "would be the same now" in browser.find_element(By.TAG_NAME, "main").text
+    browser.get(base + "/decisions/" + private)
+    assert "would be the same now" in browser.find_element(By.TAG_NAME, "main").text
 
-        # A reload that opens /private: the page now says the answer would differ.
-        (service.policies / "shop.yaml").write_text(OPENED)
-        assert service.process.process is not None
-        service.process.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while service.api("/")["revision"] == revision:
-            assert time.monotonic() < deadline, "the reload never happened"
-            time.sleep(0.1)
-        browser.get(base + "/decisions/" + private)
-        page = browser.find_element(By.TAG_NAME, "main").text
-        assert "would differ now" in page
-        assert "private-opened" in page
-        assert service.api("/decisions/" + private)["now"]["change"] == {
-            "kind": "deny->allow",
-            "key": "private-opened",
-        }
-        browser.get(base + "/")
-        assert "loaded" in browser.find_element(By.TAG_NAME, "main").text  # the last reload
-        if os.environ.get("UPDATE_SCREENSHOTS"):
-            browser.get(base + "/decisions/" + denied)
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            assert browser.save_screenshot(str(SCREENSHOT))
+    # A reload that opens /private: the page now says the answer would differ.
+    (service.policies / "shop.yaml").write_text(OPENED)
+    assert service.process.process is not None
+    service.process.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while service.api("/")["revision"] == revision:
+        assert time.monotonic() < deadline, "the reload never happened"
+        time.sleep(0.1)
+    browser.get(base + "/decisions/" + private)
+    page = browser.find_element(By.TAG_NAME, "main").text
+    assert "would differ now" in page
+    assert "private-opened" in page
+    assert service.api("/decisions/" + private)["now"]["change"] == {
+        "kind": "deny->allow",
+        "key": "private-opened",
+    }
+    browser.get(base + "/")
+    assert "loaded" in browser.find_element(By.TAG_NAME, "main").text  # the last reload
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        browser.get(base + "/decisions/" + denied)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOT))
 
 
-def test_hostile_values_render_as_text(service: Service, tmp_path: Path) -> None:
+def test_hostile_values_render_as_text(service: Service, browser: Any, tmp_path: Path) -> None:
     status, decision_id = service.check("/public/%3Cscript%3E", {"x-note": HOSTILE})
     assert status == 200
     service.wait_held(decision_id)
     assert service.api(f"/decisions/{decision_id}")["record"]["headers"]["x-note"] == HOSTILE
 
-    with headless_chromium() as browser:
-        from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.by import By
 
-        for path in (f"/decisions/{decision_id}", "/decisions", f"/decisions?reason={HOSTILE}"):
-            browser.get(f"http://{service.admin}{path}")
-            assert browser.title != "pwned"
-            assert browser.find_elements(By.TAG_NAME, "script") == []
-            assert browser.find_elements(By.CSS_SELECTOR, "main img") == []
-        # The value is there, as text (in the record's JSON form).
-        browser.get(f"http://{service.admin}/decisions/{decision_id}")
-        assert json.dumps(HOSTILE) in browser.find_element(By.TAG_NAME, "pre").text
-        shot = tmp_path / "hostile.png"
-        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 0
+    for path in (f"/decisions/{decision_id}", "/decisions", f"/decisions?reason={HOSTILE}"):
+        browser.get(f"http://{service.admin}{path}")
+        assert browser.title != "pwned"
+        assert browser.find_elements(By.TAG_NAME, "script") == []
+        assert browser.find_elements(By.CSS_SELECTOR, "main img") == []
+    # The value is there, as text (in the record's JSON form).
+    browser.get(f"http://{service.admin}/decisions/{decision_id}")
+    assert json.dumps(HOSTILE) in browser.find_element(By.TAG_NAME, "pre").text
+    shot = tmp_path / "hostile.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 0
 
 
 def test_the_page_is_get_only_and_forbids_scripts(service: Service) -> None:
