@@ -48,7 +48,8 @@ def _static(cluster: dict[str, Any], port: int) -> None:
 
 
 def loopback_config(authz_port: int, collector_port: int) -> tuple[dict[str, Any], int, int]:
-    """deploy/envoy/envoy.yaml as it is, with every address moved to loopback ports."""
+    """deploy/envoy/envoy.yaml as it is, with every address moved to loopback ports and a
+    runtime layer that sends Envoy's spans at once."""
     config = copy.deepcopy(yaml.safe_load(ENVOY_YAML.read_text()))
     listen, admin = free_port(), free_port()
     config["admin"]["address"]["socket_address"] = {"address": LOOPBACK, "port_value": admin}
@@ -61,6 +62,10 @@ def loopback_config(authz_port: int, collector_port: int) -> tuple[dict[str, Any
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     http_uri = hcm["tracing"]["provider"]["typed_config"]["http_service"]["http_uri"]
     http_uri["uri"] = f"http://{LOOPBACK}:{collector_port}/v1/traces"
+    # Envoy's tracer sends its spans every 5 s, or once 5 are waiting: this test has 2, so it
+    # would wait the 5 s. A runtime layer of this copy sends each at once (no default changes).
+    layer = {"tracing.opentelemetry.min_flush_spans": 1}
+    config["layered_runtime"] = {"layers": [{"name": "test", "static_layer": layer}]}
     return config, listen, admin
 
 
