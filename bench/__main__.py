@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import (
     audit_log,
+    check_ab,
     empty_servicer,
     export_load,
     http_mode,
@@ -42,6 +43,7 @@ from bench.parts import PARTS, Size
 # The focused measurements: name -> its main(argv). Each prints what it measured.
 TOOLS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "audit-log": (audit_log.main, "authz usage/replay throughput and memory on a big log"),
+    "check-ab": (check_ab.main, "two checkouts' in-process check on a cache hit, A/B"),
     "export-load": (export_load.main, "the exported filters against hand-written ones"),
     "http-mode": (http_mode.main, "the HTTP door against the gRPC door and an empty app"),
     "latency": (latency.main, "latency added at a fixed rate: both doors, export, OPA-Envoy"),

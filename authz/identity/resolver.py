@@ -36,7 +36,13 @@ class IdentityResolver:
     def key_sets(self, auth: Authentication) -> tuple[object, ...]:
         """What the sources' answers depend on beyond the request (each JWT provider's current
         key set): an identity resolved with these stays right while they stay the same."""
-        return tuple(x for s in self.sources if s.named_by(auth) for x in s.state(auth))
+        # A plain loop: this runs on every cacheable check, and the nested generator it
+        # replaced cost twice as much.
+        out: tuple[object, ...] = ()
+        for source in self.sources:
+            if source.named_by(auth):
+                out += source.state(auth)
+        return out
 
     def resolve(
         self,

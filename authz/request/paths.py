@@ -18,6 +18,7 @@ Order of the steps, and why:
 
 from __future__ import annotations
 
+import functools
 import re
 
 from authz.errors import InvalidPath
@@ -38,10 +39,25 @@ def normalize_path(raw: str) -> tuple[str, str]:
     >>> normalize_path("/a/./b/../c%41?x=1#frag")
     ('/a/cA', 'x=1')
     """
+    if len(raw) <= _CACHED_PATH_CHARS:
+        return _normalize_cached(raw)
+    return _normalize(raw)
+
+
+def _normalize(raw: str) -> tuple[str, str]:
     # Fast path: the common clean path is returned unchanged.
     if _CLEAN(raw) is not None and "//" not in raw and "/." not in raw:
         return raw, ""
     return _normalize_slow(raw)
+
+
+# Clients repeat their paths, and a check normalizes its path at least once (twice when a
+# condition reads `:path`): the answer for a short path is remembered. Paths are
+# client-controlled, so the cache is bounded in entries and in key length (at most about
+# 4096 * 256 characters held); a refused path raises and is never cached.
+_CACHED_PATHS = 4096
+_CACHED_PATH_CHARS = 256
+_normalize_cached = functools.lru_cache(maxsize=_CACHED_PATHS)(_normalize)
 
 
 def _normalize_slow(raw: str) -> tuple[str, str]:

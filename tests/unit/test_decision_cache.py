@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from authz.engine import Engine
 from authz.identity.introspection import Introspector
 from authz.identity.jwks import KeySet, parse_jwks
 from authz.identity.sources import ServiceResolver
-from authz.model import Request, Verdict
+from authz.model import FROM_CACHE, Decision, Evidence, Request, TokenCheck, Verdict
 from authz.policy import PolicySet, PolicyStore, build_policy_set
 from authz.policy.language.spec import JwtProvider
 from tests.support.certs import make_pki
@@ -238,6 +238,35 @@ def test_a_repeated_request_is_a_hit_with_a_new_decision_id() -> None:
     assert first.decision_id != second.decision_id
     assert dict(second.headers_to_set)[w.headers.decision_id] == second.decision_id
     assert dict(second.headers_to_set)["x-user-id"] == "alice"
+
+
+def test_a_repeat_carries_every_field_but_the_id_and_the_token_judgement() -> None:
+    # The engine builds a repeat field by field (faster than dataclasses.replace): a field
+    # added to Verdict must not be dropped on a hit.
+    w = world()
+    names = w.headers
+    verdict = Verdict(
+        Decision(True, 200, "read", rule="read"),
+        "old-id",
+        "rev",
+        "p",
+        "rp",
+        "ak",
+        ((names.decision_id, "old-id"), ("x-user-id", "alice")),
+        ("x-drop",),
+        ("token",),
+        Evidence("verified"),
+        (("retry-after", "1"),),
+        TokenCheck(cached=False),
+    )
+    again = w.cached._repeat(verdict)
+    assert again.decision_id != "old-id"
+    assert again.headers_to_set == ((names.decision_id, again.decision_id), ("x-user-id", "alice"))
+    assert again.token_check is FROM_CACHE
+    changed = {"decision_id", "headers_to_set", "token_check"}
+    for f in fields(Verdict):
+        if f.name not in changed:
+            assert getattr(again, f.name) is getattr(verdict, f.name), f.name
 
 
 def test_an_expired_token_is_refused_on_what_would_be_a_hit() -> None:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authz.errors import InvalidPath
+from authz.request import paths
 from authz.request.paths import normalize_path
 
 NORMALIZED = [
@@ -118,7 +119,27 @@ def test_rejects(raw: str, why: str) -> None:
 def test_clean_path_is_returned_as_is() -> None:
     raw = "/api/v1/orders/123"
     path, query = normalize_path(raw)
-    assert path is raw and query == ""
+    # Equal, not identical: the answer may be the cached one of an earlier equal string.
+    assert path == raw and query == ""
+
+
+def test_the_answer_cache_is_bounded_and_never_remembers_a_refusal() -> None:
+    # Paths are client-controlled: the cache holds at most _CACHED_PATHS entries of at most
+    # _CACHED_PATH_CHARS characters each, and a refused path is refused every time.
+    info = paths._normalize_cached.cache_info()
+    assert info.maxsize == paths._CACHED_PATHS == 4096
+    long_raw = "/a/./b" + "/c" * paths._CACHED_PATH_CHARS + "?q=1"
+    before = paths._normalize_cached.cache_info().currsize
+    assert normalize_path(long_raw) == ("/a/b" + "/c" * paths._CACHED_PATH_CHARS, "q=1")
+    assert paths._normalize_cached.cache_info().currsize == before  # too long to be kept
+    for _ in range(2):
+        with pytest.raises(InvalidPath):
+            normalize_path("/a%2Fb")
+    short = "/x/../y%41?z"
+    assert normalize_path(short) == normalize_path(short) == ("/yA", "z")
+    for i in range(paths._CACHED_PATHS + 10):
+        normalize_path(f"/p/{i}?q")
+    assert paths._normalize_cached.cache_info().currsize == paths._CACHED_PATHS
 
 
 _SEGMENT = st.text(alphabet="ab.%2eE/;?#~", max_size=12)
