@@ -17,18 +17,15 @@ from tests.support import https
 from tests.support.envoy import _authz_address
 from tests.support.redis import RedisCluster, RedisSentinel, RedisServer
 from tests.support.replicas import Replica, start_replicas, wait_until, write_policy
-from tests.support.scale import scaled
 from tests.support.upstream import EchoUpstream
 
 pytestmark = pytest.mark.e2e
 
-# Requests of one key in a burst against its limit of 100: five times the limit proves the
-# shared bound (100 to 110 pass); LONG_TESTS=1 sends the 2,000 the issue was checked with.
-BURST = scaled(500, 2000)
-# Workers per replica behind a Redis Cluster or Sentinel: 2 replicas x 2 workers share the count
-# through each failover (the plain-Redis test below keeps 2 x 4); LONG_TESTS=1 runs 2 x 4 there
-# too. Each worker is a Python process starting on a two-core machine: about a second each.
-TOPOLOGY_WORKERS = scaled(2, 4)
+# Requests of one key in a burst against its limit of 100, and workers per replica: issue 30's
+# check as it was written (8 processes, 2 replicas x 4 workers, admit 100 to 110 of 2,000), in
+# the everyday run too, behind a plain Redis, a Redis Cluster and Sentinel.
+BURST = 2000
+TOPOLOGY_WORKERS = 4
 
 
 @pytest.fixture
@@ -180,8 +177,8 @@ def test_a_shared_cluster_or_sentinel_holds_the_limit_and_survives_a_failover(
     envoy_factory: EnvoyFactory,
     upstream: EchoUpstream,
 ) -> None:
-    """4 processes (2 replicas x 2 workers; 8 with LONG_TESTS=1) through one Envoy: 100 to 110 of
-    500 requests (2,000 with LONG_TESTS=1) pass a limit of 100; then a master is killed during
+    """8 processes (2 replicas x 4 workers) through one Envoy: 100 to 110 of 2,000 requests pass
+    a limit of 100; then a master is killed during
     traffic: no 5xx, a request the policy denies is never allowed, each process says it counts
     locally and comes back to shared."""
     directory = Path(tmp_path_factory.mktemp("rl"))
