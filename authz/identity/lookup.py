@@ -32,7 +32,6 @@ __all__ = [
     "find_token",
     "header_token_regex",
     "mentions_regex",
-    "place",
     "prefix_regex",
 ]
 
@@ -103,7 +102,7 @@ def find_token(request: Request, providers: Iterable[_Reads]) -> FoundToken | No
                     token, first = value, location
                 elif value != token:
                     raise TokenRejected("more than one token", reason="jwt_malformed")
-                elif place(location) != place(first):
+                elif _place(location) != _place(first):
                     raise TokenRejected(
                         f"the token is sent in more than one place ({_describe(first)} and "
                         f"{_describe(location)})",
@@ -115,7 +114,7 @@ def find_token(request: Request, providers: Iterable[_Reads]) -> FoundToken | No
     return FoundToken(token, first, frozenset(where))
 
 
-def place(location: TokenLocation) -> tuple[str, str]:
+def _place(location: TokenLocation) -> tuple[str, str]:
     """Where a location reads: a header (any prefix, name in any case), a query parameter or a
     cookie, by name."""
     if location.header is not None:
@@ -126,7 +125,7 @@ def place(location: TokenLocation) -> tuple[str, str]:
 
 
 def _describe(location: TokenLocation) -> str:
-    kind, name = place(location)
+    kind, name = _place(location)
     return f"{kind} {name}"
 
 
