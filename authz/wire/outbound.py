@@ -89,11 +89,11 @@ def to_check_response(verdict: Verdict) -> CheckResponse:
     """The CheckResponse for `verdict`: an allow only when `verdict.decision.allowed`."""
     decision = verdict.decision
     if decision.allowed:
+        decision_id = verdict.decision_id
         key = _allow_key(verdict)
         cached = _ALLOWS.get(key)
         if cached is None:
             template = _allow(verdict)
-            decision_id = verdict.decision_id
             ids = tuple(i for i, (_, v) in enumerate(verdict.headers_to_set) if v == decision_id)
             if len(_ALLOWS) >= _MAX_ALLOWS:
                 _ALLOWS.clear()
@@ -102,7 +102,6 @@ def to_check_response(verdict: Verdict) -> CheckResponse:
         template, ids = cached
         response = CheckResponse()
         response.CopyFrom(template)
-        decision_id = verdict.decision_id
         response.dynamic_metadata.fields["decision_id"].string_value = decision_id
         if ids:
             headers = response.ok_response.headers
